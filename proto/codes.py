@@ -1,0 +1,63 @@
+"""Stable codes: error codes carried by ``error`` frames, and WebSocket close codes.
+
+Codes are part of the contract: add new ones, never rename or reuse a value.
+"""
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an ``error`` frame (and of a backend command's error reply)."""
+
+    INVALID_JSON = "invalid_json"
+    """The text frame is not JSON (or not UTF-8)."""
+    UNSUPPORTED_FRAME = "unsupported_frame"
+    """A binary WebSocket frame: Switchboard speaks JSON text frames only."""
+    UNKNOWN_TYPE = "unknown_type"
+    """The frame has no ``type``, or one Switchboard does not know."""
+    INVALID_FIELD = "invalid_field"
+    """A field is missing, has the wrong type or is out of range; the message names it."""
+    NOT_INITIALIZED = "not_initialized"
+    """The frame needs a verified ``init`` first."""
+    ALREADY_INITIALIZED = "already_initialized"
+    """A second ``init`` on a connection that already has one."""
+    INVALID_TOKEN = "invalid_token"
+    """The token's signature, algorithm or claims are not valid."""
+    TOKEN_EXPIRED = "token_expired"
+    """The token's ``exp`` has passed."""
+    UNAVAILABLE = "unavailable"
+    """The broker did not confirm the frame in time; nothing was accepted, retry with the same ``id``."""
+    RATE_LIMITED = "rate_limited"
+    """Too many frames on this connection; slow down."""
+    INTERNAL_ERROR = "internal_error"
+    """Something unexpected; it was logged. Retry with the same ``id``."""
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes used by the gateway (RFC 6455 section 7.4; 4000-4999 are Switchboard's)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    """The gateway is shutting down: reconnect (to any gateway) at once."""
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    """A frame was larger than ``SWITCHBOARD_MAX_FRAME_BYTES``."""
+    INTERNAL_ERROR = 1011
+    INIT_TIMEOUT = 4001
+    """No valid ``init`` within ``SWITCHBOARD_INIT_TIMEOUT_S``."""
+    IDLE_TIMEOUT = 4002
+    """No frame from the client within ``SWITCHBOARD_IDLE_TIMEOUT_S``."""
+    INVALID_TOKEN = 4003
+    """Terminal: the token is not valid; do not reconnect with it."""
+    TOKEN_EXPIRED = 4004
+    """Reconnect with a fresh token."""
+    KICKED = 4005
+    """Terminal: a backend kicked this uid."""
+    SLOW_CONSUMER = 4006
+    """The client did not read its messages fast enough; unacknowledged ones went to the offline store."""
+    RATE_LIMITED = 4007
+    """Too many frames; reconnect after a pause."""
+
+
+TERMINAL_CLOSE_CODES = frozenset({CloseCode.INVALID_TOKEN, CloseCode.KICKED})
+"""Close codes after which a client must not reconnect on its own."""

@@ -1,0 +1,100 @@
+"""Environment variables: their names, and typed readers whose errors name the variable to fix.
+
+Each service reads its settings once, in ``Settings.from_env``, through these readers. A reader
+never puts a secret's value into an error.
+"""
+
+from collections.abc import Mapping
+
+from proto.errors import SettingsError
+
+AMQP_URL = "SWITCHBOARD_AMQP_URL"
+REDIS_URL = "SWITCHBOARD_REDIS_URL"
+POSTGRES_DSN = "SWITCHBOARD_POSTGRES_DSN"
+NAMESPACE = "SWITCHBOARD_NAMESPACE"
+JWT_SECRET = "SWITCHBOARD_JWT_SECRET"
+GATEWAY_HOST = "SWITCHBOARD_GATEWAY_HOST"
+GATEWAY_PORT = "SWITCHBOARD_GATEWAY_PORT"
+GATEWAY_ID = "SWITCHBOARD_GATEWAY_ID"
+LOG_LEVEL = "SWITCHBOARD_LOG_LEVEL"
+QUEUE_TYPE = "SWITCHBOARD_QUEUE_TYPE"
+INIT_TIMEOUT_S = "SWITCHBOARD_INIT_TIMEOUT_S"
+IDLE_TIMEOUT_S = "SWITCHBOARD_IDLE_TIMEOUT_S"
+PING_INTERVAL_S = "SWITCHBOARD_PING_INTERVAL_S"
+ACK_TIMEOUT_S = "SWITCHBOARD_ACK_TIMEOUT_S"
+ORPHAN_TTL_S = "SWITCHBOARD_ORPHAN_TTL_S"
+GATEWAY_QUEUE_EXPIRES_S = "SWITCHBOARD_GATEWAY_QUEUE_EXPIRES_S"
+HEARTBEAT_INTERVAL_S = "SWITCHBOARD_HEARTBEAT_INTERVAL_S"
+GATEWAY_TTL_S = "SWITCHBOARD_GATEWAY_TTL_S"
+PUBLISH_TIMEOUT_S = "SWITCHBOARD_PUBLISH_TIMEOUT_S"
+CONNECT_TIMEOUT_S = "SWITCHBOARD_CONNECT_TIMEOUT_S"
+SHUTDOWN_TIMEOUT_S = "SWITCHBOARD_SHUTDOWN_TIMEOUT_S"
+MAX_FRAME_BYTES = "SWITCHBOARD_MAX_FRAME_BYTES"
+OUTBOX_FRAMES = "SWITCHBOARD_OUTBOX_FRAMES"
+DEDUP_TTL_S = "SWITCHBOARD_DEDUP_TTL_S"
+PREFETCH = "SWITCHBOARD_PREFETCH"
+BATCH_MAX = "SWITCHBOARD_BATCH_MAX"
+REPLAY_PAGE = "SWITCHBOARD_REPLAY_PAGE"
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def text(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """Return the variable's value, or ``default``; an unset variable without a default is an error."""
+    value = environ.get(name, default)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise SettingsError(f"{name} must be set")
+    return value
+
+
+def secret(environ: Mapping[str, str], name: str, min_length: int = 16) -> str:
+    """Return a required secret; errors say what is wrong with it, never what it is."""
+    value = environ.get(name, "")
+    if not value:
+        raise SettingsError(f"{name} must be set (a secret of at least {min_length} characters)")
+    if len(value) < min_length:
+        raise SettingsError(f"{name} must be at least {min_length} characters long")
+    return value
+
+
+def integer(
+    environ: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """Return an integer variable within ``[minimum, maximum]``."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        raise SettingsError(f"{name} must be at least {minimum}{upper}, got {value}")
+    return value
+
+
+def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Return a positive number of seconds."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """Return one of ``choices``."""
+    value = environ.get(name, "") or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

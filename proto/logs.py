@@ -1,0 +1,45 @@
+"""Logging: one structlog setup for every service, and the fixed keys of its lines.
+
+Lines are JSON (one object per line, ISO UTC timestamps) when stdout is not a terminal, and
+coloured console output when it is. Events are constant snake_case phrases ending in a past-tense
+verb; values go in keys. Never log a token, a secret or a message body.
+"""
+
+import logging
+import sys
+
+import structlog
+
+# The fixed keys.
+UID = "uid"
+CONN_ID = "conn_id"
+MID = "mid"
+CLIENT_ID = "client_id"
+GATEWAY_ID = "gateway_id"
+NAMESPACE = "namespace"
+CODE = "code"
+SERVICE = "service"
+
+READY_EVENT = "service_ready"
+"""Logged once by every service when it serves; tests and operators wait for it."""
+
+
+def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
+    """Configure structlog for this process; call once, in ``__main__``."""
+    if json is None:
+        json = not sys.stdout.isatty()
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info if json else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )

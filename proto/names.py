@@ -1,0 +1,135 @@
+"""Every name on the wire and in storage, derived from the namespace.
+
+A namespace prefixes every exchange, queue, Redis key and the PostgreSQL schema, so that several
+Switchboard stacks (or test runs) share one broker, one Redis and one database without seeing
+each other. Services never build a name themselves; they ask a ``Names``.
+
+AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
+
+    <ns>.inbound        topic   everything that enters: gateway.* from gateways, api.* from
+                                backends, store.* from offline stores, router.* from routers
+      -> <ns>.router          queue, bound to gateway.opened|closed|send|heartbeat|stopped,
+                              store.saved and api.#: consumed by every router
+      -> <ns>.offline.control queue, bound to gateway.ack and router.replay: offline stores
+    <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
+      -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
+                              longer than the orphan TTL are dead-lettered to <ns>.undeliverable
+    <ns>.undeliverable  fanout  whatever could not reach a client
+      -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
+
+Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
+(hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
+``<ns>:dedup:<uid>:<client_id>`` (mid of the first frame with that id).
+
+PostgreSQL: schema ``<ns>``, table ``<ns>.undelivered``.
+"""
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "switchboard"
+NAMESPACE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
+"""A namespace is a safe SQL identifier, queue prefix and key prefix at once."""
+
+# Routing keys on the inbound exchange. A key names its producer: a deployment's topic permissions
+# let a gateway's RabbitMQ user write gateway.* only, so that no frame can pose as an api.* command.
+KEY_CONN_OPENED = "gateway.opened"
+KEY_CONN_CLOSED = "gateway.closed"
+KEY_SEND = "gateway.send"
+KEY_ACK = "gateway.ack"
+KEY_HEARTBEAT = "gateway.heartbeat"
+KEY_GATEWAY_STOPPED = "gateway.stopped"
+KEY_SAVED = "store.saved"
+KEY_REPLAY = "router.replay"
+API_KEY_PATTERN = "api.#"
+
+ROUTER_BINDINGS = (
+    KEY_CONN_OPENED,
+    KEY_CONN_CLOSED,
+    KEY_SEND,
+    KEY_HEARTBEAT,
+    KEY_GATEWAY_STOPPED,
+    KEY_SAVED,
+    API_KEY_PATTERN,
+)
+STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY)
+
+
+def is_valid_namespace(namespace: str) -> bool:
+    """Tell whether ``namespace`` can prefix every name (see ``NAMESPACE_PATTERN``)."""
+    return NAMESPACE_PATTERN.fullmatch(namespace) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The names of one Switchboard namespace.
+
+    Raises:
+        ValueError: the namespace does not match ``NAMESPACE_PATTERN``.
+    """
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not is_valid_namespace(self.namespace):
+            raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}, got {self.namespace!r}")
+
+    # AMQP exchanges
+    @property
+    def inbound_exchange(self) -> str:
+        return f"{self.namespace}.inbound"
+
+    @property
+    def deliveries_exchange(self) -> str:
+        return f"{self.namespace}.deliveries"
+
+    @property
+    def undeliverable_exchange(self) -> str:
+        return f"{self.namespace}.undeliverable"
+
+    # AMQP queues
+    @property
+    def router_queue(self) -> str:
+        return f"{self.namespace}.router"
+
+    @property
+    def offline_queue(self) -> str:
+        return f"{self.namespace}.offline"
+
+    @property
+    def store_control_queue(self) -> str:
+        return f"{self.namespace}.offline.control"
+
+    def gateway_queue(self, gateway_id: str) -> str:
+        return f"{self.namespace}.gateway.{gateway_id}"
+
+    # Redis keys
+    def presence_key(self, uid: str) -> str:
+        return f"{self.namespace}:presence:{uid}"
+
+    def gateway_key(self, gateway_id: str) -> str:
+        return f"{self.namespace}:gateway:{gateway_id}"
+
+    @property
+    def gateways_key(self) -> str:
+        return f"{self.namespace}:gateways"
+
+    def dedup_key(self, uid: str, client_id: str) -> str:
+        return f"{self.namespace}:dedup:{uid}:{client_id}"
+
+    def sweep_lock_key(self, gateway_id: str) -> str:
+        return f"{self.namespace}:sweep:{gateway_id}"
+
+    @property
+    def redis_pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace."""
+        return f"{self.namespace}:*"
+
+    # PostgreSQL
+    @property
+    def schema(self) -> str:
+        return self.namespace
+
+    @property
+    def undelivered_table(self) -> str:
+        return f"{self.namespace}.undelivered"

@@ -1,0 +1,106 @@
+"""The AMQP topology as data: which exchanges, queues and bindings exist, with their arguments.
+
+Every service declares the shared part at startup (declarations are idempotent), so that a frame
+accepted by a gateway waits in the router's queue even before any router has started, and a
+gateway declares its own queue. The I/O lives in each service's ``bus.py``; this module only says
+what to declare. Argument names are RabbitMQ's (https://www.rabbitmq.com/docs/queues#optional-arguments).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proto import names as keys
+from proto.names import Names
+
+QUEUE_TYPES = ("quorum", "classic")
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    name: str
+    kind: str
+    """``topic``, ``direct`` or ``fanout``."""
+    arguments: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    arguments: Mapping[str, str | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    bindings: tuple[BindingSpec, ...]
+
+
+def shared_topology(names: Names, queue_type: str) -> Topology:
+    """The exchanges and the shared queues every service declares.
+
+    Args:
+        names: the namespace's names.
+        queue_type: ``quorum`` (replicated, for a RabbitMQ cluster) or ``classic`` for the shared
+            queues (the router's and the offline store's).
+    """
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
+    shared_args: Mapping[str, str | int] = {"x-queue-type": queue_type}
+    exchanges = (
+        ExchangeSpec(names.inbound_exchange, "topic"),
+        ExchangeSpec(names.undeliverable_exchange, "fanout"),
+        ExchangeSpec(
+            names.deliveries_exchange,
+            "direct",
+            # A delivery for a gateway whose queue is gone goes to the offline store.
+            {"alternate-exchange": names.undeliverable_exchange},
+        ),
+    )
+    queues = (
+        QueueSpec(names.router_queue, shared_args),
+        QueueSpec(names.offline_queue, shared_args),
+        QueueSpec(names.store_control_queue, shared_args),
+    )
+    bindings = (
+        *(BindingSpec(names.router_queue, names.inbound_exchange, key) for key in keys.ROUTER_BINDINGS),
+        *(
+            BindingSpec(names.store_control_queue, names.inbound_exchange, key)
+            for key in keys.STORE_CONTROL_BINDINGS
+        ),
+        BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
+    )
+    return Topology(exchanges, queues, bindings)
+
+
+def gateway_topology(names: Names, gateway_id: str, orphan_ttl_ms: int, expires_ms: int) -> Topology:
+    """The queue of one gateway process, bound to the deliveries exchange by its ``gateway_id``.
+
+    A delivery that waits in it longer than ``orphan_ttl_ms`` (its gateway died, or is far behind)
+    is dead-lettered to the offline store; a queue without a consumer for ``expires_ms`` is deleted
+    by the broker. Deliveries that the gateway holds unacknowledged do not expire.
+
+    Raises:
+        ValueError: ``expires_ms`` is not longer than ``orphan_ttl_ms``: the queue would be deleted
+            with messages still in it, and those would be lost.
+    """
+    if expires_ms <= orphan_ttl_ms:
+        raise ValueError("the gateway queue must outlive the orphan TTL of its messages")
+    queue = QueueSpec(
+        names.gateway_queue(gateway_id),
+        {
+            "x-queue-type": "classic",
+            "x-message-ttl": orphan_ttl_ms,
+            "x-dead-letter-exchange": names.undeliverable_exchange,
+            "x-expires": expires_ms,
+        },
+    )
+    binding = BindingSpec(queue.name, names.deliveries_exchange, gateway_id)
+    return Topology(exchanges=(), queues=(queue,), bindings=(binding,))

@@ -1,0 +1,29 @@
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.stack import Stack, new_namespace
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def namespace() -> str:
+    return new_namespace()
+
+
+@pytest.fixture
+async def stack(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[Stack]:
+    """An empty stack in a fresh namespace; the test starts the processes it needs."""
+    stack = Stack(namespace)
+    yield stack
+    failed = getattr(request.node, "report_call", None)
+    problems = await stack.close()
+    if failed is not None and failed.failed:
+        print(stack.output())
+    assert not problems, f"{problems}\n{stack.output()}"

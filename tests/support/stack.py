@@ -1,0 +1,132 @@
+"""A whole Switchboard stack in one namespace: gateways, routers and offline stores as processes.
+
+Every test that uses it gets a fresh namespace; closing the stack stops every process (SIGTERM,
+exit code 0 expected) and removes the namespace's queues, exchanges, keys and schema.
+"""
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from proto import env
+from proto.names import Names
+from tests.support.cleanup import remove_namespace
+from tests.support.clients import RawClient
+from tests.support.processes import ServiceProcess, start_service
+from tests.support.tokens import TEST_JWT_SECRET, make_token
+
+# Short deadlines so that failure paths resolve within a test's time.
+TEST_SETTINGS = {
+    env.JWT_SECRET: TEST_JWT_SECRET,
+    env.HEARTBEAT_INTERVAL_S: "0.5",
+    env.GATEWAY_TTL_S: "3",
+    env.ORPHAN_TTL_S: "2",
+    env.GATEWAY_QUEUE_EXPIRES_S: "60",
+    env.LOG_LEVEL: "info",
+}
+
+
+def new_namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Gateway:
+    gateway_id: str
+    port: int
+    process: ServiceProcess
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@dataclass
+class Stack:
+    namespace: str
+    settings: dict[str, str] = field(default_factory=dict)
+    gateways: list[Gateway] = field(default_factory=list)
+    processes: list[ServiceProcess] = field(default_factory=list)
+    clients: list[RawClient] = field(default_factory=list)
+    gateway_ids: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> Names:
+        return Names(self.namespace)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return {**TEST_SETTINGS, env.NAMESPACE: self.namespace, **self.settings, **overrides}
+
+    async def start_gateway(self, gateway_id: str | None = None, **overrides: str) -> Gateway:
+        gateway_id = gateway_id or f"gw{len(self.gateway_ids) + 1}-{uuid.uuid4().hex[:6]}"
+        port = free_port()
+        process = await start_service(
+            gateway_id,
+            "gateway",
+            self.env(**{env.GATEWAY_ID: gateway_id, env.GATEWAY_PORT: str(port), **overrides}),
+        )
+        gateway = Gateway(gateway_id, port, process)
+        self.gateway_ids.append(gateway_id)
+        self.gateways.append(gateway)
+        self.processes.append(process)
+        return gateway
+
+    async def restart_gateway(self, gateway: Gateway) -> Gateway:
+        """Start a new process for a gateway with the same id and port (as a restarted pod would)."""
+        process = await start_service(
+            gateway.gateway_id,
+            "gateway",
+            self.env(**{env.GATEWAY_ID: gateway.gateway_id, env.GATEWAY_PORT: str(gateway.port)}),
+        )
+        self.processes.append(process)
+        gateway.process = process
+        return gateway
+
+    async def start_router(self, **overrides: str) -> ServiceProcess:
+        process = await start_service(f"router{len(self.processes)}", "router", self.env(**overrides))
+        self.processes.append(process)
+        return process
+
+    async def start_store(self, **overrides: str) -> ServiceProcess:
+        process = await start_service(f"store{len(self.processes)}", "offline_store", self.env(**overrides))
+        self.processes.append(process)
+        return process
+
+    async def start(self, gateways: int = 2) -> "Stack":
+        await self.start_router()
+        await self.start_store()
+        for _ in range(gateways):
+            await self.start_gateway()
+        return self
+
+    async def connect(self, gateway: Gateway | int = 0, uid: str | None = None, token: str | None = None) -> RawClient:
+        """Open a connection to a gateway, and ``init`` it when a uid or token is given."""
+        target = self.gateways[gateway] if isinstance(gateway, int) else gateway
+        client = await RawClient.open(target.url)
+        self.clients.append(client)
+        if uid is not None or token is not None:
+            await client.init(token or make_token(uid))
+        return client
+
+    async def close(self) -> list[str]:
+        """Stop everything; return a problem description per process that did not exit cleanly."""
+        problems = []
+        for client in self.clients:
+            await client.close()
+        for process in reversed(self.processes):
+            if process.is_running:
+                code = await process.stop()
+                if code != 0:
+                    problems.append(f"{process.name} exited with {code}")
+        await remove_namespace(self.names, self.gateway_ids)
+        return problems
+
+    def output(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.output()}" for p in self.processes)
