@@ -39,6 +39,8 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     """The gateway is shutting down: reconnect (to any gateway) at once."""
+    INVALID_PAYLOAD = 1007
+    """A text frame that is not valid UTF-8 (closed by the WebSocket layer)."""
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     """A frame was larger than ``SWITCHBOARD_MAX_FRAME_BYTES``."""

@@ -55,14 +55,20 @@ def secret(environ: Mapping[str, str], name: str, min_length: int = 16) -> str:
     """Return a required secret; errors say what is wrong with it, never what it is."""
     value = environ.get(name, "")
     if not value:
-        raise SettingsError(f"{name} must be set (a secret of at least {min_length} characters)")
+        raise SettingsError(
+            f"{name} must be set (a secret of at least {min_length} characters)"
+        )
     if len(value) < min_length:
         raise SettingsError(f"{name} must be at least {min_length} characters long")
     return value
 
 
 def integer(
-    environ: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+    environ: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int = 0,
+    maximum: int | None = None,
 ) -> int:
     """Return an integer variable within ``[minimum, maximum]``."""
     raw = environ.get(name, "")
@@ -86,15 +92,31 @@ def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(
+            f"{name} must be a number of seconds, got {raw!r}"
+        ) from None
     if not value > 0:
         raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
 
 
-def choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+def choice(
+    environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str
+) -> str:
     """Return one of ``choices``."""
     value = environ.get(name, "") or default
     if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise SettingsError(
+            f"{name} must be one of {', '.join(choices)}, got {value!r}"
+        )
     return value
+
+
+def redact_url(url: str) -> str:
+    """The URL or DSN without its password, for error messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}"

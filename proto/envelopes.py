@@ -27,7 +27,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every envelope."""
 
 
-class ConnOpened(Envelope):
+class ConnOpened(Envelope, frozen=True):
     """A connection passed ``init``: register its presence, answer ``ready``, replay the offline messages."""
 
     uid: str
@@ -35,7 +35,7 @@ class ConnOpened(Envelope):
     gateway_id: str
 
 
-class ConnClosed(Envelope):
+class ConnClosed(Envelope, frozen=True):
     """A connection is gone: remove its presence."""
 
     uid: str
@@ -43,7 +43,7 @@ class ConnClosed(Envelope):
     gateway_id: str
 
 
-class Outgoing(Envelope):
+class Outgoing(Envelope, frozen=True):
     """A ``send`` frame accepted by a gateway, with the verified sender and the server's mid."""
 
     mid: str
@@ -56,21 +56,21 @@ class Outgoing(Envelope):
     conn_id: str
 
 
-class Acked(Envelope):
+class Acked(Envelope, frozen=True):
     """A client acknowledged these mids: their offline rows (if any) can go."""
 
     uid: str
     mids: list[str]
 
 
-class Heartbeat(Envelope):
+class Heartbeat(Envelope, frozen=True):
     """A gateway is alive; a gateway that misses heartbeats for ``SWITCHBOARD_GATEWAY_TTL_S`` is dead."""
 
     gateway_id: str
     connections: int
 
 
-class GatewayStopped(Envelope):
+class GatewayStopped(Envelope, frozen=True):
     """A gateway shut down cleanly: its presence entries can go at once."""
 
     gateway_id: str
@@ -83,7 +83,7 @@ class Target(msgspec.Struct, frozen=True, array_like=True):
     conn_id: str
 
 
-class DeliveryItem(Envelope):
+class DeliveryItem(Envelope, frozen=True):
     """One client frame for some connections of one gateway."""
 
     frame: msgspec.Raw
@@ -99,7 +99,7 @@ class DeliveryItem(Envelope):
     """When not 0, the gateway closes the target connections with this code after pushing."""
 
 
-class Delivery(Envelope):
+class Delivery(Envelope, frozen=True):
     """The frames one gateway (or the offline store) is to handle, for some of its connections."""
 
     items: list[DeliveryItem]
@@ -112,7 +112,7 @@ class SavedUid(msgspec.Struct, frozen=True, array_like=True):
     first_mid: str
 
 
-class Saved(Envelope):
+class Saved(Envelope, frozen=True):
     """The offline store committed new rows: a router replays them to those uids that are online now."""
 
     uids: list[SavedUid]
@@ -123,7 +123,7 @@ class ReplayTarget(msgspec.Struct, frozen=True, array_like=True):
     conn_id: str
 
 
-class ReplayRequest(Envelope):
+class ReplayRequest(Envelope, frozen=True):
     """Replay ``uid``'s offline rows with ``mid >= from_mid`` to these connections."""
 
     uid: str

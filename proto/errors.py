@@ -1,11 +1,11 @@
 """The exceptions Switchboard raises across module boundaries, and what becomes of each::
 
-    SwitchboardError
-    ├── FrameRejected(code, client_id)            -> error frame to that client; the connection stays open
-    ├── ConnectionRefused(close_code, reason)     -> close the WebSocket with that code
-    ├── BadEnvelope(reason)                       -> reject the AMQP message without requeue, and log it
-    ├── SettingsError(variable, expected, got)    -> one line at startup, exit 2
-    └── DependencyUnavailable(name, where, hint)  -> one line at startup, exit 1
+SwitchboardError
+├── FrameRejected(code, client_id)            -> error frame to that client; the connection stays open
+├── ConnectionRefused(close_code, reason)     -> close the WebSocket with that code
+├── BadEnvelope(reason)                       -> reject the AMQP message without requeue, and log it
+├── SettingsError(variable, expected, got)    -> one line at startup, exit 2
+└── DependencyUnavailable(name, where, hint)  -> one line at startup, exit 1
 """
 
 from proto.codes import CloseCode, ErrorCode
@@ -18,7 +18,9 @@ class SwitchboardError(Exception):
 class FrameRejected(SwitchboardError):
     """A client frame that gets an ``error`` frame; the connection stays open."""
 
-    def __init__(self, code: ErrorCode, message: str, client_id: str | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, client_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

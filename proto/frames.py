@@ -41,13 +41,13 @@ class ClientFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     """Base of every frame a client may send."""
 
 
-class Init(ClientFrame, tag="init"):
+class Init(ClientFrame, tag="init", frozen=True):
     """Authenticate the connection with a JWT; the uid is the token's ``sub``."""
 
     token: Token
 
 
-class Send(ClientFrame, tag="send"):
+class Send(ClientFrame, tag="send", frozen=True):
     """Send ``body`` (any JSON) to every connection of uid ``to``."""
 
     id: ClientId
@@ -55,13 +55,13 @@ class Send(ClientFrame, tag="send"):
     body: msgspec.Raw
 
 
-class Ack(ClientFrame, tag="ack"):
+class Ack(ClientFrame, tag="ack", frozen=True):
     """Acknowledge received messages by mid; acknowledged messages leave the offline store."""
 
     mids: Annotated[list[Mid], msgspec.Meta(max_length=MAX_ACK_MIDS)]
 
 
-class Ping(ClientFrame, tag="ping"):
+class Ping(ClientFrame, tag="ping", frozen=True):
     """Application-level heartbeat; answered with ``pong``."""
 
     id: ClientId | None = None
@@ -71,25 +71,27 @@ AnyClientFrame = Init | Send | Ack | Ping
 CLIENT_FRAME_TYPES = frozenset(("init", "send", "ack", "ping"))
 
 
-class ServerFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True, omit_defaults=True):
+class ServerFrame(
+    msgspec.Struct, frozen=True, tag_field="type", kw_only=True, omit_defaults=True
+):
     """Base of every frame a gateway sends."""
 
 
-class Ready(ServerFrame, tag="ready"):
+class Ready(ServerFrame, tag="ready", frozen=True):
     """The connection is authenticated and registered: messages for ``uid`` reach it from now on."""
 
     uid: str
     conn: str
 
 
-class Sent(ServerFrame, tag="sent"):
+class Sent(ServerFrame, tag="sent", frozen=True):
     """The broker holds the message: it will reach ``to`` or wait in the offline store."""
 
     id: str
     mid: str
 
 
-class Message(ServerFrame, tag="message"):
+class Message(ServerFrame, tag="message", frozen=True):
     """A message for this connection's uid; answer it with ``ack``."""
 
     mid: str
@@ -99,7 +101,7 @@ class Message(ServerFrame, tag="message"):
     ts: int
 
 
-class Error(ServerFrame, tag="error"):
+class Error(ServerFrame, tag="error", frozen=True):
     """A rejected frame; ``id`` is the rejected frame's, when it had one."""
 
     code: str
@@ -107,13 +109,13 @@ class Error(ServerFrame, tag="error"):
     id: str | None = None
 
 
-class Pong(ServerFrame, tag="pong"):
+class Pong(ServerFrame, tag="pong", frozen=True):
     """Answer to ``ping``."""
 
     id: str | None = None
 
 
-class Kicked(ServerFrame, tag="kicked"):
+class Kicked(ServerFrame, tag="kicked", frozen=True):
     """Sent just before the gateway closes the connection with ``CloseCode.KICKED``."""
 
     reason: str
@@ -130,6 +132,8 @@ class FrameProbe(msgspec.Struct):
 
 
 encode = msgspec.json.Encoder().encode
-decode_client_frame = msgspec.json.Decoder(AnyClientFrame).decode
-decode_server_frame = msgspec.json.Decoder(AnyServerFrame).decode
+_client_decoder: msgspec.json.Decoder[AnyClientFrame] = msgspec.json.Decoder(AnyClientFrame)
+_server_decoder: msgspec.json.Decoder[AnyServerFrame] = msgspec.json.Decoder(AnyServerFrame)
+decode_client_frame = _client_decoder.decode
+decode_server_frame = _server_decoder.decode
 probe_frame = msgspec.json.Decoder(FrameProbe).decode

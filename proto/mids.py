@@ -22,8 +22,12 @@ class MidFactory:
     """
 
     def __init__(self, node: str) -> None:
-        if len(node) != NODE_HEX_DIGITS or not all(c in "0123456789abcdef" for c in node):
-            raise ValueError(f"node must be {NODE_HEX_DIGITS} lowercase hex digits, got {node!r}")
+        if len(node) != NODE_HEX_DIGITS or not all(
+            c in "0123456789abcdef" for c in node
+        ):
+            raise ValueError(
+                f"node must be {NODE_HEX_DIGITS} lowercase hex digits, got {node!r}"
+            )
         self._node = node
         self._last_ms = 0
         self._seq = 0

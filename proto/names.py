@@ -72,7 +72,9 @@ class Names:
 
     def __post_init__(self) -> None:
         if not is_valid_namespace(self.namespace):
-            raise ValueError(f"namespace must match {NAMESPACE_PATTERN.pattern}, got {self.namespace!r}")
+            raise ValueError(
+                f"namespace must match {NAMESPACE_PATTERN.pattern}, got {self.namespace!r}"
+            )
 
     # AMQP exchanges
     @property

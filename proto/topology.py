@@ -70,7 +70,10 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         QueueSpec(names.store_control_queue, shared_args),
     )
     bindings = (
-        *(BindingSpec(names.router_queue, names.inbound_exchange, key) for key in keys.ROUTER_BINDINGS),
+        *(
+            BindingSpec(names.router_queue, names.inbound_exchange, key)
+            for key in keys.ROUTER_BINDINGS
+        ),
         *(
             BindingSpec(names.store_control_queue, names.inbound_exchange, key)
             for key in keys.STORE_CONTROL_BINDINGS
@@ -80,7 +83,9 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
     return Topology(exchanges, queues, bindings)
 
 
-def gateway_topology(names: Names, gateway_id: str, orphan_ttl_ms: int, expires_ms: int) -> Topology:
+def gateway_topology(
+    names: Names, gateway_id: str, orphan_ttl_ms: int, expires_ms: int
+) -> Topology:
     """The queue of one gateway process, bound to the deliveries exchange by its ``gateway_id``.
 
     A delivery that waits in it longer than ``orphan_ttl_ms`` (its gateway died, or is far behind)
@@ -92,7 +97,9 @@ def gateway_topology(names: Names, gateway_id: str, orphan_ttl_ms: int, expires_
             with messages still in it, and those would be lost.
     """
     if expires_ms <= orphan_ttl_ms:
-        raise ValueError("the gateway queue must outlive the orphan TTL of its messages")
+        raise ValueError(
+            "the gateway queue must outlive the orphan TTL of its messages"
+        )
     queue = QueueSpec(
         names.gateway_queue(gateway_id),
         {

@@ -17,7 +17,9 @@ async def remove_namespace(names: Names, gateway_ids: list[str]) -> None:
 
 async def remove_amqp(names: Names, gateway_ids: list[str]) -> None:
     topology = shared_topology(names, "quorum")
-    queues = [q.name for q in topology.queues] + [names.gateway_queue(g) for g in gateway_ids]
+    queues = [q.name for q in topology.queues] + [
+        names.gateway_queue(g) for g in gateway_ids
+    ]
     connection = await aio_pika.connect(DEFAULT_AMQP_URL, timeout=10)
     async with connection:
         for queue in queues:
@@ -33,7 +35,9 @@ async def remove_amqp(names: Names, gateway_ids: list[str]) -> None:
 async def remove_redis_keys(names: Names) -> None:
     client = redis.Redis.from_url(DEFAULT_REDIS_URL)
     try:
-        batch = [key async for key in client.scan_iter(match=names.redis_pattern, count=1000)]
+        batch = [
+            key async for key in client.scan_iter(match=names.redis_pattern, count=1000)
+        ]
         if batch:
             await client.delete(*batch)
     finally:

@@ -32,7 +32,9 @@ class RawClient:
 
     @classmethod
     async def open(cls, url: str, **kwargs: Any) -> "RawClient":
-        websocket = await connect(url, open_timeout=scaled(5), compression=None, **kwargs)
+        websocket = await connect(
+            url, open_timeout=scaled(5), compression=None, **kwargs
+        )
         return cls(websocket)
 
     async def _read(self) -> None:
@@ -53,9 +55,13 @@ class RawClient:
     async def send_raw(self, payload: str | bytes) -> None:
         await self.websocket.send(payload)
 
-    async def expect(self, match: Callable[[Frame], bool] | str, within_s: float = 5.0) -> Frame:
+    async def expect(
+        self, match: Callable[[Frame], bool] | str, within_s: float = 5.0
+    ) -> Frame:
         """Return (and consume) the first unread frame that matches (a type name or a predicate)."""
-        predicate = (lambda f: f.get("type") == match) if isinstance(match, str) else match
+        predicate = (
+            (lambda f: f.get("type") == match) if isinstance(match, str) else match
+        )
         async with asyncio.timeout(scaled(within_s)):
             while True:
                 for index, frame in enumerate(self._unread):
@@ -63,11 +69,15 @@ class RawClient:
                         del self._unread[index]
                         return frame
                 if self._reader.done():
-                    raise AssertionError(f"connection closed ({self.close_code}) while waiting; unread: {self._unread}")
+                    raise AssertionError(
+                        f"connection closed ({self.close_code}) while waiting; unread: {self._unread}"
+                    )
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def expect_nothing(self, match: Callable[[Frame], bool] | str, for_s: float = 0.5) -> None:
+    async def expect_nothing(
+        self, match: Callable[[Frame], bool] | str, for_s: float = 0.5
+    ) -> None:
         """Assert that no matching frame arrives within ``for_s``."""
         try:
             frame = await self.expect(match, within_s=for_s)
@@ -85,17 +95,25 @@ class RawClient:
         self.uid, self.conn_id = ready["uid"], ready["conn"]
         return ready
 
-    async def send_message(self, to: str, body: Any, client_id: str | None = None) -> Frame:
+    async def send_message(
+        self, to: str, body: Any, client_id: str | None = None
+    ) -> Frame:
         """Send a ``send`` frame and return its ``sent`` receipt."""
         client_id = client_id or f"c{next(_client_ids)}"
         await self.send_frame({"type": "send", "id": client_id, "to": to, "body": body})
-        reply = await self.expect(lambda f: f.get("id") == client_id and f.get("type") in ("sent", "error"))
+        reply = await self.expect(
+            lambda f: f.get("id") == client_id and f.get("type") in ("sent", "error")
+        )
         assert reply["type"] == "sent", reply
         return reply
 
     async def expect_message(self, within_s: float = 5.0, **fields: Any) -> Frame:
         return await self.expect(
-            lambda f: f.get("type") == "message" and all(f.get(k) == v for k, v in fields.items()), within_s
+            lambda f: (
+                f.get("type") == "message"
+                and all(f.get(k) == v for k, v in fields.items())
+            ),
+            within_s,
         )
 
     async def ack(self, *mids: str) -> None:

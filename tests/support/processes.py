@@ -46,15 +46,25 @@ class ServiceProcess:
                 self._changed.set()
         self._changed.set()
 
-    async def wait_for_event(self, event: str, within_s: float = 10.0, **keys: Any) -> dict[str, Any]:
+    async def wait_for_event(
+        self, event: str, within_s: float = 10.0, **keys: Any
+    ) -> dict[str, Any]:
         """Return the first log line with this event (and these key values), waiting for it."""
         async with asyncio.timeout(scaled(within_s)):
             while True:
                 for seen in self.events:
-                    if seen.get("event") == event and all(seen.get(k) == v for k, v in keys.items()):
+                    if seen.get("event") == event and all(
+                        seen.get(k) == v for k, v in keys.items()
+                    ):
                         return seen
-                if self.process.returncode is not None and self._reader is not None and self._reader.done():
-                    raise AssertionError(f"{self.name} exited with {self.process.returncode} before {event}")
+                if (
+                    self.process.returncode is not None
+                    and self._reader is not None
+                    and self._reader.done()
+                ):
+                    raise AssertionError(
+                        f"{self.name} exited with {self.process.returncode} before {event}"
+                    )
                 self._changed.clear()
                 await self._changed.wait()
 
@@ -86,7 +96,9 @@ class ServiceProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
-            raise AssertionError(f"{self.name} did not exit within {STOP_TIMEOUT_S} s") from None
+            raise AssertionError(
+                f"{self.name} did not exit within {STOP_TIMEOUT_S} s"
+            ) from None
         return code
 
     def output(self) -> str:
@@ -95,7 +107,11 @@ class ServiceProcess:
 
 async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
     """Start ``python -m module`` with ``env`` on top of this process's environment; wait until ready."""
-    full_env = {**os.environ, **env, "PYTHONASYNCIODEBUG": os.environ.get("PYTHONASYNCIODEBUG", "0")}
+    full_env = {
+        **os.environ,
+        **env,
+        "PYTHONASYNCIODEBUG": os.environ.get("PYTHONASYNCIODEBUG", "0"),
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

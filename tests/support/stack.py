@@ -62,15 +62,26 @@ class Stack:
         return Names(self.namespace)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return {**TEST_SETTINGS, env.NAMESPACE: self.namespace, **self.settings, **overrides}
+        return {
+            **TEST_SETTINGS,
+            env.NAMESPACE: self.namespace,
+            **self.settings,
+            **overrides,
+        }
 
-    async def start_gateway(self, gateway_id: str | None = None, **overrides: str) -> Gateway:
-        gateway_id = gateway_id or f"gw{len(self.gateway_ids) + 1}-{uuid.uuid4().hex[:6]}"
+    async def start_gateway(
+        self, gateway_id: str | None = None, **overrides: str
+    ) -> Gateway:
+        gateway_id = (
+            gateway_id or f"gw{len(self.gateway_ids) + 1}-{uuid.uuid4().hex[:6]}"
+        )
         port = free_port()
         process = await start_service(
             gateway_id,
             "gateway",
-            self.env(**{env.GATEWAY_ID: gateway_id, env.GATEWAY_PORT: str(port), **overrides}),
+            self.env(
+                **{env.GATEWAY_ID: gateway_id, env.GATEWAY_PORT: str(port), **overrides}
+            ),
         )
         gateway = Gateway(gateway_id, port, process)
         self.gateway_ids.append(gateway_id)
@@ -83,19 +94,28 @@ class Stack:
         process = await start_service(
             gateway.gateway_id,
             "gateway",
-            self.env(**{env.GATEWAY_ID: gateway.gateway_id, env.GATEWAY_PORT: str(gateway.port)}),
+            self.env(
+                **{
+                    env.GATEWAY_ID: gateway.gateway_id,
+                    env.GATEWAY_PORT: str(gateway.port),
+                }
+            ),
         )
         self.processes.append(process)
         gateway.process = process
         return gateway
 
     async def start_router(self, **overrides: str) -> ServiceProcess:
-        process = await start_service(f"router{len(self.processes)}", "router", self.env(**overrides))
+        process = await start_service(
+            f"router{len(self.processes)}", "router", self.env(**overrides)
+        )
         self.processes.append(process)
         return process
 
     async def start_store(self, **overrides: str) -> ServiceProcess:
-        process = await start_service(f"store{len(self.processes)}", "offline_store", self.env(**overrides))
+        process = await start_service(
+            f"store{len(self.processes)}", "offline_store", self.env(**overrides)
+        )
         self.processes.append(process)
         return process
 
@@ -106,7 +126,12 @@ class Stack:
             await self.start_gateway()
         return self
 
-    async def connect(self, gateway: Gateway | int = 0, uid: str | None = None, token: str | None = None) -> RawClient:
+    async def connect(
+        self,
+        gateway: Gateway | int = 0,
+        uid: str | None = None,
+        token: str | None = None,
+    ) -> RawClient:
         """Open a connection to a gateway, and ``init`` it when a uid or token is given."""
         target = self.gateways[gateway] if isinstance(gateway, int) else gateway
         client = await RawClient.open(target.url)

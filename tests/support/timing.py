@@ -15,9 +15,13 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_FACTOR
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], within_s: float = 5.0) -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], within_s: float = 5.0
+) -> T:
     """Poll ``probe`` until it returns something other than None; fail after ``within_s``."""
     async with asyncio.timeout(scaled(within_s)):
         while (seen := await probe()) is None:
-            await asyncio.sleep(POLL_INTERVAL_S)  # the deadline above is the synchronisation
+            await asyncio.sleep(
+                POLL_INTERVAL_S
+            )  # the deadline above is the synchronisation
     return seen

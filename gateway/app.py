@@ -1,0 +1,59 @@
+"""Wiring of a gateway process: the bus, the hub, the WebSocket server, and a clean shutdown."""
+
+import asyncio
+import secrets
+import signal
+import time
+from contextlib import AsyncExitStack
+
+import structlog
+
+from gateway.bus import open_bus
+from gateway.hub import Hub
+from gateway.settings import Settings
+from gateway.ws import serve_clients
+from proto.logs import READY_EVENT
+from proto.mids import NODE_HEX_DIGITS, MidFactory
+
+log = structlog.get_logger()
+
+
+async def main(settings: Settings) -> None:
+    structlog.contextvars.bind_contextvars(
+        gateway_id=settings.gateway_id, namespace=settings.names.namespace
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
+    async with AsyncExitStack() as stack:
+        bus = await stack.enter_async_context(open_bus(settings))
+        hub = Hub(bus, settings.gateway_id, settings.ack_timeout_s, time.monotonic)
+        stack.push_async_callback(hub.close)
+        async with asyncio.TaskGroup() as tasks:
+            loops = [
+                tasks.create_task(hub.run_handover()),
+                tasks.create_task(hub.run_ack_timeouts()),
+                tasks.create_task(hub.run_heartbeat(settings.heartbeat_interval_s)),
+            ]
+            await bus.consume_deliveries(hub.on_delivery)
+            async with serve_clients(settings, bus, hub, mids) as server:
+                port = next(iter(server.sockets)).getsockname()[1]
+                log.info(READY_EVENT, service="gateway", port=port)
+                await stop.wait()
+                log.info("shutdown_started")
+                await bus.stop_consuming()
+                # Leaving serve_clients closes every connection with 1001 (going away); each
+                # connection hands its unacknowledged messages to the offline store as it closes.
+            try:
+                async with asyncio.timeout(settings.shutdown_timeout_s):
+                    await hub.wait_handover_idle()
+            except TimeoutError:
+                log.error(
+                    "handover_unfinished"
+                )  # still in the queue: redelivered or dead-lettered
+            await hub.announce_stopped()
+            for task in loops:
+                task.cancel()
+    log.info("service_stopped")

@@ -1,0 +1,348 @@
+"""The connections of this gateway, and the deliveries it holds for them until clients acknowledge.
+
+A delivery from the gateway's queue is acknowledged to RabbitMQ only when every durable copy in
+it was acknowledged by its client or handed to the offline store (confirmed). Copies are handed
+over when their connection is not here, closes, falls behind, or does not acknowledge within
+``ack_timeout_s``. What to push where is decided in ``fanout.py``; the sockets live in ``ws.py``.
+"""
+
+import asyncio
+import collections
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from websockets.asyncio.server import ServerConnection
+
+from gateway.bus import Bus
+from gateway.fanout import plan_delivery
+from gateway.session import Session
+from proto import envelopes, names
+from proto.codes import CloseCode
+from proto.envelopes import DeliveryItem, Target
+
+log = structlog.get_logger()
+
+HANDOVER_RETRY_S = 1.0
+
+
+class Held:
+    """One AMQP delivery, acknowledged to the broker when its last held copy is released."""
+
+    __slots__ = ("message", "remaining")
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self.message = message
+        self.remaining = 0
+
+
+@dataclass(slots=True, eq=False)
+class Unacked:
+    """A message pushed to one connection and not yet acknowledged by the client."""
+
+    mid: str
+    frame: bytes
+    conn: "Connection"
+    deadline: float
+    held: list[Held]
+
+    def handover_item(self) -> DeliveryItem:
+        uid = self.conn.session.uid or ""
+        return DeliveryItem(
+            frame=msgspec.Raw(self.frame),
+            targets=[Target(uid, self.conn.session.conn_id)],
+            mid=self.mid,
+            durable=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    code: CloseCode
+    reason: str
+
+
+@dataclass(eq=False)
+class Connection:
+    """A client connection: its protocol state, its outgoing frames and its unacknowledged messages."""
+
+    session: Session
+    websocket: ServerConnection
+    outbox: asyncio.Queue[bytes | CloseRequest]
+    unacked: dict[str, Unacked] = field(default_factory=dict)
+    is_closing: bool = False
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame for the writer; False when the client is too far behind."""
+        if self.is_closing:
+            return False
+        try:
+            self.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def request_close(self, code: CloseCode, reason: str) -> None:
+        """Close after the frames already queued."""
+        if self.is_closing:
+            return
+        self.is_closing = True
+        try:
+            self.outbox.put_nowait(CloseRequest(code, reason))
+        except asyncio.QueueFull:
+            # The client is not reading: it would not read a close frame either.
+            log.info("connection_aborted", code=code.name.lower())
+            self.websocket.transport.abort()
+
+
+class Hub:
+    """Every connection of this gateway, and the deliveries held for them."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        gateway_id: str,
+        ack_timeout_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._bus = bus
+        self._gateway_id = gateway_id
+        self._ack_timeout_s = ack_timeout_s
+        self._clock = clock
+        self.connections: dict[str, Connection] = {}
+        self._by_deadline: collections.deque[Unacked] = collections.deque()
+        self._handover: list[tuple[DeliveryItem, list[Held]]] = []
+        self._handover_ready = asyncio.Event()
+        self._handover_idle = asyncio.Event()
+        self._handover_idle.set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # Connections
+
+    def add(self, connection: Connection) -> None:
+        self.connections[connection.session.conn_id] = connection
+
+    async def remove(self, connection: Connection) -> None:
+        """Forget a closed connection: hand its unacknowledged messages over and drop its presence."""
+        self.connections.pop(connection.session.conn_id, None)
+        for unacked in connection.unacked.values():
+            self._queue_handover(unacked.handover_item(), unacked.held)
+        count = len(connection.unacked)
+        connection.unacked.clear()
+        closed = connection.session.closed_envelope()
+        if closed is not None:
+            try:
+                await self._bus.publish_inbound(closed.routing_key, closed.body)
+            except Exception:
+                # The router also drops presence entries that lead to no connection (see stale).
+                log.warning("presence_removal_failed", exc_info=True)
+        log.info(
+            "connection_closed", unacked=count, code=connection.websocket.close_code
+        )
+
+    # Deliveries from the gateway's queue
+
+    async def on_delivery(self, message: AbstractIncomingMessage) -> None:
+        """Push a delivery to its connections; runs without awaiting until every push is queued."""
+        try:
+            delivery = envelopes.decode_delivery(message.body)
+        except msgspec.ValidationError as exc:
+            log.error(
+                "envelope_rejected", reason=str(exc), routing_key=message.routing_key
+            )
+            await message.reject(requeue=False)
+            return
+        plan = plan_delivery(delivery, self.connections)
+        held = Held(message)
+        deadline = self._clock() + self._ack_timeout_s
+        for push in plan.pushes:
+            connection = self.connections[push.conn_id]
+            if not connection.push(push.frame):
+                connection.request_close(
+                    CloseCode.SLOW_CONSUMER, "too many frames waiting"
+                )
+                if push.awaits_ack:
+                    held.remaining += 1
+                    self._queue_handover(
+                        _item_for(connection, push.frame, push.mid), [held]
+                    )
+                continue
+            if push.awaits_ack:
+                held.remaining += 1
+                self._hold(connection, push.mid, push.frame, held, deadline)
+            if push.close_code:
+                connection.request_close(
+                    CloseCode(push.close_code), "closed by the server"
+                )
+        for item in plan.handover:
+            held.remaining += 1
+            self._queue_handover(item, [held])
+        for target in plan.stale:
+            self._spawn(self._remove_stale(target))
+        if held.remaining == 0:
+            await _ack(message)
+
+    def _hold(
+        self,
+        connection: Connection,
+        mid: str,
+        frame: bytes,
+        held: Held,
+        deadline: float,
+    ) -> None:
+        existing = connection.unacked.get(mid)
+        if (
+            existing is not None
+        ):  # the same message again (a redelivery): one ack releases both
+            existing.held.append(held)
+            return
+        unacked = Unacked(mid, frame, connection, deadline, [held])
+        connection.unacked[mid] = unacked
+        self._by_deadline.append(unacked)
+
+    async def on_client_ack(
+        self, connection: Connection, mids: tuple[str, ...]
+    ) -> list[str]:
+        """Release the acknowledged messages held here; return the mids this gateway was not holding."""
+        elsewhere = []
+        for mid in mids:
+            unacked = connection.unacked.pop(mid, None)
+            if unacked is None:
+                elsewhere.append(mid)
+                continue
+            for held in unacked.held:
+                await _release(held)
+        return elsewhere
+
+    async def _remove_stale(self, target: Target) -> None:
+        closed = envelopes.ConnClosed(
+            uid=target.uid, conn_id=target.conn_id, gateway_id=self._gateway_id
+        )
+        try:
+            await self._bus.publish_inbound(
+                names.KEY_CONN_CLOSED, envelopes.encode(closed)
+            )
+        except Exception:
+            log.warning(
+                "presence_removal_failed", conn_id=target.conn_id, exc_info=True
+            )
+
+    # Handover to the offline store
+
+    def _queue_handover(self, item: DeliveryItem, held: list[Held]) -> None:
+        self._handover.append((item, held))
+        self._handover_idle.clear()
+        self._handover_ready.set()
+
+    async def wait_handover_idle(self) -> None:
+        """Return once every copy queued for the offline store was confirmed by the broker."""
+        await self._handover_idle.wait()
+
+    async def run_handover(self) -> None:
+        """Publish handed-over copies to the offline store in batches; release them once confirmed."""
+        while True:
+            await self._handover_ready.wait()
+            self._handover_ready.clear()
+            batch, self._handover = self._handover, []
+            if not batch:
+                self._handover_idle.set()
+                continue
+            body = envelopes.encode(
+                envelopes.Delivery(items=[item for item, _ in batch])
+            )
+            try:
+                await self._bus.publish_undeliverable(body)
+            except Exception:
+                log.warning("handover_failed", items=len(batch), exc_info=True)
+                self._handover = batch + self._handover
+                await asyncio.sleep(
+                    HANDOVER_RETRY_S
+                )  # back off while the broker is away
+                self._handover_ready.set()
+                continue
+            log.info("handover_published", items=len(batch))
+            for _, helds in batch:
+                for held in helds:
+                    await _release(held)
+            if not self._handover:
+                self._handover_idle.set()
+
+    async def run_ack_timeouts(self) -> None:
+        """Hand over messages that clients did not acknowledge in time."""
+        interval_s = min(1.0, self._ack_timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval_s)
+            now = self._clock()
+            while self._by_deadline and self._by_deadline[0].deadline <= now:
+                unacked = self._by_deadline.popleft()
+                connection = unacked.conn
+                if connection.unacked.get(unacked.mid) is unacked:
+                    del connection.unacked[unacked.mid]
+                    log.info(
+                        "ack_timed_out",
+                        mid=unacked.mid,
+                        conn_id=connection.session.conn_id,
+                    )
+                    self._queue_handover(unacked.handover_item(), unacked.held)
+            # Entries already acknowledged stay in the deque until their deadline; trim them here.
+
+    async def run_heartbeat(self, interval_s: float) -> None:
+        """Tell the routers that this gateway is alive, so they keep routing to it."""
+        while True:
+            heartbeat = envelopes.Heartbeat(
+                gateway_id=self._gateway_id, connections=len(self.connections)
+            )
+            try:
+                await self._bus.publish_inbound(
+                    names.KEY_HEARTBEAT, envelopes.encode(heartbeat)
+                )
+            except Exception:
+                log.warning("heartbeat_failed", exc_info=True)
+            await asyncio.sleep(interval_s)
+
+    async def announce_stopped(self) -> None:
+        """Tell the routers that this gateway's connections are gone, so they stop routing here."""
+        stopped = envelopes.GatewayStopped(gateway_id=self._gateway_id)
+        try:
+            await self._bus.publish_inbound(
+                names.KEY_GATEWAY_STOPPED, envelopes.encode(stopped)
+            )
+        except Exception:
+            log.warning("stop_announcement_failed", exc_info=True)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _item_for(connection: Connection, frame: bytes, mid: str) -> DeliveryItem:
+    uid = connection.session.uid or ""
+    return DeliveryItem(
+        frame=msgspec.Raw(frame),
+        targets=[Target(uid, connection.session.conn_id)],
+        mid=mid,
+        durable=True,
+    )
+
+
+async def _release(held: Held) -> None:
+    held.remaining -= 1
+    if held.remaining == 0:
+        await _ack(held.message)
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    try:
+        await message.ack()
+    except Exception:
+        # The channel was lost: the broker requeued the delivery, and it comes back (at least once).
+        log.warning("delivery_ack_failed", exc_info=True)

@@ -1,0 +1,92 @@
+"""The gateway's settings, read once from the environment."""
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from proto import env
+from proto.errors import SettingsError
+from proto.names import DEFAULT_NAMESPACE, Names
+from proto.topology import QUEUE_TYPES
+
+GATEWAY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    names: Names
+    amqp_url: str
+    jwt_secret: str
+    gateway_id: str
+    host: str
+    port: int
+    queue_type: str
+    log_level: str
+    init_timeout_s: float
+    idle_timeout_s: float
+    ping_interval_s: float
+    ack_timeout_s: float
+    orphan_ttl_s: float
+    gateway_queue_expires_s: float
+    heartbeat_interval_s: float
+    publish_timeout_s: float
+    connect_timeout_s: float
+    shutdown_timeout_s: float
+    max_frame_bytes: int
+    outbox_frames: int
+    prefetch: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        namespace = env.text(environ, env.NAMESPACE, DEFAULT_NAMESPACE)
+        try:
+            names = Names(namespace)
+        except ValueError as exc:
+            raise SettingsError(f"{env.NAMESPACE}: {exc}") from None
+        gateway_id = env.text(environ, env.GATEWAY_ID, default_gateway_id())
+        if not GATEWAY_ID_PATTERN.fullmatch(gateway_id):
+            raise SettingsError(
+                f"{env.GATEWAY_ID} must match {GATEWAY_ID_PATTERN.pattern}, got {gateway_id!r}"
+            )
+        orphan_ttl_s = env.seconds(environ, env.ORPHAN_TTL_S, 30.0)
+        expires_s = env.seconds(environ, env.GATEWAY_QUEUE_EXPIRES_S, 600.0)
+        if expires_s <= orphan_ttl_s:
+            raise SettingsError(
+                f"{env.GATEWAY_QUEUE_EXPIRES_S} must be longer than {env.ORPHAN_TTL_S}"
+            )
+        return cls(
+            names=names,
+            amqp_url=env.text(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL),
+            jwt_secret=env.secret(environ, env.JWT_SECRET, min_length=32),
+            gateway_id=gateway_id,
+            host=env.text(environ, env.GATEWAY_HOST, "0.0.0.0"),
+            port=env.integer(environ, env.GATEWAY_PORT, 8000, minimum=0, maximum=65535),
+            queue_type=env.choice(environ, env.QUEUE_TYPE, QUEUE_TYPES, "quorum"),
+            log_level=env.choice(
+                environ, env.LOG_LEVEL, ("debug", "info", "warning", "error"), "info"
+            ),
+            init_timeout_s=env.seconds(environ, env.INIT_TIMEOUT_S, 5.0),
+            idle_timeout_s=env.seconds(environ, env.IDLE_TIMEOUT_S, 60.0),
+            ping_interval_s=env.seconds(environ, env.PING_INTERVAL_S, 20.0),
+            ack_timeout_s=env.seconds(environ, env.ACK_TIMEOUT_S, 30.0),
+            orphan_ttl_s=orphan_ttl_s,
+            gateway_queue_expires_s=expires_s,
+            heartbeat_interval_s=env.seconds(environ, env.HEARTBEAT_INTERVAL_S, 5.0),
+            publish_timeout_s=env.seconds(environ, env.PUBLISH_TIMEOUT_S, 5.0),
+            connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, 5.0),
+            shutdown_timeout_s=env.seconds(environ, env.SHUTDOWN_TIMEOUT_S, 10.0),
+            max_frame_bytes=env.integer(
+                environ, env.MAX_FRAME_BYTES, 65536, minimum=256
+            ),
+            outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
+            prefetch=env.integer(environ, env.PREFETCH, 1000, minimum=1, maximum=65535),
+        )
+
+
+def default_gateway_id() -> str:
+    """The host name (the pod's name on Kubernetes) and a random suffix: a restart gets a new queue."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:50] or "gateway"
+    return f"{host}-{secrets.token_hex(4)}"

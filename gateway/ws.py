@@ -1,0 +1,244 @@
+"""The WebSocket server: the only place that awaits on a client connection.
+
+Each connection runs a reader (frames in, through ``Session``, effects performed) and a writer
+(its outbox to the socket, so that a slow client never blocks deliveries to the others).
+"""
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway.bus import Bus
+from gateway.hub import CloseRequest, Connection, Hub
+from gateway.session import Acknowledge, Close, Effect, Publish, Reply, Session
+from gateway.settings import Settings
+from proto import names
+from proto.codes import CloseCode
+from proto.mids import MidFactory
+
+log = structlog.get_logger()
+
+WEBSOCKET_PATH = "/ws"
+CLOSE_TIMEOUT_S = 5.0
+REMOVE_TIMEOUT_S = 10.0
+
+
+class TrackedConnection(ServerConnection):
+    """A server connection that records when the client last sent anything: data, ping or pong."""
+
+    last_activity: float = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        super().data_received(data)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ClientServer:
+    """Accepts connections at ``/ws`` and runs each one."""
+
+    def __init__(
+        self, settings: Settings, bus: Bus, hub: Hub, mids: MidFactory
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._hub = hub
+        self._mids = mids
+
+    def check_path(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        if request.path.split("?", 1)[0] != WEBSOCKET_PATH:
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {WEBSOCKET_PATH}\n"
+            )
+        return None
+
+    async def serve_connection(self, websocket: ServerConnection) -> None:
+        conn_id = secrets.token_hex(8)
+        session = Session(
+            conn_id, self._settings.gateway_id, self._settings.jwt_secret, self._mids
+        )
+        connection = Connection(
+            session, websocket, asyncio.Queue(maxsize=self._settings.outbox_frames)
+        )
+        self._hub.add(connection)
+        structlog.contextvars.bind_contextvars(conn_id=conn_id)
+        log.info("connection_opened")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(self._write(connection))
+                await self._read(connection)
+                if connection.is_closing:
+                    await self._finish_writing(connection, writer)
+                else:
+                    writer.cancel()
+        finally:
+            # Runs on cancellation too (shutdown): the unacknowledged messages must reach the store.
+            async with asyncio.timeout(REMOVE_TIMEOUT_S):
+                await asyncio.shield(self._hub.remove(connection))
+
+    async def _read(self, connection: Connection) -> None:
+        websocket = connection.websocket
+        assert isinstance(websocket, TrackedConnection)
+        session = connection.session
+        init_deadline = websocket.loop.time() + self._settings.init_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout_at(
+                    self._deadline(websocket, session, init_deadline)
+                ):
+                    text = await websocket.recv()
+            except TimeoutError:
+                if (
+                    self._deadline(websocket, session, init_deadline)
+                    > websocket.loop.time()
+                ):
+                    continue  # the client sent a ping or a pong meanwhile
+                code = (
+                    CloseCode.IDLE_TIMEOUT
+                    if session.is_initialized
+                    else CloseCode.INIT_TIMEOUT
+                )
+                log.info("connection_timed_out", code=code.name.lower())
+                await self._close(websocket, code, code.name.lower())
+                return
+            except ConnectionClosed:
+                return
+            effects = (
+                session.on_binary()
+                if isinstance(text, bytes)
+                else session.on_text(text, now_ms())
+            )
+            if not await self._perform(connection, effects):
+                return
+
+    def _deadline(
+        self, websocket: TrackedConnection, session: Session, init_deadline: float
+    ) -> float:
+        """Until init: the init deadline. After: the idle timeout, from anything the client last sent."""
+        if not session.is_initialized:
+            return init_deadline
+        return websocket.last_activity + self._settings.idle_timeout_s
+
+    async def _perform(self, connection: Connection, effects: list[Effect]) -> bool:
+        """Carry out a session's effects in order; False once the connection is to be closed."""
+        for effect in effects:
+            match effect:
+                case Reply():
+                    if not connection.push(effect.frame):
+                        connection.request_close(
+                            CloseCode.SLOW_CONSUMER, "too many frames waiting"
+                        )
+                        return False
+                    if effect.error_code is not None:
+                        log.info("frame_rejected", code=effect.error_code)
+                case Publish():
+                    await self._publish(connection, effect)
+                case Acknowledge():
+                    elsewhere = await self._hub.on_client_ack(connection, effect.mids)
+                    if elsewhere:
+                        await self._publish(
+                            connection, connection.session.acked_envelope(elsewhere)
+                        )
+                case Close():
+                    log.info("connection_refused", code=effect.reason)
+                    connection.request_close(effect.code, effect.reason)
+                    return False
+        return True
+
+    async def _publish(self, connection: Connection, publish: Publish) -> None:
+        session = connection.session
+        try:
+            await self._bus.publish_inbound(
+                publish.routing_key, publish.body, publish.mid
+            )
+        except Exception:
+            log.warning(
+                "frame_publish_failed",
+                routing_key=publish.routing_key,
+                mid=publish.mid,
+                exc_info=True,
+            )
+            effects = session.on_publish_failed(publish)
+        else:
+            effects = session.on_confirmed(publish)
+            if publish.mid:
+                log.debug(
+                    "frame_published", mid=publish.mid, client_id=publish.client_id
+                )
+        if publish.routing_key == names.KEY_CONN_OPENED and session.uid is not None:
+            structlog.contextvars.bind_contextvars(uid=session.uid)
+            log.info("connection_authenticated")
+        for effect in effects:
+            if isinstance(effect, Reply):
+                if effect.error_code is not None:
+                    log.info(
+                        "frame_rejected",
+                        code=effect.error_code,
+                        client_id=publish.client_id,
+                    )
+                connection.push(effect.frame)
+
+    async def _write(self, connection: Connection) -> None:
+        websocket = connection.websocket
+        try:
+            while True:
+                item = await connection.outbox.get()
+                if isinstance(item, CloseRequest):
+                    await self._close(websocket, item.code, item.reason)
+                    return
+                await websocket.send(item, text=True)
+        except ConnectionClosed:
+            return
+
+    async def _finish_writing(
+        self, connection: Connection, writer: asyncio.Task[None]
+    ) -> None:
+        """Let the writer push what is queued and the close frame, within a deadline."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await writer
+        except TimeoutError:
+            connection.websocket.transport.abort()
+
+    async def _close(
+        self, websocket: ServerConnection, code: CloseCode, reason: str
+    ) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await websocket.close(code, reason)
+        except TimeoutError:
+            websocket.transport.abort()
+
+
+@asynccontextmanager
+async def serve_clients(
+    settings: Settings, bus: Bus, hub: Hub, mids: MidFactory
+) -> AsyncIterator[Server]:
+    """Listen for clients; on exit, close every connection with 1001 (going away)."""
+    clients = ClientServer(settings, bus, hub, mids)
+    async with serve(
+        clients.serve_connection,
+        settings.host,
+        settings.port,
+        process_request=clients.check_path,
+        create_connection=TrackedConnection,
+        compression=None,
+        max_size=settings.max_frame_bytes,
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_interval_s,
+        close_timeout=CLOSE_TIMEOUT_S,
+    ) as server:
+        yield server
