@@ -81,6 +81,13 @@ class ServiceProcess:
             self.process.send_signal(signal.SIGTERM)
         return await self.wait_exit()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen, its sockets stay open."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     async def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         if self.process.returncode is None:

@@ -4,6 +4,7 @@ Every test that uses it gets a fresh namespace; closing the stack stops every pr
 exit code 0 expected) and removes the namespace's queues, exchanges, keys and schema.
 """
 
+import asyncio
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class Stack:
     namespace: str
     settings: dict[str, str] = field(default_factory=dict)
     gateways: list[Gateway] = field(default_factory=list)
+    routers: list[ServiceProcess] = field(default_factory=list)
+    stores: list[ServiceProcess] = field(default_factory=list)
     processes: list[ServiceProcess] = field(default_factory=list)
     clients: list[RawClient] = field(default_factory=list)
     gateway_ids: list[str] = field(default_factory=list)
@@ -75,6 +78,7 @@ class Stack:
         gateway_id = (
             gateway_id or f"gw{len(self.gateway_ids) + 1}-{uuid.uuid4().hex[:6]}"
         )
+        self.gateway_ids.append(gateway_id)  # before starting: cleanup removes its queue
         port = free_port()
         process = await start_service(
             gateway_id,
@@ -84,7 +88,6 @@ class Stack:
             ),
         )
         gateway = Gateway(gateway_id, port, process)
-        self.gateway_ids.append(gateway_id)
         self.gateways.append(gateway)
         self.processes.append(process)
         return gateway
@@ -107,23 +110,24 @@ class Stack:
 
     async def start_router(self, **overrides: str) -> ServiceProcess:
         process = await start_service(
-            f"router{len(self.processes)}", "router", self.env(**overrides)
+            f"router{len(self.routers) + 1}", "router", self.env(**overrides)
         )
         self.processes.append(process)
+        self.routers.append(process)
         return process
 
     async def start_store(self, **overrides: str) -> ServiceProcess:
         process = await start_service(
-            f"store{len(self.processes)}", "offline_store", self.env(**overrides)
+            f"store{len(self.stores) + 1}", "offline_store", self.env(**overrides)
         )
         self.processes.append(process)
+        self.stores.append(process)
         return process
 
     async def start(self, gateways: int = 2) -> "Stack":
-        await self.start_router()
-        await self.start_store()
-        for _ in range(gateways):
-            await self.start_gateway()
+        """Start a router and an offline store, then ``gateways`` gateways (each group at once)."""
+        await asyncio.gather(self.start_router(), self.start_store())
+        await asyncio.gather(*(self.start_gateway() for _ in range(gateways)))
         return self
 
     async def connect(
