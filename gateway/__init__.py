@@ -1,1 +1,4 @@
-"""The WebSocket edge: clients in, AMQP out, deliveries pushed back to sockets. Talks to RabbitMQ only."""
+"""The WebSocket edge: clients in, AMQP out, deliveries pushed back to sockets.
+
+A gateway talks to RabbitMQ only.
+"""

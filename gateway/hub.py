@@ -7,7 +7,6 @@ over when their connection is not here, closes, falls behind, or does not acknow
 """
 
 import asyncio
-import collections
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +66,7 @@ class CloseRequest:
 
 @dataclass(eq=False)
 class Connection:
-    """A client connection: its protocol state, its outgoing frames and its unacknowledged messages."""
+    """A client connection: its protocol state, outgoing frames and unacknowledged messages."""
 
     session: Session
     websocket: ServerConnection
@@ -113,7 +112,8 @@ class Hub:
         self._ack_timeout_s = ack_timeout_s
         self._clock = clock
         self.connections: dict[str, Connection] = {}
-        self._by_deadline: collections.deque[Unacked] = collections.deque()
+        self._holding: set[Connection] = set()
+        """Connections with unacknowledged messages: the ones the ack-timeout sweep looks at."""
         self._handover: list[tuple[DeliveryItem, list[Held]]] = []
         self._handover_ready = asyncio.Event()
         self._handover_idle = asyncio.Event()
@@ -126,8 +126,9 @@ class Hub:
         self.connections[connection.session.conn_id] = connection
 
     async def remove(self, connection: Connection) -> None:
-        """Forget a closed connection: hand its unacknowledged messages over and drop its presence."""
+        """Forget a closed connection: hand over its unacknowledged messages, drop its presence."""
         self.connections.pop(connection.session.conn_id, None)
+        self._holding.discard(connection)
         for unacked in connection.unacked.values():
             self._queue_handover(unacked.handover_item(), unacked.held)
         count = len(connection.unacked)
@@ -199,14 +200,13 @@ class Hub:
         ):  # the same message again (a redelivery): one ack releases both
             existing.held.append(held)
             return
-        unacked = Unacked(mid, frame, connection, deadline, [held])
-        connection.unacked[mid] = unacked
-        self._by_deadline.append(unacked)
+        connection.unacked[mid] = Unacked(mid, frame, connection, deadline, [held])
+        self._holding.add(connection)
 
     async def on_client_ack(
         self, connection: Connection, mids: tuple[str, ...]
     ) -> list[str]:
-        """Release the acknowledged messages held here; return the mids this gateway was not holding."""
+        """Release the acknowledged messages held here; return the mids not held here."""
         elsewhere = []
         for mid in mids:
             unacked = connection.unacked.pop(mid, None)
@@ -242,7 +242,7 @@ class Hub:
         await self._handover_idle.wait()
 
     async def run_handover(self) -> None:
-        """Publish handed-over copies to the offline store in batches; release them once confirmed."""
+        """Publish handed-over copies to the offline store; release them once confirmed."""
         while True:
             await self._handover_ready.wait()
             self._handover_ready.clear()
@@ -276,18 +276,24 @@ class Hub:
         while True:
             await asyncio.sleep(interval_s)
             now = self._clock()
-            while self._by_deadline and self._by_deadline[0].deadline <= now:
-                unacked = self._by_deadline.popleft()
-                connection = unacked.conn
-                if connection.unacked.get(unacked.mid) is unacked:
+            for connection in list(self._holding):
+                # Dicts keep insertion order and deadlines grow with it: stop at the first live one.
+                expired = []
+                for unacked in connection.unacked.values():
+                    if unacked.deadline > now:
+                        break
+                    expired.append(unacked)
+                for unacked in expired:
                     del connection.unacked[unacked.mid]
+                    self._queue_handover(unacked.handover_item(), unacked.held)
+                if expired:
                     log.info(
                         "ack_timed_out",
-                        mid=unacked.mid,
                         conn_id=connection.session.conn_id,
+                        count=len(expired),
                     )
-                    self._queue_handover(unacked.handover_item(), unacked.held)
-            # Entries already acknowledged stay in the deque until their deadline; trim them here.
+                if not connection.unacked:
+                    self._holding.discard(connection)
 
     async def run_heartbeat(self, interval_s: float) -> None:
         """Tell the routers that this gateway is alive, so they keep routing to it."""

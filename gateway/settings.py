@@ -87,6 +87,6 @@ class Settings:
 
 
 def default_gateway_id() -> str:
-    """The host name (the pod's name on Kubernetes) and a random suffix: a restart gets a new queue."""
+    """The host name (a pod's name) and a random suffix: a restarted process gets a new queue."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:50] or "gateway"
     return f"{host}-{secrets.token_hex(4)}"

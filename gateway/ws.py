@@ -127,7 +127,7 @@ class ClientServer:
     def _deadline(
         self, websocket: TrackedConnection, session: Session, init_deadline: float
     ) -> float:
-        """Until init: the init deadline. After: the idle timeout, from anything the client last sent."""
+        """Before init, the init deadline; after, the idle timeout from the client's last bytes."""
         if not session.is_initialized:
             return init_deadline
         return websocket.last_activity + self._settings.idle_timeout_s
