@@ -4,6 +4,7 @@ Each service reads its settings once, in ``Settings.from_env``, through these re
 never puts a secret's value into an error.
 """
 
+import math
 from collections.abc import Mapping
 
 from proto.errors import SettingsError
@@ -95,8 +96,8 @@ def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(
             f"{name} must be a number of seconds, got {raw!r}"
         ) from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise SettingsError(f"{name} must be a positive, finite number of seconds, got {raw!r}")
     return value
 
 

@@ -1,0 +1,59 @@
+# Switchboard developer commands. `make help` lists them.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# DEVELOPMENT ONLY: the JWT secret of `make run` and `make token`. It is public, so never
+# use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
+SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
+
+.PHONY: help venv services run token test unit lint fmt schemas
+
+help:
+	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
+	@echo "                       an offline store and gateways on ws://127.0.0.1:8001/ws and :8002/ws"
+	@echo "make token USER=alice  print a development JWT for uid alice (valid 24 h)"
+	@echo "make test              every test (starts the local services if they are down)"
+	@echo "make unit              unit tests only (no services needed)"
+	@echo "make lint              ruff format --check, ruff check, mypy"
+	@echo "make fmt               ruff format and ruff check --fix"
+	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
+	@echo "make venv              create .venv and install the project with its dev dependencies"
+
+venv: $(STAMP)
+
+# Reinstall whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+services:
+	bash scripts/ensure-services.sh
+
+run: venv services
+	SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/run_stack.py
+
+token: venv
+	@SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/dev_token.py '$(USER)'
+
+test: venv services
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
+
+unit: venv
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest tests/unit
+
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/mypy tests scripts
+
+fmt: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schemas: venv
+	$(BIN)/python -m proto.schemagen

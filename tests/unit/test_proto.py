@@ -1,0 +1,528 @@
+"""The wire contract: mids, names, topology, frames and envelopes."""
+
+import inspect
+import re
+
+import msgspec
+import pytest
+
+from proto import envelopes, frames, names
+from proto.mids import MID_PATTERN, MidFactory, mid_time_ms
+from proto.names import Names
+from proto.topology import (
+    QUEUE_TYPES,
+    Topology,
+    gateway_topology,
+    shared_topology,
+)
+
+NODE = "0123456789"
+T0_MS = 1_700_000_000_000
+
+# --- mids -----------------------------------------------------------------------------
+
+
+def test_mids_strictly_increase_and_sort_as_strings() -> None:
+    factory = MidFactory(NODE)
+    times = [T0_MS, T0_MS, T0_MS + 1, T0_MS + 1, T0_MS + 1, T0_MS + 500, T0_MS + 10**6]
+    mids = [factory.next_mid(now_ms) for now_ms in times]
+    assert mids == sorted(mids)
+    assert len(set(mids)) == len(mids)
+    assert all(MID_PATTERN.fullmatch(mid) for mid in mids)
+    assert [mid_time_ms(mid) for mid in mids] == times
+
+
+def test_mid_carries_time_counter_and_node() -> None:
+    factory = MidFactory(NODE)
+    first, second = factory.next_mid(T0_MS), factory.next_mid(T0_MS)
+    assert first == f"{T0_MS:012x}0000{NODE}"
+    assert second == f"{T0_MS:012x}0001{NODE}"
+
+
+def test_mids_keep_increasing_when_the_clock_goes_back() -> None:
+    factory = MidFactory(NODE)
+    before = factory.next_mid(T0_MS + 1000)
+    after = [factory.next_mid(T0_MS), factory.next_mid(T0_MS - 5000)]
+    assert before < after[0] < after[1]
+    assert mid_time_ms(after[1]) == T0_MS + 1000
+
+
+def test_mid_counter_overflows_into_the_next_millisecond() -> None:
+    factory = MidFactory(NODE)
+    mids = [factory.next_mid(T0_MS) for _ in range(0x10000)]
+    overflow = factory.next_mid(T0_MS)
+    assert mids[-1] == f"{T0_MS:012x}ffff{NODE}"
+    assert overflow == f"{T0_MS + 1:012x}0000{NODE}"
+    # The real next millisecond must not reuse the borrowed one.
+    assert factory.next_mid(T0_MS + 1) > overflow
+
+
+@pytest.mark.parametrize(
+    "node", ["", "012345678", "0123456789a", "ABCDEF0123", "g123456789", "01234 6789"]
+)
+def test_mid_factory_rejects_a_bad_node(node: str) -> None:
+    with pytest.raises(ValueError, match="node"):
+        MidFactory(node)
+
+
+# --- names ----------------------------------------------------------------------------
+
+
+def all_names(space: Names, sample: str = "x1") -> dict[str, str]:
+    """Every name a ``Names`` gives: properties, and methods called with ``sample``."""
+    found = {}
+    for attribute, member in inspect.getmembers(type(space)):
+        if attribute.startswith("_") or attribute == "namespace":
+            continue
+        if isinstance(member, property):
+            found[attribute] = getattr(space, attribute)
+        elif inspect.isfunction(member):
+            arity = len(inspect.signature(member).parameters) - 1
+            found[attribute] = getattr(space, attribute)(*[sample] * arity)
+    return found
+
+
+def test_names_are_all_found() -> None:
+    found = all_names(Names("ns"))
+    assert {"router_queue", "gateway_queue", "presence_key", "schema"} <= found.keys()
+    assert len(found) >= 14
+
+
+@pytest.mark.parametrize("namespace", ["switchboard", "t0123456789ab", "a", "a_1"])
+def test_every_name_carries_the_namespace(namespace: str) -> None:
+    for attribute, value in all_names(Names(namespace)).items():
+        prefix = re.split(r"[.:]", value, maxsplit=1)[0]
+        assert prefix == namespace, f"{attribute} = {value!r}"
+
+
+def test_default_namespace() -> None:
+    assert Names().namespace == names.DEFAULT_NAMESPACE == "switchboard"
+    assert Names().router_queue == "switchboard.router"
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    ["", "Switchboard", "1abc", "_abc", "a-b", "a.b", "a:b", "a b", "a;drop", "a" * 41],
+)
+def test_invalid_namespace_is_rejected(namespace: str) -> None:
+    assert not names.is_valid_namespace(namespace)
+    with pytest.raises(ValueError, match="namespace"):
+        Names(namespace)
+
+
+def test_longest_namespace_is_accepted() -> None:
+    assert Names("a" * 40).schema == "a" * 40
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("switchboard", "switchboard2"), ("a", "ab"), ("a", "a_"), ("t1", "t12")],
+)
+@pytest.mark.parametrize("sample", ["x1", "gateway", "a.b", "a:b", ""])
+def test_two_namespaces_never_share_a_name(
+    first: str, second: str, sample: str
+) -> None:
+    ours = set(all_names(Names(first), sample).values())
+    theirs = set(all_names(Names(second), sample).values())
+    assert not ours & theirs
+
+
+# --- topology -------------------------------------------------------------------------
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """RabbitMQ topic matching: ``*`` is one word, ``#`` is zero or more words."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and p[0] in ("*", k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
+
+
+def routed_queues(topology: Topology, exchange: str, routing_key: str) -> set[str]:
+    kinds = {spec.name: spec.kind for spec in topology.exchanges}
+    kind = kinds[exchange]
+    return {
+        binding.queue
+        for binding in topology.bindings
+        if binding.exchange == exchange
+        and (
+            kind == "fanout"
+            or (kind == "direct" and binding.routing_key == routing_key)
+            or (kind == "topic" and topic_matches(binding.routing_key, routing_key))
+        )
+    }
+
+
+SPACE = Names("ns")
+ROUTING = {
+    names.KEY_CONN_OPENED: SPACE.router_queue,
+    names.KEY_CONN_CLOSED: SPACE.router_queue,
+    names.KEY_SEND: SPACE.router_queue,
+    names.KEY_HEARTBEAT: SPACE.router_queue,
+    names.KEY_GATEWAY_STOPPED: SPACE.router_queue,
+    names.KEY_SAVED: SPACE.router_queue,
+    names.KEY_ACK: SPACE.store_control_queue,
+    names.KEY_REPLAY: SPACE.store_control_queue,
+}
+
+
+def test_topic_matcher() -> None:
+    assert topic_matches("api.#", "api")
+    assert topic_matches("api.#", "api.kick.user")
+    assert topic_matches("a.*", "a.b")
+    assert not topic_matches("a.*", "a.b.c")
+    assert not topic_matches("gateway.send", "gateway.sent")
+
+
+def test_every_routing_key_has_an_expected_queue() -> None:
+    declared = {value for key, value in vars(names).items() if key.startswith("KEY_")}
+    assert declared == ROUTING.keys()
+
+
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+@pytest.mark.parametrize(("routing_key", "queue"), ROUTING.items())
+def test_inbound_routing_key_reaches_exactly_its_queue(
+    routing_key: str, queue: str, queue_type: str
+) -> None:
+    topology = shared_topology(SPACE, queue_type)
+    assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == {queue}
+
+
+@pytest.mark.parametrize("routing_key", ["api.kick", "api.push.broadcast"])
+def test_backend_commands_reach_the_router(routing_key: str) -> None:
+    topology = shared_topology(SPACE, "quorum")
+    routed = routed_queues(topology, SPACE.inbound_exchange, routing_key)
+    assert routed == {SPACE.router_queue}
+
+
+@pytest.mark.parametrize("routing_key", ["gateway.unknown", "store.other", "send"])
+def test_unknown_inbound_key_reaches_no_queue(routing_key: str) -> None:
+    topology = shared_topology(SPACE, "quorum")
+    assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == set()
+
+
+def test_undeliverable_reaches_the_offline_queue() -> None:
+    topology = shared_topology(SPACE, "quorum")
+    routed = routed_queues(topology, SPACE.undeliverable_exchange, "anything")
+    assert routed == {SPACE.offline_queue}
+
+
+def test_deliveries_fall_back_to_the_offline_store() -> None:
+    exchanges = {e.name: e for e in shared_topology(SPACE, "quorum").exchanges}
+    deliveries = exchanges[SPACE.deliveries_exchange]
+    assert deliveries.kind == "direct"
+    assert deliveries.arguments["alternate-exchange"] == SPACE.undeliverable_exchange
+
+
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+def test_shared_queues_have_the_queue_type(queue_type: str) -> None:
+    topology = shared_topology(SPACE, queue_type)
+    assert {q.name for q in topology.queues} == {
+        SPACE.router_queue,
+        SPACE.offline_queue,
+        SPACE.store_control_queue,
+    }
+    assert all(q.arguments["x-queue-type"] == queue_type for q in topology.queues)
+
+
+def test_unknown_queue_type_is_rejected() -> None:
+    with pytest.raises(ValueError, match="queue_type"):
+        shared_topology(SPACE, "stream")
+
+
+def test_gateway_queue_arguments() -> None:
+    topology = gateway_topology(SPACE, "gw1", orphan_ttl_ms=30_000, expires_ms=600_000)
+    (queue,) = topology.queues
+    assert queue.name == SPACE.gateway_queue("gw1")
+    assert queue.arguments == {
+        "x-queue-type": "classic",
+        "x-message-ttl": 30_000,
+        "x-dead-letter-exchange": SPACE.undeliverable_exchange,
+        "x-expires": 600_000,
+    }
+
+
+def test_deliveries_reach_only_their_gateway_queue() -> None:
+    shared = shared_topology(SPACE, "quorum")
+    gateways = [gateway_topology(SPACE, g, 30_000, 600_000) for g in ("gw1", "gw2")]
+    whole = Topology(
+        exchanges=shared.exchanges,
+        queues=shared.queues + tuple(q for t in gateways for q in t.queues),
+        bindings=shared.bindings + tuple(b for t in gateways for b in t.bindings),
+    )
+    assert routed_queues(whole, SPACE.deliveries_exchange, "gw1") == {
+        SPACE.gateway_queue("gw1")
+    }
+    assert routed_queues(whole, SPACE.deliveries_exchange, "gw3") == set()
+
+
+@pytest.mark.parametrize("expires_ms", [30_000, 29_999, 0])
+def test_gateway_queue_must_outlive_its_messages(expires_ms: int) -> None:
+    with pytest.raises(ValueError, match="outlive"):
+        gateway_topology(SPACE, "gw1", orphan_ttl_ms=30_000, expires_ms=expires_ms)
+
+
+# --- client frames --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"type":"init","token":"abc"}', frames.Init(token="abc")),
+        ('{"type":"ack","mids":["m1","m2"]}', frames.Ack(mids=["m1", "m2"])),
+        ('{"type":"ack","mids":[]}', frames.Ack(mids=[])),
+        ('{"type":"ping"}', frames.Ping()),
+        ('{"type":"ping","id":"p1"}', frames.Ping(id="p1")),
+        ('{"type":"ping","id":null}', frames.Ping()),
+    ],
+)
+def test_client_frames_decode(text: str, expected: frames.AnyClientFrame) -> None:
+    assert frames.decode_client_frame(text) == expected
+    assert frames.decode_client_frame(text.encode()) == expected
+
+
+def test_send_frame_decodes() -> None:
+    frame = frames.decode_client_frame(
+        '{"type":"send","id":"c1","to":"bob","body":"hi"}'
+    )
+    assert isinstance(frame, frames.Send)
+    assert (frame.id, frame.to, bytes(frame.body)) == ("c1", "bob", b'"hi"')
+
+
+def test_unknown_fields_are_ignored() -> None:
+    text = '{"v":2,"type":"init","extra":{"deep":[1,2]},"token":"abc","z":null}'
+    assert frames.decode_client_frame(text) == frames.Init(token="abc")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"b": [1, 2.50, 1e3], "a" :null}',
+        '"caf\\u00e9 \\ud83d\\ude00"',
+        '"café 😀"',
+        "123456789012345678901234567890",
+        "-0.0",
+        "[ ]",
+        "{}",
+        "null",
+        "true",
+    ],
+)
+def test_send_body_is_passed_through_byte_for_byte(body: str) -> None:
+    text = '{"type":"send","id":"c1","to":"bob","body":' + body + ',"z":1}'
+    frame = frames.decode_client_frame(text.encode())
+    assert isinstance(frame, frames.Send)
+    assert isinstance(frame.body, msgspec.Raw)
+    assert bytes(frame.body) == body.encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ('{"type":"init","token":1}', "$.token"),
+        ('{"type":"init","token":""}', "$.token"),
+        ('{"type":"send","id":1,"to":"bob","body":1}', "$.id"),
+        ('{"type":"send","id":"c1","to":"","body":1}', "$.to"),
+        ('{"type":"send","id":"' + "x" * 129 + '","to":"b","body":1}', "$.id"),
+        ('{"type":"ack","mids":"m1"}', "$.mids"),
+        ('{"type":"ack","mids":["m1",2]}', "$.mids[1]"),
+        ('{"type":"ack","mids":[' + ",".join(['"m"'] * 1001) + "]}", "$.mids"),
+        ('{"type":"ping","id":5}', "$.id"),
+        ('{"type":"nope"}', "$.type"),
+        ('{"type":7}', "$.type"),
+    ],
+)
+def test_wrong_field_raises_validation_error_with_path(text: str, path: str) -> None:
+    with pytest.raises(msgspec.ValidationError) as caught:
+        frames.decode_client_frame(text)
+    assert f"`{path}`" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"type":"send","to":"bob","body":1}', "id"),
+        ('{"type":"send","id":"c1","body":1}', "to"),
+        ('{"type":"send","id":"c1","to":"bob"}', "body"),
+        ('{"type":"init"}', "token"),
+        ('{"token":"abc"}', "type"),
+    ],
+)
+def test_missing_field_is_named(text: str, field: str) -> None:
+    with pytest.raises(
+        msgspec.ValidationError, match=f"missing required field `{field}`"
+    ):
+        frames.decode_client_frame(text)
+
+
+@pytest.mark.parametrize("text", ["[]", "1", '"init"', "null"])
+def test_non_object_frame_is_a_validation_error(text: str) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        frames.decode_client_frame(text)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b'{"type":"ping"} x', b"\xff"])
+def test_malformed_json_is_a_decode_error_not_a_validation_error(raw: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError) as caught:
+        frames.decode_client_frame(raw)
+    assert not isinstance(caught.value, msgspec.ValidationError)
+
+
+def test_unknown_type_is_recognisable() -> None:
+    probe = frames.probe_frame('{"type":"subscribe","id":"c9","topic":"x"}')
+    assert probe.type not in frames.CLIENT_FRAME_TYPES
+    assert probe.id == "c9"
+
+
+def test_client_frame_types_match_the_union() -> None:
+    tags = {cls.__struct_config__.tag for cls in frames.AnyClientFrame.__args__}
+    assert tags == frames.CLIENT_FRAME_TYPES
+
+
+# --- server frames --------------------------------------------------------------------
+
+
+def test_message_encodes_from_and_passes_body_through() -> None:
+    body = msgspec.Raw(b'{"text": "hi",  "n":1.50}')
+    message = frames.Message(mid="m1", sender="alice", to="bob", body=body, ts=17)
+    encoded = frames.encode(message)
+    assert encoded == (
+        b'{"type":"message","mid":"m1","from":"alice","to":"bob",'
+        b'"body":{"text": "hi",  "n":1.50},"ts":17}'
+    )
+    assert b"sender" not in encoded
+    assert frames.decode_server_frame(encoded) == message
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (frames.Pong(), b'{"type":"pong"}'),
+        (frames.Pong(id="p1"), b'{"type":"pong","id":"p1"}'),
+        (
+            frames.Error(code="invalid_json", message="bad"),
+            b'{"type":"error","code":"invalid_json","message":"bad"}',
+        ),
+        (
+            frames.Error(code="unavailable", message="retry", id="c1"),
+            b'{"type":"error","code":"unavailable","message":"retry","id":"c1"}',
+        ),
+        (
+            frames.Ready(uid="alice", conn="k1"),
+            b'{"type":"ready","uid":"alice","conn":"k1"}',
+        ),
+        (frames.Sent(id="c1", mid="m1"), b'{"type":"sent","id":"c1","mid":"m1"}'),
+        (frames.Kicked(reason="bye"), b'{"type":"kicked","reason":"bye"}'),
+    ],
+)
+def test_server_frames_encode(frame: frames.AnyServerFrame, expected: bytes) -> None:
+    assert frames.encode(frame) == expected
+    assert frames.decode_server_frame(expected) == frame
+
+
+# --- envelopes ------------------------------------------------------------------------
+
+RAW = msgspec.Raw(b'{"type":"message","mid":"m1","body":[1, 2]}')
+ENVELOPES = [
+    (
+        envelopes.decode_conn_opened,
+        envelopes.ConnOpened(uid="a", conn_id="k", gateway_id="g"),
+    ),
+    (
+        envelopes.decode_conn_closed,
+        envelopes.ConnClosed(uid="a", conn_id="k", gateway_id="g"),
+    ),
+    (
+        envelopes.decode_outgoing,
+        envelopes.Outgoing(
+            mid="m1",
+            sender="alice",
+            client_id="c1",
+            to="bob",
+            body=msgspec.Raw(b'{"x": 1}'),
+            ts=T0_MS,
+            gateway_id="gw1",
+            conn_id="k1",
+        ),
+    ),
+    (envelopes.decode_acked, envelopes.Acked(uid="a", mids=["m1", "m2"])),
+    (envelopes.decode_heartbeat, envelopes.Heartbeat(gateway_id="g", connections=3)),
+    (envelopes.decode_gateway_stopped, envelopes.GatewayStopped(gateway_id="g")),
+    (
+        envelopes.decode_delivery,
+        envelopes.Delivery(
+            items=[
+                envelopes.DeliveryItem(
+                    frame=RAW,
+                    targets=[
+                        envelopes.Target("bob", "k1"),
+                        envelopes.Target("eve", ""),
+                    ],
+                    mid="m1",
+                    durable=True,
+                ),
+                envelopes.DeliveryItem(
+                    frame=msgspec.Raw(b'{"type":"kicked","reason":"x"}'),
+                    targets=[envelopes.Target("bob", "k2")],
+                    close_code=4005,
+                ),
+            ]
+        ),
+    ),
+    (envelopes.decode_saved, envelopes.Saved(uids=[envelopes.SavedUid("bob", "m1")])),
+    (
+        envelopes.decode_replay_request,
+        envelopes.ReplayRequest(
+            uid="bob", targets=[envelopes.ReplayTarget("gw1", "k1")], from_mid="m0"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("decode", "envelope"), ENVELOPES, ids=[type(e).__name__ for _, e in ENVELOPES]
+)
+def test_envelope_round_trips(decode, envelope: envelopes.Envelope) -> None:
+    encoded = envelopes.encode(envelope)
+    assert decode(encoded) == envelope
+    assert envelopes.encode(decode(encoded)) == encoded
+
+
+def test_every_envelope_decoder_is_exercised() -> None:
+    decoders = {v for k, v in vars(envelopes).items() if k.startswith("decode_")}
+    assert decoders == {decode for decode, _ in ENVELOPES}
+
+
+def test_delivery_targets_are_arrays_and_frame_is_raw() -> None:
+    delivery = envelopes.Delivery(
+        items=[
+            envelopes.DeliveryItem(frame=RAW, targets=[envelopes.Target("bob", "k1")])
+        ]
+    )
+    encoded = envelopes.encode(delivery)
+    assert b'"targets":[["bob","k1"]]' in encoded
+    assert b'"frame":' + bytes(RAW) in encoded
+    item = envelopes.decode_delivery(encoded).items[0]
+    assert (item.mid, item.durable, item.stored, item.close_code) == (
+        "",
+        False,
+        False,
+        0,
+    )
+
+
+def test_envelope_ignores_unknown_fields() -> None:
+    text = b'{"gateway_id":"g","connections":1,"version":2,"extra":[1]}'
+    assert envelopes.decode_heartbeat(text) == envelopes.Heartbeat(
+        gateway_id="g", connections=1
+    )
+
+
+def test_envelope_with_wrong_shape_is_a_validation_error() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.connections"):
+        envelopes.decode_heartbeat(b'{"gateway_id":"g","connections":"1"}')

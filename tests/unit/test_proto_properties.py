@@ -1,0 +1,104 @@
+"""Property tests of the client frame decoder: clean rejections, bodies kept as sent."""
+
+import contextlib
+import itertools
+import json
+
+import msgspec
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from proto import frames
+from proto.mids import MID_PATTERN, MidFactory
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+FRAME_TYPES = st.sampled_from([*sorted(frames.CLIENT_FRAME_TYPES), "nope", ""])
+FIELD_NAMES = st.sampled_from(["type", "id", "to", "body", "token", "mids", "x"])
+FRAME_LIKE = st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=6).flatmap(
+    lambda fields: FRAME_TYPES.map(lambda kind: {**fields, "type": kind})
+)
+IDS = st.text(min_size=1, max_size=frames.MAX_ID_LENGTH)
+
+
+def decode_or_reject(payload: str | bytes) -> None:
+    """Decode; the only acceptable failures are msgspec's (ValidationError is one)."""
+    with contextlib.suppress(msgspec.DecodeError):
+        frames.decode_client_frame(payload)
+
+
+@given(st.binary(max_size=512))
+@example(b"\xff\xfe")
+@example(b'{"type":"send","id":"c","to":"b","body":')
+@example(b'{"type":"send","id":"c","to":"b","body":1e999999}')
+def test_arbitrary_bytes_only_raise_decode_errors(payload: bytes) -> None:
+    decode_or_reject(payload)
+
+
+@given(st.text(max_size=512))
+@example('{"type":"ack","mids":[' + "[" * 2000 + "]" * 2000 + "]}")
+def test_arbitrary_text_only_raises_decode_errors(payload: str) -> None:
+    decode_or_reject(payload)
+
+
+@given(FRAME_LIKE)
+def test_frame_like_objects_only_raise_decode_errors(fields: dict[str, object]) -> None:
+    decode_or_reject(json.dumps(fields))
+
+
+@given(
+    body=JSON_VALUES,
+    client_id=IDS,
+    to=IDS,
+    ensure_ascii=st.booleans(),
+    separators=st.sampled_from([(",", ":"), (", ", ": "), (" ,", " :  ")]),
+    indent=st.none() | st.integers(min_value=0, max_value=2),
+)
+def test_send_body_round_trips_byte_for_byte(
+    body: object,
+    client_id: str,
+    to: str,
+    ensure_ascii: bool,
+    separators: tuple[str, str],
+    indent: int | None,
+) -> None:
+    body_text = json.dumps(
+        body, ensure_ascii=ensure_ascii, separators=separators, indent=indent
+    )
+    text = (
+        '{"type":"send","id":'
+        + json.dumps(client_id)
+        + ',"to":'
+        + json.dumps(to)
+        + ',"body":'
+        + body_text
+        + "}"
+    )
+    frame = frames.decode_client_frame(text.encode())
+    assert isinstance(frame, frames.Send)
+    assert (frame.id, frame.to) == (client_id, to)
+    assert bytes(frame.body) == body_text.encode()
+    # And the gateway's pushed message carries those same bytes.
+    message = frames.Message(mid="m", sender="a", to=to, body=frame.body, ts=0)
+    assert body_text.encode() in frames.encode(message)
+    assert json.loads(frames.encode(message))["body"] == json.loads(body_text)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**40), min_size=1, max_size=50))
+def test_mids_strictly_increase_for_any_clock(times_ms: list[int]) -> None:
+    factory = MidFactory("abcdef0123")
+    mids = [factory.next_mid(now_ms) for now_ms in times_ms]
+    assert all(a < b for a, b in itertools.pairwise(mids))
+    assert all(MID_PATTERN.fullmatch(mid) for mid in mids)
