@@ -114,11 +114,10 @@ class ServiceProcess:
 
 async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
     """Start ``python -m module`` with ``env`` on top of this process's environment; wait until ready."""
-    full_env = {
-        **os.environ,
-        **env,
-        "PYTHONASYNCIODEBUG": os.environ.get("PYTHONASYNCIODEBUG", "0"),
-    }
+    full_env = {**os.environ, **env}
+    # The test process runs in asyncio debug mode; the services run as they do in production
+    # (debug mode makes them several times slower, and timing matters to the failure tests).
+    full_env.pop("PYTHONASYNCIODEBUG", None)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -1,0 +1,1 @@
+"""The offline store: keeps what could not be delivered (PostgreSQL) and replays it on init."""

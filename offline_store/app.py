@@ -1,0 +1,51 @@
+"""Wiring of the offline store: open PostgreSQL and RabbitMQ, run both consumers, stop."""
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+
+import structlog
+
+from offline_store.bus import open_bus
+from offline_store.consumers import BatchLoop, ControlServer, UndeliveredWriter
+from offline_store.settings import Settings
+from offline_store.store import open_store
+from proto.logs import READY_EVENT
+
+log = structlog.get_logger()
+
+SERVICE = "offline_store"
+
+
+async def main(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then finish in-flight batches and close."""
+    names = settings.names
+    structlog.contextvars.bind_contextvars(namespace=names.namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:  # unwinds in reverse order
+        store = await stack.enter_async_context(open_store(settings))
+        bus = await stack.enter_async_context(open_bus(settings))
+        writer = UndeliveredWriter(store, bus)
+        control = ControlServer(store, bus, settings.replay_page)
+        loops = (
+            BatchLoop(writer.store_batch, settings.batch_max),
+            BatchLoop(control.serve_batch, settings.batch_max),
+        )
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
+            await bus.consume(names.offline_queue, loops[0].accept)
+            await bus.consume(names.store_control_queue, loops[1].accept)
+            log.info(READY_EVENT, service=SERVICE)
+            await stop.wait()
+            log.info("shutdown_started", service=SERVICE)
+            await bus.stop_consuming()
+            for batch_loop in loops:
+                batch_loop.close()
+            _, pending = await asyncio.wait(tasks, timeout=settings.shutdown_timeout_s)
+            for task in pending:
+                log.warning("shutdown_timed_out", service=SERVICE)
+                task.cancel()
+    log.info("service_stopped", service=SERVICE)

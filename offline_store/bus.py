@@ -1,0 +1,176 @@
+"""RabbitMQ: the offline store's connection, topology, consumers and confirmed publishes.
+
+One channel publishes (with publisher confirms, unroutable messages raising), and each consumed
+queue gets a channel of its own, so that its prefetch and its acknowledgements stay apart.
+What to publish is decided in replay.py; when to acknowledge, in consumers.py.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from offline_store.settings import Settings, location, mask_password
+from proto.envelopes import Delivery, Saved, encode
+from proto.errors import DependencyUnavailable
+from proto.names import KEY_SAVED
+from proto.topology import shared_topology
+
+log = structlog.get_logger()
+
+RABBITMQ_HINT = (
+    "start it with `rabbitmq-server -detached`"
+    " or point SWITCHBOARD_AMQP_URL at a running broker"
+)
+CONTENT_TYPE = "application/json"
+AIORMQ_CONNECTION_LOGGER = "aiormq.connection"
+
+OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+class Bus:
+    """The offline store's side of RabbitMQ."""
+
+    def __init__(
+        self, connection: AbstractRobustConnection, settings: Settings
+    ) -> None:
+        self._connection = connection
+        self._settings = settings
+        self._names = settings.names
+        self._topology = shared_topology(settings.names, settings.queue_type)
+        self._exchanges: dict[str, AbstractExchange] = {}
+        # (queue, consumer tag) of every consumer started, to cancel them on stop.
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+
+    async def declare_topology(self) -> None:
+        """Declare the shared exchanges, queues and bindings; open the publishing channel."""
+        timeout = self._settings.connect_timeout_s
+        channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        for spec in self._topology.exchanges:
+            self._exchanges[spec.name] = await channel.declare_exchange(
+                spec.name,
+                aio_pika.ExchangeType(spec.kind),
+                durable=True,
+                arguments=dict(spec.arguments),
+                timeout=timeout,
+            )
+        queues: dict[str, AbstractQueue] = {}
+        for queue_spec in self._topology.queues:
+            queues[queue_spec.name] = await channel.declare_queue(
+                queue_spec.name,
+                durable=True,
+                arguments=dict(queue_spec.arguments),
+                timeout=timeout,
+            )
+        for binding in self._topology.bindings:
+            await queues[binding.queue].bind(
+                self._exchanges[binding.exchange], binding.routing_key, timeout=timeout
+            )
+
+    async def consume(self, queue_name: str, on_message: OnMessage) -> None:
+        """Start consuming ``queue_name`` (manual acks) on a channel of its own."""
+        timeout = self._settings.connect_timeout_s
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self._settings.prefetch, timeout=timeout)
+        spec = next(q for q in self._topology.queues if q.name == queue_name)
+        queue = await channel.declare_queue(
+            spec.name, durable=True, arguments=dict(spec.arguments), timeout=timeout
+        )
+        tag = await queue.consume(on_message, no_ack=False, timeout=timeout)
+        self._consumers.append((queue, tag))
+
+    async def stop_consuming(self) -> None:
+        """Cancel every consumer: the broker sends nothing more, unacked messages stay ours."""
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag, timeout=self._settings.shutdown_timeout_s)
+            except Exception:
+                log.exception("consumer_cancel_failed", queue=queue.name)
+        self._consumers.clear()
+
+    async def publish_saved(self, saved: Saved) -> None:
+        """Announce new rows to the routers; returns once the broker confirmed."""
+        await self._publish(self._names.inbound_exchange, KEY_SAVED, encode(saved))
+
+    async def publish_delivery(self, gateway_id: str, delivery: Delivery) -> None:
+        """Send a delivery to one gateway's queue; returns once the broker confirmed."""
+        await self._publish(
+            self._names.deliveries_exchange, gateway_id, encode(delivery)
+        )
+
+    async def _publish(self, exchange: str, routing_key: str, body: bytes) -> None:
+        message = aio_pika.Message(
+            body,
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._exchanges[exchange].publish(
+            message,
+            routing_key,
+            mandatory=True,
+            timeout=self._settings.publish_timeout_s,
+        )
+
+
+@asynccontextmanager
+async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
+    """Connect to RabbitMQ and declare the topology; close the connection on exit.
+
+    Raises:
+        DependencyUnavailable: the broker cannot be reached or refuses the connection.
+    """
+    where = location(settings.amqp_url)
+    try:
+        with _muted(AIORMQ_CONNECTION_LOGGER):
+            connection = await aio_pika.connect_robust(
+                settings.amqp_url, timeout=settings.connect_timeout_s
+            )
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = mask_password(reason or type(exc).__name__, settings.amqp_url)
+        raise DependencyUnavailable(
+            "RabbitMQ", where, f"{reason}; {RABBITMQ_HINT}"
+        ) from exc
+    try:
+        bus = Bus(connection, settings)
+        await bus.declare_topology()
+        yield bus
+    finally:
+        await _close_connection(connection, settings.shutdown_timeout_s)
+
+
+async def _close_connection(
+    connection: AbstractRobustConnection, timeout_s: float
+) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await connection.close()
+    except TimeoutError:
+        log.warning("connection_close_timed_out")
+
+
+@contextmanager
+def _muted(logger_name: str) -> Iterator[None]:
+    """Silence a library logger for a moment.
+
+    A failed first connection is reported once, as DependencyUnavailable; aiormq would also
+    print its own line about it on stderr.
+    """
+    logger = logging.getLogger(logger_name)
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous

@@ -1,0 +1,250 @@
+"""What the offline store decides: envelopes in, rows and envelopes out.
+
+Turns a ``Delivery`` body into the rows to keep, inserted rows into a ``Saved`` envelope, acks
+into the keys to delete, and a page of stored rows into one ``Delivery`` per gateway. Nothing
+here awaits, touches PostgreSQL or RabbitMQ, or reads a clock: ``store.py`` and ``bus.py`` do the
+I/O, ``consumers.py`` does the awaiting.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from proto.envelopes import (
+    Acked,
+    Delivery,
+    DeliveryItem,
+    ReplayRequest,
+    Saved,
+    SavedUid,
+    Target,
+    decode_acked,
+    decode_delivery,
+    decode_replay_request,
+)
+from proto.errors import BadEnvelope
+
+MAX_ROUTING_KEY_BYTES = 255
+"""AMQP 0-9-1 routing keys are short strings; a longer gateway_id could never be published to."""
+
+
+@dataclass(frozen=True, slots=True)
+class UndeliveredRow:
+    """One row of the undelivered table: a frame waiting for one uid."""
+
+    uid: str
+    mid: str
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """One row read back for a replay; the uid is the request's."""
+
+    mid: str
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowKey:
+    """The primary key of a row."""
+
+    uid: str
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTargets:
+    """The connections of one replay request that live on one gateway."""
+
+    gateway_id: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDelivery:
+    """A delivery to publish on the deliveries exchange with ``gateway_id`` as routing key."""
+
+    gateway_id: str
+    delivery: Delivery
+
+
+def rows_from_body(body: bytes) -> list[UndeliveredRow]:
+    """Decode a ``Delivery`` body and return the rows it asks the store to keep.
+
+    Only durable items that were not replayed from the store become rows, one per distinct
+    target uid. Frames that are not messages (``ready``, ``kicked``) and room messages are not
+    durable; a ``stored`` item already has its row; an item without a mid could never be
+    acknowledged, so it is not kept either.
+
+    Args:
+        body: the AMQP body, JSON of a ``proto.envelopes.Delivery``.
+
+    Returns:
+        The rows, in the order of the items and of their targets.
+
+    Raises:
+        BadEnvelope: the body is not a ``Delivery``, or a value could never be stored.
+    """
+    try:
+        delivery = decode_delivery(body)
+    except (
+        msgspec.DecodeError
+    ) as exc:  # ValidationError is a subclass: the message says which
+        raise BadEnvelope(str(exc)) from None
+    rows: list[UndeliveredRow] = []
+    for item in delivery.items:
+        if not item.durable or item.stored or not item.mid:
+            continue
+        _require_storable(item.mid, "$.items[].mid")
+        frame = _frame_text(item)
+        seen: set[str] = set()
+        for target in item.targets:
+            if target.uid in seen:
+                continue
+            seen.add(target.uid)
+            _require_storable(target.uid, "$.items[].targets[].uid")
+            rows.append(UndeliveredRow(target.uid, item.mid, frame))
+    return rows
+
+
+def unique_rows(rows: Iterable[UndeliveredRow]) -> list[UndeliveredRow]:
+    """Drop rows whose (uid, mid) came before in ``rows``; the first copy of a frame wins."""
+    seen: set[tuple[str, str]] = set()
+    unique: list[UndeliveredRow] = []
+    for row in rows:
+        key = (row.uid, row.mid)
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
+
+
+def saved_envelope(keys: Iterable[RowKey]) -> Saved | None:
+    """Return the ``Saved`` envelope for new rows: each uid with its smallest new mid.
+
+    Args:
+        keys: the keys of the rows that were committed (duplicates allowed).
+
+    Returns:
+        ``Saved`` with uids in sorted order, or None when there is nothing to announce.
+    """
+    first_mids: dict[str, str] = {}
+    for key in keys:
+        known = first_mids.get(key.uid)
+        if known is None or key.mid < known:
+            first_mids[key.uid] = key.mid
+    if not first_mids:
+        return None
+    return Saved(uids=[SavedUid(uid, first_mids[uid]) for uid in sorted(first_mids)])
+
+
+def acked_from_body(body: bytes) -> Acked:
+    """Decode an ``Acked`` body.
+
+    Raises:
+        BadEnvelope: the body is not an ``Acked``, or a value could never match a row.
+    """
+    try:
+        acked = decode_acked(body)
+    except msgspec.DecodeError as exc:
+        raise BadEnvelope(str(exc)) from None
+    _require_storable(acked.uid, "$.uid")
+    for mid in acked.mids:
+        _require_storable(mid, "$.mids[]")
+    return acked
+
+
+def acked_keys(acks: Iterable[Acked]) -> tuple[list[str], list[str]]:
+    """Flatten acks into two parallel lists (uids, mids), one entry per distinct row key."""
+    uids: list[str] = []
+    mids: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for acked in acks:
+        for mid in acked.mids:
+            if (acked.uid, mid) not in seen:
+                seen.add((acked.uid, mid))
+                uids.append(acked.uid)
+                mids.append(mid)
+    return uids, mids
+
+
+def replay_request_from_body(body: bytes) -> ReplayRequest:
+    """Decode a ``ReplayRequest`` body.
+
+    Raises:
+        BadEnvelope: the body is not a ``ReplayRequest``, or it names a gateway that no routing
+            key can reach.
+    """
+    try:
+        request = decode_replay_request(body)
+    except msgspec.DecodeError as exc:
+        raise BadEnvelope(str(exc)) from None
+    _require_storable(request.uid, "$.uid")
+    _require_storable(request.from_mid, "$.from_mid")
+    for target in request.targets:
+        if len(target.gateway_id.encode()) > MAX_ROUTING_KEY_BYTES:
+            raise BadEnvelope("$.targets[].gateway_id is longer than a routing key")
+    return request
+
+
+def targets_by_gateway(request: ReplayRequest) -> tuple[GatewayTargets, ...]:
+    """Group the request's connections by gateway, in first-seen order, without duplicates."""
+    grouped: dict[str, list[Target]] = {}
+    for replay_target in request.targets:
+        targets = grouped.setdefault(replay_target.gateway_id, [])
+        target = Target(request.uid, replay_target.conn_id)
+        if target not in targets:
+            targets.append(target)
+    return tuple(GatewayTargets(gid, tuple(ts)) for gid, ts in grouped.items())
+
+
+def replay_deliveries(
+    rows: Sequence[StoredRow], gateways: Sequence[GatewayTargets]
+) -> list[GatewayDelivery]:
+    """Return one ``Delivery`` per gateway carrying every row of a page, in the rows' order.
+
+    Each item is flagged ``stored``: its row stays until the client acknowledges it, so a gateway
+    that cannot deliver it does not hand it back. The frame is the stored text, byte for byte.
+
+    Args:
+        rows: one page of the uid's rows, sorted by mid.
+        gateways: the request's connections grouped by gateway (``targets_by_gateway``).
+    """
+    if not rows:
+        return []
+    frames = [(row.mid, msgspec.Raw(row.frame.encode())) for row in rows]
+    return [
+        GatewayDelivery(
+            gateway.gateway_id,
+            Delivery(
+                items=[
+                    DeliveryItem(
+                        frame=frame,
+                        targets=list(gateway.targets),
+                        mid=mid,
+                        durable=True,
+                        stored=True,
+                    )
+                    for mid, frame in frames
+                ]
+            ),
+        )
+        for gateway in gateways
+    ]
+
+
+def _frame_text(item: DeliveryItem) -> str:
+    try:
+        frame = bytes(item.frame).decode()
+    except UnicodeDecodeError:
+        raise BadEnvelope("$.items[].frame is not UTF-8") from None
+    _require_storable(frame, "$.items[].frame")
+    return frame
+
+
+def _require_storable(value: str, path: str) -> None:
+    # PostgreSQL text cannot hold NUL: one such value would fail the whole batch's insert forever.
+    if "\x00" in value:
+        raise BadEnvelope(f"{path} contains a NUL character")

@@ -1,0 +1,85 @@
+"""The offline store's settings, read once from the environment by ``Settings.from_env``."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from proto import env
+from proto.errors import SettingsError
+from proto.names import DEFAULT_NAMESPACE, Names
+from proto.topology import QUEUE_TYPES
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_PREFETCH = 65535
+"""AMQP's prefetch count is a 16-bit number."""
+MAX_BATCH = 10_000
+"""PostgreSQL statement deadline (asyncpg ``command_timeout``); proto/env.py has no variable yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    names: Names
+    amqp_url: str
+    postgres_dsn: str
+    queue_type: str
+    log_level: str
+    prefetch: int
+    batch_max: int
+    """Most messages handled (and rows inserted from them) in one statement."""
+    replay_page: int
+    """Rows per replay query, and per delivery published for it."""
+    publish_timeout_s: float
+    connect_timeout_s: float
+    shutdown_timeout_s: float
+    query_timeout_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        namespace = env.text(environ, env.NAMESPACE, DEFAULT_NAMESPACE)
+        try:
+            names = Names(namespace)
+        except ValueError as exc:
+            raise SettingsError(f"{env.NAMESPACE}: {exc}") from None
+        return cls(
+            names=names,
+            amqp_url=env.text(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL),
+            postgres_dsn=env.text(environ, env.POSTGRES_DSN, env.DEFAULT_POSTGRES_DSN),
+            queue_type=env.choice(environ, env.QUEUE_TYPE, QUEUE_TYPES, "quorum"),
+            log_level=env.choice(environ, env.LOG_LEVEL, LOG_LEVELS, "info"),
+            prefetch=env.integer(
+                environ, env.PREFETCH, 1000, minimum=1, maximum=MAX_PREFETCH
+            ),
+            batch_max=env.integer(
+                environ, env.BATCH_MAX, 500, minimum=1, maximum=MAX_BATCH
+            ),
+            replay_page=env.integer(
+                environ, env.REPLAY_PAGE, 500, minimum=1, maximum=MAX_BATCH
+            ),
+            publish_timeout_s=env.seconds(environ, env.PUBLISH_TIMEOUT_S, 5.0),
+            connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, 5.0),
+            shutdown_timeout_s=env.seconds(environ, env.SHUTDOWN_TIMEOUT_S, 10.0),
+            query_timeout_s=env.seconds(environ, env.QUERY_TIMEOUT_S, 10.0),
+        )
+
+
+def location(url: str) -> str:
+    """Where a URL or DSN points (``host:port/path``), without user or password."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "the configured address"
+    return f"{host}{port}{parts.path}"
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` replaced by ``***``, should it appear in it."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    for secret in {password, unquote(password)} if password else ():
+        text = text.replace(secret, "***")
+    return text
