@@ -1,0 +1,175 @@
+"""RabbitMQ for the router: declare the shared topology, consume the router's queue,
+publish with confirms. What to publish is decided in routing.py.
+
+Two channels: one consumes (with a prefetch), one publishes (publisher confirms, and a
+message the broker cannot route raises rather than vanishing). RabbitMQ docs:
+https://www.rabbitmq.com/docs/confirms.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
+
+from proto import env
+from proto.errors import DependencyUnavailable, SettingsError
+from proto.topology import Topology, shared_topology
+from router.routing import Publish
+from router.settings import Settings, location
+
+log = structlog.get_logger()
+
+CONTENT_TYPE = "application/json"
+RABBITMQ_HINT = f"start it with: rabbitmq-server -detached (or check {env.AMQP_URL})"
+
+Receive = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+@asynccontextmanager
+async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
+    """Connect to RabbitMQ, declare the shared topology, open both channels.
+
+    Raises:
+        DependencyUnavailable: RabbitMQ does not accept a connection in time.
+        SettingsError: a shared queue exists with other arguments (another
+            ``SWITCHBOARD_QUEUE_TYPE``).
+    """
+    try:
+        connection = await aio_pika.connect_robust(
+            settings.amqp_url, timeout=settings.connect_timeout_s
+        )
+    except (AMQPError, OSError, TimeoutError) as exc:
+        where = location(settings.amqp_url)
+        raise DependencyUnavailable("RabbitMQ", where, RABBITMQ_HINT) from exc
+    try:
+        publishing = await connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        topology = shared_topology(settings.names, settings.queue_type)
+        try:
+            exchanges = await declare_topology(publishing, topology)
+        except ChannelPreconditionFailed as exc:
+            raise SettingsError(
+                f"{env.QUEUE_TYPE}: a shared queue or exchange exists with other "
+                f"arguments ({exc.args[0] if exc.args else exc})"
+            ) from exc
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=settings.prefetch)
+        queue_spec = next(
+            q for q in topology.queues if q.name == settings.names.router_queue
+        )
+        queue = await consuming.declare_queue(
+            queue_spec.name, durable=True, arguments=dict(queue_spec.arguments)
+        )
+        yield Bus(connection, exchanges, queue, settings.publish_timeout_s)
+    finally:
+        await close_connection(connection, settings.shutdown_timeout_s)
+
+
+async def declare_topology(
+    channel: AbstractChannel, topology: Topology
+) -> dict[str, AbstractExchange]:
+    """Declare every exchange, queue and binding (idempotent); return the exchanges."""
+    exchanges = {
+        spec.name: await channel.declare_exchange(
+            spec.name,
+            aio_pika.ExchangeType(spec.kind),
+            durable=True,
+            arguments=dict(spec.arguments),
+        )
+        for spec in topology.exchanges
+    }
+    queues = {
+        spec.name: await channel.declare_queue(
+            spec.name, durable=True, arguments=dict(spec.arguments)
+        )
+        for spec in topology.queues
+    }
+    for binding in topology.bindings:
+        await queues[binding.queue].bind(
+            exchanges[binding.exchange], binding.routing_key
+        )
+    return exchanges
+
+
+async def close_connection(
+    connection: AbstractRobustConnection, timeout_s: float
+) -> None:
+    """Close the connection (and its channels), giving up after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await connection.close()
+    except (AMQPError, OSError, TimeoutError) as exc:
+        log.warning("connection_close_failed", error=repr(exc))
+
+
+class Bus:
+    """The router's RabbitMQ: its queue to consume, the exchanges to publish to."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        exchanges: dict[str, AbstractExchange],
+        queue: AbstractQueue,
+        publish_timeout_s: float,
+    ) -> None:
+        self._connection = connection
+        self._exchanges = exchanges
+        self._queue = queue
+        self._publish_timeout_s = publish_timeout_s
+        self._consumer_tag: str | None = None
+
+    async def start_consuming(self, receive: Receive) -> None:
+        """Hand every message of the router's queue to ``receive`` (manual acks)."""
+        self._consumer_tag = await self._queue.consume(receive, no_ack=False)
+
+    async def stop_consuming(self, timeout_s: float) -> None:
+        """Ask the broker for no more messages; those already received stay ours."""
+        if self._consumer_tag is None:
+            return
+        tag, self._consumer_tag = self._consumer_tag, None
+        try:
+            await self._queue.cancel(tag, timeout=timeout_s)
+        except (AMQPError, OSError, TimeoutError) as exc:
+            log.warning("consumer_cancel_failed", error=repr(exc))
+
+    async def publish_all(self, publishes: Sequence[Publish]) -> None:
+        """Publish concurrently; return once every one is confirmed.
+
+        Raises:
+            Exception: the first failure (no confirm in time, a nack, a return, a
+                closed channel), after every publish has finished one way or another.
+        """
+        if not publishes:
+            return
+        results = await asyncio.gather(
+            *(self.publish(publish) for publish in publishes), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def publish(self, publish: Publish) -> None:
+        """Publish one message (persistent, mandatory) and wait for its confirm."""
+        message = aio_pika.Message(
+            publish.body,
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=publish.mid or None,
+        )
+        await self._exchanges[publish.exchange].publish(
+            message,
+            publish.routing_key,
+            mandatory=True,
+            timeout=self._publish_timeout_s,
+        )

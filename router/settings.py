@@ -1,0 +1,82 @@
+"""The router's settings, read once from the environment by ``Settings.from_env``."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from proto import env
+from proto.errors import SettingsError
+from proto.names import DEFAULT_NAMESPACE, Names
+from proto.topology import QUEUE_TYPES
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str
+    redis_url: str
+    names: Names
+    queue_type: str
+    """Type of the shared queues this router declares (``quorum`` or ``classic``)."""
+    prefetch: int
+    """Unacknowledged messages RabbitMQ hands this router at once."""
+    batch_max: int
+    """Most envelopes routed with one Redis pipeline and one round of publishes."""
+    dedup_ttl_s: int
+    """How long a ``client_id`` keeps the mid of its first frame (client retries)."""
+    gateway_ttl_s: float
+    """A gateway without a heartbeat for this long is dead: its presence is swept."""
+    heartbeat_interval_s: float
+    """How often this router reads gateway liveness and sweeps dead gateways."""
+    publish_timeout_s: float
+    connect_timeout_s: float
+    redis_timeout_s: float
+    shutdown_timeout_s: float
+    log_level: str
+
+    @property
+    def namespace(self) -> str:
+        return self.names.namespace
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Read every setting; raises ``SettingsError`` naming the variable to fix."""
+        namespace = env.text(environ, env.NAMESPACE, default=DEFAULT_NAMESPACE)
+        try:
+            names = Names(namespace)
+        except ValueError as exc:
+            raise SettingsError(f"{env.NAMESPACE}: {exc}") from None
+        return cls(
+            amqp_url=env.text(environ, env.AMQP_URL, default=env.DEFAULT_AMQP_URL),
+            redis_url=env.text(environ, env.REDIS_URL, default=env.DEFAULT_REDIS_URL),
+            names=names,
+            queue_type=env.choice(environ, env.QUEUE_TYPE, QUEUE_TYPES, "quorum"),
+            prefetch=env.integer(environ, env.PREFETCH, default=1000, minimum=1),
+            batch_max=env.integer(environ, env.BATCH_MAX, default=500, minimum=1),
+            dedup_ttl_s=env.integer(environ, env.DEDUP_TTL_S, default=600, minimum=1),
+            gateway_ttl_s=env.seconds(environ, env.GATEWAY_TTL_S, default=15.0),
+            heartbeat_interval_s=env.seconds(
+                environ, env.HEARTBEAT_INTERVAL_S, default=5.0
+            ),
+            publish_timeout_s=env.seconds(environ, env.PUBLISH_TIMEOUT_S, default=5.0),
+            connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, default=5.0),
+            redis_timeout_s=env.seconds(environ, env.REDIS_TIMEOUT_S, default=2.0),
+            shutdown_timeout_s=env.seconds(
+                environ, env.SHUTDOWN_TIMEOUT_S, default=10.0
+            ),
+            log_level=env.choice(environ, env.LOG_LEVEL, LOG_LEVELS, "info"),
+        )
+
+
+def location(url: str) -> str:
+    """Where a URL points (``host:port`` or a socket path), without its credentials."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "an unparsable URL"
+    if parts.hostname is None:
+        return parts.path or "an unparsable URL"
+    return parts.hostname if port is None else f"{parts.hostname}:{port}"

@@ -1,0 +1,71 @@
+"""The router's settings: defaults, overrides, and errors that name the variable."""
+
+import pytest
+
+from proto import env
+from proto.errors import SettingsError
+from proto.names import Names
+from router.settings import Settings, location
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.amqp_url == env.DEFAULT_AMQP_URL
+    assert settings.redis_url == env.DEFAULT_REDIS_URL
+    assert settings.names == Names("switchboard")
+    assert settings.queue_type == "quorum"
+    assert (settings.prefetch, settings.batch_max) == (1000, 500)
+    assert settings.dedup_ttl_s == 600
+    assert (settings.gateway_ttl_s, settings.heartbeat_interval_s) == (15.0, 5.0)
+    assert settings.publish_timeout_s == settings.connect_timeout_s == 5.0
+    assert settings.shutdown_timeout_s == 10.0
+    assert settings.log_level == "info"
+
+
+def test_overrides() -> None:
+    settings = Settings.from_env(
+        {
+            env.NAMESPACE: "t1",
+            env.QUEUE_TYPE: "classic",
+            env.BATCH_MAX: "50",
+            env.GATEWAY_TTL_S: "0.5",
+            env.LOG_LEVEL: "debug",
+        }
+    )
+
+    assert settings.namespace == "t1"
+    assert settings.queue_type == "classic"
+    assert settings.batch_max == 50
+    assert settings.gateway_ttl_s == 0.5
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (env.NAMESPACE, "Bad-Name"),
+        (env.QUEUE_TYPE, "mirrored"),
+        (env.PREFETCH, "0"),
+        (env.BATCH_MAX, "many"),
+        (env.GATEWAY_TTL_S, "15s"),
+        (env.HEARTBEAT_INTERVAL_S, "-1"),
+        (env.LOG_LEVEL, "loud"),
+    ],
+)
+def test_errors_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("amqp://guest:s3cret@rabbit.example:5672/vhost", "rabbit.example:5672"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "127.0.0.1:6379"),
+        ("redis://cache.example/0", "cache.example"),
+        ("unix:///run/redis.sock", "/run/redis.sock"),
+    ],
+)
+def test_location_leaves_out_credentials(url: str, where: str) -> None:
+    assert location(url) == where
