@@ -26,7 +26,7 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     """The token's ``exp`` has passed."""
     UNAVAILABLE = "unavailable"
-    """The broker did not confirm the frame in time; nothing was accepted, retry with the same ``id``."""
+    """The broker did not confirm the frame in time: nothing was accepted; retry, same id."""
     RATE_LIMITED = "rate_limited"
     """Too many frames on this connection; slow down."""
     INTERNAL_ERROR = "internal_error"
@@ -34,7 +34,7 @@ class ErrorCode(StrEnum):
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes used by the gateway (RFC 6455 section 7.4; 4000-4999 are Switchboard's)."""
+    """WebSocket close codes of the gateway (RFC 6455 section 7.4; 4000-4999 are Switchboard's)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -56,7 +56,7 @@ class CloseCode(IntEnum):
     KICKED = 4005
     """Terminal: a backend kicked this uid."""
     SLOW_CONSUMER = 4006
-    """The client did not read its messages fast enough; unacknowledged ones went to the offline store."""
+    """The client read too slowly; its unacknowledged messages went to the offline store."""
     RATE_LIMITED = 4007
     """Too many frames; reconnect after a pause."""
 

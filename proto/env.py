@@ -45,7 +45,7 @@ DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def text(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
-    """Return the variable's value, or ``default``; an unset variable without a default is an error."""
+    """Return the variable's value or ``default``; unset without a default is an error."""
     value = environ.get(name, default)
     if value is None or value == "":
         if default is not None:
@@ -99,7 +99,9 @@ def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
             f"{name} must be a number of seconds, got {raw!r}"
         ) from None
     if not (value > 0 and math.isfinite(value)):
-        raise SettingsError(f"{name} must be a positive, finite number of seconds, got {raw!r}")
+        raise SettingsError(
+            f"{name} must be a positive, finite number of seconds, got {raw!r}"
+        )
     return value
 
 

@@ -28,7 +28,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ConnOpened(Envelope, frozen=True):
-    """A connection passed ``init``: register its presence, answer ``ready``, replay the offline messages."""
+    """A connection passed ``init``: register it, answer ``ready``, replay its offline messages."""
 
     uid: str
     conn_id: str
@@ -64,7 +64,7 @@ class Acked(Envelope, frozen=True):
 
 
 class Heartbeat(Envelope, frozen=True):
-    """A gateway is alive; a gateway that misses heartbeats for ``SWITCHBOARD_GATEWAY_TTL_S`` is dead."""
+    """A gateway is alive; one silent for ``SWITCHBOARD_GATEWAY_TTL_S`` counts as dead."""
 
     gateway_id: str
     connections: int
@@ -92,7 +92,7 @@ class DeliveryItem(Envelope, frozen=True):
     mid: str = ""
     """The message's mid; empty for frames that are not messages (``ready``, ``kicked``)."""
     durable: bool = False
-    """Whether a copy that does not reach a target (or is not acknowledged) goes to the offline store."""
+    """Whether a copy that misses its target (or is not acknowledged) goes to the offline store."""
     stored: bool = False
     """Replayed from the offline store, where its row stays until the client acknowledges it."""
     close_code: int = 0
@@ -113,7 +113,7 @@ class SavedUid(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Saved(Envelope, frozen=True):
-    """The offline store committed new rows: a router replays them to those uids that are online now."""
+    """The offline store committed new rows: a router replays them to the uids online now."""
 
     uids: list[SavedUid]
 

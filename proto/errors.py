@@ -1,7 +1,7 @@
 """The exceptions Switchboard raises across module boundaries, and what becomes of each::
 
 SwitchboardError
-├── FrameRejected(code, client_id)            -> error frame to that client; the connection stays open
+├── FrameRejected(code, client_id)            -> error frame to that client; connection stays open
 ├── ConnectionRefused(close_code, reason)     -> close the WebSocket with that code
 ├── BadEnvelope(reason)                       -> reject the AMQP message without requeue, and log it
 ├── SettingsError(variable, expected, got)    -> one line at startup, exit 2

@@ -6,7 +6,7 @@ that carries an ``id`` gets exactly one reply carrying the same ``id``: its resu
 Client -> gateway::
 
     {"type":"init","token":JWT}                          -> ready, then the offline messages
-    {"type":"send","id":CLIENT_ID,"to":UID,"body":ANY}   -> sent {id, mid} | error {id, code, message}
+    {"type":"send","id":CLIENT_ID,"to":UID,"body":ANY}   -> sent {id, mid} | error {id, code, ...}
     {"type":"ack","mids":[MID,...]}                       (no reply)
     {"type":"ping","id":CLIENT_ID?}                      -> pong {id?}
 
@@ -132,8 +132,12 @@ class FrameProbe(msgspec.Struct):
 
 
 encode = msgspec.json.Encoder().encode
-_client_decoder: msgspec.json.Decoder[AnyClientFrame] = msgspec.json.Decoder(AnyClientFrame)
-_server_decoder: msgspec.json.Decoder[AnyServerFrame] = msgspec.json.Decoder(AnyServerFrame)
+_client_decoder: msgspec.json.Decoder[AnyClientFrame] = msgspec.json.Decoder(
+    AnyClientFrame
+)
+_server_decoder: msgspec.json.Decoder[AnyServerFrame] = msgspec.json.Decoder(
+    AnyServerFrame
+)
 decode_client_frame = _client_decoder.decode
 decode_server_frame = _server_decoder.decode
 probe_frame = msgspec.json.Decoder(FrameProbe).decode

@@ -1,4 +1,4 @@
-"""1:1 chat end to end: real gateways, router and offline store on RabbitMQ, Redis and PostgreSQL."""
+"""1:1 chat end to end: gateways, router and offline store on RabbitMQ, Redis and PostgreSQL."""
 
 import asyncio
 
@@ -17,12 +17,17 @@ pytestmark = pytest.mark.integration
 async def presence_of(stack: Stack, uid: str) -> dict[str, str]:
     client = redis.Redis.from_url(DEFAULT_REDIS_URL, decode_responses=True)
     try:
-        return await client.hgetall(stack.names.presence_key(uid))
+        entries = await client.hgetall(stack.names.presence_key(uid))
+        return {
+            str(conn_id): str(gateway_id) for conn_id, gateway_id in entries.items()
+        }
     finally:
         await client.aclose()
 
 
-async def receive_all(client: RawClient, count: int, within_s: float = 10.0) -> list[dict]:
+async def receive_all(
+    client: RawClient, count: int, within_s: float = 10.0
+) -> list[dict]:
     """Receive ``count`` distinct messages (by mid), acknowledging each; duplicates are allowed."""
     seen: dict[str, dict] = {}
     async with asyncio.timeout(within_s):
@@ -72,7 +77,9 @@ async def test_ready_carries_the_uid_of_the_token(stack: Stack) -> None:
     ready = await client.init(make_token("carol"))
     assert ready["uid"] == "carol"
     assert ready["conn"]
-    assert await presence_of(stack, "carol") == {ready["conn"]: stack.gateways[0].gateway_id}
+    assert await presence_of(stack, "carol") == {
+        ready["conn"]: stack.gateways[0].gateway_id
+    }
 
 
 async def test_offline_messages_are_replayed_until_acknowledged(stack: Stack) -> None:
@@ -111,7 +118,8 @@ async def store_rows(stack: Stack, uid: str) -> list[str]:
     connection = await asyncpg.connect(DEFAULT_POSTGRES_DSN)
     try:
         rows = await connection.fetch(
-            f"SELECT mid FROM {stack.names.undelivered_table} WHERE uid = $1 ORDER BY mid", uid
+            f"SELECT mid FROM {stack.names.undelivered_table} WHERE uid = $1 ORDER BY mid",
+            uid,
         )
     finally:
         await connection.close()
@@ -240,7 +248,9 @@ async def test_killed_gateway_presence_expires(stack: Stack) -> None:
     await eventually(expired, within_s=15)
 
 
-async def test_unacknowledged_messages_of_a_killed_gateway_come_back(stack: Stack) -> None:
+async def test_unacknowledged_messages_of_a_killed_gateway_come_back(
+    stack: Stack,
+) -> None:
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     kate = await stack.connect(1, uid="kate")
@@ -260,7 +270,10 @@ async def test_restarted_router_delivers_every_sent_message(stack: Stack) -> Non
     router = stack.routers[0]
 
     async def stream(first: int, count: int) -> list[str]:
-        return [(await alice.send_message("leo", n))["mid"] for n in range(first, first + count)]
+        return [
+            (await alice.send_message("leo", n))["mid"]
+            for n in range(first, first + count)
+        ]
 
     mids = await stream(0, 50)
     await router.kill()
@@ -272,7 +285,9 @@ async def test_restarted_router_delivers_every_sent_message(stack: Stack) -> Non
     assert sorted(m["mid"] for m in received) == sorted(mids)
 
 
-async def test_bad_input_gets_errors_and_the_gateway_keeps_serving(stack: Stack) -> None:
+async def test_bad_input_gets_errors_and_the_gateway_keeps_serving(
+    stack: Stack,
+) -> None:
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     bob = await stack.connect(1, uid="bob")
@@ -299,11 +314,15 @@ async def test_bad_input_gets_errors_and_the_gateway_keeps_serving(stack: Stack)
         assert (await mallory.expect("error"))["code"] == code
 
     # The identity is the token's, whatever a frame claims.
-    await mallory.send_raw('{"type":"send","id":"s3","to":"bob","from":"alice","body":"spoof"}')
+    await mallory.send_raw(
+        '{"type":"send","id":"s3","to":"bob","from":"alice","body":"spoof"}'
+    )
     assert (await bob.expect("message"))["from"] == "mallory"
 
     # An oversize frame closes that connection with 1009; the others carry on.
-    await mallory.send_raw('{"type":"send","id":"s4","to":"bob","body":"' + "x" * 70_000 + '"}')
+    await mallory.send_raw(
+        '{"type":"send","id":"s4","to":"bob","body":"' + "x" * 70_000 + '"}'
+    )
     assert await mallory.wait_closed() == 1009
     sent = await alice.send_message("bob", "still here")
     await bob.expect_message(mid=sent["mid"])
@@ -313,7 +332,11 @@ async def test_bad_input_gets_errors_and_the_gateway_keeps_serving(stack: Stack)
     ("token", "code", "close_code"),
     [
         (make_token("nina", ttl_s=-10), "token_expired", 4004),
-        (make_token("nina", secret="another-secret-of-sufficient-length"), "invalid_token", 4003),
+        (
+            make_token("nina", secret="another-secret-of-sufficient-length"),
+            "invalid_token",
+            4003,
+        ),
         (make_token(None), "invalid_token", 4003),
         ("header.payload.signature", "invalid_token", 4003),
     ],
@@ -345,6 +368,7 @@ async def test_silent_connection_is_closed_and_ping_keeps_it_open(stack: Stack) 
     for _ in range(6):
         await talker.send_frame({"type": "ping"})
         await talker.expect("pong")
-        await asyncio.sleep(0.3)  # the pace of the heartbeat under test, not a synchronisation
+        # The pace of the heartbeat under test, not a synchronisation.
+        await asyncio.sleep(0.3)
     assert await silent.wait_closed(within_s=5) == 4002
     assert talker.close_code is None

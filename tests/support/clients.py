@@ -70,7 +70,8 @@ class RawClient:
                         return frame
                 if self._reader.done():
                     raise AssertionError(
-                        f"connection closed ({self.close_code}) while waiting; unread: {self._unread}"
+                        f"connection closed ({self.close_code}) while waiting; "
+                        f"unread: {self._unread}"
                     )
                 self._changed.clear()
                 await self._changed.wait()

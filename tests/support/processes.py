@@ -1,4 +1,4 @@
-"""Switchboard services as real processes: start with an environment, wait for ``service_ready``, stop.
+"""Switchboard services as real processes: start, wait for ``service_ready``, stop.
 
 Each process's output (JSON log lines) is collected; tests wait for log events with a deadline,
 and the stack prints every process's output when a test fails.
@@ -113,7 +113,7 @@ class ServiceProcess:
 
 
 async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
-    """Start ``python -m module`` with ``env`` on top of this process's environment; wait until ready."""
+    """Start ``python -m module`` with ``env`` over this process's environment; wait until ready."""
     full_env = {**os.environ, **env}
     # The test process runs in asyncio debug mode; the services run as they do in production
     # (debug mode makes them several times slower, and timing matters to the failure tests).

@@ -78,7 +78,8 @@ class Stack:
         gateway_id = (
             gateway_id or f"gw{len(self.gateway_ids) + 1}-{uuid.uuid4().hex[:6]}"
         )
-        self.gateway_ids.append(gateway_id)  # before starting: cleanup removes its queue
+        # Recorded before starting, so that cleanup removes its queue whatever happens.
+        self.gateway_ids.append(gateway_id)
         port = free_port()
         process = await start_service(
             gateway_id,
@@ -93,7 +94,7 @@ class Stack:
         return gateway
 
     async def restart_gateway(self, gateway: Gateway) -> Gateway:
-        """Start a new process for a gateway with the same id and port (as a restarted pod would)."""
+        """Start a new process with the gateway's id and port, as a restarted pod would."""
         process = await start_service(
             gateway.gateway_id,
             "gateway",

@@ -1,4 +1,4 @@
-"""Deadlines for tests: every wait is bounded, and ``SWITCHBOARD_TEST_TIME_FACTOR`` scales them all."""
+"""Deadlines for tests: every wait is bounded; ``SWITCHBOARD_TEST_TIME_FACTOR`` scales them."""
 
 import asyncio
 import os
@@ -20,8 +20,7 @@ async def eventually(
 ) -> T:
     """Poll ``probe`` until it returns something other than None; fail after ``within_s``."""
     async with asyncio.timeout(scaled(within_s)):
-        while (seen := await probe()) is None:
-            await asyncio.sleep(
-                POLL_INTERVAL_S
-            )  # the deadline above is the synchronisation
+        # Polling what a test cannot subscribe to; the deadline above synchronises.
+        while (seen := await probe()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_INTERVAL_S)
     return seen

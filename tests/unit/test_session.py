@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway.session import Acknowledge, Close, Publish, Reply, Session
+from gateway.session import Acknowledge, Close, Effect, Publish, Reply, Session
 from proto import envelopes, names
 from proto.codes import CloseCode, ErrorCode
 from proto.mids import MidFactory
@@ -19,8 +19,15 @@ def new_session() -> Session:
 
 
 def token(uid: str = "alice", **claims: object) -> str:
-    claims.setdefault("exp", NOW_MS // 1000 + 60)
-    return make_token(uid, **claims)
+    """A token valid at ``NOW_MS`` unless ``claims`` say otherwise."""
+    claims = {"exp": NOW_MS // 1000 + 60, **claims}
+    return make_token(uid, TEST_JWT_SECRET, 0.0, "HS256", **claims)
+
+
+def published(effects: list[Effect]) -> Publish:
+    (effect,) = effects
+    assert isinstance(effect, Publish)
+    return effect
 
 
 def initialized() -> Session:
@@ -137,20 +144,16 @@ def test_send_takes_the_sender_from_the_token_and_passes_the_body_through() -> N
 
 def test_mids_of_one_connection_increase() -> None:
     session = initialized()
-    mids = [
-        session.on_text(f'{{"type":"send","id":"c{i}","to":"bob","body":0}}', NOW_MS)[
-            0
-        ].mid
-        for i in range(5)
-    ]
+    frames = [f'{{"type":"send","id":"c{i}","to":"bob","body":0}}' for i in range(5)]
+    mids = [published(session.on_text(frame, NOW_MS)).mid for frame in frames]
     assert mids == sorted(mids)
     assert len(set(mids)) == 5
 
 
 def test_failed_publish_answers_unavailable_with_the_id() -> None:
     session = initialized()
-    (publish,) = session.on_text(
-        '{"type":"send","id":"c1","to":"bob","body":0}', NOW_MS
+    publish = published(
+        session.on_text('{"type":"send","id":"c1","to":"bob","body":0}', NOW_MS)
     )
     frame = reply_of(session.on_publish_failed(publish))
     assert (frame["code"], frame["id"]) == (ErrorCode.UNAVAILABLE, "c1")
@@ -158,7 +161,9 @@ def test_failed_publish_answers_unavailable_with_the_id() -> None:
 
 def test_failed_registration_lets_the_client_init_again() -> None:
     session = new_session()
-    (publish,) = session.on_text(json.dumps({"type": "init", "token": token()}), NOW_MS)
+    publish = published(
+        session.on_text(json.dumps({"type": "init", "token": token()}), NOW_MS)
+    )
     session.on_publish_failed(publish)
     assert not session.is_initialized
 

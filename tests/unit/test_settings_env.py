@@ -146,7 +146,9 @@ def test_seconds_error_reads_as_documented() -> None:
 
 @pytest.mark.parametrize("raw", ["0", "-1", "-0.1", "nan", "inf"])
 def test_seconds_must_be_positive_and_finite(raw: str) -> None:
-    with pytest.raises(SettingsError, match=f"^{NAME} must be a positive, finite number"):
+    with pytest.raises(
+        SettingsError, match=f"^{NAME} must be a positive, finite number"
+    ):
         env.seconds({NAME: raw}, NAME, 1.0)
 
 
