@@ -6,9 +6,8 @@ What to publish is decided in replay.py; when to acknowledge, in consumers.py.
 """
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import aio_pika
 import structlog
@@ -32,7 +31,6 @@ RABBITMQ_HINT = (
     " or point SWITCHBOARD_AMQP_URL at a running broker"
 )
 CONTENT_TYPE = "application/json"
-AIORMQ_CONNECTION_LOGGER = "aiormq.connection"
 
 OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
@@ -132,10 +130,9 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
     """
     where = location(settings.amqp_url)
     try:
-        with _muted(AIORMQ_CONNECTION_LOGGER):
-            connection = await aio_pika.connect_robust(
-                settings.amqp_url, timeout=settings.connect_timeout_s
-            )
+        connection = await aio_pika.connect_robust(
+            settings.amqp_url, timeout=settings.connect_timeout_s
+        )
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         reason = mask_password(reason or type(exc).__name__, settings.amqp_url)
@@ -158,19 +155,3 @@ async def _close_connection(
             await connection.close()
     except TimeoutError:
         log.warning("connection_close_timed_out")
-
-
-@contextmanager
-def _muted(logger_name: str) -> Iterator[None]:
-    """Silence a library logger for a moment.
-
-    A failed first connection is reported once, as DependencyUnavailable; aiormq would also
-    print its own line about it on stderr.
-    """
-    logger = logging.getLogger(logger_name)
-    previous = logger.disabled
-    logger.disabled = True
-    try:
-        yield
-    finally:
-        logger.disabled = previous

@@ -25,25 +25,42 @@ READY_EVENT = "service_ready"
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog for this process; call once, in ``__main__``."""
+    """Configure structlog for this process; call once, in ``__main__``.
+
+    Records of standard-library loggers (aio-pika, aiormq, asyncpg, websockets) go through the
+    same renderer to stdout, from WARNING up, so that a process writes one kind of line to one
+    stream, and stderr stays for the one-line startup errors.
+    """
     if json is None:
         json = not sys.stdout.isatty()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    exceptions = structlog.processors.format_exc_info if json else structlog.dev.set_exc_info
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info
-            if json
-            else structlog.dev.set_exc_info,
-            renderer,
-        ],
+        processors=[*shared, exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                exceptions,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)

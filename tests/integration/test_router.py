@@ -6,8 +6,6 @@ queues), so it sees exactly what the router publishes.
 """
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +45,8 @@ from proto.envelopes import (
 from proto.mids import MidFactory
 from proto.names import Names
 from proto.topology import gateway_topology
-from tests.support.processes import REPO_ROOT, ServiceProcess
-from tests.support.stack import Stack, new_namespace
+from tests.support.processes import ServiceProcess
+from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
@@ -487,42 +485,3 @@ async def test_sigterm_while_busy_exits_0_and_loses_nothing(
 
     await eventually(every_mid_seen, within_s=20)
     assert seen == mids
-
-
-async def run_router(environment: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "router",
-        cwd=REPO_ROOT,
-        env={**os.environ, **environment},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(scaled(20)):
-        _, stderr = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, stderr.decode()
-
-
-async def test_unreachable_redis_exits_1_with_one_line(stack: Stack) -> None:
-    code, stderr = await run_router(
-        stack.env(**{env.REDIS_URL: "redis://:hunter2secret@127.0.0.1:1/0"})
-    )
-
-    assert code == 1
-    [line] = stderr.strip().splitlines()
-    assert "Redis" in line
-    assert "127.0.0.1:1" in line
-    assert "redis-server" in line
-    assert "hunter2secret" not in stderr
-
-
-async def test_unusable_setting_exits_2() -> None:
-    code, stderr = await run_router(
-        {env.NAMESPACE: new_namespace(), env.QUEUE_TYPE: "mirrored"}
-    )
-
-    assert code == 2
-    assert env.QUEUE_TYPE in stderr

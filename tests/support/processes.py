@@ -138,3 +138,30 @@ async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceP
         print(f"--- {name} output ---\n{service.output()}")
         raise
     return service
+
+
+async def run_until_exit(
+    module: str, env: dict[str, str], within_s: float = 20.0
+) -> tuple[int, str, str]:
+    """Run ``python -m module`` to its exit (a startup that must fail); return code and output."""
+    full_env = {**os.environ, **env}
+    full_env.pop("PYTHONASYNCIODEBUG", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(scaled(within_s)):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
