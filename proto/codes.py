@@ -31,6 +31,12 @@ class ErrorCode(StrEnum):
     """Too many frames on this connection; slow down."""
     INTERNAL_ERROR = "internal_error"
     """Something unexpected; it was logged. Retry with the same ``id``."""
+    NOT_MEMBER = "not_member"
+    """A group send from a uid that is not a member of the group."""
+    FORBIDDEN = "forbidden"
+    """The token does not allow it: a room join without the claim, a broadcast without the right."""
+    UNKNOWN_COMMAND = "unknown_command"
+    """A backend command (``api.<command>``, ``POST /api/<command>``) that does not exist."""
 
 
 class CloseCode(IntEnum):

@@ -10,6 +10,9 @@ routing key / queue          envelope             producer -> consumer
 gateway.opened               ConnOpened           gateway -> router
 gateway.closed               ConnClosed           gateway -> router
 gateway.send                 Outgoing             gateway -> router
+gateway.joined               RoomJoined           gateway -> router
+gateway.left                 RoomLeft             gateway -> router
+gateway.presence             PresenceAsked        gateway -> router
 gateway.heartbeat            Heartbeat            gateway -> router
 gateway.stopped              GatewayStopped       gateway -> router
 gateway.ack                  Acked                gateway -> offline store
@@ -17,6 +20,10 @@ store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway
 undeliverable (fanout)       Delivery             router, gateway, dead-lettering -> offline store
+api.<command>                Api* (commands)      backend services -> router (reply: *Reply)
+events: user.online          UserOnline           router -> backend services
+events: user.offline         UserOffline          router -> backend services
+events: message.offline      MessageOffline       offline store -> backend services
 ==========================  ===================  =====================================
 """
 
@@ -36,24 +43,60 @@ class ConnOpened(Envelope, frozen=True):
 
 
 class ConnClosed(Envelope, frozen=True):
-    """A connection is gone: remove its presence."""
+    """A connection is gone: remove its presence and its room memberships."""
 
     uid: str
     conn_id: str
     gateway_id: str
+    rooms: list[str] = []
 
 
 class Outgoing(Envelope, frozen=True):
-    """A ``send`` frame accepted by a gateway, with the verified sender and the server's mid."""
+    """A ``send`` frame accepted by a gateway, with the verified sender and the server's mid.
+
+    Exactly one of ``to``, ``group``, ``room`` and ``broadcast`` is set; the gateway checked
+    that the sender may use ``room`` or ``broadcast``, the router checks group membership.
+    """
 
     mid: str
     sender: str
     client_id: str
-    to: str
     body: msgspec.Raw
     ts: int
     gateway_id: str
     conn_id: str
+    to: str | None = None
+    group: str | None = None
+    room: str | None = None
+    broadcast: bool = False
+
+
+class RoomJoined(Envelope, frozen=True):
+    """A connection joined a room (the gateway checked the token's right to)."""
+
+    uid: str
+    conn_id: str
+    gateway_id: str
+    room: str
+
+
+class RoomLeft(Envelope, frozen=True):
+    """A connection left a room."""
+
+    uid: str
+    conn_id: str
+    gateway_id: str
+    room: str
+
+
+class PresenceAsked(Envelope, frozen=True):
+    """A client's ``presence`` query; the router answers it with a delivery to that connection."""
+
+    uid: str
+    conn_id: str
+    gateway_id: str
+    client_id: str
+    uids: list[str]
 
 
 class Acked(Envelope, frozen=True):
@@ -97,6 +140,11 @@ class DeliveryItem(Envelope, frozen=True):
     """Replayed from the offline store, where its row stays until the client acknowledges it."""
     close_code: int = 0
     """When not 0, the gateway closes the target connections with this code after pushing."""
+    room: str = ""
+    """When set, the frame is for every connection of the gateway in this room (``targets``
+    is empty): one delivery per gateway, whatever the size of the room."""
+    broadcast: bool = False
+    """When true, the frame is for every initialized connection of the gateway."""
 
 
 class Delivery(Envelope, frozen=True):
@@ -131,6 +179,133 @@ class ReplayRequest(Envelope, frozen=True):
     from_mid: str = ""
 
 
+# Backend commands: the bodies of api.<command> on the inbound exchange (and of POST /api/<command>
+# on a gateway). A command with the AMQP reply_to property gets its reply there, with the same
+# correlation_id: the command's *Reply, or ErrorReply.
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every backend command body."""
+
+
+class ApiSend(Command, frozen=True):
+    """``api.send``: send ``body`` to a uid, a group or a room, as ``from`` (default "system").
+
+    ``id``, when given, makes retries idempotent like a client's ``id``.
+    """
+
+    body: msgspec.Raw
+    to: str | None = None
+    group: str | None = None
+    room: str | None = None
+    sender: str = msgspec.field(name="from", default="system")
+    id: str | None = None
+
+
+class ApiBroadcast(Command, frozen=True):
+    """``api.broadcast``: send ``body`` to every connected user."""
+
+    body: msgspec.Raw
+    sender: str = msgspec.field(name="from", default="system")
+
+
+class ApiKick(Command, frozen=True):
+    """``api.kick``: close every connection of ``uid`` with ``CloseCode.KICKED``."""
+
+    uid: str
+    reason: str = ""
+
+
+class ApiGroupMembers(Command, frozen=True):
+    """``api.group.add`` and ``api.group.remove``: change a group's members."""
+
+    group: str
+    uids: list[str]
+
+
+class ApiPresence(Command, frozen=True):
+    """``api.presence``: which of these uids are online."""
+
+    uids: list[str]
+
+
+class ApiConnections(Command, frozen=True):
+    """``api.connections``: the connections of a uid."""
+
+    uid: str
+
+
+class ApiRoomCount(Command, frozen=True):
+    """``api.room.count``: how many connections are in a room (without listing them)."""
+
+    room: str
+
+
+class SendReply(Envelope, frozen=True):
+    mid: str
+
+
+class KickReply(Envelope, frozen=True):
+    kicked: int
+
+
+class OkReply(Envelope, frozen=True):
+    ok: bool = True
+
+
+class PresenceReply(Envelope, frozen=True):
+    online: list[str]
+
+
+class ConnectionInfo(Envelope, frozen=True):
+    conn_id: str
+    gateway_id: str
+
+
+class ConnectionsReply(Envelope, frozen=True):
+    connections: list[ConnectionInfo]
+
+
+class RoomCountReply(Envelope, frozen=True):
+    count: int
+
+
+class ErrorDetail(Envelope, frozen=True):
+    code: str
+    message: str
+
+
+class ErrorReply(Envelope, frozen=True):
+    """The reply to a command that was refused: a bad body, an unknown command."""
+
+    error: ErrorDetail
+
+
+# Events for backends, on the events exchange. Each backend binds its own durable queue.
+
+
+class UserOnline(Envelope, frozen=True):
+    """``user.online``: the uid's first connection anywhere (reloads are debounced)."""
+
+    uid: str
+    ts: int
+
+
+class UserOffline(Envelope, frozen=True):
+    """``user.offline``: the uid's last connection closed, or its gateway died (debounced)."""
+
+    uid: str
+    ts: int
+
+
+class MessageOffline(Envelope, frozen=True):
+    """``message.offline``: a message for ``uid`` went to the offline store."""
+
+    uid: str
+    mid: str
+    ts: int
+
+
 encode = msgspec.json.Encoder().encode
 decode_conn_opened = msgspec.json.Decoder(ConnOpened).decode
 decode_conn_closed = msgspec.json.Decoder(ConnClosed).decode
@@ -141,3 +316,18 @@ decode_gateway_stopped = msgspec.json.Decoder(GatewayStopped).decode
 decode_delivery = msgspec.json.Decoder(Delivery).decode
 decode_saved = msgspec.json.Decoder(Saved).decode
 decode_replay_request = msgspec.json.Decoder(ReplayRequest).decode
+decode_room_joined = msgspec.json.Decoder(RoomJoined).decode
+decode_room_left = msgspec.json.Decoder(RoomLeft).decode
+decode_presence_asked = msgspec.json.Decoder(PresenceAsked).decode
+
+COMMANDS: dict[str, type[Command]] = {
+    "send": ApiSend,
+    "broadcast": ApiBroadcast,
+    "kick": ApiKick,
+    "group.add": ApiGroupMembers,
+    "group.remove": ApiGroupMembers,
+    "presence": ApiPresence,
+    "connections": ApiConnections,
+    "room.count": ApiRoomCount,
+}
+"""Every backend command by name: ``api.<name>`` on the broker, ``POST /api/<name>`` over HTTP."""

@@ -7,7 +7,11 @@ Client -> gateway::
 
     {"type":"init","token":JWT}                          -> ready, then the offline messages
     {"type":"send","id":CLIENT_ID,"to":UID,"body":ANY}   -> sent {id, mid} | error {id, code, ...}
+        ("group":GID or "room":RID or "broadcast":true instead of "to")
     {"type":"ack","mids":[MID,...]}                       (no reply)
+    {"type":"join","id":CLIENT_ID,"room":RID}            -> joined {id, room} | error
+    {"type":"leave","id":CLIENT_ID,"room":RID}           -> left {id, room} | error
+    {"type":"presence","id":CLIENT_ID,"uids":[UID,...]}  -> presence {id, online} | error
     {"type":"ping","id":CLIENT_ID?}                      -> pong {id?}
 
 Gateway -> client::
@@ -15,6 +19,9 @@ Gateway -> client::
     {"type":"ready","uid":UID,"conn":CONNECTION_ID}
     {"type":"sent","id":CLIENT_ID,"mid":MID}
     {"type":"message","mid":MID,"from":UID,"to":UID,"body":ANY,"ts":UNIX_MS}
+        ("group":GID, "room":RID or "broadcast":true instead of "to")
+    {"type":"joined","id":CLIENT_ID,"room":RID}   {"type":"left","id":CLIENT_ID,"room":RID}
+    {"type":"presence","id":CLIENT_ID,"online":[UID,...]}
     {"type":"error","id":CLIENT_ID?,"code":CODE,"message":TEXT}
     {"type":"pong","id":CLIENT_ID?}
     {"type":"kicked","reason":TEXT}
@@ -30,11 +37,14 @@ import msgspec
 
 MAX_ID_LENGTH = 128
 MAX_ACK_MIDS = 1000
+MAX_PRESENCE_UIDS = 1000
 
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Uid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Mid = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+Gid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Rid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class ClientFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
@@ -48,11 +58,19 @@ class Init(ClientFrame, tag="init", frozen=True):
 
 
 class Send(ClientFrame, tag="send", frozen=True):
-    """Send ``body`` (any JSON) to every connection of uid ``to``."""
+    """Send ``body`` (any JSON) to exactly one of: a uid, a group, a room, or everyone.
+
+    ``to``: every connection of that uid. ``group``: every other member of the group (the
+    sender must be one). ``room``: the connections in that room now. ``broadcast``: every
+    connected user (only with a token that grants it).
+    """
 
     id: ClientId
-    to: Uid
     body: msgspec.Raw
+    to: Uid | None = None
+    group: Gid | None = None
+    room: Rid | None = None
+    broadcast: bool = False
 
 
 class Ack(ClientFrame, tag="ack", frozen=True):
@@ -61,14 +79,37 @@ class Ack(ClientFrame, tag="ack", frozen=True):
     mids: Annotated[list[Mid], msgspec.Meta(max_length=MAX_ACK_MIDS)]
 
 
+class Join(ClientFrame, tag="join", frozen=True):
+    """Join a room, if the token's ``rooms`` claim (or the public prefix) allows it."""
+
+    id: ClientId
+    room: Rid
+
+
+class Leave(ClientFrame, tag="leave", frozen=True):
+    """Leave a room."""
+
+    id: ClientId
+    room: Rid
+
+
+class PresenceQuery(ClientFrame, tag="presence", frozen=True):
+    """Ask which of these uids are online."""
+
+    id: ClientId
+    uids: Annotated[list[Uid], msgspec.Meta(max_length=MAX_PRESENCE_UIDS)]
+
+
 class Ping(ClientFrame, tag="ping", frozen=True):
     """Application-level heartbeat; answered with ``pong``."""
 
     id: ClientId | None = None
 
 
-AnyClientFrame = Init | Send | Ack | Ping
-CLIENT_FRAME_TYPES = frozenset(("init", "send", "ack", "ping"))
+AnyClientFrame = Init | Send | Ack | Join | Leave | PresenceQuery | Ping
+CLIENT_FRAME_TYPES = frozenset(
+    ("init", "send", "ack", "join", "leave", "presence", "ping")
+)
 
 
 class ServerFrame(
@@ -92,13 +133,38 @@ class Sent(ServerFrame, tag="sent", frozen=True):
 
 
 class Message(ServerFrame, tag="message", frozen=True):
-    """A message for this connection's uid; answer it with ``ack``."""
+    """A message for this connection; answer it with ``ack`` (room and broadcast ones need none).
+
+    Exactly one of ``to``, ``group``, ``room`` and ``broadcast`` says how it was addressed.
+    """
 
     mid: str
     sender: str = msgspec.field(name="from")
-    to: str
     body: msgspec.Raw
     ts: int
+    to: str | None = None
+    group: str | None = None
+    room: str | None = None
+    broadcast: bool = False
+
+
+class Joined(ServerFrame, tag="joined", frozen=True):
+    """The connection is in the room: room messages reach it until it leaves or closes."""
+
+    id: str
+    room: str
+
+
+class Left(ServerFrame, tag="left", frozen=True):
+    id: str
+    room: str
+
+
+class PresenceResult(ServerFrame, tag="presence", frozen=True):
+    """The uids of the query that have at least one connection now."""
+
+    id: str
+    online: list[str]
 
 
 class Error(ServerFrame, tag="error", frozen=True):
@@ -121,7 +187,9 @@ class Kicked(ServerFrame, tag="kicked", frozen=True):
     reason: str
 
 
-AnyServerFrame = Ready | Sent | Message | Error | Pong | Kicked
+AnyServerFrame = (
+    Ready | Sent | Message | Joined | Left | PresenceResult | Error | Pong | Kicked
+)
 
 
 class FrameProbe(msgspec.Struct):

@@ -41,7 +41,9 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    exceptions = structlog.processors.format_exc_info if json else structlog.dev.set_exc_info
+    exceptions = (
+        structlog.processors.format_exc_info if json else structlog.dev.set_exc_info
+    )
     structlog.configure(
         processors=[*shared, exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(

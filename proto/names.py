@@ -39,9 +39,18 @@ KEY_SEND = "gateway.send"
 KEY_ACK = "gateway.ack"
 KEY_HEARTBEAT = "gateway.heartbeat"
 KEY_GATEWAY_STOPPED = "gateway.stopped"
+KEY_ROOM_JOINED = "gateway.joined"
+KEY_ROOM_LEFT = "gateway.left"
+KEY_PRESENCE = "gateway.presence"
 KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
 API_KEY_PATTERN = "api.#"
+API_KEY_PREFIX = "api."
+
+# Routing keys on the events exchange.
+EVENT_USER_ONLINE = "user.online"
+EVENT_USER_OFFLINE = "user.offline"
+EVENT_MESSAGE_OFFLINE = "message.offline"
 
 ROUTER_BINDINGS = (
     KEY_CONN_OPENED,
@@ -49,10 +58,18 @@ ROUTER_BINDINGS = (
     KEY_SEND,
     KEY_HEARTBEAT,
     KEY_GATEWAY_STOPPED,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_PRESENCE,
     KEY_SAVED,
     API_KEY_PATTERN,
 )
 STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY)
+
+
+def api_key(command: str) -> str:
+    """The routing key of a backend command: ``api.<command>``."""
+    return f"{API_KEY_PREFIX}{command}"
 
 
 def is_valid_namespace(namespace: str) -> bool:
@@ -89,6 +106,19 @@ class Names:
     def undeliverable_exchange(self) -> str:
         return f"{self.namespace}.undeliverable"
 
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dead-letter"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """Messages rejected as malformed (bad envelopes, bad commands without reply_to)."""
+        return f"{self.namespace}.dead-letter"
+
     # AMQP queues
     @property
     def router_queue(self) -> str:
@@ -121,6 +151,23 @@ class Names:
 
     def sweep_lock_key(self, gateway_id: str) -> str:
         return f"{self.namespace}:sweep:{gateway_id}"
+
+    def group_key(self, group: str) -> str:
+        """Set of the group's member uids."""
+        return f"{self.namespace}:group:{group}"
+
+    def room_key(self, room: str) -> str:
+        """Hash gateway_id -> number of that gateway's connections in the room."""
+        return f"{self.namespace}:room:{room}"
+
+    def gateway_rooms_key(self, gateway_id: str) -> str:
+        """Set of the rooms with members on a gateway, to clean them when it dies."""
+        return f"{self.namespace}:gateway:{gateway_id}:rooms"
+
+    @property
+    def going_offline_key(self) -> str:
+        """Sorted set uid -> when its ``user.offline`` event is due (debounce, Unix ms)."""
+        return f"{self.namespace}:going-offline"
 
     @property
     def redis_pattern(self) -> str:

@@ -53,9 +53,15 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
     """
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
-    shared_args: Mapping[str, str | int] = {"x-queue-type": queue_type}
+    shared_args: Mapping[str, str | int] = {
+        "x-queue-type": queue_type,
+        # A message a consumer rejects (malformed) is kept for an operator, never redelivered.
+        "x-dead-letter-exchange": names.dead_letter_exchange,
+    }
     exchanges = (
         ExchangeSpec(names.inbound_exchange, "topic"),
+        ExchangeSpec(names.events_exchange, "topic"),
+        ExchangeSpec(names.dead_letter_exchange, "fanout"),
         ExchangeSpec(names.undeliverable_exchange, "fanout"),
         ExchangeSpec(
             names.deliveries_exchange,
@@ -68,6 +74,7 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         QueueSpec(names.router_queue, shared_args),
         QueueSpec(names.offline_queue, shared_args),
         QueueSpec(names.store_control_queue, shared_args),
+        QueueSpec(names.dead_letter_queue, {"x-queue-type": queue_type}),
     )
     bindings = (
         *(
@@ -79,6 +86,7 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
             for key in keys.STORE_CONTROL_BINDINGS
         ),
         BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
+        BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),
     )
     return Topology(exchanges, queues, bindings)
 
