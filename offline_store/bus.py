@@ -6,7 +6,7 @@ What to publish is decided in replay.py; when to acknowledge, in consumers.py.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import aio_pika
@@ -19,9 +19,9 @@ from aio_pika.abc import (
 )
 
 from offline_store.settings import Settings, location, mask_password
-from proto.envelopes import Delivery, Saved, encode
+from proto.envelopes import Delivery, MessageOffline, Saved, encode
 from proto.errors import DependencyUnavailable
-from proto.names import KEY_SAVED
+from proto.names import EVENT_MESSAGE_OFFLINE, KEY_SAVED
 from proto.topology import shared_topology
 
 log = structlog.get_logger()
@@ -101,13 +101,32 @@ class Bus:
         """Announce new rows to the routers; returns once the broker confirmed."""
         await self._publish(self._names.inbound_exchange, KEY_SAVED, encode(saved))
 
+    async def publish_offline_events(self, events: Sequence[MessageOffline]) -> None:
+        """Tell backends which messages went to the store; returns once all are confirmed.
+
+        Not mandatory: an events exchange without any bound queue is normal.
+        """
+        await asyncio.gather(
+            *(
+                self._publish(
+                    self._names.events_exchange,
+                    EVENT_MESSAGE_OFFLINE,
+                    encode(event),
+                    mandatory=False,
+                )
+                for event in events
+            )
+        )
+
     async def publish_delivery(self, gateway_id: str, delivery: Delivery) -> None:
         """Send a delivery to one gateway's queue; returns once the broker confirmed."""
         await self._publish(
             self._names.deliveries_exchange, gateway_id, encode(delivery)
         )
 
-    async def _publish(self, exchange: str, routing_key: str, body: bytes) -> None:
+    async def _publish(
+        self, exchange: str, routing_key: str, body: bytes, mandatory: bool = True
+    ) -> None:
         message = aio_pika.Message(
             body,
             content_type=CONTENT_TYPE,
@@ -116,7 +135,7 @@ class Bus:
         await self._exchanges[exchange].publish(
             message,
             routing_key,
-            mandatory=True,
+            mandatory=mandatory,
             timeout=self._settings.publish_timeout_s,
         )
 

@@ -8,6 +8,7 @@ live in replay.py; SQL in store.py; AMQP calls in bus.py.
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -109,6 +110,9 @@ class UndeliveredWriter:
             saved = replay.saved_envelope([*inserted, *retried])
             if saved is not None:
                 await self._bus.publish_saved(saved)
+                stored_ms = time.time_ns() // 1_000_000
+                events = replay.offline_events([*inserted, *retried], stored_ms)
+                await self._bus.publish_offline_events(events)
         except Exception:
             log.exception("batch_failed", messages=len(accepted))
             await self._backoff.wait()

@@ -15,6 +15,7 @@ from proto.envelopes import (
     Acked,
     Delivery,
     DeliveryItem,
+    MessageOffline,
     ReplayRequest,
     Saved,
     SavedUid,
@@ -138,6 +139,17 @@ def saved_envelope(keys: Iterable[RowKey]) -> Saved | None:
     if not first_mids:
         return None
     return Saved(uids=[SavedUid(uid, first_mids[uid]) for uid in sorted(first_mids)])
+
+
+def offline_events(keys: Iterable[RowKey], ts_ms: int) -> list[MessageOffline]:
+    """One ``message.offline`` event per new row, for backends that notify offline users.
+
+    Args:
+        keys: the keys of the rows that were committed (duplicates dropped here).
+        ts_ms: when they were stored, Unix milliseconds.
+    """
+    unique = dict.fromkeys((key.uid, key.mid) for key in keys)
+    return [MessageOffline(uid=uid, mid=mid, ts=ts_ms) for uid, mid in unique]
 
 
 def acked_from_body(body: bytes) -> Acked:

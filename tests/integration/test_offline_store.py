@@ -20,6 +20,7 @@ from proto.envelopes import (
     Acked,
     Delivery,
     DeliveryItem,
+    MessageOffline,
     ReplayRequest,
     ReplayTarget,
     Saved,
@@ -30,7 +31,7 @@ from proto.envelopes import (
     encode,
 )
 from proto.mids import MidFactory
-from proto.names import KEY_ACK, KEY_REPLAY, Names
+from proto.names import EVENT_MESSAGE_OFFLINE, KEY_ACK, KEY_REPLAY, Names
 from proto.topology import gateway_topology, shared_topology
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
@@ -581,3 +582,28 @@ async def test_a_backlog_of_10000_rows_is_stored_completely(
     await stack.start_store()
     await wait_for_rows(pg, names, len(all_mids), within_s=30)
     assert sorted(row.mid for row in await rows_of(pg, names)) == all_mids
+
+
+async def test_stored_messages_are_announced_on_the_events_exchange(
+    stack: Stack, broker: Broker
+) -> None:
+    await stack.start_store()
+    names = stack.names
+    # A backend's queue for message.offline (exclusive: it goes away with the channel).
+    events = await broker.channel.declare_queue(exclusive=True)
+    await events.bind(names.events_exchange, EVENT_MESSAGE_OFFLINE)
+    (m1,) = new_mids(1)
+    await broker.publish_undeliverable(
+        Delivery(items=[durable_item(m1, ("bob", "c1"), ("carol", ""))])
+    )
+
+    received = [
+        msgspec.json.decode(await next_envelope(events), type=MessageOffline)
+        for _ in range(2)
+    ]
+    assert sorted((event.uid, event.mid) for event in received) == [
+        ("bob", m1),
+        ("carol", m1),
+    ]
+    assert all(event.ts > 0 for event in received)
+    assert await events.get(no_ack=True, fail=False) is None

@@ -15,6 +15,7 @@ from proto.envelopes import (
     Acked,
     Delivery,
     DeliveryItem,
+    MessageOffline,
     ReplayRequest,
     ReplayTarget,
     Saved,
@@ -233,3 +234,11 @@ def test_replay_request_naming_an_unreachable_gateway_is_a_bad_envelope() -> Non
         replay.replay_request_from_body(encode(request))
     with pytest.raises(BadEnvelope):
         replay.replay_request_from_body(b'{"uid": 1, "targets": []}')
+
+
+def test_offline_events_one_per_new_row() -> None:
+    keys = [RowKey("bob", "m1"), RowKey("carol", "m1"), RowKey("bob", "m1")]
+    assert replay.offline_events(keys, 1234) == [
+        MessageOffline(uid="bob", mid="m1", ts=1234),
+        MessageOffline(uid="carol", mid="m1", ts=1234),
+    ]
