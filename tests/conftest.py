@@ -2,6 +2,7 @@ from collections.abc import AsyncIterator, Generator
 
 import pytest
 
+from tests.support.api import Backend, open_backend
 from tests.support.stack import Stack, new_namespace
 
 
@@ -29,3 +30,10 @@ async def stack(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
     if failed is not None and failed.failed:
         print(stack.output())
     assert not problems, f"{problems}\n{stack.output()}"
+
+
+@pytest.fixture
+async def backend(stack: Stack) -> AsyncIterator[Backend]:
+    """A backend service on the stack's namespace: AMQP commands with replies, events."""
+    async with open_backend(stack.names) as service:
+        yield service
