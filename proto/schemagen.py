@@ -1,15 +1,24 @@
 """JSON Schemas of the contract, generated from the frame and envelope classes.
 
-``python -m proto.schemagen`` writes one file per top-level thing into
-``proto/schemas/``: the client frames, the server frames, and one per envelope. The
-classes in ``frames.py`` and ``envelopes.py`` are the source of truth; a unit test
-regenerates the schemas in memory and fails on any difference with the committed
-files. This module writes files; it does no network I/O.
+``python -m proto.schemagen`` writes one file per top-level thing into ``proto/schemas/``:
+
+- ``client-frame.json`` and ``server-frame.json``: the WebSocket frames;
+- ``envelope.<name>.json``: the bodies between Switchboard's own services;
+- ``command.<name>.json``: the body of each backend command ``api.<name>``, with examples;
+- ``reply.<name>.json`` and ``reply.error.json``: what a command's ``reply_to`` queue receives;
+- ``event.<routing key>.json``: what a backend's queue bound to the events exchange receives.
+
+Each file says in its ``description`` which exchange and routing key carry it, so that a service
+in another language needs nothing but these files (``proto/README.md`` is the guide). The classes
+in ``frames.py`` and ``envelopes.py`` are the source of truth; a unit test regenerates the schemas
+in memory, fails on any difference with the committed files, and checks every example against
+its schema and its class. This module writes files; it does no network I/O.
 """
 
+import inspect
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +26,8 @@ import msgspec
 
 from proto import envelopes, frames
 from proto import names as keys
+from proto.codes import ErrorCode
+from proto.names import Names
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -31,22 +42,201 @@ class SchemaSpec:
     title: str
     description: str
     root: object
-    """A frame or envelope class, or a union of frame classes."""
+    """A frame, envelope or command class, or a union of frame classes."""
+    examples: tuple[object, ...] = ()
+    """Valid JSON values of ``root``, written as the schema's ``examples`` (and tested)."""
+
+
+def _summary(cls: type) -> str:
+    """The class's own docstring as plain text (RST ````x```` becomes Markdown ```x```)."""
+    return inspect.cleandoc(cls.__dict__.get("__doc__") or "").replace("``", "`")
+
+
+def _in_any_namespace(name: str) -> str:
+    """``switchboard.inbound`` -> ``<namespace>.inbound``: the name as every namespace has it."""
+    return "<namespace>" + name.removeprefix(keys.DEFAULT_NAMESPACE)
+
+
+_DEFAULT = Names()
+INBOUND = _in_any_namespace(_DEFAULT.inbound_exchange)
+EVENTS = _in_any_namespace(_DEFAULT.events_exchange)
+DEAD_LETTER = _in_any_namespace(_DEFAULT.dead_letter_queue)
+_NAMESPACE_NOTE = (
+    "(<namespace> is the deployment's SWITCHBOARD_NAMESPACE, `switchboard` by default)"
+)
+
+# The reply each command's reply_to queue receives when the command is carried out. A refused
+# command (a body that does not match its schema, an unknown command) gets ErrorReply instead.
+REPLIES: Mapping[str, type[envelopes.Envelope]] = {
+    "send": envelopes.SendReply,
+    "broadcast": envelopes.SendReply,
+    "kick": envelopes.KickReply,
+    "group.add": envelopes.OkReply,
+    "group.remove": envelopes.OkReply,
+    "presence": envelopes.PresenceReply,
+    "connections": envelopes.ConnectionsReply,
+    "room.count": envelopes.RoomCountReply,
+}
+REPLY_SUMMARIES: Mapping[type[envelopes.Envelope], str] = {
+    envelopes.SendReply: "The message was accepted; `mid` is its server message id.",
+    envelopes.KickReply: "`kicked` connections of the uid are being closed.",
+    envelopes.OkReply: "The change is done.",
+    envelopes.PresenceReply: "The uids of the command that have at least one connection now.",
+    envelopes.ConnectionsReply: "Every connection of the uid, with the gateway that holds it.",
+    envelopes.RoomCountReply: "How many connections are in the room now.",
+}
+COMMAND_ERROR_CODES = (
+    ErrorCode.INVALID_JSON,
+    ErrorCode.INVALID_FIELD,
+    ErrorCode.UNKNOWN_COMMAND,
+    ErrorCode.INTERNAL_ERROR,
+)
+"""The codes a refused command typically gets, named in reply.error.json."""
+_MID = "018bcfe5680000000123456789"
+_TS = 1_700_000_000_000
+
+COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
+    "send": (
+        {"to": "bob", "body": {"text": "hi"}},
+        {"group": "team", "body": "hello", "from": "billing", "id": "invoice-42"},
+        {"room": "lobby", "body": {"text": "maintenance at 18:00"}, "from": "ops"},
+    ),
+    "broadcast": (
+        {"body": {"text": "we are back"}},
+        {"body": "deploy finished", "from": "ops"},
+    ),
+    "kick": ({"uid": "mallory", "reason": "banned"}, {"uid": "bob"}),
+    "group.add": ({"group": "team", "uids": ["alice", "bob"]},),
+    "group.remove": ({"group": "team", "uids": ["bob"]},),
+    "presence": ({"uids": ["alice", "bob", "carol"]},),
+    "connections": ({"uid": "alice"},),
+    "room.count": ({"room": "lobby"},),
+}
+REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
+    envelopes.SendReply: ({"mid": _MID},),
+    envelopes.KickReply: ({"kicked": 2}, {"kicked": 0}),
+    envelopes.OkReply: ({"ok": True},),
+    envelopes.PresenceReply: ({"online": ["alice", "carol"]}, {"online": []}),
+    envelopes.ConnectionsReply: (
+        {
+            "connections": [
+                {"conn_id": "k1", "gateway_id": "gw-a"},
+                {"conn_id": "k7", "gateway_id": "gw-b"},
+            ]
+        },
+    ),
+    envelopes.RoomCountReply: ({"count": 42},),
+    envelopes.ErrorReply: (
+        {
+            "error": {
+                "code": str(ErrorCode.INVALID_FIELD),
+                "message": "Expected `str`, got `int` - at `$.to`",
+            }
+        },
+        {
+            "error": {
+                "code": str(ErrorCode.UNKNOWN_COMMAND),
+                "message": "no command api.frobnicate",
+            }
+        },
+    ),
+}
+EVENT_CLASSES: Mapping[str, type[envelopes.Envelope]] = {
+    keys.EVENT_USER_ONLINE: envelopes.UserOnline,
+    keys.EVENT_USER_OFFLINE: envelopes.UserOffline,
+    keys.EVENT_MESSAGE_OFFLINE: envelopes.MessageOffline,
+}
+EVENT_EXAMPLES: Mapping[str, tuple[object, ...]] = {
+    keys.EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
+    keys.EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
+    keys.EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
+}
 
 
 def _envelope(
     filename: str, root: type[envelopes.Envelope], carried_by: str
 ) -> SchemaSpec:
-    summary = (root.__doc__ or "").strip()
     return SchemaSpec(
         filename=f"envelope.{filename}.json",
         title=f"Switchboard envelope {root.__name__}",
-        description=f"{summary} Carried by {carried_by}.",
+        description=f"{_summary(root)} Carried by {carried_by}.",
         root=root,
     )
 
 
-_INBOUND = "the inbound exchange, routing key"
+def _command(name: str) -> SchemaSpec:
+    key = keys.api_key(name)
+    return SchemaSpec(
+        filename=f"command.{name}.json",
+        title=f"Switchboard command {key}",
+        description=(
+            f"{_summary(envelopes.COMMANDS[name])}\n\n"
+            f"Publish this JSON body (content_type application/json) to the topic exchange"
+            f" {INBOUND} with routing key {key} {_NAMESPACE_NOTE}; set reply_to and"
+            f" correlation_id to receive reply.{name}.json, or reply.error.json if the"
+            f" command is refused, on your reply_to queue. Without reply_to there is no"
+            f" reply, and a refused command goes to the dead-letter queue {DEAD_LETTER}."
+            f" Unknown fields are ignored."
+        ),
+        root=envelopes.COMMANDS[name],
+        examples=COMMAND_EXAMPLES[name],
+    )
+
+
+def _reply(name: str) -> SchemaSpec:
+    root = REPLIES[name]
+    key = keys.api_key(name)
+    return SchemaSpec(
+        filename=f"reply.{name}.json",
+        title=f"Switchboard reply to {key}",
+        description=(
+            f"{REPLY_SUMMARIES[root]}\n\n"
+            f"The reply to a {key} command (command.{name}.json) that was carried out:"
+            f" published through the default exchange to the command's reply_to queue,"
+            f" with the command's correlation_id."
+        ),
+        root=root,
+        examples=REPLY_EXAMPLES[root],
+    )
+
+
+def _error_reply() -> SchemaSpec:
+    codes = ", ".join(f"`{code}`" for code in COMMAND_ERROR_CODES)
+    return SchemaSpec(
+        filename="reply.error.json",
+        title="Switchboard error reply",
+        description=(
+            f"{_summary(envelopes.ErrorReply)}\n\n"
+            f"The reply to any api.<command> that was refused, instead of its"
+            f" reply.<command>.json: published through the default exchange to the"
+            f" command's reply_to queue, with the command's correlation_id. `code` is a"
+            f" stable code of proto/codes.py (such as {codes}); `message` is for people and"
+            f" may change."
+        ),
+        root=envelopes.ErrorReply,
+        examples=REPLY_EXAMPLES[envelopes.ErrorReply],
+    )
+
+
+def _event(routing_key: str) -> SchemaSpec:
+    root = EVENT_CLASSES[routing_key]
+    pattern = routing_key.split(".", 1)[0] + ".*"
+    return SchemaSpec(
+        filename=f"event.{routing_key}.json",
+        title=f"Switchboard event {routing_key}",
+        description=(
+            f"{_summary(root)}\n\n"
+            f"Published on the topic exchange {EVENTS} with routing key {routing_key}"
+            f" {_NAMESPACE_NOTE}. Bind your own durable queue to that exchange with"
+            f" {routing_key} (or {pattern}, or #) to receive it; nothing is kept for a"
+            f" service that has no queue bound. `ts` is Unix time in milliseconds."
+        ),
+        root=root,
+        examples=EVENT_EXAMPLES[routing_key],
+    )
+
+
+_INBOUND = f"the inbound exchange {INBOUND}, routing key"
 SPECS = (
     SchemaSpec(
         filename="client-frame.json",
@@ -73,6 +263,13 @@ SPECS = (
         "conn-closed", envelopes.ConnClosed, f"{_INBOUND} {keys.KEY_CONN_CLOSED}"
     ),
     _envelope("outgoing", envelopes.Outgoing, f"{_INBOUND} {keys.KEY_SEND}"),
+    _envelope(
+        "room-joined", envelopes.RoomJoined, f"{_INBOUND} {keys.KEY_ROOM_JOINED}"
+    ),
+    _envelope("room-left", envelopes.RoomLeft, f"{_INBOUND} {keys.KEY_ROOM_LEFT}"),
+    _envelope(
+        "presence-asked", envelopes.PresenceAsked, f"{_INBOUND} {keys.KEY_PRESENCE}"
+    ),
     _envelope("acked", envelopes.Acked, f"{_INBOUND} {keys.KEY_ACK}"),
     _envelope("heartbeat", envelopes.Heartbeat, f"{_INBOUND} {keys.KEY_HEARTBEAT}"),
     _envelope(
@@ -87,9 +284,14 @@ SPECS = (
     _envelope(
         "delivery",
         envelopes.Delivery,
-        "the deliveries exchange (routing key = gateway_id)"
-        " and the undeliverable exchange",
+        f"the deliveries exchange {_in_any_namespace(_DEFAULT.deliveries_exchange)}"
+        " (routing key = gateway_id) and the undeliverable exchange"
+        f" {_in_any_namespace(_DEFAULT.undeliverable_exchange)}",
     ),
+    *(_command(name) for name in envelopes.COMMANDS),
+    *(_reply(name) for name in envelopes.COMMANDS),
+    _error_reply(),
+    *(_event(routing_key) for routing_key in EVENT_CLASSES),
 )
 
 
@@ -100,15 +302,18 @@ def build_schema(spec: SchemaSpec) -> dict[str, object]:
         spec: the file to build.
 
     Returns:
-        A JSON Schema (draft 2020-12) whose definitions are under ``$defs``.
+        A JSON Schema (draft 2020-12) whose definitions are under ``$defs``, with the spec's
+        ``examples`` when it has some.
     """
     (root,), definitions = msgspec.json.schema_components(
         [spec.root], ref_template=_REF_TEMPLATE
     )
+    examples = {"examples": list(spec.examples)} if spec.examples else {}
     return {
         "$schema": DIALECT,
         "title": spec.title,
         "description": spec.description,
+        **examples,
         **root,
         "$defs": definitions,
     }

@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proto import frames
+from proto import envelopes, frames
 from proto.mids import MID_PATTERN, MidFactory
 
 JSON_SCALARS = (
@@ -26,7 +26,24 @@ JSON_VALUES = st.recursive(
     max_leaves=20,
 )
 FRAME_TYPES = st.sampled_from([*sorted(frames.CLIENT_FRAME_TYPES), "nope", ""])
-FIELD_NAMES = st.sampled_from(["type", "id", "to", "body", "token", "mids", "x"])
+FIELD_NAMES = st.sampled_from(
+    [
+        "type",
+        "id",
+        "to",
+        "group",
+        "room",
+        "broadcast",
+        "body",
+        "token",
+        "mids",
+        "uids",
+        "from",
+        "uid",
+        "reason",
+        "x",
+    ]
+)
 FRAME_LIKE = st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=6).flatmap(
     lambda fields: FRAME_TYPES.map(lambda kind: {**fields, "type": kind})
 )
@@ -94,6 +111,57 @@ def test_send_body_round_trips_byte_for_byte(
     message = frames.Message(mid="m", sender="a", to=to, body=frame.body, ts=0)
     assert body_text.encode() in frames.encode(message)
     assert json.loads(frames.encode(message))["body"] == json.loads(body_text)
+
+
+@given(
+    client_id=IDS,
+    address=st.fixed_dictionaries(
+        {},
+        optional={"to": IDS, "group": IDS, "room": IDS, "broadcast": st.booleans()},
+    ),
+)
+def test_send_decodes_any_combination_of_addresses(
+    client_id: str, address: dict[str, str | bool]
+) -> None:
+    # The decoder checks shapes only; "exactly one address" is the gateway session's rule.
+    text = json.dumps({"type": "send", "id": client_id, **address, "body": 1})
+    frame = frames.decode_client_frame(text)
+    assert isinstance(frame, frames.Send)
+    assert frame.to == address.get("to")
+    assert frame.group == address.get("group")
+    assert frame.room == address.get("room")
+    assert frame.broadcast == address.get("broadcast", False)
+
+
+@given(
+    kind=st.sampled_from(["join", "leave"]),
+    client_id=IDS,
+    room=IDS,
+    uids=st.lists(IDS, max_size=20),
+)
+def test_room_and_presence_frames_round_trip(
+    kind: str, client_id: str, room: str, uids: list[str]
+) -> None:
+    frame = frames.decode_client_frame(
+        json.dumps({"type": kind, "id": client_id, "room": room})
+    )
+    assert isinstance(frame, frames.Join | frames.Leave)
+    assert (frame.id, frame.room) == (client_id, room)
+    query = frames.decode_client_frame(
+        json.dumps({"type": "presence", "id": client_id, "uids": uids})
+    )
+    assert query == frames.PresenceQuery(id=client_id, uids=uids)
+
+
+@given(
+    name=st.sampled_from(sorted(envelopes.COMMANDS)),
+    fields=st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=6),
+)
+def test_command_like_objects_only_raise_decode_errors(
+    name: str, fields: dict[str, object]
+) -> None:
+    with contextlib.suppress(msgspec.DecodeError):
+        msgspec.json.decode(json.dumps(fields), type=envelopes.COMMANDS[name])
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2**40), min_size=1, max_size=50))

@@ -1,15 +1,32 @@
-"""The committed JSON Schemas in proto/schemas/ match the frame and envelope classes."""
+"""The committed JSON Schemas in proto/schemas/ match the classes, and their examples are valid."""
 
 import json
+import re
+from pathlib import Path
 
+import jsonschema
 import msgspec
 import pytest
 
 from proto import envelopes, frames, schemagen
+from proto import names as keys
 
 COMMITTED = {path.name: path for path in schemagen.SCHEMA_DIR.glob("*.json")}
 RENDERED = schemagen.render_schemas()
+SPECS = {spec.filename: spec for spec in schemagen.SPECS}
 HINT = "run `make schemas` and commit proto/schemas/"
+GUIDE = Path(schemagen.__file__).with_name("README.md")
+EXAMPLES = [
+    pytest.param(spec, example, id=f"{spec.filename}[{n}]")
+    for spec in schemagen.SPECS
+    for n, example in enumerate(spec.examples)
+]
+
+
+def validator(filename: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads(RENDERED[filename])
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
 
 
 def test_no_schema_file_is_missing() -> None:
@@ -20,6 +37,10 @@ def test_no_schema_file_is_missing() -> None:
 def test_no_schema_file_is_extra() -> None:
     extra = sorted(COMMITTED.keys() - RENDERED.keys())
     assert not extra, f"schema files no class describes {extra}: {HINT}"
+
+
+def test_file_names_are_unique() -> None:
+    assert len(SPECS) == len(schemagen.SPECS)
 
 
 @pytest.mark.parametrize("filename", sorted(RENDERED))
@@ -41,6 +62,14 @@ def test_schema_file_is_self_describing(filename: str) -> None:
     assert RENDERED[filename].endswith("}\n")
 
 
+@pytest.mark.parametrize("filename", sorted(RENDERED))
+def test_schema_is_a_valid_draft_2020_12_schema(filename: str) -> None:
+    validator(filename)
+
+
+# --- coverage: every class and name of the contract has its file -------------------------
+
+
 def test_every_envelope_decoder_has_a_schema() -> None:
     decoded = {
         value.__self__.type
@@ -51,6 +80,43 @@ def test_every_envelope_decoder_has_a_schema() -> None:
     assert decoded <= described, f"envelopes without a schema: {decoded - described}"
 
 
+def test_every_envelope_and_command_class_is_documented() -> None:
+    defined = {
+        value
+        for value in vars(envelopes).values()
+        if isinstance(value, type)
+        and issubclass(value, (envelopes.Envelope, envelopes.Command))
+        and value not in (envelopes.Envelope, envelopes.Command)
+    }
+    documented = {
+        name for text in RENDERED.values() for name in json.loads(text)["$defs"]
+    }
+    missing = {cls.__name__ for cls in defined} - documented
+    assert not missing, f"classes in no schema: {sorted(missing)}"
+
+
+def test_every_command_has_a_command_and_a_reply_file() -> None:
+    for name, command in envelopes.COMMANDS.items():
+        assert SPECS[f"command.{name}.json"].root is command
+        assert SPECS[f"reply.{name}.json"].root is schemagen.REPLIES[name]
+    assert schemagen.REPLIES.keys() == envelopes.COMMANDS.keys()
+    assert SPECS["reply.error.json"].root is envelopes.ErrorReply
+    commands = {f for f in RENDERED if f.startswith("command.")}
+    replies = {f for f in RENDERED if f.startswith("reply.")}
+    assert commands == {f"command.{name}.json" for name in envelopes.COMMANDS}
+    assert replies == {f"reply.{name}.json" for name in envelopes.COMMANDS} | {
+        "reply.error.json"
+    }
+
+
+def test_every_event_routing_key_has_an_event_file() -> None:
+    declared = {value for key, value in vars(keys).items() if key.startswith("EVENT_")}
+    assert schemagen.EVENT_CLASSES.keys() == declared
+    assert {f for f in RENDERED if f.startswith("event.")} == {
+        f"event.{key}.json" for key in declared
+    }
+
+
 def test_every_frame_class_is_in_a_frame_schema() -> None:
     client = json.loads(RENDERED["client-frame.json"])["$defs"]
     server = json.loads(RENDERED["server-frame.json"])["$defs"]
@@ -58,10 +124,173 @@ def test_every_frame_class_is_in_a_frame_schema() -> None:
     assert set(server) == {t.__name__ for t in frames.AnyServerFrame.__args__}
 
 
+# --- descriptions name the exchange and the routing key ---------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(envelopes.COMMANDS))
+def test_command_description_says_how_to_publish_it(name: str) -> None:
+    description = json.loads(RENDERED[f"command.{name}.json"])["description"]
+    assert "topic exchange <namespace>.inbound" in description
+    assert f"routing key {keys.api_key(name)}" in description
+    assert "reply_to and correlation_id" in description
+    assert f"reply.{name}.json" in description
+    assert "reply.error.json" in description
+
+
+@pytest.mark.parametrize("name", sorted(envelopes.COMMANDS))
+def test_reply_description_names_its_command(name: str) -> None:
+    description = json.loads(RENDERED[f"reply.{name}.json"])["description"]
+    assert keys.api_key(name) in description
+    assert "reply_to" in description
+    assert "correlation_id" in description
+
+
+@pytest.mark.parametrize("routing_key", sorted(schemagen.EVENT_CLASSES))
+def test_event_description_says_where_to_bind(routing_key: str) -> None:
+    description = json.loads(RENDERED[f"event.{routing_key}.json"])["description"]
+    assert "topic exchange <namespace>.events" in description
+    assert f"routing key {routing_key}" in description
+
+
+@pytest.mark.parametrize(
+    ("filename", "routing_key"),
+    [
+        ("envelope.conn-opened.json", keys.KEY_CONN_OPENED),
+        ("envelope.room-joined.json", keys.KEY_ROOM_JOINED),
+        ("envelope.room-left.json", keys.KEY_ROOM_LEFT),
+        ("envelope.presence-asked.json", keys.KEY_PRESENCE),
+    ],
+)
+def test_envelope_description_names_its_routing_key(
+    filename: str, routing_key: str
+) -> None:
+    description = json.loads(RENDERED[filename])["description"]
+    assert f"<namespace>.inbound, routing key {routing_key}." in description
+
+
+def test_descriptions_are_plain_text_not_rst() -> None:
+    for filename, text in RENDERED.items():
+        assert "``" not in json.loads(text)["description"], filename
+
+
+# --- examples: valid against the schema, and decoded by the class ------------------------
+
+
+@pytest.mark.parametrize("filename", sorted(RENDERED))
+def test_commands_replies_and_events_have_examples(filename: str) -> None:
+    if filename.startswith(("command.", "reply.", "event.")):
+        assert SPECS[filename].examples
+        assert json.loads(RENDERED[filename])["examples"]
+    else:
+        assert "examples" not in json.loads(RENDERED[filename])
+
+
+@pytest.mark.parametrize(("spec", "example"), EXAMPLES)
+def test_example_validates_against_its_schema(
+    spec: schemagen.SchemaSpec, example: object
+) -> None:
+    validator(spec.filename).validate(example)
+
+
+@pytest.mark.parametrize(("spec", "example"), EXAMPLES)
+def test_example_decodes_with_its_class(
+    spec: schemagen.SchemaSpec, example: object
+) -> None:
+    encoded = json.dumps(example).encode()
+    decoded = msgspec.json.decode(encoded, type=spec.root)
+    assert isinstance(decoded, spec.root)  # type: ignore[arg-type]  # root is a class here
+    # Nothing the example says is lost: encoding again gives back every field it had.
+    again = msgspec.json.decode(msgspec.json.encode(decoded))
+    assert isinstance(example, dict)
+    assert {k: again[k] for k in example} == example
+
+
+def test_brief_examples_are_among_the_send_examples() -> None:
+    examples = SPECS["command.send.json"].examples
+    assert {"to": "bob", "body": {"text": "hi"}} in examples
+    assert {
+        "group": "team",
+        "body": "hello",
+        "from": "billing",
+        "id": "invoice-42",
+    } in examples
+
+
+@pytest.mark.parametrize(
+    ("filename", "instance"),
+    [
+        ("command.send.json", {"to": "bob"}),
+        ("command.send.json", {"to": 1, "body": "x"}),
+        ("command.kick.json", {"reason": "x"}),
+        ("command.group.add.json", {"group": "team", "uids": "bob"}),
+        ("command.group.add.json", {"group": "team", "uids": ["bob", 2]}),
+        ("reply.room.count.json", {"count": "1"}),
+        ("reply.error.json", {"error": "unknown_command"}),
+        ("event.user.online.json", {"uid": "alice", "ts": "1700000000000"}),
+    ],
+)
+def test_schema_and_class_reject_the_same_bad_bodies(
+    filename: str, instance: object
+) -> None:
+    assert not validator(filename).is_valid(instance)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(json.dumps(instance), type=SPECS[filename].root)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"send","id":"c1","to":"bob","body":1}',
+        '{"type":"send","id":"c1","group":"team","body":{"a":[1]}}',
+        '{"type":"send","id":"c1","broadcast":true,"body":null}',
+        '{"type":"join","id":"c2","room":"lobby"}',
+        '{"type":"presence","id":"c3","uids":["alice"]}',
+        '{"type":"ack","mids":["m1"],"extra":1}',
+    ],
+)
+def test_client_frame_schema_accepts_what_the_decoder_accepts(text: str) -> None:
+    assert validator("client-frame.json").is_valid(json.loads(text))
+    frames.decode_client_frame(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"send","id":"c1","to":"","body":1}',
+        '{"type":"send","id":"c1","broadcast":"true","body":1}',
+        '{"type":"join","id":"c2"}',
+        '{"type":"ping","id":5}',
+        '{"type":"nope"}',
+    ],
+)
+def test_client_frame_schema_rejects_what_the_decoder_rejects(text: str) -> None:
+    assert not validator("client-frame.json").is_valid(json.loads(text))
+    with pytest.raises(msgspec.ValidationError):
+        frames.decode_client_frame(text)
+
+
+def test_send_schema_requires_only_id_and_body() -> None:
+    # Exactly one of to/group/room/broadcast is the gateway session's rule, not the decoder's.
+    send = json.loads(RENDERED["client-frame.json"])["$defs"]["Send"]
+    assert send["required"] == ["type", "id", "body"]
+    assert {"to", "group", "room", "broadcast"} <= send["properties"].keys()
+
+
 def test_message_schema_uses_wire_name_from() -> None:
     message = json.loads(RENDERED["server-frame.json"])["$defs"]["Message"]
     assert "from" in message["properties"]
     assert "sender" not in message["properties"]
+
+
+@pytest.mark.parametrize("name", ["send", "broadcast"])
+def test_command_schemas_use_wire_name_from_with_its_default(name: str) -> None:
+    command = json.loads(RENDERED[f"command.{name}.json"])
+    properties = command["$defs"][envelopes.COMMANDS[name].__name__]["properties"]
+    assert properties["from"]["default"] == "system"
+    assert "sender" not in properties
+
+
+# --- the generator and the guide ---------------------------------------------------------
 
 
 def test_write_schemas_replaces_stale_and_removes_extra_files(tmp_path) -> None:
@@ -75,10 +304,7 @@ def test_write_schemas_replaces_stale_and_removes_extra_files(tmp_path) -> None:
     assert schemagen.write_schemas(tmp_path) == []
 
 
-def test_schemas_accept_what_the_decoders_accept() -> None:
-    # A light cross-check without a JSON Schema validator: required fields match.
-    send = json.loads(RENDERED["client-frame.json"])["$defs"]["Send"]
-    assert send["required"] == ["type", "id", "to", "body"]
-    frame = frames.decode_client_frame(b'{"type":"send","id":"c1","to":"bob","body":1}')
-    assert isinstance(frame, frames.Send)
-    assert msgspec.json.decode(frame.body) == 1
+def test_guide_lists_every_schema_file() -> None:
+    listed = set(re.findall(r"`([a-z.-]+\.json)`", GUIDE.read_text(encoding="utf-8")))
+    assert listed >= RENDERED.keys(), sorted(RENDERED.keys() - listed)
+    assert listed <= RENDERED.keys(), sorted(listed - RENDERED.keys())
