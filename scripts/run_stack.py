@@ -4,24 +4,54 @@ Development only (``make run``). Each service runs as ``python -m <package>`` in
 process group; its output is printed with the service's name in front. When one service
 exits, or on Ctrl-C / SIGTERM, the others are stopped with SIGTERM (gateways first, so
 that they can hand their connections over), and killed if they outlive the deadline.
+
+It also serves the web chat page (``web/``, and the JavaScript client from ``clients/js/``) on
+http://127.0.0.1:8000/, with ``/config.json`` (the gateway URLs) and a development-only
+``POST /dev/token {"uid": ...} -> {"token": ...}``. The token endpoint is off unless turned on
+(this script turns it on) and refuses to sign with any secret but the development one.
+``--web-only --gateway-url URL ...`` serves the page for gateways started elsewhere (tests).
 """
 
+import argparse
 import asyncio
 import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+from dev_token import make_token
 
 from proto import env
+from proto.frames import MAX_ID_LENGTH
 from proto.logs import READY_EVENT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 20.0
 """Longer than a service's own shutdown deadline (SWITCHBOARD_SHUTDOWN_TIMEOUT_S)."""
 HIDDEN_KEYS = frozenset({"event", "level", "timestamp"})
+WEB_ROOT = REPO_ROOT / "web"
+CLIENT_JS_ROOT = REPO_ROOT / "clients" / "js"
+WEB_HOST = "127.0.0.1"
+WEB_PORT = 8000
+DEVELOPMENT_JWT_SECRET = "switchboard-development-secret-not-for-production"
+"""The Makefile's public development secret: the only one /dev/token signs with."""
+MAX_TOKEN_REQUEST_BYTES = 4096
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +155,118 @@ async def start(spec: ServiceSpec) -> Service:
     return Service(spec, process)
 
 
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    host: str
+    port: int
+    gateway_urls: tuple[str, ...]
+    jwt_secret: str
+    dev_tokens: bool = False
+    """Whether POST /dev/token mints tokens; off unless turned on."""
+
+
+def static_file(url_path: str) -> Path | None:
+    """The file a GET path names: ``/`` is web/index.html, ``/client/*.js`` the JS client."""
+    if url_path == "/":
+        url_path = "/index.html"
+    if url_path.startswith("/client/"):
+        root, relative = CLIENT_JS_ROOT, url_path.removeprefix("/client/")
+        if "/" in relative or not relative.endswith(".js"):
+            return None
+    else:
+        root, relative = WEB_ROOT, url_path.lstrip("/")
+    if any(part.startswith(".") for part in relative.split("/")):
+        return None
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()) or not candidate.is_file():
+        return None
+    if candidate.suffix not in CONTENT_TYPES:
+        return None
+    return candidate
+
+
+class WebRequestHandler(BaseHTTPRequestHandler):
+    """Static files, /config.json and the development token endpoint (development only)."""
+
+    server: "WebServer"
+    server_version = "switchboard-dev"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        settings = self.server.settings
+        if path == "/config.json":
+            config = {
+                "gateways": list(settings.gateway_urls),
+                "devTokens": settings.dev_tokens,
+            }
+            self._reply(HTTPStatus.OK, json.dumps(config).encode(), ".json")
+            return
+        file = static_file(path)
+        if file is None:
+            self._reply(HTTPStatus.NOT_FOUND, b'{"error":"not_found"}', ".json")
+            return
+        self._reply(HTTPStatus.OK, file.read_bytes(), file.suffix)
+
+    def do_POST(self) -> None:
+        settings = self.server.settings
+        if self.path != "/dev/token" or not settings.dev_tokens:
+            self._reply(HTTPStatus.NOT_FOUND, b'{"error":"not_found"}', ".json")
+            return
+        if settings.jwt_secret != DEVELOPMENT_JWT_SECRET:
+            # A real secret: tokens come from a login service, never from here.
+            self._json(HTTPStatus.FORBIDDEN, {"error": "not_development_secret"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_TOKEN_REQUEST_BYTES:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "invalid_body"})
+            return
+        try:
+            uid = json.loads(self.rfile.read(length)).get("uid")
+        except (ValueError, AttributeError):
+            uid = None
+        if not isinstance(uid, str) or not 0 < len(uid) <= MAX_ID_LENGTH:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "invalid_uid"})
+            return
+        token = make_token(uid, settings.jwt_secret, time.time())
+        self._json(HTTPStatus.OK, {"token": token})
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+        self._reply(status, json.dumps(body).encode(), ".json")
+
+    def _reply(self, status: HTTPStatus, body: bytes, suffix: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", CONTENT_TYPES[suffix])
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
+        """Requests are not logged: the services' lines are what matters here."""
+
+
+class WebServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, settings: WebSettings) -> None:
+        super().__init__((settings.host, settings.port), WebRequestHandler)
+        self.settings = settings
+
+
+async def serve_web(server: WebServer, stop: asyncio.Event) -> None:
+    """Serve the web page until ``stop`` is set (the server runs in a thread of its own)."""
+    settings = server.settings
+    serving = asyncio.create_task(asyncio.to_thread(server.serve_forever))
+    say(f"web chat page on http://{settings.host}:{server.server_address[1]}/")
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(server.shutdown)
+        await serving
+        server.server_close()
+
+
 def print_banner() -> None:
     urls = "  ".join(
         f"ws://127.0.0.1:{s.environ[env.GATEWAY_PORT]}/ws"
@@ -132,6 +274,7 @@ def print_banner() -> None:
         if s.is_gateway
     )
     say(f"all services are ready; connect to {urls}")
+    say(f"chat in a browser: http://{WEB_HOST}:{WEB_PORT}/")
     say("mint a token with: make token USER=alice")
     say('then send: {"type":"init","token":"<token>"}; stop with Ctrl-C')
 
@@ -142,11 +285,28 @@ async def announce_when_ready(services: list[Service]) -> None:
     print_banner()
 
 
-async def run() -> int:
+def stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_web_only(settings: WebSettings) -> int:
+    await serve_web(WebServer(settings), stop_on_signals())
+    return 0
+
+
+async def run(web: WebSettings) -> int:
+    stop = stop_on_signals()
+    web_stop = asyncio.Event()
+    try:
+        server = WebServer(web)
+    except OSError as error:
+        say(f"cannot serve the web page on port {web.port}: {error}")
+        return 1
+    web_server = asyncio.create_task(serve_web(server, web_stop))
 
     services: list[Service] = []
     copiers: list[asyncio.Task[None]] = []
@@ -174,6 +334,8 @@ async def run() -> int:
         for group in (gateways, others):
             codes += await asyncio.gather(*(s.stop() for s in group))
         await asyncio.gather(*copiers)
+        web_stop.set()
+        await web_server
     if crashed:
         return 1
     failed = [
@@ -184,7 +346,34 @@ async def run() -> int:
     return 1 if failed else 0
 
 
-def main() -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run a local Switchboard stack.")
+    parser.add_argument(
+        "--web-only",
+        action="store_true",
+        help="serve only the web page, for gateways started elsewhere",
+    )
+    parser.add_argument("--web-port", type=int, default=WEB_PORT)
+    parser.add_argument(
+        "--gateway-url",
+        action="append",
+        default=[],
+        help="a gateway URL for the page (repeat; default: the gateways started here)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    secret = os.environ.get(env.JWT_SECRET, "")
+    gateway_urls = tuple(args.gateway_url) or tuple(
+        f"ws://127.0.0.1:{s.environ[env.GATEWAY_PORT]}/ws"
+        for s in SERVICES
+        if s.is_gateway
+    )
+    web = WebSettings(WEB_HOST, args.web_port, gateway_urls, secret, dev_tokens=True)
+    if args.web_only:
+        return asyncio.run(run_web_only(web))
     missing = [
         s.module
         for s in SERVICES
@@ -199,7 +388,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    return asyncio.run(run())
+    return asyncio.run(run(web))
 
 
 if __name__ == "__main__":

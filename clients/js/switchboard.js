@@ -1,0 +1,603 @@
+// Switchboard client: one ES module, no build step, no runtime dependencies.
+//
+// Runs in browsers as it is, and in Node with the `ws` package passed in as `WebSocket`
+// (or Node's global WebSocket where there is one). The wire protocol is Switchboard's
+// proto/frames.py; the behaviour mirrors the Python client in clients/python.
+//
+//   import { SwitchboardClient } from "./switchboard.js";
+//   const client = new SwitchboardClient({ urls, token: () => fetchToken() });
+//   client.on("message", async (message) => { ... });   // acknowledged once this resolves
+//   client.on("state", (state) => { ... });              // connecting, ready, reconnecting, closed
+//   await client.start();
+//   const mid = await client.send({ to: "bob", body: { text: "hi" } });
+
+/** Close codes after which the client must not reconnect on its own: invalid token, kicked. */
+export const TERMINAL_CLOSE_CODES = new Set([4003, 4005]);
+/** The gateway is shutting down cleanly: reconnect at once, to another gateway. */
+export const GOING_AWAY = 1001;
+
+/**
+ * @typedef {"idle" | "connecting" | "ready" | "reconnecting" | "closed"} ClientState
+ *
+ * @typedef {object} Message  A received `message` frame; exactly one of to, group, room, broadcast.
+ * @property {string} mid     Server id; sorts in send order.
+ * @property {string} from    Sender uid.
+ * @property {unknown} body   Any JSON value, as the sender sent it.
+ * @property {number} ts      Unix milliseconds.
+ * @property {string} [to]
+ * @property {string} [group]
+ * @property {string} [room]
+ * @property {boolean} [broadcast]
+ *
+ * @typedef {object} SendOptions  Exactly one of to, group, room, broadcast.
+ * @property {unknown} body
+ * @property {string} [to]
+ * @property {string} [group]
+ * @property {string} [room]
+ * @property {boolean} [broadcast]
+ * @property {string} [id]    Client id of the frame; a retry with the same id is delivered once.
+ *
+ * @typedef {object} ClientOptions
+ * @property {string[] | string} urls            Gateway URLs; each reconnect takes the next one.
+ * @property {string | (() => string | Promise<string>)} token  Called before every connection.
+ * @property {any} [WebSocket]                   A WebSocket class (Node: `ws`); default: the global.
+ * @property {number} [startIndex]               Which URL to try first (default 0).
+ * @property {number} [pingIntervalMs]           A `ping` goes out this long after the last pong.
+ * @property {number} [pongTimeoutMs]            No `pong` this long after a ping: the connection is dead.
+ * @property {number} [openTimeoutMs]            Deadline from opening the socket to `ready`.
+ * @property {number} [backoffBaseMs]            Ceiling of the first jittered reconnect delay.
+ * @property {number} [backoffMaxMs]             Cap of every reconnect delay.
+ * @property {number} [seenMids]                 How many recent mids are remembered (duplicates).
+ * @property {() => number} [random]             A draw in [0, 1), for the jitter.
+ */
+
+/**
+ * Delay before reconnect number `attempt` (0 is the first after a drop): exponential backoff
+ * with full jitter, capped; at once after a going-away close.
+ * @param {number} attempt
+ * @param {number | null} closeCode
+ * @param {number} baseMs
+ * @param {number} maxMs
+ * @param {() => number} [random]
+ * @returns {number}
+ */
+export function reconnectDelayMs(attempt, closeCode, baseMs, maxMs, random = Math.random) {
+  if (closeCode === GOING_AWAY && attempt === 0) return 0;
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 32));
+  return ceiling * random();
+}
+
+/** The most recent mids handed to the application, oldest forgotten first (an LRU). */
+export class SeenMids {
+  /** @param {number} capacity */
+  constructor(capacity) {
+    this.capacity = capacity;
+    /** @type {Map<string, boolean>} mid -> whether the application finished handling it */
+    this.mids = new Map();
+  }
+
+  /** @param {string} mid */
+  has(mid) {
+    return this.mids.has(mid);
+  }
+
+  /** @param {string} mid */
+  add(mid) {
+    this.mids.delete(mid);
+    this.mids.set(mid, false);
+    while (this.mids.size > this.capacity) {
+      this.mids.delete(this.mids.keys().next().value);
+    }
+  }
+
+  /** @param {string} mid */
+  markHandled(mid) {
+    if (this.mids.has(mid)) this.mids.set(mid, true);
+  }
+
+  /** @param {string} mid */
+  isHandled(mid) {
+    return this.mids.get(mid) === true;
+  }
+
+  /** @param {string} mid */
+  forget(mid) {
+    this.mids.delete(mid);
+  }
+
+  get size() {
+    return this.mids.size;
+  }
+}
+
+/** The gateway answered a request with an `error` frame; `code` is its error code. */
+export class RequestFailed extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {string | undefined} clientId
+   */
+  constructor(code, message, clientId) {
+    super(`${code}: ${message}`);
+    this.name = "RequestFailed";
+    this.code = code;
+    this.clientId = clientId;
+  }
+}
+
+/** The client stopped: closed by the application (1000) or by a terminal close code. */
+export class ClientClosed extends Error {
+  /**
+   * @param {number} closeCode
+   * @param {string} [reason]
+   */
+  constructor(closeCode, reason = "") {
+    super(`closed with ${closeCode} ${reason}`.trim());
+    this.name = "ClientClosed";
+    this.closeCode = closeCode;
+    this.reason = reason;
+  }
+}
+
+const OPEN = 1;
+
+export class SwitchboardClient {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    this.urls = typeof options.urls === "string" ? [options.urls] : [...options.urls];
+    if (this.urls.length === 0) throw new TypeError("at least one gateway URL is needed");
+    this.token = options.token;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (!this.WebSocket) throw new TypeError("no WebSocket: pass one (Node: the ws package)");
+    this.pingIntervalMs = options.pingIntervalMs ?? 10_000;
+    this.pongTimeoutMs = options.pongTimeoutMs ?? 5_000;
+    this.openTimeoutMs = options.openTimeoutMs ?? 5_000;
+    this.backoffBaseMs = options.backoffBaseMs ?? 500;
+    this.backoffMaxMs = options.backoffMaxMs ?? 30_000;
+    this.random = options.random ?? Math.random;
+    this.seen = new SeenMids(options.seenMids ?? 10_000);
+    /** @type {ClientState} */
+    this.state = "idle";
+    /** @type {string | null} uid from `ready` */
+    this.uid = null;
+    /** @type {string | null} URL of the current ready connection */
+    this.url = null;
+    /** @type {ClientClosed | null} */
+    this.closed = null;
+    this.stats = { reconnects: 0, duplicatesDropped: 0, resentRequests: 0, gateways: /** @type {string[]} */ ([]) };
+
+    this._index = options.startIndex ?? 0;
+    this._ids = 0;
+    // Client ids must stay unique across tabs and reloads: the router dedups on (uid, id).
+    this._idPrefix = Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+    /** @type {Map<string, {text: string, resolve?: (v: any) => void, reject?: (e: Error) => void, room?: string}>} room: of a join */
+    this._pending = new Map();
+    /** @type {Set<string>} rooms to join again after each reconnect */
+    this._rooms = new Set();
+    /** @type {string[]} acks waiting for a connection */
+    this._unsentAcks = [];
+    /** @type {any} the current socket, once ready */
+    this._ws = null;
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+    this._handling = Promise.resolve();
+    /** @type {(() => void) | null} ends the current connection at once (used by close()) */
+    this._abort = null;
+    /** @type {(() => void) | null} ends the current reconnect delay early */
+    this._wake = null;
+    /** @type {Array<{resolve: () => void, reject: (e: Error) => void}>} */
+    this._readyWaiters = [];
+    this._loop = null;
+  }
+
+  // Events
+
+  /**
+   * Listen to "message" (message: Message; may return a promise: the ack waits for it),
+   * "state" (state: ClientState), "ready" ({uid, url}), "kicked" (reason), "closed" (ClientClosed),
+   * "handlerError" (error, message).
+   * @param {string} event
+   * @param {Function} listener
+   * @returns {() => void} removes the listener
+   */
+  on(event, listener) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event)?.add(listener);
+    return () => this._listeners.get(event)?.delete(listener);
+  }
+
+  /**
+   * @param {string} event
+   * @param {...any} args
+   */
+  _emit(event, ...args) {
+    const results = [];
+    for (const listener of this._listeners.get(event) ?? []) {
+      results.push(listener(...args));
+    }
+    return results;
+  }
+
+  // Lifecycle
+
+  /**
+   * Start connecting; resolves at the first `ready`, rejects with ClientClosed after a
+   * terminal close (invalid token, kicked).
+   * @returns {Promise<void>}
+   */
+  start() {
+    if (!this._loop) {
+      this._setState("connecting");
+      this._loop = this._reconnectForever();
+    }
+    return this.waitReady();
+  }
+
+  /** @returns {Promise<void>} resolves when a connection is ready */
+  waitReady() {
+    if (this.closed) return Promise.reject(this.closed);
+    if (this._ws) return Promise.resolve();
+    return new Promise((resolve, reject) => this._readyWaiters.push({ resolve, reject }));
+  }
+
+  /** Stop: close the connection; pending requests reject with ClientClosed(1000). */
+  async close() {
+    this._stop(new ClientClosed(1000, "closed by the application"));
+    await this._loop;
+  }
+
+  // Requests
+
+  /**
+   * Send a message; resolves with its mid once the gateway confirmed it. Sent again with the
+   * same id after every reconnect until confirmed; the server delivers it once.
+   * @param {SendOptions} options
+   * @returns {Promise<string>}
+   */
+  send({ body, to, group, room, broadcast, id }) {
+    const targets = [to !== undefined, group !== undefined, room !== undefined, broadcast === true];
+    if (targets.filter(Boolean).length !== 1) {
+      return Promise.reject(new TypeError("give exactly one of to, group, room, broadcast: true"));
+    }
+    const clientId = id ?? this._nextId("c");
+    /** @type {Record<string, unknown>} */
+    const frame = { type: "send", id: clientId };
+    if (to !== undefined) frame.to = to;
+    else if (group !== undefined) frame.group = group;
+    else if (room !== undefined) frame.room = room;
+    else frame.broadcast = true;
+    frame.body = body;
+    return this._request(clientId, frame);
+  }
+
+  /**
+   * Join a room; joined again after each reconnect until `leave`.
+   * @param {string} room
+   * @returns {Promise<void>}
+   */
+  async join(room) {
+    const clientId = this._nextId("j");
+    await this._request(clientId, { type: "join", id: clientId, room });
+  }
+
+  /**
+   * @param {string} room
+   * @returns {Promise<void>}
+   */
+  async leave(room) {
+    this._rooms.delete(room);
+    const clientId = this._nextId("l");
+    await this._request(clientId, { type: "leave", id: clientId, room });
+  }
+
+  /**
+   * Which of these uids are online now.
+   * @param {string[]} uids
+   * @returns {Promise<string[]>}
+   */
+  presence(uids) {
+    const clientId = this._nextId("p");
+    return this._request(clientId, { type: "presence", id: clientId, uids });
+  }
+
+  /**
+   * Acknowledge a message (done for you after the "message" listeners resolved).
+   * @param {string} mid
+   */
+  ack(mid) {
+    this.seen.markHandled(mid);
+    this._sendAcks([mid]);
+  }
+
+  // Internals: requests
+
+  /** @param {string} kind */
+  _nextId(kind) {
+    this._ids += 1;
+    return `${kind}${this._idPrefix}.${this._ids}`;
+  }
+
+  /**
+   * @param {string} clientId
+   * @param {Record<string, unknown>} frame
+   * @returns {Promise<any>}
+   */
+  _request(clientId, frame) {
+    if (this.closed) return Promise.reject(this.closed);
+    return new Promise((resolve, reject) => {
+      const text = JSON.stringify(frame);
+      this._pending.set(clientId, {
+        text,
+        resolve,
+        reject,
+        room: frame.type === "join" && typeof frame.room === "string" ? frame.room : undefined,
+      });
+      // Without a ready connection it goes out after the next ready.
+      if (this._ws) this._sendText(this._ws, text);
+    });
+  }
+
+  /**
+   * @param {any} ws
+   * @param {string} text
+   */
+  _sendText(ws, text) {
+    if (ws.readyState !== OPEN) return false;
+    try {
+      ws.send(text);
+      return true;
+    } catch {
+      return false; // the close event follows; the request is sent again after reconnecting
+    }
+  }
+
+  /** @param {string[]} mids */
+  _sendAcks(mids) {
+    if (!this._ws || !this._sendText(this._ws, JSON.stringify({ type: "ack", mids }))) {
+      this._unsentAcks.push(...mids);
+    }
+  }
+
+  /** @param {any} frame */
+  _onReply(frame) {
+    const request = typeof frame.id === "string" ? this._pending.get(frame.id) : undefined;
+    if (!request) return; // a late second receipt of a request sent twice
+    this._pending.delete(frame.id);
+    if (frame.type === "joined") this._rooms.add(frame.room);
+    if (frame.type === "left") this._rooms.delete(frame.room);
+    if (!request.resolve || !request.reject) return; // a join the client made itself
+    if (frame.type === "error") {
+      request.reject(new RequestFailed(String(frame.code), String(frame.message ?? ""), frame.id));
+    } else if (frame.type === "sent") {
+      request.resolve(frame.mid);
+    } else if (frame.type === "presence") {
+      request.resolve(Array.isArray(frame.online) ? frame.online : []);
+    } else {
+      request.resolve(frame.room);
+    }
+  }
+
+  // Internals: messages
+
+  /** @param {any} frame */
+  _onMessage(frame) {
+    const mid = frame.mid;
+    if (typeof mid !== "string") return;
+    const needsAck = frame.room === undefined && frame.broadcast !== true;
+    if (this.seen.has(mid)) {
+      this.stats.duplicatesDropped += 1;
+      // Handled already: ack this copy. Still being handled: that ack will cover it.
+      if (needsAck && this.seen.isHandled(mid)) this._sendAcks([mid]);
+      return;
+    }
+    this.seen.add(mid);
+    /** @type {Message} */
+    const message = { ...frame };
+    delete (/** @type {any} */ (message).type);
+    // Listeners run one message at a time, in arrival order; the ack waits for them.
+    this._handling = this._handling.then(async () => {
+      try {
+        await Promise.all(this._emit("message", message));
+      } catch (error) {
+        this.seen.forget(mid); // not handled: a replay gets another chance
+        this._emit("handlerError", error, message);
+        return;
+      }
+      if (needsAck) this.ack(mid);
+      else this.seen.markHandled(mid);
+    });
+  }
+
+  // Internals: connections
+
+  /** @param {ClientState} state */
+  _setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this._emit("state", state);
+  }
+
+  /** @param {ClientClosed} closed */
+  _stop(closed) {
+    if (this.closed) return;
+    this.closed = closed;
+    this._ws = null;
+    for (const request of this._pending.values()) request.reject?.(closed);
+    this._pending.clear();
+    for (const waiter of this._readyWaiters.splice(0)) waiter.reject(closed);
+    this._abort?.();
+    this._wake?.();
+    this._setState("closed");
+    this._emit("closed", closed);
+  }
+
+  async _getToken() {
+    return typeof this.token === "function" ? await this.token() : this.token;
+  }
+
+  async _reconnectForever() {
+    let attempt = 0;
+    while (!this.closed) {
+      const url = this.urls[this._index % this.urls.length];
+      this._index += 1;
+      const { code, reason, wasReady } = await this._connection(url);
+      if (this.closed) return;
+      if (wasReady) attempt = 0;
+      if (code !== null && TERMINAL_CLOSE_CODES.has(code)) {
+        this._stop(new ClientClosed(code, reason));
+        return;
+      }
+      this._setState(this.stats.gateways.length > 0 ? "reconnecting" : "connecting");
+      const delayMs = reconnectDelayMs(attempt, code, this.backoffBaseMs, this.backoffMaxMs, this.random);
+      attempt += 1;
+      this.stats.reconnects += 1;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delayMs);
+        this._wake = () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        };
+      });
+      this._wake = null;
+    }
+  }
+
+  /**
+   * One connection from open to close; never rejects.
+   * @param {string} url
+   * @returns {Promise<{code: number | null, reason: string, wasReady: boolean}>}
+   */
+  async _connection(url) {
+    let token;
+    try {
+      token = await this._getToken();
+    } catch {
+      return { code: null, reason: "no token", wasReady: false };
+    }
+    if (this.closed) return { code: null, reason: "", wasReady: false };
+    return new Promise((resolve) => {
+      let ws;
+      try {
+        ws = new this.WebSocket(url);
+      } catch {
+        resolve({ code: null, reason: "bad url", wasReady: false });
+        return;
+      }
+      let wasReady = false;
+      let kickedReason = "";
+      let ended = false;
+      /** @type {any} */
+      let pingTimer = null;
+      /** @type {any} */
+      let pongTimer = null;
+
+      const end = (/** @type {number | null} */ code, /** @type {string} */ reason) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(openTimer);
+        clearTimeout(pingTimer);
+        clearTimeout(pongTimer);
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        if (this._ws === ws) this._ws = null;
+        this.url = null;
+        this._abort = null;
+        resolve({ code, reason: kickedReason || reason, wasReady });
+      };
+      // A dead peer never completes a close handshake: forget the socket at once.
+      const kill = () => {
+        const socket = ws;
+        end(null, "no answer");
+        try {
+          if (typeof socket.terminate === "function") socket.terminate();
+          else socket.close(4000, "no answer");
+        } catch {
+          // already closing
+        }
+      };
+      this._abort = kill;
+      const openTimer = setTimeout(kill, this.openTimeoutMs);
+      const schedulePing = () => {
+        pingTimer = setTimeout(() => {
+          this._sendText(ws, JSON.stringify({ type: "ping", id: this._nextId("k") }));
+          pongTimer = setTimeout(kill, this.pongTimeoutMs);
+        }, this.pingIntervalMs);
+      };
+
+      ws.onopen = () => {
+        this._sendText(ws, JSON.stringify({ type: "init", token }));
+      };
+      ws.onerror = () => {}; // the close event follows and decides
+      ws.onclose = (/** @type {{code: number, reason: string}} */ event) => {
+        end(event.code === 1006 ? null : event.code, event.reason ?? "");
+      };
+      ws.onmessage = (/** @type {{data: any}} */ event) => {
+        let frame;
+        try {
+          frame = JSON.parse(typeof event.data === "string" ? event.data : String(event.data));
+        } catch {
+          return;
+        }
+        if (!frame || typeof frame !== "object") return;
+        switch (frame.type) {
+          case "ready":
+            wasReady = true;
+            clearTimeout(openTimer);
+            this._onReady(ws, url, frame);
+            schedulePing();
+            break;
+          case "message":
+            this._onMessage(frame);
+            break;
+          case "pong":
+            clearTimeout(pongTimer);
+            clearTimeout(pingTimer);
+            schedulePing();
+            break;
+          case "kicked":
+            kickedReason = String(frame.reason ?? "");
+            this._emit("kicked", kickedReason);
+            break;
+          case "sent":
+          case "error":
+          case "joined":
+          case "left":
+          case "presence":
+            this._onReply(frame);
+            break;
+          default:
+            break;
+        }
+      };
+    });
+  }
+
+  /**
+   * @param {any} ws
+   * @param {string} url
+   * @param {any} frame
+   */
+  _onReady(ws, url, frame) {
+    // Requests made from now on go out themselves; this snapshot is everything before.
+    this._ws = ws;
+    this.uid = frame.uid;
+    this.url = url;
+    this.stats.gateways.push(url);
+    const waiting = [...this._pending.values()];
+    const joining = new Set(waiting.map((r) => r.room).filter((room) => room !== undefined));
+    this._setState("ready");
+    this._emit("ready", { uid: this.uid, url });
+    for (const waiter of this._readyWaiters.splice(0)) waiter.resolve();
+    for (const room of [...this._rooms].sort()) {
+      if (joining.has(room)) continue;
+      const clientId = this._nextId("j");
+      const text = JSON.stringify({ type: "join", id: clientId, room });
+      this._pending.set(clientId, { text, room });
+      this._sendText(ws, text);
+    }
+    for (const request of waiting) {
+      this.stats.resentRequests += 1;
+      this._sendText(ws, request.text);
+    }
+    if (this._unsentAcks.length > 0) this._sendAcks(this._unsentAcks.splice(0));
+  }
+}

@@ -1,0 +1,173 @@
+"""The Python client library (clients/python) against a real stack of two gateways."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from switchboard_client import Client, ClientClosed, Message, RequestFailed, State
+
+from tests.support.stack import Stack
+from tests.support.timing import eventually, scaled
+from tests.support.tokens import make_token
+
+pytestmark = pytest.mark.integration
+
+
+def client_for(stack: Stack, uid: str, *gateways: int, **options: Any) -> Client:
+    """A client of ``uid`` that tries the given gateways in that order (by default all)."""
+    order = gateways or tuple(range(len(stack.gateways)))
+    return Client(
+        [stack.gateways[i].url for i in order],
+        lambda: make_token(uid),  # a fresh token for every connection
+        **{"backoff_base_s": 0.1, "backoff_max_s": 1.0, **options},
+    )
+
+
+async def next_message(stream: object, within_s: float = 10.0) -> Message:
+    async with asyncio.timeout(scaled(within_s)):
+        return await anext(stream)  # type: ignore[call-overload]
+
+
+async def stored_mids(stack: Stack, uid: str) -> list[str]:
+    """The mids replayed to a new raw connection of ``uid`` (which acknowledges none)."""
+    client = await stack.connect(len(stack.gateways) - 1, uid=uid)
+    mids = []
+    try:
+        while True:  # the replay is over when nothing comes for 1 s
+            mids.append((await client.expect("message", within_s=1.0))["mid"])
+    except TimeoutError:
+        pass
+    await client.close()
+    return mids
+
+
+async def test_send_receive_both_ways_across_gateways(stack: Stack) -> None:
+    await stack.start(gateways=2)
+    async with (
+        client_for(stack, "alice", 0) as alice,
+        client_for(stack, "bob", 1) as bob,
+    ):
+        assert (alice.uid, alice.state, bob.state) == (
+            "alice",
+            State.READY,
+            State.READY,
+        )
+        alice_inbox, bob_inbox = alice.messages(), bob.messages()
+
+        mid = await alice.send(to="bob", body={"text": "hi bob"})
+        message = await next_message(bob_inbox)
+        assert (message.mid, message.sender, message.to) == (mid, "alice", "bob")
+        assert message.body == {"text": "hi bob"}
+
+        reply_mid = await bob.send(to="alice", body=["hi", 1.5, None])
+        reply = await next_message(alice_inbox)
+        assert (reply.mid, reply.sender, reply.body) == (
+            reply_mid,
+            "bob",
+            ["hi", 1.5, None],
+        )
+        assert mid < reply_mid  # mids sort in send order
+
+    # Both messages were handled, so both were acknowledged: nothing is stored.
+    assert await stored_mids(stack, "bob") == []
+    assert await stored_mids(stack, "alice") == []
+
+
+async def test_messages_sent_while_offline_arrive_at_login(stack: Stack) -> None:
+    await stack.start(gateways=2)
+    async with client_for(stack, "alice", 0) as alice:
+        mids = [await alice.send(to="carol", body=n) for n in range(3)]
+    async with client_for(stack, "carol", 1) as carol:
+        inbox = carol.messages()
+        received = [await next_message(inbox) for _ in mids]
+    assert [m.mid for m in received] == mids
+    assert [m.body for m in received] == [0, 1, 2]
+
+
+async def test_rejected_send_raises_the_error_code(stack: Stack) -> None:
+    await stack.start(gateways=1)
+    async with client_for(stack, "alice") as alice:
+        with pytest.raises(RequestFailed) as rejected:
+            await alice.send(to="x" * 200, body="too long a uid")
+        assert rejected.value.code == "invalid_field"
+        assert await alice.send(to="bob", body="still connected")
+
+
+async def test_invalid_token_is_terminal(stack: Stack) -> None:
+    await stack.start(gateways=1)
+    client = Client(stack.gateways[0].url, make_token("mallory", secret="x" * 40))
+    with pytest.raises(ClientClosed) as closed:
+        await client.start()
+    assert closed.value.close_code == 4003
+    assert client.state is State.CLOSED
+    assert client.counters.reconnects == 0
+
+
+async def test_going_away_reconnects_at_once_to_the_other_gateway(stack: Stack) -> None:
+    await stack.start(gateways=2)
+    states: list[State] = []
+    async with (
+        client_for(stack, "bob", 0, 1, on_state=states.append) as bob,
+        client_for(stack, "alice", 1) as alice,
+    ):
+        inbox = bob.messages()
+        # A huge backoff: only the going-away rule can make the reconnect quick.
+        bob.backoff_base_s = bob.backoff_max_s = 3600.0
+        assert await stack.gateways[0].process.stop() == 0  # closes with 1001
+        await asyncio.wait_for(bob.wait_ready(), scaled(5))
+        assert bob.gateway_url == stack.gateways[1].url
+        assert states == [State.READY, State.RECONNECTING, State.READY]
+
+        mid = await alice.send(to="bob", body="after the move")
+        assert (await next_message(inbox)).mid == mid
+
+
+async def test_killed_gateway_unconfirmed_send_is_resent_once(stack: Stack) -> None:
+    await stack.start(gateways=2)
+    async with (
+        client_for(
+            stack, "alice", 0, 1, ping_interval_s=0.5, pong_timeout_s=1.0
+        ) as alice,
+        client_for(stack, "bob", 1) as bob,
+    ):
+        inbox = bob.messages()
+        # A frozen gateway takes the frame but never answers: no receipt, no pong.
+        stack.gateways[0].process.pause()
+        sending = asyncio.create_task(alice.send(to="bob", body="during the outage"))
+        await eventually(
+            lambda: asyncio.sleep(0, alice.state is State.RECONNECTING or None),
+            within_s=5,
+        )
+        await stack.gateways[0].process.kill()  # SIGKILL while stopped
+        mid = await asyncio.wait_for(sending, scaled(10))
+        assert alice.gateway_url == stack.gateways[1].url
+        assert alice.counters.resent_requests >= 1
+
+        assert (await next_message(inbox)).mid == mid
+        sentinel = await alice.send(to="bob", body="sentinel")
+        assert (await next_message(inbox)).mid == sentinel  # no second copy in between
+
+
+async def test_duplicate_replay_is_dropped_and_the_ack_sent_later(stack: Stack) -> None:
+    await stack.start(gateways=2)
+    async with (
+        client_for(stack, "alice", 0) as alice,
+        client_for(stack, "bob", 0, 1) as bob,
+    ):
+        inbox = bob.messages()
+        mid = await alice.send(to="bob", body="handled slowly")
+        assert (await next_message(inbox)).mid == mid
+        # Bob's gateway dies while the handler runs: the unacknowledged delivery goes to the
+        # offline store (orphan TTL) and is replayed to bob's new connection: a duplicate.
+        await stack.gateways[0].process.kill()
+        await eventually(
+            lambda: asyncio.sleep(0, bob.counters.duplicates_dropped or None),
+            within_s=15,
+        )
+        # The handler finishes: asking for the next message acknowledges it.
+        next_one = asyncio.create_task(next_message(inbox))
+        alice_again = client_for(stack, "alice", 1)
+        async with alice_again:
+            later = await alice_again.send(to="bob", body="next")
+        assert (await next_one).mid == later
+    assert await stored_mids(stack, "bob") == []
