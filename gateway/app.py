@@ -8,7 +8,9 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from gateway import observability
 from gateway.bus import open_bus
+from gateway.http_api import serve_api
 from gateway.hub import Hub
 from gateway.settings import Settings
 from gateway.ws import serve_clients
@@ -27,9 +29,18 @@ async def main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
+    health = observability.Health()
     async with AsyncExitStack() as stack:
+        # First in, last out: /readyz answers 503 for the whole drain.
+        await stack.enter_async_context(
+            observability.serve_observability(
+                settings.host, settings.metrics_port, health
+            )
+        )
         bus = await stack.enter_async_context(open_bus(settings))
+        health.watch_broker(bus.connection)
         hub = Hub(bus, settings.gateway_id, settings.ack_timeout_s, time.monotonic)
+        observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)
         async with asyncio.TaskGroup() as tasks:
             loops = [
@@ -37,13 +48,25 @@ async def main(settings: Settings) -> None:
                 tasks.create_task(hub.run_ack_timeouts()),
                 tasks.create_task(hub.run_heartbeat(settings.heartbeat_interval_s)),
             ]
-            await bus.consume_deliveries(hub.on_delivery)
-            async with serve_clients(settings, bus, hub, mids) as server:
+            await bus.consume_deliveries(
+                observability.counting_deliveries(hub.on_delivery)
+            )
+            async with (
+                serve_clients(settings, bus, hub, mids) as server,
+                AsyncExitStack() as http,
+            ):
                 port = next(iter(server.sockets)).getsockname()[1]
-                log.info(READY_EVENT, service="gateway", port=port)
+                http_port = None
+                if settings.http_port is not None:
+                    http_port = await http.enter_async_context(serve_api(settings))
+                health.is_serving = True
+                log.info(READY_EVENT, service="gateway", port=port, http_port=http_port)
                 await stop.wait()
+                health.is_draining = True
                 log.info("shutdown_started")
                 await bus.stop_consuming()
+                # Leaving the HTTP stack first lets commands in flight get their replies.
+                await http.aclose()
                 # Leaving serve_clients closes every connection with 1001 (going away); each
                 # connection hands its unacknowledged messages to the offline store as it closes.
             try:

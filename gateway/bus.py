@@ -37,7 +37,10 @@ class Bus:
         inbound: AbstractExchange,
         undeliverable: AbstractExchange,
         queue: AbstractQueue,
+        connection: AbstractRobustConnection,
     ) -> None:
+        self.connection = connection
+        """Read by the readiness check and the reconnect counter (observability.py)."""
         self._publish_timeout_s = settings.publish_timeout_s
         self._inbound = inbound
         self._undeliverable = undeliverable
@@ -115,7 +118,7 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         undeliverable = await publish_channel.get_exchange(
             names.undeliverable_exchange, ensure=False
         )
-        yield Bus(settings, inbound, undeliverable, queue)
+        yield Bus(settings, inbound, undeliverable, queue, connection)
 
 
 async def declare(

@@ -1,11 +1,16 @@
 """What a delivery from the gateway's queue means for the connections this gateway holds.
 
-Pure: given a decoded ``Delivery`` and the set of connection ids held here, it says which frames
-to push where, which of them wait for the client's ``ack``, and which copies go to the offline
-store because their connection is not (or no longer) here.
+Pure: given a decoded ``Delivery`` and what the hub knows (the connection ids held here, which of
+them are in which room, which are initialized), it says which frames to push where, which of them
+wait for the client's ``ack``, and which copies go to the offline store because their connection
+is not (or no longer) here.
+
+An item reaches either its ``targets``, or every connection here in its ``room``, or (with
+``broadcast``) every initialized connection here. Room and broadcast frames never wait for an
+``ack``: they are for whoever is there now, and nothing of them goes to the offline store.
 """
 
-from collections.abc import Container
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 
 from proto.envelopes import Delivery, DeliveryItem, Target
@@ -33,18 +38,34 @@ class DeliveryPlan:
     """Connections that presence still places on this gateway, but that are gone."""
 
 
-def plan_delivery(delivery: Delivery, connected: Container[str]) -> DeliveryPlan:
+def plan_delivery(
+    delivery: Delivery,
+    connected: Container[str],
+    rooms: Mapping[str, Collection[str]],
+    initialized: Collection[str],
+) -> DeliveryPlan:
     """Split a delivery into pushes to held connections and copies for the offline store.
 
     Args:
         delivery: a decoded body from this gateway's queue.
         connected: the connection ids this gateway holds now.
+        rooms: room -> the ids of the connections here in that room.
+        initialized: the ids of the connections here that passed ``init`` (read only for
+            broadcast items).
     """
     pushes: list[Push] = []
     handover: list[DeliveryItem] = []
     stale: list[Target] = []
     for item in delivery.items:
         frame = bytes(item.frame)
+        if item.broadcast or item.room:
+            members = initialized if item.broadcast else rooms.get(item.room, ())
+            pushes.extend(
+                Push(conn_id, frame, item.mid, False, item.close_code)
+                for conn_id in members
+                if conn_id in connected
+            )
+            continue
         awaits_ack = item.durable and not item.stored
         missing: list[Target] = []
         for target in item.targets:

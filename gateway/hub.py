@@ -1,9 +1,12 @@
-"""The connections of this gateway, and the deliveries it holds for them until clients acknowledge.
+"""The connections of this gateway, their rooms, and the deliveries held until clients acknowledge.
 
 A delivery from the gateway's queue is acknowledged to RabbitMQ only when every durable copy in
 it was acknowledged by its client or handed to the offline store (confirmed). Copies are handed
 over when their connection is not here, closes, falls behind, or does not acknowledge within
 ``ack_timeout_s``. What to push where is decided in ``fanout.py``; the sockets live in ``ws.py``.
+
+The room index (room -> conn_ids) is local: it lists the connections of this gateway whose join
+the broker confirmed, so that one room delivery per gateway reaches them without a lookup.
 """
 
 import asyncio
@@ -112,6 +115,8 @@ class Hub:
         self._ack_timeout_s = ack_timeout_s
         self._clock = clock
         self.connections: dict[str, Connection] = {}
+        self.rooms: dict[str, set[str]] = {}
+        """room -> the conn_ids here in that room; a room without connections has no entry."""
         self._holding: set[Connection] = set()
         """Connections with unacknowledged messages: the ones the ack-timeout sweep looks at."""
         self._handover: list[tuple[DeliveryItem, list[Held]]] = []
@@ -128,6 +133,7 @@ class Hub:
     async def remove(self, connection: Connection) -> None:
         """Forget a closed connection: hand over its unacknowledged messages, drop its presence."""
         self.connections.pop(connection.session.conn_id, None)
+        self._drop_rooms(connection)
         self._holding.discard(connection)
         for unacked in connection.unacked.values():
             self._queue_handover(unacked.handover_item(), unacked.held)
@@ -144,6 +150,42 @@ class Hub:
             "connection_closed", unacked=count, code=connection.websocket.close_code
         )
 
+    # Rooms
+
+    def join_room(self, connection: Connection, room: str) -> None:
+        """Let room deliveries reach the connection (its join was confirmed)."""
+        if connection.is_closing:
+            return  # kicked or closing meanwhile: it gets nothing more
+        self.rooms.setdefault(room, set()).add(connection.session.conn_id)
+
+    def leave_room(self, connection: Connection, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is None:
+            return
+        members.discard(connection.session.conn_id)
+        if not members:
+            del self.rooms[room]
+
+    def _drop_rooms(self, connection: Connection) -> None:
+        for room in connection.session.rooms:
+            self.leave_room(connection, room)
+
+    def _close(self, connection: Connection, code: CloseCode, reason: str) -> None:
+        """Close after the frames already queued, and out of the room index at once.
+
+        A kicked connection stays open for its close handshake; room deliveries in that time
+        must not reach it. Its session keeps the rooms, which its ``ConnClosed`` reports.
+        """
+        connection.request_close(code, reason)
+        self._drop_rooms(connection)
+
+    def _initialized_ids(self) -> set[str]:
+        return {
+            conn_id
+            for conn_id, connection in self.connections.items()
+            if connection.session.is_initialized
+        }
+
     # Deliveries from the gateway's queue
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
@@ -156,14 +198,20 @@ class Hub:
             )
             await message.reject(requeue=False)
             return
-        plan = plan_delivery(delivery, self.connections)
+        # Only a broadcast needs the initialized connections: not worth a pass otherwise.
+        initialized = (
+            self._initialized_ids()
+            if any(item.broadcast for item in delivery.items)
+            else set()
+        )
+        plan = plan_delivery(delivery, self.connections, self.rooms, initialized)
         held = Held(message)
         deadline = self._clock() + self._ack_timeout_s
         for push in plan.pushes:
             connection = self.connections[push.conn_id]
             if not connection.push(push.frame):
-                connection.request_close(
-                    CloseCode.SLOW_CONSUMER, "too many frames waiting"
+                self._close(
+                    connection, CloseCode.SLOW_CONSUMER, "too many frames waiting"
                 )
                 if push.awaits_ack:
                     held.remaining += 1
@@ -175,8 +223,8 @@ class Hub:
                 held.remaining += 1
                 self._hold(connection, push.mid, push.frame, held, deadline)
             if push.close_code:
-                connection.request_close(
-                    CloseCode(push.close_code), "closed by the server"
+                self._close(
+                    connection, CloseCode(push.close_code), "closed by the server"
                 )
         for item in plan.handover:
             held.remaining += 1

@@ -1,14 +1,24 @@
 """One connection's protocol state: a client frame in, effects out. Decides, never awaits.
 
 ``ws.py`` feeds it the frames a client sends and performs the effects it returns: replies to the
-client, publishes to the broker, a close. Time and mids come in as arguments.
+client, publishes to the broker, room changes for the hub's index, a close. Time and mids come in
+as arguments. What a verified token allows is read in ``tokens.py``.
+
+Answers to the frames that are published (every ``id`` gets exactly one):
+
+- ``send`` to a uid, a room or everyone: ``sent`` once the broker confirmed. To a group: nothing
+  here, since the router checks membership and answers ``sent`` or ``error`` itself.
+- ``join`` / ``leave``: ``joined`` / ``left`` once the broker confirmed; the room is recorded
+  (or dropped) at that moment, here and in the hub's index.
+- ``presence``: nothing here; the router answers with a delivery to this connection.
+- Any of them when the broker does not confirm: ``unavailable`` with the frame's id.
 """
 
 from dataclasses import dataclass
 
 import msgspec
 
-from gateway.tokens import verify_token
+from gateway.tokens import Identity, verify_token
 from proto import envelopes, frames, names
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
@@ -35,6 +45,25 @@ class Publish:
     body: bytes
     mid: str = ""
     client_id: str | None = None
+    answer: bytes | None = None
+    """The frame for the client once the broker confirmed; None when there is none to give
+    here (the router answers a group send or a presence query itself)."""
+    room: str = ""
+    """For a join or a leave: the room to record or drop once the broker confirmed."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    """Add the connection to the hub's index of ``room``, so that room deliveries reach it."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRoom:
+    """Remove the connection from the hub's index of ``room``."""
+
+    room: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +81,12 @@ class Close:
     reason: str
 
 
-Effect = Reply | Publish | Acknowledge | Close
+Effect = Reply | Publish | JoinRoom | LeaveRoom | Acknowledge | Close
 
 _PONG = frames.encode(frames.Pong())
+
+MAX_ROOMS_PER_CONNECTION = 100
+"""Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
 
 
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> bytes:
@@ -69,21 +101,39 @@ class Session:
         gateway_id: the gateway holding the connection.
         jwt_secret: the key that verifies ``init`` tokens.
         mids: this process's mid factory.
+        public_room_prefix: rooms whose name starts with it may be joined without a claim;
+            empty: no public rooms (``SWITCHBOARD_PUBLIC_ROOM_PREFIX``).
+        max_rooms: how many rooms the connection may be in at once.
     """
 
     def __init__(
-        self, conn_id: str, gateway_id: str, jwt_secret: str, mids: MidFactory
+        self,
+        conn_id: str,
+        gateway_id: str,
+        jwt_secret: str,
+        mids: MidFactory,
+        *,
+        public_room_prefix: str = "",
+        max_rooms: int = MAX_ROOMS_PER_CONNECTION,
     ) -> None:
         self.conn_id = conn_id
         self.gateway_id = gateway_id
         self._jwt_secret = jwt_secret
         self._mids = mids
-        self.uid: str | None = None
-        """Set by a verified ``init``; the only source of this connection's identity."""
+        self._public_room_prefix = public_room_prefix
+        self._max_rooms = max_rooms
+        self.identity: Identity | None = None
+        """Set by a verified ``init``; the only source of this connection's uid and rights."""
+        self.rooms: set[str] = set()
+        """The rooms whose join the broker confirmed, and whose leave it did not."""
+
+    @property
+    def uid(self) -> str | None:
+        return None if self.identity is None else self.identity.uid
 
     @property
     def is_initialized(self) -> bool:
-        return self.uid is not None
+        return self.identity is not None
 
     def on_text(self, text: str | bytes, now_ms: int) -> list[Effect]:
         """Decide what a text frame from the client leads to."""
@@ -103,18 +153,23 @@ class Session:
         ]
 
     def on_confirmed(self, publish: Publish) -> list[Effect]:
-        """The broker holds a published frame."""
-        if publish.client_id is not None:
-            return [
-                Reply(frames.encode(frames.Sent(id=publish.client_id, mid=publish.mid)))
-            ]
-        return []
+        """The broker holds a published frame: record a join or a leave, give the answer."""
+        effects: list[Effect] = []
+        if publish.routing_key == names.KEY_ROOM_JOINED:
+            self.rooms.add(publish.room)
+            effects.append(JoinRoom(publish.room))
+        elif publish.routing_key == names.KEY_ROOM_LEFT:
+            self.rooms.discard(publish.room)
+            effects.append(LeaveRoom(publish.room))
+        if publish.answer is not None:
+            effects.append(Reply(publish.answer))
+        return effects
 
     def on_publish_failed(self, publish: Publish) -> list[Effect]:
         """The broker did not confirm a published frame: nothing was accepted."""
-        message = "the message was not accepted; retry with the same id"
+        message = "the frame was not accepted; retry with the same id"
         if publish.routing_key == names.KEY_CONN_OPENED:
-            self.uid = None
+            self.identity = None
             message = "the connection could not be registered; send init again"
         return [
             Reply(
@@ -131,11 +186,14 @@ class Session:
         )
 
     def closed_envelope(self) -> Publish | None:
-        """The envelope that removes this connection's presence, if it registered one."""
+        """The envelope that removes this connection's presence and rooms, if it registered."""
         if self.uid is None:
             return None
         closed = envelopes.ConnClosed(
-            uid=self.uid, conn_id=self.conn_id, gateway_id=self.gateway_id
+            uid=self.uid,
+            conn_id=self.conn_id,
+            gateway_id=self.gateway_id,
+            rooms=sorted(self.rooms),
         )
         return Publish(names.KEY_CONN_CLOSED, envelopes.encode(closed))
 
@@ -167,7 +225,7 @@ class Session:
                 ]
             case frames.Init():
                 return self._on_init(frame, now_ms)
-        if self.uid is None:
+        if self.identity is None:
             client_id = getattr(frame, "id", None)
             raise FrameRejected(
                 ErrorCode.NOT_INITIALIZED,
@@ -176,9 +234,15 @@ class Session:
             )
         match frame:
             case frames.Send():
-                return [self._outgoing(frame, self.uid, now_ms)]
+                return [self._outgoing(frame, self.identity, now_ms)]
             case frames.Ack():
                 return [Acknowledge(tuple(frame.mids))] if frame.mids else []
+            case frames.Join():
+                return self._on_join(frame, self.identity)
+            case frames.Leave():
+                return self._on_leave(frame, self.identity)
+            case frames.PresenceQuery():
+                return [self._presence_asked(frame, self.identity)]
         raise AssertionError(f"unhandled frame {frame!r}")
 
     def _on_init(self, frame: frames.Init, now_ms: int) -> list[Effect]:
@@ -187,7 +251,7 @@ class Session:
                 ErrorCode.ALREADY_INITIALIZED, "this connection is already initialized"
             )
         try:
-            uid = verify_token(frame.token, self._jwt_secret, now_ms / 1000)
+            identity = verify_token(frame.token, self._jwt_secret, now_ms / 1000)
         except FrameRejected as rejected:
             close_code = (
                 CloseCode.TOKEN_EXPIRED
@@ -195,27 +259,141 @@ class Session:
                 else CloseCode.INVALID_TOKEN
             )
             return [*self._rejected(rejected), Close(close_code, rejected.code.value)]
-        self.uid = uid
+        self.identity = identity
         opened = envelopes.ConnOpened(
-            uid=uid, conn_id=self.conn_id, gateway_id=self.gateway_id
+            uid=identity.uid, conn_id=self.conn_id, gateway_id=self.gateway_id
         )
         return [Publish(names.KEY_CONN_OPENED, envelopes.encode(opened))]
 
-    def _outgoing(self, frame: frames.Send, sender: str, now_ms: int) -> Publish:
+    def _outgoing(self, frame: frames.Send, sender: Identity, now_ms: int) -> Publish:
+        """Check a send's addressing and the sender's right to it; build its envelope.
+
+        Raises:
+            FrameRejected: ``invalid_field`` unless exactly one of ``to``, ``group``, ``room``
+                and ``broadcast`` is set; ``not_member`` for a room this connection has not
+                joined; ``forbidden`` for a broadcast without the token's ``broadcast`` claim.
+        """
+        addresses = (
+            frame.to is not None,
+            frame.group is not None,
+            frame.room is not None,
+            frame.broadcast,
+        )
+        if sum(addresses) != 1:
+            raise FrameRejected(
+                ErrorCode.INVALID_FIELD,
+                "send needs exactly one of to, group, room and broadcast: true",
+                frame.id,
+            )
+        if frame.room is not None and frame.room not in self.rooms:
+            raise FrameRejected(
+                ErrorCode.NOT_MEMBER, "join the room before sending to it", frame.id
+            )
+        if frame.broadcast and not sender.may_broadcast:
+            raise FrameRejected(
+                ErrorCode.FORBIDDEN, "the token does not allow broadcasts", frame.id
+            )
         mid = self._mids.next_mid(now_ms)
         outgoing = envelopes.Outgoing(
             mid=mid,
-            sender=sender,
+            sender=sender.uid,
             client_id=frame.id,
             to=frame.to,
+            group=frame.group,
+            room=frame.room,
+            broadcast=frame.broadcast,
             body=frame.body,
             ts=now_ms,
             gateway_id=self.gateway_id,
             conn_id=self.conn_id,
         )
-        return Publish(
-            names.KEY_SEND, envelopes.encode(outgoing), mid=mid, client_id=frame.id
+        # The router answers a group send: only it knows the group's members.
+        answer = (
+            None
+            if frame.group is not None
+            else frames.encode(frames.Sent(id=frame.id, mid=mid))
         )
+        return Publish(
+            names.KEY_SEND,
+            envelopes.encode(outgoing),
+            mid=mid,
+            client_id=frame.id,
+            answer=answer,
+        )
+
+    def _on_join(self, frame: frames.Join, identity: Identity) -> list[Effect]:
+        """Publish a join the token allows; a room already joined is answered at once.
+
+        Raises:
+            FrameRejected: ``forbidden`` when no pattern of the ``rooms`` claim matches and the
+                room is not public, or when the connection is in ``max_rooms`` rooms already
+                (leave one first).
+        """
+        is_public = bool(self._public_room_prefix) and frame.room.startswith(
+            self._public_room_prefix
+        )
+        if not (is_public or identity.may_join(frame.room)):
+            raise FrameRejected(
+                ErrorCode.FORBIDDEN, "the token does not allow this room", frame.id
+            )
+        joined = frames.encode(frames.Joined(id=frame.id, room=frame.room))
+        if frame.room in self.rooms:
+            return [Reply(joined)]
+        if len(self.rooms) >= self._max_rooms:
+            raise FrameRejected(
+                ErrorCode.FORBIDDEN,
+                f"a connection may be in at most {self._max_rooms} rooms; leave one first",
+                frame.id,
+            )
+        room_joined = envelopes.RoomJoined(
+            uid=identity.uid,
+            conn_id=self.conn_id,
+            gateway_id=self.gateway_id,
+            room=frame.room,
+        )
+        return [
+            Publish(
+                names.KEY_ROOM_JOINED,
+                envelopes.encode(room_joined),
+                client_id=frame.id,
+                answer=joined,
+                room=frame.room,
+            )
+        ]
+
+    def _on_leave(self, frame: frames.Leave, identity: Identity) -> list[Effect]:
+        """Publish the leave of a joined room; any other room is answered ``left`` at once."""
+        left = frames.encode(frames.Left(id=frame.id, room=frame.room))
+        if frame.room not in self.rooms:
+            return [Reply(left)]
+        room_left = envelopes.RoomLeft(
+            uid=identity.uid,
+            conn_id=self.conn_id,
+            gateway_id=self.gateway_id,
+            room=frame.room,
+        )
+        return [
+            Publish(
+                names.KEY_ROOM_LEFT,
+                envelopes.encode(room_left),
+                client_id=frame.id,
+                answer=left,
+                room=frame.room,
+            )
+        ]
+
+    def _presence_asked(
+        self, frame: frames.PresenceQuery, identity: Identity
+    ) -> Publish:
+        asked = envelopes.PresenceAsked(
+            uid=identity.uid,
+            conn_id=self.conn_id,
+            gateway_id=self.gateway_id,
+            client_id=frame.id,
+            uids=frame.uids,
+        )
+        # The router answers with a delivery to this connection.
+        return Publish(names.KEY_PRESENCE, envelopes.encode(asked), client_id=frame.id)
 
     def _rejected(self, rejected: FrameRejected) -> list[Effect]:
         return [

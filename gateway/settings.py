@@ -5,7 +5,7 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proto import env
 from proto.errors import SettingsError
@@ -38,6 +38,19 @@ class Settings:
     max_frame_bytes: int
     outbox_frames: int
     prefetch: int
+    http_port: int | None
+    """Port of the backend HTTP API (``POST /api/<command>``); None: no HTTP API."""
+    http_host: str
+    api_amqp_url: str
+    """The HTTP API's own AMQP connection, whose user may publish ``api.*``."""
+    command_timeout_s: float
+    api_key: str = field(repr=False)
+    """The backends' bearer token; empty when there is no HTTP API."""
+    metrics_port: int | None = None
+    """Port of /livez, /readyz and /metrics; None: not served."""
+    public_room_prefix: str = ""
+    """Rooms whose name starts with it may be joined without a ``rooms`` claim; empty: none."""
+    max_rooms_per_connection: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -57,12 +70,19 @@ class Settings:
             raise SettingsError(
                 f"{env.GATEWAY_QUEUE_EXPIRES_S} must be longer than {env.ORPHAN_TTL_S}"
             )
+        host = env.text(environ, env.GATEWAY_HOST, "0.0.0.0")
+        amqp_url = env.text(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL)
+        http_port = (
+            env.integer(environ, env.HTTP_PORT, 0, minimum=0, maximum=65535)
+            if environ.get(env.HTTP_PORT, "")
+            else None
+        )
         return cls(
             names=names,
-            amqp_url=env.text(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL),
+            amqp_url=amqp_url,
             jwt_secret=env.secret(environ, env.JWT_SECRET, min_length=32),
             gateway_id=gateway_id,
-            host=env.text(environ, env.GATEWAY_HOST, "0.0.0.0"),
+            host=host,
             port=env.integer(environ, env.GATEWAY_PORT, 8000, minimum=0, maximum=65535),
             queue_type=env.choice(environ, env.QUEUE_TYPE, QUEUE_TYPES, "quorum"),
             log_level=env.choice(
@@ -83,7 +103,24 @@ class Settings:
             ),
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
             prefetch=env.integer(environ, env.PREFETCH, 1000, minimum=1, maximum=65535),
+            http_port=http_port,
+            http_host=host,
+            api_amqp_url=env.text(environ, env.API_AMQP_URL, amqp_url),
+            command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
+            api_key="" if http_port is None else env.secret(environ, env.API_KEY),
+            metrics_port=metrics_port(environ),
+            public_room_prefix=env.text(environ, env.PUBLIC_ROOM_PREFIX, ""),
+            max_rooms_per_connection=env.integer(
+                environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
+            ),
         )
+
+
+def metrics_port(environ: Mapping[str, str]) -> int | None:
+    """``SWITCHBOARD_METRICS_PORT``, or None when unset (no health and metrics endpoint)."""
+    if not environ.get(env.METRICS_PORT, ""):
+        return None
+    return env.integer(environ, env.METRICS_PORT, 0, minimum=0, maximum=65535)
 
 
 def default_gateway_id() -> str:

@@ -1,9 +1,18 @@
-"""JWT verification for ``init``: the uid is the verified token's ``sub``, and nothing else.
+"""JWT verification for ``init``: who the connection is (``sub``) and what it may do, nothing else.
 
 Pure: the caller passes the current time, so that expiry is decided here without reading a clock.
+
+Claims read here, besides the registered ``exp`` and ``nbf``:
+
+- ``sub`` (required): the uid.
+- ``rooms`` (optional): a list of glob patterns (``fnmatch.fnmatchcase``: ``*``, ``?``, ``[...]``,
+  case-sensitive) of the rooms the connection may join.
+- ``broadcast`` (optional, default false): whether the connection may send to everyone.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import jwt
 
@@ -12,10 +21,27 @@ from proto.errors import FrameRejected
 from proto.frames import MAX_ID_LENGTH
 
 ALGORITHMS = ("HS256",)
+ROOMS_CLAIM = "rooms"
+BROADCAST_CLAIM = "broadcast"
 
 
-def verify_token(token: str, secret: str, now_s: float) -> str:
-    """Return the uid of a valid token.
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a verified token says about its connection."""
+
+    uid: str
+    room_patterns: tuple[str, ...] = ()
+    """Glob patterns of the rooms this connection may join (the ``rooms`` claim)."""
+    may_broadcast: bool = False
+    """Whether this connection may send to every connected user (the ``broadcast`` claim)."""
+
+    def may_join(self, room: str) -> bool:
+        """Tell whether a pattern of the ``rooms`` claim matches ``room``."""
+        return any(fnmatchcase(room, pattern) for pattern in self.room_patterns)
+
+
+def verify_token(token: str, secret: str, now_s: float) -> Identity:
+    """Return the identity of a valid token.
 
     Args:
         token: the compact JWT from the ``init`` frame.
@@ -25,7 +51,8 @@ def verify_token(token: str, secret: str, now_s: float) -> str:
     Raises:
         FrameRejected: ``token_expired`` when ``exp`` has passed (or ``nbf`` is ahead),
             ``invalid_token`` for anything else: bad signature, another algorithm (``none``
-            included), no ``exp``, a ``sub`` that is missing or not a usable uid.
+            included), no ``exp``, a ``sub`` that is missing or not a usable uid, a ``rooms``
+            claim that is not a list of strings, a ``broadcast`` claim that is not a boolean.
     """
     try:
         claims: Mapping[str, object] = jwt.decode(
@@ -53,8 +80,19 @@ def verify_token(token: str, secret: str, now_s: float) -> str:
     expires, not_before = claims["exp"], claims.get("nbf", 0)
     if not isinstance(expires, int | float) or not isinstance(not_before, int | float):
         raise FrameRejected(ErrorCode.INVALID_TOKEN, "exp and nbf must be numbers")
+    rooms = claims.get(ROOMS_CLAIM, [])
+    if not isinstance(rooms, list) or not all(isinstance(p, str) for p in rooms):
+        raise FrameRejected(
+            ErrorCode.INVALID_TOKEN, f"{ROOMS_CLAIM} must be a list of strings"
+        )
+    may_broadcast = claims.get(BROADCAST_CLAIM, False)
+    # bool, not truthy: "false" or 1 in a token is a minting bug, not a grant.
+    if not isinstance(may_broadcast, bool):
+        raise FrameRejected(
+            ErrorCode.INVALID_TOKEN, f"{BROADCAST_CLAIM} must be true or false"
+        )
     if expires <= now_s or not_before > now_s:
         raise FrameRejected(
             ErrorCode.TOKEN_EXPIRED, "the token is expired or not yet valid"
         )
-    return uid
+    return Identity(uid, tuple(rooms), may_broadcast)

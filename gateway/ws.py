@@ -16,9 +16,19 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from gateway import observability
 from gateway.bus import Bus
 from gateway.hub import CloseRequest, Connection, Hub
-from gateway.session import Acknowledge, Close, Effect, Publish, Reply, Session
+from gateway.session import (
+    Acknowledge,
+    Close,
+    Effect,
+    JoinRoom,
+    LeaveRoom,
+    Publish,
+    Reply,
+    Session,
+)
 from gateway.settings import Settings
 from proto import names
 from proto.codes import CloseCode
@@ -68,7 +78,12 @@ class ClientServer:
     async def serve_connection(self, websocket: ServerConnection) -> None:
         conn_id = secrets.token_hex(8)
         session = Session(
-            conn_id, self._settings.gateway_id, self._settings.jwt_secret, self._mids
+            conn_id,
+            self._settings.gateway_id,
+            self._settings.jwt_secret,
+            self._mids,
+            public_room_prefix=self._settings.public_room_prefix,
+            max_rooms=self._settings.max_rooms_per_connection,
         )
         connection = Connection(
             session, websocket, asyncio.Queue(maxsize=self._settings.outbox_frames)
@@ -116,6 +131,7 @@ class ClientServer:
                 return
             except ConnectionClosed:
                 return
+            observability.count_frame_received(text)
             effects = (
                 session.on_binary()
                 if isinstance(text, bytes)
@@ -182,14 +198,21 @@ class ClientServer:
             structlog.contextvars.bind_contextvars(uid=session.uid)
             log.info("connection_authenticated")
         for effect in effects:
-            if isinstance(effect, Reply):
-                if effect.error_code is not None:
-                    log.info(
-                        "frame_rejected",
-                        code=effect.error_code,
-                        client_id=publish.client_id,
-                    )
-                connection.push(effect.frame)
+            match effect:
+                case Reply():
+                    if effect.error_code is not None:
+                        log.info(
+                            "frame_rejected",
+                            code=effect.error_code,
+                            client_id=publish.client_id,
+                        )
+                    connection.push(effect.frame)
+                case JoinRoom():
+                    self._hub.join_room(connection, effect.room)
+                    log.debug("room_joined", room=effect.room)
+                case LeaveRoom():
+                    self._hub.leave_room(connection, effect.room)
+                    log.debug("room_left", room=effect.room)
 
     async def _write(self, connection: Connection) -> None:
         websocket = connection.websocket
@@ -200,6 +223,7 @@ class ClientServer:
                     await self._close(websocket, item.code, item.reason)
                     return
                 await websocket.send(item, text=True)
+                observability.count_frame_sent(item)
         except ConnectionClosed:
             return
 

@@ -1,11 +1,22 @@
 """What a gateway does with a delivery, decided without sockets or a broker."""
 
+from collections.abc import Collection, Mapping
+
 import msgspec
 
-from gateway.fanout import Push, plan_delivery
+from gateway.fanout import DeliveryPlan, Push, plan_delivery
 from proto.envelopes import Delivery, DeliveryItem, Target
 
 FRAME = b'{"type":"message","mid":"m1"}'
+
+
+def planned(
+    items: list[DeliveryItem],
+    connected: Collection[str],
+    rooms: Mapping[str, Collection[str]] | None = None,
+    initialized: Collection[str] = (),
+) -> DeliveryPlan:
+    return plan_delivery(Delivery(items=items), connected, rooms or {}, initialized)
 
 
 def item(
@@ -22,9 +33,7 @@ def item(
 
 
 def test_pushes_to_every_held_connection_and_waits_for_acks() -> None:
-    plan = plan_delivery(
-        Delivery(items=[item(Target("bob", "c1"), Target("bob", "c2"))]), {"c1", "c2"}
-    )
+    plan = planned([item(Target("bob", "c1"), Target("bob", "c2"))], {"c1", "c2"})
     assert plan.pushes == [
         Push("c1", FRAME, "m1", True, 0),
         Push("c2", FRAME, "m1", True, 0),
@@ -34,9 +43,7 @@ def test_pushes_to_every_held_connection_and_waits_for_acks() -> None:
 
 
 def test_copies_for_missing_connections_go_to_the_offline_store() -> None:
-    plan = plan_delivery(
-        Delivery(items=[item(Target("bob", "c1"), Target("bob", "gone"))]), {"c1"}
-    )
+    plan = planned([item(Target("bob", "c1"), Target("bob", "gone"))], {"c1"})
     assert [push.conn_id for push in plan.pushes] == ["c1"]
     (handed,) = plan.handover
     assert handed.targets == [Target("bob", "gone")]
@@ -52,8 +59,8 @@ def test_copies_for_missing_connections_go_to_the_offline_store() -> None:
 def test_stored_messages_are_pushed_without_holding_and_never_handed_over_again() -> (
     None
 ):
-    plan = plan_delivery(
-        Delivery(items=[item(Target("bob", "c1"), Target("bob", "gone"), stored=True)]),
+    plan = planned(
+        [item(Target("bob", "c1"), Target("bob", "gone"), stored=True)],
         {"c1"},
     )
     assert plan.pushes == [Push("c1", FRAME, "m1", False, 0)]
@@ -61,17 +68,74 @@ def test_stored_messages_are_pushed_without_holding_and_never_handed_over_again(
 
 
 def test_transient_frames_to_missing_connections_are_dropped() -> None:
-    plan = plan_delivery(
-        Delivery(items=[item(Target("bob", "gone"), durable=False)]), set()
-    )
+    plan = planned([item(Target("bob", "gone"), durable=False)], set())
     assert plan.pushes == []
     assert plan.handover == []
     assert plan.stale == [Target("bob", "gone")]
 
 
 def test_close_code_travels_with_the_push() -> None:
-    plan = plan_delivery(
-        Delivery(items=[item(Target("bob", "c1"), durable=False, close_code=4005)]),
+    plan = planned(
+        [item(Target("bob", "c1"), durable=False, close_code=4005)],
         {"c1"},
     )
     assert plan.pushes == [Push("c1", FRAME, "m1", False, 4005)]
+
+
+def room_item(room: str, durable: bool = True) -> DeliveryItem:
+    return DeliveryItem(
+        frame=msgspec.Raw(FRAME), targets=[], mid="m1", durable=durable, room=room
+    )
+
+
+def test_room_item_reaches_the_connections_here_in_that_room_without_acks() -> None:
+    rooms = {"live-1": {"c1", "c2"}, "live-2": {"c3"}}
+    plan = planned([room_item("live-1")], {"c1", "c2", "c3", "c4"}, rooms)
+    assert sorted(plan.pushes, key=lambda push: push.conn_id) == [
+        Push("c1", FRAME, "m1", False, 0),
+        Push("c2", FRAME, "m1", False, 0),
+    ]
+    # Nothing waits for an ack, so nothing can go to the offline store.
+    assert (plan.handover, plan.stale) == ([], [])
+
+
+def test_room_item_for_a_room_without_connections_here_pushes_nothing() -> None:
+    plan = planned([room_item("empty")], {"c1"}, {"live-1": {"c1"}})
+    assert (plan.pushes, plan.handover, plan.stale) == ([], [], [])
+
+
+def test_room_members_that_are_gone_are_skipped_and_not_stale() -> None:
+    plan = planned([room_item("live-1")], {"c1"}, {"live-1": {"c1", "gone"}})
+    assert [push.conn_id for push in plan.pushes] == ["c1"]
+    assert (plan.handover, plan.stale) == ([], [])
+
+
+def test_broadcast_reaches_every_initialized_connection_without_acks() -> None:
+    broadcast = DeliveryItem(
+        frame=msgspec.Raw(FRAME), targets=[], mid="m1", durable=True, broadcast=True
+    )
+    plan = planned(
+        [broadcast],
+        connected={"c1", "c2", "fresh"},
+        rooms={"live-1": {"c1"}},
+        initialized={"c1", "c2"},
+    )
+    assert sorted(plan.pushes, key=lambda push: push.conn_id) == [
+        Push("c1", FRAME, "m1", False, 0),
+        Push("c2", FRAME, "m1", False, 0),
+    ]
+    assert (plan.handover, plan.stale) == ([], [])
+
+
+def test_kick_pushes_the_kicked_frame_then_closes_only_its_targets() -> None:
+    kicked = b'{"type":"kicked","reason":"abuse"}'
+    kick = DeliveryItem(
+        frame=msgspec.Raw(kicked),
+        targets=[Target("kim", "c1"), Target("kim", "gone")],
+        close_code=4005,
+    )
+    plan = planned([kick], {"c1", "c2"}, {"live-1": {"c1", "c2"}}, {"c1", "c2"})
+    assert plan.pushes == [Push("c1", kicked, "", False, 4005)]
+    # Not durable: a kicked connection that is gone already needs nothing stored.
+    assert plan.handover == []
+    assert plan.stale == [Target("kim", "gone")]

@@ -20,6 +20,7 @@ PURE_FORBIDDEN = IO_LIBRARIES | {"asyncio", "time", "random", "uuid", "secrets",
 PURE_MODULES = (
     "gateway/session.py",
     "gateway/tokens.py",
+    "gateway/fanout.py",
     "router/routing.py",
     "offline_store/replay.py",
 )

@@ -5,7 +5,16 @@ import json
 
 import pytest
 
-from gateway.session import Acknowledge, Close, Effect, Publish, Reply, Session
+from gateway.session import (
+    Acknowledge,
+    Close,
+    Effect,
+    JoinRoom,
+    LeaveRoom,
+    Publish,
+    Reply,
+    Session,
+)
 from proto import envelopes, names
 from proto.codes import CloseCode, ErrorCode
 from proto.mids import MidFactory
@@ -18,7 +27,7 @@ def new_session() -> Session:
     return Session("conn1", "gw1", TEST_JWT_SECRET, MidFactory("00000000aa"))
 
 
-def token(uid: str = "alice", **claims: object) -> str:
+def token(uid: str = "alice", /, **claims: object) -> str:
     """A token valid at ``NOW_MS`` unless ``claims`` say otherwise."""
     claims = {"exp": NOW_MS // 1000 + 60, **claims}
     return make_token(uid, TEST_JWT_SECRET, 0.0, "HS256", **claims)
@@ -226,3 +235,256 @@ def test_closed_envelope_only_after_init() -> None:
     closed = initialized().closed_envelope()
     assert closed is not None
     assert closed.routing_key == names.KEY_CONN_CLOSED
+
+
+# Addressing, rooms, broadcast, presence
+
+
+def session_with(
+    public_room_prefix: str = "", max_rooms: int = 100, **claims: object
+) -> Session:
+    session = Session(
+        "conn1",
+        "gw1",
+        TEST_JWT_SECRET,
+        MidFactory("00000000aa"),
+        public_room_prefix=public_room_prefix,
+        max_rooms=max_rooms,
+    )
+    session.on_text(json.dumps({"type": "init", "token": token(**claims)}), NOW_MS)
+    return session
+
+
+def send_text(**fields: object) -> str:
+    return json.dumps({"type": "send", "id": "c1", "body": 0, **fields})
+
+
+def join(session: Session, room: str, client_id: str = "j1") -> list[Effect]:
+    """Join and let the broker confirm; returns every effect along the way."""
+    effects = session.on_text(
+        json.dumps({"type": "join", "id": client_id, "room": room}), NOW_MS
+    )
+    confirmed = [e for e in effects if isinstance(e, Publish)]
+    for publish in confirmed:
+        effects = effects + session.on_confirmed(publish)
+    return effects
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"to": "bob", "group": "team"},
+        {"to": "bob", "broadcast": True},
+        {"group": "team", "room": "live-1"},
+        {"broadcast": False},
+    ],
+    ids=[
+        "none",
+        "to-and-group",
+        "to-and-broadcast",
+        "group-and-room",
+        "broadcast-false",
+    ],
+)
+def test_send_needs_exactly_one_address(fields: dict[str, object]) -> None:
+    session = session_with(rooms=["live-*"], broadcast=True)
+    join(session, "live-1")
+    frame = reply_of(session.on_text(send_text(**fields), NOW_MS))
+    assert (frame["code"], frame["id"]) == (ErrorCode.INVALID_FIELD, "c1")
+
+
+def test_group_send_is_published_and_answered_by_the_router() -> None:
+    session = initialized()
+    publish = published(session.on_text(send_text(group="team"), NOW_MS))
+    outgoing = envelopes.decode_outgoing(publish.body)
+    assert (outgoing.group, outgoing.to, outgoing.room, outgoing.broadcast) == (
+        "team",
+        None,
+        None,
+        False,
+    )
+    assert session.on_confirmed(publish) == []
+    # A publish that fails is still answered here: the router never saw it.
+    frame = reply_of(session.on_publish_failed(publish))
+    assert (frame["code"], frame["id"]) == (ErrorCode.UNAVAILABLE, "c1")
+
+
+def test_room_send_needs_the_connection_in_the_room() -> None:
+    session = session_with(rooms=["live-*"])
+    frame = reply_of(session.on_text(send_text(room="live-1"), NOW_MS))
+    assert (frame["code"], frame["id"]) == (ErrorCode.NOT_MEMBER, "c1")
+
+    join(session, "live-1")
+    publish = published(session.on_text(send_text(room="live-1"), NOW_MS))
+    outgoing = envelopes.decode_outgoing(publish.body)
+    assert (outgoing.room, outgoing.to, outgoing.sender) == ("live-1", None, "alice")
+    sent = reply_of(session.on_confirmed(publish))
+    assert sent == {"type": "sent", "id": "c1", "mid": outgoing.mid}
+
+
+def test_broadcast_needs_the_claim() -> None:
+    frame = reply_of(initialized().on_text(send_text(broadcast=True), NOW_MS))
+    assert (frame["code"], frame["id"]) == (ErrorCode.FORBIDDEN, "c1")
+
+    session = session_with(broadcast=True)
+    publish = published(session.on_text(send_text(broadcast=True), NOW_MS))
+    outgoing = envelopes.decode_outgoing(publish.body)
+    assert (outgoing.broadcast, outgoing.to) == (True, None)
+    assert reply_of(session.on_confirmed(publish))["type"] == "sent"
+
+
+def test_join_allowed_by_the_claim_is_answered_once_confirmed() -> None:
+    session = session_with(rooms=["live-*"])
+    publish = published(
+        session.on_text('{"type":"join","id":"j1","room":"live-1"}', NOW_MS)
+    )
+    assert publish.routing_key == names.KEY_ROOM_JOINED
+    joined = envelopes.decode_room_joined(publish.body)
+    assert (joined.uid, joined.conn_id, joined.gateway_id, joined.room) == (
+        "alice",
+        "conn1",
+        "gw1",
+        "live-1",
+    )
+    assert session.rooms == set()  # not before the broker holds it
+    join_room, reply = session.on_confirmed(publish)
+    assert join_room == JoinRoom("live-1")
+    assert reply_of([reply]) == {"type": "joined", "id": "j1", "room": "live-1"}
+    assert session.rooms == {"live-1"}
+
+
+def test_join_refused_without_a_matching_pattern() -> None:
+    session = session_with(rooms=["live-*"])
+    frame = reply_of(
+        session.on_text('{"type":"join","id":"j1","room":"vip-1"}', NOW_MS)
+    )
+    assert (frame["code"], frame["id"]) == (ErrorCode.FORBIDDEN, "j1")
+    frame = reply_of(
+        initialized().on_text('{"type":"join","id":"j2","room":"live-1"}', NOW_MS)
+    )
+    assert (frame["code"], frame["id"]) == (ErrorCode.FORBIDDEN, "j2")
+
+
+def test_public_rooms_need_no_claim_and_no_prefix_means_none() -> None:
+    session = session_with(public_room_prefix="pub-")
+    effects = join(session, "pub-lobby")
+    assert isinstance(effects[0], Publish)
+    assert session.rooms == {"pub-lobby"}
+    frame = reply_of(
+        session.on_text('{"type":"join","id":"j2","room":"lobby"}', NOW_MS)
+    )
+    assert frame["code"] == ErrorCode.FORBIDDEN
+
+
+def test_joining_twice_publishes_once_and_answers_twice() -> None:
+    session = session_with(rooms=["live-*"])
+    join(session, "live-1")
+    (reply,) = session.on_text('{"type":"join","id":"j2","room":"live-1"}', NOW_MS)
+    assert reply_of([reply]) == {"type": "joined", "id": "j2", "room": "live-1"}
+
+
+def test_rooms_per_connection_are_capped() -> None:
+    session = session_with(max_rooms=2, rooms=["*"])
+    join(session, "a")
+    join(session, "b")
+    frame = reply_of(session.on_text('{"type":"join","id":"j3","room":"c"}', NOW_MS))
+    assert (frame["code"], frame["id"]) == (ErrorCode.FORBIDDEN, "j3")
+    # A room already joined is still answered, and a leave makes room for another.
+    assert reply_of(join(session, "a"))["type"] == "joined"
+    leave(session, "a")
+    assert isinstance(join(session, "c")[0], Publish)
+    assert session.rooms == {"b", "c"}
+
+
+def test_failed_join_records_nothing() -> None:
+    session = session_with(rooms=["live-*"])
+    publish = published(
+        session.on_text('{"type":"join","id":"j1","room":"live-1"}', NOW_MS)
+    )
+    frame = reply_of(session.on_publish_failed(publish))
+    assert (frame["code"], frame["id"]) == (ErrorCode.UNAVAILABLE, "j1")
+    assert session.rooms == set()
+
+
+def leave(session: Session, room: str, client_id: str = "l1") -> list[Effect]:
+    effects = session.on_text(
+        json.dumps({"type": "leave", "id": client_id, "room": room}), NOW_MS
+    )
+    for publish in [e for e in effects if isinstance(e, Publish)]:
+        effects = effects + session.on_confirmed(publish)
+    return effects
+
+
+def test_leave_publishes_for_a_joined_room_and_answers_in_any_case() -> None:
+    session = session_with(rooms=["live-*"])
+    join(session, "live-1")
+    publish = published(
+        session.on_text('{"type":"leave","id":"l1","room":"live-1"}', NOW_MS)
+    )
+    assert publish.routing_key == names.KEY_ROOM_LEFT
+    left = envelopes.decode_room_left(publish.body)
+    assert (left.uid, left.conn_id, left.gateway_id, left.room) == (
+        "alice",
+        "conn1",
+        "gw1",
+        "live-1",
+    )
+    leave_room, reply = session.on_confirmed(publish)
+    assert leave_room == LeaveRoom("live-1")
+    assert reply_of([reply]) == {"type": "left", "id": "l1", "room": "live-1"}
+    assert session.rooms == set()
+
+    # Idempotent: a room not joined (any more, or ever) is answered at once.
+    for room in ("live-1", "never"):
+        (reply,) = session.on_text(
+            json.dumps({"type": "leave", "id": "l2", "room": room}), NOW_MS
+        )
+        assert reply_of([reply]) == {"type": "left", "id": "l2", "room": room}
+
+
+def test_presence_is_published_and_answered_by_the_router() -> None:
+    session = initialized()
+    publish = published(
+        session.on_text('{"type":"presence","id":"p1","uids":["bob","carol"]}', NOW_MS)
+    )
+    assert publish.routing_key == names.KEY_PRESENCE
+    asked = envelopes.decode_presence_asked(publish.body)
+    assert (asked.uid, asked.conn_id, asked.gateway_id, asked.client_id) == (
+        "alice",
+        "conn1",
+        "gw1",
+        "p1",
+    )
+    assert asked.uids == ["bob", "carol"]
+    assert session.on_confirmed(publish) == []
+    frame = reply_of(session.on_publish_failed(publish))
+    assert (frame["code"], frame["id"]) == (ErrorCode.UNAVAILABLE, "p1")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"join","id":"j1","room":"live-1"}',
+        '{"type":"leave","id":"j1","room":"live-1"}',
+        '{"type":"presence","id":"j1","uids":["bob"]}',
+    ],
+)
+def test_room_and_presence_frames_need_init(text: str) -> None:
+    frame = reply_of(new_session().on_text(text, NOW_MS))
+    assert (frame["code"], frame["id"]) == (ErrorCode.NOT_INITIALIZED, "j1")
+
+
+def test_closed_envelope_carries_the_rooms() -> None:
+    session = session_with(rooms=["*"])
+    for room in ("live-2", "live-1", "gone"):
+        join(session, room)
+    leave(session, "gone")
+    closed = session.closed_envelope()
+    assert closed is not None
+    conn_closed = envelopes.decode_conn_closed(closed.body)
+    assert (conn_closed.uid, conn_closed.conn_id, conn_closed.rooms) == (
+        "alice",
+        "conn1",
+        ["live-1", "live-2"],
+    )

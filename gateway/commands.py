@@ -1,0 +1,204 @@
+"""Backend commands over HTTP: which answer a request gets, and what a reply becomes.
+
+Decides only: the bearer check, the command's name and body checked against its class in
+``proto.envelopes.COMMANDS`` (so that nothing malformed is published), and the HTTP status of a
+command's reply. The server, the broker and the waiting live in ``http_api.py``.
+"""
+
+import hmac
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import msgspec
+
+from proto import envelopes, names
+from proto.codes import ErrorCode
+
+# Codes of the HTTP edge that proto/codes.py does not have yet (codes are added there, never
+# renamed; these strings become ErrorCode members with the same values).
+UNAUTHORIZED = "unauthorized"
+"""No ``Authorization: Bearer <SWITCHBOARD_API_KEY>``, or another key."""
+TOO_LARGE = "too_large"
+"""A body larger than ``SWITCHBOARD_MAX_FRAME_BYTES``."""
+METHOD_NOT_ALLOWED = "method_not_allowed"
+"""Anything but ``POST`` on ``/api/<command>``."""
+
+BEARER_SCHEME = "bearer"
+WWW_AUTHENTICATE = 'Bearer realm="switchboard"'
+"""The challenge of a 401 (RFC 6750 section 3)."""
+
+_DECODERS = {
+    command: msgspec.json.Decoder(cls) for command, cls in envelopes.COMMANDS.items()
+}
+
+
+class _ReplyShape(msgspec.Struct, frozen=True):
+    """Just enough of a reply to tell an ``ErrorReply`` from a command's own reply."""
+
+    error: envelopes.ErrorDetail | None = None
+
+
+_decode_reply_shape = msgspec.json.Decoder(_ReplyShape).decode
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A valid command: publish ``body`` unchanged with ``routing_key``, await its reply."""
+
+    command: str
+    routing_key: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP response: ``body`` is JSON."""
+
+    status: HTTPStatus
+    body: bytes
+    code: str = ""
+    """The error code, for the log line; empty for a command's own reply."""
+
+
+def refuse(status: HTTPStatus, code: str, message: str) -> Answer:
+    """An ``ErrorReply`` body with this status.
+
+    Args:
+        status: the HTTP status.
+        code: a stable error code (``proto.codes.ErrorCode`` or one of this module's).
+        message: for people; may change.
+
+    Returns:
+        The answer, whose body is ``{"error": {"code": ..., "message": ...}}``.
+    """
+    detail = envelopes.ErrorDetail(code=str(code), message=message)
+    return Answer(
+        status, envelopes.encode(envelopes.ErrorReply(error=detail)), str(code)
+    )
+
+
+def is_authorized(authorization: str | None, api_key: str) -> bool:
+    """Tell whether an ``Authorization`` header carries ``Bearer <api_key>`` (RFC 6750 2.1).
+
+    The comparison takes the same time wherever the first difference is.
+
+    Args:
+        authorization: the header's value, None when absent.
+        api_key: the deployment's key; an empty key authorizes nobody.
+    """
+    if not authorization or not api_key:
+        return False
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != BEARER_SCHEME:
+        return False
+    return hmac.compare_digest(
+        token.strip().encode("utf-8", "surrogateescape"), api_key.encode("utf-8")
+    )
+
+
+def unauthorized() -> Answer:
+    return refuse(
+        HTTPStatus.UNAUTHORIZED,
+        UNAUTHORIZED,
+        "send Authorization: Bearer <SWITCHBOARD_API_KEY>",
+    )
+
+
+def too_large(max_bytes: int) -> Answer:
+    return refuse(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        TOO_LARGE,
+        f"the body is larger than {max_bytes} bytes",
+    )
+
+
+def method_not_allowed(method: str) -> Answer:
+    return refuse(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        METHOD_NOT_ALLOWED,
+        f"use POST, not {method}",
+    )
+
+
+def check_command(command: str, body: bytes) -> Forward | Answer:
+    """Check a command's name and body; a valid one is forwarded with its bytes unchanged.
+
+    Args:
+        command: the ``<command>`` of ``POST /api/<command>``.
+        body: the request body.
+
+    Returns:
+        ``Forward`` for a known command whose body decodes into its class; otherwise an
+        ``Answer``: 404 ``unknown_command``, 400 ``invalid_json`` or 400 ``invalid_field``
+        (whose message has msgspec's JSON path, such as ``$.uids[0]``).
+    """
+    decoder = _DECODERS.get(command)
+    if decoder is None:
+        return refuse(
+            HTTPStatus.NOT_FOUND,
+            ErrorCode.UNKNOWN_COMMAND,
+            f"no command {names.api_key(command)}",
+        )
+    try:
+        decoded = decoder.decode(body)
+    # ValidationError first: it is a subclass of DecodeError.
+    except msgspec.ValidationError as exc:
+        return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_FIELD, str(exc))
+    except msgspec.DecodeError as exc:
+        return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, str(exc))
+    if isinstance(decoded, envelopes.ApiSend) and not has_one_target(decoded):
+        return refuse(
+            HTTPStatus.BAD_REQUEST,
+            ErrorCode.INVALID_FIELD,
+            "exactly one of `to`, `group` and `room` is needed - at `$`",
+        )
+    return Forward(command, names.api_key(command), body)
+
+
+def has_one_target(send: envelopes.ApiSend) -> bool:
+    """Tell whether exactly one of ``to``, ``group``, ``room`` is set and not empty.
+
+    The router requires it; the class cannot say it, so the edge checks it too (and
+    ``proto/openapi.yaml`` documents it).
+    """
+    chosen = [t for t in (send.to, send.group, send.room) if t is not None]
+    return len(chosen) == 1 and chosen[0] != ""
+
+
+def answer_reply(reply: bytes) -> Answer:
+    """The HTTP answer to a command's reply: its bytes unchanged, 200, or 400 for an ``ErrorReply``.
+
+    Args:
+        reply: the body of the reply message.
+
+    Returns:
+        The answer; a reply that is not a JSON object (a responder's bug) becomes 502
+        ``internal_error``, never a body the API does not document.
+    """
+    try:
+        shape = _decode_reply_shape(reply)
+    except msgspec.DecodeError:
+        return refuse(
+            HTTPStatus.BAD_GATEWAY,
+            ErrorCode.INTERNAL_ERROR,
+            "the command's reply is not a Switchboard reply",
+        )
+    if shape.error is not None:
+        return Answer(HTTPStatus.BAD_REQUEST, reply, shape.error.code)
+    return Answer(HTTPStatus.OK, reply)
+
+
+def timed_out(timeout_s: float) -> Answer:
+    return refuse(
+        HTTPStatus.GATEWAY_TIMEOUT,
+        ErrorCode.UNAVAILABLE,
+        f"no reply within {timeout_s:g} s; the command may still be carried out",
+    )
+
+
+def not_published() -> Answer:
+    return refuse(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        ErrorCode.UNAVAILABLE,
+        "the broker did not take the command; nothing was done, retry",
+    )

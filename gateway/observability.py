@@ -1,0 +1,270 @@
+"""The gateway's health and metrics: /livez, /readyz and /metrics over HTTP, and what they count.
+
+Served on ``SWITCHBOARD_METRICS_PORT`` (unset: not served) by a small aiohttp app, apart from the
+clients' WebSocket port. Metrics live in this process's own ``CollectorRegistry``; their names come
+from ``proto/metrics.py``. The sockets and the hub call the ``count_*`` functions where things
+happen; this module decides nothing about connections or deliveries.
+"""
+
+import asyncio
+import time
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sized
+from contextlib import asynccontextmanager
+
+import msgspec
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+from proto import envelopes, frames
+from proto import metrics as names
+from proto.codes import ErrorCode
+
+log = structlog.get_logger()
+
+CHECK_TIMEOUT_S = 2.0
+"""Deadline of one readiness probe of a dependency."""
+HTTP_SHUTDOWN_TIMEOUT_S = 1.0
+LATENCY_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+SERVER_FRAME_TYPES = frozenset(
+    cls.__struct_config__.tag for cls in typing.get_args(frames.AnyServerFrame)
+)
+ERROR_CODES = frozenset(code.value for code in ErrorCode)
+OTHER_CODE = "other"
+
+REGISTRY = CollectorRegistry()
+"""This process's metrics; nothing is registered in prometheus-client's global registry."""
+ProcessCollector(registry=REGISTRY)
+CONNECTIONS = Gauge(
+    names.GATEWAY_CONNECTIONS, "Open WebSocket connections.", registry=REGISTRY
+)
+FRAMES_RECEIVED = Counter(
+    names.FRAMES_RECEIVED_TOTAL,
+    "Frames received from clients, by type.",
+    [names.LABEL_FRAME_TYPE],
+    registry=REGISTRY,
+)
+FRAMES_SENT = Counter(
+    names.FRAMES_SENT_TOTAL,
+    "Frames written to clients, by type.",
+    [names.LABEL_FRAME_TYPE],
+    registry=REGISTRY,
+)
+DELIVERIES = Counter(
+    names.DELIVERIES_TOTAL,
+    "Deliveries consumed from this gateway's queue.",
+    registry=REGISTRY,
+)
+DELIVERY_LATENCY = Histogram(
+    names.DELIVERY_LATENCY_SECONDS,
+    "Time from a message's ts to its push to the recipient's connection (live messages).",
+    buckets=LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    names.ERRORS_TOTAL, "Errors, by code.", [names.LABEL_CODE], registry=REGISTRY
+)
+BROKER_RECONNECTS = Counter(
+    names.BROKER_RECONNECTS_TOTAL,
+    "Times the RabbitMQ connection was re-established.",
+    registry=REGISTRY,
+)
+READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
+# Every label value is exported from the start, at 0, so that rates and absent() work at once.
+for _frame_type in (*frames.CLIENT_FRAME_TYPES, names.FRAME_TYPE_BINARY):
+    FRAMES_RECEIVED.labels(_frame_type)
+for _frame_type in SERVER_FRAME_TYPES:
+    FRAMES_SENT.labels(_frame_type)
+for _code in ERROR_CODES:
+    ERRORS.labels(_code)
+
+
+class _FrameFields(msgspec.Struct):
+    """The few fields of a frame that the metrics look at."""
+
+    type: object = None
+    ts: object = None
+    code: object = None
+
+
+_probe_frame = msgspec.json.Decoder(_FrameFields).decode
+
+
+def _fields(frame: str | bytes) -> _FrameFields:
+    try:
+        return _probe_frame(frame)
+    except msgspec.DecodeError:
+        return _FrameFields()
+
+
+def count_frame_received(frame: str | bytes) -> None:
+    """Count a client frame by its type (a fixed set of values: unknown types are ``unknown``)."""
+    if isinstance(frame, bytes):
+        frame_type = names.FRAME_TYPE_BINARY
+    else:
+        kind = _fields(frame).type
+        frame_type = (
+            kind
+            if isinstance(kind, str) and kind in frames.CLIENT_FRAME_TYPES
+            else names.FRAME_TYPE_UNKNOWN
+        )
+    FRAMES_RECEIVED.labels(frame_type).inc()
+
+
+def count_frame_sent(frame: bytes) -> None:
+    """Count a frame written to a client; an ``error`` frame also counts as an error by code."""
+    fields = _fields(frame)
+    kind = fields.type
+    FRAMES_SENT.labels(
+        kind
+        if isinstance(kind, str) and kind in SERVER_FRAME_TYPES
+        else names.FRAME_TYPE_UNKNOWN
+    ).inc()
+    if kind == "error":
+        code = fields.code
+        ERRORS.labels(
+            code if isinstance(code, str) and code in ERROR_CODES else OTHER_CODE
+        ).inc()
+
+
+def counting_deliveries(
+    on_delivery: Callable[[AbstractIncomingMessage], Awaitable[None]],
+    clock: Callable[[], float] = time.time,
+) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    """Wrap the hub's delivery callback: count each delivery, and the latency of its messages.
+
+    The latency is observed just before the hub pushes (synchronously) to the connections;
+    replayed messages (``stored``) are left out, their ``ts`` is as old as their wait.
+    """
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        DELIVERIES.inc()
+        _observe_latency(message.body, clock())
+        await on_delivery(message)
+
+    return on_message
+
+
+def _observe_latency(body: bytes, now_s: float) -> None:
+    try:
+        delivery = envelopes.decode_delivery(body)
+    except msgspec.DecodeError:
+        return  # rejected (and logged) by the hub
+    for item in delivery.items:
+        if item.stored or not item.mid:
+            continue
+        fields = _fields(item.frame)
+        if fields.type == "message" and isinstance(fields.ts, int):
+            DELIVERY_LATENCY.observe(max(0.0, now_s - fields.ts / 1000))
+
+
+def count_connections(connections: Sized) -> None:
+    """Let the connections gauge read the hub's table at each scrape."""
+    CONNECTIONS.set_function(lambda: len(connections))
+
+
+class Health:
+    """What /readyz answers: serving, not draining, and every dependency check passes."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+        self.is_serving = False
+        self.is_draining = False
+        """Set on SIGTERM: load balancers stop sending new connections here."""
+
+    def add_check(self, name: str, probe: Callable[[], Awaitable[bool]]) -> None:
+        self._checks[name] = probe
+
+    def watch_broker(self, connection: AbstractRobustConnection) -> None:
+        """Check the RabbitMQ connection, and count its reconnects."""
+        connection.reconnect_callbacks.add(lambda *_: BROKER_RECONNECTS.inc())
+
+        async def is_connected() -> bool:
+            return not connection.is_closed and connection.connected.is_set()
+
+        self.add_check("rabbitmq", is_connected)
+
+    async def check(self) -> tuple[bool, Mapping[str, bool]]:
+        results = dict(
+            zip(
+                self._checks,
+                await asyncio.gather(*(_probe(p) for p in self._checks.values())),
+                strict=True,
+            )
+        )
+        is_ready = self.is_serving and not self.is_draining and all(results.values())
+        READY.set(1 if is_ready else 0)
+        return is_ready, results
+
+
+async def _probe(probe: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            return await probe()
+    except Exception:
+        return False
+
+
+def _app(health: Health) -> web.Application:
+    async def livez(request: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def readyz(request: web.Request) -> web.Response:
+        is_ready, checks = await health.check()
+        body = {"ready": is_ready, "draining": health.is_draining, "checks": checks}
+        return web.json_response(body, status=200 if is_ready else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(REGISTRY),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    app = web.Application()
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@asynccontextmanager
+async def serve_observability(
+    host: str, port: int | None, health: Health
+) -> AsyncIterator[None]:
+    """Serve /livez, /readyz and /metrics on ``port`` until exit; nothing when it is None."""
+    if port is None:
+        yield
+        return
+    runner = web.AppRunner(
+        _app(health), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("metrics_serving", port=runner.addresses[0][1])
+        yield
+    finally:
+        await runner.cleanup()
