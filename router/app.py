@@ -1,15 +1,19 @@
-"""Wiring of the router: open RabbitMQ and Redis, run the batch loop and the sweeper,
-wait for SIGTERM or SIGINT, then stop consuming, finish the batch in flight and close.
+"""Wiring of the router: open RabbitMQ and Redis, run the batch loop, the sweeper and
+the offline announcer, wait for SIGTERM or SIGINT, then stop consuming, finish the
+batch in flight and close.
 """
 
 import asyncio
+import secrets
 import signal
 from contextlib import AsyncExitStack
 
 import structlog
 
 from proto.logs import NAMESPACE, READY_EVENT
-from router.batches import BatchRouter
+from proto.mids import NODE_HEX_DIGITS, MidFactory
+from router import observability
+from router.batches import BatchRouter, announce_offline_forever
 from router.bus import open_bus
 from router.presence import open_presence
 from router.settings import Settings
@@ -26,23 +30,44 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    health = observability.Health()
     async with AsyncExitStack() as stack:  # closes in reverse order of opening
+        await stack.enter_async_context(
+            observability.serve_observability(
+                observability.METRICS_HOST, settings.metrics_port, health
+            )
+        )
         bus = await stack.enter_async_context(open_bus(settings))
+        health.watch_broker(bus.connection)
         presence = await stack.enter_async_context(open_presence(settings))
-        router = BatchRouter(settings, bus, presence)
+        health.add_check(
+            "redis",
+            await stack.enter_async_context(
+                observability.redis_check(settings.redis_url, settings.redis_timeout_s)
+            ),
+        )
+        # The node part of the mids of backend sends: random per router process.
+        mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
+        router = BatchRouter(settings, bus, presence, mids)
         async with asyncio.TaskGroup() as tasks:
             sweeper = tasks.create_task(
                 presence.sweep_forever(
                     settings.heartbeat_interval_s, round(settings.gateway_ttl_s * 1000)
                 )
             )
+            announcer = tasks.create_task(
+                announce_offline_forever(settings, bus, presence)
+            )
             routing = tasks.create_task(router.run(stop))
             await bus.start_consuming(router.receive)
+            health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()
+            health.is_draining = True
             log.info("shutdown_started")
             await bus.stop_consuming(settings.shutdown_timeout_s)
             sweeper.cancel()
+            announcer.cancel()
             try:
                 async with asyncio.timeout(settings.shutdown_timeout_s):
                     await routing  # the batch in flight, confirmed and acknowledged

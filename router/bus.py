@@ -1,5 +1,6 @@
 """RabbitMQ for the router: declare the shared topology, consume the router's queue,
-publish with confirms. What to publish is decided in routing.py.
+publish with confirms (deliveries, events, replies to backend commands). What to
+publish is decided in routing.py.
 
 Two channels: one consumes (with a prefetch), one publishes (publisher confirms, and a
 message the broker cannot route raises rather than vanishing). RabbitMQ docs:
@@ -63,6 +64,8 @@ async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
                 f"{env.QUEUE_TYPE}: a shared queue or exchange exists with other "
                 f"arguments ({exc.args[0] if exc.args else exc})"
             ) from exc
+        # Replies to backend commands go to their reply_to queue through it.
+        exchanges[""] = publishing.default_exchange
         consuming = await connection.channel()
         await consuming.set_qos(prefetch_count=settings.prefetch)
         queue_spec = next(
@@ -129,6 +132,11 @@ class Bus:
         self._publish_timeout_s = publish_timeout_s
         self._consumer_tag: str | None = None
 
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        """The robust connection: readiness and the reconnect counter watch it."""
+        return self._connection
+
     async def start_consuming(self, receive: Receive) -> None:
         """Hand every message of the router's queue to ``receive`` (manual acks)."""
         self._consumer_tag = await self._queue.consume(receive, no_ack=False)
@@ -160,16 +168,17 @@ class Bus:
                 raise result
 
     async def publish(self, publish: Publish) -> None:
-        """Publish one message (persistent, mandatory) and wait for its confirm."""
+        """Publish one message (persistent) and wait for its confirm."""
         message = aio_pika.Message(
             publish.body,
             content_type=CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=publish.mid or None,
+            correlation_id=publish.correlation_id or None,
         )
         await self._exchanges[publish.exchange].publish(
             message,
             publish.routing_key,
-            mandatory=True,
+            mandatory=publish.mandatory,
             timeout=self._publish_timeout_s,
         )

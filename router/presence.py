@@ -1,14 +1,18 @@
-"""Presence in Redis: which conn_ids a uid holds on which gateway, gateway liveness, dedup.
+"""Presence in Redis: which conn_ids a uid holds on which gateway, gateway liveness,
+dedup, groups, room counts and the going-offline debounce set.
 
-Owns every Redis command of the router: one pipeline per batch, and the sweep of dead
-gateways. Routing decisions live in routing.py; this module only reads and writes.
-Keys are described in docs/architecture.md ("Presence in Redis").
+Owns every Redis command of the router: one pipeline per batch (plus one follow-up
+pipeline for a batch with group messages, and one for kicked connections), the sweep
+of dead gateways and the due offline announcements. Routing decisions live in
+routing.py; this module only reads and writes. Keys are described in
+docs/architecture.md ("Presence in Redis") and proto/names.py.
 """
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -18,38 +22,83 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from proto.envelopes import (
+    ApiBroadcast,
+    ApiConnections,
+    ApiGroupMembers,
+    ApiKick,
+    ApiPresence,
+    ApiRoomCount,
+    ApiSend,
     ConnClosed,
     ConnOpened,
     GatewayStopped,
     Heartbeat,
     Outgoing,
+    PresenceAsked,
+    RoomJoined,
+    RoomLeft,
     Saved,
 )
 from proto.errors import DependencyUnavailable
 from proto.names import Names
 from router import routing
-from router.routing import Connection, Inbound, Lookup
+from router.routing import Call, Connection, Inbound, Lookup, Refused, Removal
 from router.settings import Settings, location
 
 log = structlog.get_logger()
 
 SWEEP_LOCK_S = 30
 """Lifetime of a sweep lock: a router that dies mid-sweep blocks others this long."""
+DUE_OFFLINE_PAGE = 500
+"""Most due uids taken from the going-offline set in one round."""
 REDIS_HINT = "start it with: redis-server --daemonize yes"
 
-# HDEL presence(uid) conn_id, but only while that field still names this gateway. A
-# conn_id is made by one gateway, so the field should never name another; the check
-# keeps a sweep from removing anything a later writer put there all the same.
-_HDEL_IF_GATEWAY = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
+# Register a connection and tell, atomically, whether it is the uid's first one and,
+# if so, whether the uid was only going offline (a flap: no event either way).
+# KEYS: presence(uid), going-offline. ARGV: conn_id, gateway_id, uid.
+_OPEN_CONNECTION = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HLEN', KEYS[1]) ~= 1 then
+  return {0, 0}
 end
-return 0
+return {1, redis.call('ZREM', KEYS[2], ARGV[3])}
 """
+
+# Remove a connection: HDEL presence(uid) conn_id, but only while that field still names
+# this gateway (a conn_id is made by one gateway, so it should never name another; the
+# check keeps a sweep from removing anything a later writer put there all the same).
+# When it was the uid's last connection, the uid is going offline, due at ARGV[4].
+# KEYS: presence(uid), gateway(gateway_id), going-offline.
+# ARGV: conn_id, gateway_id, uid, due_ms.
+_REMOVE_CONNECTION = """
+local removed = 0
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  removed = redis.call('HDEL', KEYS[1], ARGV[1])
+  if redis.call('HLEN', KEYS[1]) == 0 then
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+  end
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return removed
+"""
+
+# A connection left a room: one fewer for its gateway; a gateway with none left is no
+# longer in the room (and the room no longer in the gateway's list).
+# KEYS: room(room), gateway-rooms(gateway_id). ARGV: gateway_id, room.
+_LEAVE_ROOM = """
+local count = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if count <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return count
+"""
+
+ReadLookup = Callable[[list[Any]], Lookup]
 
 
 def now_ms() -> int:
-    """The current Unix time in milliseconds: the router's clock for heartbeats."""
+    """The current Unix time in milliseconds: the router's clock."""
     return time.time_ns() // 1_000_000
 
 
@@ -78,10 +127,29 @@ async def open_presence(settings: Settings) -> AsyncIterator["Presence"]:
         # Redis answers a batch's pipeline in milliseconds; one that takes longer than
         # SWITCHBOARD_REDIS_TIMEOUT_S means Redis is gone.
         yield Presence(
-            client, settings.names, settings.dedup_ttl_s, settings.redis_timeout_s
+            client,
+            settings.names,
+            settings.dedup_ttl_s,
+            settings.redis_timeout_s,
+            debounce_ms=round(settings.presence_debounce_s * 1000),
         )
     finally:
         await client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """The replies one envelope's commands will give, and how to read them."""
+
+    count: int
+    read: ReadLookup
+
+
+def _no_lookup(replies: list[Any]) -> Lookup:
+    return routing.NO_LOOKUP
+
+
+_WRITES_ONLY = _Queued(0, _no_lookup)
 
 
 class Presence:
@@ -93,12 +161,14 @@ class Presence:
         names: Names,
         dedup_ttl_s: int,
         command_timeout_s: float,
+        debounce_ms: int,
     ) -> None:
         self._client = client
         self._names = names
         self._dedup_ttl_s = dedup_ttl_s
         self.command_timeout_s = command_timeout_s
         """Deadline of each Redis round trip (a pipeline counts as one)."""
+        self._debounce_ms = debounce_ms
         # Mirror of <ns>:gateways (gateway_id -> last heartbeat, ms): read by the
         # sweeper, updated by the batches that write heartbeats, so that routing needs
         # no Redis round trip to tell a dead gateway.
@@ -111,66 +181,227 @@ class Presence:
     async def exchange_batch(
         self, batch: Sequence[Inbound], at_ms: int
     ) -> list[Lookup]:
-        """Write the batch's presence changes and read what routing needs, in one pipeline.
+        """Write the batch's presence changes and read what routing needs.
 
-        Commands go in batch order, so each envelope sees the writes of the envelopes
-        before it (a ``send`` after an ``opened`` finds the new connection).
+        One pipeline, commands in batch order, so each envelope sees the writes of
+        the envelopes before it (a ``send`` after an ``opened`` finds the new
+        connection). A batch with group messages takes a second pipeline: the
+        members' connections.
         """
         pipeline = self._client.pipeline(transaction=False)
-        counts = [self._queue_commands(pipeline, envelope, at_ms) for envelope in batch]
+        queued = [self._queue_commands(pipeline, envelope, at_ms) for envelope in batch]
+        reads_gateways = any(routing.needs_gateways(envelope) for envelope in batch)
+        if reads_gateways:
+            pipeline.zrange(
+                self._names.gateways_key, 0, -1, withscores=True, score_cast_func=int
+            )
         async with asyncio.timeout(self.command_timeout_s):
             replies: list[Any] = await pipeline.execute()
         lookups = []
         start = 0
-        for envelope, count in zip(batch, counts, strict=True):
-            lookups.append(self._read_lookup(envelope, replies[start : start + count]))
-            start += count
+        for envelope, pending in zip(batch, queued, strict=True):
+            lookups.append(pending.read(replies[start : start + pending.count]))
+            start += pending.count
             if isinstance(envelope, ConnOpened | Heartbeat):
                 self._last_seen_ms[envelope.gateway_id] = at_ms
-        return lookups
+        if reads_gateways:
+            self._mirror_gateways(cast(list[tuple[str, int]], replies[-1]))
+        return await self._follow_up(batch, lookups, at_ms)
 
     def _queue_commands(
         self, pipeline: "Pipeline", envelope: Inbound, at_ms: int
-    ) -> int:
-        """Queue one envelope's commands; return how many replies they will give."""
+    ) -> _Queued:
+        """Queue one envelope's commands; return how to read their replies."""
         names = self._names
         match envelope:
             case ConnOpened(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
-                pipeline.hset(names.presence_key(uid), conn_id, gateway_id)
+                pipeline.eval(
+                    _OPEN_CONNECTION,
+                    2,
+                    names.presence_key(uid),
+                    names.going_offline_key,
+                    conn_id,
+                    gateway_id,
+                    uid,
+                )
                 pipeline.hset(names.gateway_key(gateway_id), conn_id, uid)
                 pipeline.zadd(names.gateways_key, {gateway_id: at_ms})
-                return 3
+                return _Queued(3, _read_opened)
             case ConnClosed(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
-                pipeline.hdel(names.presence_key(uid), conn_id)
-                pipeline.hdel(names.gateway_key(gateway_id), conn_id)
-                return 2
+                self._queue_removal(pipeline, uid, conn_id, gateway_id, at_ms)
+                for room in envelope.rooms:
+                    self._queue_leave(pipeline, gateway_id, room)
+                return _Queued(1 + len(envelope.rooms), _no_lookup)
+            case RoomJoined(gateway_id=gateway_id, room=room):
+                pipeline.hincrby(names.room_key(room), gateway_id, 1)
+                pipeline.sadd(names.gateway_rooms_key(gateway_id), room)
+                return _Queued(2, _no_lookup)
+            case RoomLeft(gateway_id=gateway_id, room=room):
+                self._queue_leave(pipeline, gateway_id, room)
+                return _Queued(1, _no_lookup)
             case Outgoing():
-                # SET NX GET (Redis 7): sets the key when absent and returns what was
-                # there, so one command both claims the client_id and tells a retry.
-                key = names.dedup_key(envelope.sender, envelope.client_id)
-                pipeline.set(key, envelope.mid, nx=True, get=True, ex=self._dedup_ttl_s)
-                pipeline.hgetall(names.presence_key(envelope.to))
-                return 2
+                return self._queue_message(pipeline, envelope, True, True)
+            case PresenceAsked(uids=uids):
+                return self._queue_connections(pipeline, routing.unique(uids))
             case Heartbeat(gateway_id=gateway_id):
                 pipeline.zadd(names.gateways_key, {gateway_id: at_ms})
-                return 1
+                return _Queued(1, _no_lookup)
             case Saved(uids=uids):
-                for saved in uids:
-                    pipeline.hgetall(names.presence_key(saved.uid))
-                return len(uids)
-            case GatewayStopped():
-                return 0  # swept after the batch's publishes, see sweep_gateway
+                return self._queue_connections(pipeline, [s.uid for s in uids])
+            case GatewayStopped() | Refused():
+                return _WRITES_ONLY  # a stopped gateway is swept after the publishes
+            case Call():
+                return self._queue_call(pipeline, envelope)
 
-    @staticmethod
-    def _read_lookup(envelope: Inbound, replies: list[Any]) -> Lookup:
-        match envelope:
-            case Outgoing():
-                claimed_mid, connections = replies
-                return Lookup((_connections(connections),), claimed_mid)
-            case Saved():
-                return Lookup(tuple(_connections(reply) for reply in replies))
+    def _queue_call(self, pipeline: "Pipeline", call: Call) -> _Queued:
+        names = self._names
+        match call.command:
+            case ApiSend(id=client_id):
+                outgoing = routing.outgoing_of(call)
+                assert outgoing is not None  # a send makes a message
+                return self._queue_message(
+                    pipeline, outgoing, client_id is not None, False
+                )
+            case ApiBroadcast():
+                return _WRITES_ONLY  # the gateways are read once for the whole batch
+            case ApiKick(uid=uid) | ApiConnections(uid=uid):
+                return self._queue_connections(pipeline, [uid])
+            case ApiPresence(uids=uids):
+                return self._queue_connections(pipeline, routing.unique(uids))
+            case ApiRoomCount(room=room):
+                pipeline.hgetall(names.room_key(room))
+                return _Queued(1, _read_room_counts)
+            case ApiGroupMembers(group=group, uids=uids):
+                if not uids:
+                    return _WRITES_ONLY
+                if call.name == "group.add":
+                    pipeline.sadd(names.group_key(group), *uids)
+                else:
+                    pipeline.srem(names.group_key(group), *uids)
+                return _Queued(1, _no_lookup)
             case _:
-                return routing.NO_LOOKUP
+                raise ValueError(f"no presence commands for {call.name!r}")
+
+    def _queue_message(
+        self, pipeline: "Pipeline", outgoing: Outgoing, dedup: bool, check_member: bool
+    ) -> _Queued:
+        """Claim the dedup key (if any), and read what the addressing needs."""
+        names = self._names
+        count = 0
+        if dedup:
+            # SET NX GET (Redis 7): sets the key when absent and returns what was
+            # there, so one command both claims the client_id and tells a retry.
+            key = names.dedup_key(outgoing.sender, outgoing.client_id)
+            pipeline.set(key, outgoing.mid, nx=True, get=True, ex=self._dedup_ttl_s)
+            count += 1
+        if outgoing.to is not None:
+            pipeline.hgetall(names.presence_key(outgoing.to))
+            count += 1
+        elif outgoing.group is not None:
+            if check_member:
+                pipeline.sismember(names.group_key(outgoing.group), outgoing.sender)
+                count += 1
+            pipeline.smembers(names.group_key(outgoing.group))
+            count += 1
+        elif outgoing.room is not None:
+            pipeline.hgetall(names.room_key(outgoing.room))
+            count += 1
+        # a broadcast reads the gateways, once for the whole batch
+
+        def read(replies: list[Any]) -> Lookup:
+            rest = list(replies)
+            claimed_mid = rest.pop(0) if dedup else None
+            if outgoing.to is not None:
+                return Lookup((_connections(rest[0]),), claimed_mid)
+            if outgoing.group is not None:
+                is_member = bool(rest.pop(0)) if check_member else True
+                members = tuple(sorted(m for m in rest[0] if m != outgoing.sender))
+                return Lookup(
+                    claimed_mid=claimed_mid, is_member=is_member, members=members
+                )
+            if outgoing.room is not None:
+                return Lookup(claimed_mid=claimed_mid, room_counts=_counts(rest[0]))
+            return Lookup(claimed_mid=claimed_mid)
+
+        return _Queued(count, read)
+
+    def _queue_connections(self, pipeline: "Pipeline", uids: Sequence[str]) -> _Queued:
+        """Read the connections of each uid, in order."""
+        for uid in uids:
+            pipeline.hgetall(self._names.presence_key(uid))
+        return _Queued(len(uids), _read_connections)
+
+    def _queue_removal(
+        self, pipeline: "Pipeline", uid: str, conn_id: str, gateway_id: str, at_ms: int
+    ) -> None:
+        """Remove a connection; a uid left without one is going offline (debounced)."""
+        names = self._names
+        pipeline.eval(
+            _REMOVE_CONNECTION,
+            3,
+            names.presence_key(uid),
+            names.gateway_key(gateway_id),
+            names.going_offline_key,
+            conn_id,
+            gateway_id,
+            uid,
+            routing.offline_due_ms(at_ms, self._debounce_ms),
+        )
+
+    def _queue_leave(self, pipeline: "Pipeline", gateway_id: str, room: str) -> None:
+        names = self._names
+        pipeline.eval(
+            _LEAVE_ROOM,
+            2,
+            names.room_key(room),
+            names.gateway_rooms_key(gateway_id),
+            gateway_id,
+            room,
+        )
+
+    async def _follow_up(
+        self, batch: Sequence[Inbound], lookups: list[Lookup], at_ms: int
+    ) -> list[Lookup]:
+        """Read the connections of the members of the batch's group messages, in one
+        pipeline."""
+        pipeline = self._client.pipeline(transaction=False)
+        member_reads: list[tuple[int, int]] = []  # (envelope index, replies queued)
+        count = 0
+        for index, (envelope, lookup) in enumerate(zip(batch, lookups, strict=True)):
+            if _needs_members(envelope, lookup):
+                for uid in lookup.members:
+                    pipeline.hgetall(self._names.presence_key(uid))
+                member_reads.append((index, len(lookup.members)))
+                count += len(lookup.members)
+        if count == 0:
+            return lookups
+        async with asyncio.timeout(self.command_timeout_s):
+            replies: list[Any] = await pipeline.execute()
+        start = 0
+        for index, size in member_reads:
+            connections = tuple(_connections(r) for r in replies[start : start + size])
+            lookups[index] = replace(lookups[index], connections=connections)
+            start += size
+        return lookups
+
+    async def remove_connections(self, removals: Sequence[Removal], at_ms: int) -> None:
+        """Take connections out of presence (kicked): one pipeline; a uid left without
+        one is going offline (debounced)."""
+        if not removals:
+            return
+        pipeline = self._client.pipeline(transaction=False)
+        for removal in removals:
+            connection = removal.connection
+            self._queue_removal(
+                pipeline, removal.uid, connection.conn_id, connection.gateway_id, at_ms
+            )
+        async with asyncio.timeout(self.command_timeout_s):
+            await pipeline.execute()
+
+    def _mirror_gateways(self, pairs: Iterable[tuple[str, int]]) -> None:
+        # A heartbeat that a batch wrote while this read was on its way stays.
+        seen = self._last_seen_ms
+        self._last_seen_ms = {gid: max(ms, seen.get(gid, ms)) for gid, ms in pairs}
 
     async def refresh_gateways(self) -> Mapping[str, int]:
         """Read every gateway's last heartbeat into the mirror."""
@@ -179,11 +410,35 @@ class Presence:
                 self._names.gateways_key, 0, -1, withscores=True, score_cast_func=int
             )
         # withscores, int scores and decoded responses make it (member, score) pairs
-        pairs = cast(list[tuple[str, int]], reply)
-        # A heartbeat that a batch wrote while this read was on its way stays.
-        seen = self._last_seen_ms
-        self._last_seen_ms = {gid: max(ms, seen.get(gid, ms)) for gid, ms in pairs}
+        self._mirror_gateways(cast(list[tuple[str, int]], reply))
         return self.last_seen_ms
+
+    async def take_due_offline(self, at_ms: int) -> list[str]:
+        """Take the uids whose debounce is over and that this router is to announce offline.
+
+        Each due uid is removed from the going-offline set; the uids this router
+        removed (no other router did, and no connection came back meanwhile) and that
+        hold no connection now are returned (see routing.gone_offline).
+        """
+        names = self._names
+        async with asyncio.timeout(self.command_timeout_s):
+            reply = await self._client.zrangebyscore(
+                names.going_offline_key, "-inf", at_ms, start=0, num=DUE_OFFLINE_PAGE
+            )
+        due = cast(list[str], reply)  # decoded responses, no scores
+        if not due:
+            return []
+        # A transaction: a first connection opening between a ZREM and its HLEN would
+        # otherwise be announced online and leave this uid's offline unannounced.
+        pipeline = self._client.pipeline(transaction=True)
+        for uid in due:
+            pipeline.zrem(names.going_offline_key, uid)
+            pipeline.hlen(names.presence_key(uid))
+        async with asyncio.timeout(self.command_timeout_s):
+            replies: list[int] = await pipeline.execute()
+        return routing.gone_offline(
+            due, [bool(r) for r in replies[0::2]], [int(r) for r in replies[1::2]]
+        )
 
     async def sweep_dead_gateways(self, gateway_ttl_ms: int) -> None:
         """Refresh the heartbeat mirror, then sweep every gateway found dead."""
@@ -204,7 +459,7 @@ class Presence:
             await asyncio.sleep(interval_s)  # a schedule, not a synchronisation
 
     async def sweep_gateway(self, gateway_id: str, stale_before_ms: int | None) -> None:
-        """Remove a gateway's connections from presence, then its own keys.
+        """Remove a gateway's connections from presence and rooms, then its own keys.
 
         Args:
             gateway_id: the gateway to sweep.
@@ -226,28 +481,71 @@ class Presence:
                 await self._client.delete(lock_key)
         if swept is not None:
             self._last_seen_ms.pop(gateway_id, None)
-            log.info("gateway_swept", gateway_id=gateway_id, connections=swept)
+            connections, rooms = swept
+            log.info(
+                "gateway_swept",
+                gateway_id=gateway_id,
+                connections=connections,
+                rooms=rooms,
+            )
 
     async def _remove_gateway(
         self, gateway_id: str, stale_before_ms: int | None
-    ) -> int | None:
-        """Sweep under the lock; return how many connections went, None if none had to."""
+    ) -> tuple[int, int] | None:
+        """Sweep under the lock; return how many connections and rooms went, None if
+        none had to."""
         names = self._names
         pipeline = self._client.pipeline(transaction=False)
         pipeline.zscore(names.gateways_key, gateway_id)
         pipeline.hgetall(names.gateway_key(gateway_id))
-        score, connections = await pipeline.execute()
+        pipeline.smembers(names.gateway_rooms_key(gateway_id))
+        score, connections, rooms = await pipeline.execute()
         if stale_before_ms is not None and (score is None or score >= stale_before_ms):
             return None  # swept by another router already, or alive again
+        at_ms = now_ms()
         pipeline = self._client.pipeline(transaction=False)
         for conn_id, uid in connections.items():
-            pipeline.eval(
-                _HDEL_IF_GATEWAY, 1, names.presence_key(uid), conn_id, gateway_id
-            )
+            self._queue_removal(pipeline, uid, conn_id, gateway_id, at_ms)
+        for room in rooms:
+            pipeline.hdel(names.room_key(room), gateway_id)
+        pipeline.delete(names.gateway_rooms_key(gateway_id))
         pipeline.delete(names.gateway_key(gateway_id))
         pipeline.zrem(names.gateways_key, gateway_id)
         await pipeline.execute()
-        return len(connections)
+        return len(connections), len(rooms)
+
+
+def _needs_members(envelope: Inbound, lookup: Lookup) -> bool:
+    """Whether a group message will be routed, and so needs its members' connections."""
+    match envelope:
+        case Outgoing(group=str()):
+            outgoing: Outgoing | None = envelope
+        case Call(command=ApiSend(group=str())):
+            outgoing = routing.outgoing_of(envelope)
+        case _:
+            return False
+    assert outgoing is not None
+    claimed = lookup.claimed_mid
+    is_retry = claimed is not None and claimed != outgoing.mid
+    return lookup.is_member and not is_retry and bool(lookup.members)
+
+
+def _read_opened(replies: list[Any]) -> Lookup:
+    [is_first, has_flapped], _, _ = replies
+    return Lookup(is_first_connection=bool(is_first), has_flapped=bool(has_flapped))
+
+
+def _read_connections(replies: list[Any]) -> Lookup:
+    return Lookup(tuple(_connections(reply) for reply in replies))
+
+
+def _read_room_counts(replies: list[Any]) -> Lookup:
+    return Lookup(room_counts=_counts(replies[0]))
+
+
+def _counts(room: Mapping[str, str]) -> dict[str, int]:
+    """A ``<ns>:room:<room>`` hash (gateway_id -> count) with its counts as ints."""
+    return {gateway_id: int(count) for gateway_id, count in room.items()}
 
 
 def _connections(presence: Mapping[str, str]) -> tuple[Connection, ...]:

@@ -1,61 +1,163 @@
 """Routing decisions: a batch of envelopes + what Redis said about them -> publishes.
 
-Pure: no I/O, no clock, no randomness. ``presence.py`` asks Redis (one pipeline per
-batch, in batch order, so that each envelope sees the writes of the ones before it)
-and hands the answers here as ``Lookup``s; ``batches.py`` performs the ``Plan``.
+Pure: no I/O, no clock, no randomness (mids and times come in as arguments).
+``presence.py`` asks Redis (one pipeline per batch, in batch order, so that each
+envelope sees the writes of the ones before it, plus one follow-up pipeline for
+group members and kicks) and hands the answers here as ``Lookup``s;
+``batches.py`` performs the ``Plan``.
 
 What a batch becomes (docs/architecture.md, "The life of a message"):
 
 * every client frame for one gateway, across the whole batch, goes into ONE
   ``Delivery`` for that gateway's queue, its items in batch order (so a ``ready``
-  precedes the messages routed to the connection it announces);
-* messages whose recipient has no connection on a live gateway go into one
+  precedes the messages routed to the connection it announces); a group message
+  is ONE item per gateway listing every target connection of every member there,
+  a room or broadcast message one item per gateway with no targets at all;
+* messages whose recipients have no connection on a live gateway go into one
   ``Delivery`` on the undeliverable exchange, for the offline store;
-* replay requests go out only after every delivery of the batch is confirmed, so
-  that ``ready`` is in the gateway's queue before the offline store can push stored
-  messages behind it.
+* what must wait until those deliveries are confirmed goes out after them: replay
+  requests (``ready`` is queued before the offline store can push stored messages
+  behind it), the router's answers to group senders (``sent`` means "routed"), and
+  the replies to backend commands (``api.<command>``).
+
+Presence events (``user.online``, ``user.offline``) are debounced, so that a page
+reload (the last connection closes, a new one opens at once) publishes nothing:
+
+* when a uid's LAST connection goes (closed, kicked, or its gateway swept),
+  presence.py does not announce it but records the uid in ``<ns>:going-offline``,
+  due ``SWITCHBOARD_PRESENCE_DEBOUNCE_S`` later (``offline_due_ms``);
+* when a uid's FIRST connection opens, presence.py removes the uid from that set in
+  the same script: if it was there, the uid only flapped and nothing is published,
+  else this module publishes ``user.online``;
+* a periodic task takes the due uids; for each, the router whose ``ZREM`` removed
+  it (exactly one) publishes ``user.offline`` if the uid still has no connection
+  (``gone_offline``).
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
 from proto import envelopes, frames
 from proto import names as keys
+from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
+    ApiBroadcast,
+    ApiConnections,
+    ApiGroupMembers,
+    ApiKick,
+    ApiPresence,
+    ApiRoomCount,
+    ApiSend,
+    Command,
     ConnClosed,
+    ConnectionInfo,
+    ConnectionsReply,
     ConnOpened,
     Delivery,
     DeliveryItem,
+    Envelope,
+    ErrorDetail,
+    ErrorReply,
     GatewayStopped,
     Heartbeat,
+    KickReply,
+    OkReply,
     Outgoing,
+    PresenceAsked,
+    PresenceReply,
     ReplayRequest,
     ReplayTarget,
+    RoomCountReply,
+    RoomJoined,
+    RoomLeft,
     Saved,
+    SendReply,
     Target,
+    UserOffline,
+    UserOnline,
 )
 from proto.errors import BadEnvelope
 from proto.names import Names
 
-Inbound = ConnOpened | ConnClosed | Outgoing | Heartbeat | GatewayStopped | Saved
-"""Every envelope the router consumes (``api.*`` commands aside)."""
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTo:
+    """Where a backend command wants its reply: the AMQP ``reply_to`` and ``correlation_id``."""
+
+    queue: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A backend command (``api.<name>``) that decoded and can be served."""
+
+    name: str
+    """The command's name, ``send`` or ``group.add`` (the routing key without ``api.``)."""
+    command: Command
+    reply_to: ReplyTo | None
+    mid: str = ""
+    """The mid of the message a ``send`` or ``broadcast`` makes (drawn by the caller)."""
+    ts: int = 0
+    """When the command was received, Unix ms: the ``ts`` of the message it makes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A backend command that cannot be served: a bad body, or an unknown command."""
+
+    code: ErrorCode
+    reason: str
+    reply_to: ReplyTo | None
+
+
+Inbound = (
+    ConnOpened
+    | ConnClosed
+    | Outgoing
+    | RoomJoined
+    | RoomLeft
+    | PresenceAsked
+    | Heartbeat
+    | GatewayStopped
+    | Saved
+    | Call
+    | Refused
+)
+"""Every envelope the router consumes, and the backend commands in their decoded form."""
 
 _DECODERS: Mapping[str, Callable[[bytes], Inbound]] = {
     keys.KEY_CONN_OPENED: envelopes.decode_conn_opened,
     keys.KEY_CONN_CLOSED: envelopes.decode_conn_closed,
     keys.KEY_SEND: envelopes.decode_outgoing,
+    keys.KEY_ROOM_JOINED: envelopes.decode_room_joined,
+    keys.KEY_ROOM_LEFT: envelopes.decode_room_left,
+    keys.KEY_PRESENCE: envelopes.decode_presence_asked,
     keys.KEY_HEARTBEAT: envelopes.decode_heartbeat,
     keys.KEY_GATEWAY_STOPPED: envelopes.decode_gateway_stopped,
     keys.KEY_SAVED: envelopes.decode_saved,
 }
-_COMMAND_PREFIX = keys.API_KEY_PATTERN.removesuffix("#")
+_COMMAND_DECODERS: Mapping[str, msgspec.json.Decoder[Command]] = {
+    name: msgspec.json.Decoder(command_type)
+    for name, command_type in envelopes.COMMANDS.items()
+}
+SENDING_COMMANDS = frozenset(("send", "broadcast"))
+"""Commands that make a message, and so need a mid."""
 
 
 def is_command(routing_key: str) -> bool:
     """Tell whether a routing key carries a backend command (``api.*``)."""
-    return routing_key.startswith(_COMMAND_PREFIX)
+    return routing_key.startswith(keys.API_KEY_PREFIX)
+
+
+def command_name(routing_key: str) -> str:
+    """The command of an ``api.<command>`` routing key."""
+    return routing_key.removeprefix(keys.API_KEY_PREFIX)
 
 
 def decode_inbound(routing_key: str, body: bytes) -> Inbound:
@@ -64,15 +166,109 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
     Raises:
         BadEnvelope: the routing key is not one the router handles, or the body
             does not match its envelope (the reason carries msgspec's JSON path,
-            never the body).
+            never the body), or an ``Outgoing`` is not addressed exactly one way.
     """
     decoder = _DECODERS.get(routing_key)
     if decoder is None:
         raise BadEnvelope("unknown routing key")
     try:
-        return decoder(body)
+        envelope = decoder(body)
     except msgspec.DecodeError as exc:  # ValidationError included: both mean a bad body
         raise BadEnvelope(str(exc)) from exc
+    if isinstance(envelope, Outgoing) and addressing_count(envelope) != 1:
+        raise BadEnvelope("exactly one of to, group, room and broadcast must be set")
+    return envelope
+
+
+def addressing_count(outgoing: Outgoing) -> int:
+    """How many of ``to``, ``group``, ``room`` and ``broadcast`` are set (1 is valid)."""
+    return sum(
+        (
+            outgoing.to is not None,
+            outgoing.group is not None,
+            outgoing.room is not None,
+            outgoing.broadcast,
+        )
+    )
+
+
+def decode_command(
+    routing_key: str, body: bytes, reply_to: ReplyTo | None, *, mid: str, ts: int
+) -> Call | Refused:
+    """Decode a backend command (strict, like every envelope).
+
+    Args:
+        routing_key: ``api.<command>``.
+        body: the AMQP body, JSON of the command's ``proto.envelopes.Api*``.
+        reply_to: where the reply goes, if the backend wants one.
+        mid: the mid of the message the command makes, if it makes one.
+        ts: the current Unix time in milliseconds.
+
+    Returns:
+        The ``Call``, or why it is ``Refused``: ``unknown_command``, ``invalid_json``,
+        or ``invalid_field`` with msgspec's message (it names the JSON path).
+    """
+    name = command_name(routing_key)
+    decoder = _COMMAND_DECODERS.get(name)
+    if decoder is None:
+        return Refused(ErrorCode.UNKNOWN_COMMAND, "no such command", reply_to)
+    try:
+        command = decoder.decode(body)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
+        return Refused(ErrorCode.INVALID_FIELD, str(exc), reply_to)
+    except msgspec.DecodeError:
+        return Refused(ErrorCode.INVALID_JSON, "the body is not JSON", reply_to)
+    if isinstance(command, ApiSend):
+        chosen = [
+            value
+            for value in (command.to, command.group, command.room)
+            if value is not None
+        ]
+        if len(chosen) != 1 or not chosen[0]:
+            reason = "exactly one of `to`, `group` and `room` is needed - at `$`"
+            return Refused(ErrorCode.INVALID_FIELD, reason, reply_to)
+    if name not in SENDING_COMMANDS:
+        mid, ts = "", 0
+    return Call(name, command, reply_to, mid, ts)
+
+
+def outgoing_of(call: Call) -> Outgoing | None:
+    """The message an ``api.send`` or ``api.broadcast`` makes; None for other commands.
+
+    It has no ``gateway_id`` or ``conn_id``: its sender is a backend, answered by a reply.
+    """
+    match call.command:
+        case ApiSend() as send:
+            return Outgoing(
+                mid=call.mid,
+                sender=send.sender,
+                client_id=send.id or "",
+                body=send.body,
+                ts=call.ts,
+                gateway_id="",
+                conn_id="",
+                to=send.to,
+                group=send.group,
+                room=send.room,
+            )
+        case ApiBroadcast() as broadcast:
+            return Outgoing(
+                mid=call.mid,
+                sender=broadcast.sender,
+                client_id="",
+                body=broadcast.body,
+                ts=call.ts,
+                gateway_id="",
+                conn_id="",
+                broadcast=True,
+            )
+        case _:
+            return None
+
+
+def unique(values: Iterable[T]) -> list[T]:
+    """The values without repeats, in their first order."""
+    return list(dict.fromkeys(values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +284,21 @@ class Lookup:
     """What Redis answered for one envelope, read after the envelopes before it."""
 
     connections: tuple[tuple[Connection, ...], ...] = ()
-    """The connections of each uid the envelope names: ``to`` of an ``Outgoing``,
-    every uid of a ``Saved`` in its order; empty for the other envelopes."""
+    """The connections of each uid the envelope names: ``to`` of a message, each of
+    ``members``, each uid of a ``Saved`` in its order, each distinct uid of a
+    presence query in its order, the uid of a kick or of ``api.connections``."""
     claimed_mid: str | None = None
-    """For an ``Outgoing``: the mid its dedup key held before (None: it set it)."""
+    """For a message with a dedup key: the mid it held before (None: it was set)."""
+    is_member: bool = True
+    """For a client's group message: whether the sender is a member of the group."""
+    members: tuple[str, ...] = ()
+    """For a group message: the members other than the sender, sorted."""
+    room_counts: Mapping[str, int] = field(default_factory=dict)
+    """For a room message or ``api.room.count``: the room's connections per gateway."""
+    is_first_connection: bool = False
+    """For ``ConnOpened``: the uid had no other connection (presence was empty)."""
+    has_flapped: bool = False
+    """For ``ConnOpened``: the uid was going offline (debounce), so it never left."""
 
 
 NO_LOOKUP = Lookup()
@@ -99,22 +306,36 @@ NO_LOOKUP = Lookup()
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """One AMQP message to publish (persistent, mandatory, with a publisher confirm)."""
+    """One AMQP message to publish (persistent, with a publisher confirm)."""
 
     exchange: str
+    """The exchange's name; "" is the default exchange (replies to ``reply_to``)."""
     routing_key: str
     body: bytes
     mid: str = ""
     """The AMQP ``message_id``: the mid when the message carries exactly one message."""
+    correlation_id: str = ""
+    """The AMQP ``correlation_id`` of a reply to a backend command."""
+    mandatory: bool = True
+    """Whether a message no queue takes is an error (not for events and replies,
+    which nobody may be waiting for)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
-    """A client retry dropped because its ``client_id`` already carried another mid."""
+    """A retry dropped because its ``client_id`` already carried another mid."""
 
     mid: str
     client_id: str
     first_mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A connection to take out of presence before the batch's replies (a kicked one)."""
+
+    uid: str
+    connection: Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +344,20 @@ class Plan:
 
     deliveries: tuple[Publish, ...] = ()
     """Published concurrently, each confirmed."""
+    events: tuple[Publish, ...] = ()
+    """``user.online`` events, published with the deliveries."""
+    removals: tuple[Removal, ...] = ()
+    """Kicked connections: out of presence once the ``kicked`` frames are queued (a
+    batch that fails before finds them again when it is redelivered)."""
     replays: tuple[Publish, ...] = ()
     """Published once every delivery is confirmed (``ready`` before stored ones)."""
+    replies: tuple[Publish, ...] = ()
+    """Published once every delivery is confirmed: ``sent`` (or ``not_member``) to
+    group senders, replies to backend commands."""
     sweeps: tuple[str, ...] = ()
     """Gateways that stopped: sweep their presence now."""
     duplicates: tuple[Duplicate, ...] = ()
-    """Client retries dropped (logged, acknowledged)."""
+    """Retries dropped (logged, acknowledged, answered with the first mid)."""
 
 
 def is_live(last_seen_ms: int | None, now_ms: int, gateway_ttl_ms: int) -> bool:
@@ -157,6 +386,17 @@ def dead_gateways(
     )
 
 
+def needs_gateways(envelope: Inbound) -> bool:
+    """Tell whether routing the envelope needs the list of live gateways (a broadcast)."""
+    match envelope:
+        case Outgoing(broadcast=True):
+            return True
+        case Call(command=ApiBroadcast()):
+            return True
+        case _:
+            return False
+
+
 def route_batch(
     names: Names,
     batch: Sequence[Inbound],
@@ -172,74 +412,248 @@ def route_batch(
         names: the namespace's names.
         batch: the decoded envelopes, in the order they were consumed.
         lookups: one per envelope, in the same order (see ``Lookup``).
-        last_seen_ms: the last heartbeat of each known gateway (Unix ms).
+        last_seen_ms: the last heartbeat of each known gateway (Unix ms); a
+            broadcast goes to every live one.
         now_ms: the current Unix time in milliseconds.
         gateway_ttl_ms: how long a gateway stays live after its last heartbeat.
 
     Returns:
-        The deliveries (one per gateway, plus one for the offline store), then
-        the replay requests, the gateways to sweep and the dropped client retries.
+        The deliveries (one per gateway, plus one for the offline store) and
+        events, then the replay requests and the replies, the gateways to sweep
+        and the dropped retries.
 
     Raises:
         ValueError: ``lookups`` does not match ``batch``.
     """
     if len(lookups) != len(batch):
         raise ValueError("one lookup per envelope is needed")
-
-    def live(connections: Iterable[Connection]) -> list[Connection]:
-        return [
-            c
-            for c in connections
-            if is_live(last_seen_ms.get(c.gateway_id), now_ms, gateway_ttl_ms)
-        ]
-
-    per_gateway: dict[str, list[DeliveryItem]] = {}
-    offline: list[DeliveryItem] = []
-    replays: list[Publish] = []
-    sweeps: list[str] = []
-    duplicates: list[Duplicate] = []
-    routed_mids: set[str] = set()
+    plan = _PlanBuilder(names, last_seen_ms, now_ms, gateway_ttl_ms)
     for envelope, lookup in zip(batch, lookups, strict=True):
+        plan.add(envelope, lookup)
+    return plan.build()
+
+
+class _PlanBuilder:
+    """The publishes of one batch so far, grouped per gateway."""
+
+    def __init__(
+        self,
+        names: Names,
+        last_seen_ms: Mapping[str, int],
+        now_ms: int,
+        gateway_ttl_ms: int,
+    ) -> None:
+        self.names = names
+        self.last_seen_ms = last_seen_ms
+        self.now_ms = now_ms
+        self.gateway_ttl_ms = gateway_ttl_ms
+        self.per_gateway: dict[str, list[DeliveryItem]] = {}
+        self.offline: list[DeliveryItem] = []
+        self.answers: dict[str, list[DeliveryItem]] = {}
+        self.events: list[Publish] = []
+        self.removals: list[Removal] = []
+        self.replays: list[Publish] = []
+        self.replies: list[Publish] = []
+        self.sweeps: list[str] = []
+        self.duplicates: list[Duplicate] = []
+        self.routed_mids: set[str] = set()
+
+    def is_live(self, gateway_id: str) -> bool:
+        seen = self.last_seen_ms.get(gateway_id)
+        return is_live(seen, self.now_ms, self.gateway_ttl_ms)
+
+    def live(self, connections: Iterable[Connection]) -> list[Connection]:
+        return [c for c in connections if self.is_live(c.gateway_id)]
+
+    def deliver(self, gateway_id: str, item: DeliveryItem) -> None:
+        self.per_gateway.setdefault(gateway_id, []).append(item)
+
+    def reply(self, reply_to: ReplyTo | None, reply: Envelope) -> None:
+        if reply_to is not None:
+            self.replies.append(reply_publish(reply_to, reply))
+
+    def add(self, envelope: Inbound, lookup: Lookup) -> None:
         match envelope:
             case Outgoing():
-                claimed = lookup.claimed_mid
-                if claimed is not None and claimed != envelope.mid:
-                    # A client's retry: its client_id already carries another mid.
-                    # (The same mid again is a redelivery after a failure: route it.)
-                    duplicates.append(
-                        Duplicate(envelope.mid, envelope.client_id, claimed)
+                self.add_outgoing(envelope, lookup)
+            case Call():
+                self.add_call(envelope, lookup)
+            case Refused(code=code, reason=reason, reply_to=reply_to):
+                self.reply(reply_to, ErrorReply(error=ErrorDetail(code, reason)))
+            case ConnOpened(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
+                self.deliver(gateway_id, ready_item(uid, conn_id))
+                target = ReplayTarget(gateway_id, conn_id)
+                self.replays.append(replay_publish(self.names, uid, [target], ""))
+                if lookup.is_first_connection and not lookup.has_flapped:
+                    event = UserOnline(uid=uid, ts=self.now_ms)
+                    self.events.append(
+                        event_publish(self.names, keys.EVENT_USER_ONLINE, event)
                     )
-                elif envelope.mid not in routed_mids:  # redelivered in this batch: once
-                    routed_mids.add(envelope.mid)
-                    recipient = lookup.connections[0] if lookup.connections else ()
-                    route_message(envelope, live(recipient), per_gateway, offline)
-            case ConnOpened():
-                item = ready_item(envelope.uid, envelope.conn_id)
-                per_gateway.setdefault(envelope.gateway_id, []).append(item)
-                target = ReplayTarget(envelope.gateway_id, envelope.conn_id)
-                replays.append(replay_publish(names, envelope.uid, [target], ""))
+            case PresenceAsked():
+                uids = unique(envelope.uids)
+                result = frames.PresenceResult(
+                    id=envelope.client_id,
+                    online=online_uids(uids, lookup.connections, self.is_live),
+                )
+                asker = Target(envelope.uid, envelope.conn_id)
+                self.deliver(envelope.gateway_id, frame_item(result, [asker]))
             case Saved():
                 for saved, connections in zip(
                     envelope.uids, lookup.connections, strict=True
                 ):
                     targets = [
-                        ReplayTarget(c.gateway_id, c.conn_id) for c in live(connections)
+                        ReplayTarget(c.gateway_id, c.conn_id)
+                        for c in self.live(connections)
                     ]
                     if targets:
-                        replays.append(
-                            replay_publish(names, saved.uid, targets, saved.first_mid)
+                        self.replays.append(
+                            replay_publish(
+                                self.names, saved.uid, targets, saved.first_mid
+                            )
                         )
             case GatewayStopped():
-                sweeps.append(envelope.gateway_id)
-            case ConnClosed() | Heartbeat():
+                self.sweeps.append(envelope.gateway_id)
+            case ConnClosed() | Heartbeat() | RoomJoined() | RoomLeft():
                 pass  # presence writes only, done by presence.py
-    deliveries = [
-        delivery_publish(names.deliveries_exchange, gateway_id, items)
-        for gateway_id, items in per_gateway.items()
-    ]
-    if offline:
-        deliveries.append(delivery_publish(names.undeliverable_exchange, "", offline))
-    return Plan(tuple(deliveries), tuple(replays), tuple(sweeps), tuple(duplicates))
+
+    def add_outgoing(self, outgoing: Outgoing, lookup: Lookup) -> None:
+        """A client's message; the router answers group senders itself."""
+        is_group = outgoing.group is not None
+        if is_group and not lookup.is_member:
+            error = frames.Error(
+                code=ErrorCode.NOT_MEMBER,
+                message="only members may send to a group",
+                id=outgoing.client_id,
+            )
+            self.answer(outgoing, error)
+            return
+        mid = self.route_once(outgoing, lookup)
+        if is_group and mid is not None:
+            self.answer(outgoing, frames.Sent(id=outgoing.client_id, mid=mid))
+
+    def add_call(self, call: Call, lookup: Lookup) -> None:
+        """A backend command: its effects, and its reply."""
+        reply_to = call.reply_to
+        outgoing = outgoing_of(call)
+        if outgoing is not None:
+            mid = self.route_once(outgoing, lookup)
+            if mid is not None:
+                self.reply(reply_to, SendReply(mid=mid))
+            return
+        match call.command:
+            case ApiKick(uid=uid, reason=reason):
+                self.removals += [Removal(uid, c) for c in lookup.connections[0]]
+                connections = self.live(lookup.connections[0])
+                for item_gateway, item in kick_items(uid, reason, connections):
+                    self.deliver(item_gateway, item)
+                self.reply(reply_to, KickReply(kicked=len(connections)))
+            case ApiGroupMembers():
+                self.reply(reply_to, OkReply())
+            case ApiPresence(uids=uids):
+                online = online_uids(unique(uids), lookup.connections, self.is_live)
+                self.reply(reply_to, PresenceReply(online=online))
+            case ApiConnections():
+                infos = [
+                    ConnectionInfo(conn_id=c.conn_id, gateway_id=c.gateway_id)
+                    for c in self.live(lookup.connections[0])
+                ]
+                self.reply(reply_to, ConnectionsReply(connections=infos))
+            case ApiRoomCount():
+                count = room_count(lookup.room_counts, self.is_live)
+                self.reply(reply_to, RoomCountReply(count=count))
+            case _:
+                raise ValueError(f"no routing for command {call.name!r}")
+
+    def route_once(self, outgoing: Outgoing, lookup: Lookup) -> str | None:
+        """Route a message unless it is a retry; return the mid to answer with.
+
+        None: the same mid was routed earlier in this batch (a redelivery), and
+        answered then.
+        """
+        claimed = lookup.claimed_mid
+        if claimed is not None and claimed != outgoing.mid:
+            # A retry: its client_id already carries another mid. (The same mid
+            # again is a redelivery after a failure: route it.)
+            self.duplicates.append(Duplicate(outgoing.mid, outgoing.client_id, claimed))
+            return claimed
+        if outgoing.mid in self.routed_mids:
+            return None
+        self.routed_mids.add(outgoing.mid)
+        if outgoing.to is not None:
+            recipient = lookup.connections[0] if lookup.connections else ()
+            route_message(
+                outgoing, self.live(recipient), self.per_gateway, self.offline
+            )
+        elif outgoing.group is not None:
+            members = [
+                (uid, self.live(connections))
+                for uid, connections in zip(
+                    lookup.members, lookup.connections, strict=True
+                )
+                if uid != outgoing.sender
+            ]
+            route_group_message(outgoing, members, self.per_gateway, self.offline)
+        elif outgoing.room is not None:
+            gateways = [
+                gid
+                for gid, count in sorted(lookup.room_counts.items())
+                if count > 0 and self.is_live(gid)
+            ]
+            for gateway_id, item in room_items(outgoing, outgoing.room, gateways):
+                self.deliver(gateway_id, item)
+        else:
+            gateways = sorted(g for g in self.last_seen_ms if self.is_live(g))
+            for gateway_id, item in broadcast_items(outgoing, gateways):
+                self.deliver(gateway_id, item)
+        return outgoing.mid
+
+    def answer(self, outgoing: Outgoing, frame: frames.ServerFrame) -> None:
+        """A frame for the sender's connection, once the batch's deliveries are confirmed."""
+        target = Target(outgoing.sender, outgoing.conn_id)
+        self.answers.setdefault(outgoing.gateway_id, []).append(
+            frame_item(frame, [target])
+        )
+
+    def build(self) -> Plan:
+        deliveries = [
+            delivery_publish(self.names.deliveries_exchange, gateway_id, items)
+            for gateway_id, items in self.per_gateway.items()
+        ]
+        if self.offline:
+            deliveries.append(
+                delivery_publish(self.names.undeliverable_exchange, "", self.offline)
+            )
+        answers = [
+            delivery_publish(self.names.deliveries_exchange, gateway_id, items)
+            for gateway_id, items in self.answers.items()
+        ]
+        return Plan(
+            deliveries=tuple(deliveries),
+            events=tuple(self.events),
+            removals=tuple(self.removals),
+            replays=tuple(self.replays),
+            replies=(*answers, *self.replies),
+            sweeps=tuple(self.sweeps),
+            duplicates=tuple(self.duplicates),
+        )
+
+
+def message_frame(outgoing: Outgoing) -> msgspec.Raw:
+    """The client's ``message`` frame for a message, encoded once."""
+    return msgspec.Raw(
+        frames.encode(
+            frames.Message(
+                mid=outgoing.mid,
+                sender=outgoing.sender,
+                body=outgoing.body,
+                ts=outgoing.ts,
+                to=outgoing.to,
+                group=outgoing.group,
+                room=outgoing.room,
+                broadcast=outgoing.broadcast,
+            )
+        )
+    )
 
 
 def route_message(
@@ -251,35 +665,117 @@ def route_message(
     """Add one message to the deliveries of the gateways holding ``connections``.
 
     Args:
-        outgoing: the message, as the sender's gateway published it.
+        outgoing: the message, addressed ``to`` a uid.
         connections: the recipient's connections on live gateways.
         per_gateway: the items of each gateway's delivery so far; extended in place.
         offline: the items for the offline store so far; extended when
             ``connections`` is empty.
     """
-    frame = msgspec.Raw(
-        frames.encode(
-            frames.Message(
-                mid=outgoing.mid,
-                sender=outgoing.sender,
-                to=outgoing.to,
-                body=outgoing.body,
-                ts=outgoing.ts,
-            )
-        )
-    )
-    if not connections:
-        offline.append(message_item(frame, [Target(outgoing.to, "")], outgoing.mid))
-        return
+    recipient = outgoing.to or ""
+    route_group_message(outgoing, [(recipient, connections)], per_gateway, offline)
+
+
+def route_group_message(
+    outgoing: Outgoing,
+    recipients: Sequence[tuple[str, Sequence[Connection]]],
+    per_gateway: dict[str, list[DeliveryItem]],
+    offline: list[DeliveryItem],
+) -> None:
+    """Add a message for several uids: one item per gateway, one for the offline store.
+
+    Args:
+        outgoing: the message.
+        recipients: each recipient uid with its connections on live gateways.
+        per_gateway: the items of each gateway's delivery so far; extended with ONE
+            item per gateway, listing every target connection of every recipient there.
+        offline: the items for the offline store so far; extended with ONE item
+            listing the recipients that have no connection, if any.
+    """
+    frame = message_frame(outgoing)
     targets: dict[str, list[Target]] = {}
-    for connection in connections:
-        targets.setdefault(connection.gateway_id, []).append(
-            Target(outgoing.to, connection.conn_id)
-        )
+    absent: list[Target] = []
+    for uid, connections in recipients:
+        if not connections:
+            absent.append(Target(uid, ""))
+        for connection in connections:
+            targets.setdefault(connection.gateway_id, []).append(
+                Target(uid, connection.conn_id)
+            )
     for gateway_id, gateway_targets in targets.items():
         per_gateway.setdefault(gateway_id, []).append(
             message_item(frame, gateway_targets, outgoing.mid)
         )
+    if absent:
+        offline.append(message_item(frame, absent, outgoing.mid))
+
+
+def room_items(
+    outgoing: Outgoing, room: str, gateway_ids: Iterable[str]
+) -> list[tuple[str, DeliveryItem]]:
+    """One item (no targets, not durable) per gateway that has connections in the room."""
+    frame = message_frame(outgoing)
+    item = DeliveryItem(frame=frame, targets=[], mid=outgoing.mid, room=room)
+    return [(gateway_id, item) for gateway_id in gateway_ids]
+
+
+def broadcast_items(
+    outgoing: Outgoing, gateway_ids: Iterable[str]
+) -> list[tuple[str, DeliveryItem]]:
+    """One item (no targets, not durable) per live gateway, for all its connections."""
+    frame = message_frame(outgoing)
+    item = DeliveryItem(frame=frame, targets=[], mid=outgoing.mid, broadcast=True)
+    return [(gateway_id, item) for gateway_id in gateway_ids]
+
+
+def kick_items(
+    uid: str, reason: str, connections: Sequence[Connection]
+) -> list[tuple[str, DeliveryItem]]:
+    """Per gateway, one ``kicked`` item for the uid's connections there, then a close."""
+    frame = msgspec.Raw(frames.encode(frames.Kicked(reason=reason)))
+    targets: dict[str, list[Target]] = {}
+    for connection in connections:
+        targets.setdefault(connection.gateway_id, []).append(
+            Target(uid, connection.conn_id)
+        )
+    return [
+        (
+            gateway_id,
+            DeliveryItem(
+                frame=frame, targets=gateway_targets, close_code=int(CloseCode.KICKED)
+            ),
+        )
+        for gateway_id, gateway_targets in targets.items()
+    ]
+
+
+def online_uids(
+    uids: Sequence[str],
+    connections: Sequence[Sequence[Connection]],
+    is_live_gateway: Callable[[str], bool],
+) -> list[str]:
+    """The uids (distinct, in order) with a connection on a live gateway.
+
+    Args:
+        uids: the distinct uids asked about.
+        connections: each uid's connections, in the same order.
+        is_live_gateway: tells a live gateway.
+    """
+    return [
+        uid
+        for uid, held in zip(uids, connections, strict=True)
+        if any(is_live_gateway(c.gateway_id) for c in held)
+    ]
+
+
+def room_count(
+    counts: Mapping[str, int], is_live_gateway: Callable[[str], bool]
+) -> int:
+    """The connections in a room: the sum of its per-gateway counts on live gateways."""
+    return sum(
+        count
+        for gateway_id, count in counts.items()
+        if count > 0 and is_live_gateway(gateway_id)
+    )
 
 
 def message_item(frame: msgspec.Raw, targets: list[Target], mid: str) -> DeliveryItem:
@@ -287,17 +783,21 @@ def message_item(frame: msgspec.Raw, targets: list[Target], mid: str) -> Deliver
     return DeliveryItem(frame=frame, targets=targets, mid=mid, durable=True)
 
 
+def frame_item(frame: frames.ServerFrame, targets: list[Target]) -> DeliveryItem:
+    """A frame that is not a message (no mid, not durable) for some connections."""
+    return DeliveryItem(frame=msgspec.Raw(frames.encode(frame)), targets=targets)
+
+
 def ready_item(uid: str, conn_id: str) -> DeliveryItem:
     """The ``ready`` frame for a connection that was just registered."""
-    frame = msgspec.Raw(frames.encode(frames.Ready(uid=uid, conn=conn_id)))
-    return DeliveryItem(frame=frame, targets=[Target(uid, conn_id)])
+    return frame_item(frames.Ready(uid=uid, conn=conn_id), [Target(uid, conn_id)])
 
 
 def delivery_publish(
     exchange: str, routing_key: str, items: list[DeliveryItem]
 ) -> Publish:
     """One ``Delivery`` with these items, as one AMQP message."""
-    mids = [item.mid for item in items if item.mid]
+    mids = unique(item.mid for item in items if item.mid)
     body = envelopes.encode(Delivery(items=items))
     return Publish(exchange, routing_key, body, mids[0] if len(mids) == 1 else "")
 
@@ -308,3 +808,64 @@ def replay_publish(
     """Ask the offline store to replay ``uid``'s rows from ``from_mid`` to targets."""
     body = envelopes.encode(ReplayRequest(uid=uid, targets=targets, from_mid=from_mid))
     return Publish(names.inbound_exchange, keys.KEY_REPLAY, body)
+
+
+def reply_publish(reply_to: ReplyTo, reply: Envelope) -> Publish:
+    """A command's reply: to its ``reply_to`` queue through the default exchange.
+
+    Not mandatory: a backend that gave up waiting may have deleted its queue.
+    """
+    return Publish(
+        "",
+        reply_to.queue,
+        envelopes.encode(reply),
+        correlation_id=reply_to.correlation_id,
+        mandatory=False,
+    )
+
+
+def event_publish(names: Names, routing_key: str, event: Envelope) -> Publish:
+    """An event for backends; not mandatory: no backend may be listening."""
+    return Publish(
+        names.events_exchange, routing_key, envelopes.encode(event), mandatory=False
+    )
+
+
+# Debounced user.offline (see the module docstring)
+
+
+def offline_due_ms(now_ms: int, debounce_ms: int) -> int:
+    """When a uid whose last connection went now is announced offline, if it stays so."""
+    return now_ms + debounce_ms
+
+
+def gone_offline(
+    due_uids: Sequence[str],
+    were_claimed: Sequence[bool],
+    connection_counts: Sequence[int],
+) -> list[str]:
+    """The due uids this router announces offline.
+
+    Args:
+        due_uids: uids whose debounce is over.
+        were_claimed: for each, whether this router's ``ZREM`` removed it from the
+            going-offline set (so no other router announces it, and it did not
+            come back meanwhile: a new first connection removes it as well).
+        connection_counts: for each, how many connections it holds now (read in the
+            same transaction as the ``ZREM``).
+    """
+    return [
+        uid
+        for uid, claimed, count in zip(
+            due_uids, were_claimed, connection_counts, strict=True
+        )
+        if claimed and count == 0
+    ]
+
+
+def offline_events(names: Names, uids: Iterable[str], now_ms: int) -> list[Publish]:
+    """The ``user.offline`` events of these uids."""
+    return [
+        event_publish(names, keys.EVENT_USER_OFFLINE, UserOffline(uid=uid, ts=now_ms))
+        for uid in uids
+    ]

@@ -30,11 +30,16 @@ class Settings:
     """A gateway without a heartbeat for this long is dead: its presence is swept."""
     heartbeat_interval_s: float
     """How often this router reads gateway liveness and sweeps dead gateways."""
+    presence_debounce_s: float
+    """How long a uid without connections waits before ``user.offline`` is published
+    (a reconnection within it publishes neither event: a page reload)."""
     publish_timeout_s: float
     connect_timeout_s: float
     redis_timeout_s: float
     shutdown_timeout_s: float
     log_level: str
+    metrics_port: int | None = None
+    """Port of /livez, /readyz and /metrics; None: not served."""
 
     @property
     def namespace(self) -> str:
@@ -60,6 +65,9 @@ class Settings:
             heartbeat_interval_s=env.seconds(
                 environ, env.HEARTBEAT_INTERVAL_S, default=5.0
             ),
+            presence_debounce_s=env.seconds(
+                environ, env.PRESENCE_DEBOUNCE_S, default=2.0
+            ),
             publish_timeout_s=env.seconds(environ, env.PUBLISH_TIMEOUT_S, default=5.0),
             connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, default=5.0),
             redis_timeout_s=env.seconds(environ, env.REDIS_TIMEOUT_S, default=2.0),
@@ -67,6 +75,11 @@ class Settings:
                 environ, env.SHUTDOWN_TIMEOUT_S, default=10.0
             ),
             log_level=env.choice(environ, env.LOG_LEVEL, LOG_LEVELS, "info"),
+            metrics_port=(
+                env.integer(environ, env.METRICS_PORT, 0, maximum=65535)
+                if environ.get(env.METRICS_PORT, "")
+                else None
+            ),
         )
 
 

@@ -24,6 +24,7 @@ from aio_pika.abc import (
 
 from proto import env, frames
 from proto import names as keys
+from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
     ConnClosed,
     ConnOpened,
@@ -32,8 +33,11 @@ from proto.envelopes import (
     Envelope,
     GatewayStopped,
     Outgoing,
+    PresenceAsked,
     ReplayRequest,
     ReplayTarget,
+    RoomJoined,
+    RoomLeft,
     Saved,
     SavedUid,
     Target,
@@ -45,6 +49,7 @@ from proto.envelopes import (
 from proto.mids import MidFactory
 from proto.names import Names
 from proto.topology import gateway_topology
+from tests.support.api import Backend
 from tests.support.processes import ServiceProcess
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
@@ -169,19 +174,25 @@ class Bus:
         )
 
     async def send(
-        self, to: str, mid: str | None = None, client_id: str | None = None
+        self,
+        to: str | None,
+        mid: str | None = None,
+        client_id: str | None = None,
+        sender: str = "alice",
+        **addressing: Any,
     ) -> str:
         """Publish an ``Outgoing`` from alice, as her gateway would; return its mid."""
         mid = mid or next_mid()
         outgoing = Outgoing(
             mid=mid,
-            sender="alice",
+            sender=sender,
             client_id=client_id or f"c-{mid}",
             to=to,
             body=msgspec.Raw(BODY),
             ts=1_700_000_000_123,
             gateway_id="gw-sender",
-            conn_id="k-sender",
+            conn_id=f"k-{sender}",
+            **addressing,
         )
         await self.publish(keys.KEY_SEND, outgoing)
         return mid
@@ -441,7 +452,7 @@ async def test_malformed_envelopes_are_rejected_and_the_router_keeps_serving(
     await bus.publish(
         keys.KEY_CONN_OPENED, b'{"uid": 7, "conn_id": "k1", "gateway_id": "gw1"}'
     )
-    await bus.publish("api.kick", b'{"uid": "bob"}')
+    await bus.publish("api.kick", b'{"uid": 7}')  # a command without reply_to
     await bus.open_connection(gw1, "bob", "k1", "gw1")  # served after them
 
     rejected = await router.wait_for_event(
@@ -485,3 +496,375 @@ async def test_sigterm_while_busy_exits_0_and_loses_nothing(
 
     await eventually(every_mid_seen, within_s=20)
     assert seen == mids
+
+
+# Groups, rooms, broadcast, presence queries
+
+
+def frame_of(item: DeliveryItem) -> frames.AnyServerFrame:
+    return frames.decode_server_frame(bytes(item.frame))
+
+
+async def test_group_message_fans_out_and_the_router_answers_the_sender(
+    bus: Bus, backend: Backend
+) -> None:
+    reply = await backend.call(
+        "group.add", {"group": "team", "uids": ["alice", "bob", "carol", "dave"]}
+    )
+    assert reply == {"ok": True}
+    sender_gateway = await bus.fake_gateway("gw-sender")
+    gw1 = await bus.fake_gateway("gw1")
+    gw2 = await bus.fake_gateway("gw2")
+    offline = await bus.watch(bus.names.offline_queue)
+    await bus.open_connection(sender_gateway, "alice", "k-alice", "gw-sender")
+    await bus.open_connection(gw1, "bob", "k1", "gw1")
+    await bus.open_connection(gw1, "carol", "k2", "gw1")
+    await bus.open_connection(gw2, "carol", "k3", "gw2")
+
+    mid = await bus.send(None, client_id="g1", group="team")
+
+    _, item1 = await gw1.expect(frames.Message)
+    _, item2 = await gw2.expect(frames.Message)
+    assert item1.targets == [Target("bob", "k1"), Target("carol", "k2")]
+    assert item2.targets == [Target("carol", "k3")]
+    stored = await offline.next_delivery()
+    assert [(i.mid, i.targets) for i in stored.delivery.items] == [
+        (mid, [Target("dave", "")])
+    ]
+    for item in (item1, item2):
+        frame = frame_of(item)
+        assert isinstance(frame, frames.Message)
+        assert (frame.mid, frame.group, frame.to, item.durable) == (
+            mid,
+            "team",
+            None,
+            True,
+        )
+    _, sent = await sender_gateway.expect(frames.Sent)
+    assert frame_of(sent) == frames.Sent(id="g1", mid=mid)
+    assert sent.targets == [Target("alice", "k-alice")]
+
+    # A retry with the same client_id: answered with the first mid, routed again never.
+    await bus.send(None, client_id="g1", group="team")
+    _, again = await sender_gateway.expect(frames.Sent)
+    assert frame_of(again) == frames.Sent(id="g1", mid=mid)
+
+    # A non-member is refused, and nothing is routed.
+    await bus.send(None, client_id="x1", sender="eve", group="team")
+    _, refused = await sender_gateway.expect(frames.Error)
+    error = frame_of(refused)
+    assert isinstance(error, frames.Error)
+    assert (error.code, error.id) == (ErrorCode.NOT_MEMBER, "x1")
+    assert refused.targets == [Target("eve", "k-eve")]
+    marker = await bus.send("bob")
+    _, item = await gw1.expect(frames.Message)
+    assert item.mid == marker  # nothing from the retry or from eve came before it
+
+
+async def test_room_counts_and_messages_across_gateways_and_after_a_sweep(
+    bus: Bus, backend: Backend, router: ServiceProcess, redis_client: "redis.Redis"
+) -> None:
+    names = bus.names
+    gw1 = await bus.fake_gateway("gw1")
+    gw2 = await bus.fake_gateway("gw2")
+    await bus.open_connection(gw1, "bob", "k1", "gw1")
+    await bus.open_connection(gw1, "carol", "k2", "gw1")
+    await bus.open_connection(gw2, "dave", "k3", "gw2")
+    for uid, conn_id, gateway_id in (
+        ("bob", "k1", "gw1"),
+        ("carol", "k2", "gw1"),
+        ("dave", "k3", "gw2"),
+    ):
+        joined = RoomJoined(
+            uid=uid, conn_id=conn_id, gateway_id=gateway_id, room="live"
+        )
+        await bus.publish(keys.KEY_ROOM_JOINED, joined)
+
+    async def counted(expected: int) -> bool | None:
+        reply = await backend.call("room.count", {"room": "live"})
+        return True if reply == {"count": expected} else None
+
+    await eventually(lambda: counted(3))
+    assert await redis_client.hgetall(names.room_key("live")) == {
+        "gw1": "2",
+        "gw2": "1",
+    }
+
+    mid = await bus.send(None, room="live")
+    for gateway in (gw1, gw2):
+        received, item = await gateway.expect(frames.Message)
+        assert len(received.delivery.items) == 1  # one per gateway, whatever the size
+        assert (item.mid, item.room, item.targets, item.durable) == (
+            mid,
+            "live",
+            [],
+            False,
+        )
+
+    # A leave and a close (with its rooms) take gw1 out of the room.
+    await bus.publish(
+        keys.KEY_ROOM_LEFT,
+        RoomLeft(uid="carol", conn_id="k2", gateway_id="gw1", room="live"),
+    )
+    await bus.publish(
+        keys.KEY_CONN_CLOSED,
+        ConnClosed(uid="bob", conn_id="k1", gateway_id="gw1", rooms=["live"]),
+    )
+    await eventually(lambda: counted(1))
+    assert await redis_client.hgetall(names.room_key("live")) == {"gw2": "1"}
+    assert await redis_client.smembers(names.gateway_rooms_key("gw1")) == set()
+    second = await bus.send(None, room="live")
+    _, item = await gw2.expect(frames.Message)
+    assert item.mid == second
+    marker = await bus.send("carol")
+    _, item = await gw1.expect(frames.Message)
+    assert item.mid == marker  # the room message did not go to gw1
+
+    # A swept gateway leaves every room it was in.
+    await bus.publish(keys.KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw2"))
+    swept = await router.wait_for_event("gateway_swept", gateway_id="gw2")
+    assert swept["rooms"] == 1
+    assert await backend.call("room.count", {"room": "live"}) == {"count": 0}
+    assert (
+        await redis_client.exists(
+            names.room_key("live"), names.gateway_rooms_key("gw2")
+        )
+        == 0
+    )
+
+
+async def test_broadcast_reaches_every_live_gateway(bus: Bus, backend: Backend) -> None:
+    gw1 = await bus.fake_gateway("gw1")
+    gw2 = await bus.fake_gateway("gw2")
+    await bus.open_connection(gw1, "bob", "k1", "gw1")
+    await bus.open_connection(gw2, "carol", "k2", "gw2")
+
+    mid = await bus.send(None, broadcast=True)
+    reply = await backend.call("broadcast", {"body": {"notice": 1}, "from": "ops"})
+
+    for gateway in (gw1, gw2):
+        # one delivery, or two if they fell in two batches
+        items: dict[str, DeliveryItem] = {}
+        while len(items) < 2:
+            received = await gateway.next_delivery()
+            items |= {i.mid: i for i in received.items_of(frames.Message)}
+        assert set(items) == {mid, reply["mid"]}
+        for item in items.values():
+            assert (item.broadcast, item.targets, item.durable) == (True, [], False)
+        frame = frame_of(items[reply["mid"]])
+        assert isinstance(frame, frames.Message)
+        assert (frame.sender, frame.broadcast, bytes(frame.body)) == (
+            "ops",
+            True,
+            b'{"notice": 1}',
+        )
+
+
+async def test_presence_query_is_answered_to_the_asking_connection(bus: Bus) -> None:
+    gw1 = await bus.fake_gateway("gw1")
+    gw2 = await bus.fake_gateway("gw2")
+    await bus.open_connection(gw1, "alice", "k0", "gw1")
+    await bus.open_connection(gw2, "bob", "k1", "gw2")
+
+    asked = PresenceAsked(
+        uid="alice",
+        conn_id="k0",
+        gateway_id="gw1",
+        client_id="p1",
+        uids=["bob", "carol", "bob", "alice"],
+    )
+    await bus.publish(keys.KEY_PRESENCE, asked)
+
+    _, item = await gw1.expect(frames.PresenceResult)
+    assert frame_of(item) == frames.PresenceResult(id="p1", online=["bob", "alice"])
+    assert (item.targets, item.durable) == ([Target("alice", "k0")], False)
+
+
+# Backend commands
+
+
+async def test_api_send_is_routed_then_replied_and_retries_are_idempotent(
+    bus: Bus, backend: Backend
+) -> None:
+    gw1 = await bus.fake_gateway("gw1", consume=False)
+    await bus.publish(
+        keys.KEY_CONN_OPENED, ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
+    )
+
+    reply = await backend.call("send", {"to": "bob", "body": [1], "from": "billing"})
+
+    # The reply came after the delivery was confirmed: it is in the queue already.
+    items: list[DeliveryItem] = []
+    while not any(i.mid for i in items):
+        message = await gw1.queue.get(no_ack=True, fail=False, timeout=5)
+        assert message is not None, "replied before the delivery was queued"
+        items += decode_delivery(message.body).items
+    item = items[-1]
+    assert (item.mid, item.targets) == (reply["mid"], [Target("bob", "k1")])
+    frame = frame_of(item)
+    assert isinstance(frame, frames.Message)
+    assert (frame.sender, frame.to, bytes(frame.body)) == ("billing", "bob", b"[1]")
+    await gw1.start()
+
+    first = await backend.call("send", {"to": "bob", "body": 2, "id": "invoice-42"})
+    again = await backend.call("send", {"to": "bob", "body": 2, "id": "invoice-42"})
+    assert first["mid"] == again["mid"]
+    assert first["mid"] > reply["mid"]
+    marker = await backend.call("send", {"to": "bob", "body": 3})
+    routed: list[str] = []
+    while marker["mid"] not in routed:
+        routed += [i.mid for i in (await gw1.next_delivery()).items_of(frames.Message)]
+    assert routed == [first["mid"], marker["mid"]]
+
+
+async def test_api_group_membership_presence_and_connections(
+    bus: Bus, backend: Backend, redis_client: "redis.Redis"
+) -> None:
+    names = bus.names
+    gw1 = await bus.fake_gateway("gw1")
+    gw2 = await bus.fake_gateway("gw2")
+    offline = await bus.watch(names.offline_queue)
+    await bus.open_connection(gw1, "bob", "k1", "gw1")
+    await bus.open_connection(gw2, "bob", "k2", "gw2")
+
+    assert await backend.call(
+        "group.add", {"group": "g", "uids": ["bob", "carol"]}
+    ) == {"ok": True}
+    assert await backend.call("group.remove", {"group": "g", "uids": ["carol"]}) == {
+        "ok": True
+    }
+    assert await redis_client.smembers(names.group_key("g")) == {"bob"}
+    assert await backend.call("presence", {"uids": ["carol", "bob", "bob"]}) == {
+        "online": ["bob"]
+    }
+    connections = await backend.call("connections", {"uid": "bob"})
+    assert sorted(connections["connections"], key=lambda c: c["conn_id"]) == [
+        {"conn_id": "k1", "gateway_id": "gw1"},
+        {"conn_id": "k2", "gateway_id": "gw2"},
+    ]
+
+    # A backend's group message: no membership needed, replied after the deliveries.
+    await backend.call("group.add", {"group": "g", "uids": ["dave"]})
+    reply = await backend.call("send", {"group": "g", "body": "news"})
+    for gateway in (gw1, gw2):
+        _, item = await gateway.expect(frames.Message)
+        assert item.mid == reply["mid"]
+    stored = await offline.next_delivery()
+    assert [(i.mid, i.targets) for i in stored.delivery.items] == [
+        (reply["mid"], [Target("dave", "")])
+    ]
+
+
+async def test_kick_closes_every_connection_and_clears_presence_at_once(
+    bus: Bus, backend: Backend, redis_client: "redis.Redis"
+) -> None:
+    names = bus.names
+    gw1 = await bus.fake_gateway("gw1")
+    gw2 = await bus.fake_gateway("gw2")
+    await bus.open_connection(gw1, "kim", "k1", "gw1")
+    await bus.open_connection(gw1, "kim", "k2", "gw1")
+    await bus.open_connection(gw2, "kim", "k3", "gw2")
+    await bus.open_connection(gw1, "lee", "k4", "gw1")
+
+    reply = await backend.call("kick", {"uid": "kim", "reason": "abuse"})
+
+    assert reply == {"kicked": 3}
+    assert await redis_client.exists(names.presence_key("kim")) == 0
+    assert await redis_client.hgetall(names.gateway_key("gw1")) == {"k4": "lee"}
+    assert await redis_client.hgetall(names.gateway_key("gw2")) == {}
+    for gateway, targets in (
+        (gw1, [Target("kim", "k1"), Target("kim", "k2")]),
+        (gw2, [Target("kim", "k3")]),
+    ):
+        _, item = await gateway.expect(frames.Kicked)
+        assert frame_of(item) == frames.Kicked(reason="abuse")
+        assert (item.targets, item.close_code) == (targets, int(CloseCode.KICKED))
+    assert await backend.call("presence", {"uids": ["kim", "lee"]}) == {
+        "online": ["lee"]
+    }
+
+
+async def test_bad_commands_get_error_replies_or_are_dead_lettered(
+    bus: Bus, backend: Backend, router: ServiceProcess
+) -> None:
+    dead = await bus.watch(bus.names.dead_letter_queue)
+    cases: list[tuple[str, bytes, str, str]] = [
+        ("send", b"{not json", ErrorCode.INVALID_JSON, ""),
+        ("send", b'{"body": 1}', ErrorCode.INVALID_FIELD, "$"),
+        ("send", b'{"to": "a", "room": "b", "body": 1}', ErrorCode.INVALID_FIELD, "$"),
+        ("kick", b'{"uid": 7}', ErrorCode.INVALID_FIELD, "$.uid"),
+        (
+            "group.add",
+            b'{"group": "g", "uids": "a"}',
+            ErrorCode.INVALID_FIELD,
+            "$.uids",
+        ),
+        ("teleport", b"{}", ErrorCode.UNKNOWN_COMMAND, ""),
+    ]
+    for command, body, code, path in cases:
+        reply = await backend.call(command, body)
+        assert reply["error"]["code"] == code, (command, reply)
+        assert path in reply["error"]["message"]
+
+    await backend.publish("kick", b"[]")  # no reply_to: nobody to tell
+
+    message = await dead.next_message()
+    assert message.body == b"[]"
+    assert message.routing_key == "api.kick"
+    await router.wait_for_event(
+        "command_rejected", routing_key="api.kick", replied=False
+    )
+    assert await backend.call("presence", {"uids": ["nobody"]}) == {"online": []}
+
+
+# Presence events
+
+
+async def test_online_and_offline_events_are_debounced(
+    stack: Stack, redis_client: "redis.Redis"
+) -> None:
+    router = await stack.start_router(
+        **LONG_GATEWAY_TTL, **{env.PRESENCE_DEBOUNCE_S: "2"}
+    )
+    bus = await open_bus(stack)
+    try:
+        names = bus.names
+        events_queue = await bus.channel.declare_queue(exclusive=True)
+        for key in (keys.EVENT_USER_ONLINE, keys.EVENT_USER_OFFLINE):
+            await events_queue.bind(names.events_exchange, key)
+        events = await Watched(events_queue).start()
+        gw1 = await bus.fake_gateway("gw1")
+        gw2 = await bus.fake_gateway("gw2")
+
+        async def next_event() -> tuple[str, str]:
+            message = await events.next_message(within_s=10)
+            assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+            body = msgspec.json.decode(message.body)
+            assert body["ts"] > 1_700_000_000_000
+            return message.routing_key or "", body["uid"]
+
+        await bus.open_connection(gw1, "bob", "k1", "gw1")
+        assert await next_event() == (keys.EVENT_USER_ONLINE, "bob")
+
+        # A second device, then a page reload: close both, reconnect at once.
+        await bus.open_connection(gw2, "bob", "k2", "gw2")
+        for conn_id, gateway_id in (("k1", "gw1"), ("k2", "gw2")):
+            closed = ConnClosed(uid="bob", conn_id=conn_id, gateway_id=gateway_id)
+            await bus.publish(keys.KEY_CONN_CLOSED, closed)
+        await bus.open_connection(gw1, "bob", "k3", "gw1")
+        assert await redis_client.zscore(names.going_offline_key, "bob") is None
+        await bus.publish(
+            keys.KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k3", gateway_id="gw1")
+        )
+        assert await next_event() == (keys.EVENT_USER_OFFLINE, "bob")
+
+        # A swept gateway takes its users offline too.
+        await bus.open_connection(gw2, "carol", "k4", "gw2")
+        assert await next_event() == (keys.EVENT_USER_ONLINE, "carol")
+        await bus.publish(keys.KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw2"))
+        assert await next_event() == (keys.EVENT_USER_OFFLINE, "carol")
+        await router.wait_for_event("user_offline_published", uid="carol")
+        assert router.count_events("user_offline_published") == 2  # nothing else
+        assert await redis_client.zcard(names.going_offline_key) == 0
+    finally:
+        await bus.connection.close()

@@ -1,19 +1,34 @@
 """routing.py: envelopes + presence lookups in, publishes out. No event loop, no network."""
 
+import json
+from typing import Any
+
 import msgspec
 import pytest
 
 from proto import envelopes, frames
 from proto import names as keys
+from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
+    ApiBroadcast,
+    ApiConnections,
+    ApiGroupMembers,
+    ApiKick,
+    ApiPresence,
+    ApiRoomCount,
+    ApiSend,
     ConnClosed,
     ConnOpened,
     Delivery,
+    DeliveryItem,
     GatewayStopped,
     Heartbeat,
     Outgoing,
+    PresenceAsked,
     ReplayRequest,
     ReplayTarget,
+    RoomJoined,
+    RoomLeft,
     Saved,
     SavedUid,
     Target,
@@ -21,7 +36,16 @@ from proto.envelopes import (
 from proto.errors import BadEnvelope
 from proto.names import Names
 from router import routing
-from router.routing import NO_LOOKUP, Connection, Lookup, Plan, Publish
+from router.routing import (
+    NO_LOOKUP,
+    Call,
+    Connection,
+    Lookup,
+    Plan,
+    Publish,
+    Refused,
+    ReplyTo,
+)
 
 NAMES = Names("tunit")
 NOW_MS = 1_700_000_000_000
@@ -30,7 +54,12 @@ LIVE_MS = NOW_MS - 1_000
 DEAD_MS = NOW_MS - TTL_MS - 1
 
 
-def outgoing(mid: str = "m1", to: str = "bob", client_id: str = "c1") -> Outgoing:
+def outgoing(
+    mid: str = "m1",
+    to: str | None = "bob",
+    client_id: str = "c1",
+    **addressing: Any,
+) -> Outgoing:
     return Outgoing(
         mid=mid,
         sender="alice",
@@ -40,6 +69,7 @@ def outgoing(mid: str = "m1", to: str = "bob", client_id: str = "c1") -> Outgoin
         ts=NOW_MS - 5,
         gateway_id="gw-sender",
         conn_id="k-sender",
+        **addressing,
     )
 
 
@@ -337,3 +367,480 @@ def test_saved_replays_every_live_connection_of_a_uid() -> None:
 def test_lookups_must_match_the_batch() -> None:
     with pytest.raises(ValueError, match="one lookup per envelope"):
         route([outgoing()], [])
+
+
+# Groups, rooms, broadcast
+
+REPLY_TO = ReplyTo("amq.gen-reply", "corr-1")
+
+
+def frame_of(item: DeliveryItem) -> frames.AnyServerFrame:
+    return frames.decode_server_frame(bytes(item.frame))
+
+
+def items_by_gateway(publishes: tuple[Publish, ...]) -> dict[str, list[DeliveryItem]]:
+    return {p.routing_key: delivery_of(p).items for p in publishes}
+
+
+def group_lookup(
+    members: dict[str, tuple[tuple[str, str], ...]],
+    *,
+    is_member: bool = True,
+    claimed_mid: str | None = None,
+) -> Lookup:
+    """A group message's lookup: each member's (conn_id, gateway_id) connections."""
+    return Lookup(
+        connections=tuple(
+            tuple(Connection(c, g) for c, g in held) for held in members.values()
+        ),
+        claimed_mid=claimed_mid,
+        is_member=is_member,
+        members=tuple(members),
+    )
+
+
+def test_group_message_is_one_item_per_gateway_and_one_for_the_offline_store() -> None:
+    lookup = group_lookup(
+        {
+            "bob": (("k1", "gw1"), ("k2", "gw2")),
+            "carol": (("k3", "gw1"),),
+            "dave": (),
+            "erin": (("k4", "gw-dead"),),
+        }
+    )
+    plan = route(
+        [outgoing(to=None, group="team")], [lookup], last_seen_ms={"gw-dead": DEAD_MS}
+    )
+
+    assert [(p.exchange, p.routing_key) for p in plan.deliveries] == [
+        (NAMES.deliveries_exchange, "gw1"),
+        (NAMES.deliveries_exchange, "gw2"),
+        (NAMES.undeliverable_exchange, ""),
+    ]
+    [gw1], [gw2], [stored] = (delivery_of(p).items for p in plan.deliveries)
+    assert gw1.targets == [Target("bob", "k1"), Target("carol", "k3")]
+    assert gw2.targets == [Target("bob", "k2")]
+    assert stored.targets == [Target("dave", ""), Target("erin", "")]
+    for item in (gw1, gw2, stored):
+        assert (item.mid, item.durable) == ("m1", True)
+        assert item.frame == gw1.frame  # encoded once
+    frame = frame_of(gw1)
+    assert isinstance(frame, frames.Message)
+    assert (frame.group, frame.to, frame.sender) == ("team", None, "alice")
+    assert b'"to"' not in bytes(gw1.frame)
+
+
+def test_group_sender_is_answered_by_the_router_after_the_deliveries() -> None:
+    lookup = group_lookup({"bob": (("k1", "gw1"),)})
+    plan = route([outgoing(to=None, group="team", client_id="c9")], [lookup])
+
+    [answer] = plan.replies
+    assert (answer.exchange, answer.routing_key) == (
+        NAMES.deliveries_exchange,
+        "gw-sender",
+    )
+    [item] = delivery_of(answer).items
+    assert frame_of(item) == frames.Sent(id="c9", mid="m1")
+    assert item.targets == [Target("alice", "k-sender")]
+    assert not item.durable
+
+
+def test_group_sender_is_not_a_recipient() -> None:
+    lookup = group_lookup({"alice": (("k0", "gw1"),), "bob": (("k1", "gw1"),)})
+    plan = route([outgoing(to=None, group="team")], [lookup])
+
+    [gw1] = plan.deliveries
+    assert delivery_of(gw1).items[0].targets == [Target("bob", "k1")]
+
+
+def test_group_message_from_a_non_member_is_refused_and_routes_nothing() -> None:
+    lookup = group_lookup({"bob": (("k1", "gw1"),)}, is_member=False)
+    plan = route([outgoing(to=None, group="team", client_id="c9")], [lookup])
+
+    assert plan.deliveries == ()
+    [answer] = plan.replies
+    [item] = delivery_of(answer).items
+    frame = frame_of(item)
+    assert isinstance(frame, frames.Error)
+    assert (frame.code, frame.id) == (ErrorCode.NOT_MEMBER, "c9")
+    assert item.targets == [Target("alice", "k-sender")]
+
+
+def test_group_retry_is_answered_with_the_first_mid_and_routes_nothing() -> None:
+    lookup = group_lookup({"bob": (("k1", "gw1"),)}, claimed_mid="m0")
+    plan = route([outgoing("m2", to=None, group="team", client_id="c9")], [lookup])
+
+    assert plan.deliveries == ()
+    [answer] = plan.replies
+    assert frame_of(delivery_of(answer).items[0]) == frames.Sent(id="c9", mid="m0")
+    assert plan.duplicates == (routing.Duplicate("m2", "c9", "m0"),)
+
+
+def test_room_message_is_one_item_per_gateway_in_the_room() -> None:
+    lookup = Lookup(room_counts={"gw2": 40, "gw1": 3, "gw-empty": 0, "gw-dead": 9})
+    plan = route(
+        [outgoing(to=None, room="live-1")], [lookup], last_seen_ms={"gw-dead": DEAD_MS}
+    )
+
+    items = items_by_gateway(plan.deliveries)
+    assert list(items) == ["gw1", "gw2"]
+    for [item] in items.values():
+        assert (item.targets, item.room, item.mid, item.durable) == (
+            [],
+            "live-1",
+            "m1",
+            False,
+        )
+        frame = frame_of(item)
+        assert isinstance(frame, frames.Message)
+        assert (frame.room, frame.to) == ("live-1", None)
+    assert plan.replies == ()  # the gateway answered `sent` on its confirm
+
+
+def test_broadcast_is_one_item_per_live_gateway() -> None:
+    plan = route(
+        [outgoing(to=None, broadcast=True)],
+        [NO_LOOKUP],
+        last_seen_ms={"gw1": LIVE_MS, "gw2": NOW_MS, "gw-dead": DEAD_MS},
+    )
+
+    items = items_by_gateway(plan.deliveries)
+    assert list(items) == ["gw1", "gw2"]
+    for [item] in items.values():
+        assert (item.targets, item.broadcast, item.mid, item.durable) == (
+            [],
+            True,
+            "m1",
+            False,
+        )
+        frame = frame_of(item)
+        assert isinstance(frame, frames.Message)
+        assert frame.broadcast
+
+
+def test_room_joins_and_leaves_publish_nothing() -> None:
+    batch: list[routing.Inbound] = [
+        RoomJoined(uid="bob", conn_id="k1", gateway_id="gw1", room="r"),
+        RoomLeft(uid="bob", conn_id="k1", gateway_id="gw1", room="r"),
+        ConnClosed(uid="bob", conn_id="k1", gateway_id="gw1", rooms=["r", "s"]),
+    ]
+    assert route(batch, [NO_LOOKUP] * 3) == Plan()
+
+
+@pytest.mark.parametrize(
+    "addressing",
+    [
+        {"to": None},
+        {"to": "bob", "group": "team"},
+        {"to": None, "room": "r", "broadcast": True},
+    ],
+)
+def test_outgoing_must_be_addressed_exactly_one_way(addressing: dict[str, Any]) -> None:
+    fields = {**json.loads(envelopes.encode(outgoing())), **addressing}
+    with pytest.raises(BadEnvelope):
+        routing.decode_inbound(keys.KEY_SEND, json.dumps(fields).encode())
+
+
+def test_new_gateway_envelopes_decode() -> None:
+    asked = PresenceAsked(
+        uid="a", conn_id="k", gateway_id="g", client_id="p1", uids=["b"]
+    )
+    joined = RoomJoined(uid="a", conn_id="k", gateway_id="g", room="r")
+    for key, envelope in [
+        (keys.KEY_PRESENCE, asked),
+        (keys.KEY_ROOM_JOINED, joined),
+        (keys.KEY_ROOM_LEFT, RoomLeft(uid="a", conn_id="k", gateway_id="g", room="r")),
+        (keys.KEY_SEND, outgoing(to=None, group="team")),
+    ]:
+        assert routing.decode_inbound(key, envelopes.encode(envelope)) == envelope
+
+
+# Presence queries
+
+
+def test_presence_query_is_answered_to_the_asking_connection() -> None:
+    asked = PresenceAsked(
+        uid="alice",
+        conn_id="k0",
+        gateway_id="gw1",
+        client_id="p1",
+        uids=["carol", "bob", "dave", "carol", "erin"],
+    )
+    lookup = Lookup(  # the distinct uids, in order: carol, bob, dave, erin
+        (
+            (Connection("k1", "gw2"),),
+            (),
+            (Connection("k2", "gw-dead"),),
+            (Connection("k3", "gw-dead"), Connection("k4", "gw1")),
+        )
+    )
+    plan = route([asked], [lookup], last_seen_ms={"gw-dead": DEAD_MS})
+
+    [publish] = plan.deliveries
+    assert publish.routing_key == "gw1"
+    [item] = delivery_of(publish).items
+    assert frame_of(item) == frames.PresenceResult(id="p1", online=["carol", "erin"])
+    assert (item.targets, item.durable) == ([Target("alice", "k0")], False)
+
+
+# Backend commands
+
+
+def call(command: envelopes.Command, name: str, mid: str = "") -> Call:
+    return Call(name, command, REPLY_TO, mid, NOW_MS if mid else 0)
+
+
+def reply_of(plan: Plan) -> dict[str, Any]:
+    [publish] = plan.replies
+    assert (publish.exchange, publish.routing_key) == ("", REPLY_TO.queue)
+    assert publish.correlation_id == REPLY_TO.correlation_id
+    assert not publish.mandatory
+    reply: dict[str, Any] = json.loads(publish.body)
+    return reply
+
+
+def test_decode_command_gives_a_call_with_a_mid_for_sends_only() -> None:
+    send = routing.decode_command(
+        "api.send", b'{"to": "bob", "body": [1]}', REPLY_TO, mid="m7", ts=NOW_MS
+    )
+    assert isinstance(send, Call)
+    assert (send.name, send.mid, send.ts, send.reply_to) == (
+        "send",
+        "m7",
+        NOW_MS,
+        REPLY_TO,
+    )
+    assert isinstance(send.command, ApiSend)
+    assert (send.command.sender, bytes(send.command.body)) == ("system", b"[1]")
+    kick = routing.decode_command(
+        "api.kick", b'{"uid": "bob"}', None, mid="m8", ts=NOW_MS
+    )
+    assert kick == Call("kick", ApiKick(uid="bob"), None)
+    added = routing.decode_command(
+        "api.group.add", b'{"group": "g", "uids": ["a"]}', None, mid="m9", ts=NOW_MS
+    )
+    assert added == Call("group.add", ApiGroupMembers(group="g", uids=["a"]), None)
+
+
+@pytest.mark.parametrize(
+    ("routing_key", "body", "code", "path"),
+    [
+        ("api.send", b"{not json", ErrorCode.INVALID_JSON, None),
+        ("api.send", b'{"body": 1}', ErrorCode.INVALID_FIELD, "$"),
+        (
+            "api.send",
+            b'{"to": "a", "group": "b", "body": 1}',
+            ErrorCode.INVALID_FIELD,
+            "$",
+        ),
+        ("api.send", b'{"to": "a"}', ErrorCode.INVALID_FIELD, "body"),
+        ("api.kick", b'{"uid": 7}', ErrorCode.INVALID_FIELD, "$.uid"),
+        ("api.kick", b"[]", ErrorCode.INVALID_FIELD, "object"),
+        (
+            "api.group.add",
+            b'{"group": "g", "uids": "a"}',
+            ErrorCode.INVALID_FIELD,
+            "$.uids",
+        ),
+        ("api.teleport", b"{}", ErrorCode.UNKNOWN_COMMAND, None),
+    ],
+)
+def test_bad_commands_are_refused_with_a_code(
+    routing_key: str, body: bytes, code: ErrorCode, path: str | None
+) -> None:
+    refused = routing.decode_command(routing_key, body, REPLY_TO, mid="m1", ts=NOW_MS)
+
+    assert isinstance(refused, Refused)
+    assert (refused.code, refused.reply_to) == (code, REPLY_TO)
+    assert refused.reason
+    if path is not None:
+        assert path in refused.reason
+
+
+def test_refused_command_gets_an_error_reply() -> None:
+    refused = Refused(ErrorCode.UNKNOWN_COMMAND, "no such command", REPLY_TO)
+    plan = route([refused], [NO_LOOKUP])
+
+    assert plan.deliveries == ()
+    assert reply_of(plan) == {
+        "error": {"code": "unknown_command", "message": "no such command"}
+    }
+
+
+def test_api_send_to_a_uid_is_routed_as_its_sender_and_replied_after() -> None:
+    send = ApiSend(to="bob", body=msgspec.Raw(b'{"n":1}'), sender="billing")
+    plan = route([call(send, "send", mid="m5")], [sent_to(("k1", "gw1"))])
+
+    [publish] = plan.deliveries
+    [item] = delivery_of(publish).items
+    assert (item.mid, item.targets, item.durable) == ("m5", [Target("bob", "k1")], True)
+    assert frame_of(item) == frames.Message(
+        mid="m5", sender="billing", body=msgspec.Raw(b'{"n":1}'), ts=NOW_MS, to="bob"
+    )
+    assert reply_of(plan) == {"mid": "m5"}
+
+
+def test_api_send_to_a_group_needs_no_membership_and_answers_no_frame() -> None:
+    send = ApiSend(group="all", body=msgspec.Raw(b"1"))
+    lookup = group_lookup({"bob": (("k1", "gw1"),), "carol": ()})
+    plan = route([call(send, "send", mid="m5")], [lookup])
+
+    items = items_by_gateway(plan.deliveries)
+    assert items["gw1"][0].targets == [Target("bob", "k1")]
+    assert items[""][0].targets == [Target("carol", "")]
+    assert reply_of(plan) == {"mid": "m5"}  # the only reply: no `sent` frame
+
+
+def test_api_send_retry_replies_the_first_mid_and_routes_nothing() -> None:
+    send = ApiSend(to="bob", body=msgspec.Raw(b"1"), id="invoice-42")
+    plan = route(
+        [call(send, "send", mid="m6")], [sent_to(("k1", "gw1"), claimed_mid="m5")]
+    )
+
+    assert plan.deliveries == ()
+    assert reply_of(plan) == {"mid": "m5"}
+
+
+def test_api_send_to_a_room_and_api_broadcast() -> None:
+    to_room = ApiSend(room="live", body=msgspec.Raw(b"1"))
+    broadcast = ApiBroadcast(body=msgspec.Raw(b"2"), sender="ops")
+    plan = route(
+        [call(to_room, "send", mid="m5"), call(broadcast, "broadcast", mid="m6")],
+        [Lookup(room_counts={"gw1": 1}), NO_LOOKUP],
+        last_seen_ms={"gw1": LIVE_MS, "gw2": LIVE_MS},
+    )
+
+    items = items_by_gateway(plan.deliveries)
+    assert [(i.mid, i.room, i.broadcast) for i in items["gw1"]] == [
+        ("m5", "live", False),
+        ("m6", "", True),
+    ]
+    assert [(i.mid, i.broadcast) for i in items["gw2"]] == [("m6", True)]
+    assert [json.loads(p.body) for p in plan.replies] == [{"mid": "m5"}, {"mid": "m6"}]
+
+
+def test_kick_closes_every_live_connection_per_gateway() -> None:
+    lookup = Lookup(
+        (
+            (
+                Connection("k1", "gw1"),
+                Connection("k2", "gw2"),
+                Connection("k3", "gw1"),
+                Connection("k4", "gw-dead"),
+            ),
+        )
+    )
+    plan = route(
+        [call(ApiKick(uid="kim", reason="abuse"), "kick")],
+        [lookup],
+        last_seen_ms={"gw-dead": DEAD_MS},
+    )
+
+    items = items_by_gateway(plan.deliveries)
+    assert list(items) == ["gw1", "gw2"]
+    [gw1], [gw2] = items.values()
+    assert gw1.targets == [Target("kim", "k1"), Target("kim", "k3")]
+    assert gw2.targets == [Target("kim", "k2")]
+    for item in (gw1, gw2):
+        assert frame_of(item) == frames.Kicked(reason="abuse")
+        assert (item.close_code, item.durable, item.mid) == (
+            int(CloseCode.KICKED),
+            False,
+            "",
+        )
+    assert reply_of(plan) == {"kicked": 3}
+    # every connection leaves presence, those on dead gateways too
+    assert plan.removals == tuple(
+        routing.Removal("kim", c) for c in lookup.connections[0]
+    )
+
+
+def test_query_commands_reply_from_live_gateways_only() -> None:
+    live = {"gw-dead": DEAD_MS}
+    presence = route(
+        [call(ApiPresence(uids=["b", "a", "b", "c"]), "presence")],
+        [Lookup(((Connection("k1", "gw1"),), (), (Connection("k2", "gw-dead"),)))],
+        last_seen_ms=live,
+    )
+    assert reply_of(presence) == {"online": ["b"]}
+
+    connections = route(
+        [call(ApiConnections(uid="b"), "connections")],
+        [Lookup(((Connection("k1", "gw1"), Connection("k2", "gw-dead")),))],
+        last_seen_ms=live,
+    )
+    assert reply_of(connections) == {
+        "connections": [{"conn_id": "k1", "gateway_id": "gw1"}]
+    }
+
+    count = route(
+        [call(ApiRoomCount(room="r"), "room.count")],
+        [Lookup(room_counts={"gw1": 3, "gw2": 4, "gw-dead": 5, "gw-odd": -1})],
+        last_seen_ms=live,
+    )
+    assert reply_of(count) == {"count": 7}
+
+    added = route(
+        [call(ApiGroupMembers(group="g", uids=["a"]), "group.add")], [NO_LOOKUP]
+    )
+    assert reply_of(added) == {"ok": True}
+
+
+def test_command_without_reply_to_gets_no_reply() -> None:
+    kick = Call("kick", ApiKick(uid="kim"), None)
+    plan = route([kick], [Lookup(((Connection("k1", "gw1"),),))])
+
+    assert plan.replies == ()
+    assert len(plan.deliveries) == 1
+
+
+# Presence events (debounced)
+
+
+def opened(uid: str = "bob") -> ConnOpened:
+    return ConnOpened(uid=uid, conn_id="k1", gateway_id="gw1")
+
+
+def test_first_connection_publishes_user_online() -> None:
+    plan = route([opened()], [Lookup(is_first_connection=True)])
+
+    [event] = plan.events
+    assert (event.exchange, event.routing_key) == (
+        NAMES.events_exchange,
+        keys.EVENT_USER_ONLINE,
+    )
+    assert not event.mandatory  # nobody may be bound
+    assert json.loads(event.body) == {"uid": "bob", "ts": NOW_MS}
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        Lookup(is_first_connection=True, has_flapped=True),  # a reload
+        Lookup(is_first_connection=False),  # a second device
+    ],
+)
+def test_reloads_and_second_devices_publish_no_event(lookup: Lookup) -> None:
+    assert route([opened()], [lookup]).events == ()
+
+
+def test_offline_is_due_after_the_debounce() -> None:
+    assert routing.offline_due_ms(NOW_MS, 2_000) == NOW_MS + 2_000
+
+
+def test_only_claimed_uids_without_connections_go_offline() -> None:
+    due = ["a", "b", "c", "d"]
+    claimed = [True, False, True, True]
+    counts = [0, 0, 1, 0]
+    assert routing.gone_offline(due, claimed, counts) == ["a", "d"]
+
+
+def test_offline_events() -> None:
+    [event] = routing.offline_events(NAMES, ["bob"], NOW_MS)
+
+    assert (event.exchange, event.routing_key, event.mandatory) == (
+        NAMES.events_exchange,
+        keys.EVENT_USER_OFFLINE,
+        False,
+    )
+    assert json.loads(event.body) == {"uid": "bob", "ts": NOW_MS}
