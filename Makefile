@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
-.PHONY: help venv services run token test unit lint fmt schemas js-deps browser-deps
+.PHONY: help venv services run token test unit lint fmt schemas js-deps browser-deps deploy-tools
 
 help:
 	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
@@ -21,6 +21,7 @@ help:
 	@echo "make token USER=alice  print a development JWT for uid alice (valid 24 h)"
 	@echo "make test              every test (starts the local services if they are down)"
 	@echo "make unit              unit tests only (no services needed)"
+	@echo "make deploy-tools      install kubectl (Debian kubernetes-client) for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
 	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
@@ -57,7 +58,7 @@ run: venv services
 token: venv
 	@SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/dev_token.py '$(USER)'
 
-test: venv services js-deps browser-deps
+test: venv services js-deps browser-deps deploy-tools
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
 
 unit: venv
@@ -76,3 +77,8 @@ fmt: venv
 
 schemas: venv
 	$(BIN)/python -m proto.schemagen
+
+# tests/deploy/ renders the Kustomize overlay with `kubectl kustomize`, offline.
+deploy-tools:
+	command -v kubectl >/dev/null 2>&1 || \
+		{ apt-get update && apt-get install -y kubernetes-client; }

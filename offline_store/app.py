@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from offline_store import observability
 from offline_store.bus import open_bus
 from offline_store.consumers import BatchLoop, ControlServer, UndeliveredWriter
 from offline_store.settings import Settings
@@ -25,9 +26,17 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    health = observability.Health()
     async with AsyncExitStack() as stack:  # unwinds in reverse order
+        await stack.enter_async_context(
+            observability.serve_observability(
+                observability.METRICS_HOST, settings.metrics_port, health
+            )
+        )
         store = await stack.enter_async_context(open_store(settings))
+        health.add_check("postgresql", store.ping)
         bus = await stack.enter_async_context(open_bus(settings))
+        health.watch_broker(bus.connection)
         writer = UndeliveredWriter(store, bus)
         control = ControlServer(store, bus, settings.replay_page)
         loops = (
@@ -36,11 +45,15 @@ async def main(settings: Settings) -> None:
         )
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
+            sampler = tg.create_task(observability.sample_backlog(store))
             await bus.consume(names.offline_queue, loops[0].accept)
             await bus.consume(names.store_control_queue, loops[1].accept)
+            health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()
+            health.is_draining = True
             log.info("shutdown_started", service=SERVICE)
+            sampler.cancel()
             await bus.stop_consuming()
             for batch_loop in loops:
                 batch_loop.close()

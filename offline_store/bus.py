@@ -49,6 +49,11 @@ class Bus:
         # (queue, consumer tag) of every consumer started, to cancel them on stop.
         self._consumers: list[tuple[AbstractQueue, str]] = []
 
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        """The robust connection: readiness and the reconnect counter watch it."""
+        return self._connection
+
     async def declare_topology(self) -> None:
         """Declare the shared exchanges, queues and bindings; open the publishing channel."""
         timeout = self._settings.connect_timeout_s

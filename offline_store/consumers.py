@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from offline_store import replay
+from offline_store import observability, replay
 from offline_store.bus import Bus
 from offline_store.replay import RowKey, UndeliveredRow
 from offline_store.store import Store
 from proto.envelopes import Acked, ReplayRequest
 from proto.errors import BadEnvelope
+from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
 from proto.names import KEY_ACK, KEY_REPLAY
 
 log = structlog.get_logger()
@@ -115,6 +116,7 @@ class UndeliveredWriter:
                 await self._bus.publish_offline_events(events)
         except Exception:
             log.exception("batch_failed", messages=len(accepted))
+            observability.count_error(CODE_BATCH_FAILED)
             await self._backoff.wait()
             await requeue(accepted)
             return
@@ -128,6 +130,7 @@ class UndeliveredWriter:
             rows=len(rows),
             messages=len(accepted),
         )
+        observability.STORED.inc(len(inserted))
 
 
 class ControlServer:
@@ -168,6 +171,7 @@ class ControlServer:
                 unsettled.remove(message)
         except Exception:
             log.exception("batch_failed", messages=len(unsettled))
+            observability.count_error(CODE_BATCH_FAILED)
             await self._backoff.wait()
             await requeue(unsettled)
             return
@@ -177,6 +181,7 @@ class ControlServer:
         uids, mids = replay.acked_keys(acks)
         count = await self._store.delete_rows(uids, mids)
         log.info("undelivered_deleted", count=count, acks=len(acks))
+        observability.ACKNOWLEDGED.inc(count)
 
     async def _replay(self, request: ReplayRequest) -> None:
         with structlog.contextvars.bound_contextvars(uid=request.uid):
@@ -196,10 +201,12 @@ class ControlServer:
                     break
                 from_mid, is_first = page[-1].mid, False
             log.info("replay_finished", rows=rows, gateways=len(gateways))
+            observability.REPLAYED.inc(rows)
 
 
 async def reject(message: AbstractIncomingMessage, exc: BadEnvelope) -> None:
     """Drop a message that can never be handled, and say why (never what it carried)."""
+    observability.count_error(CODE_ENVELOPE_REJECTED)
     log.warning(
         "envelope_rejected",
         reason=exc.reason,

@@ -33,6 +33,8 @@ class Settings:
     connect_timeout_s: float
     shutdown_timeout_s: float
     query_timeout_s: float
+    metrics_port: int | None = None
+    """Port of /livez, /readyz and /metrics; None: not served."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -60,6 +62,11 @@ class Settings:
             connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, 5.0),
             shutdown_timeout_s=env.seconds(environ, env.SHUTDOWN_TIMEOUT_S, 10.0),
             query_timeout_s=env.seconds(environ, env.QUERY_TIMEOUT_S, 10.0),
+            metrics_port=(
+                env.integer(environ, env.METRICS_PORT, 0, maximum=65535)
+                if environ.get(env.METRICS_PORT, "")
+                else None
+            ),
         )
 
 

@@ -75,6 +75,7 @@ class Store:
             f"SELECT mid, frame FROM {table}"
             " WHERE uid = $1 AND mid > $2 ORDER BY mid LIMIT $3"
         )
+        self._count_sql = f"SELECT count(*) FROM {table}"
 
     async def create_table(self) -> None:
         """Create the namespace's schema and table unless they exist."""
@@ -116,6 +117,15 @@ class Store:
         sql = self._first_page_sql if is_first else self._next_page_sql
         records = await self._pool.fetch(sql, uid, from_mid, limit)
         return [StoredRow(record["mid"], record["frame"]) for record in records]
+
+    async def count_rows(self) -> int:
+        """Return the number of undelivered rows (the backlog; a scan of the table)."""
+        count: int = await self._pool.fetchval(self._count_sql)
+        return count
+
+    async def ping(self) -> bool:
+        """Tell whether PostgreSQL answers a trivial query (readiness)."""
+        return bool(await self._pool.fetchval("SELECT 1"))
 
 
 @asynccontextmanager

@@ -1,0 +1,73 @@
+"""The names of the Prometheus metrics the services export, and of their labels.
+
+Names only: each service registers its metrics in its own ``observability.py`` and serves them;
+dashboards (``dashboards/``), alerts and the gateways' autoscaler read them by these names.
+Conventions (https://prometheus.io/docs/practices/naming/): one prefix, base units (seconds),
+counters end in ``_total``, and labels take a small, fixed set of values (never a uid, a
+conn_id or a mid). Which process a series comes from is the scrape's ``job`` and ``instance``.
+"""
+
+PREFIX = "switchboard_"
+
+# Gateway
+GATEWAY_CONNECTIONS = "switchboard_gateway_connections"
+"""Gauge: open WebSocket connections (the gateways' autoscaling metric)."""
+FRAMES_RECEIVED_TOTAL = "switchboard_gateway_frames_received_total"
+"""Counter by ``frame_type``: frames from clients."""
+FRAMES_SENT_TOTAL = "switchboard_gateway_frames_sent_total"
+"""Counter by ``frame_type``: frames written to clients."""
+DELIVERIES_TOTAL = "switchboard_gateway_deliveries_total"
+"""Counter: deliveries this gateway consumed from its queue."""
+DELIVERY_LATENCY_SECONDS = "switchboard_gateway_delivery_latency_seconds"
+"""Histogram: from a message's ``ts`` (its sender's gateway) to its push; live messages only."""
+
+# Router
+MESSAGES_ROUTED_TOTAL = "switchboard_router_messages_routed_total"
+"""Counter by ``kind``: messages routed (client retries dropped are not counted)."""
+
+# Offline store
+OFFLINE_STORED_TOTAL = "switchboard_offline_messages_stored_total"
+"""Counter: rows inserted (messages handed to the offline store)."""
+OFFLINE_REPLAYED_TOTAL = "switchboard_offline_messages_replayed_total"
+"""Counter: rows replayed to connections."""
+OFFLINE_ACKNOWLEDGED_TOTAL = "switchboard_offline_messages_acknowledged_total"
+"""Counter: rows deleted after their client acknowledged them."""
+OFFLINE_BACKLOG_MESSAGES = "switchboard_offline_backlog_messages"
+"""Gauge: rows in the undelivered table, sampled periodically."""
+
+# Every service
+ERRORS_TOTAL = "switchboard_errors_total"
+"""Counter by ``code``: error frames sent (gateway), envelopes rejected and batches failed."""
+BROKER_RECONNECTS_TOTAL = "switchboard_broker_reconnects_total"
+"""Counter: times the RabbitMQ connection was re-established."""
+READY = "switchboard_ready"
+"""Gauge: 1 while /readyz answers 200, else 0."""
+
+# Labels and their values
+LABEL_FRAME_TYPE = "frame_type"
+LABEL_KIND = "kind"
+LABEL_CODE = "code"
+
+ROUTE_KINDS = ("direct", "group", "room", "broadcast")
+FRAME_TYPE_BINARY = "binary"
+"""A binary WebSocket frame (rejected: Switchboard speaks JSON text)."""
+FRAME_TYPE_UNKNOWN = "unknown"
+"""A frame that is not JSON, has no ``type``, or one Switchboard does not know."""
+CODE_ENVELOPE_REJECTED = "envelope_rejected"
+CODE_BATCH_FAILED = "batch_failed"
+
+ALL_NAMES = (
+    GATEWAY_CONNECTIONS,
+    FRAMES_RECEIVED_TOTAL,
+    FRAMES_SENT_TOTAL,
+    DELIVERIES_TOTAL,
+    DELIVERY_LATENCY_SECONDS,
+    MESSAGES_ROUTED_TOTAL,
+    OFFLINE_STORED_TOTAL,
+    OFFLINE_REPLAYED_TOTAL,
+    OFFLINE_ACKNOWLEDGED_TOTAL,
+    OFFLINE_BACKLOG_MESSAGES,
+    ERRORS_TOTAL,
+    BROKER_RECONNECTS_TOTAL,
+    READY,
+)

@@ -1,0 +1,215 @@
+"""/livez, /readyz and /metrics of every service, as real processes on SWITCHBOARD_METRICS_PORT."""
+
+import asyncio
+import socket
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proto import env
+from proto import metrics as names
+from tests.support.stack import Stack, free_port
+from tests.support.timing import eventually, scaled
+
+pytestmark = pytest.mark.integration
+
+GATEWAY_METRICS = (
+    names.GATEWAY_CONNECTIONS,
+    names.FRAMES_RECEIVED_TOTAL,
+    names.FRAMES_SENT_TOTAL,
+    names.DELIVERIES_TOTAL,
+    names.DELIVERY_LATENCY_SECONDS,
+    names.ERRORS_TOTAL,
+    names.BROKER_RECONNECTS_TOTAL,
+    names.READY,
+)
+ROUTER_METRICS = (
+    names.MESSAGES_ROUTED_TOTAL,
+    names.ERRORS_TOTAL,
+    names.BROKER_RECONNECTS_TOTAL,
+    names.READY,
+)
+STORE_METRICS = (
+    names.OFFLINE_STORED_TOTAL,
+    names.OFFLINE_REPLAYED_TOTAL,
+    names.OFFLINE_ACKNOWLEDGED_TOTAL,
+    names.OFFLINE_BACKLOG_MESSAGES,
+    names.ERRORS_TOTAL,
+    names.BROKER_RECONNECTS_TOTAL,
+    names.READY,
+)
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    timeout = aiohttp.ClientTimeout(total=scaled(5))
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def http_json(port: int, path: str) -> tuple[int, Any]:
+    timeout = aiohttp.ClientTimeout(total=scaled(5))
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status, await response.json()
+
+
+async def scrape(port: int) -> Samples:
+    status, text = await http_get(port, "/metrics")
+    assert status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def exported_names(samples: Samples) -> set[str]:
+    """Sample names, with a histogram's ``_bucket``/``_count``/``_sum`` read as the histogram."""
+    found = set()
+    for name, _ in samples:
+        found.add(name)
+        for suffix in ("_bucket", "_count", "_sum"):
+            if name.endswith(suffix):
+                found.add(name.removesuffix(suffix))
+    return found
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def grows(
+    port: int, name: str, before: Samples, by: float = 1, **labels: str
+) -> Samples:
+    """Wait until a sample grew by ``by`` since ``before``; return the scrape that shows it."""
+
+    async def probe() -> Samples | None:
+        now = await scrape(port)
+        grown = value(now, name, **labels) - value(before, name, **labels) >= by
+        return now if grown else None
+
+    return await eventually(probe, within_s=10)
+
+
+async def test_every_service_serves_health_and_counts_a_message(stack: Stack) -> None:
+    ports = {service: free_port() for service in ("router", "store", "gw1", "gw2")}
+    await asyncio.gather(
+        stack.start_router(**{env.METRICS_PORT: str(ports["router"])}),
+        stack.start_store(**{env.METRICS_PORT: str(ports["store"])}),
+    )
+    gw1, gw2 = await asyncio.gather(
+        stack.start_gateway(**{env.METRICS_PORT: str(ports["gw1"])}),
+        stack.start_gateway(**{env.METRICS_PORT: str(ports["gw2"])}),
+    )
+    for service, port in ports.items():
+        assert await http_get(port, "/livez") == (200, '{"live": true}'), service
+        status, readiness = await http_json(port, "/readyz")
+        assert status == 200, (service, readiness)
+        assert readiness["ready"] is True
+    assert (await http_json(ports["router"], "/readyz"))[1]["checks"] == {
+        "rabbitmq": True,
+        "redis": True,
+    }
+    assert (await http_json(ports["store"], "/readyz"))[1]["checks"] == {
+        "postgresql": True,
+        "rabbitmq": True,
+    }
+    expected = {
+        "router": ROUTER_METRICS,
+        "store": STORE_METRICS,
+        "gw1": GATEWAY_METRICS,
+        "gw2": GATEWAY_METRICS,
+    }
+    before = {service: await scrape(port) for service, port in ports.items()}
+    for service, metric_names in expected.items():
+        missing = set(metric_names) - exported_names(before[service])
+        assert not missing, (service, missing)
+
+    alice = await stack.connect(gw1, uid="alice")
+    bob = await stack.connect(gw2, uid="bob")
+    sent = await alice.send_message("bob", {"text": "hi"})
+    message = await bob.expect_message(mid=sent["mid"])
+    await bob.ack(message["mid"])
+
+    await grows(
+        ports["router"], names.MESSAGES_ROUTED_TOTAL, before["router"], kind="direct"
+    )
+    await grows(
+        ports["gw1"], names.FRAMES_RECEIVED_TOTAL, before["gw1"], frame_type="send"
+    )
+    await grows(ports["gw1"], names.FRAMES_SENT_TOTAL, before["gw1"], frame_type="sent")
+    await grows(
+        ports["gw2"], names.FRAMES_SENT_TOTAL, before["gw2"], frame_type="message"
+    )
+    await grows(ports["gw2"], names.DELIVERIES_TOTAL, before["gw2"])
+    after = await grows(
+        ports["gw2"], f"{names.DELIVERY_LATENCY_SECONDS}_count", before["gw2"]
+    )
+    assert value(after, names.GATEWAY_CONNECTIONS) == 1
+
+    # A message for a uid that is offline goes to the store, is replayed, then acknowledged.
+    stored = await alice.send_message("carol", {"text": "later"})
+    await grows(ports["store"], names.OFFLINE_STORED_TOTAL, before["store"])
+    carol = await stack.connect(gw2, uid="carol")
+    replayed = await carol.expect_message(mid=stored["mid"])
+    await grows(ports["store"], names.OFFLINE_REPLAYED_TOTAL, before["store"])
+    await carol.ack(replayed["mid"])
+    await grows(ports["store"], names.OFFLINE_ACKNOWLEDGED_TOTAL, before["store"])
+
+    # A frame the gateway rejects counts as an error by its code.
+    await alice.send_frame({"type": "nonsense"})
+    await alice.expect("error")
+    await grows(ports["gw1"], names.ERRORS_TOTAL, before["gw1"], code="unknown_type")
+
+
+def open_silent_websocket(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake, then never reads or answers again.
+
+    The gateway waits for its close handshake (up to its close timeout) while draining, which
+    holds the drain open long enough to look at /readyz without any sleep.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        assert chunk, "the gateway closed the connection during the handshake"
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+async def test_draining_gateway_is_not_ready_before_it_exits(stack: Stack) -> None:
+    port = free_port()
+    await stack.start_router()
+    gateway = await stack.start_gateway(
+        **{env.METRICS_PORT: str(port), env.INIT_TIMEOUT_S: "60"}
+    )
+    assert (await http_get(port, "/readyz"))[0] == 200
+    sock = await asyncio.to_thread(open_silent_websocket, gateway.port)
+    try:
+        await gateway.process.wait_for_event("connection_opened")
+        gateway.process.process.terminate()  # SIGTERM
+        await gateway.process.wait_for_event("shutdown_started")
+        status, readiness = await http_json(port, "/readyz")
+        assert status == 503, readiness
+        assert readiness["draining"] is True
+        assert (await http_get(port, "/livez"))[0] == 200
+        samples = await scrape(port)
+        assert value(samples, names.READY) == 0
+    finally:
+        sock.close()
+    assert await gateway.process.wait_exit() == 0
