@@ -48,9 +48,7 @@ async def main(settings: Settings) -> None:
                 tasks.create_task(hub.run_ack_timeouts()),
                 tasks.create_task(hub.run_heartbeat(settings.heartbeat_interval_s)),
             ]
-            await bus.consume_deliveries(
-                observability.counting_deliveries(hub.on_delivery)
-            )
+            await bus.consume_deliveries(hub.on_delivery)
             async with (
                 serve_clients(settings, bus, hub, mids) as server,
                 AsyncExitStack() as http,
@@ -73,9 +71,8 @@ async def main(settings: Settings) -> None:
                 async with asyncio.timeout(settings.shutdown_timeout_s):
                     await hub.wait_handover_idle()
             except TimeoutError:
-                log.error(
-                    "handover_unfinished"
-                )  # still in the queue: redelivered or dead-lettered
+                # Still in the gateway's queue: redelivered or dead-lettered by its TTL.
+                log.error("handover_unfinished")
             await hub.announce_stopped()
             for task in loops:
                 task.cancel()

@@ -10,6 +10,7 @@ the broker confirmed, so that one room delivery per gateway reaches them without
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from websockets.asyncio.server import ServerConnection
 
+from gateway import observability
 from gateway.bus import Bus
 from gateway.fanout import plan_delivery
 from gateway.session import Session
@@ -192,12 +194,13 @@ class Hub:
         """Push a delivery to its connections; runs without awaiting until every push is queued."""
         try:
             delivery = envelopes.decode_delivery(message.body)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:  # not JSON, or not a Delivery
             log.error(
                 "envelope_rejected", reason=str(exc), routing_key=message.routing_key
             )
             await message.reject(requeue=False)
             return
+        observability.count_delivery(delivery, time.time_ns() // 1_000_000)
         # Only a broadcast needs the initialized connections: not worth a pass otherwise.
         initialized = (
             self._initialized_ids()

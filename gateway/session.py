@@ -22,6 +22,7 @@ from gateway.tokens import Identity, verify_token
 from proto import envelopes, frames, names
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
+from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
 from proto.mids import MidFactory
 
 
@@ -126,6 +127,9 @@ class Session:
         """Set by a verified ``init``; the only source of this connection's uid and rights."""
         self.rooms: set[str] = set()
         """The rooms whose join the broker confirmed, and whose leave it did not."""
+        self.last_frame_type = ""
+        """The ``type`` of the last frame handled (``unknown`` when it had none that is known,
+        ``binary`` for a binary frame), for the frame counters; decided while decoding."""
 
     @property
     def uid(self) -> str | None:
@@ -137,13 +141,16 @@ class Session:
 
     def on_text(self, text: str | bytes, now_ms: int) -> list[Effect]:
         """Decide what a text frame from the client leads to."""
+        self.last_frame_type = FRAME_TYPE_UNKNOWN
         try:
             frame = self._decode(text)
+            self.last_frame_type = str(frame.__struct_config__.tag)
             return self._on_frame(frame, now_ms)
         except FrameRejected as rejected:
             return self._rejected(rejected)
 
     def on_binary(self) -> list[Effect]:
+        self.last_frame_type = FRAME_TYPE_BINARY
         code = ErrorCode.UNSUPPORTED_FRAME
         return [
             Reply(

@@ -131,12 +131,12 @@ class ClientServer:
                 return
             except ConnectionClosed:
                 return
-            observability.count_frame_received(text)
             effects = (
                 session.on_binary()
                 if isinstance(text, bytes)
                 else session.on_text(text, now_ms())
             )
+            observability.count_frame_received(session.last_frame_type)
             if not await self._perform(connection, effects):
                 return
 
@@ -160,6 +160,7 @@ class ClientServer:
                         return False
                     if effect.error_code is not None:
                         log.info("frame_rejected", code=effect.error_code)
+                        observability.count_error(effect.error_code)
                 case Publish():
                     await self._publish(connection, effect)
                 case Acknowledge():
@@ -206,6 +207,7 @@ class ClientServer:
                             code=effect.error_code,
                             client_id=publish.client_id,
                         )
+                        observability.count_error(effect.error_code)
                     connection.push(effect.frame)
                 case JoinRoom():
                     self._hub.join_room(connection, effect.room)

@@ -61,6 +61,6 @@ async def test_js_client_against_the_stack(stack: Stack) -> None:
     report = output.decode(errors="replace")
     print(report)
     assert process.returncode == 0, report
-    assert "# fail 0" in report or "ℹ fail 0" in report, report
+    assert "# fail 0" in report or "\u2139 fail 0" in report, report
     # The Node tests stopped gateways 0 (cleanly) and 1 (killed while frozen).
     assert not stack.gateways[0].process.is_running

@@ -4,8 +4,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from switchboard_client import Client, ClientClosed, Message, RequestFailed, State
 
+from switchboard_client import Client, ClientClosed, Message, RequestFailed, State
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 from tests.support.tokens import make_token
