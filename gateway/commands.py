@@ -14,15 +14,6 @@ import msgspec
 from proto import envelopes, names
 from proto.codes import ErrorCode
 
-# Codes of the HTTP edge that proto/codes.py does not have yet (codes are added there, never
-# renamed; these strings become ErrorCode members with the same values).
-UNAUTHORIZED = "unauthorized"
-"""No ``Authorization: Bearer <SWITCHBOARD_API_KEY>``, or another key."""
-TOO_LARGE = "too_large"
-"""A body larger than ``SWITCHBOARD_MAX_FRAME_BYTES``."""
-METHOD_NOT_ALLOWED = "method_not_allowed"
-"""Anything but ``POST`` on ``/api/<command>``."""
-
 BEARER_SCHEME = "bearer"
 WWW_AUTHENTICATE = 'Bearer realm="switchboard"'
 """The challenge of a 401 (RFC 6750 section 3)."""
@@ -99,7 +90,7 @@ def is_authorized(authorization: str | None, api_key: str) -> bool:
 def unauthorized() -> Answer:
     return refuse(
         HTTPStatus.UNAUTHORIZED,
-        UNAUTHORIZED,
+        ErrorCode.UNAUTHORIZED,
         "send Authorization: Bearer <SWITCHBOARD_API_KEY>",
     )
 
@@ -107,7 +98,7 @@ def unauthorized() -> Answer:
 def too_large(max_bytes: int) -> Answer:
     return refuse(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        TOO_LARGE,
+        ErrorCode.TOO_LARGE,
         f"the body is larger than {max_bytes} bytes",
     )
 
@@ -115,7 +106,7 @@ def too_large(max_bytes: int) -> Answer:
 def method_not_allowed(method: str) -> Answer:
     return refuse(
         HTTPStatus.METHOD_NOT_ALLOWED,
-        METHOD_NOT_ALLOWED,
+        ErrorCode.METHOD_NOT_ALLOWED,
         f"use POST, not {method}",
     )
 
@@ -140,29 +131,13 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
             f"no command {names.api_key(command)}",
         )
     try:
-        decoded = decoder.decode(body)
+        decoder.decode(body)  # validation only: the body is forwarded as it is
     # ValidationError first: it is a subclass of DecodeError.
     except msgspec.ValidationError as exc:
         return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_FIELD, str(exc))
     except msgspec.DecodeError as exc:
         return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, str(exc))
-    if isinstance(decoded, envelopes.ApiSend) and not has_one_target(decoded):
-        return refuse(
-            HTTPStatus.BAD_REQUEST,
-            ErrorCode.INVALID_FIELD,
-            "exactly one of `to`, `group` and `room` is needed - at `$`",
-        )
     return Forward(command, names.api_key(command), body)
-
-
-def has_one_target(send: envelopes.ApiSend) -> bool:
-    """Tell whether exactly one of ``to``, ``group``, ``room`` is set and not empty.
-
-    The router requires it; the class cannot say it, so the edge checks it too (and
-    ``proto/openapi.yaml`` documents it).
-    """
-    chosen = [t for t in (send.to, send.group, send.room) if t is not None]
-    return len(chosen) == 1 and chosen[0] != ""
 
 
 def answer_reply(reply: bytes) -> Answer:

@@ -35,6 +35,12 @@ class ErrorCode(StrEnum):
     """A group send from a uid that is not a member of the group."""
     FORBIDDEN = "forbidden"
     """The token does not allow it: a room join without the claim, a broadcast without the right."""
+    UNAUTHORIZED = "unauthorized"
+    """HTTP API: no ``Authorization: Bearer <SWITCHBOARD_API_KEY>``, or another key."""
+    TOO_LARGE = "too_large"
+    """HTTP API: a body larger than ``SWITCHBOARD_MAX_FRAME_BYTES``."""
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    """HTTP API: anything but ``POST`` on ``/api/<command>``."""
     UNKNOWN_COMMAND = "unknown_command"
     """A backend command (``api.<command>``, ``POST /api/<command>``) that does not exist."""
 

@@ -201,6 +201,12 @@ class ApiSend(Command, frozen=True):
     sender: str = msgspec.field(name="from", default="system")
     id: str | None = None
 
+    def __post_init__(self) -> None:
+        # msgspec turns this into a ValidationError, so every decoder enforces it.
+        targets = [t for t in (self.to, self.group, self.room) if t is not None]
+        if len(targets) != 1 or not targets[0]:
+            raise ValueError("exactly one of `to`, `group` and `room` is needed - at `$`")
+
 
 class ApiBroadcast(Command, frozen=True):
     """``api.broadcast``: send ``body`` to every connected user."""

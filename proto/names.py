@@ -8,7 +8,8 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
 
     <ns>.inbound        topic   everything that enters: gateway.* from gateways, api.* from
                                 backends, store.* from offline stores, router.* from routers
-      -> <ns>.router          queue, bound to gateway.opened|closed|send|heartbeat|stopped,
+      -> <ns>.router          queue, bound to gateway.opened|closed|send|joined|left|presence|
+                              heartbeat|stopped,
                               store.saved and api.#: consumed by every router
       -> <ns>.offline.control queue, bound to gateway.ack and router.replay: offline stores
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable

@@ -25,7 +25,7 @@ from prometheus_client import (
 
 from proto import metrics as names
 from proto.envelopes import Outgoing
-from router.routing import Inbound, Plan
+from router.routing import Call, Inbound, Plan, outgoing_of
 
 log = structlog.get_logger()
 
@@ -73,8 +73,10 @@ def count_routed(batch: Sequence[Inbound], plan: Plan) -> None:
     """Count the messages of a routed batch by kind; dropped client retries are not counted."""
     dropped = {duplicate.mid for duplicate in plan.duplicates}
     for envelope in batch:
-        if isinstance(envelope, Outgoing) and envelope.mid not in dropped:
-            ROUTED.labels(route_kind(envelope)).inc()
+        # A backend's api.send or api.broadcast is routed like a client's send.
+        message = outgoing_of(envelope) if isinstance(envelope, Call) else envelope
+        if isinstance(message, Outgoing) and message.mid not in dropped:
+            ROUTED.labels(route_kind(message)).inc()
 
 
 def count_error(code: str) -> None:

@@ -218,15 +218,6 @@ def decode_command(
         return Refused(ErrorCode.INVALID_FIELD, str(exc), reply_to)
     except msgspec.DecodeError:
         return Refused(ErrorCode.INVALID_JSON, "the body is not JSON", reply_to)
-    if isinstance(command, ApiSend):
-        chosen = [
-            value
-            for value in (command.to, command.group, command.room)
-            if value is not None
-        ]
-        if len(chosen) != 1 or not chosen[0]:
-            reason = "exactly one of `to`, `group` and `room` is needed - at `$`"
-            return Refused(ErrorCode.INVALID_FIELD, reason, reply_to)
     if name not in SENDING_COMMANDS:
         mid, ts = "", 0
     return Call(name, command, reply_to, mid, ts)

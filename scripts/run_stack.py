@@ -62,21 +62,23 @@ class ServiceSpec:
     is_gateway: bool = False
 
 
-def gateway(gateway_id: str, port: int) -> ServiceSpec:
+def gateway(gateway_id: str, port: int, metrics_port: int) -> ServiceSpec:
     environ = {
         env.GATEWAY_ID: gateway_id,
         env.GATEWAY_PORT: str(port),
+        env.METRICS_PORT: str(metrics_port),
         # Loopback unless asked otherwise: the development secret is no secret.
         env.GATEWAY_HOST: os.environ.get(env.GATEWAY_HOST, "127.0.0.1"),
     }
     return ServiceSpec(gateway_id, "gateway", environ, is_gateway=True)
 
 
+# /livez, /readyz and /metrics of each process: 9101 (router) to 9104 (gw2).
 SERVICES = (
-    ServiceSpec("router", "router"),
-    ServiceSpec("store", "offline_store"),
-    gateway("gw1", 8001),
-    gateway("gw2", 8002),
+    ServiceSpec("router", "router", {env.METRICS_PORT: "9101"}),
+    ServiceSpec("store", "offline_store", {env.METRICS_PORT: "9102"}),
+    gateway("gw1", 8001, 9103),
+    gateway("gw2", 8002, 9104),
 )
 WIDTH = max(len(spec.name) for spec in SERVICES)
 

@@ -21,6 +21,7 @@ PURE_MODULES = (
     "gateway/session.py",
     "gateway/tokens.py",
     "gateway/fanout.py",
+    "gateway/commands.py",
     "router/routing.py",
     "offline_store/replay.py",
 )
