@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
-.PHONY: help venv services run token test unit lint fmt schemas js-deps browser-deps deploy-tools
+.PHONY: help venv services run token test unit chaos lint fmt schemas js-deps browser-deps deploy-tools
 
 help:
 	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
@@ -21,6 +21,8 @@ help:
 	@echo "make token USER=alice  print a development JWT for uid alice (valid 24 h)"
 	@echo "make test              every test (starts the local services if they are down)"
 	@echo "make unit              unit tests only (no services needed)"
+	@echo "make chaos             every fault scenario under the full load; prints the README's table"
+	@echo "                       (restarts the local RabbitMQ, Redis and PostgreSQL)"
 	@echo "make deploy-tools      install kubectl (Debian kubernetes-client) for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
@@ -63,6 +65,9 @@ test: venv services js-deps browser-deps deploy-tools
 
 unit: venv
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest tests/unit
+
+chaos: venv services
+	$(BIN)/python -m tests.chaos
 
 lint: venv
 	$(BIN)/ruff format --check .

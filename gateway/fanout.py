@@ -13,7 +13,15 @@ An item reaches either its ``targets``, or every connection here in its ``room``
 from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 
-from proto.envelopes import Delivery, DeliveryItem, Target
+from proto import names
+from proto.envelopes import (
+    ConnOpened,
+    Delivery,
+    DeliveryItem,
+    RoomJoined,
+    Target,
+    encode,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +92,61 @@ def plan_delivery(
                 )
             )
     return DeliveryPlan(pushes, handover, stale)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One envelope to publish to the inbound exchange."""
+
+    routing_key: str
+    body: bytes
+
+
+def is_reannounce_requested(delivery: Delivery) -> bool:
+    return any(item.reannounce for item in delivery.items)
+
+
+def reannouncements(
+    gateway_id: str,
+    uids: Mapping[str, str],
+    rooms: Mapping[str, Collection[str]],
+) -> list[Announcement]:
+    """What a gateway publishes when the routers lost its presence (``DeliveryItem.reannounce``).
+
+    Args:
+        gateway_id: this gateway.
+        uids: conn_id -> uid of every initialized connection here.
+        rooms: room -> the ids of the connections here in that room.
+
+    Returns:
+        A ``ConnOpened`` flagged ``reannounce`` per connection, then a ``RoomJoined`` carrying
+        the gateway's count per room (written as it is, so a repeat changes nothing).
+    """
+    opened = [
+        Announcement(
+            names.KEY_CONN_OPENED,
+            encode(
+                ConnOpened(
+                    uid=uid, conn_id=conn_id, gateway_id=gateway_id, reannounce=True
+                )
+            ),
+        )
+        for conn_id, uid in sorted(uids.items())
+    ]
+    joined = [
+        Announcement(
+            names.KEY_ROOM_JOINED,
+            encode(
+                RoomJoined(
+                    uid="",
+                    conn_id="",
+                    gateway_id=gateway_id,
+                    room=room,
+                    count=len(members),
+                )
+            ),
+        )
+        for room, members in sorted(rooms.items())
+        if members
+    ]
+    return opened + joined

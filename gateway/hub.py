@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection
 
 from gateway import observability
 from gateway.bus import Bus
-from gateway.fanout import plan_delivery
+from gateway.fanout import is_reannounce_requested, plan_delivery, reannouncements
 from gateway.session import Session
 from proto import envelopes, names
 from proto.codes import CloseCode
@@ -201,6 +201,8 @@ class Hub:
             await message.reject(requeue=False)
             return
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
+        if is_reannounce_requested(delivery):
+            self._spawn(self._reannounce())
         # Only a broadcast needs the initialized connections: not worth a pass otherwise.
         initialized = (
             self._initialized_ids()
@@ -280,6 +282,34 @@ class Hub:
             log.warning(
                 "presence_removal_failed", conn_id=target.conn_id, exc_info=True
             )
+
+    async def _reannounce(self) -> None:
+        """Announce every connection and room again: the routers lost this gateway's presence."""
+        uids = {
+            conn_id: connection.session.uid
+            for conn_id, connection in self.connections.items()
+            if connection.session.uid is not None and not connection.is_closing
+        }
+        pending = reannouncements(self._gateway_id, uids, self.rooms)
+        count = len(pending)
+        # Retried until the broker takes them all: nobody asks again (the heartbeat that
+        # made the routers ask also marked this gateway as known).
+        while pending:
+            results = await asyncio.gather(
+                *(self._bus.publish_inbound(a.routing_key, a.body) for a in pending),
+                return_exceptions=True,
+            )
+            pending = [
+                a
+                for a, result in zip(pending, results, strict=True)
+                if isinstance(result, Exception)
+            ]
+            if pending:
+                log.warning("reannounce_failed", envelopes=len(pending))
+                await asyncio.sleep(
+                    HANDOVER_RETRY_S
+                )  # back off while the broker is away
+        log.info("presence_reannounced", envelopes=count)
 
     # Handover to the offline store
 

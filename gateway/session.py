@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from gateway.tokens import Identity, verify_token
+from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
 from proto import envelopes, frames, names
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
@@ -90,6 +90,35 @@ MAX_ROOMS_PER_CONNECTION = 100
 """Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
 
 
+MAX_BODY_DEPTH = 64
+"""Deepest nesting of arrays and objects in a ``send`` body; deeper is ``invalid_field``.
+Each service decodes the envelope that carries the body, and a decoder's stack is finite."""
+
+
+def body_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON value (strings skipped)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_BODY_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> bytes:
     return frames.encode(frames.Error(code=code, message=message, id=client_id))
 
@@ -100,11 +129,12 @@ class Session:
     Args:
         conn_id: this connection's id, unique across the system.
         gateway_id: the gateway holding the connection.
-        jwt_secret: the key that verifies ``init`` tokens.
+        jwt_secret: the key that verifies ``init`` tokens (HMAC secret or PEM public key).
         mids: this process's mid factory.
         public_room_prefix: rooms whose name starts with it may be joined without a claim;
             empty: no public rooms (``SWITCHBOARD_PUBLIC_ROOM_PREFIX``).
         max_rooms: how many rooms the connection may be in at once.
+        jwt_algorithm: the one algorithm ``init`` tokens may be signed with.
     """
 
     def __init__(
@@ -116,10 +146,12 @@ class Session:
         *,
         public_room_prefix: str = "",
         max_rooms: int = MAX_ROOMS_PER_CONNECTION,
+        jwt_algorithm: str = DEFAULT_ALGORITHM,
     ) -> None:
         self.conn_id = conn_id
         self.gateway_id = gateway_id
         self._jwt_secret = jwt_secret
+        self._jwt_algorithm = jwt_algorithm
         self._mids = mids
         self._public_room_prefix = public_room_prefix
         self._max_rooms = max_rooms
@@ -158,6 +190,20 @@ class Session:
                 code,
             )
         ]
+
+    def on_rate_limited(self, text: str | bytes, is_flooding: bool) -> list[Effect]:
+        """A frame over the connection's rate limit: ``rate_limited`` with its id, if it has
+        one; when the client keeps flooding, a close with ``CloseCode.RATE_LIMITED`` too."""
+        self.last_frame_type = FRAME_TYPE_UNKNOWN
+        probe = _probe(text)
+        client_id = probe.id if isinstance(probe.id, str) else None
+        code = ErrorCode.RATE_LIMITED
+        effects: list[Effect] = [
+            Reply(error_frame(code, "too many frames; slow down", client_id), code)
+        ]
+        if is_flooding:
+            effects.append(Close(CloseCode.RATE_LIMITED, code.value))
+        return effects
 
     def on_confirmed(self, publish: Publish) -> list[Effect]:
         """The broker holds a published frame: record a join or a leave, give the answer."""
@@ -219,6 +265,10 @@ class Session:
             raise FrameRejected(
                 ErrorCode.INVALID_JSON, f"not a JSON text frame: {exc}"
             ) from exc
+        except RecursionError as exc:  # msgspec's decoder recurses per nesting level
+            raise FrameRejected(
+                ErrorCode.INVALID_JSON, "the frame is nested too deeply"
+            ) from exc
 
     def _on_frame(self, frame: frames.AnyClientFrame, now_ms: int) -> list[Effect]:
         match frame:
@@ -258,7 +308,9 @@ class Session:
                 ErrorCode.ALREADY_INITIALIZED, "this connection is already initialized"
             )
         try:
-            identity = verify_token(frame.token, self._jwt_secret, now_ms / 1000)
+            identity = verify_token(
+                frame.token, self._jwt_secret, now_ms / 1000, self._jwt_algorithm
+            )
         except FrameRejected as rejected:
             close_code = (
                 CloseCode.TOKEN_EXPIRED
@@ -299,6 +351,12 @@ class Session:
         if frame.broadcast and not sender.may_broadcast:
             raise FrameRejected(
                 ErrorCode.FORBIDDEN, "the token does not allow broadcasts", frame.id
+            )
+        if body_depth(bytes(frame.body)) > MAX_BODY_DEPTH:
+            raise FrameRejected(
+                ErrorCode.INVALID_FIELD,
+                f"$.body is nested more than {MAX_BODY_DEPTH} levels deep",
+                frame.id,
             )
         mid = self._mids.next_mid(now_ms)
         outgoing = envelopes.Outgoing(
@@ -414,5 +472,5 @@ class Session:
 def _probe(text: str | bytes) -> frames.FrameProbe:
     try:
         return frames.probe_frame(text)
-    except msgspec.DecodeError:  # not an object: no type, no id
+    except (msgspec.DecodeError, RecursionError):  # not an object, or too deep
         return frames.FrameProbe()

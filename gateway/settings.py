@@ -7,6 +7,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import jwt
+
+from gateway import tokens
 from proto import env
 from proto.errors import SettingsError
 from proto.names import DEFAULT_NAMESPACE, Names
@@ -51,6 +54,15 @@ class Settings:
     public_room_prefix: str = ""
     """Rooms whose name starts with it may be joined without a ``rooms`` claim; empty: none."""
     max_rooms_per_connection: int = 100
+    jwt_algorithm: str = tokens.DEFAULT_ALGORITHM
+    """The one algorithm ``init`` tokens may use; ``jwt_secret`` holds its key (an HMAC
+    secret, or the PEM public key read from ``SWITCHBOARD_JWT_PUBLIC_KEY``)."""
+    allowed_origins: tuple[str, ...] | None = None
+    """Origin header values accepted at the handshake; None: any origin (and none)."""
+    rate_limit_per_s: float = 50.0
+    """Frames per second one connection may send, on average."""
+    rate_limit_burst: int = 100
+    """Frames one connection may send at once before the rate applies."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -77,10 +89,17 @@ class Settings:
             if environ.get(env.HTTP_PORT, "")
             else None
         )
+        jwt_algorithm = env.choice(
+            environ, env.JWT_ALGORITHM, tokens.ALGORITHMS, tokens.DEFAULT_ALGORITHM
+        )
         return cls(
             names=names,
             amqp_url=amqp_url,
-            jwt_secret=env.secret(environ, env.JWT_SECRET, min_length=32),
+            jwt_secret=jwt_key(environ, jwt_algorithm),
+            jwt_algorithm=jwt_algorithm,
+            allowed_origins=allowed_origins(environ),
+            rate_limit_per_s=env.rate(environ, env.RATE_LIMIT_PER_S, 50.0),
+            rate_limit_burst=env.integer(environ, env.RATE_LIMIT_BURST, 100, minimum=1),
             gateway_id=gateway_id,
             host=host,
             port=env.integer(environ, env.GATEWAY_PORT, 8000, minimum=0, maximum=65535),
@@ -114,6 +133,55 @@ class Settings:
                 environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
             ),
         )
+
+
+def jwt_key(environ: Mapping[str, str], algorithm: str) -> str:
+    """The key that verifies tokens: the HMAC secret, or the PEM public key file's text."""
+    if algorithm in tokens.HMAC_ALGORITHMS:
+        # As long as the hash's output (RFC 7518 section 3.2): 32, 48 or 64 bytes.
+        return env.secret(environ, env.JWT_SECRET, min_length=int(algorithm[2:]) // 8)
+    path = environ.get(env.JWT_PUBLIC_KEY, "")
+    if not path:
+        raise SettingsError(
+            f"{env.JWT_PUBLIC_KEY} must be set (the path of a PEM public key file) "
+            f"when {env.JWT_ALGORITHM} is {algorithm}"
+        )
+    try:
+        with open(path, encoding="ascii") as pem_file:
+            pem = pem_file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"{env.JWT_PUBLIC_KEY} must be a readable PEM file, got {path!r}: "
+            f"{type(exc).__name__}"
+        ) from None
+    try:
+        jwt.get_algorithm_by_name(algorithm).prepare_key(pem)
+    except NotImplementedError:
+        raise SettingsError(
+            f"{env.JWT_ALGORITHM}={algorithm} needs the cryptography package "
+            "(pip install 'pyjwt[crypto]')"
+        ) from None
+    except (ValueError, TypeError, jwt.InvalidKeyError):
+        raise SettingsError(
+            f"{env.JWT_PUBLIC_KEY} must be a PEM public key for {algorithm}, "
+            f"got an unusable key in {path!r}"
+        ) from None
+    return pem
+
+
+def allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...] | None:
+    """``SWITCHBOARD_ALLOWED_ORIGINS`` as a tuple; None when unset (any origin)."""
+    raw = environ.get(env.ALLOWED_ORIGINS, "")
+    if not raw.strip():
+        return None
+    origins = tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        if "://" not in origin or origin.endswith("/"):
+            raise SettingsError(
+                f"{env.ALLOWED_ORIGINS} must list origins such as "
+                f"https://chat.example.com, got {origin!r}"
+            )
+    return origins
 
 
 def metrics_port(environ: Mapping[str, str]) -> int | None:

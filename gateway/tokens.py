@@ -20,7 +20,12 @@ from proto.codes import ErrorCode
 from proto.errors import FrameRejected
 from proto.frames import MAX_ID_LENGTH
 
-ALGORITHMS = ("HS256",)
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+"""Verified with ``SWITCHBOARD_JWT_SECRET``."""
+PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
+"""Verified with the PEM public key in ``SWITCHBOARD_JWT_PUBLIC_KEY`` (needs ``cryptography``)."""
+ALGORITHMS = HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS
+DEFAULT_ALGORITHM = "HS256"
 ROOMS_CLAIM = "rooms"
 BROADCAST_CLAIM = "broadcast"
 
@@ -40,13 +45,17 @@ class Identity:
         return any(fnmatchcase(room, pattern) for pattern in self.room_patterns)
 
 
-def verify_token(token: str, secret: str, now_s: float) -> Identity:
+def verify_token(
+    token: str, key: str, now_s: float, algorithm: str = DEFAULT_ALGORITHM
+) -> Identity:
     """Return the identity of a valid token.
 
     Args:
         token: the compact JWT from the ``init`` frame.
-        secret: the HS256 key (``SWITCHBOARD_JWT_SECRET``).
+        key: the HMAC secret (``SWITCHBOARD_JWT_SECRET``) or the PEM public key.
         now_s: the current Unix time in seconds.
+        algorithm: the only algorithm accepted (``SWITCHBOARD_JWT_ALGORITHM``), one of
+            ``ALGORITHMS``; a token signed with any other, ``none`` included, is refused.
 
     Raises:
         FrameRejected: ``token_expired`` when ``exp`` has passed (or ``nbf`` is ahead),
@@ -57,8 +66,8 @@ def verify_token(token: str, secret: str, now_s: float) -> Identity:
     try:
         claims: Mapping[str, object] = jwt.decode(
             token,
-            secret,
-            algorithms=list(ALGORITHMS),
+            key,
+            algorithms=[algorithm],
             # Time claims are checked below against the caller's clock.
             options={
                 "require": ["exp", "sub"],

@@ -15,10 +15,12 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
 from gateway import observability
 from gateway.bus import Bus
 from gateway.hub import CloseRequest, Connection, Hub
+from gateway.limits import FrameBucket, Verdict
 from gateway.session import (
     Acknowledge,
     Close,
@@ -66,9 +68,15 @@ class ClientServer:
         self._hub = hub
         self._mids = mids
 
-    def check_path(
+    def check_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        """Refuse other paths (404) and origins outside the allowlist (403), before upgrading."""
+        allowed = self._settings.allowed_origins
+        if allowed is not None and request.headers.get("Origin") not in allowed:
+            # websockets' own origins= check would answer 403 too, but logs nothing here.
+            log.info("origin_refused", origin=request.headers.get("Origin"))
+            return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
         if request.path.split("?", 1)[0] != WEBSOCKET_PATH:
             return connection.respond(
                 HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {WEBSOCKET_PATH}\n"
@@ -84,6 +92,7 @@ class ClientServer:
             self._mids,
             public_room_prefix=self._settings.public_room_prefix,
             max_rooms=self._settings.max_rooms_per_connection,
+            jwt_algorithm=self._settings.jwt_algorithm,
         )
         connection = Connection(
             session, websocket, asyncio.Queue(maxsize=self._settings.outbox_frames)
@@ -109,6 +118,9 @@ class ClientServer:
         assert isinstance(websocket, TrackedConnection)
         session = connection.session
         init_deadline = websocket.loop.time() + self._settings.init_timeout_s
+        bucket = FrameBucket(
+            self._settings.rate_limit_per_s, self._settings.rate_limit_burst
+        )
         while True:
             try:
                 async with asyncio.timeout_at(
@@ -131,11 +143,13 @@ class ClientServer:
                 return
             except ConnectionClosed:
                 return
-            effects = (
-                session.on_binary()
-                if isinstance(text, bytes)
-                else session.on_text(text, now_ms())
-            )
+            verdict = bucket.on_frame(websocket.loop.time())
+            if verdict is not Verdict.ACCEPT:
+                effects = session.on_rate_limited(text, verdict is Verdict.CLOSE)
+            elif isinstance(text, bytes):
+                effects = session.on_binary()
+            else:
+                effects = session.on_text(text, now_ms())
             observability.count_frame_received(session.last_frame_type)
             if not await self._perform(connection, effects):
                 return
@@ -232,12 +246,21 @@ class ClientServer:
     async def _finish_writing(
         self, connection: Connection, writer: asyncio.Task[None]
     ) -> None:
-        """Let the writer push what is queued and the close frame, within a deadline."""
+        """Let the writer push what is queued and the close frame, within a deadline.
+
+        Meanwhile incoming frames are read and dropped: websockets stops reading the socket
+        while its queue of unread frames is full (a flood fills it), and would then never see
+        the client's close frame.
+        """
+        discarding = asyncio.create_task(_discard_incoming(connection.websocket))
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await writer
+                await discarding
         except TimeoutError:
             connection.websocket.transport.abort()
+        finally:
+            discarding.cancel()
 
     async def _close(
         self, websocket: ServerConnection, code: CloseCode, reason: str
@@ -247,6 +270,15 @@ class ClientServer:
                 await websocket.close(code, reason)
         except TimeoutError:
             websocket.transport.abort()
+
+
+async def _discard_incoming(websocket: ServerConnection) -> None:
+    """Read and drop frames until the connection is closed."""
+    try:
+        async for _ in websocket:
+            pass
+    except ConnectionClosed:
+        pass
 
 
 @asynccontextmanager
@@ -259,7 +291,14 @@ async def serve_clients(
         clients.serve_connection,
         settings.host,
         settings.port,
-        process_request=clients.check_path,
+        process_request=clients.check_request,
+        # Checked in check_request as well, which logs the refusal; kept here as the
+        # library's own guard.
+        origins=(
+            [Origin(origin) for origin in settings.allowed_origins]
+            if settings.allowed_origins is not None
+            else None
+        ),
         create_connection=TrackedConnection,
         compression=None,
         max_size=settings.max_frame_bytes,

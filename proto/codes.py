@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     """HTTP API: anything but ``POST`` on ``/api/<command>``."""
     UNKNOWN_COMMAND = "unknown_command"
     """A backend command (``api.<command>``, ``POST /api/<command>``) that does not exist."""
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    """The uid holds ``SWITCHBOARD_MAX_CONNECTIONS_PER_UID`` connections already (all gateways)."""
 
 
 class CloseCode(IntEnum):
@@ -71,6 +73,8 @@ class CloseCode(IntEnum):
     """The client read too slowly; its unacknowledged messages went to the offline store."""
     RATE_LIMITED = 4007
     """Too many frames; reconnect after a pause."""
+    TOO_MANY_CONNECTIONS = 4008
+    """The uid holds ``SWITCHBOARD_MAX_CONNECTIONS_PER_UID`` connections already."""
 
 
 TERMINAL_CLOSE_CODES = frozenset({CloseCode.INVALID_TOKEN, CloseCode.KICKED})

@@ -47,6 +47,15 @@ REPLAY_PAGE = "SWITCHBOARD_REPLAY_PAGE"
 METRICS_PORT = "SWITCHBOARD_METRICS_PORT"
 MAX_ROOMS_PER_CONNECTION = "SWITCHBOARD_MAX_ROOMS_PER_CONNECTION"
 """Port of /livez, /readyz and /metrics (HTTP); unset: not served."""
+ALLOWED_ORIGINS = "SWITCHBOARD_ALLOWED_ORIGINS"
+"""Comma-separated Origin values the gateway accepts; unset: any origin."""
+RATE_LIMIT_PER_S = "SWITCHBOARD_RATE_LIMIT_PER_S"
+RATE_LIMIT_BURST = "SWITCHBOARD_RATE_LIMIT_BURST"
+MAX_CONNECTIONS_PER_UID = "SWITCHBOARD_MAX_CONNECTIONS_PER_UID"
+JWT_ALGORITHM = "SWITCHBOARD_JWT_ALGORITHM"
+JWT_PUBLIC_KEY = "SWITCHBOARD_JWT_PUBLIC_KEY"
+"""Path of a PEM file with the public key that verifies RS256 / ES256 tokens."""
+MAX_COMMAND_BYTES = "SWITCHBOARD_MAX_COMMAND_BYTES"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -134,3 +143,21 @@ def redact_url(url: str) -> str:
         return url
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{location}"
+
+
+def rate(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Return a positive, finite rate per second."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a number per second, got {raw!r}"
+        ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise SettingsError(
+            f"{name} must be a positive, finite number per second, got {raw!r}"
+        )
+    return value

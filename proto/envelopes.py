@@ -40,6 +40,10 @@ class ConnOpened(Envelope, frozen=True):
     uid: str
     conn_id: str
     gateway_id: str
+    reannounce: bool = False
+    """Sent again for a live connection because the routers lost its presence (a Redis restart,
+    a gateway swept while frozen or cut off; see ``DeliveryItem.reannounce``): register it and
+    replay its offline messages, but no ``ready`` and no ``user.online``."""
 
 
 class ConnClosed(Envelope, frozen=True):
@@ -78,6 +82,9 @@ class RoomJoined(Envelope, frozen=True):
     conn_id: str
     gateway_id: str
     room: str
+    count: int = 0
+    """When not 0, a re-announcement (``DeliveryItem.reannounce``): the gateway's number of
+    connections in the room, written as it is rather than added (``uid``, ``conn_id`` empty)."""
 
 
 class RoomLeft(Envelope, frozen=True):
@@ -145,6 +152,10 @@ class DeliveryItem(Envelope, frozen=True):
     is empty): one delivery per gateway, whatever the size of the room."""
     broadcast: bool = False
     """When true, the frame is for every initialized connection of the gateway."""
+    reannounce: bool = False
+    """When true (with no frame to push and no targets), the routers lost this gateway's
+    presence: it publishes ``ConnOpened`` (``reannounce``) for each of its initialized
+    connections and ``RoomJoined`` (``count``) for each room it has members in."""
 
 
 class Delivery(Envelope, frozen=True):
@@ -205,7 +216,9 @@ class ApiSend(Command, frozen=True):
         # msgspec turns this into a ValidationError, so every decoder enforces it.
         targets = [t for t in (self.to, self.group, self.room) if t is not None]
         if len(targets) != 1 or not targets[0]:
-            raise ValueError("exactly one of `to`, `group` and `room` is needed - at `$`")
+            raise ValueError(
+                "exactly one of `to`, `group` and `room` is needed - at `$`"
+            )
 
 
 class ApiBroadcast(Command, frozen=True):

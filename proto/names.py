@@ -150,6 +150,11 @@ class Names:
     def dedup_key(self, uid: str, client_id: str) -> str:
         return f"{self.namespace}:dedup:{uid}:{client_id}"
 
+    def gateway_known_key(self, gateway_id: str) -> str:
+        """Set by a gateway's heartbeat; missing while the gateway has connections means the
+        routers lost its presence (Redis restarted empty, or it was swept) and ask it again."""
+        return f"{self.namespace}:gateway:{gateway_id}:known"
+
     def sweep_lock_key(self, gateway_id: str) -> str:
         return f"{self.namespace}:sweep:{gateway_id}"
 

@@ -136,6 +136,7 @@ class BatchRouter:
             reply_to,
             mid=self._mids.next_mid(at_ms),
             ts=at_ms,
+            max_bytes=self._settings.max_command_bytes,
         )
         if isinstance(command, Refused):
             log.info(

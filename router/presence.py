@@ -54,14 +54,21 @@ DUE_OFFLINE_PAGE = 500
 REDIS_HINT = "start it with: redis-server --daemonize yes"
 
 # Register a connection and tell, atomically, whether it is the uid's first one and,
-# if so, whether the uid was only going offline (a flap: no event either way).
-# KEYS: presence(uid), going-offline. ARGV: conn_id, gateway_id, uid.
+# if so, whether the uid was only going offline (a flap: no event either way). A uid
+# holding ARGV[4] connections already (across all gateways) gets no more: nothing is
+# written and the third value is 1 (ARGV[4] = 0: no limit, for re-announcements).
+# KEYS: presence(uid), going-offline. ARGV: conn_id, gateway_id, uid, max_connections.
 _OPEN_CONNECTION = """
+local limit = tonumber(ARGV[4])
+if limit > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= limit then
+  return {0, 0, 1}
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('HLEN', KEYS[1]) ~= 1 then
-  return {0, 0}
+  return {0, 0, 0}
 end
-return {1, redis.call('ZREM', KEYS[2], ARGV[3])}
+return {1, redis.call('ZREM', KEYS[2], ARGV[3]), 0}
 """
 
 # Remove a connection: HDEL presence(uid) conn_id, but only while that field still names
@@ -132,6 +139,7 @@ async def open_presence(settings: Settings) -> AsyncIterator["Presence"]:
             settings.dedup_ttl_s,
             settings.redis_timeout_s,
             debounce_ms=round(settings.presence_debounce_s * 1000),
+            max_connections_per_uid=settings.max_connections_per_uid,
         )
     finally:
         await client.aclose()
@@ -162,6 +170,7 @@ class Presence:
         dedup_ttl_s: int,
         command_timeout_s: float,
         debounce_ms: int,
+        max_connections_per_uid: int = 0,
     ) -> None:
         self._client = client
         self._names = names
@@ -169,6 +178,8 @@ class Presence:
         self.command_timeout_s = command_timeout_s
         """Deadline of each Redis round trip (a pipeline counts as one)."""
         self._debounce_ms = debounce_ms
+        self._max_connections_per_uid = max_connections_per_uid
+        """Connections one uid may hold across all gateways; 0: no limit."""
         # Mirror of <ns>:gateways (gateway_id -> last heartbeat, ms): read by the
         # sweeper, updated by the batches that write heartbeats, so that routing needs
         # no Redis round trip to tell a dead gateway.
@@ -223,6 +234,7 @@ class Presence:
                     conn_id,
                     gateway_id,
                     uid,
+                    0 if envelope.reannounce else self._max_connections_per_uid,
                 )
                 pipeline.hset(names.gateway_key(gateway_id), conn_id, uid)
                 pipeline.zadd(names.gateways_key, {gateway_id: at_ms})
@@ -232,8 +244,11 @@ class Presence:
                 for room in envelope.rooms:
                     self._queue_leave(pipeline, gateway_id, room)
                 return _Queued(1 + len(envelope.rooms), _no_lookup)
-            case RoomJoined(gateway_id=gateway_id, room=room):
-                pipeline.hincrby(names.room_key(room), gateway_id, 1)
+            case RoomJoined(gateway_id=gateway_id, room=room, count=count):
+                if count > 0:  # a re-announcement: the gateway's own count
+                    pipeline.hset(names.room_key(room), gateway_id, count)
+                else:
+                    pipeline.hincrby(names.room_key(room), gateway_id, 1)
                 pipeline.sadd(names.gateway_rooms_key(gateway_id), room)
                 return _Queued(2, _no_lookup)
             case RoomLeft(gateway_id=gateway_id, room=room):
@@ -245,7 +260,9 @@ class Presence:
                 return self._queue_connections(pipeline, routing.unique(uids))
             case Heartbeat(gateway_id=gateway_id):
                 pipeline.zadd(names.gateways_key, {gateway_id: at_ms})
-                return _Queued(1, _no_lookup)
+                # Gone with an empty Redis or a sweep: see routing.should_reannounce.
+                pipeline.set(names.gateway_known_key(gateway_id), "1", nx=True)
+                return _Queued(2, _read_heartbeat)
             case Saved(uids=uids):
                 return self._queue_connections(pipeline, [s.uid for s in uids])
             case GatewayStopped() | Refused():
@@ -510,6 +527,7 @@ class Presence:
             pipeline.hdel(names.room_key(room), gateway_id)
         pipeline.delete(names.gateway_rooms_key(gateway_id))
         pipeline.delete(names.gateway_key(gateway_id))
+        pipeline.delete(names.gateway_known_key(gateway_id))
         pipeline.zrem(names.gateways_key, gateway_id)
         await pipeline.execute()
         return len(connections), len(rooms)
@@ -531,8 +549,17 @@ def _needs_members(envelope: Inbound, lookup: Lookup) -> bool:
 
 
 def _read_opened(replies: list[Any]) -> Lookup:
-    [is_first, has_flapped], _, _ = replies
-    return Lookup(is_first_connection=bool(is_first), has_flapped=bool(has_flapped))
+    [is_first, has_flapped, is_refused], _, _ = replies
+    return Lookup(
+        is_first_connection=bool(is_first),
+        has_flapped=bool(has_flapped),
+        is_over_connection_limit=bool(is_refused),
+    )
+
+
+def _read_heartbeat(replies: list[Any]) -> Lookup:
+    _, was_unknown = replies
+    return Lookup(is_unknown_gateway=bool(was_unknown))
 
 
 def _read_connections(replies: list[Any]) -> Lookup:

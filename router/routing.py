@@ -193,7 +193,13 @@ def addressing_count(outgoing: Outgoing) -> int:
 
 
 def decode_command(
-    routing_key: str, body: bytes, reply_to: ReplyTo | None, *, mid: str, ts: int
+    routing_key: str,
+    body: bytes,
+    reply_to: ReplyTo | None,
+    *,
+    mid: str,
+    ts: int,
+    max_bytes: int | None = None,
 ) -> Call | Refused:
     """Decode a backend command (strict, like every envelope).
 
@@ -203,21 +209,31 @@ def decode_command(
         reply_to: where the reply goes, if the backend wants one.
         mid: the mid of the message the command makes, if it makes one.
         ts: the current Unix time in milliseconds.
+        max_bytes: the largest body decoded (``SWITCHBOARD_MAX_COMMAND_BYTES``); None: any.
 
     Returns:
-        The ``Call``, or why it is ``Refused``: ``unknown_command``, ``invalid_json``,
-        or ``invalid_field`` with msgspec's message (it names the JSON path).
+        The ``Call``, or why it is ``Refused``: ``unknown_command``, ``too_large``,
+        ``invalid_json``, or ``invalid_field`` with msgspec's message (it names the JSON
+        path).
     """
     name = command_name(routing_key)
     decoder = _COMMAND_DECODERS.get(name)
     if decoder is None:
         return Refused(ErrorCode.UNKNOWN_COMMAND, "no such command", reply_to)
+    if max_bytes is not None and len(body) > max_bytes:
+        return Refused(
+            ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes", reply_to
+        )
     try:
         command = decoder.decode(body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
         return Refused(ErrorCode.INVALID_FIELD, str(exc), reply_to)
     except msgspec.DecodeError:
         return Refused(ErrorCode.INVALID_JSON, "the body is not JSON", reply_to)
+    except RecursionError:  # msgspec's decoder recurses per nesting level
+        return Refused(
+            ErrorCode.INVALID_JSON, "the body is nested too deeply", reply_to
+        )
     if name not in SENDING_COMMANDS:
         mid, ts = "", 0
     return Call(name, command, reply_to, mid, ts)
@@ -290,6 +306,12 @@ class Lookup:
     """For ``ConnOpened``: the uid had no other connection (presence was empty)."""
     has_flapped: bool = False
     """For ``ConnOpened``: the uid was going offline (debounce), so it never left."""
+    is_over_connection_limit: bool = False
+    """For ``ConnOpened``: the uid holds ``SWITCHBOARD_MAX_CONNECTIONS_PER_UID``
+    connections already, so this one was not registered."""
+    is_unknown_gateway: bool = False
+    """For ``Heartbeat``: Redis had no record of the gateway (first heartbeat, Redis
+    restarted empty, or the gateway was swept while it lived on)."""
 
 
 NO_LOOKUP = Lookup()
@@ -472,10 +494,20 @@ class _PlanBuilder:
             case Refused(code=code, reason=reason, reply_to=reply_to):
                 self.reply(reply_to, ErrorReply(error=ErrorDetail(code, reason)))
             case ConnOpened(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
-                self.deliver(gateway_id, ready_item(uid, conn_id))
+                if lookup.is_over_connection_limit:
+                    # Not registered: an error and a close instead of ready, no replay.
+                    self.deliver(gateway_id, too_many_connections_item(uid, conn_id))
+                    return
+                if not envelope.reannounce:
+                    self.deliver(gateway_id, ready_item(uid, conn_id))
+                # A re-announced connection gets what was stored while it was unknown.
                 target = ReplayTarget(gateway_id, conn_id)
                 self.replays.append(replay_publish(self.names, uid, [target], ""))
-                if lookup.is_first_connection and not lookup.has_flapped:
+                if (
+                    lookup.is_first_connection
+                    and not lookup.has_flapped
+                    and not envelope.reannounce
+                ):
                     event = UserOnline(uid=uid, ts=self.now_ms)
                     self.events.append(
                         event_publish(self.names, keys.EVENT_USER_ONLINE, event)
@@ -504,7 +536,10 @@ class _PlanBuilder:
                         )
             case GatewayStopped():
                 self.sweeps.append(envelope.gateway_id)
-            case ConnClosed() | Heartbeat() | RoomJoined() | RoomLeft():
+            case Heartbeat(gateway_id=gateway_id, connections=connections):
+                if should_reannounce(lookup.is_unknown_gateway, connections):
+                    self.deliver(gateway_id, reannounce_item())
+            case ConnClosed() | RoomJoined() | RoomLeft():
                 pass  # presence writes only, done by presence.py
 
     def add_outgoing(self, outgoing: Outgoing, lookup: Lookup) -> None:
@@ -777,6 +812,38 @@ def message_item(frame: msgspec.Raw, targets: list[Target], mid: str) -> Deliver
 def frame_item(frame: frames.ServerFrame, targets: list[Target]) -> DeliveryItem:
     """A frame that is not a message (no mid, not durable) for some connections."""
     return DeliveryItem(frame=msgspec.Raw(frames.encode(frame)), targets=targets)
+
+
+def should_reannounce(is_unknown_gateway: bool, connections: int) -> bool:
+    """Tell whether to ask a gateway to announce its connections and rooms again.
+
+    Args:
+        is_unknown_gateway: Redis had no record of the gateway before this heartbeat.
+        connections: the connections the heartbeat says the gateway holds.
+
+    A gateway new to Redis that holds connections is one whose presence was lost: Redis
+    restarted empty, or routers swept it while it was frozen or cut from the broker. Its
+    clients are still connected, and without their presence every message for them would
+    go to the offline store until they reconnect.
+    """
+    return is_unknown_gateway and connections > 0
+
+
+def reannounce_item() -> DeliveryItem:
+    return DeliveryItem(frame=msgspec.Raw(b"null"), targets=[], reannounce=True)
+
+
+def too_many_connections_item(uid: str, conn_id: str) -> DeliveryItem:
+    """The ``too_many_connections`` error that closes a connection over the uid's limit."""
+    code = ErrorCode.TOO_MANY_CONNECTIONS
+    error = frames.Error(
+        code=code, message="this uid holds too many connections; close one first"
+    )
+    return DeliveryItem(
+        frame=msgspec.Raw(frames.encode(error)),
+        targets=[Target(uid, conn_id)],
+        close_code=int(CloseCode.TOO_MANY_CONNECTIONS),
+    )
 
 
 def ready_item(uid: str, conn_id: str) -> DeliveryItem:

@@ -40,6 +40,10 @@ class Settings:
     log_level: str
     metrics_port: int | None = None
     """Port of /livez, /readyz and /metrics; None: not served."""
+    max_connections_per_uid: int = 20
+    """Connections one uid may hold across all gateways; 0: no limit."""
+    max_command_bytes: int = 1_048_576
+    """Largest backend command body decoded; a larger one is refused with ``too_large``."""
 
     @property
     def namespace(self) -> str:
@@ -75,6 +79,12 @@ class Settings:
                 environ, env.SHUTDOWN_TIMEOUT_S, default=10.0
             ),
             log_level=env.choice(environ, env.LOG_LEVEL, LOG_LEVELS, "info"),
+            max_connections_per_uid=env.integer(
+                environ, env.MAX_CONNECTIONS_PER_UID, default=20, minimum=0
+            ),
+            max_command_bytes=env.integer(
+                environ, env.MAX_COMMAND_BYTES, default=1_048_576, minimum=1024
+            ),
             metrics_port=(
                 env.integer(environ, env.METRICS_PORT, 0, maximum=65535)
                 if environ.get(env.METRICS_PORT, "")

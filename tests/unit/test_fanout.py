@@ -139,3 +139,29 @@ def test_kick_pushes_the_kicked_frame_then_closes_only_its_targets() -> None:
     # Not durable: a kicked connection that is gone already needs nothing stored.
     assert plan.handover == []
     assert plan.stale == [Target("kim", "gone")]
+
+
+def test_reannouncements_list_connections_then_room_counts() -> None:
+    from gateway.fanout import reannouncements
+    from proto import envelopes, names
+
+    announced = reannouncements(
+        "gw1", {"k2": "bob", "k1": "alice"}, {"lobby": {"k1", "k2"}, "empty": set()}
+    )
+    assert [a.routing_key for a in announced] == [
+        names.KEY_CONN_OPENED,
+        names.KEY_CONN_OPENED,
+        names.KEY_ROOM_JOINED,
+    ]
+    first = envelopes.decode_conn_opened(announced[0].body)
+    assert (first.uid, first.conn_id, first.reannounce) == ("alice", "k1", True)
+    joined = envelopes.decode_room_joined(announced[2].body)
+    assert (joined.gateway_id, joined.room, joined.count) == ("gw1", "lobby", 2)
+
+
+def test_only_a_reannounce_item_asks_for_reannouncements() -> None:
+    from gateway.fanout import is_reannounce_requested
+
+    assert not is_reannounce_requested(Delivery(items=[item(Target("bob", "k1"))]))
+    request = DeliveryItem(frame=msgspec.Raw(b"null"), targets=[], reannounce=True)
+    assert is_reannounce_requested(Delivery(items=[request]))

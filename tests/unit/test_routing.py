@@ -844,3 +844,75 @@ def test_offline_events() -> None:
         False,
     )
     assert json.loads(event.body) == {"uid": "bob", "ts": NOW_MS}
+
+
+# Re-announcement: a gateway whose presence the routers lost
+
+
+@pytest.mark.parametrize(
+    ("is_unknown", "connections", "expected"),
+    [(True, 3, True), (True, 0, False), (False, 3, False), (False, 0, False)],
+)
+def test_should_reannounce_only_an_unknown_gateway_with_connections(
+    is_unknown: bool, connections: int, expected: bool
+) -> None:
+    assert routing.should_reannounce(is_unknown, connections) is expected
+
+
+def test_heartbeat_of_an_unknown_gateway_with_connections_asks_it_to_reannounce() -> (
+    None
+):
+    heartbeat = Heartbeat(gateway_id="gw1", connections=2)
+    plan = route([heartbeat], [Lookup(is_unknown_gateway=True)])
+    (publish,) = plan.deliveries
+    assert publish.routing_key == "gw1"
+    (item,) = envelopes.decode_delivery(publish.body).items
+    assert item.reannounce
+    assert item.targets == []
+
+
+def test_heartbeat_of_a_known_gateway_asks_nothing() -> None:
+    plan = route([Heartbeat(gateway_id="gw1", connections=2)], [NO_LOOKUP])
+    assert plan.deliveries == ()
+
+
+def test_reannounced_connection_gets_a_replay_but_no_ready_and_no_online_event() -> (
+    None
+):
+    opened = ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1", reannounce=True)
+    plan = route([opened], [Lookup(is_first_connection=True)])
+    assert plan.deliveries == ()
+    assert plan.events == ()
+    (replay,) = plan.replays
+    request = envelopes.decode_replay_request(replay.body)
+    assert request.uid == "bob"
+    assert request.targets == [ReplayTarget("gw1", "k1")]
+    assert request.from_mid == ""
+
+
+def test_a_connection_over_the_uid_limit_gets_an_error_and_a_close_only() -> None:
+    opened = ConnOpened(uid="bob", conn_id="k9", gateway_id="gw1")
+    plan = route([opened], [Lookup(is_over_connection_limit=True)])
+
+    [delivery] = plan.deliveries
+    [item] = delivery_of(delivery).items
+    frame = frames.decode_server_frame(bytes(item.frame))
+    assert isinstance(frame, frames.Error)
+    assert frame.code == ErrorCode.TOO_MANY_CONNECTIONS
+    assert item.targets == [Target("bob", "k9")]
+    assert (item.close_code, item.durable) == (CloseCode.TOO_MANY_CONNECTIONS, False)
+    assert (plan.replays, plan.events) == ((), ())
+
+
+def test_a_command_larger_than_the_limit_is_refused_too_large() -> None:
+    body = b'{"uids": ["' + b"a" * 2000 + b'"]}'
+    refused = routing.decode_command(
+        "api.presence", body, REPLY_TO, mid="m1", ts=NOW_MS, max_bytes=1024
+    )
+    accepted = routing.decode_command(
+        "api.presence", body, REPLY_TO, mid="m1", ts=NOW_MS, max_bytes=len(body)
+    )
+
+    assert isinstance(refused, Refused)
+    assert (refused.code, refused.reply_to) == (ErrorCode.TOO_LARGE, REPLY_TO)
+    assert not isinstance(accepted, Refused)

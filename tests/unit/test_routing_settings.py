@@ -69,3 +69,13 @@ def test_errors_name_the_variable(variable: str, value: str) -> None:
 )
 def test_location_leaves_out_credentials(url: str, where: str) -> None:
     assert location(url) == where
+
+
+def test_connection_and_command_limits() -> None:
+    assert Settings.from_env({}).max_connections_per_uid == 20
+    settings = Settings.from_env(
+        {env.MAX_CONNECTIONS_PER_UID: "3", env.MAX_COMMAND_BYTES: "4096"}
+    )
+    assert (settings.max_connections_per_uid, settings.max_command_bytes) == (3, 4096)
+    with pytest.raises(SettingsError, match=env.MAX_CONNECTIONS_PER_UID):
+        Settings.from_env({env.MAX_CONNECTIONS_PER_UID: "many"})

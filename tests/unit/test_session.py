@@ -488,3 +488,68 @@ def test_closed_envelope_carries_the_rooms() -> None:
         "conn1",
         ["live-1", "live-2"],
     )
+
+
+def test_a_configured_algorithm_is_the_only_one_accepted() -> None:
+    long_secret = TEST_JWT_SECRET * 2  # HS512 wants 64 bytes
+    hs512 = make_token("alice", long_secret, exp=NOW_MS // 1000 + 60, algorithm="HS512")
+    hs256 = make_token("alice", long_secret, exp=NOW_MS // 1000 + 60)
+    session = Session(
+        "conn1", "gw1", long_secret, MidFactory("00000000aa"), jwt_algorithm="HS512"
+    )
+    refused = Session(
+        "conn2", "gw1", long_secret, MidFactory("00000000aa"), jwt_algorithm="HS512"
+    )
+    session.on_text(json.dumps({"type": "init", "token": hs512}), NOW_MS)
+    effects = refused.on_text(json.dumps({"type": "init", "token": hs256}), NOW_MS)
+    assert session.uid == "alice"
+    assert reply_of(effects[:1])["code"] == ErrorCode.INVALID_TOKEN
+    assert refused.uid is None
+
+
+def test_a_rate_limited_frame_gets_rate_limited_with_its_id() -> None:
+    session = initialized()
+    effects = session.on_rate_limited('{"type":"send","id":"c7"}', is_flooding=False)
+    assert reply_of(effects) == {
+        "type": "error",
+        "code": ErrorCode.RATE_LIMITED,
+        "message": reply_of(effects)["message"],
+        "id": "c7",
+    }
+
+
+def test_a_flood_is_answered_and_closed_with_rate_limited() -> None:
+    effects = new_session().on_rate_limited(b"\x00not json", is_flooding=True)
+    assert reply_of(effects[:1])["code"] == ErrorCode.RATE_LIMITED
+    assert effects[1:] == [Close(CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED.value)]
+
+
+@pytest.mark.parametrize("depth", [65, 1_000, 30_000])
+def test_deeply_nested_bodies_are_refused(depth: int) -> None:
+    session = initialized()
+    body = "[" * depth + "]" * depth
+    effects = session.on_text(
+        f'{{"type":"send","id":"c1","to":"bob","body":{body}}}', NOW_MS
+    )
+    error = reply_of(effects)
+    assert error["code"] in (ErrorCode.INVALID_FIELD, ErrorCode.INVALID_JSON)
+    assert error.get("id") in ("c1", None)
+
+
+def test_a_body_64_levels_deep_with_brackets_in_strings_is_accepted() -> None:
+    session = initialized()
+    body = "[" * 64 + '"]]]]' + "[" * 100 + '"' + "]" * 64
+    effects = session.on_text(
+        f'{{"type":"send","id":"c1","to":"bob","body":{body}}}', NOW_MS
+    )
+    assert isinstance(published(effects), Publish)
+
+
+@pytest.mark.parametrize("number", ["1e999999", "9" * 400, "-" + "9" * 400 + ".5"])
+def test_huge_numbers_pass_through_byte_for_byte(number: str) -> None:
+    session = initialized()
+    effects = session.on_text(
+        f'{{"type":"send","id":"c1","to":"bob","body":{number}}}', NOW_MS
+    )
+    outgoing = envelopes.decode_outgoing(published(effects).body)
+    assert bytes(outgoing.body) == number.encode()

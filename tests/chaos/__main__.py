@@ -1,0 +1,50 @@
+"""``python -m tests.chaos [name-substring ...]``: run the scenarios with the full load.
+
+Prints the markdown table of the README's "Reliability" section; exits 1 when any scenario lost
+a message (or misrouted one, or broke the mid order), 2 when one could not run.
+"""
+
+import asyncio
+import logging
+import sys
+
+from proto.logs import configure_logging
+from tests.chaos.checker import Report, markdown_table
+from tests.chaos.faults import SharedServiceBusy
+from tests.chaos.load import LoadShape
+from tests.chaos.scenarios import SCENARIOS, run_scenario
+
+FULL_LOAD = LoadShape(users=20, rate_per_user=2.0, warmup_s=10.0, after_s=15.0)
+
+
+async def main(selected: list[str]) -> int:
+    reports: list[Report] = []
+    is_lost = is_skipped = False
+    for scenario in SCENARIOS:
+        if selected and not any(s in scenario.name for s in selected):
+            continue
+        print(f"running: {scenario.name}", file=sys.stderr, flush=True)
+        try:
+            result = await run_scenario(scenario, FULL_LOAD)
+        except SharedServiceBusy as busy:
+            print(f"skipped: {scenario.name}: {busy}", file=sys.stderr)
+            is_skipped = True
+            continue
+        except Exception as exc:
+            # A send that never got its receipt, a service that did not come back: a failure
+            # of the scenario, reported, and the next one still runs.
+            print(f"failed: {scenario.name}: {exc!r}", file=sys.stderr, flush=True)
+            is_lost = True
+            continue
+        print(markdown_table([result]).splitlines()[-1], file=sys.stderr, flush=True)
+        reports.append(result)
+        is_lost = is_lost or not result.is_ok
+    print(markdown_table(reports))
+    return 1 if is_lost else 2 if is_skipped else 0
+
+
+if __name__ == "__main__":
+    configure_logging("warning")
+    # The client library logs each reconnect; the table is what this run reports.
+    logging.getLogger("switchboard_client").setLevel(logging.ERROR)
+    sys.exit(asyncio.run(main(sys.argv[1:])))
