@@ -5,6 +5,7 @@ raises when the broker returns or nacks a message, so a caller that gets no exce
 broker holds it.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -51,18 +52,16 @@ class Bus:
         self, routing_key: str, body: bytes, mid: str = ""
     ) -> None:
         """Publish to the inbound exchange; returns once the broker confirmed."""
-        await self._inbound.publish(
-            _message(body, mid),
-            routing_key,
-            mandatory=True,
-            timeout=self._publish_timeout_s,
-        )
+        # aio-pika's timeout covers the confirm, not the wait for a reconnecting channel.
+        async with asyncio.timeout(self._publish_timeout_s):
+            await self._inbound.publish(
+                _message(body, mid), routing_key, mandatory=True
+            )
 
     async def publish_undeliverable(self, body: bytes) -> None:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""
-        await self._undeliverable.publish(
-            _message(body), "", mandatory=True, timeout=self._publish_timeout_s
-        )
+        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
+            await self._undeliverable.publish(_message(body), "", mandatory=True)
 
     async def consume_deliveries(
         self, on_delivery: Callable[[AbstractIncomingMessage], Awaitable[None]]

@@ -86,12 +86,9 @@ class CommandBus:
         )
         try:
             try:
-                await self._inbound.publish(
-                    message,
-                    routing_key,
-                    mandatory=True,
-                    timeout=self._publish_timeout_s,
-                )
+                # aio-pika's timeout covers the confirm, not a reconnecting channel.
+                async with asyncio.timeout(self._publish_timeout_s):
+                    await self._inbound.publish(message, routing_key, mandatory=True)
             except Exception:
                 log.warning("command_publish_failed", command=command, exc_info=True)
                 return not_published()

@@ -137,12 +137,11 @@ class Bus:
             content_type=CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self._exchanges[exchange].publish(
-            message,
-            routing_key,
-            mandatory=mandatory,
-            timeout=self._settings.publish_timeout_s,
-        )
+        # aio-pika's timeout covers the confirm, not the wait for a reconnecting channel.
+        async with asyncio.timeout(self._settings.publish_timeout_s):
+            await self._exchanges[exchange].publish(
+                message, routing_key, mandatory=mandatory
+            )
 
 
 @asynccontextmanager

@@ -176,9 +176,8 @@ class Bus:
             message_id=publish.mid or None,
             correlation_id=publish.correlation_id or None,
         )
-        await self._exchanges[publish.exchange].publish(
-            message,
-            publish.routing_key,
-            mandatory=publish.mandatory,
-            timeout=self._publish_timeout_s,
-        )
+        # aio-pika's timeout covers the confirm, not the wait for a reconnecting channel.
+        async with asyncio.timeout(self._publish_timeout_s):
+            await self._exchanges[publish.exchange].publish(
+                message, publish.routing_key, mandatory=publish.mandatory
+            )

@@ -20,9 +20,14 @@ FULL_LOAD = LoadShape(users=20, rate_per_user=2.0, warmup_s=10.0, after_s=15.0)
 async def main(selected: list[str]) -> int:
     reports: list[Report] = []
     is_lost = is_skipped = False
-    for scenario in SCENARIOS:
-        if selected and not any(s in scenario.name for s in selected):
-            continue
+    chosen = [
+        s for s in SCENARIOS if not selected or any(n in s.name for n in selected)
+    ]
+    if not chosen:
+        names = ", ".join(scenario.name for scenario in SCENARIOS)
+        print(f"no scenario matches {selected}; scenarios: {names}", file=sys.stderr)
+        return 2
+    for scenario in chosen:
         print(f"running: {scenario.name}", file=sys.stderr, flush=True)
         try:
             result = await run_scenario(scenario, FULL_LOAD)
