@@ -44,6 +44,7 @@ export const GOING_AWAY = 1001;
  * @property {number} [startIndex]               Which URL to try first (default 0).
  * @property {number} [pingIntervalMs]           A `ping` goes out this long after the last pong.
  * @property {number} [pongTimeoutMs]            No `pong` this long after a ping: the connection is dead.
+ * @property {number} [replyTimeoutMs]           A request unanswered this long is sent again, same id.
  * @property {number} [openTimeoutMs]            Deadline from opening the socket to `ready`.
  * @property {number} [backoffBaseMs]            Ceiling of the first jittered reconnect delay.
  * @property {number} [backoffMaxMs]             Cap of every reconnect delay.
@@ -151,6 +152,7 @@ export class SwitchboardClient {
     if (!this.WebSocket) throw new TypeError("no WebSocket: pass one (Node: the ws package)");
     this.pingIntervalMs = options.pingIntervalMs ?? 10_000;
     this.pongTimeoutMs = options.pongTimeoutMs ?? 5_000;
+    this.replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
     this.openTimeoutMs = options.openTimeoutMs ?? 5_000;
     this.backoffBaseMs = options.backoffBaseMs ?? 500;
     this.backoffMaxMs = options.backoffMaxMs ?? 30_000;
@@ -324,17 +326,26 @@ export class SwitchboardClient {
    */
   _request(clientId, frame) {
     if (this.closed) return Promise.reject(this.closed);
-    return new Promise((resolve, reject) => {
-      const text = JSON.stringify(frame);
-      this._pending.set(clientId, {
+    const text = JSON.stringify(frame);
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    let resend;
+    const answered = new Promise((resolve, reject) => {
+      const request = {
         text,
         resolve,
         reject,
         room: frame.type === "join" && typeof frame.room === "string" ? frame.room : undefined,
-      });
+      };
+      this._pending.set(clientId, request);
       // Without a ready connection it goes out after the next ready.
       if (this._ws) this._sendText(this._ws, text);
+      // No answer in time: the frame or its answer may have been lost (a broker restart, for
+      // one). The same id makes sending it again safe: the server carries it out once.
+      resend = setInterval(() => {
+        if (this._ws && this._pending.get(clientId) === request) this._sendText(this._ws, text);
+      }, this.replyTimeoutMs);
     });
+    return answered.finally(() => clearInterval(resend));
   }
 
   /**

@@ -123,6 +123,8 @@ class Client:
         token: a JWT, or a function (sync or async) returning one; called before each connection.
         ping_interval_s: an application ``ping`` goes out this long after the last pong.
         pong_timeout_s: a connection without ``pong`` this long after a ping is dead.
+        reply_timeout_s: a request (send, join, leave, presence) unanswered this long is sent
+            again with the same id, which the server carries out once.
         open_timeout_s: deadline from connecting to ``ready``.
         backoff_base_s: ceiling of the first jittered reconnect delay; doubles per attempt.
         backoff_max_s: cap of every reconnect delay.
@@ -138,6 +140,7 @@ class Client:
         *,
         ping_interval_s: float = 10.0,
         pong_timeout_s: float = 5.0,
+        reply_timeout_s: float = 10.0,
         open_timeout_s: float = 5.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -151,6 +154,7 @@ class Client:
         self._token = token
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s
+        self.reply_timeout_s = reply_timeout_s
         self.open_timeout_s = open_timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -315,12 +319,23 @@ class Client:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         text = json.dumps(frame, separators=(",", ":"))
         joining = frame["room"] if frame["type"] == "join" else None
-        self._pending[client_id] = _Request(text, future, room=joining)
+        request = _Request(text, future, room=joining)
+        self._pending[client_id] = request
         ws = self._ws
         if ws is not None:
             await self._send_text(ws, text)
         # Otherwise it goes out after the next ready.
-        return await future
+        while True:
+            try:
+                async with asyncio.timeout(self.reply_timeout_s):
+                    return await asyncio.shield(future)
+            except TimeoutError:
+                # No answer in time: the frame or its answer may have been lost (a broker
+                # restart, for one). The same id makes sending it again safe: the server
+                # carries it out once and answers again.
+                ws = self._ws
+                if ws is not None and self._pending.get(client_id) is request:
+                    await self._send_text(ws, text)
 
     async def _send_text(self, ws: ClientConnection, text: str) -> bool:
         try:
