@@ -3,7 +3,7 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,7 +32,7 @@ class Backend:
             future.set_result(json.loads(message.body))
 
     async def call(
-        self, command: str, body: dict[str, object] | bytes, within_s: float = 5.0
+        self, command: str, body: Mapping[str, object] | bytes, within_s: float = 5.0
     ) -> dict[str, Any]:
         """Send a command and return its JSON reply."""
         correlation_id = uuid.uuid4().hex
@@ -47,7 +47,7 @@ class Backend:
             return await reply
 
     async def publish(
-        self, command: str, body: dict[str, object] | bytes, **properties: Any
+        self, command: str, body: Mapping[str, object] | bytes, **properties: Any
     ) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         inbound = await self.channel.get_exchange(
