@@ -2,10 +2,11 @@
 
 import asyncio
 
+import aio_pika
 import pytest
 import redis.asyncio as redis
 
-from proto.env import DEFAULT_REDIS_URL
+from proto.env import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from tests.support.clients import RawClient
 from tests.support.stack import Stack
 from tests.support.timing import eventually
@@ -372,3 +373,28 @@ async def test_silent_connection_is_closed_and_ping_keeps_it_open(stack: Stack) 
         await asyncio.sleep(0.3)
     assert await silent.wait_closed(within_s=5) == 4002
     assert talker.close_code is None
+
+
+async def test_send_the_broker_cannot_take_is_unavailable_and_a_retry_is_delivered(
+    stack: Stack,
+) -> None:
+    await stack.start(gateways=2)
+    alice = await stack.connect(0, uid="alice")
+    bob = await stack.connect(1, uid="bob")
+    # No router and no router queue: the mandatory publish comes back, nothing is accepted.
+    assert await stack.routers[0].stop() == 0
+    connection = await aio_pika.connect(DEFAULT_AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(stack.names.router_queue)
+
+    await alice.send_frame({"type": "send", "id": "r1", "to": "bob", "body": "again"})
+    refused = await alice.expect(lambda f: f.get("id") == "r1")
+    assert (refused["type"], refused["code"]) == ("error", "unavailable")
+
+    await stack.start_router()  # declares the queue again
+    sent = await alice.send_message("bob", "again", client_id="r1")
+    message = await bob.expect_message(mid=sent["mid"])
+    assert message["body"] == "again"
+    await bob.ack(message["mid"])
+    await bob.expect_nothing("message", for_s=0.5)
