@@ -20,7 +20,7 @@ from aio_pika.abc import (
 )
 
 from gateway.settings import Settings
-from proto.env import redact_url
+from proto.env import location
 from proto.errors import DependencyUnavailable
 from proto.topology import Topology, gateway_topology, shared_topology
 
@@ -93,7 +93,7 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
     except Exception as exc:
         raise DependencyUnavailable(
             "RabbitMQ",
-            redact_url(settings.amqp_url),
+            location(settings.amqp_url),
             "start it with: rabbitmq-server -detached",
         ) from exc
     async with connection:

@@ -38,7 +38,7 @@ from gateway.commands import (
     unauthorized,
 )
 from gateway.settings import Settings
-from proto.env import redact_url
+from proto.env import location
 from proto.errors import DependencyUnavailable
 
 log = structlog.get_logger()
@@ -167,7 +167,7 @@ async def serve_api(settings: Settings) -> AsyncIterator[int]:
     except Exception as exc:
         raise DependencyUnavailable(
             "RabbitMQ (HTTP API)",
-            redact_url(settings.api_amqp_url),
+            location(settings.api_amqp_url),
             "check SWITCHBOARD_API_AMQP_URL and that user's permissions",
         ) from exc
     async with connection:

@@ -18,7 +18,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from offline_store.settings import Settings, location, mask_password
+from offline_store.settings import Settings, mask_password
+from proto.env import location
 from proto.envelopes import Delivery, MessageOffline, Saved, encode
 from proto.errors import DependencyUnavailable
 from proto.names import EVENT_MESSAGE_OFFLINE, KEY_SAVED

@@ -70,17 +70,6 @@ class Settings:
         )
 
 
-def location(url: str) -> str:
-    """Where a URL or DSN points (``host:port/path``), without user or password."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return "the configured address"
-    return f"{host}{port}{parts.path}"
-
-
 def mask_password(text: str, url: str) -> str:
     """``text`` with the password of ``url`` replaced by ``***``, should it appear in it."""
     try:

@@ -12,7 +12,8 @@ import asyncpg
 import structlog
 
 from offline_store.replay import RowKey, StoredRow, UndeliveredRow
-from offline_store.settings import Settings, location, mask_password
+from offline_store.settings import Settings, mask_password
+from proto.env import location
 from proto.errors import DependencyUnavailable
 from proto.names import Names
 

@@ -6,6 +6,7 @@ never puts a secret's value into an error.
 
 import math
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from proto.errors import SettingsError
 
@@ -135,14 +136,20 @@ def choice(
     return value
 
 
-def redact_url(url: str) -> str:
-    """The URL or DSN without its password, for error messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{location}"
+def location(url: str) -> str:
+    """Where a URL or DSN points (``host:port``, or a socket path), without its credentials.
+
+    For the one-line startup errors, which say where a dependency was looked for but never
+    carry a user name or a password.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "an unparsable URL"
+    if parts.hostname is None:
+        return parts.path or "an unparsable URL"
+    return parts.hostname if port is None else f"{parts.hostname}:{port}"
 
 
 def rate(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -23,10 +23,11 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
 
 from proto import env
+from proto.env import location
 from proto.errors import DependencyUnavailable, SettingsError
 from proto.topology import Topology, shared_topology
 from router.routing import Publish
-from router.settings import Settings, location
+from router.settings import Settings
 
 log = structlog.get_logger()
 

@@ -21,6 +21,7 @@ import structlog
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from proto.env import location
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
@@ -43,7 +44,7 @@ from proto.errors import DependencyUnavailable
 from proto.names import Names
 from router import routing
 from router.routing import Call, Connection, Inbound, Lookup, Refused, Removal
-from router.settings import Settings, location
+from router.settings import Settings
 
 log = structlog.get_logger()
 

@@ -3,7 +3,6 @@
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from proto import env
 from proto.errors import SettingsError
@@ -91,15 +90,3 @@ class Settings:
                 else None
             ),
         )
-
-
-def location(url: str) -> str:
-    """Where a URL points (``host:port`` or a socket path), without its credentials."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "an unparsable URL"
-    if parts.hostname is None:
-        return parts.path or "an unparsable URL"
-    return parts.hostname if port is None else f"{parts.hostname}:{port}"

@@ -5,7 +5,7 @@ import pytest
 from proto import env
 from proto.errors import SettingsError
 from proto.names import Names
-from router.settings import Settings, location
+from router.settings import Settings
 
 
 def test_defaults() -> None:
@@ -56,19 +56,6 @@ def test_overrides() -> None:
 def test_errors_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env({variable: value})
-
-
-@pytest.mark.parametrize(
-    ("url", "where"),
-    [
-        ("amqp://guest:s3cret@rabbit.example:5672/vhost", "rabbit.example:5672"),
-        ("redis://:s3cret@127.0.0.1:6379/0", "127.0.0.1:6379"),
-        ("redis://cache.example/0", "cache.example"),
-        ("unix:///run/redis.sock", "/run/redis.sock"),
-    ],
-)
-def test_location_leaves_out_credentials(url: str, where: str) -> None:
-    assert location(url) == where
 
 
 def test_connection_and_command_limits() -> None:
