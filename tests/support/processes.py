@@ -112,12 +112,20 @@ class ServiceProcess:
         return "\n".join(self.lines)
 
 
+def service_environment(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment with ``env`` on top, for a service process.
+
+    The test process runs in asyncio debug mode; the services run as they do in production
+    (debug mode makes them several times slower, and timing matters to the failure tests).
+    """
+    full_env = {**os.environ, **env}
+    full_env.pop("PYTHONASYNCIODEBUG", None)
+    return full_env
+
+
 async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
     """Start ``python -m module`` with ``env`` over this process's environment; wait until ready."""
-    full_env = {**os.environ, **env}
-    # The test process runs in asyncio debug mode; the services run as they do in production
-    # (debug mode makes them several times slower, and timing matters to the failure tests).
-    full_env.pop("PYTHONASYNCIODEBUG", None)
+    full_env = service_environment(env)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -144,8 +152,7 @@ async def run_until_exit(
     module: str, env: dict[str, str], within_s: float = 20.0
 ) -> tuple[int, str, str]:
     """Run ``python -m module`` to its exit (a startup that must fail); return code and output."""
-    full_env = {**os.environ, **env}
-    full_env.pop("PYTHONASYNCIODEBUG", None)
+    full_env = service_environment(env)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
