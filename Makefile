@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
-.PHONY: help venv services run token test unit chaos lint fmt schemas js-deps browser-deps deploy-tools
+.PHONY: help venv services run token test unit chaos bench lint fmt schemas js-deps browser-deps deploy-tools
 
 help:
 	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
@@ -23,11 +23,13 @@ help:
 	@echo "make unit              unit tests only (no services needed)"
 	@echo "make chaos             every fault scenario under the full load; prints the README's table"
 	@echo "                       (restarts the local RabbitMQ, Redis and PostgreSQL)"
+	@echo "make bench             Switchboard against python-socketio, a websockets relay and raw"
+	@echo "                       aio-pika, 3 runs (~10 min); writes bench/RESULTS.md"
 	@echo "make deploy-tools      install kubectl (Debian kubernetes-client) for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
 	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
-	@echo "make venv              create .venv and install the project with its dev dependencies"
+	@echo "make venv              create .venv and install the project with its dev and bench dependencies"
 	@echo "                       and the Python client (clients/python), editable"
 	@echo "make js-deps           npm ci in clients/js (the JS client's test dependencies)"
 	@echo "make browser-deps      install Debian's chromium for the browser tests, if missing"
@@ -39,7 +41,7 @@ venv: $(STAMP)
 # Chromium; it never downloads a browser.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,bench]'
 	$(BIN)/python -m pip install -e clients/python --config-settings editable_mode=compat
 	touch $@
 
@@ -68,6 +70,9 @@ unit: venv
 
 chaos: venv services
 	$(BIN)/python -m tests.chaos
+
+bench: venv services
+	$(BIN)/python -m bench
 
 lint: venv
 	$(BIN)/ruff format --check .

@@ -47,6 +47,8 @@ async def main(settings: Settings) -> None:
                 tasks.create_task(hub.run_handover()),
                 tasks.create_task(hub.run_ack_timeouts()),
                 tasks.create_task(hub.run_heartbeat(settings.heartbeat_interval_s)),
+                tasks.create_task(bus.watch_consumer(settings.consumer_check_s)),
+                tasks.create_task(hub.run_pings(settings.ping_interval_s)),
             ]
             await bus.consume_deliveries(hub.on_delivery)
             async with (

@@ -93,10 +93,14 @@ BROKER_RECONNECTS = Counter(
 )
 READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
 # Every label value is exported from the start, at 0, so that rates and absent() work at once.
-for _frame_type in (*frames.CLIENT_FRAME_TYPES, names.FRAME_TYPE_BINARY):
-    FRAMES_RECEIVED.labels(_frame_type)
-for _frame_type in SERVER_FRAME_TYPES:
-    FRAMES_SENT.labels(_frame_type)
+# The per-frame counters are looked up once here: ``labels()`` costs more than ``inc()``.
+_RECEIVED_BY_TYPE = {
+    frame_type: FRAMES_RECEIVED.labels(frame_type)
+    for frame_type in (*frames.CLIENT_FRAME_TYPES, names.FRAME_TYPE_BINARY)
+}
+_SENT_BY_TYPE = {
+    frame_type: FRAMES_SENT.labels(frame_type) for frame_type in SERVER_FRAME_TYPES
+}
 for _code in ERROR_CODES:
     ERRORS.labels(_code)
 
@@ -121,12 +125,19 @@ def frame_type_of(frame: bytes) -> str:
 
 def count_frame_received(frame_type: str) -> None:
     """Count a client frame by the type its session decoded (``unknown``, ``binary`` included)."""
-    FRAMES_RECEIVED.labels(frame_type).inc()
+    counter = _RECEIVED_BY_TYPE.get(frame_type)
+    if counter is None:  # a type outside the list above: counted all the same
+        counter = FRAMES_RECEIVED.labels(frame_type)
+    counter.inc()
 
 
 def count_frame_sent(frame: bytes) -> None:
     """Count a frame written to a client, by type."""
-    FRAMES_SENT.labels(frame_type_of(frame)).inc()
+    kind = frame_type_of(frame)
+    counter = _SENT_BY_TYPE.get(kind)
+    if counter is None:
+        counter = FRAMES_SENT.labels(kind)
+    counter.inc()
 
 
 def count_error(code: str) -> None:

@@ -41,6 +41,8 @@ class Settings:
     max_frame_bytes: int
     outbox_frames: int
     prefetch: int
+    consumer_check_s: float
+    """How often the broker is asked whether this gateway's consumer is still there."""
     http_port: int | None
     """Port of the backend HTTP API (``POST /api/<command>``); None: no HTTP API."""
     http_host: str
@@ -63,6 +65,9 @@ class Settings:
     """Frames per second one connection may send, on average."""
     rate_limit_burst: int = 100
     """Frames one connection may send at once before the rate applies."""
+    compression: str | None = None
+    """``"deflate"``: negotiate permessage-deflate with clients that offer it (about 30 KiB more
+    per connection); None: never."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -100,6 +105,7 @@ class Settings:
             allowed_origins=allowed_origins(environ),
             rate_limit_per_s=env.rate(environ, env.RATE_LIMIT_PER_S, 50.0),
             rate_limit_burst=env.integer(environ, env.RATE_LIMIT_BURST, 100, minimum=1),
+            compression=compression(environ),
             gateway_id=gateway_id,
             host=host,
             port=env.integer(environ, env.GATEWAY_PORT, 8000, minimum=0, maximum=65535),
@@ -122,6 +128,7 @@ class Settings:
             ),
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
             prefetch=env.integer(environ, env.PREFETCH, 1000, minimum=1, maximum=65535),
+            consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=host,
             api_amqp_url=env.text(environ, env.API_AMQP_URL, amqp_url),
@@ -182,6 +189,12 @@ def allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...] | None:
                 f"https://chat.example.com, got {origin!r}"
             )
     return origins
+
+
+def compression(environ: Mapping[str, str]) -> str | None:
+    """``SWITCHBOARD_COMPRESSION``: ``off`` (the default) or ``deflate``."""
+    chosen = env.choice(environ, env.COMPRESSION, ("off", "deflate"), "off")
+    return None if chosen == "off" else chosen
 
 
 def metrics_port(environ: Mapping[str, str]) -> int | None:

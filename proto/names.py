@@ -43,6 +43,7 @@ KEY_GATEWAY_STOPPED = "gateway.stopped"
 KEY_ROOM_JOINED = "gateway.joined"
 KEY_ROOM_LEFT = "gateway.left"
 KEY_PRESENCE = "gateway.presence"
+KEY_BATCH = "gateway.batch"
 KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
 API_KEY_PATTERN = "api.#"
@@ -53,7 +54,7 @@ EVENT_USER_ONLINE = "user.online"
 EVENT_USER_OFFLINE = "user.offline"
 EVENT_MESSAGE_OFFLINE = "message.offline"
 
-ROUTER_BINDINGS = (
+GATEWAY_TO_ROUTER_KEYS = (
     KEY_CONN_OPENED,
     KEY_CONN_CLOSED,
     KEY_SEND,
@@ -62,9 +63,11 @@ ROUTER_BINDINGS = (
     KEY_ROOM_JOINED,
     KEY_ROOM_LEFT,
     KEY_PRESENCE,
-    KEY_SAVED,
-    API_KEY_PATTERN,
 )
+BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
+"""The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
+router's queue, none of them to another queue)."""
+ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
 STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY)
 
 

@@ -277,6 +277,7 @@ SPECS = (
         envelopes.GatewayStopped,
         f"{_INBOUND} {keys.KEY_GATEWAY_STOPPED}",
     ),
+    _envelope("batch", envelopes.Batch, f"{_INBOUND} {keys.KEY_BATCH}"),
     _envelope("saved", envelopes.Saved, f"{_INBOUND} {keys.KEY_SAVED}"),
     _envelope(
         "replay-request", envelopes.ReplayRequest, f"{_INBOUND} {keys.KEY_REPLAY}"

@@ -7,6 +7,12 @@ the messages. A batch is acknowledged only once every publish of it is confirmed
 (docs/architecture.md, step 3); on a failure it goes back to the queue. Backend
 commands (``api.*``) travel in the same batches: their replies go out once the
 batch's deliveries are confirmed.
+
+Batches are pipelined: once a batch's deliveries are published, the next batch is
+routed while the broker confirms them (a persistent message's confirm can take tens
+of milliseconds). Up to ``PIPELINED_BATCHES`` batches wait for their confirms at once;
+Redis sees the batches one after another, and what follows the confirms (replay
+requests, replies, the ack or the requeue) happens strictly in batch order.
 """
 
 import asyncio
@@ -20,6 +26,7 @@ from redis.exceptions import RedisError
 from proto.errors import BadEnvelope
 from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
+from proto.names import KEY_BATCH
 from router import observability, routing
 from router.bus import Bus
 from router.presence import Presence, now_ms
@@ -36,6 +43,8 @@ OFFLINE_CHECK_MAX_S = 0.5
 """Longest wait between two looks for due ``user.offline`` events (else debounce / 4)."""
 EXPECTED_FAILURES = (RedisError, AMQPError, OSError, TimeoutError)
 """Failures of a dependency: logged as a warning, not with a traceback."""
+PIPELINED_BATCHES = 8
+"""Batches routed and waiting for their confirms at once."""
 
 
 class BatchRouter:
@@ -53,6 +62,9 @@ class BatchRouter:
         # Filled by the consumer callback; holds at most the prefetch.
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._backoff_s = RETRY_BACKOFF_MIN_S
+        self._slots = asyncio.Semaphore(PIPELINED_BATCHES)
+        self._last_settling: asyncio.Task[None] | None = None
+        """The latest batch still settling; each waits for the one before it."""
 
     async def receive(self, message: AbstractIncomingMessage) -> None:
         """The consumer callback: queue the message for the next batch."""
@@ -75,52 +87,116 @@ class BatchRouter:
                 batch = [receiving.result()]
                 while len(batch) < self._settings.batch_max and not self._inbox.empty():
                     batch.append(self._inbox.get_nowait())
+                await self._slots.acquire()
                 await self.route(batch)
         finally:
             stopping.cancel()
             if receiving is not None:
                 receiving.cancel()
+            # The batches started are finished: confirmed and acknowledged, or requeued.
+            if self._last_settling is not None:
+                await asyncio.wait([self._last_settling])
 
     async def route(self, messages: Sequence[AbstractIncomingMessage]) -> None:
-        """Route one batch and settle every message of it; never raises for bad input."""
+        """Route one batch and start settling it; never raises for bad input.
+
+        Returns once the batch's deliveries are published (not yet confirmed): the task that
+        settles the batch waits for their confirms, then for the batch before it.
+        """
         accepted: list[AbstractIncomingMessage] = []
         batch: list[Inbound] = []
         for message in messages:
-            envelope = await self._accept(message)
-            if envelope is not None:
+            envelopes = await self._accept(message)
+            if envelopes:
                 accepted.append(message)
-                batch.append(envelope)
+                batch += envelopes
         if not batch:
+            self._slots.release()
             return
+        at_ms = now_ms()
         try:
-            await self._route_batch(batch)
-        except EXPECTED_FAILURES as exc:
-            log.warning("batch_failed", size=len(batch), error=repr(exc))
-            observability.count_error(CODE_BATCH_FAILED)
-            await self._requeue(accepted)
-            return
-        except Exception:
-            log.exception("batch_failed", size=len(batch))
-            observability.count_error(CODE_BATCH_FAILED)
-            await self._requeue(accepted)
-            return
-        self._backoff_s = RETRY_BACKOFF_MIN_S
-        # Batches are strictly sequential and the inbox keeps delivery order, so every
-        # earlier delivery on this channel is settled already: one ack covers the batch.
-        await _settle(accepted[-1].ack(multiple=True))
+            plan = await self._plan(batch, at_ms)
+            delivering: asyncio.Task[None] | None = asyncio.create_task(
+                self._bus.publish_all((*plan.deliveries, *plan.events))
+            )
+        except Exception as exc:
+            plan, delivering = None, None
+            failure: Exception | None = exc
+        else:
+            failure = None
+        settling = asyncio.create_task(
+            self._settle_batch(
+                accepted, batch, plan, delivering, failure, at_ms, self._last_settling
+            )
+        )
+        settling.add_done_callback(lambda _: self._slots.release())
+        self._last_settling = settling
 
-    async def _accept(self, message: AbstractIncomingMessage) -> Inbound | None:
-        """Decode a message; reject it (no requeue) when it cannot be routed."""
+    async def _settle_batch(
+        self,
+        accepted: Sequence[AbstractIncomingMessage],
+        batch: Sequence[Inbound],
+        plan: routing.Plan | None,
+        delivering: "asyncio.Task[None] | None",
+        failure: Exception | None,
+        at_ms: int,
+        previous: "asyncio.Task[None] | None",
+    ) -> None:
+        """Finish a batch once its deliveries are confirmed and the batch before it is settled;
+        acknowledge it, or requeue it on any failure. Never raises.
+
+        Only the deliveries overlap with other batches. What follows them (replay requests,
+        replies) goes out in batch order: a replay asked by a ``store.saved`` must not overtake
+        the one asked by the login before it, or a client would see stored messages out of order.
+        """
+        if failure is None and delivering is not None:
+            try:
+                await delivering
+            except Exception as exc:
+                failure = exc
+        if previous is not None:
+            await asyncio.wait([previous])  # settles in order
+        if failure is None and plan is not None:
+            try:
+                await self._after_confirms(batch, plan, at_ms)
+            except Exception as exc:
+                failure = exc
+        if failure is None:
+            self._backoff_s = RETRY_BACKOFF_MIN_S
+            # Every earlier delivery on this channel is settled already (the batch before
+            # this one is): one ack covers exactly this batch.
+            await _settle(accepted[-1].ack(multiple=True))
+            return
+        if isinstance(failure, EXPECTED_FAILURES):
+            log.warning("batch_failed", size=len(batch), error=repr(failure))
+        else:
+            log.error("batch_failed", size=len(batch), exc_info=failure)
+        observability.count_error(CODE_BATCH_FAILED)
+        await self._requeue(accepted)
+
+    async def _accept(self, message: AbstractIncomingMessage) -> list[Inbound]:
+        """Decode a message into its envelopes (a ``gateway.batch`` holds several); reject it
+        (no requeue) when none can be routed."""
         routing_key = message.routing_key or ""
         if routing.is_command(routing_key):
-            return await self._accept_command(message, routing_key)
+            command = await self._accept_command(message, routing_key)
+            return [] if command is None else [command]
         try:
-            return routing.decode_inbound(routing_key, message.body)
+            if routing_key == KEY_BATCH:
+                envelopes, refused = routing.decode_batch(message.body)
+            else:
+                envelopes, refused = (
+                    [routing.decode_inbound(routing_key, message.body)],
+                    [],
+                )
         except BadEnvelope as exc:
-            log.info("envelope_rejected", routing_key=routing_key, reason=exc.reason)
+            envelopes, refused = [], [exc.reason]
+        for reason in refused:
+            log.info("envelope_rejected", routing_key=routing_key, reason=reason)
             observability.count_error(CODE_ENVELOPE_REJECTED)
+        if not envelopes:
             await _settle(message.reject(requeue=False))
-            return None
+        return envelopes
 
     async def _accept_command(
         self, message: AbstractIncomingMessage, routing_key: str
@@ -151,10 +227,10 @@ class BatchRouter:
                 return None
         return command
 
-    async def _route_batch(self, batch: Sequence[Inbound]) -> None:
-        at_ms = now_ms()
+    async def _plan(self, batch: Sequence[Inbound], at_ms: int) -> routing.Plan:
+        """Exchange the batch's presence with Redis and decide its publishes."""
         lookups = await self._presence.exchange_batch(batch, at_ms)
-        plan = routing.route_batch(
+        return routing.route_batch(
             self._settings.names,
             batch,
             lookups,
@@ -162,7 +238,11 @@ class BatchRouter:
             now_ms=at_ms,
             gateway_ttl_ms=self._gateway_ttl_ms,
         )
-        await self._bus.publish_all((*plan.deliveries, *plan.events))
+
+    async def _after_confirms(
+        self, batch: Sequence[Inbound], plan: routing.Plan, at_ms: int
+    ) -> None:
+        """What follows the confirms of a batch's deliveries."""
         await self._presence.remove_connections(plan.removals, at_ms)
         # After the deliveries are queued: ready before stored messages, and a sent
         # (or a command's reply) only for what was routed.
@@ -193,10 +273,14 @@ class BatchRouter:
 
 
 async def _settle(settling: Awaitable[None]) -> None:
-    """Send an ack, nack or reject; when the channel is gone, the broker redelivers."""
+    """Send an ack, nack or reject; when the channel is gone, the broker redelivers.
+
+    Never raises: a batch that cannot be settled must not stop the batches after it (a
+    message of a closed channel raises aiormq's ``ChannelInvalidStateError``, a RuntimeError).
+    """
     try:
         await settling
-    except (AMQPError, OSError) as exc:
+    except Exception as exc:
         log.warning("settle_failed", error=repr(exc))
 
 

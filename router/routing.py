@@ -180,6 +180,30 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
     return envelope
 
 
+def decode_batch(body: bytes) -> tuple[list[Inbound], list[str]]:
+    """Decode a ``Batch`` (``gateway.batch``): its envelopes in order, and a reason for each
+    item that could not be decoded (those are dropped; the others are routed).
+
+    Raises:
+        BadEnvelope: the body is not a ``Batch`` at all.
+    """
+    try:
+        batch = envelopes.decode_batch(body)
+    except msgspec.DecodeError as exc:
+        raise BadEnvelope(str(exc)) from exc
+    decoded: list[Inbound] = []
+    refused: list[str] = []
+    for item in batch.items:
+        if item.key not in keys.BATCHABLE_KEYS:
+            refused.append(f"routing key {item.key!r} may not be batched")
+            continue
+        try:
+            decoded.append(decode_inbound(item.key, item.body))
+        except BadEnvelope as exc:
+            refused.append(exc.reason)
+    return decoded, refused
+
+
 def addressing_count(outgoing: Outgoing) -> int:
     """How many of ``to``, ``group``, ``room`` and ``broadcast`` are set (1 is valid)."""
     return sum(

@@ -6,6 +6,7 @@ import aio_pika
 import pytest
 import redis.asyncio as redis
 
+from proto import env
 from proto.env import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from tests.support.clients import RawClient
 from tests.support.stack import Stack
@@ -264,7 +265,29 @@ async def test_unacknowledged_messages_of_a_killed_gateway_come_back(
     assert message["body"] == "pushed, never acked"
 
 
+async def test_sends_without_waiting_are_answered_and_delivered_in_order(
+    stack: Stack,
+) -> None:
+    # A burst above the default rate limit's bucket: the frames are not refused for it.
+    stack.settings[env.RATE_LIMIT_BURST] = "1000"
+    await stack.start(gateways=2)
+    alice = await stack.connect(0, uid="alice")
+    bob = await stack.connect(1, uid="bob")
+    count = (
+        300  # more than a connection's sends in flight (gateway.hub.SENDS_IN_FLIGHT)
+    )
+    for n in range(count):
+        await alice.send_frame({"type": "send", "id": f"b{n}", "to": "bob", "body": n})
+    receipts = [await alice.expect("sent") for _ in range(count)]
+    assert [r["id"] for r in receipts] == [f"b{n}" for n in range(count)]
+    received = await receive_all(bob, count, within_s=30)
+    assert [m["body"] for m in received] == list(range(count))
+    assert [m["mid"] for m in received] == [r["mid"] for r in receipts]
+
+
 async def test_restarted_router_delivers_every_sent_message(stack: Stack) -> None:
+    # 150 sends as fast as the receipts come back: above the default rate limit.
+    stack.settings[env.RATE_LIMIT_PER_S] = "1000"
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     leo = await stack.connect(1, uid="leo")
@@ -357,6 +380,17 @@ async def test_connection_without_init_is_closed(stack: Stack) -> None:
     await stack.start_gateway(**{"SWITCHBOARD_INIT_TIMEOUT_S": "0.5"})
     client = await stack.connect(0)
     assert await client.wait_closed(within_s=5) == 4001
+
+
+async def test_server_pings_keep_a_quiet_client_open(stack: Stack) -> None:
+    await stack.start(gateways=0)
+    await stack.start_gateway(
+        **{"SWITCHBOARD_IDLE_TIMEOUT_S": "1.0", "SWITCHBOARD_PING_INTERVAL_S": "0.3"}
+    )
+    quiet = await stack.connect(0, uid="quinn")
+    # Sends nothing for three idle timeouts; its library answers the gateway's pings.
+    await quiet.expect_nothing(lambda _: True, for_s=3.0)
+    assert quiet.close_code is None
 
 
 async def test_silent_connection_is_closed_and_ping_keeps_it_open(stack: Stack) -> None:

@@ -42,16 +42,24 @@ class FakeRouter:
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         # Recorded before any await: callbacks start in queue order, so records keep it.
+        # A batch is recorded as its envelopes, each with its own routing key.
         key = message.routing_key or ""
-        self.received.append((key, message.body))
+        if key == names.KEY_BATCH:
+            batch = envelopes.decode_batch(message.body)
+            received = [(item.key, bytes(item.body)) for item in batch.items]
+        else:
+            received = [(key, message.body)]
+        self.received += received
         self._changed.set()
         await message.ack()
-        if key == names.KEY_CONN_OPENED:
-            opened = envelopes.decode_conn_opened(message.body)
-            ready = frames.Ready(uid=opened.uid, conn=opened.conn_id)
-            await self.deliver(
-                opened.gateway_id, frame_item(ready, Target(opened.uid, opened.conn_id))
-            )
+        for key, body in received:
+            if key == names.KEY_CONN_OPENED:
+                opened = envelopes.decode_conn_opened(body)
+                ready = frames.Ready(uid=opened.uid, conn=opened.conn_id)
+                await self.deliver(
+                    opened.gateway_id,
+                    frame_item(ready, Target(opened.uid, opened.conn_id)),
+                )
 
     async def deliver(self, gateway_id: str, *items: DeliveryItem) -> None:
         """Publish a delivery to one gateway's queue, as a router does."""

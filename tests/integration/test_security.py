@@ -6,6 +6,7 @@ import pytest
 
 from proto import env
 from proto.codes import CloseCode, ErrorCode
+from tests.support.clients import RawClient
 from tests.support.stack import Stack, free_port
 from tests.support.timing import scaled
 from tests.support.tokens import TEST_JWT_SECRET, make_token
@@ -79,3 +80,20 @@ async def test_only_the_configured_algorithm_is_accepted(stack: Stack) -> None:
         await client.send_frame({"type": "init", "token": refused})
         assert (await client.expect("error"))["code"] == ErrorCode.INVALID_TOKEN
         assert await client.wait_closed() == CloseCode.INVALID_TOKEN
+
+
+async def test_compression_is_negotiated_only_when_configured(stack: Stack) -> None:
+    await stack.start(gateways=1)
+    deflating = await stack.start_gateway(**{env.COMPRESSION: "deflate"})
+    # Both clients offer permessage-deflate, as browsers do.
+    plain = await RawClient.open(stack.gateways[0].url, compression="deflate")
+    compressed = await RawClient.open(deflating.url, compression="deflate")
+    stack.clients += [plain, compressed]
+    for client, expected in ((plain, False), (compressed, True)):
+        assert client.websocket.response is not None
+        extensions = client.websocket.response.headers.get(
+            "Sec-WebSocket-Extensions", ""
+        )
+        assert ("permessage-deflate" in extensions) is expected
+        await client.init(make_token("carl"))
+        assert client.uid == "carl"

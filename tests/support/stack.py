@@ -23,6 +23,7 @@ TEST_SETTINGS = {
     env.GATEWAY_TTL_S: "3",
     env.ORPHAN_TTL_S: "2",
     env.GATEWAY_QUEUE_EXPIRES_S: "60",
+    env.CONSUMER_CHECK_S: "1",
     env.LOG_LEVEL: "info",
 }
 
@@ -72,6 +73,12 @@ class Stack:
             **overrides,
         }
 
+    async def start_process(
+        self, name: str, module: str, environ: dict[str, str]
+    ) -> ServiceProcess:
+        """Start one service process and wait until it is ready (the one place that does)."""
+        return await start_service(name, module, environ)
+
     async def start_gateway(
         self, gateway_id: str | None = None, **overrides: str
     ) -> Gateway:
@@ -81,7 +88,7 @@ class Stack:
         # Recorded before starting, so that cleanup removes its queue whatever happens.
         self.gateway_ids.append(gateway_id)
         port = free_port()
-        process = await start_service(
+        process = await self.start_process(
             gateway_id,
             "gateway",
             self.env(
@@ -95,7 +102,7 @@ class Stack:
 
     async def restart_gateway(self, gateway: Gateway) -> Gateway:
         """Start a new process with the gateway's id and port, as a restarted pod would."""
-        process = await start_service(
+        process = await self.start_process(
             gateway.gateway_id,
             "gateway",
             self.env(
@@ -110,7 +117,7 @@ class Stack:
         return gateway
 
     async def start_router(self, **overrides: str) -> ServiceProcess:
-        process = await start_service(
+        process = await self.start_process(
             f"router{len(self.routers) + 1}", "router", self.env(**overrides)
         )
         self.processes.append(process)
@@ -118,7 +125,7 @@ class Stack:
         return process
 
     async def start_store(self, **overrides: str) -> ServiceProcess:
-        process = await start_service(
+        process = await self.start_process(
             f"store{len(self.stores) + 1}", "offline_store", self.env(**overrides)
         )
         self.processes.append(process)

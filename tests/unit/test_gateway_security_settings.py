@@ -1,4 +1,4 @@
-"""The gateway's security settings: origins, rate limit, JWT algorithm and key."""
+"""The gateway's security settings: origins, rate limit, JWT algorithm and key, compression."""
 
 from pathlib import Path
 
@@ -17,6 +17,14 @@ def test_defaults_accept_any_origin_and_hs256() -> None:
     assert settings.allowed_origins is None
     assert settings.jwt_algorithm == "HS256"
     assert (settings.rate_limit_per_s, settings.rate_limit_burst) == (50.0, 100)
+    assert settings.compression is None
+
+
+def test_compression_is_off_unless_configured() -> None:
+    assert (
+        Settings.from_env({**BASE, env.COMPRESSION: "deflate"}).compression == "deflate"
+    )
+    assert Settings.from_env({**BASE, env.COMPRESSION: "off"}).compression is None
 
 
 def test_origins_rate_and_algorithm_are_read() -> None:
@@ -43,6 +51,7 @@ def test_origins_rate_and_algorithm_are_read() -> None:
         (env.RATE_LIMIT_PER_S, "0"),
         (env.RATE_LIMIT_PER_S, "fast"),
         (env.RATE_LIMIT_BURST, "0"),
+        (env.COMPRESSION, "gzip"),
         (env.JWT_ALGORITHM, "none"),
         (env.JWT_ALGORITHM, "RS512"),
         (env.JWT_ALGORITHM, "RS256"),  # without SWITCHBOARD_JWT_PUBLIC_KEY

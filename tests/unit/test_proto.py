@@ -224,6 +224,7 @@ ROUTING = {
     names.KEY_ROOM_JOINED: SPACE.router_queue,
     names.KEY_ROOM_LEFT: SPACE.router_queue,
     names.KEY_PRESENCE: SPACE.router_queue,
+    names.KEY_BATCH: SPACE.router_queue,
     names.KEY_SAVED: SPACE.router_queue,
     names.KEY_ACK: SPACE.store_control_queue,
     names.KEY_REPLAY: SPACE.store_control_queue,
@@ -236,6 +237,11 @@ def test_topic_matcher() -> None:
     assert topic_matches("a.*", "a.b")
     assert not topic_matches("a.*", "a.b.c")
     assert not topic_matches("gateway.send", "gateway.sent")
+
+
+def test_batchable_keys_reach_only_the_router() -> None:
+    to_router = {k for k, q in ROUTING.items() if q == SPACE.router_queue}
+    assert names.BATCHABLE_KEYS.issubset(to_router)
 
 
 def test_every_routing_key_has_an_expected_queue() -> None:
@@ -773,6 +779,17 @@ ENVELOPES: list[tuple[Callable[[bytes], envelopes.Envelope], envelopes.Envelope]
                     targets=[],
                     mid="m3",
                     broadcast=True,
+                ),
+            ]
+        ),
+    ),
+    (
+        envelopes.decode_batch,
+        envelopes.Batch(
+            items=[
+                envelopes.Batched(names.KEY_SEND, msgspec.Raw(b'{"mid":"m1"}')),
+                envelopes.Batched(
+                    names.KEY_HEARTBEAT, msgspec.Raw(b'{"gateway_id":"g"}')
                 ),
             ]
         ),

@@ -136,6 +136,43 @@ def test_bad_envelope_reason_names_the_field_not_the_value() -> None:
     assert "12345" not in caught.value.reason
 
 
+def test_decode_batch_keeps_order_and_drops_only_bad_items() -> None:
+    opened = ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
+    body = envelopes.encode(
+        envelopes.Batch(
+            items=[
+                envelopes.Batched(
+                    keys.KEY_CONN_OPENED, msgspec.Raw(envelopes.encode(opened))
+                ),
+                envelopes.Batched(keys.KEY_SEND, msgspec.Raw(b'{"mid": "m1"}')),
+                envelopes.Batched(keys.KEY_SAVED, msgspec.Raw(b'{"uids": []}')),
+                envelopes.Batched(
+                    keys.KEY_SEND, msgspec.Raw(envelopes.encode(outgoing()))
+                ),
+            ]
+        )
+    )
+    decoded, refused = routing.decode_batch(body)
+    assert decoded == [opened, outgoing()]
+    assert len(refused) == 2
+    assert "may not be batched" in refused[1]
+
+
+def test_a_batch_is_a_list_of_key_and_body_pairs() -> None:
+    body = (
+        b'{"items": [["gateway.heartbeat", {"gateway_id": "gw1", "connections": 5}]]}'
+    )
+    decoded, refused = routing.decode_batch(body)
+    assert decoded == [Heartbeat(gateway_id="gw1", connections=5)]
+    assert refused == []
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"items": 3}', b'{"items": [["k"]]}'])
+def test_decode_batch_rejects_what_is_no_batch(body: bytes) -> None:
+    with pytest.raises(BadEnvelope):
+        routing.decode_batch(body)
+
+
 def test_api_keys_are_commands() -> None:
     assert routing.is_command("api.kick")
     assert routing.is_command("api.users.kick")

@@ -1,0 +1,329 @@
+"""Idle authenticated connections, held by worker processes apart from the servers they load.
+
+``python -m bench.idle_clients --protocol P --uid-prefix X URL`` is one worker. It prints
+``started``, then obeys one command per line on stdin and answers each with one JSON line:
+
+    open N     open N more connections, each authenticated as the protocol wants, at most
+               ``--concurrency`` handshakes at a time; answers {"ready", "failed",
+               "compressed", "started", "finished", "errors"} (times on the system-wide
+               monotonic clock)
+    status     answers {"open": connections still open}
+    exit       leaves at once: the kernel closes the sockets, as when clients vanish
+
+Protocols, each as a real client of that server speaks it:
+
+    switchboard   {"type":"init","token":JWT} -> {"type":"ready",...}
+    ws-relay      {"uid":UID} -> {"type":"ready"}
+    socketio      Engine.IO v4 open packet "0{...}", Socket.IO v5 connect "40{"uid":UID}" ->
+                  "40{"sid":...}"; every Engine.IO ping "2" is answered "3"
+    websockets    the WebSocket handshake alone (a bare server, for reference)
+
+``ClientWorkers`` starts and drives a set of workers from the benchmark process.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from tests.support.processes import REPO_ROOT, service_environment
+from tests.support.tokens import make_token
+
+PROTOCOLS = ("switchboard", "ws-relay", "socketio", "websockets")
+OPEN_TIMEOUT_S = 60.0
+"""From the TCP connect to the protocol's ready: thousands of handshakes may be queued."""
+WORKER_START_TIMEOUT_S = 20.0
+COMMAND_TIMEOUT_S = 180.0
+EXIT_TIMEOUT_S = 10.0
+ENGINEIO_PING = "2"
+ENGINEIO_PONG = "3"
+SOCKETIO_CONNECT = "40"
+SOCKETIO_CONNECT_ERROR = "44"
+
+
+class OpenAnswer(msgspec.Struct, frozen=True):
+    """A worker's answer to ``open``."""
+
+    ready: int
+    failed: int
+    compressed: int
+    """Connections that negotiated permessage-deflate (the client offers it, as browsers do)."""
+    started: float
+    finished: float
+    errors: dict[str, int]
+
+
+class StatusAnswer(msgspec.Struct, frozen=True):
+    """A worker's answer to ``status``."""
+
+    open: int
+
+
+# The worker
+
+
+class Worker:
+    """The connections of one worker process, all to one URL."""
+
+    def __init__(
+        self, protocol: str, url: str, uid_prefix: str, concurrency: int
+    ) -> None:
+        self._protocol = protocol
+        self._url = url
+        self._uid_prefix = uid_prefix
+        self._handshakes = asyncio.Semaphore(concurrency)
+        self._opened = 0
+        self._compressed = 0
+        self._connections: list[ClientConnection] = []
+        # One reader per connection: it answers Engine.IO pings and notices a close.
+        self._readers: set[asyncio.Task[None]] = set()
+
+    async def open(self, count: int) -> OpenAnswer:
+        first = self._opened
+        self._opened += count
+        compressed_before = self._compressed
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(
+                self._open_one(f"{self._uid_prefix}-{n}")
+                for n in range(first, first + count)
+            )
+        )
+        finished = time.monotonic()
+        errors = Counter(outcome for outcome in outcomes if outcome)
+        failed = sum(errors.values())
+        compressed = self._compressed - compressed_before
+        return OpenAnswer(
+            count - failed, failed, compressed, started, finished, dict(errors)
+        )
+
+    def status(self) -> StatusAnswer:
+        return StatusAnswer(
+            sum(1 for ws in self._connections if ws.state is State.OPEN)
+        )
+
+    async def _open_one(self, uid: str) -> str:
+        """Open and authenticate one connection; return "" or what went wrong."""
+        async with self._handshakes:
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    websocket = await connect(self._url, open_timeout=None)
+                    try:
+                        await self._authenticate(websocket, uid)
+                    except BaseException:
+                        websocket.transport.abort()
+                        raise
+            except TimeoutError:
+                return "timeout"
+            except Exception as exc:
+                return type(exc).__name__
+        self._connections.append(websocket)
+        if websocket.protocol.extensions:
+            self._compressed += 1
+        reader = asyncio.create_task(self._read(websocket))
+        self._readers.add(reader)
+        reader.add_done_callback(self._readers.discard)
+        return ""
+
+    async def _authenticate(self, websocket: ClientConnection, uid: str) -> None:
+        if self._protocol == "switchboard":
+            await websocket.send(json.dumps({"type": "init", "token": make_token(uid)}))
+            reply = json.loads(await websocket.recv())
+            if reply.get("type") != "ready":
+                raise RuntimeError(f"init refused: {reply.get('code')}")
+        elif self._protocol == "ws-relay":
+            await websocket.send(json.dumps({"uid": uid}))
+            reply = json.loads(await websocket.recv())
+            if reply.get("type") != "ready":
+                raise RuntimeError("relay refused the uid")
+        elif self._protocol == "socketio":
+            opening = await websocket.recv()
+            if not isinstance(opening, str) or not opening.startswith("0"):
+                raise RuntimeError("no Engine.IO open packet")
+            await websocket.send(SOCKETIO_CONNECT + json.dumps({"uid": uid}))
+            while True:
+                packet = await websocket.recv()
+                if packet == ENGINEIO_PING:
+                    await websocket.send(ENGINEIO_PONG)
+                elif isinstance(packet, str) and packet.startswith(SOCKETIO_CONNECT):
+                    return
+                elif isinstance(packet, str) and packet.startswith(
+                    SOCKETIO_CONNECT_ERROR
+                ):
+                    raise RuntimeError("Socket.IO connect refused")
+
+    async def _read(self, websocket: ClientConnection) -> None:
+        try:
+            async for packet in websocket:
+                if self._protocol == "socketio" and packet == ENGINEIO_PING:
+                    await websocket.send(ENGINEIO_PONG)
+        except ConnectionClosed:
+            pass
+
+
+async def serve_commands(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    commands = asyncio.StreamReader()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(commands), sys.stdin
+    )
+    print("started", flush=True)
+    while line := (await commands.readline()).decode().split():  # until stdin closes
+        answer: OpenAnswer | StatusAnswer
+        match line:
+            case ["open", count]:
+                answer = await worker.open(int(count))
+            case ["status"]:
+                answer = worker.status()
+            case ["exit"]:
+                # Thousands of closing handshakes would load the server after the
+                # measurement, and nothing here needs cleaning: leave at once, and let the
+                # kernel close the sockets.
+                sys.stdout.flush()
+                os._exit(0)
+            case _:
+                raise ValueError(f"unknown command {' '.join(line)!r}")
+        sys.stdout.buffer.write(msgspec.json.encode(answer) + b"\n")
+        sys.stdout.flush()
+
+
+def worker_main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.idle_clients")
+    parser.add_argument("--protocol", choices=PROTOCOLS, required=True)
+    parser.add_argument("--uid-prefix", required=True)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("url")
+    args = parser.parse_args()
+    worker = Worker(args.protocol, args.url, args.uid_prefix, args.concurrency)
+    asyncio.run(serve_commands(worker))
+
+
+# The benchmark's side
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What one ``open`` across every worker gave."""
+
+    ready: int
+    failed: int
+    compressed: int
+    duration_s: float
+    """From the first worker's start to the last worker's last ready."""
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def per_s(self) -> float:
+        return self.ready / self.duration_s if self.duration_s > 0 else 0.0
+
+
+@dataclass
+class ClientWorkers:
+    """Worker processes, each holding connections to one URL."""
+
+    processes: list[asyncio.subprocess.Process]
+
+    @classmethod
+    async def start(
+        cls, protocol: str, urls: list[str], uid_prefix: str, concurrency: int = 50
+    ) -> "ClientWorkers":
+        """Start one worker per URL (repeat a URL for several workers on one server)."""
+        workers = cls([])
+        try:
+            for n, url in enumerate(urls):
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.idle_clients",
+                    "--protocol",
+                    protocol,
+                    "--uid-prefix",
+                    f"{uid_prefix}w{n}",
+                    "--concurrency",
+                    str(concurrency),
+                    url,
+                    cwd=REPO_ROOT,
+                    env=service_environment({}),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                workers.processes.append(process)
+            async with asyncio.timeout(WORKER_START_TIMEOUT_S):
+                for process in workers.processes:
+                    assert process.stdout is not None
+                    line = await process.stdout.readline()
+                    if line.strip() != b"started":
+                        raise RuntimeError(f"client worker did not start: {line!r}")
+        except BaseException:
+            await workers.stop()
+            raise
+        return workers
+
+    async def _ask_all(self, commands: list[str]) -> list[bytes]:
+        """Send one command to each worker, all at once; return their answer lines."""
+        for process, command in zip(self.processes, commands, strict=True):
+            assert process.stdin is not None
+            process.stdin.write(f"{command}\n".encode())
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            return list(
+                await asyncio.gather(*(self._answer(p) for p in self.processes))
+            )
+
+    @staticmethod
+    async def _answer(process: asyncio.subprocess.Process) -> bytes:
+        assert process.stdout is not None
+        line = await process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"client worker exited with {await process.wait()}")
+        return line
+
+    async def open(self, total: int) -> Opened:
+        """Open ``total`` more connections, shared evenly, every worker at once."""
+        shares = [
+            total // len(self.processes) + (1 if n < total % len(self.processes) else 0)
+            for n in range(len(self.processes))
+        ]
+        lines = await self._ask_all([f"open {share}" for share in shares])
+        answers = [msgspec.json.decode(line, type=OpenAnswer) for line in lines]
+        errors: Counter[str] = Counter()
+        for answer in answers:
+            errors.update(answer.errors)
+        return Opened(
+            ready=sum(a.ready for a in answers),
+            failed=sum(a.failed for a in answers),
+            compressed=sum(a.compressed for a in answers),
+            duration_s=max(a.finished for a in answers)
+            - min(a.started for a in answers),
+            errors=dict(errors),
+        )
+
+    async def count_open(self) -> int:
+        lines = await self._ask_all(["status"] * len(self.processes))
+        return sum(msgspec.json.decode(line, type=StatusAnswer).open for line in lines)
+
+    async def stop(self) -> None:
+        """Ask every worker to leave; kill one that does not within the deadline."""
+        for process in self.processes:
+            if process.returncode is None and process.stdin is not None:
+                process.stdin.write(b"exit\n")
+                process.stdin.close()
+        for process in self.processes:
+            try:
+                async with asyncio.timeout(EXIT_TIMEOUT_S):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+if __name__ == "__main__":
+    worker_main()

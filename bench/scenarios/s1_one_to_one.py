@@ -1,0 +1,195 @@
+"""Scenario 1: one-to-one messages across two servers, at saturation and at fixed rates.
+
+Each pair is a sender on one server and its partner on the other; half the pairs send from the
+first server to the second, half the other way (the relay is one server). Two load processes
+hold half the pairs each, as raw WebSocket clients that speak each system's frames with the
+same code (``bench/load.py``): on a two-core machine the clients' CPU is taken from the
+servers', and Switchboard's Python client costs more per message (measured once, at 1,000/s,
+beside the raw clients; each note gives the load's CPU per message).
+
+Saturation is a closed loop: each sender keeps ``window`` messages on their way to its partner,
+and the figure is the messages delivered per second after a warmup. Latency is an open loop at
+500, 1,000 and 2,000 messages per second in all, each message timed from its scheduled send;
+above a system's capacity the queue, and so the latency, grows for as long as the phase lasts.
+The raw aio-pika rates (``bench/brokerrate.py``) are the broker client's ceiling.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from bench import brokerrate, systems
+from bench.harness import LoadWorker, load_workers, play
+from bench.report import Measurement
+
+NAME = "1:1 cross-gateway"
+RATES = (500, 1000, 2000)
+CLIENT_LIBRARY_RATE = 1000
+RAW_CLIENTS = "raw WebSocket clients"
+QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
+
+
+@dataclass(frozen=True)
+class Plan:
+    pairs: int
+    workers: int
+    window: int
+    """Messages each sender keeps on their way at saturation."""
+    saturation_warmup_s: float
+    saturation_s: float
+    rate_warmup_s: float
+    rate_s: float
+    drain_s: float
+    broker_s: float
+
+
+FULL = Plan(
+    pairs=64,
+    workers=2,
+    window=8,
+    saturation_warmup_s=1.5,
+    saturation_s=3.0,
+    rate_warmup_s=0.5,
+    rate_s=3.0,
+    drain_s=15.0,
+    broker_s=2.0,
+)
+QUICK = Plan(
+    pairs=64,
+    workers=2,
+    window=8,
+    saturation_warmup_s=0.5,
+    saturation_s=1.0,
+    rate_warmup_s=0.2,
+    rate_s=1.0,
+    drain_s=10.0,
+    broker_s=0.7,
+)
+
+
+async def run(quick: bool) -> list[Measurement]:
+    plan = QUICK if quick else FULL
+    measured: list[Measurement] = []
+    async with systems.switchboard() as system:
+        measured += await measure(system, plan)
+        with_client = dataclasses.replace(system, dialect="switchboard-client")
+        measured += await measure_client_library(with_client, plan)
+    starters: list[Callable[[], AbstractAsyncContextManager[systems.System]]] = [
+        systems.socketio_servers,
+        systems.ws_relay,
+    ]
+    for start in starters:
+        async with start() as system:
+            measured += await measure(system, plan)
+    measured += await brokerrate.measure(NAME, plan.broker_s)
+    return measured
+
+
+async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
+    """Saturation, then latency at each rate, over the same connections."""
+    measured = []
+    async with load_workers(load_plans(system, plan)) as workers:
+        saturated = await play(
+            workers,
+            {"cmd": "saturate", "window": plan.window},
+            warmup_s=plan.saturation_warmup_s,
+            measure_s=plan.saturation_s,
+            drain_s=plan.drain_s,
+        )
+        measured.append(
+            Measurement(
+                NAME,
+                system.name,
+                "delivered/s at saturation",
+                saturated.delivered_per_s,
+                "msg/s",
+                "higher",
+                lost=saturated.lost,
+                note=(
+                    f"{plan.pairs} pairs x window {plan.window}, {RAW_CLIENTS} "
+                    f"({saturated.load_cpu_us_per_message:.0f} us load CPU/msg); "
+                    f"{system.note}"
+                ),
+            )
+        )
+        for rate in RATES:
+            measured += await measure_rate(
+                system, workers, plan, rate, clients=RAW_CLIENTS
+            )
+    return measured
+
+
+async def measure_client_library(
+    system: systems.System, plan: Plan
+) -> list[Measurement]:
+    """Latency at one rate through Switchboard's Python client, next to the raw clients'."""
+    async with load_workers(load_plans(system, plan, "client-")) as workers:
+        return await measure_rate(
+            system,
+            workers,
+            plan,
+            CLIENT_LIBRARY_RATE,
+            clients="a switchboard_client.Client per connection",
+            metric_suffix=", switchboard_client",
+        )
+
+
+async def measure_rate(
+    system: systems.System,
+    workers: list[LoadWorker],
+    plan: Plan,
+    rate: int,
+    *,
+    clients: str,
+    metric_suffix: str = "",
+) -> list[Measurement]:
+    """p50, p99 and p99.9 latency at ``rate`` messages per second in all, open loop."""
+    paced = await play(
+        workers,
+        {"cmd": "rate", "rate": rate / len(workers)},
+        warmup_s=plan.rate_warmup_s,
+        measure_s=plan.rate_s,
+        drain_s=plan.drain_s,
+    )
+    note = (
+        f"open loop over {plan.pairs} pairs, {paced.delivered_per_s:,.0f}/s delivered, "
+        f"{clients} ({paced.load_cpu_us_per_message:.0f} us load CPU/msg); {system.note}"
+    )
+    return [
+        Measurement(
+            NAME,
+            system.name,
+            f"{label} ms at {rate:,}/s{metric_suffix}",
+            paced.latency_ms(quantile),
+            "ms",
+            "lower",
+            lost=paced.lost,
+            note=note,
+        )
+        for label, quantile in QUANTILES
+    ]
+
+
+def load_plans(
+    system: systems.System, plan: Plan, uid_prefix: str = ""
+) -> list[dict[str, Any]]:
+    """The load processes' plans, each with its share of the pairs.
+
+    A second set of workers on the same stack takes another ``uid_prefix``: the router
+    drops a frame whose (uid, client id) it saw already, and client ids restart with them.
+    """
+    sides = len(system.urls)
+    pairs = [
+        [f"{uid_prefix}s{i}", i % sides, f"{uid_prefix}r{i}", (i + 1) % sides]
+        for i in range(plan.pairs)
+    ]
+    return [
+        {
+            "dialect": system.dialect,
+            "urls": system.urls,
+            "pairs": pairs[index :: plan.workers],
+        }
+        for index in range(plan.workers)
+    ]

@@ -1,0 +1,186 @@
+"""Scenario 4: messages stored for an offline user, then replayed when it comes back.
+
+Switchboard only: the peers keep nothing for a user who is not connected.
+
+1. One client sends 10,000 messages to a uid that has never connected, keeping
+   ``SENDS_IN_FLIGHT`` unanswered (a gateway pipelines a connection's sends into its batches).
+   Write rate: from the first send until the 10,000th row of that uid exists in PostgreSQL
+   (``<ns>.undelivered``, polled).
+2. The uid connects to the other gateway; from the ``init`` frame to the last of the 10,000
+   messages, each acknowledged as it arrives, as ``switchboard_client`` does.
+3. For comparison, a backend sends as many messages to another offline uid with ``api.send``
+   on ``<ns>.inbound`` (publisher confirms, 1,000 in flight): one broker message and one reply
+   per message, where clients' frames travel in the gateways' batches.
+
+Lost: messages owed to the replayed uid and not received within the drain timeout, and rows of
+the backend phase missing after it.
+"""
+
+import asyncio
+import sys
+import time
+
+import aio_pika
+import asyncpg
+
+from bench.measuring_client import Member, body_now
+from bench.report import SWITCHBOARD, Measurement
+from bench.servers import bench_stack, close_stack
+from proto.env import DEFAULT_AMQP_URL, DEFAULT_POSTGRES_DSN
+from proto.names import Names, api_key
+
+NAME = "4 offline replay"
+STORED = 10_000
+QUICK_STORED = 2_000
+PUBLISHES_IN_FLIGHT = 1_000
+SENDS_IN_FLIGHT = 200
+"""A client's sends awaiting their ``sent`` receipt."""
+ROWS_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 30.0
+POLL_S = 0.02
+READER = "s4-reader"
+OTHER_READER = "s4-other-reader"
+
+
+class Rows:
+    """Counts the undelivered rows of a uid, straight from PostgreSQL."""
+
+    def __init__(self, connection: asyncpg.Connection, names: Names) -> None:
+        self._connection = connection
+        # The namespace is a plain SQL identifier (see proto.names.NAMESPACE_PATTERN).
+        self._count_sql = (
+            f"SELECT count(*) FROM {names.undelivered_table} WHERE uid = $1"
+        )
+
+    async def count(self, uid: str) -> int:
+        count: int = await self._connection.fetchval(self._count_sql, uid)
+        return count
+
+    async def wait_for(
+        self, uid: str, expected: int, within_s: float
+    ) -> tuple[int, float]:
+        """Poll until ``uid`` has ``expected`` rows; return the count and when it was reached."""
+        count = 0
+        try:
+            async with asyncio.timeout(within_s):
+                # Polling what cannot be subscribed to; the deadline above synchronises.
+                while (count := await self.count(uid)) < expected:  # noqa: ASYNC110
+                    await asyncio.sleep(POLL_S)
+        except TimeoutError:
+            pass
+        return count, time.monotonic()
+
+
+async def publish_from_backend(names: Names, to: str, count: int) -> float:
+    """Send ``count`` messages with ``api.send``, keeping some in flight; return the start."""
+    connection = await aio_pika.connect(DEFAULT_AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        inbound = await channel.get_exchange(names.inbound_exchange, ensure=False)
+        in_flight = asyncio.Semaphore(PUBLISHES_IN_FLIGHT)
+
+        async def publish(n: int) -> None:
+            async with in_flight:
+                body = b'{"to":"%b","from":"backend","body":%b}' % (
+                    to.encode(),
+                    body_now(n),
+                )
+                message = aio_pika.Message(body, content_type="application/json")
+                await inbound.publish(
+                    message, api_key("send"), mandatory=True, timeout=30
+                )
+
+        started = time.monotonic()
+        await asyncio.gather(*(publish(n) for n in range(count)))
+    return started
+
+
+async def send_from_client(sender: Member, to: str, count: int) -> None:
+    """Send ``count`` messages from one connection, with a window of unanswered sends."""
+    for n in range(count):
+        if n - sender.answered >= SENDS_IN_FLIGHT:
+            await sender.wait_for_answers(n - SENDS_IN_FLIGHT + 1, DRAIN_TIMEOUT_S)
+        await sender.send_to_uid(to, body_now(n))
+
+
+async def run(quick: bool) -> list[Measurement]:
+    stored = QUICK_STORED if quick else STORED
+    stack = bench_stack()
+    database = await asyncpg.connect(DEFAULT_POSTGRES_DSN, timeout=10)
+    members: list[Member] = []
+    try:
+        await stack.start(gateways=2)
+        rows = Rows(database, stack.names)
+
+        # 1. Store, from one client.
+        sender = await Member.open(stack.gateways[0].url, "s4-sender")
+        members.append(sender)
+        await sender.init()
+        started = time.monotonic()
+        await send_from_client(sender, READER, stored)
+        written, written_at = await rows.wait_for(READER, stored, ROWS_TIMEOUT_S)
+        write_rate = written / (written_at - started)
+
+        # 2. Replay.
+        reader = await Member.open(stack.gateways[1].url, READER)
+        members.append(reader)
+        init_sent = time.monotonic()
+        await reader.init(wait=False)
+        await reader.wait_for_messages(stored, DRAIN_TIMEOUT_S)
+        replay_s = (reader.last_message_s or time.monotonic()) - init_sent
+        replay_lost = stored - len(reader.mids)
+        ready_ms = ((reader.first_frame_s or init_sent) - init_sent) * 1000
+        rows_left = await rows.count(READER)
+
+        # 3. Store from a backend.
+        backend_started = await publish_from_backend(stack.names, OTHER_READER, stored)
+        backend_written, backend_written_at = await rows.wait_for(
+            OTHER_READER, stored, ROWS_TIMEOUT_S
+        )
+        backend_rate = backend_written / (backend_written_at - backend_started)
+    finally:
+        # Dropped, not closed: the reader's acks are still queued at its gateway (one
+        # confirmed publish to the store each), and a close frame would wait behind them.
+        await asyncio.gather(*(member.abort() for member in members))
+        await database.close()
+        await close_stack(stack)
+    print(
+        f"  stored {written:,} of {stored:,}; replay: ready after {ready_ms:.0f} ms, "
+        f"{len(reader.mids):,} received, {reader.duplicates} duplicates, {rows_left:,} rows "
+        f"not yet deleted by their acks; one client: {sender.refusals} refused",
+        file=sys.stderr,
+    )
+    return [
+        Measurement(
+            NAME,
+            SWITCHBOARD,
+            f"rows/s storing {stored:,} for one offline uid",
+            write_rate,
+            "rows/s",
+            "higher",
+            lost=stored - written,
+            note=f"target >= 5,000; one client, {SENDS_IN_FLIGHT} sends in flight; first "
+            "send to last row in PostgreSQL",
+        ),
+        Measurement(
+            NAME,
+            SWITCHBOARD,
+            f"replay of {stored:,} on init",
+            replay_s,
+            "s",
+            "lower",
+            lost=replay_lost,
+            note="target < 1 s; init sent to last message received, each acked on arrival",
+        ),
+        Measurement(
+            NAME,
+            SWITCHBOARD,
+            f"rows/s storing {stored:,} from a backend (api.send)",
+            backend_rate,
+            "rows/s",
+            "higher",
+            lost=stored - backend_written,
+            note=f"{PUBLISHES_IN_FLIGHT:,} publishes in flight; one broker message and one "
+            "reply per message",
+        ),
+    ]

@@ -1,0 +1,79 @@
+"""gateway.bus.Batcher: envelopes gather in batches while earlier batches wait for confirms.
+
+The publish function is a stand-in that records bodies and waits on an event: what is checked
+is the batching decision (sizes, order, one failure for one batch), not a broker.
+"""
+
+import asyncio
+
+import msgspec
+import pytest
+
+from gateway.bus import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT, Batcher
+from proto.envelopes import decode_batch
+
+
+class Confirms:
+    """Records each batch published and confirms it when told to."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.release = asyncio.Event()
+        self.failure: Exception | None = None
+
+    async def publish(self, body: bytes) -> None:
+        self.bodies.append(body)
+        await self.release.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    def batch_keys(self) -> list[list[str]]:
+        return [[item.key for item in decode_batch(b).items] for b in self.bodies]
+
+
+async def test_envelopes_wait_for_a_free_slot_then_go_together_in_order() -> None:
+    confirms = Confirms()
+    batcher = Batcher(confirms.publish)
+    first = [
+        asyncio.create_task(batcher.publish(f"k{i}", b"{}"))
+        for i in range(BATCHES_IN_FLIGHT)
+    ]
+    await asyncio.sleep(0)
+    waiting = [
+        asyncio.create_task(batcher.publish(f"w{i}", b'{"n": %d}' % i))
+        for i in range(5)
+    ]
+    await asyncio.sleep(0)
+    # Every slot is taken by a batch of one; the five others wait for the next batch.
+    assert confirms.batch_keys() == [[f"k{i}"] for i in range(BATCHES_IN_FLIGHT)]
+    confirms.release.set()
+    await asyncio.gather(*first, *waiting)
+    assert confirms.batch_keys()[BATCHES_IN_FLIGHT:] == [[f"w{i}" for i in range(5)]]
+    bodies = [item.body for item in decode_batch(confirms.bodies[-1]).items]
+    assert [msgspec.json.decode(b) for b in bodies] == [{"n": i} for i in range(5)]
+    await batcher.close()
+
+
+async def test_a_batch_never_holds_more_than_its_limit() -> None:
+    confirms = Confirms()
+    confirms.release.set()
+    batcher = Batcher(confirms.publish)
+    await asyncio.gather(
+        *(batcher.publish("k", b"{}") for _ in range(3 * BATCH_MAX_ITEMS))
+    )
+    assert max(len(keys) for keys in confirms.batch_keys()) <= BATCH_MAX_ITEMS
+    assert sum(len(keys) for keys in confirms.batch_keys()) == 3 * BATCH_MAX_ITEMS
+
+
+async def test_a_failed_batch_fails_each_of_its_envelopes_and_no_other() -> None:
+    confirms = Confirms()
+    batcher = Batcher(confirms.publish)
+    confirms.failure = TimeoutError()
+    failing = asyncio.create_task(batcher.publish("k", b"{}"))
+    await asyncio.sleep(0)
+    confirms.release.set()
+    with pytest.raises(TimeoutError):
+        await failing
+    confirms.failure = None
+    await batcher.publish("k", b"{}")
+    await batcher.close()
