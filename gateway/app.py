@@ -2,7 +2,6 @@
 
 import asyncio
 import secrets
-import signal
 import time
 from contextlib import AsyncExitStack
 
@@ -16,6 +15,7 @@ from gateway.settings import Settings
 from gateway.ws import serve_clients
 from proto.logs import READY_EVENT
 from proto.mids import NODE_HEX_DIGITS, MidFactory
+from proto.shutdown import stop_on_signals
 
 log = structlog.get_logger()
 
@@ -24,10 +24,7 @@ async def main(settings: Settings) -> None:
     structlog.contextvars.bind_contextvars(
         gateway_id=settings.gateway_id, namespace=settings.names.namespace
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(settings.shutdown_timeout_s)
     mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
     health = observability.Health()
     async with AsyncExitStack() as stack:

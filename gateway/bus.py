@@ -31,6 +31,7 @@ from proto.env import location
 from proto.envelopes import Batch, Batched
 from proto.errors import DependencyUnavailable
 from proto.names import BATCHABLE_KEYS, KEY_BATCH
+from proto.shutdown import finish_within
 from proto.topology import Topology, gateway_topology, shared_topology
 
 log = structlog.get_logger()
@@ -188,10 +189,18 @@ class Bus:
         self._consumer_tag = await self._queue.consume(on_delivery, no_ack=False)
 
     async def stop_consuming(self) -> None:
+        """Cancel the consumer; a broker that does not answer in time is left to the drain.
+
+        What the consumer holds stays unacknowledged either way: delivered again, or
+        dead-lettered to the offline store, once the connection closes.
+        """
         self._on_delivery = None
-        if self._consumer_tag is not None:
-            await self._queue.cancel(self._consumer_tag)
-            self._consumer_tag = None
+        if self._consumer_tag is None:
+            return
+        tag, self._consumer_tag = self._consumer_tag, None
+        await finish_within(
+            self._publish_timeout_s, self._queue.cancel(tag), "consumer_cancel_failed"
+        )
 
     async def watch_consumer(self, interval_s: float) -> None:
         """Keep this gateway's consumer on the broker; runs until cancelled.
@@ -277,7 +286,7 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
             location(settings.amqp_url),
             "start it with: rabbitmq-server -detached",
         ) from exc
-    async with connection:
+    try:
         publish_channel = await connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -297,6 +306,10 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
             yield bus
         finally:
             await bus.close()
+    finally:
+        await finish_within(
+            settings.publish_timeout_s, connection.close(), "connection_close_failed"
+        )
 
 
 def own_topology(settings: Settings) -> Topology:

@@ -40,6 +40,7 @@ from gateway.commands import (
 from gateway.settings import Settings
 from proto.env import location
 from proto.errors import DependencyUnavailable
+from proto.shutdown import finish_within
 
 log = structlog.get_logger()
 
@@ -170,7 +171,7 @@ async def serve_api(settings: Settings) -> AsyncIterator[int]:
             location(settings.api_amqp_url),
             "check SWITCHBOARD_API_AMQP_URL and that user's permissions",
         ) from exc
-    async with connection:
+    try:
         channel = await connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -198,3 +199,7 @@ async def serve_api(settings: Settings) -> AsyncIterator[int]:
             yield runner.addresses[0][1]
         finally:
             await runner.cleanup()
+    finally:
+        await finish_within(
+            settings.publish_timeout_s, connection.close(), "connection_close_failed"
+        )

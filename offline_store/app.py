@@ -1,7 +1,6 @@
 """Wiring of the offline store: open PostgreSQL and RabbitMQ, run both consumers, stop."""
 
 import asyncio
-import signal
 from contextlib import AsyncExitStack
 
 import structlog
@@ -12,6 +11,7 @@ from offline_store.consumers import BatchLoop, ControlServer, UndeliveredWriter
 from offline_store.settings import Settings
 from offline_store.store import open_store
 from proto.logs import READY_EVENT
+from proto.shutdown import stop_on_signals
 
 log = structlog.get_logger()
 
@@ -22,10 +22,7 @@ async def main(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then finish in-flight batches and close."""
     names = settings.names
     structlog.contextvars.bind_contextvars(namespace=names.namespace)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(settings.shutdown_timeout_s)
     health = observability.Health()
     async with AsyncExitStack() as stack:  # unwinds in reverse order
         await stack.enter_async_context(

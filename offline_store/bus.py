@@ -25,6 +25,7 @@ from proto.env import location
 from proto.envelopes import Delivery, MessageOffline, Saved, encode
 from proto.errors import DependencyUnavailable
 from proto.names import EVENT_MESSAGE_OFFLINE, KEY_SAVED
+from proto.shutdown import finish_within
 from proto.topology import shared_topology
 
 log = structlog.get_logger()
@@ -188,14 +189,6 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         await bus.declare_topology()
         yield bus
     finally:
-        await _close_connection(connection, settings.shutdown_timeout_s)
-
-
-async def _close_connection(
-    connection: AbstractRobustConnection, timeout_s: float
-) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await connection.close()
-    except TimeoutError:
-        log.warning("connection_close_timed_out")
+        await finish_within(
+            settings.shutdown_timeout_s, connection.close(), "connection_close_failed"
+        )

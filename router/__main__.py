@@ -1,7 +1,8 @@
 """``python -m router``: read the settings, configure logging, run until SIGTERM.
 
 Exit codes: 0 after a clean shutdown, 2 for unusable settings, 1 when RabbitMQ or Redis
-cannot be reached at startup (one line on stderr says which, where, and how to start it).
+cannot be reached at startup (one line on stderr says which, where, and how to start it), 3
+when the drain overran its deadline (proto/shutdown.py).
 """
 
 import asyncio

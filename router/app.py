@@ -5,13 +5,13 @@ batch in flight and close.
 
 import asyncio
 import secrets
-import signal
 from contextlib import AsyncExitStack
 
 import structlog
 
 from proto.logs import NAMESPACE, READY_EVENT
 from proto.mids import NODE_HEX_DIGITS, MidFactory
+from proto.shutdown import stop_on_signals
 from router import observability
 from router.batches import BatchRouter, announce_offline_forever
 from router.bus import open_bus
@@ -26,10 +26,7 @@ SERVICE = "router"
 async def main(settings: Settings) -> None:
     """Run the router until SIGTERM or SIGINT."""
     structlog.contextvars.bind_contextvars(**{NAMESPACE: settings.namespace})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(settings.shutdown_timeout_s)
     health = observability.Health()
     async with AsyncExitStack() as stack:  # closes in reverse order of opening
         await stack.enter_async_context(

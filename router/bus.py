@@ -26,6 +26,7 @@ from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
 from proto import env
 from proto.env import location
 from proto.errors import DependencyUnavailable, SettingsError
+from proto.shutdown import finish_within
 from proto.topology import Topology, shared_topology
 from router.routing import Publish
 from router.settings import Settings
@@ -76,7 +77,9 @@ async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
         )
         yield Bus(connection, publishing, queue, settings.publish_timeout_s)
     finally:
-        await close_connection(connection, settings.shutdown_timeout_s)
+        await finish_within(
+            settings.shutdown_timeout_s, connection.close(), "connection_close_failed"
+        )
 
 
 async def declare_topology(
@@ -103,17 +106,6 @@ async def declare_topology(
             exchanges[binding.exchange], binding.routing_key
         )
     return exchanges
-
-
-async def close_connection(
-    connection: AbstractRobustConnection, timeout_s: float
-) -> None:
-    """Close the connection (and its channels), giving up after ``timeout_s``."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            await connection.close()
-    except (AMQPError, OSError, TimeoutError) as exc:
-        log.warning("connection_close_failed", error=repr(exc))
 
 
 class Bus:
@@ -146,10 +138,9 @@ class Bus:
         if self._consumer_tag is None:
             return
         tag, self._consumer_tag = self._consumer_tag, None
-        try:
-            await self._queue.cancel(tag, timeout=timeout_s)
-        except (AMQPError, OSError, TimeoutError) as exc:
-            log.warning("consumer_cancel_failed", error=repr(exc))
+        await finish_within(
+            timeout_s, self._queue.cancel(tag), "consumer_cancel_failed"
+        )
 
     async def publish_all(self, publishes: Sequence[Publish]) -> None:
         """Publish concurrently; return once every one is confirmed.

@@ -19,6 +19,8 @@ from tests.support.timing import scaled
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+LAST_LINES_ON_HANG = 30
+"""How much of a hung process's log a failed stop shows: enough to see which step it was in."""
 
 
 @dataclass
@@ -103,8 +105,9 @@ class ServiceProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+            last = "\n".join(self.lines[-LAST_LINES_ON_HANG:])
             raise AssertionError(
-                f"{self.name} did not exit within {STOP_TIMEOUT_S} s"
+                f"{self.name} did not exit within {STOP_TIMEOUT_S} s; its last lines:\n{last}"
             ) from None
         return code
 

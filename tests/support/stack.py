@@ -24,6 +24,7 @@ TEST_SETTINGS = {
     env.ORPHAN_TTL_S: "2",
     env.GATEWAY_QUEUE_EXPIRES_S: "60",
     env.CONSUMER_CHECK_S: "1",
+    env.SHUTDOWN_TIMEOUT_S: "5",
     env.LOG_LEVEL: "info",
 }
 
