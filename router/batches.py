@@ -243,6 +243,7 @@ class BatchRouter:
         self, batch: Sequence[Inbound], plan: routing.Plan, at_ms: int
     ) -> None:
         """What follows the confirms of a batch's deliveries."""
+        await self._presence.mark_known(plan.known)
         await self._presence.remove_connections(plan.removals, at_ms)
         # After the deliveries are queued: ready before stored messages, and a sent
         # (or a command's reply) only for what was routed.

@@ -261,8 +261,9 @@ class Presence:
                 return self._queue_connections(pipeline, routing.unique(uids))
             case Heartbeat(gateway_id=gateway_id):
                 pipeline.zadd(names.gateways_key, {gateway_id: at_ms})
-                # Gone with an empty Redis or a sweep: see routing.should_reannounce.
-                pipeline.set(names.gateway_known_key(gateway_id), "1", nx=True)
+                # Gone with an empty Redis or a sweep: see routing.should_reannounce. Only
+                # read here; set by mark_known once the batch's deliveries are confirmed.
+                pipeline.exists(names.gateway_known_key(gateway_id))
                 return _Queued(2, _read_heartbeat)
             case Saved(uids=uids):
                 return self._queue_connections(pipeline, [s.uid for s in uids])
@@ -416,6 +417,16 @@ class Presence:
         async with asyncio.timeout(self.command_timeout_s):
             await pipeline.execute()
 
+    async def mark_known(self, gateway_ids: Sequence[str]) -> None:
+        """Record gateways as known (``Plan.known``): their next heartbeats ask nothing."""
+        if not gateway_ids:
+            return
+        pipeline = self._client.pipeline(transaction=False)
+        for gateway_id in gateway_ids:
+            pipeline.set(self._names.gateway_known_key(gateway_id), "1")
+        async with asyncio.timeout(self.command_timeout_s):
+            await pipeline.execute()
+
     def _mirror_gateways(self, pairs: Iterable[tuple[str, int]]) -> None:
         # A heartbeat that a batch wrote while this read was on its way stays.
         seen = self._last_seen_ms
@@ -559,8 +570,8 @@ def _read_opened(replies: list[Any]) -> Lookup:
 
 
 def _read_heartbeat(replies: list[Any]) -> Lookup:
-    _, was_unknown = replies
-    return Lookup(is_unknown_gateway=bool(was_unknown))
+    _, is_known = replies
+    return Lookup(is_unknown_gateway=not is_known)
 
 
 def _read_connections(replies: list[Any]) -> Lookup:

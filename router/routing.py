@@ -393,6 +393,10 @@ class Plan:
     group senders, replies to backend commands."""
     sweeps: tuple[str, ...] = ()
     """Gateways that stopped: sweep their presence now."""
+    known: tuple[str, ...] = ()
+    """Gateways whose heartbeat found no record of them: recorded as known once the
+    deliveries (the re-announce request among them) are confirmed. Recorded before, a batch
+    that fails and comes back would find them known and never ask again."""
     duplicates: tuple[Duplicate, ...] = ()
     """Retries dropped (logged, acknowledged, answered with the first mid)."""
 
@@ -492,6 +496,7 @@ class _PlanBuilder:
         self.replays: list[Publish] = []
         self.replies: list[Publish] = []
         self.sweeps: list[str] = []
+        self.known: list[str] = []
         self.duplicates: list[Duplicate] = []
         self.routed_mids: set[str] = set()
 
@@ -561,6 +566,8 @@ class _PlanBuilder:
             case GatewayStopped():
                 self.sweeps.append(envelope.gateway_id)
             case Heartbeat(gateway_id=gateway_id, connections=connections):
+                if lookup.is_unknown_gateway:
+                    self.known.append(gateway_id)
                 if should_reannounce(lookup.is_unknown_gateway, connections):
                     self.deliver(gateway_id, reannounce_item())
             case ConnClosed() | RoomJoined() | RoomLeft():
@@ -684,6 +691,7 @@ class _PlanBuilder:
             replays=tuple(self.replays),
             replies=(*answers, *self.replies),
             sweeps=tuple(self.sweeps),
+            known=tuple(self.known),
             duplicates=tuple(self.duplicates),
         )
 

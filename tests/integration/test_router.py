@@ -32,6 +32,7 @@ from proto.envelopes import (
     DeliveryItem,
     Envelope,
     GatewayStopped,
+    Heartbeat,
     Outgoing,
     PresenceAsked,
     ReplayRequest,
@@ -441,6 +442,46 @@ async def test_stopped_gateway_is_swept_at_once(
     assert swept["connections"] == 1
     assert await redis_client.hgetall(names.presence_key("bob")) == {}
     assert await redis_client.zscore(names.gateways_key, "gw1") is None
+
+
+async def test_a_reannounce_request_whose_batch_failed_is_asked_again(
+    bus: Bus, router: ServiceProcess, redis_client: "redis.Redis"
+) -> None:
+    """The router asks a gateway it has no record of to announce its connections again. When
+    the batch that asked fails, its redelivery must ask again: nothing may record the gateway
+    as known before the request is confirmed."""
+    names = bus.names
+    bus.stack.gateway_ids.append("gw-back")
+    topology = gateway_topology(names, "gw-back", ORPHAN_TTL_MS, QUEUE_EXPIRES_MS)
+    [spec] = topology.queues
+    [binding] = topology.bindings
+    # A queue that refuses every message: the broker nacks the request, the batch fails.
+    refusing = await bus.channel.declare_queue(
+        f"{spec.name}.refusing",
+        durable=True,
+        arguments={**spec.arguments, "x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    await refusing.bind(binding.exchange, binding.routing_key)
+    try:
+        await bus.publish(
+            keys.KEY_HEARTBEAT, Heartbeat(gateway_id="gw-back", connections=2)
+        )
+        await router.wait_for_event("batch_failed")
+        assert await redis_client.exists(names.gateway_known_key("gw-back")) == 0
+        # Bound before the refusing queue leaves, so that the request always has a queue.
+        gateway = await bus.fake_gateway("gw-back")
+        await refusing.unbind(binding.exchange, binding.routing_key)
+        received = await gateway.next_delivery(within_s=15)
+    finally:
+        await refusing.delete(if_unused=False, if_empty=False)
+    assert [item.reannounce for item in received.delivery.items] == [True]
+    await eventually(
+        lambda: _known(redis_client, names.gateway_known_key("gw-back")), 5
+    )
+
+
+async def _known(client: "redis.Redis", key: str) -> bool | None:
+    return True if await client.exists(key) else None
 
 
 async def test_malformed_envelopes_are_rejected_and_the_router_keeps_serving(

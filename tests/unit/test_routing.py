@@ -911,6 +911,17 @@ def test_heartbeat_of_an_unknown_gateway_with_connections_asks_it_to_reannounce(
 def test_heartbeat_of_a_known_gateway_asks_nothing() -> None:
     plan = route([Heartbeat(gateway_id="gw1", connections=2)], [NO_LOOKUP])
     assert plan.deliveries == ()
+    assert plan.known == ()
+
+
+@pytest.mark.parametrize("connections", [0, 2])
+def test_an_unknown_gateway_is_recorded_as_known_only_after_the_confirms(
+    connections: int,
+) -> None:
+    heartbeat = Heartbeat(gateway_id="gw1", connections=connections)
+    plan = route([heartbeat], [Lookup(is_unknown_gateway=True)])
+    assert plan.known == ("gw1",)
+    assert len(plan.deliveries) == (1 if connections else 0)
 
 
 def test_reannounced_connection_gets_a_replay_but_no_ready_and_no_online_event() -> (
