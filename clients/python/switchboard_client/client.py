@@ -325,17 +325,26 @@ class Client:
         if ws is not None:
             await self._send_text(ws, text)
         # Otherwise it goes out after the next ready.
-        while True:
-            try:
-                async with asyncio.timeout(self.reply_timeout_s):
-                    return await asyncio.shield(future)
-            except TimeoutError:
-                # No answer in time: the frame or its answer may have been lost (a broker
-                # restart, for one). The same id makes sending it again safe: the server
-                # carries it out once and answers again.
-                ws = self._ws
-                if ws is not None and self._pending.get(client_id) is request:
-                    await self._send_text(ws, text)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.reply_timeout_s):
+                        return await asyncio.shield(future)
+                except TimeoutError:
+                    # No answer in time: the frame or its answer may have been lost (a broker
+                    # restart, for one). The same id makes sending it again safe: the server
+                    # carries it out once and answers again.
+                    ws = self._ws
+                    if ws is not None and self._pending.get(client_id) is request:
+                        await self._send_text(ws, text)
+        finally:
+            # Answered, or the caller gave up (cancelled): nobody waits for this id any more,
+            # so it is not sent again after a reconnect, and no close fails it unseen.
+            if self._pending.get(client_id) is request:
+                del self._pending[client_id]
+            if future.done() and not future.cancelled():
+                future.exception()  # seen: a failure that came as the caller gave up
+            future.cancel()
 
     async def _send_text(self, ws: ClientConnection, text: str) -> bool:
         try:
