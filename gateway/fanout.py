@@ -119,8 +119,8 @@ def reannouncements(
         rooms: room -> the ids of the connections here in that room.
 
     Returns:
-        A ``ConnOpened`` flagged ``reannounce`` per connection, then a ``RoomJoined`` carrying
-        the gateway's count per room (written as it is, so a repeat changes nothing).
+        A ``ConnOpened`` flagged ``reannounce`` per connection, then a ``RoomJoined`` per
+        connection and room it is in (a join recorded already changes nothing).
     """
     opened = [
         Announcement(
@@ -138,15 +138,12 @@ def reannouncements(
             names.KEY_ROOM_JOINED,
             encode(
                 RoomJoined(
-                    uid="",
-                    conn_id="",
-                    gateway_id=gateway_id,
-                    room=room,
-                    count=len(members),
+                    uid=uids[conn_id], conn_id=conn_id, gateway_id=gateway_id, room=room
                 )
             ),
         )
         for room, members in sorted(rooms.items())
-        if members
+        for conn_id in sorted(members)
+        if conn_id in uids
     ]
     return opened + joined

@@ -336,8 +336,8 @@ class Hub:
         }
         pending = reannouncements(self._gateway_id, uids, self.rooms)
         count = len(pending)
-        # Retried until the broker takes them all: nobody asks again (the heartbeat that
-        # made the routers ask also marked this gateway as known).
+        # Retried until the broker takes them all: nobody asks again (the router marked this
+        # gateway as known once its request was confirmed).
         while pending:
             results = await asyncio.gather(
                 *(self._bus.publish_inbound(a.routing_key, a.body) for a in pending),

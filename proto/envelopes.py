@@ -83,9 +83,6 @@ class RoomJoined(Envelope, frozen=True):
     conn_id: str
     gateway_id: str
     room: str
-    count: int = 0
-    """When not 0, a re-announcement (``DeliveryItem.reannounce``): the gateway's number of
-    connections in the room, written as it is rather than added (``uid``, ``conn_id`` empty)."""
 
 
 class RoomLeft(Envelope, frozen=True):

@@ -169,6 +169,11 @@ class Names:
         """Hash gateway_id -> number of that gateway's connections in the room."""
         return f"{self.namespace}:room:{room}"
 
+    def room_members_key(self, room: str, gateway_id: str) -> str:
+        """Set of the ids of a gateway's connections in a room. Its size is the gateway's count
+        in ``room_key``: a join or leave handled twice (a redelivered batch) changes nothing."""
+        return f"{self.namespace}:room-members:{gateway_id}:{room}"
+
     def gateway_rooms_key(self, gateway_id: str) -> str:
         """Set of the rooms with members on a gateway, to clean them when it dies."""
         return f"{self.namespace}:gateway:{gateway_id}:rooms"

@@ -93,11 +93,24 @@ return removed
 # A connection left a room: one fewer for its gateway; a gateway with none left is no
 # longer in the room (and the room no longer in the gateway's list).
 # KEYS: room(room), gateway-rooms(gateway_id). ARGV: gateway_id, room.
+# Room membership: KEYS = room_members_key(room, gateway), room_key(room),
+# gateway_rooms_key(gateway); ARGV = conn_id, gateway_id, room. The count in the room's hash
+# is the size of the members' set, so a join or a leave handled twice changes nothing.
+_JOIN_ROOM = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local count = redis.call('SCARD', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[2], count)
+redis.call('SADD', KEYS[3], ARGV[3])
+return count
+"""
 _LEAVE_ROOM = """
-local count = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if count <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[1], ARGV[1])
+local count = redis.call('SCARD', KEYS[1])
+if count == 0 then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[3])
+else
+  redis.call('HSET', KEYS[2], ARGV[2], count)
 end
 return count
 """
@@ -243,17 +256,13 @@ class Presence:
             case ConnClosed(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
                 self._queue_removal(pipeline, uid, conn_id, gateway_id, at_ms)
                 for room in envelope.rooms:
-                    self._queue_leave(pipeline, gateway_id, room)
+                    self._queue_room(pipeline, _LEAVE_ROOM, gateway_id, room, conn_id)
                 return _Queued(1 + len(envelope.rooms), _no_lookup)
-            case RoomJoined(gateway_id=gateway_id, room=room, count=count):
-                if count > 0:  # a re-announcement: the gateway's own count
-                    pipeline.hset(names.room_key(room), gateway_id, count)
-                else:
-                    pipeline.hincrby(names.room_key(room), gateway_id, 1)
-                pipeline.sadd(names.gateway_rooms_key(gateway_id), room)
-                return _Queued(2, _no_lookup)
-            case RoomLeft(gateway_id=gateway_id, room=room):
-                self._queue_leave(pipeline, gateway_id, room)
+            case RoomJoined(gateway_id=gateway_id, room=room, conn_id=conn_id):
+                self._queue_room(pipeline, _JOIN_ROOM, gateway_id, room, conn_id)
+                return _Queued(1, _no_lookup)
+            case RoomLeft(gateway_id=gateway_id, room=room, conn_id=conn_id):
+                self._queue_room(pipeline, _LEAVE_ROOM, gateway_id, room, conn_id)
                 return _Queued(1, _no_lookup)
             case Outgoing():
                 return self._queue_message(pipeline, envelope, True, True)
@@ -367,13 +376,23 @@ class Presence:
             routing.offline_due_ms(at_ms, self._debounce_ms),
         )
 
-    def _queue_leave(self, pipeline: "Pipeline", gateway_id: str, room: str) -> None:
+    def _queue_room(
+        self,
+        pipeline: "Pipeline",
+        script: str,
+        gateway_id: str,
+        room: str,
+        conn_id: str,
+    ) -> None:
+        """Queue a join or a leave (``_JOIN_ROOM``, ``_LEAVE_ROOM``) of one connection."""
         names = self._names
         pipeline.eval(
-            _LEAVE_ROOM,
-            2,
+            script,
+            3,
+            names.room_members_key(room, gateway_id),
             names.room_key(room),
             names.gateway_rooms_key(gateway_id),
+            conn_id,
             gateway_id,
             room,
         )
@@ -537,6 +556,7 @@ class Presence:
             self._queue_removal(pipeline, uid, conn_id, gateway_id, at_ms)
         for room in rooms:
             pipeline.hdel(names.room_key(room), gateway_id)
+            pipeline.delete(names.room_members_key(room, gateway_id))
         pipeline.delete(names.gateway_rooms_key(gateway_id))
         pipeline.delete(names.gateway_key(gateway_id))
         pipeline.delete(names.gateway_known_key(gateway_id))

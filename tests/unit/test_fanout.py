@@ -141,22 +141,29 @@ def test_kick_pushes_the_kicked_frame_then_closes_only_its_targets() -> None:
     assert plan.stale == [Target("kim", "gone")]
 
 
-def test_reannouncements_list_connections_then_room_counts() -> None:
+def test_reannouncements_list_connections_then_each_one_in_each_room() -> None:
     from gateway.fanout import reannouncements
     from proto import envelopes, names
 
     announced = reannouncements(
-        "gw1", {"k2": "bob", "k1": "alice"}, {"lobby": {"k1", "k2"}, "empty": set()}
+        "gw1",
+        {"k2": "bob", "k1": "alice"},
+        # k3 is not initialized (closing, say): not announced.
+        {"lobby": {"k1", "k2", "k3"}, "empty": set()},
     )
     assert [a.routing_key for a in announced] == [
         names.KEY_CONN_OPENED,
         names.KEY_CONN_OPENED,
         names.KEY_ROOM_JOINED,
+        names.KEY_ROOM_JOINED,
     ]
     first = envelopes.decode_conn_opened(announced[0].body)
     assert (first.uid, first.conn_id, first.reannounce) == ("alice", "k1", True)
-    joined = envelopes.decode_room_joined(announced[2].body)
-    assert (joined.gateway_id, joined.room, joined.count) == ("gw1", "lobby", 2)
+    joined = [envelopes.decode_room_joined(a.body) for a in announced[2:]]
+    assert [(j.gateway_id, j.room, j.uid, j.conn_id) for j in joined] == [
+        ("gw1", "lobby", "alice", "k1"),
+        ("gw1", "lobby", "bob", "k2"),
+    ]
 
 
 def test_only_a_reannounce_item_asks_for_reannouncements() -> None:

@@ -112,6 +112,7 @@ def test_every_name_of_a_namespace() -> None:
         "group_key": "ns:group:x1",
         "room_key": "ns:room:x1",
         "gateway_rooms_key": "ns:gateway:x1:rooms",
+        "room_members_key": "ns:room-members:x1:x1",
         "gateway_known_key": "ns:gateway:x1:known",
         "going_offline_key": "ns:going-offline",
         "redis_pattern": "ns:*",
