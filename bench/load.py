@@ -111,6 +111,19 @@ class WebSocketConnection(Connection):
             url, compression=None, open_timeout=OPEN_TIMEOUT_S, max_size=None
         )
 
+    async def _open_with_hello(
+        self, url: str, hello: dict[str, Any], what: str
+    ) -> None:
+        """Connect, send ``hello`` (named ``what`` in errors: it may hold a token), wait for a
+        ``ready`` frame, then read in the background."""
+        await self._connect(url)
+        await self.ws.send(json.dumps(hello))
+        async with asyncio.timeout(OPEN_TIMEOUT_S):
+            frame = decode(await self.ws.recv())
+        if frame.get("type") != "ready":
+            raise RuntimeError(f"{self.uid}: {what} answered {frame}")
+        self._start_reading()
+
     def _start_reading(self) -> None:
         self._reader = asyncio.create_task(self._read())
 
@@ -158,13 +171,7 @@ class SwitchboardConnection(WebSocketConnection):
         self._token = make_token(uid, ttl_s=3600, rooms=rooms)
 
     async def open(self, url: str) -> None:
-        await self._connect(url)
-        await self.ws.send(json.dumps({"type": "init", "token": self._token}))
-        async with asyncio.timeout(OPEN_TIMEOUT_S):
-            frame = decode(await self.ws.recv())
-        if frame.get("type") != "ready":
-            raise RuntimeError(f"{self.uid}: init answered {frame}")
-        self._start_reading()
+        await self._open_with_hello(url, {"type": "init", "token": self._token}, "init")
 
     async def on_frame(self, text: str | bytes) -> None:
         frame = decode(text)
@@ -303,13 +310,7 @@ class RelayConnection(WebSocketConnection):
     """The websockets relay's frames (bench/peers/ws_relay.py)."""
 
     async def open(self, url: str) -> None:
-        await self._connect(url)
-        await self.ws.send(json.dumps({"uid": self.uid}))
-        async with asyncio.timeout(OPEN_TIMEOUT_S):
-            frame = decode(await self.ws.recv())
-        if frame.get("type") != "ready":
-            raise RuntimeError(f"{self.uid}: relay answered {frame}")
-        self._start_reading()
+        await self._open_with_hello(url, {"uid": self.uid}, "relay")
 
     async def on_frame(self, text: str | bytes) -> None:
         frame = decode(text)

@@ -14,12 +14,7 @@ import aio_pika
 
 from proto import env
 from tests.support.cleanup import remove_namespace
-from tests.support.processes import (
-    REPO_ROOT,
-    START_TIMEOUT_S,
-    ServiceProcess,
-    service_environment,
-)
+from tests.support.processes import START_TIMEOUT_S, ServiceProcess, spawn_service
 from tests.support.stack import Stack, free_port
 
 READY_POLL_S = 0.05
@@ -78,20 +73,9 @@ async def start_quiet_service(
 ) -> ServiceProcess:
     """Start ``python -m module`` with a metrics port; return once its /readyz answers 200."""
     metrics_port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        cwd=REPO_ROOT,
-        env=service_environment({**environ, env.METRICS_PORT: str(metrics_port)}),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        limit=1 << 20,
+    service = await spawn_service(
+        name, module, {**environ, env.METRICS_PORT: str(metrics_port)}
     )
-    service = ServiceProcess(name=name, process=process)
-    # The test support's reader collects the output, shown when something fails.
-    service._reader = asyncio.create_task(service._read_output(), name=f"read-{name}")
     try:
         await wait_ready(service, metrics_port, START_TIMEOUT_S)
     except BaseException:

@@ -126,15 +126,15 @@ def service_environment(env: dict[str, str]) -> dict[str, str]:
     return full_env
 
 
-async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
-    """Start ``python -m module`` with ``env`` over this process's environment; wait until ready."""
-    full_env = service_environment(env)
+async def spawn_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
+    """Start ``python -m module`` with ``env`` over this process's environment, collecting
+    its output; return at once."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         module,
         cwd=REPO_ROOT,
-        env=full_env,
+        env=service_environment(env),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -142,6 +142,12 @@ async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceP
     )
     service = ServiceProcess(name=name, process=process)
     service._reader = asyncio.create_task(service._read_output(), name=f"read-{name}")
+    return service
+
+
+async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
+    """``spawn_service``, then wait until the service logs that it is ready."""
+    service = await spawn_service(name, module, env)
     try:
         await service.wait_for_event(READY_EVENT, within_s=START_TIMEOUT_S)
     except BaseException:
