@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
-.PHONY: help venv services run token test unit chaos bench lint fmt schemas js-deps browser-deps deploy-tools
+.PHONY: help venv lock services run token test unit chaos bench lint fmt schemas js-deps browser-deps deploy-tools
 
 help:
 	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
@@ -29,21 +29,42 @@ help:
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
 	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
-	@echo "make venv              create .venv and install the project with its dev and bench dependencies"
-	@echo "                       and the Python client (clients/python), editable"
+	@echo "make venv              create .venv from uv.lock: the project with its dev and bench"
+	@echo "                       dependencies and the Python client (clients/python), editable"
+	@echo "make lock              update uv.lock: every dependency to the newest release that"
+	@echo "                       pyproject.toml admits (run it after editing pyproject.toml)"
 	@echo "make js-deps           npm ci in clients/js (the JS client's test dependencies)"
 	@echo "make browser-deps      install Debian's chromium for the browser tests, if missing"
 
 venv: $(STAMP)
 
-# Reinstall whenever pyproject.toml changes. The client library is editable in compat mode
-# (a path entry), so that mypy finds it. Playwright (a dev dependency) drives Debian's
-# Chromium; it never downloads a browser.
-$(STAMP): pyproject.toml clients/python/pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[dev,bench]'
-	$(BIN)/python -m pip install -e clients/python --config-settings editable_mode=compat
+# Every distribution in .venv comes from uv.lock, at the version it pins: `uv sync --frozen`
+# installs the lock as it is (it never re-resolves) and removes whatever the lock does not name.
+# uv itself is one of the locked dev dependencies. A .venv without it (a fresh clone) is made by
+# a copy of uv at the locked version, put aside by pip, so that no pip or setuptools is seeded.
+# The client library (clients/python) is an editable install in compat mode (a path entry), so
+# that mypy finds it; Playwright (a dev dependency) drives Debian's Chromium and never
+# downloads a browser.
+UV := $(BIN)/uv
+UV_VERSION = $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+UV_BOOTSTRAP := .uv-bootstrap
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+
+$(STAMP): uv.lock pyproject.toml clients/python/pyproject.toml
+	test -x $(UV) || { \
+		rm -rf $(VENV) $(UV_BOOTSTRAP) \
+		&& $(PYTHON) -m pip install --quiet --target $(UV_BOOTSTRAP) 'uv==$(UV_VERSION)' \
+		&& $(UV_BOOTSTRAP)/bin/uv sync --frozen --all-extras \
+		&& rm -rf $(UV_BOOTSTRAP); }
+	$(UV) lock --check --offline
+	$(UV) sync --frozen --all-extras
 	touch $@
+
+# Re-resolve every dependency to the newest release that pyproject.toml's ranges admit, and
+# write uv.lock. Run it after changing a dependency in pyproject.toml, then `make test`.
+lock: venv
+	$(UV) lock --upgrade
 
 js-deps: $(JS_DEPS)
 
@@ -75,6 +96,7 @@ bench: venv services
 	$(BIN)/python -m bench
 
 lint: venv
+	$(UV) lock --check
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

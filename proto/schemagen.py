@@ -296,6 +296,49 @@ SPECS = (
 )
 
 
+def schema_components(
+    types: Sequence[object], ref_template: str
+) -> tuple[tuple[dict[str, object], ...], dict[str, object]]:
+    """``msgspec.json.schema_components`` with every ``description`` normalised.
+
+    msgspec copies a class's docstring into ``description``, and how it strips the indentation
+    of the lines after the first has changed between releases. Each description goes through
+    ``inspect.cleandoc`` here, so that the committed schemas and ``openapi.yaml`` read the same
+    whatever msgspec version rendered them.
+
+    Args:
+        types: the classes (or unions) to describe.
+        ref_template: how a reference to a definition is written, with ``{name}``.
+
+    Returns:
+        The schema of each type, and the definitions they refer to, by name.
+    """
+    roots, definitions = msgspec.json.schema_components(
+        types, ref_template=ref_template
+    )
+    return (
+        tuple(_cleaned(root) for root in roots),
+        {name: _cleaned(definition) for name, definition in definitions.items()},
+    )
+
+
+def _cleaned(schema: dict[str, object]) -> dict[str, object]:
+    """A copy of ``schema`` whose ``description`` strings, at any depth, are ``cleandoc``-ed."""
+
+    def clean(value: object, key: str = "") -> object:
+        if isinstance(value, dict):
+            return {k: clean(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if key == "description" and isinstance(value, str):
+            return inspect.cleandoc(value)
+        return value
+
+    cleaned = clean(schema)
+    assert isinstance(cleaned, dict)
+    return cleaned
+
+
 def build_schema(spec: SchemaSpec) -> dict[str, object]:
     """Return the JSON Schema of one spec, with its dialect, title and description.
 
@@ -306,9 +349,7 @@ def build_schema(spec: SchemaSpec) -> dict[str, object]:
         A JSON Schema (draft 2020-12) whose definitions are under ``$defs``, with the spec's
         ``examples`` when it has some.
     """
-    (root,), definitions = msgspec.json.schema_components(
-        [spec.root], ref_template=_REF_TEMPLATE
-    )
+    (root,), definitions = schema_components([spec.root], ref_template=_REF_TEMPLATE)
     examples = {"examples": list(spec.examples)} if spec.examples else {}
     return {
         "$schema": DIALECT,

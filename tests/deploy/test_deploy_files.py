@@ -77,7 +77,9 @@ def test_compose_runs_the_whole_stack_with_healthchecks() -> None:
 def test_dockerfile_runs_as_non_root_from_one_image() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
-    assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE)
+    assert re.search(
+        r"^RUN uv sync --frozen --no-default-groups", dockerfile, re.MULTILINE
+    )
     assert re.search(r"^USER 10001$", dockerfile, re.MULTILINE)
 
 

@@ -308,3 +308,26 @@ def test_guide_lists_every_schema_file() -> None:
     listed = set(re.findall(r"`([a-z.-]+\.json)`", GUIDE.read_text(encoding="utf-8")))
     assert listed >= RENDERED.keys(), sorted(RENDERED.keys() - listed)
     assert listed <= RENDERED.keys(), sorted(listed - RENDERED.keys())
+
+
+class _Indented(msgspec.Struct):
+    """First line.
+
+    Second paragraph, indented in the source as every docstring is.
+    """
+
+
+def test_descriptions_do_not_depend_on_how_msgspec_strips_docstrings() -> None:
+    _, definitions = schemagen.schema_components(
+        [_Indented], ref_template="#/$defs/{name}"
+    )
+    assert definitions["_Indented"] == {
+        "title": "_Indented",
+        "description": (
+            "First line.\n\n"
+            "Second paragraph, indented in the source as every docstring is."
+        ),
+        "type": "object",
+        "properties": {},
+        "required": [],
+    }
