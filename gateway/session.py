@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgspec
 
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
-from proto import envelopes, frames, names
+from proto import envelopes, frames, names, rules
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
 from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
@@ -88,35 +88,6 @@ _PONG = frames.encode(frames.Pong())
 
 MAX_ROOMS_PER_CONNECTION = 100
 """Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
-
-
-MAX_BODY_DEPTH = 64
-"""Deepest nesting of arrays and objects in a ``send`` body; deeper is ``invalid_field``.
-Each service decodes the envelope that carries the body, and a decoder's stack is finite."""
-
-
-def body_depth(body: bytes) -> int:
-    """The deepest nesting of arrays and objects in a JSON value (strings skipped)."""
-    if body.count(b"[") + body.count(b"{") <= MAX_BODY_DEPTH:
-        return 0  # cannot be deeper than the limit: skip the scan
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
 
 
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> bytes:
@@ -251,6 +222,9 @@ class Session:
         return Publish(names.KEY_CONN_CLOSED, envelopes.encode(closed))
 
     def _decode(self, text: str | bytes) -> frames.AnyClientFrame:
+        too_deep = rules.nesting_violation(text)
+        if too_deep is not None:  # no decoder may recurse that far: refused by the rule
+            raise FrameRejected(ErrorCode.INVALID_FIELD, f"$.body {too_deep}")
         try:
             return frames.decode_client_frame(text)
         except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
@@ -330,7 +304,8 @@ class Session:
         Raises:
             FrameRejected: ``invalid_field`` unless exactly one of ``to``, ``group``, ``room``
                 and ``broadcast`` is set; ``not_member`` for a room this connection has not
-                joined; ``forbidden`` for a broadcast without the token's ``broadcast`` claim.
+                joined; ``forbidden`` for a broadcast without the token's ``broadcast`` claim;
+                ``invalid_field`` for a body that breaks the rules of ``proto/rules.py``.
         """
         addresses = (
             frame.to is not None,
@@ -352,11 +327,10 @@ class Session:
             raise FrameRejected(
                 ErrorCode.FORBIDDEN, "the token does not allow broadcasts", frame.id
             )
-        if body_depth(bytes(frame.body)) > MAX_BODY_DEPTH:
+        violation = rules.body_violation(bytes(frame.body))
+        if violation is not None:
             raise FrameRejected(
-                ErrorCode.INVALID_FIELD,
-                f"$.body is nested more than {MAX_BODY_DEPTH} levels deep",
-                frame.id,
+                ErrorCode.INVALID_FIELD, f"$.body {violation}", frame.id
             )
         mid = self._mids.next_mid(now_ms)
         outgoing = envelopes.Outgoing(

@@ -40,7 +40,7 @@ from typing import TypeVar
 
 import msgspec
 
-from proto import envelopes, frames
+from proto import envelopes, frames, rules
 from proto import names as keys
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
@@ -166,7 +166,8 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
     Raises:
         BadEnvelope: the routing key is not one the router handles, or the body
             does not match its envelope (the reason carries msgspec's JSON path,
-            never the body), or an ``Outgoing`` is not addressed exactly one way.
+            never the body; names follow ``proto/rules.py``), or an ``Outgoing`` is not
+            addressed exactly one way or its body breaks the body rules.
     """
     decoder = _DECODERS.get(routing_key)
     if decoder is None:
@@ -175,8 +176,14 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
         envelope = decoder(body)
     except msgspec.DecodeError as exc:  # ValidationError included: both mean a bad body
         raise BadEnvelope(str(exc)) from exc
-    if isinstance(envelope, Outgoing) and addressing_count(envelope) != 1:
-        raise BadEnvelope("exactly one of to, group, room and broadcast must be set")
+    if isinstance(envelope, Outgoing):
+        if addressing_count(envelope) != 1:
+            raise BadEnvelope(
+                "exactly one of to, group, room and broadcast must be set"
+            )
+        violation = rules.body_violation(bytes(envelope.body))
+        if violation is not None:
+            raise BadEnvelope(f"$.body {violation}")
     return envelope
 
 
@@ -238,7 +245,8 @@ def decode_command(
     Returns:
         The ``Call``, or why it is ``Refused``: ``unknown_command``, ``too_large``,
         ``invalid_json``, or ``invalid_field`` with msgspec's message (it names the JSON
-        path).
+        path): a field of the wrong type, a name that breaks ``proto/rules.py``'s identifier
+        rule, a ``body`` that breaks its body rules.
     """
     name = command_name(routing_key)
     decoder = _COMMAND_DECODERS.get(name)
@@ -248,6 +256,9 @@ def decode_command(
         return Refused(
             ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes", reply_to
         )
+    too_deep = rules.nesting_violation(body)
+    if too_deep is not None:
+        return Refused(ErrorCode.INVALID_FIELD, f"$.body {too_deep}", reply_to)
     try:
         command = decoder.decode(body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first

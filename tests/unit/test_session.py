@@ -545,8 +545,25 @@ def test_a_body_64_levels_deep_with_brackets_in_strings_is_accepted() -> None:
     assert isinstance(published(effects), Publish)
 
 
-@pytest.mark.parametrize("number", ["1e999999", "9" * 400, "-" + "9" * 400 + ".5"])
-def test_huge_numbers_pass_through_byte_for_byte(number: str) -> None:
+@pytest.mark.parametrize(
+    "number", ["1e999999", "-1E+400", "9" * 65, "-" + "9" * 400 + ".5", "1" * 10_000]
+)
+def test_numbers_standard_decoders_refuse_are_invalid_field(number: str) -> None:
+    session = initialized()
+    effects = session.on_text(
+        f'{{"type":"send","id":"c1","to":"bob","body":[1,{{"n":{number}}}]}}', NOW_MS
+    )
+    (reply,) = effects
+    assert isinstance(reply, Reply)
+    error = json.loads(reply.frame)
+    assert (error["code"], error["id"]) == (ErrorCode.INVALID_FIELD, "c1")
+    assert "$.body" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "number", ["9" * 64, "-" + "9" * 61 + ".5", "1.7976931348623157e308", "1e-999999"]
+)
+def test_numbers_within_the_rule_pass_through_byte_for_byte(number: str) -> None:
     session = initialized()
     effects = session.on_text(
         f'{{"type":"send","id":"c1","to":"bob","body":{number}}}', NOW_MS
