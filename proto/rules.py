@@ -67,18 +67,51 @@ OptionalIdentifier = Annotated[
 """An identifier, or the empty string where a field says "none" with ``""``."""
 
 _IDENTIFIER = re.compile(rf"[{IDENTIFIER_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}")
-_BRACKETS = b"[]{}"
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-# A run of number characters longer than the limit, or a positive exponent of three digits or
-# more (the only way a short literal leaves a double's range): cheap to look for in the raw body,
-# and absent from nearly every body, which is then accepted without a closer look.
-_NUMBER_RISK = re.compile(
-    rb"[-+.0-9eE]{%d,}|[0-9.][eE]\+?0*[1-9][0-9]{2}" % (MAX_NUMBER_CHARS + 1)
+# Number literals are looked for in translated copies of the text (C, no regex): in one, each
+# byte that may be part of a number literal becomes ``n`` and any other a space, so a run longer
+# than the limit is a plain substring; in the other, digits and dots become ``d`` and exponent
+# marks ``e``, so a positive exponent of three digits or more (the only way a short literal
+# leaves a double's range) is ``deddd`` or ``de+ddd``. Both are absent from nearly every body,
+# which is then accepted after a few passes over its bytes.
+_NUMBER_CHARACTERS = b"0123456789.eE+-"
+_NUMBER_RUNS = bytes(
+    b"n"[0] if byte in _NUMBER_CHARACTERS else b" "[0] for byte in range(256)
 )
-_LONG_NUMBER = re.compile(rb"[-+.0-9eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
+_NUMBER_CLASSES = bytes(
+    b"d"[0]
+    if byte in b"0123456789."
+    else b"e"[0]
+    if byte in b"eE"
+    else byte
+    if byte in b"+-"
+    else b" "[0]
+    for byte in range(256)
+)
+_LONG_RUN = b"n" * (MAX_NUMBER_CHARS + 1)
+_BIG_EXPONENTS = (b"deddd", b"de+ddd")
 _BRACKET_ONLY = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _decode_any = msgspec.json.Decoder().decode
+
+
+def _has_long_number(text: bytes) -> bool:
+    """Whether some run of number characters is longer than ``MAX_NUMBER_CHARS``."""
+    return _LONG_RUN in text.translate(_NUMBER_RUNS)
+
+
+def _has_big_exponent(text: bytes) -> bool:
+    classes = text.translate(_NUMBER_CLASSES)
+    return b"e" in classes and any(pattern in classes for pattern in _BIG_EXPONENTS)
+
+
+def _without_strings(body: bytes) -> bytes:
+    """The JSON text with every string emptied (``""``), so that only structure is left.
+
+    Escapes are dropped first (``\\\\`` pairs, then ``\\"``): what is left of a string holds no
+    quote, and the text splits on quotes into outside, inside, outside...
+    """
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b'""'.join(unescaped.split(b'"')[::2])
 
 
 def is_identifier(value: str) -> bool:
@@ -96,20 +129,23 @@ def body_violation(body: bytes) -> str | None:
         None for a valid body; else the reason, for an ``invalid_field`` message about
         ``$.body``.
     """
-    many_brackets = sum(body.count(b) for b in (b"[", b"{")) > MAX_BODY_DEPTH
-    if not many_brackets and _NUMBER_RISK.search(body) is None:
-        return None  # the common case: two counts and one scan, all in C
+    many_brackets = body.count(b"[") + body.count(b"{") > MAX_BODY_DEPTH
+    long_number = _has_long_number(body)
+    big_exponent = _has_big_exponent(body)
+    if not (many_brackets or long_number or big_exponent):
+        return None  # the common case: a few passes over the bytes, all in C
     # Strings may hold anything: look at the structure and the numbers alone.
-    structure = _STRING.sub(b'""', body)
+    structure = _without_strings(body)
     if many_brackets and body_depth(structure) > MAX_BODY_DEPTH:
         return f"is nested more than {MAX_BODY_DEPTH} levels deep"
-    if _LONG_NUMBER.search(structure) is not None:
+    if long_number and _has_long_number(structure):
         return f"holds a number literal longer than {MAX_NUMBER_CHARS} characters"
-    try:
-        _decode_any(structure)
-    except msgspec.DecodeError:
-        # Well-formed JSON (the caller checked) that msgspec refuses: a number out of range.
-        return "holds a number that is not a finite double"
+    if big_exponent and _has_big_exponent(structure):
+        try:
+            _decode_any(structure)  # at most MAX_BODY_DEPTH deep: checked above
+        except msgspec.DecodeError:
+            # Well-formed JSON (the caller checked) that msgspec refuses: out of range.
+            return "holds a number that is not a finite double"
     return None
 
 
@@ -137,7 +173,7 @@ def nesting_violation(text: str | bytes, enclosing_levels: int = 1) -> str | Non
         raw = text
         if raw.count(b"[") + raw.count(b"{") <= limit:
             return None
-    if body_depth(_STRING.sub(b'""', raw), limit) > limit:
+    if body_depth(_without_strings(raw), limit) > limit:
         return f"is nested more than {MAX_BODY_DEPTH} levels deep"
     return None
 
