@@ -6,8 +6,10 @@ as arguments. What a verified token allows is read in ``tokens.py``.
 
 Answers to the frames that are published (every ``id`` gets exactly one):
 
-- ``send`` to a uid, a room or everyone: ``sent`` once the broker confirmed. To a group: nothing
-  here, since the router checks membership and answers ``sent`` or ``error`` itself.
+- ``send``: nothing here once the broker confirmed. The router answers ``sent`` (or, for a
+  group, ``not_member``) once the message is routed, because only it knows whether the ``id`` was
+  used before: a retry is answered with the mid of the first frame with that id, the one its
+  recipients got, on whatever connection and gateway the retry comes.
 - ``join`` / ``leave``: ``joined`` / ``left`` once the broker confirmed; the room is recorded
   (or dropped) at that moment, here and in the hub's index.
 - ``presence``: nothing here; the router answers with a delivery to this connection.
@@ -48,7 +50,7 @@ class Publish:
     client_id: str | None = None
     answer: bytes | None = None
     """The frame for the client once the broker confirmed; None when there is none to give
-    here (the router answers a group send or a presence query itself)."""
+    here (the router answers a send or a presence query itself)."""
     room: str = ""
     """For a join or a leave: the room to record or drop once the broker confirmed."""
 
@@ -346,18 +348,10 @@ class Session:
             gateway_id=self.gateway_id,
             conn_id=self.conn_id,
         )
-        # The router answers a group send: only it knows the group's members.
-        answer = (
-            None
-            if frame.group is not None
-            else frames.encode(frames.Sent(id=frame.id, mid=mid))
-        )
+        # The router answers: only it knows whether the id was used before (a retry gets
+        # the first mid) and who the members of a group are.
         return Publish(
-            names.KEY_SEND,
-            envelopes.encode(outgoing),
-            mid=mid,
-            client_id=frame.id,
-            answer=answer,
+            names.KEY_SEND, envelopes.encode(outgoing), mid=mid, client_id=frame.id
         )
 
     def _on_join(self, frame: frames.Join, identity: Identity) -> list[Effect]:

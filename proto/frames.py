@@ -138,7 +138,12 @@ class Ready(ServerFrame, tag="ready", frozen=True):
 
 
 class Sent(ServerFrame, tag="sent", frozen=True):
-    """The broker holds the message: it will reach ``to`` or wait in the offline store."""
+    """The message is routed: it reached its recipients' gateways or waits in the offline store.
+
+    ``mid`` is the mid of the first ``send`` with this ``id``: a retry (after ``unavailable``,
+    a timeout or a reconnect to any gateway, within ``SWITCHBOARD_DEDUP_TTL_S``) is answered
+    with the mid its recipients got, and delivers nothing again.
+    """
 
     id: str
     mid: str

@@ -17,8 +17,9 @@ What a batch becomes (docs/architecture.md, "The life of a message"):
   ``Delivery`` on the undeliverable exchange, for the offline store;
 * what must wait until those deliveries are confirmed goes out after them: replay
   requests (``ready`` is queued before the offline store can push stored messages
-  behind it), the router's answers to group senders (``sent`` means "routed"), and
-  the replies to backend commands (``api.<command>``).
+  behind it), the router's answers to senders (``sent`` means "routed", and carries
+  the mid of the first frame with that ``id``: a retry's receipt names the message
+  its recipients got), and the replies to backend commands (``api.<command>``).
 
 Presence events (``user.online``, ``user.offline``) are debounced, so that a page
 reload (the last connection closes, a new one opens at once) publishes nothing:
@@ -401,7 +402,7 @@ class Plan:
     """Published once every delivery is confirmed (``ready`` before stored ones)."""
     replies: tuple[Publish, ...] = ()
     """Published once every delivery is confirmed: ``sent`` (or ``not_member``) to
-    group senders, replies to backend commands."""
+    client senders, replies to backend commands."""
     sweeps: tuple[str, ...] = ()
     """Gateways that stopped: sweep their presence now."""
     known: tuple[str, ...] = ()
@@ -585,7 +586,7 @@ class _PlanBuilder:
                 pass  # presence writes only, done by presence.py
 
     def add_outgoing(self, outgoing: Outgoing, lookup: Lookup) -> None:
-        """A client's message; the router answers group senders itself."""
+        """A client's message, and the sender's ``sent`` (the first mid, for a retry)."""
         is_group = outgoing.group is not None
         if is_group and not lookup.is_member:
             error = frames.Error(
@@ -596,7 +597,7 @@ class _PlanBuilder:
             self.answer(outgoing, error)
             return
         mid = self.route_once(outgoing, lookup)
-        if is_group and mid is not None:
+        if mid is not None:
             self.answer(outgoing, frames.Sent(id=outgoing.client_id, mid=mid))
 
     def add_call(self, call: Call, lookup: Lookup) -> None:
