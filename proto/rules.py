@@ -14,8 +14,8 @@ ids in envelopes): 1 to ``MAX_ID_LENGTH`` characters, each an ASCII letter or di
 - It keeps the usual uids: e-mail addresses (``ann@example.com``, ``ann+test@example.com``),
   UUIDs, and the subjects identity providers mint (Auth0's ``auth0|5f7c...``, base64url ids
   with ``-`` and ``_``, padded ones with ``=``).
-- No ``:``: it separates the parts of every Redis key (``<ns>:dedup:<uid>:<client_id>``), so a
-  uid without one can never make the key of another uid's value.
+- No ``:``: it separates the parts of every Redis key (``<ns>:presence:<uid>``,
+  ``<ns>:dedup:<uid>:<window>``), so a uid without one can never make another uid's key.
 - No ``*``, ``?``, ``[`` or ``#``: glob and topic-pattern characters (Redis ``SCAN`` patterns,
   the ``rooms`` claim's globs, AMQP topic wildcards) could otherwise match more than the one name.
 - No space, no control character, no NUL, nothing outside ASCII: PostgreSQL ``text`` refuses NUL,
@@ -26,11 +26,12 @@ ids in envelopes): 1 to ``MAX_ID_LENGTH`` characters, each an ASCII letter or di
 Bodies (``send``'s ``body``, ``api.send``'s and ``api.broadcast``'s ``body``): any JSON value, with
 
 - at most ``MAX_BODY_DEPTH`` levels of nested arrays and objects: every service decodes the
-  envelope that carries a body, and a recursive decoder's stack is finite;
+  envelope that carries a body, and a recursive decoder's stack is finite (a frame or command
+  nested deeper than its body may be is refused before it is decoded, ``nesting_violation``);
 - no number literal longer than ``MAX_NUMBER_CHARS`` characters, and none whose value is not a
   finite IEEE 754 double (``1e400``): standard decoders refuse such numbers (Python's ``json``
-  refuses integers over 4,300 digits, msgspec those beyond 64 bits that do not fit a double)
-  or turn them into infinities that cannot be encoded again. A number that must be exact beyond
+  refuses integers over 4,300 digits, msgspec very long integers and numbers out of a double's
+  range) or turn them into infinities that cannot be encoded again. A number that must be exact beyond
   a double's 15 to 17 digits belongs in a string.
 
 Pure: no I/O.
