@@ -8,6 +8,8 @@ configuration.
 """
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -78,11 +80,12 @@ async def _send_all(alice: RawClient, prefix: str) -> None:
             }
         )
     for number in range(COUNT):
-        client_id = f"{prefix}{number}"
-        receipt = await alice.expect(
-            lambda f, cid=client_id: f.get("id") == cid, within_s=20
-        )
+        receipt = await alice.expect(_has_id(f"{prefix}{number}"), within_s=20)
         assert receipt["type"] == "sent", receipt
+
+
+def _has_id(client_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame.get("id") == client_id
 
 
 async def _messages(client: RawClient, prefix: str) -> set[str]:
