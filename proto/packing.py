@@ -32,6 +32,12 @@ class _RawItems(msgspec.Struct):
     items: list[msgspec.Raw]
 
 
+class _Items(msgspec.Struct):
+    """A ``Delivery``, encoded the same way: the one message when everything fits."""
+
+    items: list[DeliveryItem]
+
+
 @dataclass(frozen=True, slots=True)
 class PackedDelivery:
     """One ``Delivery`` message: its body, and the items it carries."""
@@ -96,6 +102,11 @@ def pack_delivery(
         One message when everything fits (the usual case), else as few as fit; none for no
         items.
     """
+    if not items:
+        return []
+    whole = encode(_Items(list(items)))
+    if len(whole) <= max_bytes:  # the usual case: one message, encoded in one call
+        return [PackedDelivery(whole, list(items))]
     parts = [part for item in items for part in split_by_targets(item, max_bytes)]
     encoded = [encode(part) for part in parts]
     return [
