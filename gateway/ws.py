@@ -164,7 +164,11 @@ class ClientServer:
                 # A presence frame costs one frame per ten uids: charged once decoded.
                 decision = limits.on_cost(now_s, session.last_frame_cost - 1)
                 if not decision.is_accepted:
+                    frame_type = session.last_frame_type
                     effects = self._rate_limited(session, text, decision)
+                    session.last_frame_type = (
+                        frame_type  # decoded: counted as what it is
+                    )
             observability.count_frame_received(session.last_frame_type)
             if not await self._perform(connection, effects, tasks):
                 return
