@@ -96,7 +96,7 @@ bench: venv services
 	$(BIN)/python -m bench
 
 lint: venv
-	$(UV) lock --check
+	$(UV) lock --check --offline
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
