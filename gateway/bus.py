@@ -8,6 +8,8 @@ Envelopes for the router travel in batches (``Batch``, routing key ``gateway.bat
 batch waits for its confirm, what the connections publish meanwhile gathers in the next one.
 A lone frame goes out at once, alone; under load one broker message and one confirm carry many
 frames, and batches grow with the load (Nagle's algorithm without its delay).
+Acks of stored messages, for the offline store, travel the same way in batches of their own
+(routing key ``gateway.acks``).
 """
 
 import asyncio
@@ -26,11 +28,12 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from gateway import observability
 from gateway.settings import Settings
 from proto.env import location
 from proto.envelopes import Batch, Batched
 from proto.errors import DependencyUnavailable
-from proto.names import BATCHABLE_KEYS, KEY_BATCH
+from proto.names import BATCHABLE_KEYS, KEY_ACK, KEY_ACK_BATCH, KEY_BATCH
 from proto.shutdown import finish_within
 from proto.topology import Topology, gateway_topology, shared_topology
 
@@ -145,6 +148,9 @@ class Bus:
             Callable[[AbstractIncomingMessage], Awaitable[None]] | None
         ) = None
         self._batcher = Batcher(self._publish_batch)
+        # Acks of stored messages, for the offline store, batched the same way on their own
+        # routing key: a flood of acks costs one confirmed publish per batch, not one per frame.
+        self._ack_batcher = Batcher(self._publish_ack_batch)
 
     async def publish_inbound(
         self, routing_key: str, body: bytes, mid: str = ""
@@ -156,8 +162,12 @@ class Bus:
         if routing_key in BATCHABLE_KEYS:
             await self._batcher.publish(routing_key, body)
             return
+        if routing_key == KEY_ACK:
+            await self._ack_batcher.publish(routing_key, body)
+            return
         # aio-pika's timeout covers the confirm, not the wait for a reconnecting channel.
         async with asyncio.timeout(self._publish_timeout_s):
+            observability.count_publish(routing_key)
             await self._inbound.publish(
                 _message(body, mid), routing_key, mandatory=True
             )
@@ -172,10 +182,17 @@ class Bus:
 
     async def _publish_batch(self, body: bytes) -> None:
         async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
+            observability.count_publish(KEY_BATCH)
             await self._inbound.publish(_message(body), KEY_BATCH, mandatory=True)
+
+    async def _publish_ack_batch(self, body: bytes) -> None:
+        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
+            observability.count_publish(KEY_ACK_BATCH)
+            await self._inbound.publish(_message(body), KEY_ACK_BATCH, mandatory=True)
 
     async def close(self) -> None:
         await self._batcher.close()
+        await self._ack_batcher.close()
 
     async def publish_undeliverable(self, body: bytes) -> None:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""

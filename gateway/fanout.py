@@ -88,7 +88,11 @@ def plan_delivery(
         if missing and awaits_ack:
             handover.append(
                 DeliveryItem(
-                    frame=item.frame, targets=missing, mid=item.mid, durable=True
+                    frame=item.frame,
+                    targets=missing,
+                    mid=item.mid,
+                    durable=True,
+                    origin=item.origin,
                 )
             )
     return DeliveryPlan(pushes, handover, stale)

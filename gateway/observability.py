@@ -26,6 +26,7 @@ from prometheus_client import (
 
 from proto import envelopes, frames
 from proto import metrics as names
+from proto import names as keys
 from proto.codes import ErrorCode
 from proto.mids import MID_PATTERN, mid_time_ms
 
@@ -86,6 +87,12 @@ DELIVERY_LATENCY = Histogram(
 ERRORS = Counter(
     names.ERRORS_TOTAL, "Errors, by code.", [names.LABEL_CODE], registry=REGISTRY
 )
+PUBLISHES = Counter(
+    names.GATEWAY_PUBLISHES_TOTAL,
+    "Messages published to the inbound exchange, by routing key.",
+    [names.LABEL_ROUTING_KEY],
+    registry=REGISTRY,
+)
 BROKER_RECONNECTS = Counter(
     names.BROKER_RECONNECTS_TOTAL,
     "Times the RabbitMQ connection was re-established.",
@@ -137,6 +144,23 @@ def count_frame_sent(frame: bytes) -> None:
     counter = _SENT_BY_TYPE.get(kind)
     if counter is None:
         counter = FRAMES_SENT.labels(kind)
+    counter.inc()
+
+
+_PUBLISHED_KEYS = (
+    *keys.GATEWAY_TO_ROUTER_KEYS,
+    keys.KEY_BATCH,
+    keys.KEY_ACK,
+    keys.KEY_ACK_BATCH,
+)
+_PUBLISHES_BY_KEY = {key: PUBLISHES.labels(key) for key in _PUBLISHED_KEYS}
+
+
+def count_publish(routing_key: str) -> None:
+    """Count one message published to the broker (a batch counts once)."""
+    counter = _PUBLISHES_BY_KEY.get(routing_key)
+    if counter is None:
+        counter = PUBLISHES.labels(OTHER_CODE)
     counter.inc()
 
 

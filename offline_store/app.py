@@ -7,7 +7,12 @@ import structlog
 
 from offline_store import observability
 from offline_store.bus import open_bus
-from offline_store.consumers import BatchLoop, ControlServer, UndeliveredWriter
+from offline_store.consumers import (
+    BatchLoop,
+    ControlServer,
+    RetentionSweep,
+    UndeliveredWriter,
+)
 from offline_store.settings import Settings
 from offline_store.store import open_store
 from proto.logs import READY_EVENT
@@ -36,21 +41,28 @@ async def main(settings: Settings) -> None:
         health.watch_broker(bus.connection)
         writer = UndeliveredWriter(store, bus)
         control = ControlServer(store, bus, settings.replay_page)
+        acks = ControlServer(store, bus, settings.replay_page)  # its own backoff
+        sweep = RetentionSweep(store, settings.sweep_interval_s, settings.batch_max)
         loops = (
             BatchLoop(writer.store_batch, settings.batch_max),
             BatchLoop(control.serve_batch, settings.batch_max),
+            BatchLoop(acks.serve_batch, settings.batch_max),
         )
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
             sampler = tg.create_task(observability.sample_backlog(store))
+            sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
             await bus.consume(names.store_control_queue, loops[1].accept)
+            # Acks have a queue and a loop of their own: a flood of them never delays a replay.
+            await bus.consume(names.store_acks_queue, loops[2].accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()
             health.is_draining = True
             log.info("shutdown_started", service=SERVICE)
             sampler.cancel()
+            sweeper.cancel()
             await bus.stop_consuming()
             for batch_loop in loops:
                 batch_loop.close()

@@ -22,9 +22,14 @@ from aio_pika.abc import (
 
 from offline_store.settings import Settings, mask_password
 from proto.env import location
-from proto.envelopes import Delivery, MessageOffline, Saved, encode
+from proto.envelopes import Delivery, MessageOffline, MessageRefused, Saved, encode
 from proto.errors import DependencyUnavailable
-from proto.names import EVENT_MESSAGE_OFFLINE, KEY_SAVED
+from proto.names import (
+    EVENT_MESSAGE_OFFLINE,
+    EVENT_MESSAGE_REFUSED,
+    KEY_SAVED,
+    RETIRED_STORE_CONTROL_BINDINGS,
+)
 from proto.shutdown import finish_within
 from proto.topology import shared_topology
 
@@ -86,6 +91,13 @@ class Bus:
             await queues[binding.queue].bind(
                 self._exchanges[binding.exchange], binding.routing_key, timeout=timeout
             )
+        # Acks had the control queue before they got their own: an older gateway's acks
+        # would otherwise reach both (harmless, but they would queue beside the replays).
+        control = queues[self._names.store_control_queue]
+        for key in RETIRED_STORE_CONTROL_BINDINGS:
+            await control.unbind(
+                self._exchanges[self._names.inbound_exchange], key, timeout=timeout
+            )
 
     async def consume(self, queue_name: str, on_message: OnMessage) -> None:
         """Start consuming ``queue_name`` (manual acks) on a channel of its own."""
@@ -122,6 +134,20 @@ class Bus:
                 self._publish(
                     self._names.events_exchange,
                     EVENT_MESSAGE_OFFLINE,
+                    encode(event),
+                    mandatory=False,
+                )
+                for event in events
+            )
+        )
+
+    async def publish_refused_events(self, events: Sequence[MessageRefused]) -> None:
+        """Tell backends which messages the store refused; returns once all are confirmed."""
+        await asyncio.gather(
+            *(
+                self._publish(
+                    self._names.events_exchange,
+                    EVENT_MESSAGE_REFUSED,
                     encode(event),
                     mandatory=False,
                 )

@@ -2,7 +2,10 @@
 
 ``BatchLoop`` turns a consumer's messages into batches: it waits for one message and takes
 whatever else has already arrived, up to ``SWITCHBOARD_BATCH_MAX``. ``UndeliveredWriter`` keeps
-the offline queue's deliveries; ``ControlServer`` deletes acknowledged rows and replays. A message
+the offline queue's deliveries (each uid's rows capped; the senders of refused rows are told);
+``ControlServer`` deletes acknowledged rows and replays (acks and replays come from two queues,
+each with its own loop, so that acks never delay a replay); ``RetentionSweep`` deletes expired
+rows. A message
 is acknowledged only after its effect is durable (rows committed, publishes confirmed). Decisions
 live in replay.py; SQL in store.py; AMQP calls in bus.py.
 """
@@ -18,10 +21,11 @@ from offline_store import observability, replay
 from offline_store.bus import Bus
 from offline_store.replay import RowKey, UndeliveredRow
 from offline_store.store import Store
+from proto.codes import ErrorCode
 from proto.envelopes import Acked, ReplayRequest
 from proto.errors import BadEnvelope
 from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
-from proto.names import KEY_ACK, KEY_REPLAY
+from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY
 
 log = structlog.get_logger()
 
@@ -107,13 +111,17 @@ class UndeliveredWriter:
         if not accepted:
             return
         try:
-            inserted = await self._store.insert_rows(replay.unique_rows(rows))
+            unique = replay.unique_rows(rows)
+            outcome = await self._store.insert_rows(unique)
+            inserted = outcome.inserted
             saved = replay.saved_envelope([*inserted, *retried])
+            stored_ms = time.time_ns() // 1_000_000
             if saved is not None:
                 await self._bus.publish_saved(saved)
-                stored_ms = time.time_ns() // 1_000_000
                 events = replay.offline_events([*inserted, *retried], stored_ms)
                 await self._bus.publish_offline_events(events)
+            if outcome.refused:
+                await self._refuse(unique, outcome.refused, stored_ms)
         except Exception:
             log.exception("batch_failed", messages=len(accepted))
             observability.count_error(CODE_BATCH_FAILED)
@@ -132,6 +140,30 @@ class UndeliveredWriter:
         )
         observability.STORED.inc(len(inserted))
 
+    async def _refuse(
+        self, rows: Sequence[UndeliveredRow], refused: Sequence[RowKey], ts_ms: int
+    ) -> None:
+        """Tell the senders (and backends) of rows over their uid's cap; confirmed before the ack.
+
+        Should this fail, the batch is handled again: its refused rows are refused again, and
+        told again (at least once, like everything else).
+        """
+        keys = set(refused)
+        refused_rows = [row for row in rows if RowKey(row.uid, row.mid) in keys]
+        deliveries, events = replay.refusals(refused_rows, ts_ms)
+        for outbound in deliveries:
+            await self._bus.publish_delivery(outbound.gateway_id, outbound.delivery)
+        await self._bus.publish_refused_events(events)
+        for row in refused_rows:
+            log.warning(
+                "undelivered_refused",
+                code=ErrorCode.RECIPIENT_FULL,
+                uid=row.uid,
+                mid=row.mid,
+                sender=row.origin.uid if row.origin else "",
+            )
+        observability.REFUSED.inc(len(refused_rows))
+
 
 class ControlServer:
     """Deletes acknowledged rows and replays stored rows to connections."""
@@ -143,12 +175,22 @@ class ControlServer:
         self._backoff = Backoff()
 
     async def serve_batch(self, batch: Batch) -> None:
-        acks: list[tuple[AbstractIncomingMessage, Acked]] = []
+        acks: list[tuple[AbstractIncomingMessage, list[Acked]]] = []
         replays: list[tuple[AbstractIncomingMessage, ReplayRequest]] = []
         for message in batch:
             try:
                 if message.routing_key == KEY_ACK:
-                    acks.append((message, replay.acked_from_body(message.body)))
+                    acks.append((message, [replay.acked_from_body(message.body)]))
+                elif message.routing_key == KEY_ACK_BATCH:
+                    batch_acks, reasons = replay.acks_from_batch_body(message.body)
+                    for reason in reasons:  # the batch's other acks are still handled
+                        observability.count_error(CODE_ENVELOPE_REJECTED)
+                        log.warning(
+                            "envelope_rejected",
+                            reason=reason,
+                            routing_key=message.routing_key,
+                        )
+                    acks.append((message, batch_acks))
                 elif message.routing_key == KEY_REPLAY:
                     replays.append(
                         (message, replay.replay_request_from_body(message.body))
@@ -161,7 +203,7 @@ class ControlServer:
         try:
             # Deletes go first: a row acknowledged in this batch need not be replayed.
             if acks:
-                await self._delete_acked([acked for _, acked in acks])
+                await self._delete_acked([a for _, each in acks for a in each])
                 for message, _ in acks:
                     await settle(message.ack())
                     unsettled.remove(message)
@@ -204,6 +246,42 @@ class ControlServer:
                 from_mid, is_first = page[-1].mid, False
             log.info("replay_finished", rows=rows, gateways=len(gateways))
             observability.REPLAYED.inc(rows)
+
+
+class RetentionSweep:
+    """Deletes rows older than the retention, in bounded statements, every ``interval_s``.
+
+    Each statement deletes at most ``batch_max`` rows and commits: writers and acks never wait
+    behind a long delete. Replays skip expired rows whether or not the sweep has reached them.
+    """
+
+    def __init__(self, store: Store, interval_s: float, batch_max: int) -> None:
+        self._store = store
+        self._interval_s = interval_s
+        self._batch_max = batch_max
+
+    async def run(self) -> None:
+        """Sweep now and then every ``interval_s``, until cancelled; a failed pass is retried."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("retention_sweep_failed")
+                observability.count_error(CODE_BATCH_FAILED)
+            await asyncio.sleep(self._interval_s)
+
+    async def sweep(self) -> int:
+        """Delete every expired row, a batch per statement; return how many went."""
+        total = 0
+        while True:
+            count = await self._store.expire_rows(self._batch_max)
+            total += count
+            observability.EXPIRED.inc(count)
+            if count < self._batch_max:
+                break
+        if total:
+            log.info("undelivered_expired", count=total)
+        return total
 
 
 async def reject(message: AbstractIncomingMessage, exc: BadEnvelope) -> None:

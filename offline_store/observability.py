@@ -50,6 +50,16 @@ ACKNOWLEDGED = Counter(
     "Stored messages deleted after their client acknowledged them.",
     registry=REGISTRY,
 )
+REFUSED = Counter(
+    names.OFFLINE_REFUSED_TOTAL,
+    "Rows refused because their uid held SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID rows.",
+    registry=REGISTRY,
+)
+EXPIRED = Counter(
+    names.OFFLINE_EXPIRED_TOTAL,
+    "Rows deleted unread after SWITCHBOARD_OFFLINE_RETENTION_S.",
+    registry=REGISTRY,
+)
 BACKLOG = Gauge(
     names.OFFLINE_BACKLOG_MESSAGES,
     "Rows in the undelivered table (sampled).",

@@ -11,20 +11,26 @@ from dataclasses import dataclass
 
 import msgspec
 
+from proto import frames
+from proto.codes import ErrorCode
 from proto.envelopes import (
     Acked,
     Delivery,
     DeliveryItem,
     MessageOffline,
+    MessageRefused,
+    Origin,
     ReplayRequest,
     Saved,
     SavedUid,
     Target,
     decode_acked,
+    decode_batch,
     decode_delivery,
     decode_replay_request,
 )
 from proto.errors import BadEnvelope
+from proto.names import KEY_ACK
 
 MAX_ROUTING_KEY_BYTES = 255
 """AMQP 0-9-1 routing keys are short strings; a longer gateway_id could never be published to."""
@@ -37,6 +43,8 @@ class UndeliveredRow:
     uid: str
     mid: str
     frame: str
+    origin: Origin | None = None
+    """The sending connection, told if the row is refused (``recipient_full``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +114,7 @@ def rows_from_body(body: bytes) -> list[UndeliveredRow]:
                 continue
             seen.add(target.uid)
             _require_storable(target.uid, "$.items[].targets[].uid")
-            rows.append(UndeliveredRow(target.uid, item.mid, frame))
+            rows.append(UndeliveredRow(target.uid, item.mid, frame, item.origin))
     return rows
 
 
@@ -152,6 +160,60 @@ def offline_events(keys: Iterable[RowKey], ts_ms: int) -> list[MessageOffline]:
     return [MessageOffline(uid=uid, mid=mid, ts=ts_ms) for uid, mid in unique]
 
 
+def refusals(
+    rows: Sequence[UndeliveredRow], ts_ms: int
+) -> tuple[list[GatewayDelivery], list[MessageRefused]]:
+    """What the store says about rows it refused because their uid's store is full.
+
+    Each sending connection gets one ``error`` frame (``recipient_full``) per refused row, with
+    its ``send``'s id, the mid and the recipient; every refused row also makes a
+    ``message.refused`` event for backends (a backend's own ``api.send`` has no connection).
+
+    Args:
+        rows: the refused rows, as they came (their origin, when known, says who sent them).
+        ts_ms: when they were refused, Unix milliseconds.
+
+    Returns:
+        One ``Delivery`` per gateway of a sending connection, and the events.
+    """
+    per_gateway: dict[str, list[DeliveryItem]] = {}
+    events: list[MessageRefused] = []
+    for row in rows:
+        origin = row.origin
+        events.append(
+            MessageRefused(
+                uid=row.uid,
+                mid=row.mid,
+                code=ErrorCode.RECIPIENT_FULL,
+                ts=ts_ms,
+                sender=origin.uid if origin else "",
+                client_id=origin.client_id if origin else "",
+            )
+        )
+        if origin is None or not (origin.gateway_id and origin.conn_id):
+            continue  # a backend's message: the event alone tells
+        if len(origin.gateway_id.encode()) > MAX_ROUTING_KEY_BYTES:
+            continue
+        error = frames.Error(
+            code=ErrorCode.RECIPIENT_FULL,
+            message="the recipient's offline store is full: the message was not kept",
+            id=origin.client_id or None,
+            mid=row.mid,
+            to=row.uid,
+        )
+        per_gateway.setdefault(origin.gateway_id, []).append(
+            DeliveryItem(
+                frame=msgspec.Raw(frames.encode(error)),
+                targets=[Target(origin.uid, origin.conn_id)],
+            )
+        )
+    deliveries = [
+        GatewayDelivery(gateway_id, Delivery(items=items))
+        for gateway_id, items in per_gateway.items()
+    ]
+    return deliveries, events
+
+
 def acked_from_body(body: bytes) -> Acked:
     """Decode an ``Acked`` body.
 
@@ -166,6 +228,43 @@ def acked_from_body(body: bytes) -> Acked:
     for mid in acked.mids:
         _require_storable(mid, "$.mids[]")
     return acked
+
+
+def acks_from_batch_body(body: bytes) -> tuple[list[Acked], list[str]]:
+    """Decode a ``gateway.acks`` body: a ``Batch`` of ``gateway.ack`` envelopes.
+
+    Each item is decoded on its own: a bad one is left out (its reason returned), the others kept.
+
+    Returns:
+        The acks, and the reason of each item left out.
+
+    Raises:
+        BadEnvelope: the body is not a ``Batch`` at all.
+    """
+    try:
+        batch = decode_batch(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BadEnvelope(str(exc)) from None
+    acks: list[Acked] = []
+    reasons: list[str] = []
+    for item in batch.items:
+        try:
+            if item.key != KEY_ACK:
+                raise BadEnvelope("$.items[] has a routing key other than gateway.ack")
+            acks.append(acked_from_body(bytes(item.body)))
+        except (BadEnvelope, RecursionError) as exc:
+            reasons.append(exc.reason if isinstance(exc, BadEnvelope) else str(exc))
+    return acks, reasons
+
+
+def chunks(
+    uids: Sequence[str], mids: Sequence[str], size: int
+) -> list[tuple[Sequence[str], Sequence[str]]]:
+    """Split parallel key lists into pieces of at most ``size`` keys (one statement each)."""
+    return [
+        (uids[start : start + size], mids[start : start + size])
+        for start in range(0, len(uids), size)
+    ]
 
 
 def acked_keys(acks: Iterable[Acked]) -> tuple[list[str], list[str]]:

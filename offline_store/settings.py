@@ -14,6 +14,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_PREFETCH = 65535
 """AMQP's prefetch count is a 16-bit number."""
 MAX_BATCH = 10_000
+DEFAULT_MAX_ROWS_PER_UID = 10_000
+"""Offline rows one uid may hold: weeks of a busy chat, far below what fills a disk."""
+DEFAULT_RETENTION_S = 30 * 24 * 3600.0
+"""Thirty days: a row older than that is deleted unread."""
+DEFAULT_SWEEP_INTERVAL_S = 60.0
+MAX_ROWS_PER_UID = 10_000_000
 """PostgreSQL statement deadline (asyncpg ``command_timeout``); proto/env.py has no variable yet."""
 
 
@@ -35,6 +41,12 @@ class Settings:
     query_timeout_s: float
     metrics_port: int | None = None
     """Port of /livez, /readyz and /metrics; None: not served."""
+    max_rows_per_uid: int = DEFAULT_MAX_ROWS_PER_UID
+    """Most rows one uid may hold; rows past it are refused (``recipient_full``)."""
+    retention_s: float = DEFAULT_RETENTION_S
+    """Age after which a row is never replayed, and deleted by the sweep."""
+    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
+    """Pause between two passes of the retention sweep."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -66,6 +78,19 @@ class Settings:
                 env.integer(environ, env.METRICS_PORT, 0, maximum=65535)
                 if environ.get(env.METRICS_PORT, "")
                 else None
+            ),
+            max_rows_per_uid=env.integer(
+                environ,
+                env.OFFLINE_MAX_ROWS_PER_UID,
+                DEFAULT_MAX_ROWS_PER_UID,
+                minimum=1,
+                maximum=MAX_ROWS_PER_UID,
+            ),
+            retention_s=env.seconds(
+                environ, env.OFFLINE_RETENTION_S, DEFAULT_RETENTION_S
+            ),
+            sweep_interval_s=env.seconds(
+                environ, env.OFFLINE_SWEEP_INTERVAL_S, DEFAULT_SWEEP_INTERVAL_S
             ),
         )
 

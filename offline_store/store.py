@@ -1,18 +1,26 @@
 """PostgreSQL: the undelivered table, its creation, and the few statements run on it.
 
 Every statement works on a whole batch (arrays through ``unnest``), so a batch costs one round
-trip. What to insert, delete or replay is decided in replay.py; this module only runs SQL.
+trip (an insert two: the uids' locks, then the rows, each uid's capped). Deletes of acknowledged
+rows and of expired ones are bounded per statement. What to insert, delete or replay is decided
+in replay.py; this module only runs SQL.
 """
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
-from offline_store.replay import RowKey, StoredRow, UndeliveredRow
-from offline_store.settings import Settings, mask_password
+from offline_store.replay import RowKey, StoredRow, UndeliveredRow, chunks
+from offline_store.settings import (
+    DEFAULT_MAX_ROWS_PER_UID,
+    DEFAULT_RETENTION_S,
+    Settings,
+    mask_password,
+)
 from proto.env import location
 from proto.errors import DependencyUnavailable
 from proto.names import Names
@@ -24,8 +32,19 @@ POSTGRES_HINT = (
     " or point SWITCHBOARD_POSTGRES_DSN at a running server"
 )
 POOL_MIN_SIZE = 2
-POOL_MAX_SIZE = 4
-"""One connection per consumer loop, and spares for a connection being replaced."""
+POOL_MAX_SIZE = 5
+"""One connection per consumer loop and the retention sweep, and spares for one being replaced."""
+MAX_KEYS_PER_DELETE = 1000
+"""Most (uid, mid) keys one DELETE of acknowledged rows names: a flood of acks becomes many
+short statements, never one that holds a connection and row locks for long."""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    """What an insert did: rows that were not there and now are, and rows over the cap."""
+
+    inserted: list[RowKey]
+    refused: list[RowKey]
 
 
 def quote_identifier(name: str) -> str:
@@ -42,9 +61,17 @@ def table_identifier(names: Names) -> str:
 class Store:
     """The undelivered table of one namespace."""
 
-    def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        names: Names,
+        max_rows_per_uid: int = DEFAULT_MAX_ROWS_PER_UID,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ) -> None:
         self._pool = pool
         self._names = names
+        self._max_rows_per_uid = max_rows_per_uid
+        self._retention_s = retention_s
         table = table_identifier(names)
         self._create_table_sql = (
             f"CREATE TABLE IF NOT EXISTS {table} ("
@@ -56,10 +83,51 @@ class Store:
             " stored_at timestamptz NOT NULL DEFAULT now(),"
             " PRIMARY KEY (uid, mid))"
         )
+        self._index_sql = (
+            "CREATE INDEX IF NOT EXISTS"
+            f" {quote_identifier(names.undelivered_table.partition('.')[2] + '_stored_at')}"
+            f" ON {table} (stored_at)"
+        )
+        # Rows of the same uid are inserted by one store at a time (advisory locks taken in one
+        # order, so two stores never deadlock), so that the count below stays true until commit.
+        self._lock_sql = (
+            "SELECT count(pg_advisory_xact_lock(hashtext($1), key)) FROM"
+            " (SELECT DISTINCT hashtext(uid) AS key FROM unnest($2::text[]) AS u(uid)"
+            " ORDER BY key) AS keys"
+        )
+        # One statement for the whole batch: rows already there are left alone (a redelivery);
+        # each uid's new rows are numbered after those it holds (counted up to the cap only),
+        # and those past the cap ($4) are returned as refused instead of inserted.
         self._insert_sql = (
-            f"INSERT INTO {table} (uid, mid, frame)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
-            " ON CONFLICT DO NOTHING RETURNING uid, mid"
+            "WITH incoming AS ("
+            " SELECT uid, mid, frame, ord"
+            " FROM unnest($1::text[], $2::text[], $3::text[])"
+            " WITH ORDINALITY AS i(uid, mid, frame, ord)),"
+            " fresh AS ("
+            " SELECT * FROM incoming AS i WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {table} AS s WHERE s.uid = i.uid AND s.mid = i.mid)),"
+            " held AS ("
+            " SELECT u.uid, (SELECT count(*) FROM"
+            f" (SELECT 1 FROM {table} AS s WHERE s.uid = u.uid LIMIT $4) AS c) AS n"
+            " FROM (SELECT DISTINCT uid FROM fresh) AS u),"
+            " ranked AS ("
+            " SELECT f.uid, f.mid, f.frame, f.ord,"
+            " held.n + row_number() OVER (PARTITION BY f.uid ORDER BY f.ord) AS position"
+            " FROM fresh AS f JOIN held USING (uid)),"
+            " inserted AS ("
+            f" INSERT INTO {table} (uid, mid, frame)"
+            " SELECT uid, mid, frame FROM ranked WHERE position <= $4 ORDER BY ord"
+            " ON CONFLICT DO NOTHING RETURNING uid, mid)"
+            " SELECT uid, mid, true AS is_kept FROM inserted"
+            " UNION ALL SELECT uid, mid, false FROM ranked WHERE position > $4"
+        )
+        # Bounded batches of expired rows; rows locked by a concurrent delete are skipped.
+        self._expire_sql = (
+            f"DELETE FROM {table} AS stored USING ("
+            f" SELECT uid, mid FROM {table}"
+            " WHERE stored_at < now() - make_interval(secs => $1)"
+            " LIMIT $2 FOR UPDATE SKIP LOCKED) AS old"
+            " WHERE stored.uid = old.uid AND stored.mid = old.mid"
         )
         self._delete_sql = (
             f"DELETE FROM {table} AS stored"
@@ -68,13 +136,18 @@ class Store:
         )
         # Keyset pagination: the first page includes from_mid, the next ones start after the
         # last mid seen; both walk the primary key's index.
+        # Rows older than the retention ($4 s) are never replayed, swept or not.
         self._first_page_sql = (
             f"SELECT mid, frame FROM {table}"
-            " WHERE uid = $1 AND mid >= $2 ORDER BY mid LIMIT $3"
+            " WHERE uid = $1 AND mid >= $2"
+            " AND stored_at >= now() - make_interval(secs => $4)"
+            " ORDER BY mid LIMIT $3"
         )
         self._next_page_sql = (
             f"SELECT mid, frame FROM {table}"
-            " WHERE uid = $1 AND mid > $2 ORDER BY mid LIMIT $3"
+            " WHERE uid = $1 AND mid > $2"
+            " AND stored_at >= now() - make_interval(secs => $4)"
+            " ORDER BY mid LIMIT $3"
         )
         self._count_sql = f"SELECT count(*) FROM {table}"
         self._holding_sql = (
@@ -94,32 +167,60 @@ class Store:
                 f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self._names.schema)}"
             )
             await connection.execute(self._create_table_sql)
+            await connection.execute(self._index_sql)
 
-    async def insert_rows(self, rows: Sequence[UndeliveredRow]) -> list[RowKey]:
-        """Insert rows in one statement; return the keys of those that were not there."""
+    async def insert_rows(self, rows: Sequence[UndeliveredRow]) -> InsertOutcome:
+        """Insert rows, none past ``max_rows_per_uid`` rows per uid, in one transaction.
+
+        Two statements per batch, whatever its size: the uids' locks, then the insert.
+        """
         if not rows:
-            return []
-        records = await self._pool.fetch(
-            self._insert_sql,
-            [row.uid for row in rows],
-            [row.mid for row in rows],
-            [row.frame for row in rows],
-        )
-        return [RowKey(record["uid"], record["mid"]) for record in records]
+            return InsertOutcome([], [])
+        uids = [row.uid for row in rows]
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                self._lock_sql, self._names.undelivered_table, uids
+            )
+            records = await connection.fetch(
+                self._insert_sql,
+                uids,
+                [row.mid for row in rows],
+                [row.frame for row in rows],
+                self._max_rows_per_uid,
+            )
+        outcome = InsertOutcome([], [])
+        for record in records:
+            kept = outcome.inserted if record["is_kept"] else outcome.refused
+            kept.append(RowKey(record["uid"], record["mid"]))
+        return outcome
 
     async def delete_rows(self, uids: Sequence[str], mids: Sequence[str]) -> int:
-        """Delete the rows with these (uid, mid) keys in one statement; return how many went."""
-        if not uids:
-            return 0
-        status = await self._pool.execute(self._delete_sql, uids, mids)
+        """Delete the rows with these (uid, mid) keys; return how many went.
+
+        One statement per ``MAX_KEYS_PER_DELETE`` keys, each committed on its own.
+        """
+        count = 0
+        for uid_chunk, mid_chunk in chunks(uids, mids, MAX_KEYS_PER_DELETE):
+            status = await self._pool.execute(self._delete_sql, uid_chunk, mid_chunk)
+            count += int(status.rpartition(" ")[2])  # "DELETE <count>"
+        return count
+
+    async def expire_rows(self, limit: int) -> int:
+        """Delete up to ``limit`` rows older than the retention; return how many went."""
+        status = await self._pool.execute(self._expire_sql, self._retention_s, limit)
         return int(status.rpartition(" ")[2])  # "DELETE <count>"
 
     async def fetch_page(
-        self, uid: str, from_mid: str, *, is_first: bool, limit: int
+        self,
+        uid: str,
+        from_mid: str,
+        *,
+        is_first: bool,
+        limit: int,
     ) -> list[StoredRow]:
-        """Return up to ``limit`` rows of ``uid`` by mid: from ``from_mid``, or after it."""
+        """Return up to ``limit`` unexpired rows of ``uid`` by mid, from or after ``from_mid``."""
         sql = self._first_page_sql if is_first else self._next_page_sql
-        records = await self._pool.fetch(sql, uid, from_mid, limit)
+        records = await self._pool.fetch(sql, uid, from_mid, limit, self._retention_s)
         return [StoredRow(record["mid"], record["frame"]) for record in records]
 
     async def uids_with_rows(self, uids: Sequence[str]) -> set[str]:
@@ -162,7 +263,9 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
             f"{_reason(exc, settings.postgres_dsn)}; {POSTGRES_HINT}",
         ) from exc
     try:
-        store = Store(pool, settings.names)
+        store = Store(
+            pool, settings.names, settings.max_rows_per_uid, settings.retention_s
+        )
         try:
             await store.create_table()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

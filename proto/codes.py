@@ -45,6 +45,10 @@ class ErrorCode(StrEnum):
     """A backend command (``api.<command>``, ``POST /api/<command>``) that does not exist."""
     TOO_MANY_CONNECTIONS = "too_many_connections"
     """The uid holds ``SWITCHBOARD_MAX_CONNECTIONS_PER_UID`` connections already (all gateways)."""
+    RECIPIENT_FULL = "recipient_full"
+    """A later notice, after ``sent``: the recipient's offline store holds
+    ``SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID`` rows, so this message (``mid``, for ``to``) was not
+    kept for them. Sent to the sending connection, with the ``id`` of its ``send``."""
 
 
 class CloseCode(IntEnum):

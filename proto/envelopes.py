@@ -17,6 +17,7 @@ gateway.heartbeat            Heartbeat            gateway -> router
 gateway.stopped              GatewayStopped       gateway -> router
 gateway.batch                Batch                gateway -> router (envelopes of the keys above)
 gateway.ack                  Acked                gateway -> offline store
+gateway.acks                 Batch                gateway -> offline store (``gateway.ack`` items)
 store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway
@@ -25,6 +26,7 @@ api.<command>                Api* (commands)      backend services -> router (re
 events: user.online          UserOnline           router -> backend services
 events: user.offline         UserOffline          router -> backend services
 events: message.offline      MessageOffline       offline store -> backend services
+events: message.refused      MessageRefused       offline store -> backend services
 ==========================  ===================  =====================================
 """
 
@@ -150,6 +152,15 @@ class Target(msgspec.Struct, frozen=True, array_like=True):
     conn_id: str
 
 
+class Origin(msgspec.Struct, frozen=True, array_like=True):
+    """The connection a message came from, and its ``send``'s id: where a later notice goes."""
+
+    uid: str
+    gateway_id: str
+    conn_id: str
+    client_id: str
+
+
 class DeliveryItem(Envelope, frozen=True):
     """One client frame for some connections of one gateway."""
 
@@ -173,6 +184,11 @@ class DeliveryItem(Envelope, frozen=True):
     """When true (with no frame to push and no targets), the routers lost this gateway's
     presence: it publishes ``ConnOpened`` (``reannounce``) for each of its initialized
     connections and ``RoomJoined`` (``count``) for each room it has members in."""
+    origin: Origin | None = None
+    """On a durable message sent by a client: its sending connection. When the offline store
+    refuses the message for a recipient whose store is full, it tells that connection (an
+    ``error`` frame, code ``recipient_full``); kept by a gateway that hands the item over because
+    a target connection is not there."""
 
 
 class Delivery(Envelope, frozen=True):
@@ -340,6 +356,18 @@ class MessageOffline(Envelope, frozen=True):
     uid: str
     mid: str
     ts: int
+
+
+class MessageRefused(Envelope, frozen=True):
+    """``message.refused``: the offline store did not keep ``mid`` for ``uid``: ``code`` says why
+    (``recipient_full``). ``sender`` and ``client_id`` are the sending client's, when known."""
+
+    uid: str
+    mid: str
+    code: str
+    ts: int
+    sender: str = ""
+    client_id: str = ""
 
 
 encode = msgspec.json.Encoder().encode

@@ -23,6 +23,7 @@ Gateway -> client::
     {"type":"joined","id":CLIENT_ID,"room":RID}   {"type":"left","id":CLIENT_ID,"room":RID}
     {"type":"presence","id":CLIENT_ID,"online":[UID,...]}
     {"type":"error","id":CLIENT_ID?,"code":CODE,"message":TEXT}
+        (code "recipient_full", after the "sent" of that id: also "mid":MID,"to":UID)
     {"type":"pong","id":CLIENT_ID?}
     {"type":"kicked","reason":TEXT}
 
@@ -168,11 +169,17 @@ class PresenceResult(ServerFrame, tag="presence", frozen=True):
 
 
 class Error(ServerFrame, tag="error", frozen=True):
-    """A rejected frame; ``id`` is the rejected frame's, when it had one."""
+    """A rejected frame; ``id`` is the rejected frame's, when it had one.
+
+    A ``recipient_full`` error comes after the ``sent`` of the same ``id``, and also carries the
+    message's ``mid`` and the recipient (``to``) whose offline store refused it.
+    """
 
     code: str
     message: str
     id: str | None = None
+    mid: str | None = None
+    to: str | None = None
 
 
 class Pong(ServerFrame, tag="pong", frozen=True):

@@ -21,6 +21,9 @@ DELIVERIES_TOTAL = "switchboard_gateway_deliveries_total"
 DELIVERY_LATENCY_SECONDS = "switchboard_gateway_delivery_latency_seconds"
 """Histogram: from a message's ``ts`` (its sender's gateway) to its push; live messages only."""
 
+GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
+"""Counter by ``routing_key``: messages this gateway published to the inbound exchange."""
+
 # Router
 MESSAGES_ROUTED_TOTAL = "switchboard_router_messages_routed_total"
 """Counter by ``kind``: messages routed (client retries dropped are not counted)."""
@@ -34,6 +37,10 @@ OFFLINE_ACKNOWLEDGED_TOTAL = "switchboard_offline_messages_acknowledged_total"
 """Counter: rows deleted after their client acknowledged them."""
 OFFLINE_BACKLOG_MESSAGES = "switchboard_offline_backlog_messages"
 """Gauge: rows in the undelivered table, sampled periodically."""
+OFFLINE_REFUSED_TOTAL = "switchboard_offline_messages_refused_total"
+"""Counter: rows refused because their uid held ``SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID``."""
+OFFLINE_EXPIRED_TOTAL = "switchboard_offline_messages_expired_total"
+"""Counter: rows deleted unread after ``SWITCHBOARD_OFFLINE_RETENTION_S``."""
 
 # Every service
 ERRORS_TOTAL = "switchboard_errors_total"
@@ -47,6 +54,7 @@ READY = "switchboard_ready"
 LABEL_FRAME_TYPE = "frame_type"
 LABEL_KIND = "kind"
 LABEL_CODE = "code"
+LABEL_ROUTING_KEY = "routing_key"
 
 ROUTE_KINDS = ("direct", "group", "room", "broadcast")
 FRAME_TYPE_BINARY = "binary"
@@ -70,4 +78,7 @@ ALL_NAMES = (
     ERRORS_TOTAL,
     BROKER_RECONNECTS_TOTAL,
     READY,
+    GATEWAY_PUBLISHES_TOTAL,
+    OFFLINE_REFUSED_TOTAL,
+    OFFLINE_EXPIRED_TOTAL,
 )

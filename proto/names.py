@@ -11,7 +11,9 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.router          queue, bound to gateway.opened|closed|send|joined|left|presence|
                               heartbeat|stopped,
                               store.saved and api.#: consumed by every router
-      -> <ns>.offline.control queue, bound to gateway.ack and router.replay: offline stores
+      -> <ns>.offline.control queue, bound to router.replay: offline stores
+      -> <ns>.offline.acks    queue, bound to gateway.ack and gateway.acks: offline stores (apart
+                              from replays, so that a flood of acks never delays a login)
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
@@ -46,6 +48,8 @@ KEY_PRESENCE = "gateway.presence"
 KEY_BATCH = "gateway.batch"
 KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
+KEY_ACK_BATCH = "gateway.acks"
+"""A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 
@@ -53,6 +57,7 @@ API_KEY_PREFIX = "api."
 EVENT_USER_ONLINE = "user.online"
 EVENT_USER_OFFLINE = "user.offline"
 EVENT_MESSAGE_OFFLINE = "message.offline"
+EVENT_MESSAGE_REFUSED = "message.refused"
 
 GATEWAY_TO_ROUTER_KEYS = (
     KEY_CONN_OPENED,
@@ -68,7 +73,10 @@ BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
 """The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
 router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
-STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY)
+STORE_CONTROL_BINDINGS = (KEY_REPLAY,)
+STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
+RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
+"""Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
 
 def api_key(command: str) -> str:
@@ -135,6 +143,10 @@ class Names:
     @property
     def store_control_queue(self) -> str:
         return f"{self.namespace}.offline.control"
+
+    @property
+    def store_acks_queue(self) -> str:
+        return f"{self.namespace}.offline.acks"
 
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"

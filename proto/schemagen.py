@@ -145,11 +145,22 @@ EVENT_CLASSES: Mapping[str, type[envelopes.Envelope]] = {
     keys.EVENT_USER_ONLINE: envelopes.UserOnline,
     keys.EVENT_USER_OFFLINE: envelopes.UserOffline,
     keys.EVENT_MESSAGE_OFFLINE: envelopes.MessageOffline,
+    keys.EVENT_MESSAGE_REFUSED: envelopes.MessageRefused,
 }
 EVENT_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     keys.EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
     keys.EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
     keys.EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
+    keys.EVENT_MESSAGE_REFUSED: (
+        {
+            "uid": "bob",
+            "mid": _MID,
+            "code": "recipient_full",
+            "ts": _TS,
+            "sender": "alice",
+            "client_id": "c1",
+        },
+    ),
 }
 
 
@@ -277,7 +288,12 @@ SPECS = (
         envelopes.GatewayStopped,
         f"{_INBOUND} {keys.KEY_GATEWAY_STOPPED}",
     ),
-    _envelope("batch", envelopes.Batch, f"{_INBOUND} {keys.KEY_BATCH}"),
+    _envelope(
+        "batch",
+        envelopes.Batch,
+        f"{_INBOUND} {keys.KEY_BATCH} (to the routers) and {keys.KEY_ACK_BATCH}"
+        f" ({keys.KEY_ACK} items, to the offline stores)",
+    ),
     _envelope("saved", envelopes.Saved, f"{_INBOUND} {keys.KEY_SAVED}"),
     _envelope(
         "replay-request", envelopes.ReplayRequest, f"{_INBOUND} {keys.KEY_REPLAY}"

@@ -74,6 +74,7 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         QueueSpec(names.router_queue, shared_args),
         QueueSpec(names.offline_queue, shared_args),
         QueueSpec(names.store_control_queue, shared_args),
+        QueueSpec(names.store_acks_queue, shared_args),
         QueueSpec(names.dead_letter_queue, {"x-queue-type": queue_type}),
     )
     bindings = (
@@ -84,6 +85,10 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         *(
             BindingSpec(names.store_control_queue, names.inbound_exchange, key)
             for key in keys.STORE_CONTROL_BINDINGS
+        ),
+        *(
+            BindingSpec(names.store_acks_queue, names.inbound_exchange, key)
+            for key in keys.STORE_ACK_BINDINGS
         ),
         BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),

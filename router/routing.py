@@ -65,6 +65,7 @@ from proto.envelopes import (
     Heartbeat,
     KickReply,
     OkReply,
+    Origin,
     Outgoing,
     PresenceAsked,
     PresenceReply,
@@ -750,6 +751,7 @@ def route_group_message(
             listing the recipients that have no connection, if any.
     """
     frame = message_frame(outgoing)
+    origin = origin_of(outgoing)
     targets: dict[str, list[Target]] = {}
     absent: list[Target] = []
     for uid, connections in recipients:
@@ -761,10 +763,20 @@ def route_group_message(
             )
     for gateway_id, gateway_targets in targets.items():
         per_gateway.setdefault(gateway_id, []).append(
-            message_item(frame, gateway_targets, outgoing.mid)
+            message_item(frame, gateway_targets, outgoing.mid, origin)
         )
     if absent:
-        offline.append(message_item(frame, absent, outgoing.mid))
+        offline.append(message_item(frame, absent, outgoing.mid, origin))
+
+
+def origin_of(outgoing: Outgoing) -> Origin:
+    """Who sent a message, for the offline store's ``recipient_full`` notice.
+
+    A backend's message (``api.send``) has no connection: its origin names the sender alone.
+    """
+    return Origin(
+        outgoing.sender, outgoing.gateway_id, outgoing.conn_id, outgoing.client_id
+    )
 
 
 def room_items(
@@ -836,9 +848,13 @@ def room_count(
     )
 
 
-def message_item(frame: msgspec.Raw, targets: list[Target], mid: str) -> DeliveryItem:
+def message_item(
+    frame: msgspec.Raw, targets: list[Target], mid: str, origin: Origin | None = None
+) -> DeliveryItem:
     """A message for some connections; durable: an unacknowledged copy is stored."""
-    return DeliveryItem(frame=frame, targets=targets, mid=mid, durable=True)
+    return DeliveryItem(
+        frame=frame, targets=targets, mid=mid, durable=True, origin=origin
+    )
 
 
 def frame_item(frame: frames.ServerFrame, targets: list[Target]) -> DeliveryItem:

@@ -103,6 +103,7 @@ def test_every_name_of_a_namespace() -> None:
         "router_queue": "ns.router",
         "offline_queue": "ns.offline",
         "store_control_queue": "ns.offline.control",
+        "store_acks_queue": "ns.offline.acks",
         "gateway_queue": "ns.gateway.x1",
         "presence_key": "ns:presence:x1",
         "gateway_key": "ns:gateway:x1",
@@ -227,7 +228,8 @@ ROUTING = {
     names.KEY_PRESENCE: SPACE.router_queue,
     names.KEY_BATCH: SPACE.router_queue,
     names.KEY_SAVED: SPACE.router_queue,
-    names.KEY_ACK: SPACE.store_control_queue,
+    names.KEY_ACK: SPACE.store_acks_queue,
+    names.KEY_ACK_BATCH: SPACE.store_acks_queue,
     names.KEY_REPLAY: SPACE.store_control_queue,
 }
 
@@ -298,6 +300,7 @@ def test_shared_queues_have_the_queue_type(queue_type: str) -> None:
         SPACE.router_queue,
         SPACE.offline_queue,
         SPACE.store_control_queue,
+        SPACE.store_acks_queue,
         SPACE.dead_letter_queue,
     }
     assert all(q.arguments["x-queue-type"] == queue_type for q in topology.queues)
@@ -318,7 +321,12 @@ def test_shared_exchanges_and_their_kinds() -> None:
 def test_consumed_queues_dead_letter_to_the_dead_letter_queue(queue_type: str) -> None:
     topology = shared_topology(SPACE, queue_type)
     queues = {q.name: q.arguments for q in topology.queues}
-    for name in (SPACE.router_queue, SPACE.offline_queue, SPACE.store_control_queue):
+    for name in (
+        SPACE.router_queue,
+        SPACE.offline_queue,
+        SPACE.store_control_queue,
+        SPACE.store_acks_queue,
+    ):
         assert queues[name] == {
             "x-queue-type": queue_type,
             "x-dead-letter-exchange": SPACE.dead_letter_exchange,
@@ -359,7 +367,12 @@ def test_events_reach_only_the_queues_backends_bind(routing_key: str) -> None:
 
 def test_every_event_key_is_declared() -> None:
     declared = {value for key, value in vars(names).items() if key.startswith("EVENT_")}
-    assert declared == {"user.online", "user.offline", "message.offline"}
+    assert declared == {
+        "user.online",
+        "user.offline",
+        "message.offline",
+        "message.refused",
+    }
 
 
 def test_unknown_queue_type_is_rejected() -> None:

@@ -11,11 +11,16 @@ from offline_store.replay import (
     UndeliveredRow,
 )
 from proto import frames
+from proto.codes import ErrorCode
 from proto.envelopes import (
     Acked,
+    Batch,
+    Batched,
     Delivery,
     DeliveryItem,
     MessageOffline,
+    MessageRefused,
+    Origin,
     ReplayRequest,
     ReplayTarget,
     Saved,
@@ -24,6 +29,7 @@ from proto.envelopes import (
     encode,
 )
 from proto.errors import BadEnvelope
+from proto.names import KEY_ACK
 
 MID_1 = "0190f0a1b2c30000aaaaaaaaaa"
 MID_2 = "0190f0a1b2c30001aaaaaaaaaa"
@@ -242,3 +248,94 @@ def test_offline_events_one_per_new_row() -> None:
         MessageOffline(uid="bob", mid="m1", ts=1234),
         MessageOffline(uid="carol", mid="m1", ts=1234),
     ]
+
+
+ORIGIN = Origin("alice", "gw-1", "conn-a", "c7")
+
+
+def test_rows_keep_the_origin_of_their_item() -> None:
+    durable = DeliveryItem(
+        frame=msgspec.Raw(message_frame(MID_1)),
+        targets=[Target("bob", "")],
+        mid=MID_1,
+        durable=True,
+        origin=ORIGIN,
+    )
+    (row,) = replay.rows_from_body(encode(Delivery(items=[durable])))
+    assert row.origin == ORIGIN
+
+
+def test_refused_row_tells_its_sending_connection_and_backends() -> None:
+    row = UndeliveredRow("bob", MID_1, "{}", ORIGIN)
+    deliveries, events = replay.refusals([row], ts_ms=5)
+    (outbound,) = deliveries
+    assert outbound.gateway_id == "gw-1"
+    (notice,) = outbound.delivery.items
+    assert notice.targets == [Target("alice", "conn-a")]
+    assert not notice.durable
+    assert not notice.mid
+    error = frames.decode_server_frame(bytes(notice.frame))
+    assert isinstance(error, frames.Error)
+    assert error == frames.Error(
+        code=ErrorCode.RECIPIENT_FULL,
+        message=error.message,
+        id="c7",
+        mid=MID_1,
+        to="bob",
+    )
+    assert events == [
+        MessageRefused(
+            uid="bob",
+            mid=MID_1,
+            code=ErrorCode.RECIPIENT_FULL,
+            ts=5,
+            sender="alice",
+            client_id="c7",
+        )
+    ]
+
+
+def test_refusal_without_a_connection_is_an_event_only() -> None:
+    backend = Origin("system", "", "", "b1")
+    rows = [
+        UndeliveredRow("bob", MID_1, "{}", backend),
+        UndeliveredRow("bob", MID_2, "{}", None),
+    ]
+    deliveries, events = replay.refusals(rows, ts_ms=5)
+    assert deliveries == []
+    assert [(e.mid, e.sender, e.client_id) for e in events] == [
+        (MID_1, "system", "b1"),
+        (MID_2, "", ""),
+    ]
+
+
+def test_ack_batch_keeps_the_good_items_and_names_the_bad_ones() -> None:
+    good = encode(Acked(uid="bob", mids=[MID_1]))
+    batch = Batch(
+        items=[
+            Batched(KEY_ACK, msgspec.Raw(good)),
+            Batched(KEY_ACK, msgspec.Raw(b'{"uid":"x"}')),
+            Batched("gateway.send", msgspec.Raw(good)),
+            Batched(KEY_ACK, msgspec.Raw(encode(Acked(uid="carol", mids=[MID_2])))),
+        ]
+    )
+    acks, reasons = replay.acks_from_batch_body(encode(batch))
+    assert acks == [Acked(uid="bob", mids=[MID_1]), Acked(uid="carol", mids=[MID_2])]
+    assert len(reasons) == 2
+
+
+def test_ack_batch_that_is_not_a_batch_is_a_bad_envelope() -> None:
+    with pytest.raises(BadEnvelope):
+        replay.acks_from_batch_body(b'{"items": 3}')
+
+
+def test_delete_keys_are_cut_into_bounded_statements() -> None:
+    uids = [f"u{n}" for n in range(5)]
+    mids = [f"m{n}" for n in range(5)]
+    pieces = replay.chunks(uids, mids, 2)
+    assert [(list(u), list(m)) for u, m in pieces] == [
+        (["u0", "u1"], ["m0", "m1"]),
+        (["u2", "u3"], ["m2", "m3"]),
+        (["u4"], ["m4"]),
+    ]
+    assert replay.chunks([], [], 2) == []

@@ -256,6 +256,24 @@ def test_offline_recipient_goes_to_the_undeliverable_exchange() -> None:
     ]
 
 
+def test_message_items_name_the_sending_connection() -> None:
+    plan = route(
+        [outgoing("m1", to="carol", client_id="c9"), outgoing("m2", to="bob")],
+        [sent_to(), sent_to(("k1", "gw-live"))],
+        last_seen_ms={"gw-live": LIVE_MS},
+    )
+
+    origins = {
+        item.mid: item.origin
+        for publish in plan.deliveries
+        for item in delivery_of(publish).items
+    }
+    assert origins == {
+        "m1": envelopes.Origin("alice", "gw-sender", "k-sender", "c9"),
+        "m2": envelopes.Origin("alice", "gw-sender", "k-sender", "c1"),
+    }
+
+
 def test_connections_on_dead_gateways_are_skipped() -> None:
     plan = route(
         [outgoing()],
