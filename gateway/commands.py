@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 import msgspec
 
-from proto import envelopes, names
+from proto import envelopes, names, rules
 from proto.codes import ErrorCode
 
 BEARER_SCHEME = "bearer"
@@ -121,7 +121,8 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
     Returns:
         ``Forward`` for a known command whose body decodes into its class; otherwise an
         ``Answer``: 404 ``unknown_command``, 400 ``invalid_json`` or 400 ``invalid_field``
-        (whose message has msgspec's JSON path, such as ``$.uids[0]``).
+        (whose message has msgspec's JSON path, such as ``$.uids[0]``): a field of the wrong
+        type, a name or a body that breaks the rules of ``proto/rules.py``.
     """
     decoder = _DECODERS.get(command)
     if decoder is None:
@@ -130,6 +131,11 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
             ErrorCode.UNKNOWN_COMMAND,
             f"no command {names.api_key(command)}",
         )
+    too_deep = rules.nesting_violation(body)
+    if too_deep is not None:
+        return refuse(
+            HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_FIELD, f"$.body {too_deep}"
+        )
     try:
         decoder.decode(body)  # validation only: the body is forwarded as it is
     # ValidationError first: it is a subclass of DecodeError.
@@ -137,6 +143,10 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
         return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_FIELD, str(exc))
     except msgspec.DecodeError as exc:
         return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, str(exc))
+    except RecursionError:  # deep in an unknown field, which the decoder skips
+        return refuse(
+            HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, "nested too deeply"
+        )
     return Forward(command, names.api_key(command), body)
 
 

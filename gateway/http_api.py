@@ -25,6 +25,7 @@ from aio_pika.abc import (
 )
 from aiohttp import hdrs, web
 
+from gateway import observability
 from gateway.commands import (
     WWW_AUTHENTICATE,
     Answer,
@@ -127,6 +128,8 @@ class ApiServer:
             status=int(answer.status),
             code=answer.code or None,
         )
+        if answer.code:
+            observability.count_error(answer.code)
         return web.Response(
             status=answer.status,
             body=answer.body,

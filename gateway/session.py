@@ -6,8 +6,10 @@ as arguments. What a verified token allows is read in ``tokens.py``.
 
 Answers to the frames that are published (every ``id`` gets exactly one):
 
-- ``send`` to a uid, a room or everyone: ``sent`` once the broker confirmed. To a group: nothing
-  here, since the router checks membership and answers ``sent`` or ``error`` itself.
+- ``send``: nothing here once the broker confirmed. The router answers ``sent`` (or, for a
+  group, ``not_member``) once the message is routed, because only it knows whether the ``id`` was
+  used before: a retry is answered with the mid of the first frame with that id, the one its
+  recipients got, on whatever connection and gateway the retry comes.
 - ``join`` / ``leave``: ``joined`` / ``left`` once the broker confirmed; the room is recorded
   (or dropped) at that moment, here and in the hub's index.
 - ``presence``: nothing here; the router answers with a delivery to this connection.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import msgspec
 
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
-from proto import envelopes, frames, names
+from proto import envelopes, frames, names, rules
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
 from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
@@ -48,7 +50,7 @@ class Publish:
     client_id: str | None = None
     answer: bytes | None = None
     """The frame for the client once the broker confirmed; None when there is none to give
-    here (the router answers a group send or a presence query itself)."""
+    here (the router answers a send or a presence query itself)."""
     room: str = ""
     """For a join or a leave: the room to record or drop once the broker confirmed."""
 
@@ -88,35 +90,6 @@ _PONG = frames.encode(frames.Pong())
 
 MAX_ROOMS_PER_CONNECTION = 100
 """Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
-
-
-MAX_BODY_DEPTH = 64
-"""Deepest nesting of arrays and objects in a ``send`` body; deeper is ``invalid_field``.
-Each service decodes the envelope that carries the body, and a decoder's stack is finite."""
-
-
-def body_depth(body: bytes) -> int:
-    """The deepest nesting of arrays and objects in a JSON value (strings skipped)."""
-    if body.count(b"[") + body.count(b"{") <= MAX_BODY_DEPTH:
-        return 0  # cannot be deeper than the limit: skip the scan
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
 
 
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> bytes:
@@ -251,6 +224,9 @@ class Session:
         return Publish(names.KEY_CONN_CLOSED, envelopes.encode(closed))
 
     def _decode(self, text: str | bytes) -> frames.AnyClientFrame:
+        too_deep = rules.nesting_violation(text)
+        if too_deep is not None:  # no decoder may recurse that far: refused by the rule
+            raise FrameRejected(ErrorCode.INVALID_FIELD, f"$.body {too_deep}")
         try:
             return frames.decode_client_frame(text)
         except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
@@ -330,7 +306,8 @@ class Session:
         Raises:
             FrameRejected: ``invalid_field`` unless exactly one of ``to``, ``group``, ``room``
                 and ``broadcast`` is set; ``not_member`` for a room this connection has not
-                joined; ``forbidden`` for a broadcast without the token's ``broadcast`` claim.
+                joined; ``forbidden`` for a broadcast without the token's ``broadcast`` claim;
+                ``invalid_field`` for a body that breaks the rules of ``proto/rules.py``.
         """
         addresses = (
             frame.to is not None,
@@ -352,11 +329,10 @@ class Session:
             raise FrameRejected(
                 ErrorCode.FORBIDDEN, "the token does not allow broadcasts", frame.id
             )
-        if body_depth(bytes(frame.body)) > MAX_BODY_DEPTH:
+        violation = rules.body_violation(bytes(frame.body))
+        if violation is not None:
             raise FrameRejected(
-                ErrorCode.INVALID_FIELD,
-                f"$.body is nested more than {MAX_BODY_DEPTH} levels deep",
-                frame.id,
+                ErrorCode.INVALID_FIELD, f"$.body {violation}", frame.id
             )
         mid = self._mids.next_mid(now_ms)
         outgoing = envelopes.Outgoing(
@@ -372,18 +348,10 @@ class Session:
             gateway_id=self.gateway_id,
             conn_id=self.conn_id,
         )
-        # The router answers a group send: only it knows the group's members.
-        answer = (
-            None
-            if frame.group is not None
-            else frames.encode(frames.Sent(id=frame.id, mid=mid))
-        )
+        # The router answers: only it knows whether the id was used before (a retry gets
+        # the first mid) and who the members of a group are.
         return Publish(
-            names.KEY_SEND,
-            envelopes.encode(outgoing),
-            mid=mid,
-            client_id=frame.id,
-            answer=answer,
+            names.KEY_SEND, envelopes.encode(outgoing), mid=mid, client_id=frame.id
         )
 
     def _on_join(self, frame: frames.Join, identity: Identity) -> list[Effect]:

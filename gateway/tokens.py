@@ -4,7 +4,7 @@ Pure: the caller passes the current time, so that expiry is decided here without
 
 Claims read here, besides the registered ``exp`` and ``nbf``:
 
-- ``sub`` (required): the uid.
+- ``sub`` (required): the uid, an identifier of ``proto/rules.py`` (else ``invalid_token``).
 - ``rooms`` (optional): a list of glob patterns (``fnmatch.fnmatchcase``: ``*``, ``?``, ``[...]``,
   case-sensitive) of the rooms the connection may join.
 - ``broadcast`` (optional, default false): whether the connection may send to everyone.
@@ -18,7 +18,7 @@ import jwt
 
 from proto.codes import ErrorCode
 from proto.errors import FrameRejected
-from proto.frames import MAX_ID_LENGTH
+from proto.rules import IDENTIFIER_CHARACTERS, MAX_ID_LENGTH, is_identifier
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 """Verified with ``SWITCHBOARD_JWT_SECRET``."""
@@ -81,10 +81,11 @@ def verify_token(
             ErrorCode.INVALID_TOKEN, f"invalid token: {type(exc).__name__}"
         ) from exc
     uid = claims["sub"]
-    if not isinstance(uid, str) or not 0 < len(uid) <= MAX_ID_LENGTH:
+    if not isinstance(uid, str) or not is_identifier(uid):
+        # The uid names Redis keys and offline rows: it follows proto/rules.py.
         raise FrameRejected(
             ErrorCode.INVALID_TOKEN,
-            f"sub must be a string of 1 to {MAX_ID_LENGTH} characters",
+            f"sub must be 1 to {MAX_ID_LENGTH} of the characters {IDENTIFIER_CHARACTERS}",
         )
     expires, not_before = claims["exp"], claims.get("nbf", 0)
     if not isinstance(expires, int | float) or not isinstance(not_before, int | float):

@@ -32,6 +32,13 @@ events: message.refused      MessageRefused       offline store -> backend servi
 
 import msgspec
 
+from proto.rules import Identifier, OptionalIdentifier, body_violation
+
+# Every name in an envelope the router consumes from gateways, and in every backend command,
+# follows the identifier rule of proto/rules.py, checked while the body decodes: what another
+# service or a backend publishes is refused at the router's door like a client's frame at the
+# gateway's. A command's ``body`` follows the body rules (checked in ``__post_init__``).
+
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every envelope."""
@@ -40,9 +47,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 class ConnOpened(Envelope, frozen=True):
     """A connection passed ``init``: register it, answer ``ready``, replay its offline messages."""
 
-    uid: str
-    conn_id: str
-    gateway_id: str
+    uid: Identifier
+    conn_id: Identifier
+    gateway_id: Identifier
     reannounce: bool = False
     """Sent again for a live connection because the routers lost its presence (a Redis restart,
     a gateway swept while frozen or cut off; see ``DeliveryItem.reannounce``): register it and
@@ -52,10 +59,10 @@ class ConnOpened(Envelope, frozen=True):
 class ConnClosed(Envelope, frozen=True):
     """A connection is gone: remove its presence and its room memberships."""
 
-    uid: str
-    conn_id: str
-    gateway_id: str
-    rooms: list[str] = []
+    uid: Identifier
+    conn_id: Identifier
+    gateway_id: Identifier
+    rooms: list[Identifier] = []
 
 
 class Outgoing(Envelope, frozen=True):
@@ -65,65 +72,65 @@ class Outgoing(Envelope, frozen=True):
     that the sender may use ``room`` or ``broadcast``, the router checks group membership.
     """
 
-    mid: str
-    sender: str
-    client_id: str
+    mid: Identifier
+    sender: Identifier
+    client_id: OptionalIdentifier
     body: msgspec.Raw
     ts: int
-    gateway_id: str
-    conn_id: str
-    to: str | None = None
-    group: str | None = None
-    room: str | None = None
+    gateway_id: OptionalIdentifier
+    conn_id: OptionalIdentifier
+    to: Identifier | None = None
+    group: Identifier | None = None
+    room: Identifier | None = None
     broadcast: bool = False
 
 
 class RoomJoined(Envelope, frozen=True):
     """A connection joined a room (the gateway checked the token's right to)."""
 
-    uid: str
-    conn_id: str
-    gateway_id: str
-    room: str
+    uid: Identifier
+    conn_id: Identifier
+    gateway_id: Identifier
+    room: Identifier
 
 
 class RoomLeft(Envelope, frozen=True):
     """A connection left a room."""
 
-    uid: str
-    conn_id: str
-    gateway_id: str
-    room: str
+    uid: Identifier
+    conn_id: Identifier
+    gateway_id: Identifier
+    room: Identifier
 
 
 class PresenceAsked(Envelope, frozen=True):
     """A client's ``presence`` query; the router answers it with a delivery to that connection."""
 
-    uid: str
-    conn_id: str
-    gateway_id: str
-    client_id: str
-    uids: list[str]
+    uid: Identifier
+    conn_id: Identifier
+    gateway_id: Identifier
+    client_id: Identifier
+    uids: list[Identifier]
 
 
 class Acked(Envelope, frozen=True):
     """A client acknowledged these mids: their offline rows (if any) can go."""
 
-    uid: str
-    mids: list[str]
+    uid: Identifier
+    mids: list[Identifier]
 
 
 class Heartbeat(Envelope, frozen=True):
     """A gateway is alive; one silent for ``SWITCHBOARD_GATEWAY_TTL_S`` counts as dead."""
 
-    gateway_id: str
+    gateway_id: Identifier
     connections: int
 
 
 class GatewayStopped(Envelope, frozen=True):
     """A gateway shut down cleanly: its presence entries can go at once."""
 
-    gateway_id: str
+    gateway_id: Identifier
 
 
 class Batched(msgspec.Struct, frozen=True, array_like=True):
@@ -232,6 +239,17 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every backend command body."""
 
 
+def _check_body(body: msgspec.Raw) -> None:
+    """Refuse a command's body that breaks the body rules of ``proto/rules.py``.
+
+    Raises:
+        ValueError: which msgspec turns into a ``ValidationError`` naming ``$.body``.
+    """
+    violation = body_violation(bytes(body))
+    if violation is not None:
+        raise ValueError(f"the body {violation} - at `$.body`")
+
+
 class ApiSend(Command, frozen=True):
     """``api.send``: send ``body`` to a uid, a group or a room, as ``from`` (default "system").
 
@@ -239,11 +257,11 @@ class ApiSend(Command, frozen=True):
     """
 
     body: msgspec.Raw
-    to: str | None = None
-    group: str | None = None
-    room: str | None = None
-    sender: str = msgspec.field(name="from", default="system")
-    id: str | None = None
+    to: Identifier | None = None
+    group: Identifier | None = None
+    room: Identifier | None = None
+    sender: Identifier = msgspec.field(name="from", default="system")
+    id: Identifier | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns this into a ValidationError, so every decoder enforces it.
@@ -252,45 +270,49 @@ class ApiSend(Command, frozen=True):
             raise ValueError(
                 "exactly one of `to`, `group` and `room` is needed - at `$`"
             )
+        _check_body(self.body)
 
 
 class ApiBroadcast(Command, frozen=True):
     """``api.broadcast``: send ``body`` to every connected user."""
 
     body: msgspec.Raw
-    sender: str = msgspec.field(name="from", default="system")
+    sender: Identifier = msgspec.field(name="from", default="system")
+
+    def __post_init__(self) -> None:
+        _check_body(self.body)
 
 
 class ApiKick(Command, frozen=True):
     """``api.kick``: close every connection of ``uid`` with ``CloseCode.KICKED``."""
 
-    uid: str
+    uid: Identifier
     reason: str = ""
 
 
 class ApiGroupMembers(Command, frozen=True):
     """``api.group.add`` and ``api.group.remove``: change a group's members."""
 
-    group: str
-    uids: list[str]
+    group: Identifier
+    uids: list[Identifier]
 
 
 class ApiPresence(Command, frozen=True):
     """``api.presence``: which of these uids are online."""
 
-    uids: list[str]
+    uids: list[Identifier]
 
 
 class ApiConnections(Command, frozen=True):
     """``api.connections``: the connections of a uid."""
 
-    uid: str
+    uid: Identifier
 
 
 class ApiRoomCount(Command, frozen=True):
     """``api.room.count``: how many connections are in a room (without listing them)."""
 
-    room: str
+    room: Identifier
 
 
 class SendReply(Envelope, frozen=True):

@@ -27,6 +27,11 @@ Gateway -> client::
     {"type":"pong","id":CLIENT_ID?}
     {"type":"kicked","reason":TEXT}
 
+Uids, group and room names, client ids and mids follow the identifier rule of ``proto/rules.py``
+(ASCII letters, digits and ``_ - . @ + = | ~``, 1 to 128 characters); a ``body`` follows its body
+rules (at most 64 levels deep, no number literal longer than 64 characters or out of a double's
+range). A frame that breaks one is answered ``invalid_field`` with the JSON path.
+
 A ``message`` is answered with ``ack``; until then it counts as undelivered and ends up in the
 offline store if the connection closes. The JSON Schemas in ``proto/schemas/`` are generated from
 these classes (``make schemas``).
@@ -36,16 +41,23 @@ from typing import Annotated
 
 import msgspec
 
-MAX_ID_LENGTH = 128
+from proto import rules
+from proto.rules import IDENTIFIER_PATTERN, Identifier
+
+MAX_ID_LENGTH = rules.MAX_ID_LENGTH
 MAX_ACK_MIDS = 1000
 MAX_PRESENCE_UIDS = 1000
 
-ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-Uid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-Mid = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Every name a client sends follows proto/rules.py (a documented character set and length),
+# checked while the frame decodes; ``body`` follows its body rules, checked by the gateway.
+ClientId = Identifier
+Uid = Identifier
+Mid = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
+]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
-Gid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-Rid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Gid = Identifier
+Rid = Identifier
 
 
 class ClientFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
@@ -127,7 +139,12 @@ class Ready(ServerFrame, tag="ready", frozen=True):
 
 
 class Sent(ServerFrame, tag="sent", frozen=True):
-    """The broker holds the message: it will reach ``to`` or wait in the offline store."""
+    """The message is routed: it reached its recipients' gateways or waits in the offline store.
+
+    ``mid`` is the mid of the first ``send`` with this ``id``: a retry (after ``unavailable``,
+    a timeout or a reconnect to any gateway, within ``SWITCHBOARD_DEDUP_TTL_S``) is answered
+    with the mid its recipients got, and delivers nothing again.
+    """
 
     id: str
     mid: str

@@ -22,7 +22,8 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
 
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
-``<ns>:dedup:<uid>:<client_id>`` (mid of the first frame with that id).
+``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
+window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``).
 
 PostgreSQL: schema ``<ns>``, table ``<ns>.undelivered``.
 """
@@ -162,8 +163,18 @@ class Names:
     def gateways_key(self) -> str:
         return f"{self.namespace}:gateways"
 
-    def dedup_key(self, uid: str, client_id: str) -> str:
-        return f"{self.namespace}:dedup:{uid}:{client_id}"
+    def dedup_key(self, uid: str, window: int) -> str:
+        """Hash client_id -> mid of the ids a uid's clients used in one dedup window.
+
+        A uid has no ``:`` (``proto/rules.py``), so the key names one uid and one window, and
+        the client id, a field, is never part of a key: no two (uid, id) pairs can meet.
+        """
+        return f"{self.namespace}:dedup:{uid}:{window}"
+
+    def api_dedup_key(self, sender: str, window: int) -> str:
+        """Like ``dedup_key``, for ``api.send``'s ids: backends have a keyspace of their own,
+        so a user whose ``sub`` is ``system`` (``api.send``'s default ``from``) meets none."""
+        return f"{self.namespace}:dedup-api:{sender}:{window}"
 
     def gateway_known_key(self, gateway_id: str) -> str:
         """Set by a gateway's heartbeat; missing while the gateway has connections means the

@@ -222,6 +222,7 @@ class BatchRouter:
                 reason=command.reason,
                 replied=reply_to is not None,
             )
+            observability.count_error(command.code)
             if reply_to is None:
                 await _settle(message.reject(requeue=False))
                 return None

@@ -115,6 +115,23 @@ end
 return count
 """
 
+# Claim a client id for a mid, or tell the mid that claimed it first. Ids are remembered per
+# uid (per backend sender for api.send) in one hash per dedup window of SWITCHBOARD_DEDUP_TTL_S:
+# the hash of the current window and of the one before are read, the current one written, and
+# each expires when the window after it ends. So a uid holds at most two dedup keys whatever its
+# rate (a key per id cost ~600,000 keys per uid at full rate), and a retry is recognised when it
+# comes within one TTL of the first frame (at most two TTLs; later it counts as new).
+# KEYS: this window's hash, the previous window's. ARGV: client_id, mid, expire_at_ms.
+_CLAIM_CLIENT_ID = """
+local first = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[2], ARGV[1])
+if first then
+  return first
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return false
+"""
+
 ReadLookup = Callable[[list[Any]], Lookup]
 
 
@@ -265,7 +282,7 @@ class Presence:
                 self._queue_room(pipeline, _LEAVE_ROOM, gateway_id, room, conn_id)
                 return _Queued(1, _no_lookup)
             case Outgoing():
-                return self._queue_message(pipeline, envelope, True, True)
+                return self._queue_message(pipeline, envelope, at_ms, True, True)
             case PresenceAsked(uids=uids):
                 return self._queue_connections(pipeline, routing.unique(uids))
             case Heartbeat(gateway_id=gateway_id):
@@ -279,16 +296,16 @@ class Presence:
             case GatewayStopped() | Refused():
                 return _WRITES_ONLY  # a stopped gateway is swept after the publishes
             case Call():
-                return self._queue_call(pipeline, envelope)
+                return self._queue_call(pipeline, envelope, at_ms)
 
-    def _queue_call(self, pipeline: "Pipeline", call: Call) -> _Queued:
+    def _queue_call(self, pipeline: "Pipeline", call: Call, at_ms: int) -> _Queued:
         names = self._names
         match call.command:
             case ApiSend(id=client_id):
                 outgoing = routing.outgoing_of(call)
                 assert outgoing is not None  # a send makes a message
                 return self._queue_message(
-                    pipeline, outgoing, client_id is not None, False
+                    pipeline, outgoing, at_ms, client_id is not None, False
                 )
             case ApiBroadcast():
                 return _WRITES_ONLY  # the gateways are read once for the whole batch
@@ -311,16 +328,34 @@ class Presence:
                 raise ValueError(f"no presence commands for {call.name!r}")
 
     def _queue_message(
-        self, pipeline: "Pipeline", outgoing: Outgoing, dedup: bool, check_member: bool
+        self,
+        pipeline: "Pipeline",
+        outgoing: Outgoing,
+        at_ms: int,
+        dedup: bool,
+        from_client: bool,
     ) -> _Queued:
-        """Claim the dedup key (if any), and read what the addressing needs."""
+        """Claim the client id (if any), and read what the addressing needs.
+
+        ``from_client``: a client's frame (the sender's membership of a group is checked,
+        its id claimed in the uid's keyspace), not a backend's ``api.send``.
+        """
         names = self._names
+        check_member = from_client
         count = 0
         if dedup:
-            # SET NX GET (Redis 7): sets the key when absent and returns what was
-            # there, so one command both claims the client_id and tells a retry.
-            key = names.dedup_key(outgoing.sender, outgoing.client_id)
-            pipeline.set(key, outgoing.mid, nx=True, get=True, ex=self._dedup_ttl_s)
+            ttl_ms = self._dedup_ttl_s * 1000
+            window = at_ms // ttl_ms
+            dedup_key = names.dedup_key if from_client else names.api_dedup_key
+            pipeline.eval(
+                _CLAIM_CLIENT_ID,
+                2,
+                dedup_key(outgoing.sender, window),
+                dedup_key(outgoing.sender, window - 1),
+                outgoing.client_id,
+                outgoing.mid,
+                (window + 2) * ttl_ms,
+            )
             count += 1
         if outgoing.to is not None:
             pipeline.hgetall(names.presence_key(outgoing.to))

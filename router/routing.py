@@ -17,8 +17,9 @@ What a batch becomes (docs/architecture.md, "The life of a message"):
   ``Delivery`` on the undeliverable exchange, for the offline store;
 * what must wait until those deliveries are confirmed goes out after them: replay
   requests (``ready`` is queued before the offline store can push stored messages
-  behind it), the router's answers to group senders (``sent`` means "routed"), and
-  the replies to backend commands (``api.<command>``).
+  behind it), the router's answers to senders (``sent`` means "routed", and carries
+  the mid of the first frame with that ``id``: a retry's receipt names the message
+  its recipients got), and the replies to backend commands (``api.<command>``).
 
 Presence events (``user.online``, ``user.offline``) are debounced, so that a page
 reload (the last connection closes, a new one opens at once) publishes nothing:
@@ -40,7 +41,7 @@ from typing import TypeVar
 
 import msgspec
 
-from proto import envelopes, frames
+from proto import envelopes, frames, rules
 from proto import names as keys
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
@@ -167,7 +168,8 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
     Raises:
         BadEnvelope: the routing key is not one the router handles, or the body
             does not match its envelope (the reason carries msgspec's JSON path,
-            never the body), or an ``Outgoing`` is not addressed exactly one way.
+            never the body; names follow ``proto/rules.py``), or an ``Outgoing`` is not
+            addressed exactly one way or its body breaks the body rules.
     """
     decoder = _DECODERS.get(routing_key)
     if decoder is None:
@@ -176,8 +178,14 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
         envelope = decoder(body)
     except msgspec.DecodeError as exc:  # ValidationError included: both mean a bad body
         raise BadEnvelope(str(exc)) from exc
-    if isinstance(envelope, Outgoing) and addressing_count(envelope) != 1:
-        raise BadEnvelope("exactly one of to, group, room and broadcast must be set")
+    if isinstance(envelope, Outgoing):
+        if addressing_count(envelope) != 1:
+            raise BadEnvelope(
+                "exactly one of to, group, room and broadcast must be set"
+            )
+        violation = rules.body_violation(bytes(envelope.body))
+        if violation is not None:
+            raise BadEnvelope(f"$.body {violation}")
     return envelope
 
 
@@ -239,7 +247,8 @@ def decode_command(
     Returns:
         The ``Call``, or why it is ``Refused``: ``unknown_command``, ``too_large``,
         ``invalid_json``, or ``invalid_field`` with msgspec's message (it names the JSON
-        path).
+        path): a field of the wrong type, a name that breaks ``proto/rules.py``'s identifier
+        rule, a ``body`` that breaks its body rules.
     """
     name = command_name(routing_key)
     decoder = _COMMAND_DECODERS.get(name)
@@ -249,6 +258,9 @@ def decode_command(
         return Refused(
             ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes", reply_to
         )
+    too_deep = rules.nesting_violation(body)
+    if too_deep is not None:
+        return Refused(ErrorCode.INVALID_FIELD, f"$.body {too_deep}", reply_to)
     try:
         command = decoder.decode(body)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
@@ -391,7 +403,7 @@ class Plan:
     """Published once every delivery is confirmed (``ready`` before stored ones)."""
     replies: tuple[Publish, ...] = ()
     """Published once every delivery is confirmed: ``sent`` (or ``not_member``) to
-    group senders, replies to backend commands."""
+    client senders, replies to backend commands."""
     sweeps: tuple[str, ...] = ()
     """Gateways that stopped: sweep their presence now."""
     known: tuple[str, ...] = ()
@@ -575,7 +587,7 @@ class _PlanBuilder:
                 pass  # presence writes only, done by presence.py
 
     def add_outgoing(self, outgoing: Outgoing, lookup: Lookup) -> None:
-        """A client's message; the router answers group senders itself."""
+        """A client's message, and the sender's ``sent`` (the first mid, for a retry)."""
         is_group = outgoing.group is not None
         if is_group and not lookup.is_member:
             error = frames.Error(
@@ -586,7 +598,7 @@ class _PlanBuilder:
             self.answer(outgoing, error)
             return
         mid = self.route_once(outgoing, lookup)
-        if is_group and mid is not None:
+        if mid is not None:
             self.answer(outgoing, frames.Sent(id=outgoing.client_id, mid=mid))
 
     def add_call(self, call: Call, lookup: Lookup) -> None:

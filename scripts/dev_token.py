@@ -16,7 +16,7 @@ import jwt
 
 from proto import env
 from proto.errors import SettingsError
-from proto.frames import MAX_ID_LENGTH
+from proto.rules import IDENTIFIER_CHARACTERS, MAX_ID_LENGTH, is_identifier
 
 TTL_S = 24 * 60 * 60.0
 
@@ -32,8 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("uid", help="the user id the token is for (its sub claim)")
     parser.add_argument("--ttl-s", type=float, default=TTL_S, help="validity, seconds")
     args = parser.parse_args(argv)
-    if not 0 < len(args.uid) <= MAX_ID_LENGTH:
-        parser.error(f"uid must be 1 to {MAX_ID_LENGTH} characters")
+    if not is_identifier(args.uid):
+        parser.error(
+            f"uid must be 1 to {MAX_ID_LENGTH} of the characters {IDENTIFIER_CHARACTERS}"
+        )
     if not args.ttl_s > 0:
         parser.error("--ttl-s must be positive")
     try:

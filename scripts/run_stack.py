@@ -29,8 +29,8 @@ from typing import Any
 from dev_token import make_token
 
 from proto import env
-from proto.frames import MAX_ID_LENGTH
 from proto.logs import READY_EVENT
+from proto.rules import is_identifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 20.0
@@ -226,7 +226,7 @@ class WebRequestHandler(BaseHTTPRequestHandler):
             uid = json.loads(self.rfile.read(length)).get("uid")
         except (ValueError, AttributeError):
             uid = None
-        if not isinstance(uid, str) or not 0 < len(uid) <= MAX_ID_LENGTH:
+        if not isinstance(uid, str) or not is_identifier(uid):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "invalid_uid"})
             return
         token = make_token(uid, settings.jwt_secret, time.time())

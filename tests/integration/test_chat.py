@@ -1,6 +1,8 @@
 """1:1 chat end to end: gateways, router and offline store on RabbitMQ, Redis and PostgreSQL."""
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 import pytest
@@ -285,6 +287,10 @@ async def test_sends_without_waiting_are_answered_and_delivered_in_order(
     assert [m["mid"] for m in received] == [r["mid"] for r in receipts]
 
 
+def receipt_of(client_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame.get("id") == client_id and frame.get("type") == "sent"
+
+
 async def test_restarted_router_delivers_every_sent_message(stack: Stack) -> None:
     # 150 sends as fast as the receipts come back: above the default rate limit.
     stack.settings[env.RATE_LIMIT_PER_S] = "1000"
@@ -301,8 +307,14 @@ async def test_restarted_router_delivers_every_sent_message(stack: Stack) -> Non
 
     mids = await stream(0, 50)
     await router.kill()
-    mids += await stream(50, 50)  # accepted while no router runs
+    # Accepted by the broker while no router runs; answered `sent` once one routes them.
+    for n in range(50, 100):
+        await alice.send_frame({"type": "send", "id": f"k{n}", "to": "leo", "body": n})
+    await alice.expect_nothing("sent", for_s=0.5)
     await stack.start_router()
+    for n in range(50, 100):
+        sent = await alice.expect(receipt_of(f"k{n}"), within_s=30)
+        mids.append(sent["mid"])
     mids += await stream(100, 50)
 
     received = await receive_all(leo, len(mids), within_s=30)

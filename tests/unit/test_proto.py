@@ -109,6 +109,7 @@ def test_every_name_of_a_namespace() -> None:
         "gateway_key": "ns:gateway:x1",
         "gateways_key": "ns:gateways",
         "dedup_key": "ns:dedup:x1:x1",
+        "api_dedup_key": "ns:dedup-api:x1:x1",
         "sweep_lock_key": "ns:sweep:x1",
         "group_key": "ns:group:x1",
         "room_key": "ns:room:x1",

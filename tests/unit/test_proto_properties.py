@@ -3,6 +3,7 @@
 import contextlib
 import itertools
 import json
+import string
 
 import msgspec
 from hypothesis import example, given
@@ -47,7 +48,8 @@ FIELD_NAMES = st.sampled_from(
 FRAME_LIKE = st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=6).flatmap(
     lambda fields: FRAME_TYPES.map(lambda kind: {**fields, "type": kind})
 )
-IDS = st.text(min_size=1, max_size=frames.MAX_ID_LENGTH)
+ID_ALPHABET = string.ascii_letters + string.digits + "_-.@+=|~"
+IDS = st.text(alphabet=ID_ALPHABET, min_size=1, max_size=frames.MAX_ID_LENGTH)
 
 
 def decode_or_reject(payload: str | bytes) -> None:

@@ -531,6 +531,44 @@ def test_group_retry_is_answered_with_the_first_mid_and_routes_nothing() -> None
     assert plan.duplicates == (routing.Duplicate("m2", "c9", "m0"),)
 
 
+def test_a_sender_is_answered_by_the_router_after_the_deliveries() -> None:
+    plan = route([outgoing(client_id="c9")], [sent_to(("k1", "gw1"))])
+
+    assert len(plan.deliveries) == 1
+    [answer] = plan.replies
+    assert (answer.exchange, answer.routing_key) == (
+        NAMES.deliveries_exchange,
+        "gw-sender",
+    )
+    [item] = delivery_of(answer).items
+    assert frame_of(item) == frames.Sent(id="c9", mid="m1")
+    assert item.targets == [Target("alice", "k-sender")]
+    assert not item.durable
+
+
+def test_a_retry_is_answered_with_the_first_mid_and_routes_nothing() -> None:
+    # The first frame with id c9 got m0; the retry came with m2, on any connection.
+    plan = route(
+        [outgoing("m2", client_id="c9")], [sent_to(("k1", "gw1"), claimed_mid="m0")]
+    )
+
+    assert plan.deliveries == ()
+    [answer] = plan.replies
+    assert frame_of(delivery_of(answer).items[0]) == frames.Sent(id="c9", mid="m0")
+    assert plan.duplicates == (routing.Duplicate("m2", "c9", "m0"),)
+
+
+def test_a_redelivered_frame_is_routed_and_answered_again_with_its_mid() -> None:
+    plan = route(
+        [outgoing("m0", client_id="c9")], [sent_to(("k1", "gw1"), claimed_mid="m0")]
+    )
+
+    [delivery] = plan.deliveries
+    assert [item.mid for item in delivery_of(delivery).items] == ["m0"]
+    [answer] = plan.replies
+    assert frame_of(delivery_of(answer).items[0]) == frames.Sent(id="c9", mid="m0")
+
+
 def test_room_message_is_one_item_per_gateway_in_the_room() -> None:
     lookup = Lookup(room_counts={"gw2": 40, "gw1": 3, "gw-empty": 0, "gw-dead": 9})
     plan = route(
@@ -549,7 +587,8 @@ def test_room_message_is_one_item_per_gateway_in_the_room() -> None:
         frame = frame_of(item)
         assert isinstance(frame, frames.Message)
         assert (frame.room, frame.to) == ("live-1", None)
-    assert plan.replies == ()  # the gateway answered `sent` on its confirm
+    [answer] = plan.replies  # the router answers `sent`, once routed
+    assert frame_of(delivery_of(answer).items[0]) == frames.Sent(id="c1", mid="m1")
 
 
 def test_broadcast_is_one_item_per_live_gateway() -> None:
@@ -971,7 +1010,7 @@ def test_a_connection_over_the_uid_limit_gets_an_error_and_a_close_only() -> Non
 
 
 def test_a_command_larger_than_the_limit_is_refused_too_large() -> None:
-    body = b'{"uids": ["' + b"a" * 2000 + b'"]}'
+    body = b'{"uids": [' + b",".join([b'"' + b"a" * 100 + b'"'] * 20) + b"]}"
     refused = routing.decode_command(
         "api.presence", body, REPLY_TO, mid="m1", ts=NOW_MS, max_bytes=1024
     )
