@@ -59,6 +59,8 @@ JWT_ALGORITHM = "SWITCHBOARD_JWT_ALGORITHM"
 JWT_PUBLIC_KEY = "SWITCHBOARD_JWT_PUBLIC_KEY"
 """Path of a PEM file with the public key that verifies RS256 / ES256 tokens."""
 MAX_COMMAND_BYTES = "SWITCHBOARD_MAX_COMMAND_BYTES"
+MAX_UNACKED_PER_CONNECTION = "SWITCHBOARD_MAX_UNACKED_PER_CONNECTION"
+"""Messages one connection may leave unacknowledged; what passes goes to the offline store."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

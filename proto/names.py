@@ -11,7 +11,8 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.router          queue, bound to gateway.opened|closed|send|joined|left|presence|
                               heartbeat|stopped,
                               store.saved and api.#: consumed by every router
-      -> <ns>.offline.control queue, bound to gateway.ack and router.replay: offline stores
+      -> <ns>.offline.control queue, bound to gateway.ack, router.replay and gateway.replay:
+                              offline stores
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
@@ -46,6 +47,7 @@ KEY_PRESENCE = "gateway.presence"
 KEY_BATCH = "gateway.batch"
 KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
+KEY_REPLAY_MORE = "gateway.replay"
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 
@@ -68,7 +70,7 @@ BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
 """The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
 router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
-STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY)
+STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY, KEY_REPLAY_MORE)
 
 
 def api_key(command: str) -> str:

@@ -229,6 +229,7 @@ ROUTING = {
     names.KEY_SAVED: SPACE.router_queue,
     names.KEY_ACK: SPACE.store_control_queue,
     names.KEY_REPLAY: SPACE.store_control_queue,
+    names.KEY_REPLAY_MORE: SPACE.store_control_queue,
 }
 
 
