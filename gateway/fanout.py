@@ -35,6 +35,9 @@ class Push:
     """Held until the client acknowledges it, or handed to the offline store."""
     close_code: int
     """When not 0, close the connection with this code after the push."""
+    is_stored: bool = False
+    """Replayed from the offline store: counted against the connection's unacknowledged cap,
+    but never handed over (its row stays until the client acknowledges it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +78,19 @@ def plan_delivery(
             )
             continue
         awaits_ack = item.durable and not item.stored
+        is_stored = item.stored and bool(item.mid)
         missing: list[Target] = []
         for target in item.targets:
             if target.conn_id in connected:
                 pushes.append(
-                    Push(target.conn_id, frame, item.mid, awaits_ack, item.close_code)
+                    Push(
+                        target.conn_id,
+                        frame,
+                        item.mid,
+                        awaits_ack,
+                        item.close_code,
+                        is_stored,
+                    )
                 )
                 continue
             missing.append(target)

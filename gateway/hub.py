@@ -2,8 +2,18 @@
 
 A delivery from the gateway's queue is acknowledged to RabbitMQ only when every durable copy in
 it was acknowledged by its client or handed to the offline store (confirmed). Copies are handed
-over when their connection is not here, closes, falls behind, or does not acknowledge within
-``ack_timeout_s``. What to push where is decided in ``fanout.py``; the sockets live in ``ws.py``.
+over when their connection is not here, closes, falls behind, does not acknowledge within
+``ack_timeout_s``, or holds ``max_unacked`` unacknowledged messages already: one client that
+never acknowledges holds at most that many of the gateway's AMQP deliveries (its prefetch),
+never all of them. What to push where is decided in ``fanout.py``; the sockets live in ``ws.py``.
+
+Replays from the offline store come in windows: a window that did not hold every stored row
+says where the rest starts (``Delivery.next_mid``), and the hub asks the store for the next
+window (``gateway.replay``) once the connection has acknowledged half of what it holds. Stored
+messages count against ``max_unacked`` too; those past it are not pushed, and the next window
+starts at the first of them. Once a live message was handed over for the cap, the connection's
+later live messages follow it through the store until a replay window has brought the last of
+them (``Connection.overflow_mid``): the client gets them in mid order.
 
 The room index (room -> conn_ids) is local: it lists the connections of this gateway whose join
 the broker confirmed, so that one room delivery per gateway reaches them without a lookup.
@@ -54,6 +64,9 @@ class Unacked:
     conn: "Connection"
     deadline: float
     held: list[Held]
+    """The AMQP deliveries this copy holds; empty for a stored message (nothing to hand over)."""
+    is_stored: bool = False
+    """Replayed from the offline store: its ack goes on to the store, which deletes its row."""
 
     def handover_item(self) -> DeliveryItem:
         uid = self.conn.session.uid or ""
@@ -123,6 +136,13 @@ class Connection:
     websocket: ServerConnection
     outbox: Outbox
     unacked: dict[str, Unacked] = field(default_factory=dict)
+    replay_from: str = ""
+    """The smallest mid the offline store still has to replay here, asked for once the client
+    has acknowledged enough (see ``Hub._continue_replay``); empty: nothing known to remain."""
+    overflow_mid: str = ""
+    """Set once a live message passed the cap: the largest mid handed over since. Until a
+    replay window has brought it, later live messages go to the offline store as well, so that
+    they reach the client after the earlier ones, in mid order."""
     is_closing: bool = False
     sending: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(SENDS_IN_FLIGHT)
@@ -155,11 +175,14 @@ class Hub:
         gateway_id: str,
         ack_timeout_s: float,
         clock: Callable[[], float],
+        max_unacked: int,
     ) -> None:
         self._bus = bus
         self._gateway_id = gateway_id
         self._ack_timeout_s = ack_timeout_s
         self._clock = clock
+        self._max_unacked = max_unacked
+        """Messages one connection may leave unacknowledged (live and stored)."""
         self.connections: dict[str, Connection] = {}
         self.rooms: dict[str, set[str]] = {}
         """room -> the conn_ids here in that room; a room without connections has no entry."""
@@ -182,7 +205,8 @@ class Hub:
         self._drop_rooms(connection)
         self._holding.discard(connection)
         for unacked in connection.unacked.values():
-            self._queue_handover(unacked.handover_item(), unacked.held)
+            if unacked.held:  # a stored message's row stays in the store
+                self._queue_handover(unacked.handover_item(), unacked.held)
         count = len(connection.unacked)
         connection.unacked.clear()
         closed = connection.session.closed_envelope()
@@ -256,8 +280,38 @@ class Hub:
         plan = plan_delivery(delivery, self.connections, self.rooms, initialized)
         held = Held(message)
         deadline = self._clock() + self._ack_timeout_s
+        capped: dict[Connection, int] = {}
+        """Connections that hold too many unacknowledged: live copies handed over, by count."""
+        replay_cut: dict[Connection, str] = {}
+        """Connections whose part of this replay window was cut: the first mid not pushed."""
+        replayed_to: dict[Connection, str] = {}
+        """Connections this replay window reached: the last mid they have now."""
         for push in plan.pushes:
             connection = self.connections[push.conn_id]
+            is_full = (
+                len(connection.unacked) >= self._max_unacked
+                and push.mid not in connection.unacked
+            )
+            if push.is_stored:
+                if connection in replay_cut:
+                    continue  # a window is pushed in order, up to the first it cannot take
+                existing = connection.unacked.get(push.mid)
+                if existing is not None:
+                    existing.is_stored = True  # the client has it; its ack goes on too
+                    replayed_to[connection] = push.mid
+                    continue
+                if is_full:
+                    replay_cut[connection] = push.mid
+                    continue
+                replayed_to[connection] = push.mid
+            elif push.awaits_ack and (is_full or connection.overflow_mid):
+                held.remaining += 1
+                self._queue_handover(
+                    _item_for(connection, push.frame, push.mid), [held]
+                )
+                capped[connection] = capped.get(connection, 0) + 1
+                connection.overflow_mid = max(connection.overflow_mid, push.mid)
+                continue
             if not connection.push(push.frame):
                 self._close(
                     connection, CloseCode.SLOW_CONSUMER, "too many frames waiting"
@@ -271,6 +325,11 @@ class Hub:
             if push.awaits_ack:
                 held.remaining += 1
                 self._hold(connection, push.mid, push.frame, held, deadline)
+            elif push.is_stored:
+                connection.unacked[push.mid] = Unacked(
+                    push.mid, push.frame, connection, deadline, [], is_stored=True
+                )
+                self._holding.add(connection)
             if push.close_code:
                 self._close(
                     connection, CloseCode(push.close_code), "closed by the server"
@@ -280,6 +339,33 @@ class Hub:
             self._queue_handover(item, [held])
         for target in plan.stale:
             self._spawn(self._remove_stale(target))
+        for connection, count in capped.items():
+            log.info(
+                "unacked_capped",
+                conn_id=connection.session.conn_id,
+                count=count,
+                unacked=len(connection.unacked),
+            )
+            observability.UNACKED_CAPPED.inc(count)
+        if delivery.next_mid:
+            for push in plan.pushes:
+                if push.is_stored:
+                    replay_cut.setdefault(
+                        self.connections[push.conn_id], delivery.next_mid
+                    )
+        for connection, from_mid in replay_cut.items():
+            if not connection.replay_from or from_mid < connection.replay_from:
+                connection.replay_from = from_mid
+            self._continue_replay(connection)
+        for connection, last_mid in replayed_to.items():
+            if (
+                connection.overflow_mid
+                and not connection.replay_from
+                and last_mid >= connection.overflow_mid
+            ):
+                # Every message handed over has been replayed: live messages go live again.
+                connection.overflow_mid = ""
+                log.info("unacked_caught_up", conn_id=connection.session.conn_id)
         if held.remaining == 0:
             await _ack(message)
 
@@ -303,16 +389,69 @@ class Hub:
     async def on_client_ack(
         self, connection: Connection, mids: tuple[str, ...]
     ) -> list[str]:
-        """Release the acknowledged messages held here; return the mids not held here."""
+        """Release the acknowledged messages held here; return the mids for the offline store.
+
+        Those are the mids not held here and the stored messages replayed here.
+        """
         elsewhere = []
         for mid in mids:
             unacked = connection.unacked.pop(mid, None)
             if unacked is None:
                 elsewhere.append(mid)
                 continue
+            if unacked.is_stored:
+                elsewhere.append(mid)
             for held in unacked.held:
                 await _release(held)
+        self._continue_replay(connection)
         return elsewhere
+
+    def _continue_replay(self, connection: Connection) -> None:
+        """Ask the offline store for the next replay window, once half the cap is free.
+
+        The window is what the cap leaves free; the request is the connection's own (its uid
+        from the verified token, its conn_id), so a client can only ask for its own rows.
+        """
+        uid = connection.session.uid
+        if (
+            not connection.replay_from
+            or connection.is_closing
+            or uid is None
+            or len(connection.unacked) > self._max_unacked // 2
+        ):
+            return
+        request = envelopes.ReplayRequest(
+            uid=uid,
+            targets=[
+                envelopes.ReplayTarget(self._gateway_id, connection.session.conn_id)
+            ],
+            from_mid=connection.replay_from,
+            limit=self._max_unacked - len(connection.unacked),
+        )
+        connection.replay_from = ""
+        self._spawn(self._ask_replay(connection, request))
+
+    async def _ask_replay(
+        self, connection: Connection, request: envelopes.ReplayRequest
+    ) -> None:
+        body = envelopes.encode(request)
+        conn_id = connection.session.conn_id
+        # Retried while the connection is open: no ack may come to ask again.
+        while self.connections.get(conn_id) is connection:
+            try:
+                await self._bus.publish_inbound(names.KEY_REPLAY_MORE, body)
+            except Exception:
+                log.warning("replay_request_failed", conn_id=conn_id, exc_info=True)
+                # Back off while the broker is away.
+                await asyncio.sleep(HANDOVER_RETRY_S)
+                continue
+            log.debug(
+                "replay_requested",
+                conn_id=conn_id,
+                from_mid=request.from_mid,
+                limit=request.limit,
+            )
+            return
 
     async def _remove_stale(self, target: Target) -> None:
         closed = envelopes.ConnClosed(
@@ -410,13 +549,16 @@ class Hub:
                     expired.append(unacked)
                 for unacked in expired:
                     del connection.unacked[unacked.mid]
-                    self._queue_handover(unacked.handover_item(), unacked.held)
+                    if unacked.held:  # a stored message's row stays in the store
+                        self._queue_handover(unacked.handover_item(), unacked.held)
                 if expired:
                     log.info(
                         "ack_timed_out",
                         conn_id=connection.session.conn_id,
                         count=len(expired),
                     )
+                    # A client that skipped some replayed messages may take the next window.
+                    self._continue_replay(connection)
                 if not connection.unacked:
                     self._holding.discard(connection)
 

@@ -99,6 +99,11 @@ BROKER_RECONNECTS = Counter(
     registry=REGISTRY,
 )
 READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
+UNACKED_CAPPED = Counter(
+    names.UNACKED_CAPPED_TOTAL,
+    "Live messages handed to the offline store: their connection held too many unacknowledged.",
+    registry=REGISTRY,
+)
 # Every label value is exported from the start, at 0, so that rates and absent() work at once.
 # The per-frame counters are looked up once here: ``labels()`` costs more than ``inc()``.
 _RECEIVED_BY_TYPE = {

@@ -68,6 +68,10 @@ class Settings:
     compression: str | None = None
     """``"deflate"``: negotiate permessage-deflate with clients that offer it (about 30 KiB more
     per connection); None: never."""
+    max_unacked_per_connection: int = 100
+    """Messages one connection may leave unacknowledged (live and replayed): live messages past
+    it go to the offline store, replay windows wait for acks. Below ``prefetch``, so that one
+    client cannot hold every AMQP delivery of the gateway."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -94,6 +98,15 @@ class Settings:
             if environ.get(env.HTTP_PORT, "")
             else None
         )
+        prefetch = env.integer(environ, env.PREFETCH, 1000, minimum=1, maximum=65535)
+        max_unacked = env.integer(
+            environ, env.MAX_UNACKED_PER_CONNECTION, 100, minimum=1
+        )
+        if max_unacked >= prefetch:
+            raise SettingsError(
+                f"{env.MAX_UNACKED_PER_CONNECTION} must be less than {env.PREFETCH} "
+                f"({prefetch}), got {max_unacked}"
+            )
         jwt_algorithm = env.choice(
             environ, env.JWT_ALGORITHM, tokens.ALGORITHMS, tokens.DEFAULT_ALGORITHM
         )
@@ -127,7 +140,7 @@ class Settings:
                 environ, env.MAX_FRAME_BYTES, 65536, minimum=256
             ),
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
-            prefetch=env.integer(environ, env.PREFETCH, 1000, minimum=1, maximum=65535),
+            prefetch=prefetch,
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=host,
@@ -139,6 +152,7 @@ class Settings:
             max_rooms_per_connection=env.integer(
                 environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
             ),
+            max_unacked_per_connection=max_unacked,
         )
 
 

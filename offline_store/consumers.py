@@ -25,7 +25,7 @@ from proto.codes import ErrorCode
 from proto.envelopes import Acked, ReplayRequest
 from proto.errors import BadEnvelope
 from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
-from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY
+from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY, KEY_REPLAY_MORE
 
 log = structlog.get_logger()
 
@@ -191,7 +191,7 @@ class ControlServer:
                             routing_key=message.routing_key,
                         )
                     acks.append((message, batch_acks))
-                elif message.routing_key == KEY_REPLAY:
+                elif message.routing_key in (KEY_REPLAY, KEY_REPLAY_MORE):
                     replays.append(
                         (message, replay.replay_request_from_body(message.body))
                     )
@@ -228,23 +228,29 @@ class ControlServer:
         observability.ACKNOWLEDGED.inc(count)
 
     async def _replay(self, request: ReplayRequest, has_rows: bool) -> None:
+        """Publish one window of the uid's rows; the gateways ask for the next as clients ack."""
         with structlog.contextvars.bound_contextvars(uid=request.uid):
             gateways = replay.targets_by_gateway(request)
             rows = 0
-            from_mid, is_first = request.from_mid, True
-            while gateways and has_rows:
+            next_mid = ""
+            if gateways and has_rows:
+                limit = replay.window_rows(request.limit, self._replay_page)
+                # One row more than the window tells whether rows remain, and where.
                 page = await self._store.fetch_page(
-                    request.uid, from_mid, is_first=is_first, limit=self._replay_page
+                    request.uid, request.from_mid, is_first=True, limit=limit + 1
                 )
-                for outbound in replay.replay_deliveries(page, gateways):
+                window, next_mid = replay.split_window(page, limit)
+                for outbound in replay.replay_deliveries(window, gateways, next_mid):
                     await self._bus.publish_delivery(
                         outbound.gateway_id, outbound.delivery
                     )
-                rows += len(page)
-                if len(page) < self._replay_page:
-                    break
-                from_mid, is_first = page[-1].mid, False
-            log.info("replay_finished", rows=rows, gateways=len(gateways))
+                rows = len(window)
+            log.info(
+                "replay_finished",
+                rows=rows,
+                gateways=len(gateways),
+                is_complete=not next_mid,
+            )
             observability.REPLAYED.inc(rows)
 
 

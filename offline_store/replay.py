@@ -311,17 +311,44 @@ def targets_by_gateway(request: ReplayRequest) -> tuple[GatewayTargets, ...]:
     return tuple(GatewayTargets(gid, tuple(ts)) for gid, ts in grouped.items())
 
 
+def window_rows(request_limit: int, page: int) -> int:
+    """How many rows one replay request gets: what it asks for, never more than a page.
+
+    Args:
+        request_limit: ``ReplayRequest.limit`` (0: no limit of its own).
+        page: the store's ``SWITCHBOARD_REPLAY_PAGE``.
+    """
+    if request_limit <= 0:
+        return page
+    return min(request_limit, page)
+
+
+def split_window(
+    rows: Sequence[StoredRow], limit: int
+) -> tuple[Sequence[StoredRow], str]:
+    """Split rows read with ``limit + 1`` into the window and the mid the next one starts at.
+
+    Returns:
+        The first ``limit`` rows, and the mid of the row after them ("" when there is none).
+    """
+    if len(rows) <= limit:
+        return rows, ""
+    return rows[:limit], rows[limit].mid
+
+
 def replay_deliveries(
-    rows: Sequence[StoredRow], gateways: Sequence[GatewayTargets]
+    rows: Sequence[StoredRow], gateways: Sequence[GatewayTargets], next_mid: str = ""
 ) -> list[GatewayDelivery]:
-    """Return one ``Delivery`` per gateway carrying every row of a page, in the rows' order.
+    """Return one ``Delivery`` per gateway carrying every row of a window, in the rows' order.
 
     Each item is flagged ``stored``: its row stays until the client acknowledges it, so a gateway
     that cannot deliver it does not hand it back. The frame is the stored text, byte for byte.
 
     Args:
-        rows: one page of the uid's rows, sorted by mid.
+        rows: one window of the uid's rows, sorted by mid.
         gateways: the request's connections grouped by gateway (``targets_by_gateway``).
+        next_mid: where the rows not in this window start ("" when there are none); each
+            gateway asks for them as its clients acknowledge.
     """
     if not rows:
         return []
@@ -339,7 +366,8 @@ def replay_deliveries(
                         stored=True,
                     )
                     for mid, frame in frames
-                ]
+                ],
+                next_mid=next_mid,
             ),
         )
         for gateway in gateways

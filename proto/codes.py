@@ -74,7 +74,10 @@ class CloseCode(IntEnum):
     KICKED = 4005
     """Terminal: a backend kicked this uid."""
     SLOW_CONSUMER = 4006
-    """The client read too slowly; its unacknowledged messages went to the offline store."""
+    """The client read too slowly (``SWITCHBOARD_OUTBOX_FRAMES`` frames waited for it); its
+    unacknowledged messages went to the offline store. A client that reads but does not
+    acknowledge is not closed: past ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION`` its messages
+    wait in the offline store instead."""
     RATE_LIMITED = 4007
     """Too many frames; reconnect after a pause."""
     TOO_MANY_CONNECTIONS = 4008

@@ -65,6 +65,8 @@ OFFLINE_RETENTION_S = "SWITCHBOARD_OFFLINE_RETENTION_S"
 """Age after which an offline row is deleted unread (and never replayed)."""
 OFFLINE_SWEEP_INTERVAL_S = "SWITCHBOARD_OFFLINE_SWEEP_INTERVAL_S"
 """Pause between two passes of the offline store's retention sweep."""
+MAX_UNACKED_PER_CONNECTION = "SWITCHBOARD_MAX_UNACKED_PER_CONNECTION"
+"""Messages one connection may leave unacknowledged; what passes goes to the offline store."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -18,6 +18,7 @@ gateway.stopped              GatewayStopped       gateway -> router
 gateway.batch                Batch                gateway -> router (envelopes of the keys above)
 gateway.ack                  Acked                gateway -> offline store
 gateway.acks                 Batch                gateway -> offline store (``gateway.ack`` items)
+gateway.replay               ReplayRequest        gateway -> offline store (the next window)
 store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway
@@ -202,6 +203,10 @@ class Delivery(Envelope, frozen=True):
     """The frames one gateway (or the offline store) is to handle, for some of its connections."""
 
     items: list[DeliveryItem]
+    next_mid: str = ""
+    """Set on a replay window that did not hold every stored row: the rows from this mid on are
+    still to be replayed. The gateway asks for them (``ReplayRequest`` on ``gateway.replay``)
+    for each target connection once the client has acknowledged enough of what it holds."""
 
 
 class SavedUid(msgspec.Struct, frozen=True, array_like=True):
@@ -223,11 +228,17 @@ class ReplayTarget(msgspec.Struct, frozen=True, array_like=True):
 
 
 class ReplayRequest(Envelope, frozen=True):
-    """Replay ``uid``'s offline rows with ``mid >= from_mid`` to these connections."""
+    """Replay one window of ``uid``'s offline rows with ``mid >= from_mid`` to these connections.
+
+    The store sends at most ``limit`` rows (its ``SWITCHBOARD_REPLAY_PAGE`` when 0 or larger),
+    and sets ``Delivery.next_mid`` when rows remain: the gateway asks for the next window as its
+    client acknowledges, so that a backlog never floods a connection.
+    """
 
     uid: str
     targets: list[ReplayTarget]
     from_mid: str = ""
+    limit: int = 0
 
 
 # Backend commands: the bodies of api.<command> on the inbound exchange (and of POST /api/<command>

@@ -20,6 +20,10 @@ DELIVERIES_TOTAL = "switchboard_gateway_deliveries_total"
 """Counter: deliveries this gateway consumed from its queue."""
 DELIVERY_LATENCY_SECONDS = "switchboard_gateway_delivery_latency_seconds"
 """Histogram: from a message's ``ts`` (its sender's gateway) to its push; live messages only."""
+UNACKED_CAPPED_TOTAL = "switchboard_gateway_unacked_capped_total"
+"""Counter: live messages handed to the offline store instead of pushed, because their
+connection held ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION`` unacknowledged messages already (or
+did, and the replay of what was handed over has not caught up yet)."""
 
 GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
 """Counter by ``routing_key``: messages this gateway published to the inbound exchange."""
@@ -81,4 +85,5 @@ ALL_NAMES = (
     GATEWAY_PUBLISHES_TOTAL,
     OFFLINE_REFUSED_TOTAL,
     OFFLINE_EXPIRED_TOTAL,
+    UNACKED_CAPPED_TOTAL,
 )

@@ -11,7 +11,7 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.router          queue, bound to gateway.opened|closed|send|joined|left|presence|
                               heartbeat|stopped,
                               store.saved and api.#: consumed by every router
-      -> <ns>.offline.control queue, bound to router.replay: offline stores
+      -> <ns>.offline.control queue, bound to router.replay and gateway.replay: offline stores
       -> <ns>.offline.acks    queue, bound to gateway.ack and gateway.acks: offline stores (apart
                               from replays, so that a flood of acks never delays a login)
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
@@ -51,6 +51,8 @@ KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
 KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
+KEY_REPLAY_MORE = "gateway.replay"
+"""A gateway's ``ReplayRequest`` for the next replay window of one connection."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 
@@ -74,7 +76,7 @@ BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
 """The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
 router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
-STORE_CONTROL_BINDINGS = (KEY_REPLAY,)
+STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""

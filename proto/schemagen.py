@@ -296,7 +296,10 @@ SPECS = (
     ),
     _envelope("saved", envelopes.Saved, f"{_INBOUND} {keys.KEY_SAVED}"),
     _envelope(
-        "replay-request", envelopes.ReplayRequest, f"{_INBOUND} {keys.KEY_REPLAY}"
+        "replay-request",
+        envelopes.ReplayRequest,
+        f"{_INBOUND} {keys.KEY_REPLAY} (from a router) or {keys.KEY_REPLAY_MORE}"
+        " (a gateway asking for the next window)",
     ),
     _envelope(
         "delivery",

@@ -31,7 +31,13 @@ from proto.envelopes import (
     encode,
 )
 from proto.mids import MidFactory
-from proto.names import EVENT_MESSAGE_OFFLINE, KEY_ACK, KEY_REPLAY, Names
+from proto.names import (
+    EVENT_MESSAGE_OFFLINE,
+    KEY_ACK,
+    KEY_REPLAY,
+    KEY_REPLAY_MORE,
+    Names,
+)
 from proto.topology import gateway_topology, shared_topology
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
@@ -496,7 +502,7 @@ async def test_replay_pushes_rows_from_from_mid_in_order_to_each_gateway(
     assert await count_rows(pg, names) == len(rows)
 
 
-async def test_replay_of_2000_rows_arrives_completely_in_pages(
+async def test_a_replay_request_gets_one_window_and_where_the_next_starts(
     stack: Stack, broker: Broker, pg: asyncpg.Connection
 ) -> None:
     await stack.start_store(**{env.REPLAY_PAGE: "500"})
@@ -508,23 +514,38 @@ async def test_replay_of_2000_rows_arrives_completely_in_pages(
         [Row("bob", mid, message_frame(mid, "bob").decode()) for mid in all_mids],
     )
     gateway_id, queue = await broker.fake_gateway(stack)
+    target = [ReplayTarget(gateway_id, "c1")]
 
+    # No limit of its own (a router's request): one page.
+    await broker.publish_control(KEY_REPLAY, ReplayRequest(uid="bob", targets=target))
+    first = decode_delivery(await next_envelope(queue))
+    assert [item.mid for item in first.items] == all_mids[:500]
+    assert first.next_mid == all_mids[500]
+
+    # A gateway asks for the next window, as large as its connection can take.
     await broker.publish_control(
-        KEY_REPLAY, ReplayRequest(uid="bob", targets=[ReplayTarget(gateway_id, "c1")])
+        KEY_REPLAY_MORE,
+        ReplayRequest(uid="bob", targets=target, from_mid=first.next_mid, limit=100),
     )
+    second = decode_delivery(await next_envelope(queue))
+    assert [item.mid for item in second.items] == all_mids[500:600]
+    assert second.next_mid == all_mids[600]
 
-    deliveries: list[Delivery] = []
-    async with asyncio.timeout(scaled(10)):
-        while sum(len(d.items) for d in deliveries) < len(all_mids):
-            deliveries.append(decode_delivery(await next_envelope(queue)))
-    assert [len(d.items) for d in deliveries] == [500, 500, 500, 500]
-    assert [item.mid for d in deliveries for item in d.items] == all_mids
+    # A limit above the page gets a page; the last window says nothing remains.
+    await broker.publish_control(
+        KEY_REPLAY_MORE,
+        ReplayRequest(uid="bob", targets=target, from_mid=all_mids[1600], limit=900),
+    )
+    last = decode_delivery(await next_envelope(queue))
+    assert [item.mid for item in last.items] == all_mids[1600:]
+    assert last.next_mid == ""
+    assert await queue.get(no_ack=True, fail=False) is None
 
 
-async def test_replay_of_10000_rows_arrives_completely_in_order(
+async def test_replay_of_10000_rows_window_by_window_arrives_completely_in_order(
     stack: Stack, broker: Broker, pg: asyncpg.Connection
 ) -> None:
-    store = await stack.start_store()
+    await stack.start_store()
     names = stack.names
     all_mids = new_mids(10_000)
     await insert_rows(
@@ -533,13 +554,18 @@ async def test_replay_of_10000_rows_arrives_completely_in_order(
         [Row("bob", mid, message_frame(mid, "bob").decode()) for mid in all_mids],
     )
     gateway_id, queue = await broker.fake_gateway(stack)
+    target = [ReplayTarget(gateway_id, "c1")]
 
-    await broker.publish_control(
-        KEY_REPLAY, ReplayRequest(uid="bob", targets=[ReplayTarget(gateway_id, "c1")])
-    )
-    await store.wait_for_event("replay_finished", uid="bob")
-
-    items = await receive_items(queue, len(all_mids))
+    items: list[DeliveryItem] = []
+    request = ReplayRequest(uid="bob", targets=target)
+    async with asyncio.timeout(scaled(30)):
+        while True:
+            await broker.publish_control(KEY_REPLAY_MORE, request)
+            window = decode_delivery(await next_envelope(queue))
+            items.extend(window.items)
+            if not window.next_mid:
+                break
+            request = ReplayRequest(uid="bob", targets=target, from_mid=window.next_mid)
     assert [item.mid for item in items] == all_mids
 
 

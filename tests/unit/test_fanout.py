@@ -63,7 +63,7 @@ def test_stored_messages_are_pushed_without_holding_and_never_handed_over_again(
         [item(Target("bob", "c1"), Target("bob", "gone"), stored=True)],
         {"c1"},
     )
-    assert plan.pushes == [Push("c1", FRAME, "m1", False, 0)]
+    assert plan.pushes == [Push("c1", FRAME, "m1", False, 0, is_stored=True)]
     assert plan.handover == []
 
 

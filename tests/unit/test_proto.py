@@ -232,6 +232,7 @@ ROUTING = {
     names.KEY_ACK: SPACE.store_acks_queue,
     names.KEY_ACK_BATCH: SPACE.store_acks_queue,
     names.KEY_REPLAY: SPACE.store_control_queue,
+    names.KEY_REPLAY_MORE: SPACE.store_control_queue,
 }
 
 

@@ -1,0 +1,46 @@
+"""replay.py: a replay request gets one window of rows, and says where the next one starts."""
+
+from offline_store import replay
+from offline_store.replay import GatewayTargets, StoredRow
+from proto.envelopes import Target, decode_delivery, encode
+
+MIDS = [f"0190f0a1b2c3{n:04x}aaaaaaaaaa" for n in range(5)]
+ROWS = [StoredRow(mid, '{"type":"message","mid":"' + mid + '"}') for mid in MIDS]
+GATEWAYS = (GatewayTargets("gw1", (Target("bob", "c1"),)),)
+
+
+def test_a_window_is_what_the_request_asks_for_never_more_than_a_page() -> None:
+    assert replay.window_rows(0, 500) == 500  # a router's request: a page
+    assert (
+        replay.window_rows(100, 500) == 100
+    )  # a gateway's: what its connection can take
+    assert replay.window_rows(900, 500) == 500
+    assert replay.window_rows(-1, 500) == 500
+
+
+def test_rows_beyond_the_window_give_where_the_next_one_starts() -> None:
+    window, next_mid = replay.split_window(ROWS, 3)
+    assert list(window) == ROWS[:3]
+    assert next_mid == MIDS[3]
+
+
+def test_a_window_with_every_remaining_row_has_no_next() -> None:
+    assert replay.split_window(ROWS, 5) == (ROWS, "")
+    assert replay.split_window(ROWS[:2], 5) == (ROWS[:2], "")
+    assert replay.split_window([], 5) == ([], "")
+
+
+def test_each_gateway_learns_where_the_next_window_starts() -> None:
+    window, next_mid = replay.split_window(ROWS, 2)
+    gateways = (*GATEWAYS, GatewayTargets("gw2", (Target("bob", "c2"),)))
+    outbound = replay.replay_deliveries(window, gateways, next_mid)
+    for sent in outbound:
+        assert [item.mid for item in sent.delivery.items] == MIDS[:2]
+        assert sent.delivery.next_mid == MIDS[2]
+        # On the wire, for a gateway to decode.
+        assert decode_delivery(encode(sent.delivery)).next_mid == MIDS[2]
+
+
+def test_the_last_window_carries_no_next_mid_on_the_wire() -> None:
+    (sent,) = replay.replay_deliveries(ROWS, GATEWAYS)
+    assert decode_delivery(encode(sent.delivery)).next_mid == ""
