@@ -173,6 +173,11 @@ class DeliveryItem(Envelope, frozen=True):
     """When true (with no frame to push and no targets), the routers lost this gateway's
     presence: it publishes ``ConnOpened`` (``reannounce``) for each of its initialized
     connections and ``RoomJoined`` (``count``) for each room it has members in."""
+    throttle_uid: str = ""
+    """When set (with no frame to push and no targets), this uid sent more than
+    ``SWITCHBOARD_RATE_LIMIT_PER_UID_BURST`` across all gateways in a window: every gateway
+    answers its frames ``rate_limited`` for ``throttle_ms`` (and nothing is stored)."""
+    throttle_ms: int = 0
 
 
 class Delivery(Envelope, frozen=True):

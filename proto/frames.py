@@ -37,7 +37,9 @@ import msgspec
 
 MAX_ID_LENGTH = 128
 MAX_ACK_MIDS = 1000
-MAX_PRESENCE_UIDS = 1000
+MAX_PRESENCE_UIDS = 100
+"""Uids one ``presence`` frame may ask about; it costs one frame per ten of them against the
+rate limits (``proto.limits.frame_cost``)."""
 
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Uid = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
