@@ -32,6 +32,11 @@ BENCH_SETTINGS = {
     # One client sends thousands of frames a second in the replay scenario.
     env.RATE_LIMIT_PER_S: "1000000",
     env.RATE_LIMIT_BURST: "1000000",
+    # Counted as in production (Redis counters, byte buckets), never reached.
+    env.RATE_LIMIT_PER_UID_PER_S: "1000000",
+    env.RATE_LIMIT_PER_UID_BURST: "1000000",
+    env.RATE_LIMIT_BYTES_PER_S: "1000000000",
+    env.RATE_LIMIT_BYTES_BURST: "1000000000",
     # Thousands of connections opening at once wait for their turn in the accept queue.
     env.INIT_TIMEOUT_S: "60",
     env.IDLE_TIMEOUT_S: "600",

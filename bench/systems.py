@@ -22,7 +22,7 @@ AMQP_URL = env.DEFAULT_AMQP_URL
 
 SWITCHBOARD_NOTE = (
     "1 router, 1 offline store, {gateways} gateways (bench/servers.py settings: log level "
-    "warning, rate limit 1e6 frames/s); quorum router queue, persistent confirmed "
+    "warning, rate limits out of reach); quorum router queue, persistent confirmed "
     "publishes, client acks"
 )
 SOCKETIO_PREFETCH = 100

@@ -121,6 +121,27 @@ def is_reannounce_requested(delivery: Delivery) -> bool:
     return any(item.reannounce for item in delivery.items)
 
 
+def throttles(delivery: Delivery) -> list[tuple[str, int]]:
+    """The uids the routers found over their rate across gateways, and for how long (ms) to
+    refuse their frames (``DeliveryItem.throttle_uid``)."""
+    return [
+        (item.throttle_uid, item.throttle_ms)
+        for item in delivery.items
+        if item.throttle_uid and item.throttle_ms > 0
+    ]
+
+
+_READY_PREFIX = b'{"type":"ready"'
+
+
+def is_ready(frame: bytes) -> bool:
+    """Whether a frame is ``ready``: the router registered the connection it is pushed to.
+
+    Every service encodes a frame with msgspec, which writes the tag first.
+    """
+    return frame.startswith(_READY_PREFIX)
+
+
 def reannouncements(
     gateway_id: str,
     uids: Mapping[str, str],

@@ -34,7 +34,13 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway import observability
 from gateway.bus import Bus
-from gateway.fanout import is_reannounce_requested, plan_delivery, reannouncements
+from gateway.fanout import (
+    is_ready,
+    is_reannounce_requested,
+    plan_delivery,
+    reannouncements,
+    throttles,
+)
 from gateway.session import Session
 from proto import envelopes, names
 from proto.codes import CloseCode
@@ -43,6 +49,8 @@ from proto.envelopes import DeliveryItem, Target
 log = structlog.get_logger()
 
 HANDOVER_RETRY_S = 1.0
+THROTTLED_PRUNE_AT = 1024
+"""Throttled uids remembered before the expired ones are dropped."""
 
 
 class Held:
@@ -148,6 +156,14 @@ class Connection:
         default_factory=lambda: asyncio.Semaphore(SENDS_IN_FLIGHT)
     )
     """Sends published and not yet confirmed (see ``ws.ClientServer._perform``)."""
+    registration: asyncio.Future[None] | None = None
+    """From ``init`` until the router's ``ready`` (or its refusal, a close): the reader reads
+    no frame meanwhile, so a connection over the uid's connection cap sends nothing."""
+
+    def registered(self) -> None:
+        """The router registered the connection (or refused it): the reader may go on."""
+        if self.registration is not None and not self.registration.done():
+            self.registration.set_result(None)
 
     def push(self, frame: bytes) -> bool:
         """Queue a frame for the writer; False when the client is too far behind."""
@@ -160,6 +176,7 @@ class Connection:
         if self.is_closing:
             return
         self.is_closing = True
+        self.registered()  # a reader waiting for ready is to stop instead
         if not self.outbox.put_nowait(CloseRequest(code, reason)):
             # The client is not reading: it would not read a close frame either.
             log.info("connection_aborted", code=code.name.lower())
@@ -193,6 +210,9 @@ class Hub:
         self._handover_idle = asyncio.Event()
         self._handover_idle.set()
         self._background: set[asyncio.Task[None]] = set()
+        self._throttled: dict[str, float] = {}
+        """uid -> until when (``clock``) its frames are refused: the routers found it over its
+        rate across gateways (``DeliveryItem.throttle_uid``)."""
 
     # Connections
 
@@ -256,6 +276,29 @@ class Hub:
             if connection.session.is_initialized
         }
 
+    # The per-uid rate limit, counted by the routers
+
+    def is_throttled(self, uid: str | None) -> bool:
+        """Whether the routers asked, a moment ago, to refuse this uid's frames."""
+        if uid is None or not self._throttled:
+            return False
+        until = self._throttled.get(uid)
+        if until is None:
+            return False
+        if until > self._clock():
+            return True
+        del self._throttled[uid]
+        return False
+
+    def throttle(self, uid: str, for_ms: int) -> None:
+        """Refuse the uid's frames for ``for_ms`` from now (on every connection here)."""
+        now = self._clock()
+        if len(self._throttled) >= THROTTLED_PRUNE_AT:
+            self._throttled = {u: t for u, t in self._throttled.items() if t > now}
+        until = now + for_ms / 1000
+        self._throttled[uid] = max(until, self._throttled.get(uid, until))
+        log.info("uid_throttle_received", uid=uid, throttle_ms=for_ms)
+
     # Deliveries from the gateway's queue
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
@@ -271,6 +314,8 @@ class Hub:
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
         if is_reannounce_requested(delivery):
             self._spawn(self._reannounce())
+        for uid, for_ms in throttles(delivery):
+            self.throttle(uid, for_ms)
         # Only a broadcast needs the initialized connections: not worth a pass otherwise.
         initialized = (
             self._initialized_ids()
@@ -330,6 +375,8 @@ class Hub:
                     push.mid, push.frame, connection, deadline, [], is_stored=True
                 )
                 self._holding.add(connection)
+            if connection.registration is not None and is_ready(push.frame):
+                connection.registered()
             if push.close_code:
                 self._close(
                     connection, CloseCode(push.close_code), "closed by the server"

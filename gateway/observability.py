@@ -104,6 +104,12 @@ UNACKED_CAPPED = Counter(
     "Live messages handed to the offline store: their connection held too many unacknowledged.",
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    names.RATE_LIMITED_TOTAL,
+    "Frames answered rate_limited, by the limit that refused them.",
+    [names.LABEL_LIMIT],
+    registry=REGISTRY,
+)
 # Every label value is exported from the start, at 0, so that rates and absent() work at once.
 # The per-frame counters are looked up once here: ``labels()`` costs more than ``inc()``.
 _RECEIVED_BY_TYPE = {
@@ -115,6 +121,9 @@ _SENT_BY_TYPE = {
 }
 for _code in ERROR_CODES:
     ERRORS.labels(_code)
+_RATE_LIMITED_BY_LIMIT = {
+    limit: RATE_LIMITED.labels(limit) for limit in names.RATE_LIMITS
+}
 
 
 _TYPE_PREFIX = b'{"type":"'
@@ -172,6 +181,14 @@ def count_publish(routing_key: str) -> None:
 def count_error(code: str) -> None:
     """Count an error frame this gateway answered, by code."""
     ERRORS.labels(code if code in ERROR_CODES else OTHER_CODE).inc()
+
+
+def count_rate_limited(limit: str) -> None:
+    """Count a frame answered ``rate_limited``, by the limit that refused it."""
+    counter = _RATE_LIMITED_BY_LIMIT.get(limit)
+    if counter is None:
+        counter = RATE_LIMITED.labels(limit)
+    counter.inc()
 
 
 def count_delivery(delivery: envelopes.Delivery, now_ms: int) -> None:

@@ -12,7 +12,10 @@ Answers to the frames that are published (every ``id`` gets exactly one):
   recipients got, on whatever connection and gateway the retry comes.
 - ``join`` / ``leave``: ``joined`` / ``left`` once the broker confirmed; the room is recorded
   (or dropped) at that moment, here and in the hub's index.
-- ``presence``: nothing here; the router answers with a delivery to this connection.
+- ``presence``: nothing here; the router answers with a delivery to this connection. It costs
+  more than one frame against the rate limit (``last_frame_cost``).
+- ``send`` and ``presence`` of a uid the routers throttled (over its rate across gateways):
+  ``rate_limited``, nothing published.
 - Any of them when the broker does not confirm: ``unavailable`` with the frame's id.
 """
 
@@ -20,8 +23,9 @@ from dataclasses import dataclass
 
 import msgspec
 
+from gateway.limits import Limit
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
-from proto import envelopes, frames, names, rules
+from proto import envelopes, frames, limits, names, rules
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
 from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
@@ -35,6 +39,8 @@ class Reply:
     frame: bytes
     error_code: ErrorCode | None = None
     """Set when the frame is an ``error``, for the log line."""
+    limit: Limit | None = None
+    """For ``rate_limited``: the limit that refused the frame, for the log line and metric."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,9 @@ class Session:
         self.last_frame_type = ""
         """The ``type`` of the last frame handled (``unknown`` when it had none that is known,
         ``binary`` for a binary frame), for the frame counters; decided while decoding."""
+        self.last_frame_cost = 1
+        """What the last frame handled costs against the rate limit, in frames (more than one
+        for a ``presence`` frame: ``proto.limits.frame_cost``)."""
 
     @property
     def uid(self) -> str | None:
@@ -144,12 +153,25 @@ class Session:
     def is_initialized(self) -> bool:
         return self.identity is not None
 
-    def on_text(self, text: str | bytes, now_ms: int) -> list[Effect]:
-        """Decide what a text frame from the client leads to."""
+    def on_text(
+        self, text: str | bytes, now_ms: int, is_uid_throttled: bool = False
+    ) -> list[Effect]:
+        """Decide what a text frame from the client leads to.
+
+        ``is_uid_throttled``: the routers said this uid sent too much across its connections
+        (the hub keeps it): its ``send`` and ``presence`` frames are refused for now.
+        """
         self.last_frame_type = FRAME_TYPE_UNKNOWN
+        self.last_frame_cost = 1
         try:
             frame = self._decode(text)
             self.last_frame_type = str(frame.__struct_config__.tag)
+            if isinstance(frame, frames.PresenceQuery):
+                self.last_frame_cost = limits.frame_cost(len(frame.uids))
+            if is_uid_throttled and isinstance(
+                frame, frames.Send | frames.PresenceQuery
+            ):
+                return self._uid_throttled(frame.id)
             return self._on_frame(frame, now_ms)
         except FrameRejected as rejected:
             return self._rejected(rejected)
@@ -164,15 +186,23 @@ class Session:
             )
         ]
 
-    def on_rate_limited(self, text: str | bytes, is_flooding: bool) -> list[Effect]:
-        """A frame over the connection's rate limit: ``rate_limited`` with its id, if it has
-        one; when the client keeps flooding, a close with ``CloseCode.RATE_LIMITED`` too."""
+    def on_rate_limited(
+        self, text: str | bytes, is_flooding: bool, limit: Limit = Limit.FRAMES
+    ) -> list[Effect]:
+        """A frame over one of the connection's rate limits: ``rate_limited`` with its id, if
+        it has one; when the client keeps flooding, a close with ``CloseCode.RATE_LIMITED``
+        too."""
         self.last_frame_type = FRAME_TYPE_UNKNOWN
         probe = _probe(text)
         client_id = probe.id if isinstance(probe.id, str) else None
         code = ErrorCode.RATE_LIMITED
+        message = (
+            "too many bytes; slow down"
+            if limit is Limit.BYTES
+            else "too many frames; slow down"
+        )
         effects: list[Effect] = [
-            Reply(error_frame(code, "too many frames; slow down", client_id), code)
+            Reply(error_frame(code, message, client_id), code, limit)
         ]
         if is_flooding:
             effects.append(Close(CloseCode.RATE_LIMITED, code.value))
@@ -427,6 +457,11 @@ class Session:
         )
         # The router answers with a delivery to this connection.
         return Publish(names.KEY_PRESENCE, envelopes.encode(asked), client_id=frame.id)
+
+    def _uid_throttled(self, client_id: str) -> list[Effect]:
+        code = ErrorCode.RATE_LIMITED
+        message = "this uid sends too much across its connections; slow down"
+        return [Reply(error_frame(code, message, client_id), code, Limit.UID)]
 
     def _rejected(self, rejected: FrameRejected) -> list[Effect]:
         return [

@@ -65,6 +65,10 @@ class Settings:
     """Frames per second one connection may send, on average."""
     rate_limit_burst: int = 100
     """Frames one connection may send at once before the rate applies."""
+    rate_limit_bytes_per_s: float = 262_144.0
+    """Bytes per second one connection may send, on average; 0: no limit."""
+    rate_limit_bytes_burst: int = 1_048_576
+    """Bytes one connection may send at once; at least ``max_frame_bytes``."""
     compression: str | None = None
     """``"deflate"``: negotiate permessage-deflate with clients that offer it (about 30 KiB more
     per connection); None: never."""
@@ -110,6 +114,16 @@ class Settings:
         jwt_algorithm = env.choice(
             environ, env.JWT_ALGORITHM, tokens.ALGORITHMS, tokens.DEFAULT_ALGORITHM
         )
+        max_frame_bytes = env.integer(environ, env.MAX_FRAME_BYTES, 65536, minimum=256)
+        bytes_per_s = env.rate_or_off(environ, env.RATE_LIMIT_BYTES_PER_S, 262_144.0)
+        bytes_burst = env.integer(
+            environ, env.RATE_LIMIT_BYTES_BURST, max(1_048_576, max_frame_bytes)
+        )
+        if bytes_per_s and bytes_burst < max_frame_bytes:
+            raise SettingsError(
+                f"{env.RATE_LIMIT_BYTES_BURST} must be at least {env.MAX_FRAME_BYTES} "
+                f"({max_frame_bytes}), got {bytes_burst}: a largest frame would never pass"
+            )
         return cls(
             names=names,
             amqp_url=amqp_url,
@@ -118,6 +132,8 @@ class Settings:
             allowed_origins=allowed_origins(environ),
             rate_limit_per_s=env.rate(environ, env.RATE_LIMIT_PER_S, 50.0),
             rate_limit_burst=env.integer(environ, env.RATE_LIMIT_BURST, 100, minimum=1),
+            rate_limit_bytes_per_s=bytes_per_s,
+            rate_limit_bytes_burst=bytes_burst,
             compression=compression(environ),
             gateway_id=gateway_id,
             host=host,
@@ -136,9 +152,7 @@ class Settings:
             publish_timeout_s=env.seconds(environ, env.PUBLISH_TIMEOUT_S, 5.0),
             connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, 5.0),
             shutdown_timeout_s=env.seconds(environ, env.SHUTDOWN_TIMEOUT_S, 10.0),
-            max_frame_bytes=env.integer(
-                environ, env.MAX_FRAME_BYTES, 65536, minimum=256
-            ),
+            max_frame_bytes=max_frame_bytes,
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
             prefetch=prefetch,
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),

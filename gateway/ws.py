@@ -20,7 +20,7 @@ from websockets.typing import Origin
 from gateway import observability
 from gateway.bus import Bus
 from gateway.hub import CloseRequest, Connection, Hub, Outbox
-from gateway.limits import FrameBucket, Verdict
+from gateway.limits import ConnectionLimits, Decision, Verdict, utf8_length
 from gateway.session import (
     Acknowledge,
     Close,
@@ -33,7 +33,7 @@ from gateway.session import (
 )
 from gateway.settings import Settings
 from proto import names
-from proto.codes import CloseCode
+from proto.codes import CloseCode, ErrorCode
 from proto.mids import MidFactory
 
 log = structlog.get_logger()
@@ -123,8 +123,11 @@ class ClientServer:
         assert isinstance(websocket, TrackedConnection)
         session = connection.session
         init_deadline = websocket.loop.time() + self._settings.init_timeout_s
-        bucket = FrameBucket(
-            self._settings.rate_limit_per_s, self._settings.rate_limit_burst
+        limits = ConnectionLimits(
+            self._settings.rate_limit_per_s,
+            self._settings.rate_limit_burst,
+            self._settings.rate_limit_bytes_per_s,
+            self._settings.rate_limit_bytes_burst,
         )
         while True:
             try:
@@ -148,16 +151,65 @@ class ClientServer:
                 return
             except ConnectionClosed:
                 return
-            verdict = bucket.on_frame(websocket.loop.time())
-            if verdict is not Verdict.ACCEPT:
-                effects = session.on_rate_limited(text, verdict is Verdict.CLOSE)
+            now_s = websocket.loop.time()
+            size = utf8_length(text) if limits.counts_bytes else 0
+            decision = limits.on_frame(now_s, size)
+            if not decision.is_accepted:
+                effects = self._rate_limited(session, text, decision)
             elif isinstance(text, bytes):
                 effects = session.on_binary()
             else:
-                effects = session.on_text(text, now_ms())
+                is_throttled = self._hub.is_throttled(session.uid)
+                effects = session.on_text(text, now_ms(), is_throttled)
+                # A presence frame costs one frame per ten uids: charged once decoded.
+                decision = limits.on_cost(now_s, session.last_frame_cost - 1)
+                if not decision.is_accepted:
+                    frame_type = session.last_frame_type
+                    effects = self._rate_limited(session, text, decision)
+                    session.last_frame_type = (
+                        frame_type  # decoded: counted as what it is
+                    )
             observability.count_frame_received(session.last_frame_type)
             if not await self._perform(connection, effects, tasks):
                 return
+            if connection.registration is not None and not await self._registered(
+                connection
+            ):
+                return
+
+    def _rate_limited(
+        self, session: Session, text: str | bytes, decision: Decision
+    ) -> list[Effect]:
+        assert decision.limit is not None
+        is_flooding = decision.verdict is Verdict.CLOSE
+        return session.on_rate_limited(text, is_flooding, decision.limit)
+
+    async def _registered(self, connection: Connection) -> bool:
+        """Read nothing more until the router registered the connection (``ready``) or refused
+        it (a close: over the uid's connection cap); False when it is to be closed.
+
+        What the client sent meanwhile waits in the socket: a connection the router refuses
+        never gets to send anything. Bounded by the idle timeout (the router is away).
+        """
+        registration = connection.registration
+        assert registration is not None
+        closed = asyncio.ensure_future(connection.websocket.wait_closed())
+        try:
+            done, _ = await asyncio.wait(
+                (registration, closed),
+                timeout=self._settings.idle_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            closed.cancel()
+            connection.registration = None
+        if connection.is_closing or closed in done:
+            return False
+        if registration not in done:
+            log.warning("registration_timed_out")
+            connection.request_close(CloseCode.INTERNAL_ERROR, "not registered in time")
+            return False
+        return True
 
     def _deadline(
         self, websocket: TrackedConnection, session: Session, init_deadline: float
@@ -187,7 +239,13 @@ class ClientServer:
                             CloseCode.SLOW_CONSUMER, "too many frames waiting"
                         )
                         return False
-                    if effect.error_code is not None:
+                    if effect.limit is not None:
+                        log.info(
+                            "frame_rejected", code=effect.error_code, limit=effect.limit
+                        )
+                        observability.count_error(ErrorCode.RATE_LIMITED)
+                        observability.count_rate_limited(effect.limit)
+                    elif effect.error_code is not None:
                         log.info("frame_rejected", code=effect.error_code)
                         observability.count_error(effect.error_code)
                 case Publish(routing_key=names.KEY_SEND):
@@ -196,6 +254,12 @@ class ClientServer:
                         effect.routing_key, effect.body
                     )
                     tasks.create_task(self._answer_send(connection, effect, confirmed))
+                case Publish(routing_key=names.KEY_CONN_OPENED):
+                    # Created first: the router's ready may come before the confirm.
+                    connection.registration = asyncio.get_running_loop().create_future()
+                    await self._publish(connection, effect)
+                    if not connection.session.is_initialized:
+                        connection.registration = None  # not published: init again
                 case Publish():
                     await self._publish(connection, effect)
                 case Acknowledge():

@@ -28,13 +28,15 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     """The broker did not confirm the frame in time: nothing was accepted; retry, same id."""
     RATE_LIMITED = "rate_limited"
-    """Too many frames on this connection; slow down."""
+    """Too many frames or bytes on this connection, or too many frames from this uid across all
+    its connections (refused for the rest of the window); slow down."""
     INTERNAL_ERROR = "internal_error"
     """Something unexpected; it was logged. Retry with the same ``id``."""
     NOT_MEMBER = "not_member"
     """A group send from a uid that is not a member of the group."""
     FORBIDDEN = "forbidden"
-    """The token does not allow it: a room join without the claim, a broadcast without the right."""
+    """The token does not allow it: a room join without the claim, a broadcast without the right;
+    a client ``presence`` query where ``SWITCHBOARD_PRESENCE_POLICY`` is ``nobody``."""
     UNAUTHORIZED = "unauthorized"
     """HTTP API: no ``Authorization: Bearer <SWITCHBOARD_API_KEY>``, or another key."""
     TOO_LARGE = "too_large"

@@ -67,6 +67,14 @@ OFFLINE_SWEEP_INTERVAL_S = "SWITCHBOARD_OFFLINE_SWEEP_INTERVAL_S"
 """Pause between two passes of the offline store's retention sweep."""
 MAX_UNACKED_PER_CONNECTION = "SWITCHBOARD_MAX_UNACKED_PER_CONNECTION"
 """Messages one connection may leave unacknowledged; what passes goes to the offline store."""
+PRESENCE_POLICY = "SWITCHBOARD_PRESENCE_POLICY"
+"""Who may learn a uid's presence from a client ``presence`` frame (``proto.limits``)."""
+RATE_LIMIT_PER_UID_PER_S = "SWITCHBOARD_RATE_LIMIT_PER_UID_PER_S"
+"""Frames per second one uid may send across every gateway; 0: no limit."""
+RATE_LIMIT_PER_UID_BURST = "SWITCHBOARD_RATE_LIMIT_PER_UID_BURST"
+RATE_LIMIT_BYTES_PER_S = "SWITCHBOARD_RATE_LIMIT_BYTES_PER_S"
+"""Bytes per second one connection may send; 0: no limit."""
+RATE_LIMIT_BYTES_BURST = "SWITCHBOARD_RATE_LIMIT_BYTES_BURST"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -169,3 +177,14 @@ def location(url: str) -> str:
 def rate(environ: Mapping[str, str], name: str, default: float) -> float:
     """Return a positive, finite rate per second."""
     return _positive(environ, name, default, "a number per second")
+
+
+def rate_or_off(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Return a rate per second that is positive and finite, or 0 (the limit is off)."""
+    raw = environ.get(name, "")
+    try:
+        if raw != "" and float(raw) == 0:
+            return 0.0
+    except ValueError:
+        pass  # _positive's error names the variable
+    return _positive(environ, name, default, "a number per second (0: off)")

@@ -197,6 +197,11 @@ class DeliveryItem(Envelope, frozen=True):
     refuses the message for a recipient whose store is full, it tells that connection (an
     ``error`` frame, code ``recipient_full``); kept by a gateway that hands the item over because
     a target connection is not there."""
+    throttle_uid: str = ""
+    """When set (with no frame to push and no targets), this uid sent more than
+    ``SWITCHBOARD_RATE_LIMIT_PER_UID_BURST`` across all gateways in a window: every gateway
+    answers its frames ``rate_limited`` for ``throttle_ms`` (and nothing is stored)."""
+    throttle_ms: int = 0
 
 
 class Delivery(Envelope, frozen=True):

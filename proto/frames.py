@@ -46,7 +46,9 @@ from proto.rules import IDENTIFIER_PATTERN, Identifier
 
 MAX_ID_LENGTH = rules.MAX_ID_LENGTH
 MAX_ACK_MIDS = 1000
-MAX_PRESENCE_UIDS = 1000
+MAX_PRESENCE_UIDS = 100
+"""Uids one ``presence`` frame may ask about; it costs one frame per ten of them against the
+rate limits (``proto.limits.frame_cost``)."""
 
 # Every name a client sends follows proto/rules.py (a documented character set and length),
 # checked while the frame decodes; ``body`` follows its body rules, checked by the gateway.

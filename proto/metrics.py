@@ -27,10 +27,15 @@ did, and the replay of what was handed over has not caught up yet)."""
 
 GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
 """Counter by ``routing_key``: messages this gateway published to the inbound exchange."""
+RATE_LIMITED_TOTAL = "switchboard_gateway_rate_limited_total"
+"""Counter by ``limit``: frames answered ``rate_limited``, by the limit that refused them."""
 
 # Router
 MESSAGES_ROUTED_TOTAL = "switchboard_router_messages_routed_total"
 """Counter by ``kind``: messages routed (client retries dropped are not counted)."""
+UIDS_THROTTLED_TOTAL = "switchboard_router_uids_throttled_total"
+"""Counter: times a uid went over its rate across gateways and its gateways were told to
+throttle it."""
 
 # Offline store
 OFFLINE_STORED_TOTAL = "switchboard_offline_messages_stored_total"
@@ -59,6 +64,9 @@ LABEL_FRAME_TYPE = "frame_type"
 LABEL_KIND = "kind"
 LABEL_CODE = "code"
 LABEL_ROUTING_KEY = "routing_key"
+LABEL_LIMIT = "limit"
+RATE_LIMITS = ("frames", "bytes", "uid")
+"""Values of ``limit``: the connection's frames or bytes per second, or the uid's throttle."""
 
 ROUTE_KINDS = ("direct", "group", "room", "broadcast")
 FRAME_TYPE_BINARY = "binary"
@@ -74,7 +82,9 @@ ALL_NAMES = (
     FRAMES_SENT_TOTAL,
     DELIVERIES_TOTAL,
     DELIVERY_LATENCY_SECONDS,
+    RATE_LIMITED_TOTAL,
     MESSAGES_ROUTED_TOTAL,
+    UIDS_THROTTLED_TOTAL,
     OFFLINE_STORED_TOTAL,
     OFFLINE_REPLAYED_TOTAL,
     OFFLINE_ACKNOWLEDGED_TOTAL,

@@ -203,6 +203,17 @@ class Names:
         """Set of the rooms with members on a gateway, to clean them when it dies."""
         return f"{self.namespace}:gateway:{gateway_id}:rooms"
 
+    def member_of_key(self, uid: str) -> str:
+        """Set of the groups ``uid`` is a member of: the reverse of ``group_key``, kept beside it
+        by ``api.group.add`` and ``api.group.remove``, read by the ``shared_group`` presence
+        policy."""
+        return f"{self.namespace}:member-of:{uid}"
+
+    def rate_key(self, uid: str, window: int) -> str:
+        """The cost of ``uid``'s frames (all gateways) in one window of the per-uid rate limit;
+        ``window`` (a number, last) is the window's index since the epoch."""
+        return f"{self.namespace}:rate:{uid}:{window}"
+
     @property
     def going_offline_key(self) -> str:
         """Sorted set uid -> when its ``user.offline`` event is due (debounce, Unix ms)."""

@@ -238,6 +238,7 @@ class BatchRouter:
             last_seen_ms=self._presence.last_seen_ms,
             now_ms=at_ms,
             gateway_ttl_ms=self._gateway_ttl_ms,
+            presence_policy=self._settings.presence_policy,
         )
 
     async def _after_confirms(
@@ -250,6 +251,11 @@ class BatchRouter:
         # (or a command's reply) only for what was routed.
         await self._bus.publish_all((*plan.replays, *plan.replies))
         observability.count_routed(batch, plan)
+        observability.count_throttled(plan)
+        for throttled in plan.throttled:
+            log.info(
+                "uid_throttled", uid=throttled.uid, throttle_ms=throttled.throttle_ms
+            )
         for gateway_id in plan.sweeps:
             await self._presence.sweep_gateway(gateway_id, stale_before_ms=None)
         for duplicate in plan.duplicates:

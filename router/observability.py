@@ -52,6 +52,11 @@ BROKER_RECONNECTS = Counter(
     registry=REGISTRY,
 )
 READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
+UIDS_THROTTLED = Counter(
+    names.UIDS_THROTTLED_TOTAL,
+    "Times a uid went over its rate across gateways and its gateways were told to throttle it.",
+    registry=REGISTRY,
+)
 for _kind in names.ROUTE_KINDS:
     ROUTED.labels(_kind)  # every kind is exported from the start, at 0
 for _code in (names.CODE_ENVELOPE_REJECTED, names.CODE_BATCH_FAILED):
@@ -81,6 +86,12 @@ def count_routed(batch: Sequence[Inbound], plan: Plan) -> None:
 
 def count_error(code: str) -> None:
     ERRORS.labels(code).inc()
+
+
+def count_throttled(plan: Plan) -> None:
+    """Count the uids a routed batch throttled (over their rate across gateways)."""
+    if plan.throttled:
+        UIDS_THROTTLED.inc(len(plan.throttled))
 
 
 @asynccontextmanager

@@ -3,8 +3,10 @@ dedup, groups, room counts and the going-offline debounce set.
 
 Owns every Redis command of the router: one pipeline per batch (plus one follow-up
 pipeline for a batch with group messages, and one for kicked connections), the sweep
-of dead gateways and the due offline announcements. Routing decisions live in
-routing.py; this module only reads and writes. Keys are described in
+of dead gateways and the due offline announcements. The batch's pipeline also counts
+each uid's frames for the rate per uid across gateways (``routing.UidRate``) and reads
+what the presence policy needs (the groups of the asker and of the uids asked about).
+Routing decisions live in routing.py; this module only reads and writes. Keys are described in
 docs/architecture.md ("Presence in Redis") and proto/names.py.
 """
 
@@ -41,6 +43,7 @@ from proto.envelopes import (
     Saved,
 )
 from proto.errors import DependencyUnavailable
+from proto.limits import PresencePolicy
 from proto.names import Names
 from router import routing
 from router.routing import Call, Connection, Inbound, Lookup, Refused, Removal
@@ -171,6 +174,10 @@ async def open_presence(settings: Settings) -> AsyncIterator["Presence"]:
             settings.redis_timeout_s,
             debounce_ms=round(settings.presence_debounce_s * 1000),
             max_connections_per_uid=settings.max_connections_per_uid,
+            presence_policy=settings.presence_policy,
+            uid_rate=routing.uid_rate(
+                settings.rate_limit_per_uid_per_s, settings.rate_limit_per_uid_burst
+            ),
         )
     finally:
         await client.aclose()
@@ -202,6 +209,8 @@ class Presence:
         command_timeout_s: float,
         debounce_ms: int,
         max_connections_per_uid: int = 0,
+        presence_policy: PresencePolicy = PresencePolicy.EVERYONE,
+        uid_rate: routing.UidRate | None = None,
     ) -> None:
         self._client = client
         self._names = names
@@ -211,6 +220,9 @@ class Presence:
         self._debounce_ms = debounce_ms
         self._max_connections_per_uid = max_connections_per_uid
         """Connections one uid may hold across all gateways; 0: no limit."""
+        self._presence_policy = presence_policy
+        self._uid_rate = uid_rate
+        """The rate per uid across gateways; None: no limit."""
         # Mirror of <ns>:gateways (gateway_id -> last heartbeat, ms): read by the
         # sweeper, updated by the batches that write heartbeats, so that routing needs
         # no Redis round trip to tell a dead gateway.
@@ -232,6 +244,8 @@ class Presence:
         """
         pipeline = self._client.pipeline(transaction=False)
         queued = [self._queue_commands(pipeline, envelope, at_ms) for envelope in batch]
+        costs = routing.uid_costs(batch) if self._uid_rate is not None else {}
+        self._queue_rates(pipeline, costs, at_ms)
         reads_gateways = any(routing.needs_gateways(envelope) for envelope in batch)
         if reads_gateways:
             pipeline.zrange(
@@ -246,6 +260,15 @@ class Presence:
             start += pending.count
             if isinstance(envelope, ConnOpened | Heartbeat):
                 self._last_seen_ms[envelope.gateway_id] = at_ms
+        if self._uid_rate is not None:
+            for (cost, index), count in zip(
+                costs.values(), replies[start : start + 2 * len(costs) : 2], strict=True
+            ):
+                throttle_ms = routing.throttle_for_ms(
+                    int(count), cost, self._uid_rate, at_ms
+                )
+                if throttle_ms:
+                    lookups[index] = replace(lookups[index], throttle_ms=throttle_ms)
         if reads_gateways:
             self._mirror_gateways(cast(list[tuple[str, int]], replies[-1]))
         return await self._follow_up(batch, lookups, at_ms)
@@ -283,7 +306,14 @@ class Presence:
                 return _Queued(1, _no_lookup)
             case Outgoing():
                 return self._queue_message(pipeline, envelope, at_ms, True, True)
-            case PresenceAsked(uids=uids):
+            case PresenceAsked(uid=asker, uids=uids):
+                match self._presence_policy:
+                    case PresencePolicy.NOBODY:
+                        return _WRITES_ONLY  # refused: nothing to read
+                    case PresencePolicy.SHARED_GROUP:
+                        return self._queue_visible(
+                            pipeline, asker, routing.unique(uids)
+                        )
                 return self._queue_connections(pipeline, routing.unique(uids))
             case Heartbeat(gateway_id=gateway_id):
                 pipeline.zadd(names.gateways_key, {gateway_id: at_ms})
@@ -319,11 +349,16 @@ class Presence:
             case ApiGroupMembers(group=group, uids=uids):
                 if not uids:
                     return _WRITES_ONLY
+                # Each member's groups too (the reverse), for the shared_group policy.
                 if call.name == "group.add":
                     pipeline.sadd(names.group_key(group), *uids)
+                    for uid in uids:
+                        pipeline.sadd(names.member_of_key(uid), group)
                 else:
                     pipeline.srem(names.group_key(group), *uids)
-                return _Queued(1, _no_lookup)
+                    for uid in uids:
+                        pipeline.srem(names.member_of_key(uid), group)
+                return _Queued(1 + len(uids), _no_lookup)
             case _:
                 raise ValueError(f"no presence commands for {call.name!r}")
 
@@ -393,6 +428,45 @@ class Presence:
         for uid in uids:
             pipeline.hgetall(self._names.presence_key(uid))
         return _Queued(len(uids), _read_connections)
+
+    def _queue_visible(
+        self, pipeline: "Pipeline", asker: str, uids: Sequence[str]
+    ) -> _Queued:
+        """Read the asker's groups, and each uid's connections and groups, in order."""
+        names = self._names
+        pipeline.smembers(names.member_of_key(asker))
+        for uid in uids:
+            pipeline.hgetall(names.presence_key(uid))
+            pipeline.smembers(names.member_of_key(uid))
+
+        def read(replies: list[Any]) -> Lookup:
+            asker_groups = replies[0]
+            return Lookup(
+                tuple(_connections(reply) for reply in replies[1::2]),
+                visible=tuple(
+                    routing.sees_presence(asker, uid, asker_groups, groups)
+                    for uid, groups in zip(uids, replies[2::2], strict=True)
+                ),
+            )
+
+        return _Queued(1 + 2 * len(uids), read)
+
+    def _queue_rates(
+        self,
+        pipeline: "Pipeline",
+        costs: Mapping[str, tuple[int, int]],
+        at_ms: int,
+    ) -> None:
+        """Add each uid's cost to its counter of the current window (two replies per uid)."""
+        rate = self._uid_rate
+        if rate is None:
+            return
+        window = at_ms // rate.window_ms
+        for uid, (cost, _) in costs.items():
+            key = self._names.rate_key(uid, window)
+            pipeline.incrby(key, cost)
+            # Kept one window more, for a batch whose clock is a little behind.
+            pipeline.pexpire(key, 2 * rate.window_ms)
 
     def _queue_removal(
         self, pipeline: "Pipeline", uid: str, conn_id: str, gateway_id: str, at_ms: int

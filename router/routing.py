@@ -33,9 +33,20 @@ reload (the last connection closes, a new one opens at once) publishes nothing:
 * a periodic task takes the due uids; for each, the router whose ``ZREM`` removed
   it (exactly one) publishes ``user.offline`` if the uid still has no connection
   (``gone_offline``).
+
+Limits decided here (presence.py counts and reads, this module decides):
+
+* the presence policy (``SWITCHBOARD_PRESENCE_POLICY``): a client's ``presence`` frame is
+  refused with ``forbidden`` (``nobody``), or answered with the uids it may see online
+  (``sees_presence``; the others look offline), or with every uid online (``everyone``);
+* the rate per uid across gateways (``UidRate``): each batch adds the cost of each uid's
+  ``send`` and ``presence`` frames to a counter of the current window in Redis; the batch
+  that takes a uid over its burst sends every live gateway a ``throttle_uid`` item, and they
+  answer that uid's frames ``rate_limited`` until the window ends (``throttle_for_ms``). The
+  frames already routed stay routed: each was answered ``sent`` before the router saw it.
 """
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -82,6 +93,7 @@ from proto.envelopes import (
     UserOnline,
 )
 from proto.errors import BadEnvelope
+from proto.limits import THROTTLE_MIN_MS, PresencePolicy, frame_cost
 from proto.names import Names
 
 T = TypeVar("T")
@@ -349,6 +361,12 @@ class Lookup:
     is_unknown_gateway: bool = False
     """For ``Heartbeat``: Redis had no record of the gateway (first heartbeat, Redis
     restarted empty, or the gateway was swept while it lived on)."""
+    visible: tuple[bool, ...] | None = None
+    """For a client's presence query under the ``shared_group`` policy: whether the asker may
+    see each distinct uid (``sees_presence``); None: every uid."""
+    throttle_ms: int = 0
+    """On the last envelope of a uid whose frames took it over its rate in this batch: how
+    long its gateways refuse its frames (``throttle_for_ms``); 0: not throttled."""
 
 
 NO_LOOKUP = Lookup()
@@ -378,6 +396,14 @@ class Duplicate:
     mid: str
     client_id: str
     first_mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """A uid over its rate across gateways, refused by every gateway for ``throttle_ms``."""
+
+    uid: str
+    throttle_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +438,9 @@ class Plan:
     that fails and comes back would find them known and never ask again."""
     duplicates: tuple[Duplicate, ...] = ()
     """Retries dropped (logged, acknowledged, answered with the first mid)."""
+    throttled: tuple[Throttled, ...] = ()
+    """Uids over their rate across gateways, whose throttle items are in the deliveries
+    (logged and counted)."""
 
 
 def is_live(last_seen_ms: int | None, now_ms: int, gateway_ttl_ms: int) -> bool:
@@ -459,6 +488,7 @@ def route_batch(
     last_seen_ms: Mapping[str, int],
     now_ms: int,
     gateway_ttl_ms: int,
+    presence_policy: PresencePolicy = PresencePolicy.EVERYONE,
 ) -> Plan:
     """Decide the publishes of one batch.
 
@@ -470,6 +500,7 @@ def route_batch(
             broadcast goes to every live one.
         now_ms: the current Unix time in milliseconds.
         gateway_ttl_ms: how long a gateway stays live after its last heartbeat.
+        presence_policy: who may learn presence with a client's ``presence`` frame.
 
     Returns:
         The deliveries (one per gateway, plus one for the offline store) and
@@ -481,7 +512,7 @@ def route_batch(
     """
     if len(lookups) != len(batch):
         raise ValueError("one lookup per envelope is needed")
-    plan = _PlanBuilder(names, last_seen_ms, now_ms, gateway_ttl_ms)
+    plan = _PlanBuilder(names, last_seen_ms, now_ms, gateway_ttl_ms, presence_policy)
     for envelope, lookup in zip(batch, lookups, strict=True):
         plan.add(envelope, lookup)
     return plan.build()
@@ -496,11 +527,14 @@ class _PlanBuilder:
         last_seen_ms: Mapping[str, int],
         now_ms: int,
         gateway_ttl_ms: int,
+        presence_policy: PresencePolicy = PresencePolicy.EVERYONE,
     ) -> None:
         self.names = names
         self.last_seen_ms = last_seen_ms
         self.now_ms = now_ms
         self.gateway_ttl_ms = gateway_ttl_ms
+        self.presence_policy = presence_policy
+        self.throttled: list[Throttled] = []
         self.per_gateway: dict[str, list[DeliveryItem]] = {}
         self.offline: list[DeliveryItem] = []
         self.answers: dict[str, list[DeliveryItem]] = {}
@@ -527,7 +561,18 @@ class _PlanBuilder:
         if reply_to is not None:
             self.replies.append(reply_publish(reply_to, reply))
 
+    def throttle(self, uid: str, throttle_ms: int) -> None:
+        """Tell every live gateway to refuse the uid's frames for a while: a connection it
+        opens meanwhile, on any of them, is refused as well."""
+        self.throttled.append(Throttled(uid, throttle_ms))
+        item = throttle_item(uid, throttle_ms)
+        for gateway_id in sorted(g for g in self.last_seen_ms if self.is_live(g)):
+            self.deliver(gateway_id, item)
+
     def add(self, envelope: Inbound, lookup: Lookup) -> None:
+        if lookup.throttle_ms and isinstance(envelope, Outgoing | PresenceAsked):
+            uid = envelope.sender if isinstance(envelope, Outgoing) else envelope.uid
+            self.throttle(uid, lookup.throttle_ms)
         match envelope:
             case Outgoing():
                 self.add_outgoing(envelope, lookup)
@@ -555,13 +600,11 @@ class _PlanBuilder:
                         event_publish(self.names, keys.EVENT_USER_ONLINE, event)
                     )
             case PresenceAsked():
-                uids = unique(envelope.uids)
-                result = frames.PresenceResult(
-                    id=envelope.client_id,
-                    online=online_uids(uids, lookup.connections, self.is_live),
-                )
                 asker = Target(envelope.uid, envelope.conn_id)
-                self.deliver(envelope.gateway_id, frame_item(result, [asker]))
+                self.deliver(
+                    envelope.gateway_id,
+                    frame_item(self.presence_answer(envelope, lookup), [asker]),
+                )
             case Saved():
                 for saved, connections in zip(
                     envelope.uids, lookup.connections, strict=True
@@ -585,6 +628,32 @@ class _PlanBuilder:
                     self.deliver(gateway_id, reannounce_item())
             case ConnClosed() | RoomJoined() | RoomLeft():
                 pass  # presence writes only, done by presence.py
+
+    def presence_answer(
+        self, asked: PresenceAsked, lookup: Lookup
+    ) -> frames.ServerFrame:
+        """A client's presence query, answered as the presence policy allows."""
+        if self.presence_policy is PresencePolicy.NOBODY:
+            return frames.Error(
+                code=ErrorCode.FORBIDDEN,
+                message="presence is not available to clients",
+                id=asked.client_id,
+            )
+        uids = unique(asked.uids)
+        if lookup.visible is not None:
+            seen = [
+                (uid, connections)
+                for uid, connections, is_visible in zip(
+                    uids, lookup.connections, lookup.visible, strict=True
+                )
+                if is_visible
+            ]
+            uids = [uid for uid, _ in seen]
+            connections = [c for _, c in seen]
+        else:
+            connections = list(lookup.connections)
+        online = online_uids(uids, connections, self.is_live)
+        return frames.PresenceResult(id=asked.client_id, online=online)
 
     def add_outgoing(self, outgoing: Outgoing, lookup: Lookup) -> None:
         """A client's message, and the sender's ``sent`` (the first mid, for a retry)."""
@@ -706,6 +775,7 @@ class _PlanBuilder:
             sweeps=tuple(self.sweeps),
             known=tuple(self.known),
             duplicates=tuple(self.duplicates),
+            throttled=tuple(self.throttled),
         )
 
 
@@ -889,6 +959,16 @@ def should_reannounce(is_unknown_gateway: bool, connections: int) -> bool:
     return is_unknown_gateway and connections > 0
 
 
+def throttle_item(uid: str, throttle_ms: int) -> DeliveryItem:
+    """Refuse this uid's frames for ``throttle_ms`` (no frame, no targets, not stored)."""
+    return DeliveryItem(
+        frame=msgspec.Raw(b"null"),
+        targets=[],
+        throttle_uid=uid,
+        throttle_ms=throttle_ms,
+    )
+
+
 def reannounce_item() -> DeliveryItem:
     return DeliveryItem(frame=msgspec.Raw(b"null"), targets=[], reannounce=True)
 
@@ -987,3 +1067,75 @@ def offline_events(names: Names, uids: Iterable[str], now_ms: int) -> list[Publi
         event_publish(names, keys.EVENT_USER_OFFLINE, UserOffline(uid=uid, ts=now_ms))
         for uid in uids
     ]
+
+
+# Presence policy and the rate per uid across gateways (see the module docstring)
+
+
+def sees_presence(
+    asker: str, uid: str, asker_groups: Collection[str], uid_groups: Collection[str]
+) -> bool:
+    """Whether ``asker`` may see ``uid``'s presence under the ``shared_group`` policy.
+
+    Args:
+        asker: the uid of the client that asks.
+        uid: the uid asked about.
+        asker_groups: the groups ``asker`` is a member of.
+        uid_groups: the groups ``uid`` is a member of.
+    """
+    return uid == asker or not set(asker_groups).isdisjoint(uid_groups)
+
+
+@dataclass(frozen=True, slots=True)
+class UidRate:
+    """The rate per uid across gateways: at most ``burst`` frames (``frame_cost``) per window
+    of ``window_ms`` (``burst / rate`` seconds), windows counted from the epoch."""
+
+    window_ms: int
+    burst: int
+
+
+def uid_rate(per_s: float, burst: int) -> UidRate | None:
+    """The per-uid limit of these settings; None when ``per_s`` is 0 (no limit)."""
+    if per_s <= 0:
+        return None
+    return UidRate(window_ms=max(1, round(burst / per_s * 1000)), burst=burst)
+
+
+def uid_costs(batch: Sequence[Inbound]) -> dict[str, tuple[int, int]]:
+    """What each uid's client frames in the batch cost, and the index of its last envelope.
+
+    Counted: ``send`` (one frame) and ``presence`` (``frame_cost`` of its uids) from clients;
+    not what backends send (they have no gateway), nor logins, room changes or acks.
+    """
+    costs: dict[str, tuple[int, int]] = {}
+    for index, envelope in enumerate(batch):
+        match envelope:
+            case Outgoing(sender=uid, gateway_id=gateway_id) if gateway_id:
+                cost = 1
+            case PresenceAsked(uid=uid, uids=uids):
+                cost = frame_cost(len(uids))
+            case _:
+                continue
+        costs[uid] = (costs.get(uid, (0, index))[0] + cost, index)
+    return costs
+
+
+def throttle_for_ms(count: int, cost: int, rate: UidRate, now_ms: int) -> int:
+    """How long to refuse a uid's frames, now that its window's count is ``count``.
+
+    Args:
+        count: the cost of the uid's frames in the current window, this batch's included.
+        cost: this batch's part of it.
+        rate: the limit.
+        now_ms: the current Unix time in milliseconds (the window is ``now_ms // window_ms``).
+
+    Returns:
+        0 unless this batch took the uid over ``burst`` (a uid over it already was throttled
+        by the batch that took it there); else until the window ends, at least
+        ``THROTTLE_MIN_MS``.
+    """
+    if count <= rate.burst or count - cost > rate.burst:
+        return 0
+    window_end_ms = (now_ms // rate.window_ms + 1) * rate.window_ms
+    return max(window_end_ms - now_ms, THROTTLE_MIN_MS)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from proto import env
 from proto.errors import SettingsError
+from proto.limits import PresencePolicy
 from proto.names import DEFAULT_NAMESPACE, Names
 from proto.topology import QUEUE_TYPES
 
@@ -43,6 +44,12 @@ class Settings:
     """Connections one uid may hold across all gateways; 0: no limit."""
     max_command_bytes: int = 1_048_576
     """Largest backend command body decoded; a larger one is refused with ``too_large``."""
+    presence_policy: PresencePolicy = PresencePolicy.EVERYONE
+    """Who may learn a uid's presence with a client ``presence`` frame (backends always)."""
+    rate_limit_per_uid_per_s: float = 100.0
+    """Frames per second one uid may send across all gateways, on average; 0: no limit."""
+    rate_limit_per_uid_burst: int = 200
+    """Frames one uid may send in one window of ``burst / rate`` seconds."""
 
     @property
     def namespace(self) -> str:
@@ -83,6 +90,20 @@ class Settings:
             ),
             max_command_bytes=env.integer(
                 environ, env.MAX_COMMAND_BYTES, default=1_048_576, minimum=1024
+            ),
+            presence_policy=PresencePolicy(
+                env.choice(
+                    environ,
+                    env.PRESENCE_POLICY,
+                    tuple(PresencePolicy),
+                    PresencePolicy.EVERYONE,
+                )
+            ),
+            rate_limit_per_uid_per_s=env.rate_or_off(
+                environ, env.RATE_LIMIT_PER_UID_PER_S, default=100.0
+            ),
+            rate_limit_per_uid_burst=env.integer(
+                environ, env.RATE_LIMIT_PER_UID_BURST, default=200, minimum=1
             ),
             metrics_port=(
                 env.integer(environ, env.METRICS_PORT, 0, maximum=65535)

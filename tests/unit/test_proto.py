@@ -117,6 +117,8 @@ def test_every_name_of_a_namespace() -> None:
         "room_members_key": "ns:room-members:x1:x1",
         "gateway_known_key": "ns:gateway:x1:known",
         "going_offline_key": "ns:going-offline",
+        "member_of_key": "ns:member-of:x1",
+        "rate_key": "ns:rate:x1:x1",
         "redis_pattern": "ns:*",
         "schema": "ns",
         "undelivered_table": "ns.undelivered",
