@@ -36,7 +36,13 @@ async def main(settings: Settings) -> None:
         )
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
-        hub = Hub(bus, settings.gateway_id, settings.ack_timeout_s, time.monotonic)
+        hub = Hub(
+            bus,
+            settings.gateway_id,
+            settings.ack_timeout_s,
+            time.monotonic,
+            settings.max_amqp_message_bytes,
+        )
         observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)
         async with asyncio.TaskGroup() as tasks:

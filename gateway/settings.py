@@ -13,6 +13,7 @@ from gateway import tokens
 from proto import env
 from proto.errors import SettingsError
 from proto.names import DEFAULT_NAMESPACE, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
 from proto.topology import QUEUE_TYPES
 
 GATEWAY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -68,6 +69,8 @@ class Settings:
     compression: str | None = None
     """``"deflate"``: negotiate permessage-deflate with clients that offer it (about 30 KiB more
     per connection); None: never."""
+    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
+    """Largest batch or handover published; more go in more messages."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -138,6 +141,12 @@ class Settings:
             public_room_prefix=env.text(environ, env.PUBLIC_ROOM_PREFIX, ""),
             max_rooms_per_connection=env.integer(
                 environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
+            ),
+            max_amqp_message_bytes=env.integer(
+                environ,
+                env.MAX_AMQP_MESSAGE_BYTES,
+                DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
             ),
         )
 

@@ -7,7 +7,7 @@ import structlog
 
 from offline_store import observability
 from offline_store.bus import open_bus
-from offline_store.consumers import BatchLoop, ControlServer, UndeliveredWriter
+from offline_store.consumers import Backoff, BatchLoop, ControlServer, UndeliveredWriter
 from offline_store.settings import Settings
 from offline_store.store import open_store
 from proto.logs import READY_EVENT
@@ -34,8 +34,18 @@ async def main(settings: Settings) -> None:
         health.add_check("postgresql", store.ping)
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
-        writer = UndeliveredWriter(store, bus)
-        control = ControlServer(store, bus, settings.replay_page)
+        # Set at shutdown: a batch failing then is given back to the queue, not retried here.
+        stopping = asyncio.Event()
+        writer = UndeliveredWriter(
+            store, bus, Backoff(settings.retry_backoff_max_s, stopping)
+        )
+        control = ControlServer(
+            store,
+            bus,
+            settings.replay_page,
+            settings.max_amqp_message_bytes,
+            Backoff(settings.retry_backoff_max_s, stopping),
+        )
         loops = (
             BatchLoop(writer.store_batch, settings.batch_max),
             BatchLoop(control.serve_batch, settings.batch_max),
@@ -51,6 +61,7 @@ async def main(settings: Settings) -> None:
             health.is_draining = True
             log.info("shutdown_started", service=SERVICE)
             sampler.cancel()
+            stopping.set()
             await bus.stop_consuming()
             for batch_loop in loops:
                 batch_loop.close()

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 from proto import env
 from proto.errors import SettingsError
 from proto.names import DEFAULT_NAMESPACE, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
 from proto.topology import QUEUE_TYPES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -35,6 +36,10 @@ class Settings:
     query_timeout_s: float
     metrics_port: int | None = None
     """Port of /livez, /readyz and /metrics; None: not served."""
+    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
+    """Largest message published (a replay page, a ``Saved``); more go in more messages."""
+    retry_backoff_max_s: float = 5.0
+    """Longest pause between two attempts at a batch that failed as a whole."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -66,6 +71,15 @@ class Settings:
                 env.integer(environ, env.METRICS_PORT, 0, maximum=65535)
                 if environ.get(env.METRICS_PORT, "")
                 else None
+            ),
+            max_amqp_message_bytes=env.integer(
+                environ,
+                env.MAX_AMQP_MESSAGE_BYTES,
+                default=DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
+            ),
+            retry_backoff_max_s=env.seconds(
+                environ, env.RETRY_BACKOFF_MAX_S, default=5.0
             ),
         )
 

@@ -59,6 +59,11 @@ JWT_ALGORITHM = "SWITCHBOARD_JWT_ALGORITHM"
 JWT_PUBLIC_KEY = "SWITCHBOARD_JWT_PUBLIC_KEY"
 """Path of a PEM file with the public key that verifies RS256 / ES256 tokens."""
 MAX_COMMAND_BYTES = "SWITCHBOARD_MAX_COMMAND_BYTES"
+MAX_AMQP_MESSAGE_BYTES = "SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES"
+"""The most bytes of one AMQP message a service builds (deliveries, replay pages, handovers,
+batches); larger ones are split. Keep it under the broker's ``max_message_size``."""
+RETRY_BACKOFF_MAX_S = "SWITCHBOARD_RETRY_BACKOFF_MAX_S"
+"""Longest pause between two attempts at a batch that failed as a whole (a dependency down)."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

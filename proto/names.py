@@ -70,6 +70,12 @@ router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
 STORE_CONTROL_BINDINGS = (KEY_ACK, KEY_REPLAY)
 
+HEADER_REJECTED_REASON = "x-switchboard-rejected-reason"
+"""AMQP header of a message a consumer dead-lettered itself: why it was refused. A consumer that
+refuses one item of a batch publishes that item alone, as an envelope of the same kind, to the
+dead-letter exchange with this header (and the item's routing key); the rest of the batch is
+handled. A message refused whole is rejected, and the broker's ``x-death`` header says so."""
+
 
 def api_key(command: str) -> str:
     """The routing key of a backend command: ``api.<command>``."""

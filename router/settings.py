@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from proto import env
 from proto.errors import SettingsError
 from proto.names import DEFAULT_NAMESPACE, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
 from proto.topology import QUEUE_TYPES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -43,6 +44,10 @@ class Settings:
     """Connections one uid may hold across all gateways; 0: no limit."""
     max_command_bytes: int = 1_048_576
     """Largest backend command body decoded; a larger one is refused with ``too_large``."""
+    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
+    """Largest delivery published; more items go in more messages."""
+    retry_backoff_max_s: float = 5.0
+    """Longest pause between two attempts at a batch that failed as a whole."""
 
     @property
     def namespace(self) -> str:
@@ -83,6 +88,15 @@ class Settings:
             ),
             max_command_bytes=env.integer(
                 environ, env.MAX_COMMAND_BYTES, default=1_048_576, minimum=1024
+            ),
+            max_amqp_message_bytes=env.integer(
+                environ,
+                env.MAX_AMQP_MESSAGE_BYTES,
+                default=DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
+            ),
+            retry_backoff_max_s=env.seconds(
+                environ, env.RETRY_BACKOFF_MAX_S, default=5.0
             ),
             metrics_port=(
                 env.integer(environ, env.METRICS_PORT, 0, maximum=65535)
