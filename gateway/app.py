@@ -42,6 +42,7 @@ async def main(settings: Settings) -> None:
             settings.ack_timeout_s,
             time.monotonic,
             settings.max_unacked_per_connection,
+            settings.max_amqp_message_bytes,
         )
         observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)

@@ -33,7 +33,13 @@ from gateway.settings import Settings
 from proto.env import location
 from proto.envelopes import Batch, Batched
 from proto.errors import DependencyUnavailable
-from proto.names import BATCHABLE_KEYS, KEY_ACK, KEY_ACK_BATCH, KEY_BATCH
+from proto.names import (
+    BATCHABLE_KEYS,
+    HEADER_REJECTED_REASON,
+    KEY_ACK,
+    KEY_ACK_BATCH,
+    KEY_BATCH,
+)
 from proto.shutdown import finish_within
 from proto.topology import Topology, gateway_topology, shared_topology
 
@@ -46,8 +52,9 @@ costs a confirm round trip of latency under load and gives the largest batches: 
 saturating 1:1 load, 2 and 4 spent 1.5 and 1.8 times the gateway CPU per message."""
 BATCH_MAX_ITEMS = 500
 BATCH_MAX_BYTES = 1 << 20
-"""A batch closes at this many envelopes or bytes, whichever comes first (a frame is at most
-``SWITCHBOARD_MAX_FRAME_BYTES``, so one envelope alone may exceed this, and goes alone)."""
+"""A batch closes at this many envelopes or bytes (or ``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``
+if smaller), whichever comes first (a frame is at most ``SWITCHBOARD_MAX_FRAME_BYTES``, so one
+envelope alone may exceed this, and goes alone)."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -68,8 +75,13 @@ class Batcher:
     raises what publishing that batch raised. Envelopes leave in the order they were given.
     """
 
-    def __init__(self, publish_batch: Callable[[bytes], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        publish_batch: Callable[[bytes], Awaitable[None]],
+        max_bytes: int = BATCH_MAX_BYTES,
+    ) -> None:
         self._publish_batch = publish_batch
+        self._max_bytes = max_bytes
         self._waiting: list[_Pending] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -86,13 +98,15 @@ class Batcher:
 
     def _send_next(self) -> None:
         """Start publishing the envelopes that wait, up to a batch's limits."""
-        size = count = 0
+        size, count = len(b'{"items":[]}'), 0
         for pending in self._waiting:
+            # As encoded: ["<key>",<body>] and a comma.
+            item_size = len(pending.body) + len(pending.key) + 6
             if count == BATCH_MAX_ITEMS or (
-                count and size + len(pending.body) > BATCH_MAX_BYTES
+                count and size + item_size > self._max_bytes
             ):
                 break
-            size += len(pending.body)
+            size += item_size
             count += 1
         batch, self._waiting = self._waiting[:count], self._waiting[count:]
         task = asyncio.create_task(self._send(batch))
@@ -135,6 +149,7 @@ class Bus:
         undeliverable: AbstractExchange,
         queue: AbstractQueue,
         connection: AbstractRobustConnection,
+        dead_letter: AbstractExchange,
     ) -> None:
         self.connection = connection
         """Read by the readiness check and the reconnect counter (observability.py)."""
@@ -142,15 +157,17 @@ class Bus:
         self._publish_timeout_s = settings.publish_timeout_s
         self._inbound = inbound
         self._undeliverable = undeliverable
+        self._dead_letter = dead_letter
         self._queue = queue
         self._consumer_tag: str | None = None
         self._on_delivery: (
             Callable[[AbstractIncomingMessage], Awaitable[None]] | None
         ) = None
-        self._batcher = Batcher(self._publish_batch)
+        max_batch_bytes = min(BATCH_MAX_BYTES, settings.max_amqp_message_bytes)
+        self._batcher = Batcher(self._publish_batch, max_batch_bytes)
         # Acks of stored messages, for the offline store, batched the same way on their own
         # routing key: a flood of acks costs one confirmed publish per batch, not one per frame.
-        self._ack_batcher = Batcher(self._publish_ack_batch)
+        self._ack_batcher = Batcher(self._publish_ack_batch, max_batch_bytes)
 
     async def publish_inbound(
         self, routing_key: str, body: bytes, mid: str = ""
@@ -198,6 +215,15 @@ class Bus:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""
         async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
             await self._undeliverable.publish(_message(body), "", mandatory=True)
+
+    async def publish_dead_letter(
+        self, routing_key: str, body: bytes, reason: str
+    ) -> None:
+        """Dead-letter one refused item, with why; returns once the broker confirmed."""
+        message = _message(body)
+        message.headers = {HEADER_REJECTED_REASON: reason}
+        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
+            await self._dead_letter.publish(message, routing_key, mandatory=True)
 
     async def consume_deliveries(
         self, on_delivery: Callable[[AbstractIncomingMessage], Awaitable[None]]
@@ -318,7 +344,10 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         undeliverable = await publish_channel.get_exchange(
             names.undeliverable_exchange, ensure=False
         )
-        bus = Bus(settings, inbound, undeliverable, queue, connection)
+        dead_letter = await publish_channel.get_exchange(
+            names.dead_letter_exchange, ensure=False
+        )
+        bus = Bus(settings, inbound, undeliverable, queue, connection, dead_letter)
         try:
             yield bus
         finally:

@@ -14,6 +14,7 @@ from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 
 from proto import names
+from proto.codes import CloseCode
 from proto.envelopes import (
     ConnOpened,
     Delivery,
@@ -107,6 +108,16 @@ def plan_delivery(
                 )
             )
     return DeliveryPlan(pushes, handover, stale)
+
+
+CLOSE_CODES = frozenset(int(code) for code in CloseCode)
+
+
+def item_problem(item: DeliveryItem) -> str | None:
+    """Why this gateway cannot carry out a decoded item, or None: it is refused alone."""
+    if item.close_code and item.close_code not in CLOSE_CODES:
+        return "$.close_code is not a close code of proto.codes.CloseCode"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

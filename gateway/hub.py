@@ -37,6 +37,7 @@ from gateway.bus import Bus
 from gateway.fanout import (
     is_ready,
     is_reannounce_requested,
+    item_problem,
     plan_delivery,
     reannouncements,
     throttles,
@@ -44,13 +45,18 @@ from gateway.fanout import (
 from gateway.session import Session
 from proto import envelopes, names
 from proto.codes import CloseCode
-from proto.envelopes import DeliveryItem, Target
+from proto.envelopes import Delivery, DeliveryItem, Target
+from proto.errors import BadEnvelope
+from proto.items import Decoded, RefusedItem, decode_delivery_items, wrap_items
+from proto.metrics import CODE_ENVELOPE_REJECTED
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, runs_within
 
 log = structlog.get_logger()
 
 HANDOVER_RETRY_S = 1.0
 THROTTLED_PRUNE_AT = 1024
 """Throttled uids remembered before the expired ones are dropped."""
+_EMPTY_DELIVERY = envelopes.encode(Delivery(items=[]))
 
 
 class Held:
@@ -193,8 +199,10 @@ class Hub:
         ack_timeout_s: float,
         clock: Callable[[], float],
         max_unacked: int,
+        max_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
     ) -> None:
         self._bus = bus
+        self._max_message_bytes = max_message_bytes
         self._gateway_id = gateway_id
         self._ack_timeout_s = ack_timeout_s
         self._clock = clock
@@ -304,13 +312,15 @@ class Hub:
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """Push a delivery to its connections; runs without awaiting until every push is queued."""
         try:
-            delivery = envelopes.decode_delivery(message.body)
-        except msgspec.DecodeError as exc:  # not JSON, or not a Delivery
+            decoded = decode_delivery_items(message.body)
+        except BadEnvelope as exc:  # not even an object with items: nothing to save
+            observability.count_error(CODE_ENVELOPE_REJECTED)
             log.error(
-                "envelope_rejected", reason=str(exc), routing_key=message.routing_key
+                "envelope_rejected", reason=exc.reason, routing_key=message.routing_key
             )
-            await message.reject(requeue=False)
+            await _settle(message.reject(requeue=False))
             return
+        delivery, refused = _checked(decoded)
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
         if is_reannounce_requested(delivery):
             self._spawn(self._reannounce())
@@ -413,8 +423,46 @@ class Hub:
                 # Every message handed over has been replayed: live messages go live again.
                 connection.overflow_mid = ""
                 log.info("unacked_caught_up", conn_id=connection.session.conn_id)
+        if refused:
+            held.remaining += 1
+            self._spawn(self._dead_letter(message.routing_key or "", refused, held))
         if held.remaining == 0:
             await _ack(message)
+
+    async def _dead_letter(
+        self, routing_key: str, refused: list[RefusedItem], held: Held
+    ) -> None:
+        """Dead-letter refused items, each alone with its reason, then release their delivery.
+
+        Retried until the broker takes them: the delivery is acknowledged only after.
+        """
+        for item in refused:
+            observability.count_error(CODE_ENVELOPE_REJECTED)
+            log.warning(
+                "envelope_rejected",
+                reason=item.reason,
+                item=item.index,
+                routing_key=routing_key,
+            )
+        while refused:
+            results = await asyncio.gather(
+                *(
+                    self._bus.publish_dead_letter(routing_key, item.body, item.reason)
+                    for item in refused
+                ),
+                return_exceptions=True,
+            )
+            refused = [
+                item
+                for item, result in zip(refused, results, strict=True)
+                if isinstance(result, Exception)
+            ]
+            if refused:
+                log.warning("dead_letter_failed", items=len(refused))
+                await asyncio.sleep(
+                    HANDOVER_RETRY_S
+                )  # back off while the broker is away
+        await _release(held)
 
     def _hold(
         self,
@@ -561,25 +609,34 @@ class Hub:
             if not batch:
                 self._handover_idle.set()
                 continue
-            body = envelopes.encode(
-                envelopes.Delivery(items=[item for item, _ in batch])
+            # Deliveries within the broker's message size: one, unless the batch is huge.
+            encoded = [envelopes.encode(item) for item, _ in batch]
+            runs = runs_within(
+                [len(e) for e in encoded], self._max_message_bytes, len(_EMPTY_DELIVERY)
             )
-            try:
-                await self._bus.publish_undeliverable(body)
-            except Exception:
-                log.warning("handover_failed", items=len(batch), exc_info=True)
-                self._handover = batch + self._handover
-                await asyncio.sleep(
-                    HANDOVER_RETRY_S
-                )  # back off while the broker is away
-                self._handover_ready.set()
+            for number, run in enumerate(runs):
+                body = b'{"items":[' + b",".join(encoded[i] for i in run) + b"]}"
+                try:
+                    await self._bus.publish_undeliverable(body)
+                except Exception:
+                    log.warning("handover_failed", items=len(run), exc_info=True)
+                    unsent = [
+                        entry
+                        for r in runs[number:]
+                        for entry in batch[r.start : r.stop]
+                    ]
+                    self._handover = unsent + self._handover
+                    break
+                log.info("handover_published", items=len(run))
+                for _, helds in batch[run.start : run.stop]:
+                    for held in helds:
+                        await _release(held)
+            else:
+                if not self._handover:
+                    self._handover_idle.set()
                 continue
-            log.info("handover_published", items=len(batch))
-            for _, helds in batch:
-                for held in helds:
-                    await _release(held)
-            if not self._handover:
-                self._handover_idle.set()
+            await asyncio.sleep(HANDOVER_RETRY_S)  # back off while the broker is away
+            self._handover_ready.set()
 
     async def run_ack_timeouts(self) -> None:
         """Hand over messages that clients did not acknowledge in time."""
@@ -673,6 +730,28 @@ def _item_for(connection: Connection, frame: bytes, mid: str) -> DeliveryItem:
         mid=mid,
         durable=True,
     )
+
+
+def _checked(decoded: Decoded[DeliveryItem]) -> tuple[Delivery, list[RefusedItem]]:
+    """The items this gateway can carry out, and the others refused one by one."""
+    refused = list(decoded.refused)
+    items: list[DeliveryItem] = []
+    for index, item in enumerate(decoded.items):
+        problem = item_problem(item)
+        if problem is None:
+            items.append(item)
+        else:
+            body = wrap_items([envelopes.encode(item)])
+            refused.append(RefusedItem(body, problem, decoded.position(index)))
+    return Delivery(items=items, next_mid=decoded.next_mid), refused
+
+
+async def _settle(settling: Coroutine[Any, Any, None]) -> None:
+    try:
+        await settling
+    except Exception:
+        # The channel was lost: the broker requeued the delivery, and it comes back.
+        log.warning("delivery_settle_failed", exc_info=True)
 
 
 async def _release(held: Held) -> None:

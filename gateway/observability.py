@@ -52,7 +52,9 @@ LATENCY_BUCKETS_S = (
 SERVER_FRAME_TYPES = frozenset(
     cls.__struct_config__.tag for cls in typing.get_args(frames.AnyServerFrame)
 )
-ERROR_CODES = frozenset(code.value for code in ErrorCode)
+ERROR_CODES = frozenset(
+    (*(code.value for code in ErrorCode), names.CODE_ENVELOPE_REJECTED)
+)
 OTHER_CODE = "other"
 
 REGISTRY = CollectorRegistry()

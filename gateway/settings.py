@@ -13,6 +13,7 @@ from gateway import tokens
 from proto import env
 from proto.errors import SettingsError
 from proto.names import DEFAULT_NAMESPACE, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
 from proto.topology import QUEUE_TYPES
 
 GATEWAY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -76,6 +77,8 @@ class Settings:
     """Messages one connection may leave unacknowledged (live and replayed): live messages past
     it go to the offline store, replay windows wait for acks. Below ``prefetch``, so that one
     client cannot hold every AMQP delivery of the gateway."""
+    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
+    """Largest batch or handover published; more go in more messages."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -167,6 +170,12 @@ class Settings:
                 environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
             ),
             max_unacked_per_connection=max_unacked,
+            max_amqp_message_bytes=env.integer(
+                environ,
+                env.MAX_AMQP_MESSAGE_BYTES,
+                DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
+            ),
         )
 
 

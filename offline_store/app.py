@@ -8,6 +8,7 @@ import structlog
 from offline_store import observability
 from offline_store.bus import open_bus
 from offline_store.consumers import (
+    Backoff,
     BatchLoop,
     ControlServer,
     RetentionSweep,
@@ -39,9 +40,29 @@ async def main(settings: Settings) -> None:
         health.add_check("postgresql", store.ping)
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
-        writer = UndeliveredWriter(store, bus)
-        control = ControlServer(store, bus, settings.replay_page)
-        acks = ControlServer(store, bus, settings.replay_page)  # its own backoff
+        # Set at shutdown: a batch failing then is given back to the queue, not retried here.
+        stopping = asyncio.Event()
+        writer = UndeliveredWriter(
+            store,
+            bus,
+            settings.max_amqp_message_bytes,
+            Backoff(settings.retry_backoff_max_s, stopping),
+        )
+        control = ControlServer(
+            store,
+            bus,
+            settings.replay_page,
+            settings.max_amqp_message_bytes,
+            Backoff(settings.retry_backoff_max_s, stopping),
+        )
+        # Its own backoff: a failing ack batch never pauses replays.
+        acks = ControlServer(
+            store,
+            bus,
+            settings.replay_page,
+            settings.max_amqp_message_bytes,
+            Backoff(settings.retry_backoff_max_s, stopping),
+        )
         sweep = RetentionSweep(store, settings.sweep_interval_s, settings.batch_max)
         loops = (
             BatchLoop(writer.store_batch, settings.batch_max),
@@ -63,6 +84,7 @@ async def main(settings: Settings) -> None:
             log.info("shutdown_started", service=SERVICE)
             sampler.cancel()
             sweeper.cancel()
+            stopping.set()
             await bus.stop_consuming()
             for batch_loop in loops:
                 batch_loop.close()

@@ -19,17 +19,20 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from pamqp.common import FieldTable
 
 from offline_store.settings import Settings, mask_password
 from proto.env import location
-from proto.envelopes import Delivery, MessageOffline, MessageRefused, Saved, encode
+from proto.envelopes import MessageOffline, MessageRefused, SavedUid, encode
 from proto.errors import DependencyUnavailable
 from proto.names import (
     EVENT_MESSAGE_OFFLINE,
     EVENT_MESSAGE_REFUSED,
+    HEADER_REJECTED_REASON,
     KEY_SAVED,
     RETIRED_STORE_CONTROL_BINDINGS,
 )
+from proto.packing import pack_saved
 from proto.shutdown import finish_within
 from proto.topology import shared_topology
 
@@ -120,9 +123,26 @@ class Bus:
                 log.exception("consumer_cancel_failed", queue=queue.name)
         self._consumers.clear()
 
-    async def publish_saved(self, saved: Saved) -> None:
-        """Announce new rows to the routers; returns once the broker confirmed."""
-        await self._publish(self._names.inbound_exchange, KEY_SAVED, encode(saved))
+    async def publish_saved(self, uids: Sequence[SavedUid]) -> None:
+        """Announce new rows to the routers (``Saved``, in messages within the size limit);
+        returns once the broker confirmed them all."""
+        await asyncio.gather(
+            *(
+                self._publish(self._names.inbound_exchange, KEY_SAVED, body)
+                for body in pack_saved(uids, self._settings.max_amqp_message_bytes)
+            )
+        )
+
+    async def publish_dead_letter(
+        self, routing_key: str, body: bytes, reason: str
+    ) -> None:
+        """Dead-letter one refused item, with why; returns once the broker confirmed."""
+        await self._publish(
+            self._names.dead_letter_exchange,
+            routing_key,
+            body,
+            headers={HEADER_REJECTED_REASON: reason},
+        )
 
     async def publish_offline_events(self, events: Sequence[MessageOffline]) -> None:
         """Tell backends which messages went to the store; returns once all are confirmed.
@@ -155,14 +175,17 @@ class Bus:
             )
         )
 
-    async def publish_delivery(self, gateway_id: str, delivery: Delivery) -> None:
+    async def publish_delivery(self, gateway_id: str, body: bytes) -> None:
         """Send a delivery to one gateway's queue; returns once the broker confirmed."""
-        await self._publish(
-            self._names.deliveries_exchange, gateway_id, encode(delivery)
-        )
+        await self._publish(self._names.deliveries_exchange, gateway_id, body)
 
     async def _publish(
-        self, exchange: str, routing_key: str, body: bytes, mandatory: bool = True
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        mandatory: bool = True,
+        headers: FieldTable | None = None,
     ) -> None:
         """Publish persistent JSON; return once confirmed (raise on a nack or a return).
 
@@ -179,16 +202,20 @@ class Bus:
                 body,
                 exchange=exchange,
                 routing_key=routing_key,
-                properties=persistent_json(),
+                properties=persistent_json(headers),
                 mandatory=mandatory,
                 wait=False,
             )
 
 
-def persistent_json() -> aiormq.spec.Basic.Properties:
+def persistent_json(
+    headers: FieldTable | None = None,
+) -> aiormq.spec.Basic.Properties:
     """Fresh properties per message: aiormq writes a message id into them."""
     return aiormq.spec.Basic.Properties(
-        content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+        headers=headers,
     )
 
 

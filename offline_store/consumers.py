@@ -20,10 +20,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from offline_store import observability, replay
 from offline_store.bus import Bus
 from offline_store.replay import RowKey, UndeliveredRow
-from offline_store.store import Store
+from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS, InsertOutcome, Store
 from proto.codes import ErrorCode
 from proto.envelopes import Acked, ReplayRequest
 from proto.errors import BadEnvelope
+from proto.items import RefusedItem
 from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
 from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY, KEY_REPLAY_MORE
 
@@ -36,17 +37,34 @@ Batch = list[AbstractIncomingMessage]
 
 
 class Backoff:
-    """A growing pause before a failed batch is requeued, so a dead dependency is not hammered."""
+    """A growing pause between two attempts at a batch, so a dead dependency is not hammered.
 
-    def __init__(self) -> None:
-        self._next_s = BACKOFF_FIRST_S
+    A batch that failed as a whole (PostgreSQL or the broker away) is retried in the process,
+    its messages held unacknowledged, rather than requeued: a requeue counts against the
+    queue's delivery limit (``proto.topology.DELIVERY_LIMIT``), and an outage of a few minutes
+    would dead-letter messages whose senders were told ``sent``. Only on shutdown is a failed
+    batch given back to the queue.
+    """
 
-    async def wait(self) -> None:
-        await asyncio.sleep(self._next_s)
-        self._next_s = min(self._next_s * 2, BACKOFF_MAX_S)
+    def __init__(self, max_s: float, stopping: asyncio.Event) -> None:
+        self._max_s = max_s
+        self._stopping = stopping
+        self._next_s = min(BACKOFF_FIRST_S, max_s)
+
+    async def wait(self) -> bool:
+        """Pause; return False (at once) when the service is stopping: give the batch back."""
+        if self._stopping.is_set():
+            return False
+        try:
+            async with asyncio.timeout(self._next_s):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass  # the pause is over
+        self._next_s = min(self._next_s * 2, self._max_s)
+        return not self._stopping.is_set()
 
     def reset(self) -> None:
-        self._next_s = BACKOFF_FIRST_S
+        self._next_s = min(BACKOFF_FIRST_S, self._max_s)
 
 
 class BatchLoop:
@@ -87,10 +105,13 @@ class BatchLoop:
 class UndeliveredWriter:
     """Keeps the durable frames of the offline queue's deliveries as rows, then says ``Saved``."""
 
-    def __init__(self, store: Store, bus: Bus) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, max_bytes: int, backoff: Backoff
+    ) -> None:
         self._store = store
         self._bus = bus
-        self._backoff = Backoff()
+        self._max_bytes = max_bytes
+        self._backoff = backoff
 
     async def store_batch(self, batch: Batch) -> None:
         accepted: Batch = []
@@ -98,36 +119,47 @@ class UndeliveredWriter:
         # Rows of redelivered messages: their insert may have committed before a failure, and
         # then returns nothing; they are announced again so that no Saved is lost.
         retried: list[RowKey] = []
+        refused: list[tuple[str, RefusedItem]] = []  # (routing key, item)
         for message in batch:
             try:
-                message_rows = replay.rows_from_body(message.body)
+                kept = replay.rows_from_body(message.body)
             except BadEnvelope as exc:
                 await reject(message, exc)
                 continue
             accepted.append(message)
-            rows.extend(message_rows)
+            rows.extend(kept.rows)
+            refused.extend((message.routing_key or "", item) for item in kept.refused)
             if message.redelivered:
-                retried.extend(RowKey(row.uid, row.mid) for row in message_rows)
+                retried.extend(RowKey(row.uid, row.mid) for row in kept.rows)
         if not accepted:
             return
-        try:
-            unique = replay.unique_rows(rows)
-            outcome = await self._store.insert_rows(unique)
-            inserted = outcome.inserted
-            saved = replay.saved_envelope([*inserted, *retried])
-            stored_ms = time.time_ns() // 1_000_000
-            if saved is not None:
-                await self._bus.publish_saved(saved)
-                events = replay.offline_events([*inserted, *retried], stored_ms)
-                await self._bus.publish_offline_events(events)
-            if outcome.refused:
-                await self._refuse(unique, outcome.refused, stored_ms)
-        except Exception:
-            log.exception("batch_failed", messages=len(accepted))
-            observability.count_error(CODE_BATCH_FAILED)
-            await self._backoff.wait()
-            await requeue(accepted)
-            return
+        log_refused(refused)
+        # Kept across attempts: an insert that committed before a failure returns nothing when
+        # tried again, and its rows must still be announced.
+        inserted: list[RowKey] = []
+        while True:
+            try:
+                outcome, unstorable = await self._insert(rows)
+                inserted += outcome.inserted
+                # Dead-lettered once: a retry of the batch does not publish them again.
+                await dead_letter(self._bus, [*refused, *unstorable])
+                refused = []
+                new = [*inserted, *retried]
+                stored_ms = time.time_ns() // 1_000_000
+                saved = replay.saved_envelope(new)
+                if saved is not None:
+                    await self._bus.publish_saved(saved.uids)
+                    events = replay.offline_events(new, stored_ms)
+                    await self._bus.publish_offline_events(events)
+                if outcome.refused:
+                    await self._refuse(rows, outcome.refused, stored_ms)
+            except Exception as exc:
+                log_failure(exc, len(accepted))
+                if await self._backoff.wait():
+                    continue  # the same batch again, its messages still held
+                await requeue(accepted)
+                return
+            break
         self._backoff.reset()
         # One channel per consumer, handled in delivery order: every earlier message of this
         # channel is settled already, so one multiple ack covers exactly this batch.
@@ -150,9 +182,9 @@ class UndeliveredWriter:
         """
         keys = set(refused)
         refused_rows = [row for row in rows if RowKey(row.uid, row.mid) in keys]
-        deliveries, events = replay.refusals(refused_rows, ts_ms)
+        deliveries, events = replay.refusals(refused_rows, ts_ms, self._max_bytes)
         for outbound in deliveries:
-            await self._bus.publish_delivery(outbound.gateway_id, outbound.delivery)
+            await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
         await self._bus.publish_refused_events(events)
         for row in refused_rows:
             log.warning(
@@ -164,32 +196,57 @@ class UndeliveredWriter:
             )
         observability.REFUSED.inc(len(refused_rows))
 
+    async def _insert(
+        self, rows: list[UndeliveredRow]
+    ) -> tuple[InsertOutcome, list[tuple[str, RefusedItem]]]:
+        """Insert the rows in one statement. Should PostgreSQL refuse the statement for what a
+        row holds, insert them one by one: the rows it refuses are returned to be dead-lettered.
+        (Rows over their uid's cap are not errors: the outcome lists them as refused.)
+        """
+        unique = replay.unique_rows(rows)
+        try:
+            return await self._store.insert_rows(unique), []
+        except ROW_ERRORS as exc:
+            log.warning("batch_insert_refused", rows=len(unique), error=repr(exc))
+        outcome = InsertOutcome([], [])
+        unstorable: list[tuple[str, RefusedItem]] = []
+        for index, row in enumerate(unique):
+            try:
+                one = await self._store.insert_rows([row])
+            except ROW_ERRORS as exc:
+                item = replay.refused_row(row, type(exc).__name__, index)
+                unstorable.append(("", item))
+                continue
+            outcome.inserted.extend(one.inserted)
+            outcome.refused.extend(one.refused)
+        log_refused(unstorable)
+        return outcome, unstorable
+
 
 class ControlServer:
     """Deletes acknowledged rows and replays stored rows to connections."""
 
-    def __init__(self, store: Store, bus: Bus, replay_page: int) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, replay_page: int, max_bytes: int, backoff: Backoff
+    ) -> None:
         self._store = store
         self._bus = bus
         self._replay_page = replay_page
-        self._backoff = Backoff()
+        self._max_bytes = max_bytes
+        self._backoff = backoff
 
     async def serve_batch(self, batch: Batch) -> None:
         acks: list[tuple[AbstractIncomingMessage, list[Acked]]] = []
         replays: list[tuple[AbstractIncomingMessage, ReplayRequest]] = []
+        refused: list[tuple[str, RefusedItem]] = []  # (routing key, item)
         for message in batch:
             try:
                 if message.routing_key == KEY_ACK:
                     acks.append((message, [replay.acked_from_body(message.body)]))
                 elif message.routing_key == KEY_ACK_BATCH:
-                    batch_acks, reasons = replay.acks_from_batch_body(message.body)
-                    for reason in reasons:  # the batch's other acks are still handled
-                        observability.count_error(CODE_ENVELOPE_REJECTED)
-                        log.warning(
-                            "envelope_rejected",
-                            reason=reason,
-                            routing_key=message.routing_key,
-                        )
+                    # A bad item is refused alone; the batch's other acks are still handled.
+                    batch_acks, bad = replay.acks_from_batch_body(message.body)
+                    refused.extend((KEY_ACK_BATCH, item) for item in bad)
                     acks.append((message, batch_acks))
                 elif message.routing_key in (KEY_REPLAY, KEY_REPLAY_MORE):
                     replays.append(
@@ -199,26 +256,32 @@ class ControlServer:
                     raise BadEnvelope("unexpected routing key")
             except BadEnvelope as exc:
                 await reject(message, exc)
-        unsettled = [message for message, _ in acks] + [m for m, _ in replays]
-        try:
-            # Deletes go first: a row acknowledged in this batch need not be replayed.
-            if acks:
-                await self._delete_acked([a for _, each in acks for a in each])
-                for message, _ in acks:
+        log_refused(refused)
+        while True:
+            try:
+                # Dead-lettered once: a retry of the batch does not publish them again.
+                await dead_letter(self._bus, refused)
+                refused = []
+                # Deletes go first: a row acknowledged in this batch need not be replayed.
+                if acks:
+                    await self._delete_acked([a for _, each in acks for a in each])
+                    for message, _ in acks:
+                        await settle(message.ack())
+                    acks = []
+                # Most logins find nothing stored: one statement tells which uids to page.
+                holding = await self._store.uids_with_rows([r.uid for _, r in replays])
+                while replays:
+                    message, request = replays[0]
+                    await self._replay(request, request.uid in holding)
                     await settle(message.ack())
-                    unsettled.remove(message)
-            # Most logins find nothing stored: one statement tells which uids to page through.
-            holding = await self._store.uids_with_rows([r.uid for _, r in replays])
-            for message, request in replays:
-                await self._replay(request, request.uid in holding)
-                await settle(message.ack())
-                unsettled.remove(message)
-        except Exception:
-            log.exception("batch_failed", messages=len(unsettled))
-            observability.count_error(CODE_BATCH_FAILED)
-            await self._backoff.wait()
-            await requeue(unsettled)
-            return
+                    replays.pop(0)
+            except Exception as exc:
+                log_failure(exc, len(acks) + len(replays))
+                if await self._backoff.wait():
+                    continue  # what is left of the batch again, its messages still held
+                await requeue([m for m, _ in acks] + [m for m, _ in replays])
+                return
+            break
         self._backoff.reset()
 
     async def _delete_acked(self, acks: Sequence[Acked]) -> None:
@@ -240,10 +303,10 @@ class ControlServer:
                     request.uid, request.from_mid, is_first=True, limit=limit + 1
                 )
                 window, next_mid = replay.split_window(page, limit)
-                for outbound in replay.replay_deliveries(window, gateways, next_mid):
-                    await self._bus.publish_delivery(
-                        outbound.gateway_id, outbound.delivery
-                    )
+                for outbound in replay.replay_deliveries(
+                    window, gateways, next_mid, self._max_bytes
+                ):
+                    await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
                 rows = len(window)
             log.info(
                 "replay_finished",
@@ -288,6 +351,37 @@ class RetentionSweep:
         if total:
             log.info("undelivered_expired", count=total)
         return total
+
+
+def log_failure(exc: Exception, messages: int) -> None:
+    """One line for a batch that failed as a whole (a traceback only for the unexpected)."""
+    observability.count_error(CODE_BATCH_FAILED)
+    if isinstance(exc, EXPECTED_FAILURES):
+        log.warning("batch_failed", messages=messages, error=repr(exc))
+    else:
+        log.error("batch_failed", messages=messages, exc_info=exc)
+
+
+def log_refused(refused: Sequence[tuple[str, RefusedItem]]) -> None:
+    """One line and one count per refused item (never what it carried)."""
+    for routing_key, item in refused:
+        observability.count_error(CODE_ENVELOPE_REJECTED)
+        log.warning(
+            "envelope_rejected",
+            reason=item.reason,
+            item=item.index,
+            routing_key=routing_key,
+        )
+
+
+async def dead_letter(bus: Bus, refused: Sequence[tuple[str, RefusedItem]]) -> None:
+    """Dead-letter refused items, each alone with its reason; returns once all are confirmed."""
+    await asyncio.gather(
+        *(
+            bus.publish_dead_letter(routing_key, item.body, item.reason)
+            for routing_key, item in refused
+        )
+    )
 
 
 async def reject(message: AbstractIncomingMessage, exc: BadEnvelope) -> None:

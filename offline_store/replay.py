@@ -26,14 +26,25 @@ from proto.envelopes import (
     Target,
     decode_acked,
     decode_batch,
-    decode_delivery,
     decode_replay_request,
+    encode,
 )
 from proto.errors import BadEnvelope
+from proto.items import (
+    DECODE_ERRORS,
+    RefusedItem,
+    decode_delivery_items,
+    reason_of,
+    wrap_items,
+)
 from proto.names import KEY_ACK
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
 MAX_ROUTING_KEY_BYTES = 255
 """AMQP 0-9-1 routing keys are short strings; a longer gateway_id could never be published to."""
+MAX_KEY_BYTES = 1024
+"""The most bytes of a uid or a mid kept: the two together must fit in a row of the primary
+key's B-tree index (about 2.7 kB), or the whole batch's insert would fail at every retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,45 +88,85 @@ class GatewayDelivery:
 
     gateway_id: str
     delivery: Delivery
+    body: bytes
+    """``delivery`` encoded: the AMQP body, within the message size limit."""
 
 
-def rows_from_body(body: bytes) -> list[UndeliveredRow]:
+@dataclass(frozen=True, slots=True)
+class KeptRows:
+    """What a ``Delivery`` asks the store to keep, and its items that cannot be kept."""
+
+    rows: list[UndeliveredRow]
+    refused: list[RefusedItem]
+    """Each to be dead-lettered alone; the rows of the other items are kept all the same."""
+
+
+def rows_from_body(body: bytes) -> KeptRows:
     """Decode a ``Delivery`` body and return the rows it asks the store to keep.
 
     Only durable items that were not replayed from the store become rows, one per distinct
     target uid. Frames that are not messages (``ready``, ``kicked``) and room messages are not
     durable; a ``stored`` item already has its row; an item without a mid could never be
-    acknowledged, so it is not kept either.
+    acknowledged, so it is not kept either. Each item is checked on its own: one that does not
+    decode, or holds a value PostgreSQL could never store, is refused alone (a target uid
+    alone, when only that uid is bad), and the others are kept.
 
     Args:
         body: the AMQP body, JSON of a ``proto.envelopes.Delivery``.
 
     Returns:
-        The rows, in the order of the items and of their targets.
+        The rows, in the order of the items and of their targets, and the refused items.
 
     Raises:
-        BadEnvelope: the body is not a ``Delivery``, or a value could never be stored.
+        BadEnvelope: the body is not even an object with an ``items`` array.
     """
-    try:
-        delivery = decode_delivery(body)
-    except (
-        msgspec.DecodeError
-    ) as exc:  # ValidationError is a subclass: the message says which
-        raise BadEnvelope(str(exc)) from None
+    decoded = decode_delivery_items(body)
     rows: list[UndeliveredRow] = []
-    for item in delivery.items:
+    refused = list(decoded.refused)
+    for index, item in enumerate(decoded.items):
         if not item.durable or item.stored or not item.mid:
             continue
-        _require_storable(item.mid, "$.items[].mid")
-        frame = _frame_text(item)
+        position = decoded.position(index)
+        frame, problem = _frame_text(item)
+        problem = problem or _storable_problem(item.mid, "$.mid")
+        if frame is None or problem is not None:
+            refused.append(_refused(item, item.targets, problem or "", position))
+            continue
         seen: set[str] = set()
+        unstorable: list[Target] = []
+        reason = ""
         for target in item.targets:
             if target.uid in seen:
                 continue
             seen.add(target.uid)
-            _require_storable(target.uid, "$.items[].targets[].uid")
+            problem = _storable_problem(target.uid, "$.targets[].uid")
+            if problem is not None:
+                unstorable.append(target)
+                reason = problem
+                continue
             rows.append(UndeliveredRow(target.uid, item.mid, frame, item.origin))
-    return rows
+        if unstorable:
+            refused.append(_refused(item, unstorable, reason, position))
+    return KeptRows(rows, refused)
+
+
+def refused_row(row: UndeliveredRow, reason: str, index: int) -> RefusedItem:
+    """A row PostgreSQL refused, as an item alone in a ``Delivery``, to be dead-lettered."""
+    item = DeliveryItem(
+        frame=msgspec.Raw(row.frame.encode()),
+        targets=[Target(row.uid, "")],
+        mid=row.mid,
+        durable=True,
+    )
+    return RefusedItem(encode(Delivery(items=[item])), reason, index)
+
+
+def _refused(
+    item: DeliveryItem, targets: list[Target], reason: str, position: int
+) -> RefusedItem:
+    """The item (for these targets only) alone in a ``Delivery``, to be dead-lettered."""
+    alone = msgspec.structs.replace(item, targets=targets)
+    return RefusedItem(encode(Delivery(items=[alone])), reason, position)
 
 
 def unique_rows(rows: Iterable[UndeliveredRow]) -> list[UndeliveredRow]:
@@ -161,7 +212,9 @@ def offline_events(keys: Iterable[RowKey], ts_ms: int) -> list[MessageOffline]:
 
 
 def refusals(
-    rows: Sequence[UndeliveredRow], ts_ms: int
+    rows: Sequence[UndeliveredRow],
+    ts_ms: int,
+    max_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
 ) -> tuple[list[GatewayDelivery], list[MessageRefused]]:
     """What the store says about rows it refused because their uid's store is full.
 
@@ -172,6 +225,7 @@ def refusals(
     Args:
         rows: the refused rows, as they came (their origin, when known, says who sent them).
         ts_ms: when they were refused, Unix milliseconds.
+        max_bytes: the most bytes of one message (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``).
 
     Returns:
         One ``Delivery`` per gateway of a sending connection, and the events.
@@ -208,8 +262,9 @@ def refusals(
             )
         )
     deliveries = [
-        GatewayDelivery(gateway_id, Delivery(items=items))
+        GatewayDelivery(gateway_id, Delivery(items=packed.items), packed.body)
         for gateway_id, items in per_gateway.items()
+        for packed in pack_delivery(items, max_bytes)
     ]
     return deliveries, events
 
@@ -222,39 +277,40 @@ def acked_from_body(body: bytes) -> Acked:
     """
     try:
         acked = decode_acked(body)
-    except msgspec.DecodeError as exc:
-        raise BadEnvelope(str(exc)) from None
+    except DECODE_ERRORS as exc:
+        raise BadEnvelope(reason_of(exc)) from None
     _require_storable(acked.uid, "$.uid")
     for mid in acked.mids:
         _require_storable(mid, "$.mids[]")
     return acked
 
 
-def acks_from_batch_body(body: bytes) -> tuple[list[Acked], list[str]]:
+def acks_from_batch_body(body: bytes) -> tuple[list[Acked], list[RefusedItem]]:
     """Decode a ``gateway.acks`` body: a ``Batch`` of ``gateway.ack`` envelopes.
 
-    Each item is decoded on its own: a bad one is left out (its reason returned), the others kept.
+    Each item is decoded on its own: a bad one is refused alone (to be dead-lettered with its
+    reason), the others kept.
 
     Returns:
-        The acks, and the reason of each item left out.
+        The acks, and the refused items (each alone in a ``Batch``).
 
     Raises:
         BadEnvelope: the body is not a ``Batch`` at all.
     """
     try:
         batch = decode_batch(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise BadEnvelope(str(exc)) from None
+    except DECODE_ERRORS as exc:
+        raise BadEnvelope(reason_of(exc)) from None
     acks: list[Acked] = []
-    reasons: list[str] = []
-    for item in batch.items:
+    refused: list[RefusedItem] = []
+    for index, item in enumerate(batch.items):
         try:
             if item.key != KEY_ACK:
                 raise BadEnvelope("$.items[] has a routing key other than gateway.ack")
             acks.append(acked_from_body(bytes(item.body)))
-        except (BadEnvelope, RecursionError) as exc:
-            reasons.append(exc.reason if isinstance(exc, BadEnvelope) else str(exc))
-    return acks, reasons
+        except BadEnvelope as exc:
+            refused.append(RefusedItem(wrap_items([encode(item)]), exc.reason, index))
+    return acks, refused
 
 
 def chunks(
@@ -290,8 +346,8 @@ def replay_request_from_body(body: bytes) -> ReplayRequest:
     """
     try:
         request = decode_replay_request(body)
-    except msgspec.DecodeError as exc:
-        raise BadEnvelope(str(exc)) from None
+    except DECODE_ERRORS as exc:
+        raise BadEnvelope(reason_of(exc)) from None
     _require_storable(request.uid, "$.uid")
     _require_storable(request.from_mid, "$.from_mid")
     for target in request.targets:
@@ -337,18 +393,25 @@ def split_window(
 
 
 def replay_deliveries(
-    rows: Sequence[StoredRow], gateways: Sequence[GatewayTargets], next_mid: str = ""
+    rows: Sequence[StoredRow],
+    gateways: Sequence[GatewayTargets],
+    next_mid: str = "",
+    max_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
 ) -> list[GatewayDelivery]:
-    """Return one ``Delivery`` per gateway carrying every row of a window, in the rows' order.
+    """Return the deliveries carrying every row of a window to each gateway, in the rows' order.
 
-    Each item is flagged ``stored``: its row stays until the client acknowledges it, so a gateway
-    that cannot deliver it does not hand it back. The frame is the stored text, byte for byte.
+    One ``Delivery`` per gateway, or more when a window is larger than ``max_bytes`` (500 rows
+    of 64 KiB frames are 32 MiB, more than a broker takes in one message). Each item is flagged
+    ``stored``: its row stays until the client acknowledges it, so a gateway that cannot deliver
+    it does not hand it back. The frame is the stored text, byte for byte.
 
     Args:
         rows: one window of the uid's rows, sorted by mid.
         gateways: the request's connections grouped by gateway (``targets_by_gateway``).
         next_mid: where the rows not in this window start ("" when there are none); each
-            gateway asks for them as its clients acknowledge.
+            gateway's last message of the window carries it, and the gateway asks for them as
+            its clients acknowledge.
+        max_bytes: the most bytes of one message (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``).
     """
     if not rows:
         return []
@@ -356,34 +419,49 @@ def replay_deliveries(
     return [
         GatewayDelivery(
             gateway.gateway_id,
-            Delivery(
-                items=[
-                    DeliveryItem(
-                        frame=frame,
-                        targets=list(gateway.targets),
-                        mid=mid,
-                        durable=True,
-                        stored=True,
-                    )
-                    for mid, frame in frames
-                ],
-                next_mid=next_mid,
-            ),
+            Delivery(items=packed.items, next_mid=packed.next_mid),
+            packed.body,
         )
         for gateway in gateways
+        for packed in pack_delivery(
+            [
+                DeliveryItem(
+                    frame=frame,
+                    targets=list(gateway.targets),
+                    mid=mid,
+                    durable=True,
+                    stored=True,
+                )
+                for mid, frame in frames
+            ],
+            max_bytes,
+            next_mid,
+        )
     ]
 
 
-def _frame_text(item: DeliveryItem) -> str:
+def _frame_text(item: DeliveryItem) -> tuple[str | None, str | None]:
+    """The item's frame as text, or None and why it cannot be stored."""
     try:
         frame = bytes(item.frame).decode()
     except UnicodeDecodeError:
-        raise BadEnvelope("$.items[].frame is not UTF-8") from None
-    _require_storable(frame, "$.items[].frame")
-    return frame
+        return None, "$.frame is not UTF-8"
+    if "\x00" in frame:
+        return None, "$.frame contains a NUL character"
+    return frame, None
+
+
+def _storable_problem(value: str, path: str) -> str | None:
+    """Why PostgreSQL could not keep ``value`` as a key, or None."""
+    # text cannot hold NUL: one such value would fail the whole batch's insert forever.
+    if "\x00" in value:
+        return f"{path} contains a NUL character"
+    if len(value.encode()) > MAX_KEY_BYTES:
+        return f"{path} is longer than {MAX_KEY_BYTES} bytes"
+    return None
 
 
 def _require_storable(value: str, path: str) -> None:
-    # PostgreSQL text cannot hold NUL: one such value would fail the whole batch's insert forever.
-    if "\x00" in value:
-        raise BadEnvelope(f"{path} contains a NUL character")
+    problem = _storable_problem(value, path)
+    if problem is not None:
+        raise BadEnvelope(problem)

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 from proto import env
 from proto.errors import SettingsError
 from proto.names import DEFAULT_NAMESPACE, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
 from proto.topology import QUEUE_TYPES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -47,6 +48,10 @@ class Settings:
     """Age after which a row is never replayed, and deleted by the sweep."""
     sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S
     """Pause between two passes of the retention sweep."""
+    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
+    """Largest message published (a replay page, a ``Saved``); more go in more messages."""
+    retry_backoff_max_s: float = 5.0
+    """Longest pause between two attempts at a batch that failed as a whole."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -91,6 +96,15 @@ class Settings:
             ),
             sweep_interval_s=env.seconds(
                 environ, env.OFFLINE_SWEEP_INTERVAL_S, DEFAULT_SWEEP_INTERVAL_S
+            ),
+            max_amqp_message_bytes=env.integer(
+                environ,
+                env.MAX_AMQP_MESSAGE_BYTES,
+                default=DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
+            ),
+            retry_backoff_max_s=env.seconds(
+                environ, env.RETRY_BACKOFF_MAX_S, default=5.0
             ),
         )
 

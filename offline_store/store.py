@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import aiormq
 import asyncpg
 import structlog
 
@@ -31,6 +32,22 @@ POSTGRES_HINT = (
     "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
     " or point SWITCHBOARD_POSTGRES_DSN at a running server"
 )
+ROW_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+"""PostgreSQL refusing a statement for a value it was given (SQLSTATE classes 22, 23, 54),
+not because it is away: retrying the same rows would fail the same way."""
+EXPECTED_FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    aiormq.exceptions.AMQPError,
+)
+"""A dependency away or slow: logged as a warning, without a traceback, and retried."""
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 5
 """One connection per consumer loop and the retention sweep, and spares for one being replaced."""

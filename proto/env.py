@@ -75,6 +75,11 @@ RATE_LIMIT_PER_UID_BURST = "SWITCHBOARD_RATE_LIMIT_PER_UID_BURST"
 RATE_LIMIT_BYTES_PER_S = "SWITCHBOARD_RATE_LIMIT_BYTES_PER_S"
 """Bytes per second one connection may send; 0: no limit."""
 RATE_LIMIT_BYTES_BURST = "SWITCHBOARD_RATE_LIMIT_BYTES_BURST"
+MAX_AMQP_MESSAGE_BYTES = "SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES"
+"""The most bytes of one AMQP message a service builds (deliveries, replay pages, handovers,
+batches); larger ones are split. Keep it under the broker's ``max_message_size``."""
+RETRY_BACKOFF_MAX_S = "SWITCHBOARD_RETRY_BACKOFF_MAX_S"
+"""Longest pause between two attempts at a batch that failed as a whole (a dependency down)."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -81,6 +81,12 @@ STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
+HEADER_REJECTED_REASON = "x-switchboard-rejected-reason"
+"""AMQP header of a message a consumer dead-lettered itself: why it was refused. A consumer that
+refuses one item of a batch publishes that item alone, as an envelope of the same kind, to the
+dead-letter exchange with this header (and the item's routing key); the rest of the batch is
+handled. A message refused whole is rejected, and the broker's ``x-death`` header says so."""
+
 
 def api_key(command: str) -> str:
     """The routing key of a backend command: ``api.<command>``."""

@@ -31,8 +31,8 @@ Bodies (``send``'s ``body``, ``api.send``'s and ``api.broadcast``'s ``body``): a
 - no number literal longer than ``MAX_NUMBER_CHARS`` characters, and none whose value is not a
   finite IEEE 754 double (``1e400``): standard decoders refuse such numbers (Python's ``json``
   refuses integers over 4,300 digits, msgspec very long integers and numbers out of a double's
-  range) or turn them into infinities that cannot be encoded again. A number that must be exact beyond
-  a double's 15 to 17 digits belongs in a string.
+  range) or turn them into infinities that cannot be encoded again. A number that must be
+  exact beyond a double's 15 to 17 digits belongs in a string.
 
 Pure: no I/O.
 """

@@ -13,6 +13,13 @@ from proto import names as keys
 from proto.names import Names
 
 QUEUE_TYPES = ("quorum", "classic")
+DELIVERY_LIMIT = 20
+"""``x-delivery-limit`` of the shared quorum queues: a message returned to its queue this many
+times (its consumer crashed each time, or gave it back) is dead-lettered, so that a message
+that crashes every consumer cannot stop the queue forever. Declared rather than left to the
+broker, whose default differs between versions (none before RabbitMQ 4.0, 20 since). Consumers
+retry a batch that failed as a whole (a dependency down) in the process, holding its messages,
+so an outage of any length does not count against it. Classic queues have no such limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +60,13 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
     """
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
-    shared_args: Mapping[str, str | int] = {
+    shared_args: dict[str, str | int] = {
         "x-queue-type": queue_type,
         # A message a consumer rejects (malformed) is kept for an operator, never redelivered.
         "x-dead-letter-exchange": names.dead_letter_exchange,
     }
+    if queue_type == "quorum":
+        shared_args["x-delivery-limit"] = DELIVERY_LIMIT
     exchanges = (
         ExchangeSpec(names.inbound_exchange, "topic"),
         ExchangeSpec(names.events_exchange, "topic"),

@@ -24,21 +24,21 @@ from aio_pika.exceptions import AMQPError
 from redis.exceptions import RedisError
 
 from proto.errors import BadEnvelope
+from proto.items import RefusedItem
 from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
 from proto.names import KEY_BATCH
 from router import observability, routing
 from router.bus import Bus
 from router.presence import Presence, now_ms
-from router.routing import Call, Inbound, Refused, ReplyTo
+from router.routing import Call, Inbound, Publish, Refused, ReplyTo
 from router.settings import Settings
 
 log = structlog.get_logger()
 
 RETRY_BACKOFF_MIN_S = 0.1
-RETRY_BACKOFF_MAX_S = 5.0
-"""A failed batch waits this long (doubling from the minimum) before it is requeued,
-so that a broken Redis or broker is not hammered by the same batch in a loop."""
+"""A failed batch waits this long (doubling up to ``SWITCHBOARD_RETRY_BACKOFF_MAX_S``)
+before it is tried again, so that a broken Redis or broker is not hammered."""
 OFFLINE_CHECK_MAX_S = 0.5
 """Longest wait between two looks for due ``user.offline`` events (else debounce / 4)."""
 EXPECTED_FAILURES = (RedisError, AMQPError, OSError, TimeoutError)
@@ -65,6 +65,8 @@ class BatchRouter:
         self._slots = asyncio.Semaphore(PIPELINED_BATCHES)
         self._last_settling: asyncio.Task[None] | None = None
         """The latest batch still settling; each waits for the one before it."""
+        self._stopping = asyncio.Event()
+        """Set when ``run`` is told to stop: a failing batch is then requeued, not retried."""
 
     async def receive(self, message: AbstractIncomingMessage) -> None:
         """The consumer callback: queue the message for the next batch."""
@@ -73,6 +75,7 @@ class BatchRouter:
     async def run(self, stop: asyncio.Event) -> None:
         """Route batches until ``stop`` is set; a batch already started is finished."""
         stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: self._stopping.set())
         receiving: asyncio.Task[AbstractIncomingMessage] | None = None
         try:
             # Checked as well as awaited: with messages waiting, `receiving` is done
@@ -105,8 +108,9 @@ class BatchRouter:
         """
         accepted: list[AbstractIncomingMessage] = []
         batch: list[Inbound] = []
+        dead_letters: list[Publish] = []
         for message in messages:
-            envelopes = await self._accept(message)
+            envelopes = await self._accept(message, dead_letters)
             if envelopes:
                 accepted.append(message)
                 batch += envelopes
@@ -117,7 +121,7 @@ class BatchRouter:
         try:
             plan = await self._plan(batch, at_ms)
             delivering: asyncio.Task[None] | None = asyncio.create_task(
-                self._bus.publish_all((*plan.deliveries, *plan.events))
+                self._bus.publish_all((*plan.deliveries, *plan.events, *dead_letters))
             )
         except Exception as exc:
             plan, delivering = None, None
@@ -126,7 +130,14 @@ class BatchRouter:
             failure = None
         settling = asyncio.create_task(
             self._settle_batch(
-                accepted, batch, plan, delivering, failure, at_ms, self._last_settling
+                accepted,
+                batch,
+                dead_letters,
+                plan,
+                delivering,
+                failure,
+                at_ms,
+                self._last_settling,
             )
         )
         settling.add_done_callback(lambda _: self._slots.release())
@@ -136,6 +147,7 @@ class BatchRouter:
         self,
         accepted: Sequence[AbstractIncomingMessage],
         batch: Sequence[Inbound],
+        dead_letters: Sequence[Publish],
         plan: routing.Plan | None,
         delivering: "asyncio.Task[None] | None",
         failure: Exception | None,
@@ -143,11 +155,18 @@ class BatchRouter:
         previous: "asyncio.Task[None] | None",
     ) -> None:
         """Finish a batch once its deliveries are confirmed and the batch before it is settled;
-        acknowledge it, or requeue it on any failure. Never raises.
+        acknowledge it. Never raises.
 
         Only the deliveries overlap with other batches. What follows them (replay requests,
         replies) goes out in batch order: a replay asked by a ``store.saved`` must not overtake
         the one asked by the login before it, or a client would see stored messages out of order.
+
+        A batch that failed because a dependency is away (Redis, the broker) is tried again
+        here, after a backoff, its messages held: a requeue would count against the queue's
+        delivery limit (``proto.topology.DELIVERY_LIMIT``), and an outage of a few minutes
+        would dead-letter messages already answered ``sent``. It is requeued only when the
+        router is stopping, or when the failure is unexpected (a bug: the delivery limit then
+        ends a loop).
         """
         if failure is None and delivering is not None:
             try:
@@ -161,41 +180,85 @@ class BatchRouter:
                 await self._after_confirms(batch, plan, at_ms)
             except Exception as exc:
                 failure = exc
-        if failure is None:
-            self._backoff_s = RETRY_BACKOFF_MIN_S
-            # Every earlier delivery on this channel is settled already (the batch before
-            # this one is): one ack covers exactly this batch.
-            await _settle(accepted[-1].ack(multiple=True))
-            return
-        if isinstance(failure, EXPECTED_FAILURES):
-            log.warning("batch_failed", size=len(batch), error=repr(failure))
-        else:
-            log.error("batch_failed", size=len(batch), exc_info=failure)
-        observability.count_error(CODE_BATCH_FAILED)
-        await self._requeue(accepted)
+        while failure is not None:
+            self._log_failure(failure, len(batch))
+            if not isinstance(failure, EXPECTED_FAILURES) or not await self._backoff():
+                await _settle(accepted[-1].nack(multiple=True, requeue=True))
+                return
+            failure = await self._route_again(batch, dead_letters)
+        self._backoff_s = RETRY_BACKOFF_MIN_S
+        # Every earlier delivery on this channel is settled already (the batch before
+        # this one is): one ack covers exactly this batch.
+        await _settle(accepted[-1].ack(multiple=True))
 
-    async def _accept(self, message: AbstractIncomingMessage) -> list[Inbound]:
+    async def _route_again(
+        self, batch: Sequence[Inbound], dead_letters: Sequence[Publish]
+    ) -> Exception | None:
+        """Route a failed batch again, start to finish; return what failed, if anything."""
+        at_ms = now_ms()
+        try:
+            plan = await self._plan(batch, at_ms)
+            await self._bus.publish_all((*plan.deliveries, *plan.events, *dead_letters))
+            await self._after_confirms(batch, plan, at_ms)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _log_failure(self, failure: Exception, size: int) -> None:
+        if isinstance(failure, EXPECTED_FAILURES):
+            log.warning("batch_failed", size=size, error=repr(failure))
+        else:
+            log.error("batch_failed", size=size, exc_info=failure)
+        observability.count_error(CODE_BATCH_FAILED)
+
+    async def _backoff(self) -> bool:
+        """Pause before another attempt; False (at once) when the router is stopping."""
+        if self._stopping.is_set():
+            return False
+        try:
+            async with asyncio.timeout(self._backoff_s):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass  # the pause is over
+        self._backoff_s = min(self._backoff_s * 2, self._settings.retry_backoff_max_s)
+        return not self._stopping.is_set()
+
+    async def _accept(
+        self, message: AbstractIncomingMessage, dead_letters: list[Publish]
+    ) -> list[Inbound]:
         """Decode a message into its envelopes (a ``gateway.batch`` holds several); reject it
-        (no requeue) when none can be routed."""
+        (no requeue) when none can be routed. The items of a batch that cannot be routed are
+        added to ``dead_letters``, each alone with its reason; the others are routed."""
         routing_key = message.routing_key or ""
         if routing.is_command(routing_key):
             command = await self._accept_command(message, routing_key)
             return [] if command is None else [command]
+        refused: list[RefusedItem] = []
         try:
             if routing_key == KEY_BATCH:
                 envelopes, refused = routing.decode_batch(message.body)
             else:
-                envelopes, refused = (
-                    [routing.decode_inbound(routing_key, message.body)],
-                    [],
-                )
+                envelopes = [routing.decode_inbound(routing_key, message.body)]
         except BadEnvelope as exc:
-            envelopes, refused = [], [exc.reason]
-        for reason in refused:
-            log.info("envelope_rejected", routing_key=routing_key, reason=reason)
+            log.info("envelope_rejected", routing_key=routing_key, reason=exc.reason)
+            observability.count_error(CODE_ENVELOPE_REJECTED)
+            envelopes = []
+        for item in refused:
+            log.info(
+                "envelope_rejected",
+                routing_key=routing_key,
+                reason=item.reason,
+                item=item.index,
+            )
             observability.count_error(CODE_ENVELOPE_REJECTED)
         if not envelopes:
+            # Nothing to route: the message goes to the dead-letter queue whole.
             await _settle(message.reject(requeue=False))
+            return []
+        names = self._settings.names
+        dead_letters += (
+            routing.dead_letter_publish(names, routing_key, item) for item in refused
+        )
         return envelopes
 
     async def _accept_command(
@@ -239,6 +302,7 @@ class BatchRouter:
             now_ms=at_ms,
             gateway_ttl_ms=self._gateway_ttl_ms,
             presence_policy=self._settings.presence_policy,
+            max_message_bytes=self._settings.max_amqp_message_bytes,
         )
 
     async def _after_confirms(
@@ -272,12 +336,6 @@ class BatchRouter:
             replays=len(plan.replays),
             replies=len(plan.replies),
         )
-
-    async def _requeue(self, accepted: Sequence[AbstractIncomingMessage]) -> None:
-        """Give a failed batch back to the queue after a backoff."""
-        await asyncio.sleep(self._backoff_s)  # a backoff, not a synchronisation
-        self._backoff_s = min(self._backoff_s * 2, RETRY_BACKOFF_MAX_S)
-        await _settle(accepted[-1].nack(multiple=True, requeue=True))
 
 
 async def _settle(settling: Awaitable[None]) -> None:

@@ -22,6 +22,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
+from pamqp.common import FieldTable
 
 from proto import env
 from proto.env import location
@@ -166,11 +167,17 @@ class Bus:
         this lets a batch's publishes share the passes (about a third less CPU per message),
         and each still waits for its own confirm (a nack or a return raises).
         """
+        headers: FieldTable | None = (
+            {key: value for key, value in publish.headers.items()}
+            if publish.headers
+            else None
+        )
         properties = aiormq.spec.Basic.Properties(
             content_type=CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
             message_id=publish.mid or None,
             correlation_id=publish.correlation_id or None,
+            headers=headers,
         )
         # The deadline covers the wait for a reconnecting channel as well as the confirm.
         async with asyncio.timeout(self._publish_timeout_s):

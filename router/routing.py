@@ -93,8 +93,10 @@ from proto.envelopes import (
     UserOnline,
 )
 from proto.errors import BadEnvelope
+from proto.items import DECODE_ERRORS, RefusedItem, decode_batch_items, reason_of
 from proto.limits import THROTTLE_MIN_MS, PresencePolicy, frame_cost
-from proto.names import Names
+from proto.names import HEADER_REJECTED_REASON, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
 T = TypeVar("T")
 
@@ -188,8 +190,8 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
         raise BadEnvelope("unknown routing key")
     try:
         envelope = decoder(body)
-    except msgspec.DecodeError as exc:  # ValidationError included: both mean a bad body
-        raise BadEnvelope(str(exc)) from exc
+    except DECODE_ERRORS as exc:  # ValidationError, RecursionError included
+        raise BadEnvelope(reason_of(exc)) from None
     if isinstance(envelope, Outgoing):
         if addressing_count(envelope) != 1:
             raise BadEnvelope(
@@ -201,27 +203,24 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
     return envelope
 
 
-def decode_batch(body: bytes) -> tuple[list[Inbound], list[str]]:
-    """Decode a ``Batch`` (``gateway.batch``): its envelopes in order, and a reason for each
-    item that could not be decoded (those are dropped; the others are routed).
+def decode_batch(body: bytes) -> tuple[list[Inbound], list[RefusedItem]]:
+    """Decode a ``Batch`` (``gateway.batch``): its envelopes in order, and each item that
+    could not be decoded, alone, with its reason (to be dead-lettered; the others are routed).
 
     Raises:
-        BadEnvelope: the body is not a ``Batch`` at all.
+        BadEnvelope: the body is not even an object with an ``items`` array.
     """
-    try:
-        batch = envelopes.decode_batch(body)
-    except msgspec.DecodeError as exc:
-        raise BadEnvelope(str(exc)) from exc
+    batch = decode_batch_items(body)
     decoded: list[Inbound] = []
-    refused: list[str] = []
-    for item in batch.items:
-        if item.key not in keys.BATCHABLE_KEYS:
-            refused.append(f"routing key {item.key!r} may not be batched")
-            continue
+    refused = list(batch.refused)
+    for index, item in enumerate(batch.items):
         try:
+            if item.key not in keys.BATCHABLE_KEYS:
+                raise BadEnvelope(f"routing key {item.key!r} may not be batched")
             decoded.append(decode_inbound(item.key, item.body))
         except BadEnvelope as exc:
-            refused.append(exc.reason)
+            alone = envelopes.encode(envelopes.Batch(items=[item]))
+            refused.append(RefusedItem(alone, exc.reason, batch.position(index)))
     return decoded, refused
 
 
@@ -387,6 +386,13 @@ class Publish:
     mandatory: bool = True
     """Whether a message no queue takes is an error (not for events and replies,
     which nobody may be waiting for)."""
+    reason: str = ""
+    """For a dead-lettered item: why it was refused (``HEADER_REJECTED_REASON``)."""
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The AMQP headers of the message."""
+        return {HEADER_REJECTED_REASON: self.reason} if self.reason else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +495,7 @@ def route_batch(
     now_ms: int,
     gateway_ttl_ms: int,
     presence_policy: PresencePolicy = PresencePolicy.EVERYONE,
+    max_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
 ) -> Plan:
     """Decide the publishes of one batch.
 
@@ -501,9 +508,12 @@ def route_batch(
         now_ms: the current Unix time in milliseconds.
         gateway_ttl_ms: how long a gateway stays live after its last heartbeat.
         presence_policy: who may learn presence with a client's ``presence`` frame.
+        max_message_bytes: the most bytes of one delivery
+            (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``); more items go in more messages.
 
     Returns:
-        The deliveries (one per gateway, plus one for the offline store) and
+        The deliveries (one per gateway, plus one for the offline store; more when they
+        would be larger than ``max_message_bytes``) and
         events, then the replay requests and the replies, the gateways to sweep
         and the dropped retries.
 
@@ -512,7 +522,14 @@ def route_batch(
     """
     if len(lookups) != len(batch):
         raise ValueError("one lookup per envelope is needed")
-    plan = _PlanBuilder(names, last_seen_ms, now_ms, gateway_ttl_ms, presence_policy)
+    plan = _PlanBuilder(
+        names,
+        last_seen_ms,
+        now_ms,
+        gateway_ttl_ms,
+        presence_policy,
+        max_message_bytes,
+    )
     for envelope, lookup in zip(batch, lookups, strict=True):
         plan.add(envelope, lookup)
     return plan.build()
@@ -527,7 +544,8 @@ class _PlanBuilder:
         last_seen_ms: Mapping[str, int],
         now_ms: int,
         gateway_ttl_ms: int,
-        presence_policy: PresencePolicy = PresencePolicy.EVERYONE,
+        presence_policy: PresencePolicy,
+        max_message_bytes: int,
     ) -> None:
         self.names = names
         self.last_seen_ms = last_seen_ms
@@ -535,6 +553,7 @@ class _PlanBuilder:
         self.gateway_ttl_ms = gateway_ttl_ms
         self.presence_policy = presence_policy
         self.throttled: list[Throttled] = []
+        self.max_message_bytes = max_message_bytes
         self.per_gateway: dict[str, list[DeliveryItem]] = {}
         self.offline: list[DeliveryItem] = []
         self.answers: dict[str, list[DeliveryItem]] = {}
@@ -754,17 +773,23 @@ class _PlanBuilder:
         )
 
     def build(self) -> Plan:
+        limit = self.max_message_bytes
         deliveries = [
-            delivery_publish(self.names.deliveries_exchange, gateway_id, items)
+            publish
             for gateway_id, items in self.per_gateway.items()
-        ]
-        if self.offline:
-            deliveries.append(
-                delivery_publish(self.names.undeliverable_exchange, "", self.offline)
+            for publish in delivery_publishes(
+                self.names.deliveries_exchange, gateway_id, items, limit
             )
+        ]
+        deliveries += delivery_publishes(
+            self.names.undeliverable_exchange, "", self.offline, limit
+        )
         answers = [
-            delivery_publish(self.names.deliveries_exchange, gateway_id, items)
+            publish
             for gateway_id, items in self.answers.items()
+            for publish in delivery_publishes(
+                self.names.deliveries_exchange, gateway_id, items, limit
+            )
         ]
         return Plan(
             deliveries=tuple(deliveries),
@@ -995,9 +1020,32 @@ def delivery_publish(
     exchange: str, routing_key: str, items: list[DeliveryItem]
 ) -> Publish:
     """One ``Delivery`` with these items, as one AMQP message."""
-    mids = unique(item.mid for item in items if item.mid)
     body = envelopes.encode(Delivery(items=items))
-    return Publish(exchange, routing_key, body, mids[0] if len(mids) == 1 else "")
+    return Publish(exchange, routing_key, body, _only_mid(items))
+
+
+def delivery_publishes(
+    exchange: str, routing_key: str, items: list[DeliveryItem], max_bytes: int
+) -> list[Publish]:
+    """The ``Delivery`` messages with these items, each at most ``max_bytes`` (one when they
+    fit, none for no items)."""
+    return [
+        Publish(exchange, routing_key, packed.body, _only_mid(packed.items))
+        for packed in pack_delivery(items, max_bytes)
+    ]
+
+
+def _only_mid(items: Iterable[DeliveryItem]) -> str:
+    """The AMQP ``message_id``: the mid when the items carry exactly one message."""
+    mids = unique(item.mid for item in items if item.mid)
+    return mids[0] if len(mids) == 1 else ""
+
+
+def dead_letter_publish(names: Names, routing_key: str, item: RefusedItem) -> Publish:
+    """A refused item, alone, to the dead-letter exchange with its reason."""
+    return Publish(
+        names.dead_letter_exchange, routing_key, item.body, reason=item.reason
+    )
 
 
 def replay_publish(

@@ -8,6 +8,7 @@ from proto import env
 from proto.errors import SettingsError
 from proto.limits import PresencePolicy
 from proto.names import DEFAULT_NAMESPACE, Names
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
 from proto.topology import QUEUE_TYPES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -50,6 +51,10 @@ class Settings:
     """Frames per second one uid may send across all gateways, on average; 0: no limit."""
     rate_limit_per_uid_burst: int = 200
     """Frames one uid may send in one window of ``burst / rate`` seconds."""
+    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
+    """Largest delivery published; more items go in more messages."""
+    retry_backoff_max_s: float = 5.0
+    """Longest pause between two attempts at a batch that failed as a whole."""
 
     @property
     def namespace(self) -> str:
@@ -104,6 +109,15 @@ class Settings:
             ),
             rate_limit_per_uid_burst=env.integer(
                 environ, env.RATE_LIMIT_PER_UID_BURST, default=200, minimum=1
+            ),
+            max_amqp_message_bytes=env.integer(
+                environ,
+                env.MAX_AMQP_MESSAGE_BYTES,
+                default=DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
+            ),
+            retry_backoff_max_s=env.seconds(
+                environ, env.RETRY_BACKOFF_MAX_S, default=5.0
             ),
             metrics_port=(
                 env.integer(environ, env.METRICS_PORT, 0, maximum=65535)

@@ -26,6 +26,7 @@ from proto.envelopes import (
     Saved,
     SavedUid,
     Target,
+    decode_delivery,
     encode,
 )
 from proto.errors import BadEnvelope
@@ -72,7 +73,7 @@ def test_durable_item_gives_one_row_per_distinct_uid() -> None:
             frame, ("bob", "c1"), ("bob", "c2"), ("carol", ""), mid=MID_1, durable=True
         )
     )
-    rows = replay.rows_from_body(body)
+    rows = replay.rows_from_body(body).rows
     assert rows == [
         UndeliveredRow("bob", MID_1, frame.decode()),
         UndeliveredRow("carol", MID_1, frame.decode()),
@@ -87,7 +88,7 @@ def test_frame_is_kept_byte_for_byte() -> None:
     )
     rows = replay.rows_from_body(
         delivery_body(item(frame, ("bob", "c1"), mid=MID_1, durable=True))
-    )
+    ).rows
     assert [row.frame.encode() for row in rows] == [frame]
 
 
@@ -99,37 +100,81 @@ def test_non_durable_and_stored_items_are_skipped() -> None:
         item(message_frame(MID_2), ("bob", "c1"), mid=MID_2, durable=True, stored=True),
         item(message_frame(MID_3), ("bob", "c1"), mid=MID_3, durable=True),
     )
-    assert [(row.uid, row.mid) for row in replay.rows_from_body(body)] == [
+    assert [(row.uid, row.mid) for row in replay.rows_from_body(body).rows] == [
         ("bob", MID_3)
     ]
 
 
 def test_durable_item_without_mid_is_skipped() -> None:
     body = delivery_body(item(message_frame(MID_1), ("bob", "c1"), durable=True))
-    assert replay.rows_from_body(body) == []
+    assert replay.rows_from_body(body) == replay.KeptRows([], [])
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"not json",
-        b"[]",
-        b'{"items": "none"}',
-        b'{"items": [{"frame": {}, "targets": [["bob"]]}]}',
-        b'{"items": [{"targets": []}]}',
-    ],
-)
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"items": "none"}'])
 def test_body_that_is_not_a_delivery_is_a_bad_envelope(body: bytes) -> None:
     with pytest.raises(BadEnvelope):
         replay.rows_from_body(body)
 
 
-def test_value_postgresql_cannot_store_is_a_bad_envelope() -> None:
+@pytest.mark.parametrize(
+    "bad_item",
+    [
+        b'{"frame": {}, "targets": [["bob"]]}',
+        b'{"targets": []}',
+        b"[" * 5000 + b"]" * 5000,
+    ],
+)
+def test_an_item_that_is_not_a_delivery_item_is_refused_alone(bad_item: bytes) -> None:
+    good = item(message_frame(MID_1), ("bob", ""), mid=MID_1, durable=True)
+    body = b'{"items": [' + bad_item + b", " + encode(good) + b"]}"
+    kept = replay.rows_from_body(body)
+    assert [(row.uid, row.mid) for row in kept.rows] == [("bob", MID_1)]
+    (refused,) = kept.refused
+    assert refused.index == 0
+    assert refused.body == b'{"items":[' + bad_item + b"]}"
+
+
+def test_a_uid_postgresql_cannot_store_is_refused_alone() -> None:
     body = delivery_body(
-        item(message_frame(MID_1), ("bob\x00", "c1"), mid=MID_1, durable=True)
+        item(message_frame(MID_1), ("carol", ""), mid=MID_1, durable=True),
+        item(
+            message_frame(MID_2),
+            ("bob\x00", ""),
+            ("dave", ""),
+            mid=MID_2,
+            durable=True,
+        ),
     )
-    with pytest.raises(BadEnvelope):
-        replay.rows_from_body(body)
+    kept = replay.rows_from_body(body)
+    assert [(row.uid, row.mid) for row in kept.rows] == [
+        ("carol", MID_1),
+        ("dave", MID_2),
+    ]
+    (refused,) = kept.refused
+    assert "NUL" in refused.reason
+    assert refused.index == 1
+    (alone,) = decode_delivery(refused.body).items
+    assert (alone.mid, alone.targets) == (MID_2, [Target("bob\x00", "")])
+
+
+@pytest.mark.parametrize(
+    ("mid", "frame"),
+    [
+        ("m\x00", b'{"type":"message"}'),
+        ("m" * 2000, b'{"type":"message"}'),
+        ("m1", b'"\xff"'),
+    ],
+)
+def test_an_item_whose_mid_or_frame_cannot_be_stored_is_refused_alone(
+    mid: str, frame: bytes
+) -> None:
+    body = delivery_body(
+        item(frame, ("bob", ""), mid=mid, durable=True),
+        item(message_frame(MID_1), ("carol", ""), mid=MID_1, durable=True),
+    )
+    kept = replay.rows_from_body(body)
+    assert [(row.uid, row.mid) for row in kept.rows] == [("carol", MID_1)]
+    assert [r.index for r in kept.refused] == [0]
 
 
 def test_unique_rows_keeps_the_first_copy_of_each_key() -> None:
@@ -226,7 +271,18 @@ def test_replayed_frame_is_pushed_byte_for_byte() -> None:
     )
     body = encode(outbound[0].delivery)
     assert frame.encode() in body
-    assert replay.rows_from_body(body) == []  # stored: never stored a second time
+    assert replay.rows_from_body(body).rows == []  # stored: never stored a second time
+    assert decode_delivery(outbound[0].body) == outbound[0].delivery
+
+
+def test_a_page_larger_than_a_message_is_split_in_order() -> None:
+    mids = [f"m{i:03}" for i in range(40)]
+    rows = [StoredRow(mid, message_frame(mid).decode() + " " * 1000) for mid in mids]
+    gateways = (GatewayTargets("gw1", (Target("bob", "c1"),)),)
+    outbound = replay.replay_deliveries(rows, gateways, max_bytes=8000)
+    assert len(outbound) > 1
+    assert all(len(d.body) <= 8000 for d in outbound)
+    assert [i.mid for d in outbound for i in decode_delivery(d.body).items] == mids
 
 
 def test_empty_page_gives_no_delivery() -> None:
@@ -261,7 +317,7 @@ def test_rows_keep_the_origin_of_their_item() -> None:
         durable=True,
         origin=ORIGIN,
     )
-    (row,) = replay.rows_from_body(encode(Delivery(items=[durable])))
+    (row,) = replay.rows_from_body(encode(Delivery(items=[durable]))).rows
     assert row.origin == ORIGIN
 
 

@@ -154,8 +154,47 @@ def test_decode_batch_keeps_order_and_drops_only_bad_items() -> None:
     )
     decoded, refused = routing.decode_batch(body)
     assert decoded == [opened, outgoing()]
-    assert len(refused) == 2
-    assert "may not be batched" in refused[1]
+    assert [item.index for item in refused] == [1, 2]
+    assert "may not be batched" in refused[1].reason
+    # Each refused item alone, as a batch of one, to be dead-lettered.
+    (alone,) = envelopes.decode_batch(refused[1].body).items
+    assert alone.key == keys.KEY_SAVED
+
+
+def test_an_item_too_deep_for_any_decoder_is_refused_alone() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    body = (
+        b'{"items": [["gateway.send", {"body": ' + deep + b"}], "
+        b'["gateway.heartbeat", {"gateway_id": "gw1", "connections": 5}]]}'
+    )
+    decoded, refused = routing.decode_batch(body)
+    assert decoded == [Heartbeat(gateway_id="gw1", connections=5)]
+    (item,) = refused
+    assert (item.index, item.reason) == (0, "nested too deeply")
+
+
+def test_a_lone_envelope_too_deep_is_a_bad_envelope() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(BadEnvelope, match="deep"):
+        routing.decode_inbound(keys.KEY_SEND, b'{"x": ' + deep + b"}")
+
+
+def test_deliveries_are_split_to_fit_the_message_size_limit() -> None:
+    names = Names("t")
+    items = [
+        routing.message_item(msgspec.Raw(b'"' + b"x" * 1000 + b'"'), [], f"m{i}")
+        for i in range(10)
+    ]
+    publishes = routing.delivery_publishes(
+        names.deliveries_exchange, "gw1", items, 3000
+    )
+    assert len(publishes) > 1
+    assert all(len(p.body) <= 3000 for p in publishes)
+    carried = [i for p in publishes for i in envelopes.decode_delivery(p.body).items]
+    assert [i.mid for i in carried] == [f"m{i}" for i in range(10)]
+    for publish in publishes:
+        mids = [i.mid for i in envelopes.decode_delivery(publish.body).items]
+        assert publish.mid == (mids[0] if len(mids) == 1 else "")
 
 
 def test_a_batch_is_a_list_of_key_and_body_pairs() -> None:
@@ -167,10 +206,16 @@ def test_a_batch_is_a_list_of_key_and_body_pairs() -> None:
     assert refused == []
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"items": 3}', b'{"items": [["k"]]}'])
+@pytest.mark.parametrize("body", [b"not json", b'{"items": 3}', b"[]"])
 def test_decode_batch_rejects_what_is_no_batch(body: bytes) -> None:
     with pytest.raises(BadEnvelope):
         routing.decode_batch(body)
+
+
+def test_an_item_that_is_no_pair_is_refused_alone() -> None:
+    decoded, refused = routing.decode_batch(b'{"items": [["k"]]}')
+    assert decoded == []
+    assert [item.body for item in refused] == [b'{"items":[["k"]]}']
 
 
 def test_api_keys_are_commands() -> None:
