@@ -122,18 +122,23 @@ class ConnectionLimits:
         self.rejected_in_a_row = 0
         return ACCEPTED
 
-    def on_cost(self, now_s: float, frames_more: int) -> Decision:
+    def on_cost(self, now_s: float, frames_more: float) -> Decision:
         """Take ``frames_more`` frames more for a frame ``on_frame`` accepted that costs more
-        than one (a ``presence`` frame: ``proto.limits.frame_cost``).
+        than one (a ``presence`` frame: ``proto.limits.frame_cost``), or give back what it
+        took beyond its cost when ``frames_more`` is negative (an ``ack``:
+        ``proto.limits.ACK_FRAME_COST``).
 
         Returns:
             As ``on_frame``; the frame's first token stays taken when it is refused.
         """
-        if frames_more <= 0:
+        if frames_more == 0:
             return ACCEPTED
         frames = self._frames
         assert frames is not None
         frames.refill(now_s)
+        if frames_more < 0:
+            frames.tokens = min(float(frames.burst), frames.tokens - frames_more)
+            return ACCEPTED
         if frames.tokens < frames_more:
             return self._refused(Limit.FRAMES)
         frames.tokens -= frames_more

@@ -141,9 +141,9 @@ class Session:
         self.last_frame_type = ""
         """The ``type`` of the last frame handled (``unknown`` when it had none that is known,
         ``binary`` for a binary frame), for the frame counters; decided while decoding."""
-        self.last_frame_cost = 1
+        self.last_frame_cost = 1.0
         """What the last frame handled costs against the rate limit, in frames (more than one
-        for a ``presence`` frame: ``proto.limits.frame_cost``)."""
+        for a ``presence`` frame: ``proto.limits.frame_cost``; a tenth for an ``ack``)."""
 
     @property
     def uid(self) -> str | None:
@@ -162,12 +162,14 @@ class Session:
         (the hub keeps it): its ``send`` and ``presence`` frames are refused for now.
         """
         self.last_frame_type = FRAME_TYPE_UNKNOWN
-        self.last_frame_cost = 1
+        self.last_frame_cost = 1.0
         try:
             frame = self._decode(text)
             self.last_frame_type = str(frame.__struct_config__.tag)
             if isinstance(frame, frames.PresenceQuery):
                 self.last_frame_cost = limits.frame_cost(len(frame.uids))
+            elif isinstance(frame, frames.Ack):
+                self.last_frame_cost = limits.ACK_FRAME_COST
             if is_uid_throttled and isinstance(
                 frame, frames.Send | frames.PresenceQuery
             ):

@@ -161,7 +161,7 @@ class ClientServer:
             else:
                 is_throttled = self._hub.is_throttled(session.uid)
                 effects = session.on_text(text, now_ms(), is_throttled)
-                # A presence frame costs one frame per ten uids: charged once decoded.
+                # A presence frame costs a frame per ten uids, an ack a tenth: settled once decoded.
                 decision = limits.on_cost(now_s, session.last_frame_cost - 1)
                 if not decision.is_accepted:
                     frame_type = session.last_frame_type

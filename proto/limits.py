@@ -14,6 +14,12 @@ PRESENCE_UIDS_PER_TOKEN = 10
 """A ``presence`` frame costs one token (one frame) per this many uids it asks about, at least
 one: at the most uids a frame may carry (``proto.frames.MAX_PRESENCE_UIDS``), ten frames."""
 
+ACK_FRAME_COST = 0.1
+"""What an ``ack`` frame costs against a connection's frame limit: a tenth of a frame. Clients
+acknowledge each message they handle, so a connection receives about as many acks as messages;
+at full cost a busy room or a large replay would get a client's own acks refused. Acks stay
+bounded, by bytes (``SWITCHBOARD_RATE_LIMIT_BYTES_PER_S``) and at ten times the frame rate."""
+
 THROTTLE_MIN_MS = 100
 """The shortest time a router asks gateways to refuse a uid's frames: shorter is not worth a
 delivery."""

@@ -51,6 +51,7 @@ async def test_ack_flood_is_batched_and_does_not_delay_a_replay(stack: Stack) ->
                 env.METRICS_PORT: str(gateway_port),
                 env.RATE_LIMIT_PER_S: "100000",
                 env.RATE_LIMIT_BURST: "100000",
+                env.RATE_LIMIT_BYTES_PER_S: "0",
             }
         ),
         stack.start_gateway(),

@@ -2,6 +2,7 @@
 more than one, and a close for a flood."""
 
 from gateway.limits import ConnectionLimits, Limit, Verdict, utf8_length
+from proto.limits import ACK_FRAME_COST
 
 
 def verdicts(limits: ConnectionLimits, now_s: float, count: int) -> list[Verdict]:
@@ -97,3 +98,28 @@ def test_utf8_length_counts_bytes_as_sent() -> None:
     assert utf8_length("abc") == 3
     assert utf8_length("é€😀") == 2 + 3 + 4
     assert utf8_length(b"\x00\x01") == 2
+
+
+def test_an_ack_gives_back_most_of_its_frame() -> None:
+    limits = ConnectionLimits(frames_per_s=1.0, frames_burst=10)
+    for _ in range(
+        50
+    ):  # fifty acks cost five frames, where fifty frames would be refused
+        assert limits.on_frame(0.0).is_accepted
+        assert limits.on_cost(0.0, ACK_FRAME_COST - 1).is_accepted
+    assert (
+        verdicts(limits, 0.0, 4) == [Verdict.ACCEPT] * 4
+    )  # about five frames are left
+    assert Verdict.REJECT in verdicts(limits, 0.0, 2)
+
+
+def test_a_refund_never_fills_the_bucket_past_its_burst() -> None:
+    limits = ConnectionLimits(frames_per_s=1.0, frames_burst=3)
+    assert limits.on_frame(0.0).is_accepted
+    assert limits.on_cost(0.0, -5).is_accepted
+    assert [limits.on_frame(0.0).verdict for _ in range(4)] == [
+        Verdict.ACCEPT,
+        Verdict.ACCEPT,
+        Verdict.ACCEPT,
+        Verdict.REJECT,
+    ]
