@@ -43,6 +43,7 @@ async def main(settings: Settings) -> None:
             time.monotonic,
             settings.max_unacked_per_connection,
             settings.max_amqp_message_bytes,
+            max_pinned=settings.prefetch * 3 // 4,
         )
         observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)

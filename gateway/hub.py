@@ -62,11 +62,39 @@ _EMPTY_DELIVERY = envelopes.encode(Delivery(items=[]))
 class Held:
     """One AMQP delivery, acknowledged to the broker when its last held copy is released."""
 
-    __slots__ = ("message", "remaining")
+    __slots__ = ("message", "pins", "remaining")
 
-    def __init__(self, message: AbstractIncomingMessage) -> None:
+    def __init__(self, message: AbstractIncomingMessage, pins: "Pins") -> None:
         self.message = message
+        self.pins = pins
         self.remaining = 0
+
+
+@dataclass(slots=True)
+class Pins:
+    """The gateway's AMQP deliveries that wait for something (a client's ack, a handover).
+
+    Their number must stay below the consumer's prefetch: at the prefetch, RabbitMQ sends the
+    gateway nothing more, and every connection on it waits. ``max_unacked`` bounds what one
+    connection pins; many connections that never acknowledge could still pin them all, so past
+    ``high`` the hub hands the oldest copies to the offline store (``Hub._relieve_pressure``).
+    """
+
+    high: int
+    """Pinned deliveries past which the oldest copies are handed over."""
+    low: int
+    """What a relief aims for: pinned deliveries, once the handed-over copies are confirmed."""
+    pinned: set[Held] = field(default_factory=set)
+    freeing: set[Held] = field(default_factory=set)
+    """Pinned deliveries whose copies were handed over, not yet confirmed: about to go."""
+
+    @property
+    def is_over(self) -> bool:
+        return len(self.pinned) - len(self.freeing) > self.high
+
+    def released(self, held: Held) -> None:
+        self.pinned.discard(held)
+        self.freeing.discard(held)
 
 
 @dataclass(slots=True, eq=False)
@@ -200,6 +228,7 @@ class Hub:
         clock: Callable[[], float],
         max_unacked: int,
         max_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+        max_pinned: int = 500,
     ) -> None:
         self._bus = bus
         self._max_message_bytes = max_message_bytes
@@ -208,6 +237,7 @@ class Hub:
         self._clock = clock
         self._max_unacked = max_unacked
         """Messages one connection may leave unacknowledged (live and stored)."""
+        self._pins = Pins(high=max_pinned, low=max_pinned * 2 // 3)
         self.connections: dict[str, Connection] = {}
         self.rooms: dict[str, set[str]] = {}
         """room -> the conn_ids here in that room; a room without connections has no entry."""
@@ -333,7 +363,7 @@ class Hub:
             else set()
         )
         plan = plan_delivery(delivery, self.connections, self.rooms, initialized)
-        held = Held(message)
+        held = Held(message, self._pins)
         deadline = self._clock() + self._ack_timeout_s
         capped: dict[Connection, int] = {}
         """Connections that hold too many unacknowledged: live copies handed over, by count."""
@@ -428,6 +458,10 @@ class Hub:
             self._spawn(self._dead_letter(message.routing_key or "", refused, held))
         if held.remaining == 0:
             await _ack(message)
+        else:
+            self._pins.pinned.add(held)
+            if self._pins.is_over:
+                self._relieve_pressure()
 
     async def _dead_letter(
         self, routing_key: str, refused: list[RefusedItem], held: Held
@@ -463,6 +497,48 @@ class Hub:
                     HANDOVER_RETRY_S
                 )  # back off while the broker is away
         await _release(held)
+
+    def _relieve_pressure(self) -> None:
+        """Hand the oldest copies that clients have not acknowledged to the offline store, so
+        that their AMQP deliveries are acknowledged before the prefetch is reached.
+
+        The client keeps what it was sent: a copy handed over stays in its connection's unacked
+        messages as a stored one, whose ack goes on to the store (which deletes its row), and
+        whose replay (the store announces the new row) is not pushed a second time. The copies
+        of one delivery share a deadline, so handing over every copy up to a deadline frees
+        whole deliveries.
+        """
+        pins = self._pins
+        to_free = len(pins.pinned) - len(pins.freeing) - pins.low
+        oldest = sorted(
+            (
+                unacked
+                for connection in self._holding
+                for unacked in connection.unacked.values()
+                if unacked.held
+            ),
+            key=lambda unacked: unacked.deadline,
+        )
+        touched: set[Held] = set()
+        handed = 0
+        last_deadline = None
+        for unacked in oldest:
+            if len(touched) >= to_free and unacked.deadline != last_deadline:
+                break
+            last_deadline = unacked.deadline
+            touched.update(unacked.held)
+            self._queue_handover(unacked.handover_item(), unacked.held)
+            unacked.held = []
+            unacked.is_stored = True
+            handed += 1
+        pins.freeing |= touched & pins.pinned
+        observability.PRESSURE_HANDOVERS.inc(handed)
+        log.warning(
+            "pinned_deliveries_relieved",
+            pinned=len(pins.pinned),
+            copies=handed,
+            deliveries=len(touched),
+        )
 
     def _hold(
         self,
@@ -757,6 +833,7 @@ async def _settle(settling: Coroutine[Any, Any, None]) -> None:
 async def _release(held: Held) -> None:
     held.remaining -= 1
     if held.remaining == 0:
+        held.pins.released(held)
         await _ack(held.message)
 
 

@@ -106,6 +106,11 @@ UNACKED_CAPPED = Counter(
     "Live messages handed to the offline store: their connection held too many unacknowledged.",
     registry=REGISTRY,
 )
+PRESSURE_HANDOVERS = Counter(
+    names.PRESSURE_HANDOVERS_TOTAL,
+    "Unacknowledged copies handed to the offline store: pinned deliveries neared the prefetch.",
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     names.RATE_LIMITED_TOTAL,
     "Frames answered rate_limited, by the limit that refused them.",

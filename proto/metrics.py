@@ -20,6 +20,9 @@ DELIVERIES_TOTAL = "switchboard_gateway_deliveries_total"
 """Counter: deliveries this gateway consumed from its queue."""
 DELIVERY_LATENCY_SECONDS = "switchboard_gateway_delivery_latency_seconds"
 """Histogram: from a message's ``ts`` (its sender's gateway) to its push; live messages only."""
+PRESSURE_HANDOVERS_TOTAL = "switchboard_gateway_pressure_handovers_total"
+"""Counter: copies that clients had not acknowledged, handed to the offline store because the
+gateway's pinned AMQP deliveries neared its prefetch (many connections not acknowledging)."""
 UNACKED_CAPPED_TOTAL = "switchboard_gateway_unacked_capped_total"
 """Counter: live messages handed to the offline store instead of pushed, because their
 connection held ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION`` unacknowledged messages already (or
@@ -96,4 +99,5 @@ ALL_NAMES = (
     OFFLINE_REFUSED_TOTAL,
     OFFLINE_EXPIRED_TOTAL,
     UNACKED_CAPPED_TOTAL,
+    PRESSURE_HANDOVERS_TOTAL,
 )

@@ -15,6 +15,8 @@
 export const TERMINAL_CLOSE_CODES = new Set([4003, 4005]);
 /** The gateway is shutting down cleanly: reconnect at once, to another gateway. */
 export const GOING_AWAY = 1001;
+/** The most uids one `presence` frame may ask about; `presence()` asks in pieces of this size. */
+export const MAX_PRESENCE_UIDS = 100;
 
 /**
  * @typedef {"idle" | "connecting" | "ready" | "reconnecting" | "closed"} ClientState
@@ -293,13 +295,18 @@ export class SwitchboardClient {
   }
 
   /**
-   * Which of these uids are online now.
+   * Which of these uids are online now (asked about 100 at a time, the most one frame takes).
    * @param {string[]} uids
    * @returns {Promise<string[]>}
    */
-  presence(uids) {
-    const clientId = this._nextId("p");
-    return this._request(clientId, { type: "presence", id: clientId, uids });
+  async presence(uids) {
+    const online = [];
+    for (let start = 0; start < uids.length || start === 0; start += MAX_PRESENCE_UIDS) {
+      const clientId = this._nextId("p");
+      const piece = uids.slice(start, start + MAX_PRESENCE_UIDS);
+      online.push(...(await this._request(clientId, { type: "presence", id: clientId, uids: piece })));
+    }
+    return online;
   }
 
   /**

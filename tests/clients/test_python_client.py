@@ -74,6 +74,20 @@ async def test_send_receive_both_ways_across_gateways(stack: Stack) -> None:
     assert await stored_mids(stack, "alice") == []
 
 
+async def test_presence_asks_about_any_number_of_uids(stack: Stack) -> None:
+    await stack.start(gateways=2)
+    strangers = [f"nobody-{n}" for n in range(250)]
+    async with (
+        client_for(stack, "alice", 0) as alice,
+        client_for(stack, "bob", 1) as bob,
+    ):
+        # 251 uids: three frames of at most 100 (``MAX_PRESENCE_UIDS``), one answer.
+        assert await alice.presence([*strangers[:180], bob.uid, *strangers[180:]]) == [
+            "bob"
+        ]
+        assert await alice.presence([]) == []
+
+
 async def test_messages_sent_while_offline_arrive_at_login(stack: Stack) -> None:
     await stack.start(gateways=2)
     async with client_for(stack, "alice", 0) as alice:

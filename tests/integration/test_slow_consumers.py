@@ -118,6 +118,44 @@ async def test_a_client_that_never_acks_does_not_delay_others_on_its_gateway(
     assert stack.gateways[0].process.count_events("unacked_capped") > 0
 
 
+HOARDERS = 6
+"""Connections that read but never acknowledge, together over the prefetch: six at the cap of
+100 pin 600 deliveries, more than the 500 RabbitMQ lets the gateway hold."""
+
+
+async def test_many_clients_that_never_ack_do_not_stall_their_gateway(
+    stack: Stack,
+) -> None:
+    stack.settings.update(UNLIMITED_RATE)
+    stack.settings[env.PREFETCH] = str(PREFETCH)
+    await stack.start(gateways=2)
+    hoarders = [await stack.connect(0, uid=f"hoarder-{n}") for n in range(HOARDERS)]
+    alice = await stack.connect(0, uid="alice")
+    bob = await stack.connect(0, uid="bob")
+    flooder = await stack.connect(1, uid="flooder")
+
+    flooded: dict[str, list[str]] = {}
+    for hoarder in hoarders:
+        flooded[hoarder.uid] = await send_one_by_one(flooder, hoarder.uid, 150)
+
+    # Beside the abuse, on the same gateway: alice and bob talk, both ways, without delay.
+    await exchange_within_bound(alice, bob)
+    await exchange_within_bound(bob, alice)
+
+    # Nothing of the hoarders' is lost: each reconnects, acknowledges, and gets every message
+    # (some twice: what they were sent before is also in the store now).
+    for hoarder in hoarders:
+        assert hoarder.close_code is None
+        await hoarder.close()
+    for uid, mids in flooded.items():
+        again = await stack.connect(1, uid=uid)
+        received = await receive_acking(again, len(mids), within_s=60, ack_every=50)
+        assert sorted(received) == sorted(mids)
+        await again.close()
+    gateway = stack.gateways[0].process
+    assert gateway.count_events("pinned_deliveries_relieved") > 0
+
+
 # Replay in windows
 
 

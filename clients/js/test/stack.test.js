@@ -122,6 +122,17 @@ test("messages sent while offline arrive at login, in order", { skip }, async ()
   assert.deepEqual(received.map((m) => m.body), [0, 1, 2]);
 });
 
+test("presence asks about any number of uids, 100 per frame", { skip }, async () => {
+  const [a, b] = [uid("alice"), uid("bob")];
+  const alice = clientFor(a, [0]);
+  const bob = clientFor(b, [1]);
+  await Promise.all([alice.start(), bob.start()]);
+  const strangers = Array.from({ length: 250 }, (_, n) => uid(`nobody${n}`));
+  const online = await alice.presence([...strangers.slice(0, 180), b, ...strangers.slice(180)]);
+  assert.deepEqual(online, [b]);
+  assert.deepEqual(await alice.presence([]), []);
+});
+
 test("a rejected send rejects with the error code", { skip }, async () => {
   const alice = clientFor(uid("alice"), [0]);
   await alice.start();

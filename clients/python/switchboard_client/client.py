@@ -25,6 +25,8 @@ from switchboard_client.policy import SeenMids, is_terminal, reconnect_delay_s
 log = logging.getLogger("switchboard_client")
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
+MAX_PRESENCE_UIDS = 100
+"""The most uids one ``presence`` frame may ask about; ``presence()`` asks in pieces."""
 """A token, or a function returning one: it is called before every connection."""
 
 
@@ -282,11 +284,15 @@ class Client:
         await self._request(client_id, {"type": "leave", "id": client_id, "room": room})
 
     async def presence(self, uids: Sequence[str]) -> list[str]:
-        """Return which of ``uids`` are online now."""
-        client_id = self._next_id("p")
-        online: list[str] = await self._request(
-            client_id, {"type": "presence", "id": client_id, "uids": list(uids)}
-        )
+        """Return which of ``uids`` are online now (asked about ``MAX_PRESENCE_UIDS`` at a
+        time, the most one frame takes)."""
+        online: list[str] = []
+        for start in range(0, max(len(uids), 1), MAX_PRESENCE_UIDS):
+            client_id = self._next_id("p")
+            piece = list(uids[start : start + MAX_PRESENCE_UIDS])
+            online += await self._request(
+                client_id, {"type": "presence", "id": client_id, "uids": piece}
+            )
         return online
 
     # Messages
