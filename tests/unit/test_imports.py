@@ -25,7 +25,16 @@ PURE_MODULES = (
     "gateway/tokens.py",
     "gateway/fanout.py",
     "gateway/commands.py",
+    "router/inbound.py",
+    "router/requests.py",
+    "router/lookups.py",
     "router/routing.py",
+    "router/limits.py",
+    "router/liveness.py",
+    "router/debounce.py",
+    "router/delivery_items.py",
+    "router/publishes.py",
+    "router/scripts.py",
     "offline_store/replay.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.
