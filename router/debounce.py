@@ -21,7 +21,13 @@ from proto import names as keys
 from proto.envelopes import UserOffline
 from proto.names import Names
 from router.publishes import Publish, event_publish
-from router.requests import ClaimDueOffline, DueClaim, ReadDueOffline
+from router.requests import (
+    ClaimDueOffline,
+    ReadDueOffline,
+)
+from router.results import (
+    DueClaim,
+)
 
 DUE_OFFLINE_PAGE = 500
 """Most due uids taken from the going-offline set in one round."""

@@ -13,7 +13,9 @@ import msgspec
 from proto import frames
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import DeliveryItem, Origin, Outgoing, Target
-from router.requests import Connection
+from router.results import (
+    Connection,
+)
 
 
 def message_frame(outgoing: Outgoing) -> msgspec.Raw:

@@ -6,7 +6,11 @@ announces. The batch loop's announcer publishes their events.
 
 from router.debounce import claim_requests, due_offline_request, gone_offline
 from router.presence import Presence
-from router.requests import DueClaim, DueUids, expect
+from router.results import (
+    DueClaim,
+    DueUids,
+    expect,
+)
 
 
 async def take_due_offline(presence: Presence, at_ms: int) -> list[str]:

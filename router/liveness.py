@@ -8,7 +8,14 @@ the requests decided here.
 
 from collections.abc import Mapping
 
-from router.requests import ForgetGateway, GatewayRecord, RemoveConnection, Request
+from router.requests import (
+    ForgetGateway,
+    RemoveConnection,
+    Request,
+)
+from router.results import (
+    GatewayRecord,
+)
 
 
 def is_live(last_seen_ms: int | None, now_ms: int, gateway_ttl_ms: int) -> bool:

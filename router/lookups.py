@@ -14,12 +14,13 @@ routing.py. presence.py runs each round in one pipeline:
    no request costs no round trip).
 
 Decided here, once: what each envelope reads and writes; that a message whose client id
-already carries another mid is a retry (``Retried``: answered with that mid, routed by
-nobody); that a client's group message from a non-member is refused (``NotMember``); that a
-group message goes to its members but its sender; what a presence query may see.
+already carries another mid is a retry (``answers.Retried``: answered with that mid, routed
+by nobody); that a client's group message from a non-member is refused
+(``answers.NotMember``); that a group message goes to its members but its sender; what a
+presence query may see.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from proto.envelopes import (
@@ -41,6 +42,16 @@ from proto.envelopes import (
     Saved,
 )
 from proto.limits import PresencePolicy
+from router.answers import (
+    EVERYONE,
+    NOT_MEMBER,
+    PRESENCE_FORBIDDEN,
+    Answer,
+    Answers,
+    MessageAnswer,
+    Recipients,
+    Retried,
+)
 from router.debounce import offline_due_ms
 from router.inbound import Call, Inbound, Refused, outgoing_of
 from router.limits import Throttled, UidRate, sees_presence, throttle_for_ms, uid_costs
@@ -48,16 +59,9 @@ from router.requests import (
     AddCost,
     ChangeGroup,
     ClaimClientId,
-    Claimed,
-    Connections,
-    Counted,
-    GatewaysRead,
-    GroupRead,
-    HeartbeatRecorded,
     JoinRoom,
     LeaveRoom,
     OpenConnection,
-    Opened,
     ReadConnections,
     ReadGateways,
     ReadGroup,
@@ -66,9 +70,17 @@ from router.requests import (
     RecordHeartbeat,
     RemoveConnection,
     Request,
+)
+from router.results import (
+    Claimed,
+    Connections,
+    Counted,
+    GatewaysRead,
+    GroupRead,
+    HeartbeatRecorded,
+    Opened,
     Result,
     RoomCounts,
-    UidConnections,
     Visibility,
     Written,
     check_results,
@@ -89,74 +101,6 @@ class LookupRules:
     presence_policy: PresencePolicy = PresencePolicy.EVERYONE
     uid_rate: UidRate | None = None
     """The rate per uid across gateways; None: no limit."""
-
-
-# Answers about a message (a client's ``send``, an ``api.send`` or ``api.broadcast``)
-
-
-@dataclass(frozen=True, slots=True)
-class NotMember:
-    """A client's group message from a uid that is not a member of the group: refused."""
-
-
-@dataclass(frozen=True, slots=True)
-class Retried:
-    """A retry: its client id already carries another mid, which its sender is answered."""
-
-    first_mid: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recipients:
-    """A message for a uid, or for the members of a group but its sender (sorted)."""
-
-    by_uid: UidConnections
-
-
-@dataclass(frozen=True, slots=True)
-class Everyone:
-    """A broadcast: one item per live gateway."""
-
-
-NOT_MEMBER = NotMember()
-EVERYONE = Everyone()
-
-MessageAnswer = NotMember | Retried | Recipients | RoomCounts | Everyone
-"""What to do with a message: a room message is answered with the room's counts."""
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceForbidden:
-    """A client's presence query under the ``nobody`` policy: refused, nothing read."""
-
-
-PRESENCE_FORBIDDEN = PresenceForbidden()
-
-Answer = (
-    Opened
-    | HeartbeatRecorded
-    | Connections
-    | RoomCounts
-    | PresenceForbidden
-    | MessageAnswer
-    | None
-)
-"""What routing needs to know about one envelope; None: nothing (its requests only write).
-
-``Opened`` for a ``ConnOpened``, ``HeartbeatRecorded`` for a ``Heartbeat``, ``Connections``
-for a ``Saved`` (each uid in its order), a presence query (the distinct uids it may see, in
-order), ``api.kick``, ``api.connections`` and ``api.presence``, ``RoomCounts`` for
-``api.room.count``, a ``MessageAnswer`` for a message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Answers:
-    """What Redis said about a batch, for routing.py."""
-
-    per_envelope: tuple[Answer, ...]
-    """One per envelope, in batch order."""
-    throttles: Mapping[int, Throttled]
-    """The uids this batch took over their rate, each at the index of its last envelope."""
 
 
 class BatchLookup:

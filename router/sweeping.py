@@ -15,11 +15,13 @@ from router.debounce import offline_due_ms
 from router.liveness import dead_gateways, is_to_sweep, sweep_requests
 from router.presence import Presence, now_ms
 from router.requests import (
-    GatewayRecord,
-    Locked,
     LockSweep,
     ReadGatewayRecord,
     UnlockSweep,
+)
+from router.results import (
+    GatewayRecord,
+    Locked,
     expect,
 )
 from router.settings import Settings

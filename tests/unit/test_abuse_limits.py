@@ -17,9 +17,20 @@ from proto.errors import SettingsError
 from proto.limits import PresencePolicy
 from router import delivery_items, routing
 from router import limits as router_limits
+from router.answers import (
+    Answer,
+)
 from router.limits import Throttled, UidRate
-from router.lookups import Answer, BatchLookup, LookupRules
-from router.requests import Connection, Connections, Result, Visibility
+from router.lookups import (
+    BatchLookup,
+    LookupRules,
+)
+from router.results import (
+    Connection,
+    Connections,
+    Result,
+    Visibility,
+)
 from router.settings import Settings as RouterSettings
 from tests.support.tokens import TEST_JWT_SECRET
 from tests.unit.test_routing import (

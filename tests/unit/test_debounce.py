@@ -6,7 +6,13 @@ import json
 from proto import names as keys
 from proto.names import Names
 from router import debounce
-from router.requests import ClaimDueOffline, DueClaim, ReadDueOffline
+from router.requests import (
+    ClaimDueOffline,
+    ReadDueOffline,
+)
+from router.results import (
+    DueClaim,
+)
 
 NAMES = Names("tunit")
 NOW_MS = 1_700_000_000_000

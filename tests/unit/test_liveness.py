@@ -3,7 +3,13 @@
 import pytest
 
 from router import liveness
-from router.requests import ForgetGateway, GatewayRecord, RemoveConnection
+from router.requests import (
+    ForgetGateway,
+    RemoveConnection,
+)
+from router.results import (
+    GatewayRecord,
+)
 
 NOW_MS = 1_700_000_000_000
 TTL_MS = 15_000

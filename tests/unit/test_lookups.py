@@ -29,35 +29,28 @@ from proto.envelopes import (
     SavedUid,
 )
 from proto.limits import PresencePolicy
-from router.inbound import Call, Inbound, Refused
-from router.limits import Throttled, UidRate
-from router.lookups import (
+from router.answers import (
     EVERYONE,
     NOT_MEMBER,
     PRESENCE_FORBIDDEN,
     Answer,
-    BatchLookup,
-    LookupRules,
     Recipients,
     Retried,
+)
+from router.inbound import Call, Inbound, Refused
+from router.limits import Throttled, UidRate
+from router.lookups import (
+    BatchLookup,
+    LookupRules,
     visible_connections,
 )
 from router.requests import (
-    WRITTEN,
     AddCost,
     ChangeGroup,
     ClaimClientId,
-    Claimed,
-    Connection,
-    Connections,
-    Counted,
-    GatewaysRead,
-    GroupRead,
-    HeartbeatRecorded,
     JoinRoom,
     LeaveRoom,
     OpenConnection,
-    Opened,
     ReadConnections,
     ReadGateways,
     ReadGroup,
@@ -66,6 +59,17 @@ from router.requests import (
     RecordHeartbeat,
     RemoveConnection,
     Request,
+)
+from router.results import (
+    WRITTEN,
+    Claimed,
+    Connection,
+    Connections,
+    Counted,
+    GatewaysRead,
+    GroupRead,
+    HeartbeatRecorded,
+    Opened,
     Result,
     RoomCounts,
     Visibility,

@@ -38,9 +38,7 @@ from proto.envelopes import (
 )
 from proto.names import Names
 from router import routing
-from router.inbound import Call, Refused, ReplyTo
-from router.limits import Throttled
-from router.lookups import (
+from router.answers import (
     EVERYONE,
     NOT_MEMBER,
     PRESENCE_FORBIDDEN,
@@ -49,14 +47,18 @@ from router.lookups import (
     Recipients,
     Retried,
 )
+from router.inbound import Call, Refused, ReplyTo
+from router.limits import Throttled
 from router.publishes import Publish
 from router.requests import (
+    MarkKnown,
+    RemoveConnection,
+)
+from router.results import (
     Connection,
     Connections,
     HeartbeatRecorded,
-    MarkKnown,
     Opened,
-    RemoveConnection,
     RoomCounts,
 )
 from router.routing import Plan
