@@ -118,21 +118,24 @@ class BatchLookup:
         self._at_ms = at_ms
         self._rules = rules
         self._answers: list[Answer] = [None] * len(batch)
-        self._messages = {
-            index: message
-            for index, envelope in enumerate(batch)
-            if (message := _message_of(envelope)) is not None
-        }
+        self._messages: dict[int, Outgoing] = {}
         """The messages of the batch, by index (those of ``api.send`` and ``api.broadcast``
         included)."""
         self._costs = uid_costs(batch) if rules.uid_rate is not None else {}
         self._throttles: dict[int, Throttled] = {}
         self._members: dict[int, ReadConnections] = {}
         """The group messages to route whose members' connections are read next."""
+        self._reads_gateways = False
+        """A broadcast needs the gateways: read once for the whole batch."""
         self._rounds_left = 2
-        self._asked = self._first_round()
-        """The requests of the current round, each with the index of its envelope (None:
-        asked for the whole batch)."""
+        self._requests: list[Request] = []
+        """The requests of the current round."""
+        self._spans: list[tuple[int, int]] = []
+        """Where each envelope's requests are among the first round's (they are
+        contiguous), in batch order."""
+        self._batch_start = 0
+        """Where the first round's requests for the whole batch start."""
+        self._first_round()
 
     @property
     def is_done(self) -> bool:
@@ -142,7 +145,7 @@ class BatchLookup:
     def requests(self) -> list[Request]:
         """The requests of the current round, to run in one pipeline in this order (none:
         the round needs no round trip, but is received all the same)."""
-        return [request for _, request in self._asked]
+        return list(self._requests)
 
     def receive(self, results: Sequence[Result]) -> None:
         """Take the results of the current round's ``requests``, one per request, in order.
@@ -153,17 +156,16 @@ class BatchLookup:
         """
         if self.is_done:
             raise ValueError("every round was received already")
-        check_results(self.requests(), results)
+        check_results(self._requests, results)
         self._rounds_left -= 1
         if self._rounds_left == 1:
             self._read_first_round(results)
-            self._asked = [(index, read) for index, read in self._members.items()]
+            self._requests = list(self._members.values())
         else:
-            for (index, _), result in zip(self._asked, results, strict=True):
-                assert index is not None  # every follow-up request is a message's
+            for index, result in zip(self._members, results, strict=True):
                 by_uid = expect(Connections, result).by_uid
                 self._answers[index] = Recipients(by_uid)
-            self._asked = []
+            self._requests = []
 
     def answers(self) -> Answers:
         """The answers, once every round was received.
@@ -175,28 +177,29 @@ class BatchLookup:
             raise ValueError("a round of requests is left")
         return Answers(tuple(self._answers), dict(self._throttles))
 
-    def _first_round(self) -> list[tuple[int | None, Request]]:
-        asked: list[tuple[int | None, Request]] = []
+    def _first_round(self) -> None:
+        requests, spans = self._requests, self._spans
         for index, envelope in enumerate(self._batch):
-            asked += (
-                (index, request) for request in self._requests_of(index, envelope)
-            )
+            start = len(requests)
+            requests += self._requests_of(index, envelope)
+            spans.append((start, len(requests)))
+        self._batch_start = len(requests)
         rate = self._rules.uid_rate
         if rate is not None:
             window = self._at_ms // rate.window_ms
-            # Kept one window more, for a batch whose clock is a little behind.
-            asked += (
-                (None, AddCost(uid, window, cost, 2 * rate.window_ms))
-                for uid, (cost, _) in self._costs.items()
-            )
-        if any(needs_gateways(envelope) for envelope in self._batch):
-            asked.append((None, ReadGateways()))
-        return asked
+            for uid, (cost, _) in self._costs.items():
+                # Kept one window more, for a batch whose clock is a little behind.
+                requests.append(AddCost(uid, window, cost, 2 * rate.window_ms))
+        if self._reads_gateways:
+            requests.append(ReadGateways())
 
     def _requests_of(self, index: int, envelope: Inbound) -> list[Request]:
         """What one envelope reads and writes (its answer, when it needs none)."""
         at_ms = self._at_ms
         match envelope:
+            case Outgoing():  # first: most envelopes are messages
+                self._messages[index] = envelope
+                return self._message_requests(envelope, from_client=True, claims=True)
             case ConnOpened(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
                 limit = (
                     0 if envelope.reannounce else self._rules.max_connections_per_uid
@@ -210,8 +213,6 @@ class BatchLookup:
                 return [JoinRoom(conn_id, gateway_id, room)]
             case RoomLeft(gateway_id=gateway_id, room=room, conn_id=conn_id):
                 return [LeaveRoom(conn_id, gateway_id, room)]
-            case Outgoing():
-                return self._message_requests(envelope, from_client=True, claims=True)
             case PresenceAsked(uid=asker, uids=uids):
                 match self._rules.presence_policy:
                     case PresencePolicy.NOBODY:
@@ -234,13 +235,11 @@ class BatchLookup:
     def _call_requests(self, index: int, call: Call) -> list[Request]:
         match call.command:
             case ApiSend(id=client_id):
-                outgoing = self._messages[index]
-                claims = client_id is not None
-                return self._message_requests(
-                    outgoing, from_client=False, claims=claims
+                return self._backend_message_requests(
+                    index, call, client_id is not None
                 )
             case ApiBroadcast():
-                return []  # the gateways are read once for the whole batch
+                return self._backend_message_requests(index, call, claims=False)
             case ApiKick(uid=uid) | ApiConnections(uid=uid):
                 return [ReadConnections((uid,))]
             case ApiPresence(uids=uids):
@@ -255,6 +254,14 @@ class BatchLookup:
                 return [ChangeGroup(group, tuple(uids), is_added)]
             case _:
                 raise ValueError(f"no presence requests for {call.name!r}")
+
+    def _backend_message_requests(
+        self, index: int, call: Call, claims: bool
+    ) -> list[Request]:
+        outgoing = outgoing_of(call)
+        assert outgoing is not None  # a send or a broadcast makes a message
+        self._messages[index] = outgoing
+        return self._message_requests(outgoing, from_client=False, claims=claims)
 
     def _message_requests(
         self, outgoing: Outgoing, *, from_client: bool, claims: bool
@@ -285,25 +292,24 @@ class BatchLookup:
             requests.append(ReadGroup(outgoing.group, member))
         elif outgoing.room is not None:
             requests.append(ReadRoom(outgoing.room))
-        # a broadcast reads the gateways, once for the whole batch
+        else:
+            self._reads_gateways = True  # a broadcast: once for the whole batch
         return requests
 
     def _read_first_round(self, results: Sequence[Result]) -> None:
-        by_envelope: dict[int, list[Result]] = {}
-        for (index, _), result in zip(self._asked, results, strict=True):
-            if index is None:
-                self._read_batch_result(result)
-            else:
-                by_envelope.setdefault(index, []).append(result)
-        for index, envelope_results in by_envelope.items():
-            if index not in self._messages:
-                self._answers[index] = _answer_of(envelope_results)
-        for index, outgoing in self._messages.items():
-            answer = self._message_answer(outgoing, by_envelope.get(index, []))
-            if isinstance(answer, ReadConnections):
-                self._members[index] = answer
-            else:
-                self._answers[index] = answer
+        messages = self._messages
+        for index, (start, end) in enumerate(self._spans):
+            outgoing = messages.get(index)
+            if outgoing is not None:
+                answer = self._message_answer(outgoing, results[start:end])
+                if isinstance(answer, ReadConnections):
+                    self._members[index] = answer
+                else:
+                    self._answers[index] = answer
+            elif start != end:
+                self._answers[index] = _answer_of(results[start:end])
+        for result in results[self._batch_start :]:
+            self._read_batch_result(result)
 
     def _read_batch_result(self, result: Result) -> None:
         match result:
@@ -352,13 +358,6 @@ class BatchLookup:
                 raise ValueError(f"unexpected {type(audience).__name__} for a message")
 
 
-def _message_of(envelope: Inbound) -> Outgoing | None:
-    """The message an envelope carries, if any."""
-    if isinstance(envelope, Call):
-        return outgoing_of(envelope)
-    return envelope if isinstance(envelope, Outgoing) else None
-
-
 def _answer_of(results: Sequence[Result]) -> Answer:
     """The answer about an envelope that is not a message, from its results."""
     match results:
@@ -384,17 +383,6 @@ def visible_connections(visibility: Visibility) -> Connections:
             if sees_presence(visibility.asker, uid, visibility.asker_groups, groups)
         )
     )
-
-
-def needs_gateways(envelope: Inbound) -> bool:
-    """Tell whether routing the envelope needs the list of live gateways (a broadcast)."""
-    match envelope:
-        case Outgoing(broadcast=True):
-            return True
-        case Call(command=ApiBroadcast()):
-            return True
-        case _:
-            return False
 
 
 def unique(values: Iterable[str]) -> tuple[str, ...]:

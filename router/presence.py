@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from itertools import starmap
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -140,15 +141,19 @@ class Presence:
             return []
         pipeline = self._client.pipeline(transaction=transaction)
         reads: list[tuple[Read, int, int]] = []
+        queued = pipeline.command_stack
         for request in requests:
-            start = len(pipeline)
+            start = len(queued)
             read = self._queue(pipeline, request)
-            reads.append((read, start, len(pipeline)))
+            reads.append((read, start, len(queued)))
         async with asyncio.timeout(self.command_timeout_s):
             replies: list[Any] = await pipeline.execute()
         results = [read(replies[start:end]) for read, start, end in reads]
         for request, result in zip(requests, results, strict=True):
-            self._mirror(request, result)
+            if isinstance(request, OpenConnection | RecordHeartbeat):
+                self._last_seen_ms[request.gateway_id] = request.seen_ms
+            elif isinstance(result, GatewaysRead):
+                self._mirror(result)
         return results
 
     async def refresh_gateways(self) -> Mapping[str, int]:
@@ -160,23 +165,53 @@ class Presence:
         """Drop a swept gateway from the mirror."""
         self._last_seen_ms.pop(gateway_id, None)
 
-    def _mirror(self, request: Request, result: Result) -> None:
-        match request, result:
-            case OpenConnection(gateway_id=gateway_id, seen_ms=seen_ms), _:
-                self._last_seen_ms[gateway_id] = seen_ms
-            case RecordHeartbeat(gateway_id=gateway_id, seen_ms=seen_ms), _:
-                self._last_seen_ms[gateway_id] = seen_ms
-            case ReadGateways(), GatewaysRead(last_seen_ms=last_seen_ms):
-                # A heartbeat that a batch wrote while this read was on its way stays.
-                seen = self._last_seen_ms
-                self._last_seen_ms = {
-                    gid: max(ms, seen.get(gid, ms)) for gid, ms in last_seen_ms.items()
-                }
+    def _mirror(self, read: GatewaysRead) -> None:
+        """Mirror every gateway's heartbeat as read."""
+        # A heartbeat that a batch wrote while this read was on its way stays.
+        seen = self._last_seen_ms
+        self._last_seen_ms = {
+            gid: max(ms, seen.get(gid, ms)) for gid, ms in read.last_seen_ms.items()
+        }
 
     def _queue(self, pipeline: "Pipeline", request: Request) -> Read:
         """Queue a request's commands; return how to read their replies."""
         names = self._names
         match request:
+            # A batch makes a few requests per message: theirs are matched first.
+            case ClaimClientId(sender, client_id, mid, window, expire_at_ms):
+                dedup_key = (
+                    names.api_dedup_key if request.from_backend else names.dedup_key
+                )
+                pipeline.eval(
+                    scripts.CLAIM_CLIENT_ID,
+                    2,
+                    dedup_key(sender, window),
+                    dedup_key(sender, window - 1),
+                    client_id,
+                    mid,
+                    expire_at_ms,
+                )
+                return _read_claimed
+            case ReadConnections(uids=uids):
+                for uid in uids:
+                    pipeline.hgetall(names.presence_key(uid))
+                return lambda replies: Connections(_by_uid(uids, replies))
+            case ReadGroup(group=group, member=member):
+                if member is not None:
+                    pipeline.sismember(names.group_key(group), member)
+                pipeline.smembers(names.group_key(group))
+                return lambda replies: GroupRead(
+                    is_member=bool(replies[0]) if member is not None else True,
+                    members=frozenset(replies[-1]),
+                )
+            case ReadRoom(room=room):
+                pipeline.hgetall(names.room_key(room))
+                return _read_room
+            case AddCost(uid=uid, window=window, cost=cost, expire_ms=expire_ms):
+                key = names.rate_key(uid, window)
+                pipeline.incrby(key, cost)
+                pipeline.pexpire(key, expire_ms)
+                return lambda replies: Counted(uid, int(replies[0]))
             case OpenConnection(uid, conn_id, gateway_id, max_connections, seen_ms):
                 pipeline.eval(
                     scripts.OPEN_CONNECTION,
@@ -206,34 +241,16 @@ class Presence:
                 for room in rooms:
                     self._queue_room(pipeline, scripts.LEAVE_ROOM, room, request)
                 return _read_written
+            case RecordHeartbeat(gateway_id, seen_ms):
+                pipeline.zadd(names.gateways_key, {gateway_id: seen_ms})
+                pipeline.exists(names.gateway_known_key(gateway_id))
+                return _read_heartbeat
             case JoinRoom(room=room):
                 self._queue_room(pipeline, scripts.JOIN_ROOM, room, request)
                 return _read_written
             case LeaveRoom(room=room):
                 self._queue_room(pipeline, scripts.LEAVE_ROOM, room, request)
                 return _read_written
-            case RecordHeartbeat(gateway_id, seen_ms):
-                pipeline.zadd(names.gateways_key, {gateway_id: seen_ms})
-                pipeline.exists(names.gateway_known_key(gateway_id))
-                return _read_heartbeat
-            case ClaimClientId(sender, client_id, mid, window, expire_at_ms):
-                dedup_key = (
-                    names.api_dedup_key if request.from_backend else names.dedup_key
-                )
-                pipeline.eval(
-                    scripts.CLAIM_CLIENT_ID,
-                    2,
-                    dedup_key(sender, window),
-                    dedup_key(sender, window - 1),
-                    client_id,
-                    mid,
-                    expire_at_ms,
-                )
-                return _read_claimed
-            case ReadConnections(uids=uids):
-                for uid in uids:
-                    pipeline.hgetall(names.presence_key(uid))
-                return lambda replies: Connections(_by_uid(uids, replies))
             case ReadVisibility(asker=asker, uids=uids):
                 pipeline.smembers(names.member_of_key(asker))
                 for uid in uids:
@@ -245,17 +262,6 @@ class Presence:
                     _by_uid(uids, replies[1::2]),
                     tuple(frozenset(groups) for groups in replies[2::2]),
                 )
-            case ReadGroup(group=group, member=member):
-                if member is not None:
-                    pipeline.sismember(names.group_key(group), member)
-                pipeline.smembers(names.group_key(group))
-                return lambda replies: GroupRead(
-                    is_member=bool(replies[0]) if member is not None else True,
-                    members=frozenset(replies[-1]),
-                )
-            case ReadRoom(room=room):
-                pipeline.hgetall(names.room_key(room))
-                return _read_room
             case ChangeGroup(group=group, uids=uids, is_added=is_added):
                 if is_added:
                     pipeline.sadd(names.group_key(group), *uids)
@@ -266,11 +272,6 @@ class Presence:
                     for uid in uids:
                         pipeline.srem(names.member_of_key(uid), group)
                 return _read_written
-            case AddCost(uid=uid, window=window, cost=cost, expire_ms=expire_ms):
-                key = names.rate_key(uid, window)
-                pipeline.incrby(key, cost)
-                pipeline.pexpire(key, expire_ms)
-                return lambda replies: Counted(uid, int(replies[0]))
             case ReadGateways():
                 pipeline.zrange(
                     names.gateways_key, 0, -1, withscores=True, score_cast_func=int
@@ -375,9 +376,7 @@ def _by_uid(
     uids: Iterable[str], replies: Iterable[Mapping[str, str]]
 ) -> tuple[tuple[str, tuple[Connection, ...]], ...]:
     """Each uid with the connections of its ``<ns>:presence:<uid>`` hash."""
-    return tuple(
-        (uid, _connections(reply)) for uid, reply in zip(uids, replies, strict=True)
-    )
+    return tuple(zip(uids, map(_connections, replies), strict=True))
 
 
 def _counts(room: Mapping[str, str]) -> dict[str, int]:
@@ -387,6 +386,4 @@ def _counts(room: Mapping[str, str]) -> dict[str, int]:
 
 def _connections(presence: Mapping[str, str]) -> tuple[Connection, ...]:
     """The connections of one ``<ns>:presence:<uid>`` hash (conn_id -> gateway_id)."""
-    return tuple(
-        Connection(conn_id, gateway_id) for conn_id, gateway_id in presence.items()
-    )
+    return tuple(starmap(Connection, presence.items()))

@@ -179,7 +179,7 @@ def _route_envelope(plan: PlanBuilder, envelope: Inbound, answer: Answer) -> Non
     match envelope, answer:
         case (
             Outgoing(),
-            NotMember() | Retried() | Recipients() | RoomCounts() | Everyone(),
+            Recipients() | Retried() | RoomCounts() | Everyone() | NotMember(),
         ):
             _route_outgoing(plan, envelope, answer)
         case Call(), _:
