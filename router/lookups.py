@@ -152,7 +152,7 @@ class BatchLookup:
 
         Raises:
             ValueError: every round was received already, or ``results`` does not match
-                the requests (one each, of its type: ``requests.RESULT_OF``).
+                the requests (one each, of its type: ``results.RESULT_OF``).
         """
         if self.is_done:
             raise ValueError("every round was received already")
@@ -194,7 +194,8 @@ class BatchLookup:
             requests.append(ReadGateways())
 
     def _requests_of(self, index: int, envelope: Inbound) -> list[Request]:
-        """What one envelope reads and writes (its answer, when it needs none)."""
+        """What one envelope reads and writes. An envelope answered without a read (a
+        refused presence query) gets its answer here."""
         at_ms = self._at_ms
         match envelope:
             case Outgoing():  # first: most envelopes are messages
@@ -223,7 +224,7 @@ class BatchLookup:
                 return [ReadConnections(unique(uids))]
             case Heartbeat(gateway_id=gateway_id):
                 # Gone with an empty Redis or a sweep: see liveness.should_reannounce. Only
-                # read here; recorded by Plan.known once the deliveries are confirmed.
+                # read here; recorded by plan.Plan.known once the deliveries are confirmed.
                 return [RecordHeartbeat(gateway_id, at_ms)]
             case Saved(uids=uids):
                 return [ReadConnections(tuple(saved.uid for saved in uids))]
@@ -258,6 +259,7 @@ class BatchLookup:
     def _backend_message_requests(
         self, index: int, call: Call, claims: bool
     ) -> list[Request]:
+        """The requests of the message an ``api.send`` or ``api.broadcast`` makes."""
         outgoing = outgoing_of(call)
         assert outgoing is not None  # a send or a broadcast makes a message
         self._messages[index] = outgoing

@@ -144,7 +144,7 @@ class ReadGateways:
     """Read every gateway's last heartbeat -> ``GatewaysRead``."""
 
 
-# Requests made once a batch's deliveries are confirmed (routing.Plan)
+# Requests made once a batch's deliveries are confirmed (plan.Plan)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Pure: no I/O, no clock, no randomness (mids and times come in as arguments). lookups.py
 decides what a batch reads and writes in Redis and hands the answers here
-(``lookups.Answers``, one typed answer per envelope); ``batches.py`` performs the ``Plan``.
+(``answers.Answers``, one typed answer per envelope); ``batches.py`` performs the ``Plan``.
 
 What a batch becomes (docs/architecture.md, "The life of a message"):
 
