@@ -5,6 +5,8 @@ results back by hand. What presence.py sends Redis for each request is covered b
 integration tests.
 """
 
+import typing
+
 import msgspec
 import pytest
 
@@ -61,6 +63,7 @@ from router.requests import (
     Request,
 )
 from router.results import (
+    RESULT_OF,
     WRITTEN,
     Claimed,
     Connection,
@@ -73,6 +76,8 @@ from router.results import (
     Result,
     RoomCounts,
     Visibility,
+    check_results,
+    expect,
 )
 
 AT_MS = 1_700_000_000_300
@@ -557,3 +562,19 @@ def test_a_uid_under_its_rate_is_not_throttled() -> None:
     lookup.receive([])
 
     assert lookup.answers().throttles == {}
+
+
+# The seam itself
+
+
+def test_every_request_has_the_type_of_its_result() -> None:
+    assert set(RESULT_OF) == set(typing.get_args(Request))
+    assert set(RESULT_OF.values()) <= set(typing.get_args(Result))
+
+
+def test_a_result_is_checked_against_its_request() -> None:
+    check_results([ReadRoom("r")], [RoomCounts({})])
+    with pytest.raises(ValueError, match="ReadRoom gets a RoomCounts, not a Written"):
+        check_results([ReadRoom("r")], [WRITTEN])
+    with pytest.raises(TypeError, match="expected Claimed, got Written"):
+        expect(Claimed, WRITTEN)
