@@ -25,6 +25,7 @@ PURE_MODULES = (
     "gateway/tokens.py",
     "gateway/fanout.py",
     "gateway/commands.py",
+    "gateway/batching.py",
     "router/routing.py",
     "offline_store/replay.py",
 )
