@@ -26,6 +26,8 @@ PURE_MODULES = (
     "gateway/fanout.py",
     "gateway/commands.py",
     "gateway/batching.py",
+    "gateway/acks.py",
+    "gateway/admission.py",
     "router/routing.py",
     "offline_store/replay.py",
 )
