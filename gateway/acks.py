@@ -81,7 +81,7 @@ class Account:
     replay window has brought it, later live messages go to the offline store as well, so that
     they reach the client after the earlier ones, in mid order."""
     is_closing: bool = False
-    """The connection is closing: it asks for no more replay windows."""
+    """The connection is closing (``Connection.request_close``): no more replay windows."""
 
 
 @dataclass(slots=True, eq=False)
