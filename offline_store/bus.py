@@ -145,29 +145,23 @@ class Bus:
         )
 
     async def publish_offline_events(self, events: Sequence[MessageOffline]) -> None:
-        """Tell backends which messages went to the store; returns once all are confirmed.
-
-        Not mandatory: an events exchange without any bound queue is normal.
-        """
-        await asyncio.gather(
-            *(
-                self._publish(
-                    self._names.events_exchange,
-                    EVENT_MESSAGE_OFFLINE,
-                    encode(event),
-                    mandatory=False,
-                )
-                for event in events
-            )
-        )
+        """Tell backends which messages went to the store; returns once all are confirmed."""
+        await self._publish_events(EVENT_MESSAGE_OFFLINE, events)
 
     async def publish_refused_events(self, events: Sequence[MessageRefused]) -> None:
         """Tell backends which messages the store refused; returns once all are confirmed."""
+        await self._publish_events(EVENT_MESSAGE_REFUSED, events)
+
+    async def _publish_events(
+        self, routing_key: str, events: Sequence[MessageOffline | MessageRefused]
+    ) -> None:
+        """Publish events, all at once. Not mandatory: an events exchange without any bound
+        queue is normal."""
         await asyncio.gather(
             *(
                 self._publish(
                     self._names.events_exchange,
-                    EVENT_MESSAGE_REFUSED,
+                    routing_key,
                     encode(event),
                     mandatory=False,
                 )
