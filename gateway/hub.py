@@ -13,7 +13,9 @@ window (``gateway.replay``) once the connection has acknowledged half of what it
 messages count against ``max_unacked`` too; those past it are not pushed, and the next window
 starts at the first of them. Once a live message was handed over for the cap, the connection's
 later live messages follow it through the store until a replay window has brought the last of
-them (``Connection.overflow_mid``): the client gets them in mid order.
+them (``Connection.overflow_mid``): the client gets them in mid order. For the same reason a
+window that starts after a stored row still to push here (``Connection.replay_floor``) is not
+pushed: the window asked from that row brings both.
 
 The room index (room -> conn_ids) is local: it lists the connections of this gateway whose join
 the broker confirmed, so that one room delivery per gateway reaches them without a lookup.
@@ -35,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway import observability
 from gateway.bus import Bus
 from gateway.fanout import (
+    floor_after_window,
     is_ready,
     is_reannounce_requested,
     item_problem,
@@ -185,6 +188,10 @@ class Connection:
     """Set once a live message passed the cap: the largest mid handed over since. Until a
     replay window has brought it, later live messages go to the offline store as well, so that
     they reach the client after the earlier ones, in mid order."""
+    replay_floor: str = ""
+    """Stored rows from this mid on may not have been pushed here (a window was cut there, or
+    a live message was handed over): a replay window starting after it (``Delivery.from_mid``)
+    is not pushed, or its rows would overtake that one; empty: none known."""
     is_closing: bool = False
     sending: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(SENDS_IN_FLIGHT)
@@ -371,6 +378,8 @@ class Hub:
         """Connections whose part of this replay window was cut: the first mid not pushed."""
         replayed_to: dict[Connection, str] = {}
         """Connections this replay window reached: the last mid they have now."""
+        handed_first: dict[Connection, str] = {}
+        """Connections whose live messages were handed over for the cap: the first such mid."""
         for push in plan.pushes:
             connection = self.connections[push.conn_id]
             is_full = (
@@ -380,6 +389,13 @@ class Hub:
             if push.is_stored:
                 if connection in replay_cut:
                     continue  # a window is pushed in order, up to the first it cannot take
+                if (
+                    connection.replay_floor
+                    and delivery.from_mid > connection.replay_floor
+                ):
+                    # A row before this window waits: the window from there brings both.
+                    replay_cut[connection] = connection.replay_floor
+                    continue
                 existing = connection.unacked.get(push.mid)
                 if existing is not None:
                     existing.is_stored = True  # the client has it; its ack goes on too
@@ -396,6 +412,7 @@ class Hub:
                 )
                 capped[connection] = capped.get(connection, 0) + 1
                 connection.overflow_mid = max(connection.overflow_mid, push.mid)
+                handed_first.setdefault(connection, push.mid)
                 continue
             if not connection.push(push.frame):
                 self._close(
@@ -440,19 +457,23 @@ class Hub:
                     replay_cut.setdefault(
                         self.connections[push.conn_id], delivery.next_mid
                     )
+        for connection in replay_cut.keys() | replayed_to.keys():
+            connection.replay_floor = floor_after_window(
+                replay_cut.get(connection, ""),
+                replayed_to.get(connection, ""),
+                connection.overflow_mid,
+            )
+            if connection.overflow_mid and not connection.replay_floor:
+                # Every message handed over has been replayed: live messages go live again.
+                connection.overflow_mid = ""
+                log.info("unacked_caught_up", conn_id=connection.session.conn_id)
+        for connection, first_mid in handed_first.items():
+            if not connection.replay_floor or first_mid < connection.replay_floor:
+                connection.replay_floor = first_mid
         for connection, from_mid in replay_cut.items():
             if not connection.replay_from or from_mid < connection.replay_from:
                 connection.replay_from = from_mid
             self._continue_replay(connection)
-        for connection, last_mid in replayed_to.items():
-            if (
-                connection.overflow_mid
-                and not connection.replay_from
-                and last_mid >= connection.overflow_mid
-            ):
-                # Every message handed over has been replayed: live messages go live again.
-                connection.overflow_mid = ""
-                log.info("unacked_caught_up", conn_id=connection.session.conn_id)
         if refused:
             held.remaining += 1
             self._spawn(self._dead_letter(message.routing_key or "", refused, held))
@@ -819,7 +840,10 @@ def _checked(decoded: Decoded[DeliveryItem]) -> tuple[Delivery, list[RefusedItem
         else:
             body = wrap_items([envelopes.encode(item)])
             refused.append(RefusedItem(body, problem, decoded.position(index)))
-    return Delivery(items=items, next_mid=decoded.next_mid), refused
+    return (
+        Delivery(items=items, next_mid=decoded.next_mid, from_mid=decoded.from_mid),
+        refused,
+    )
 
 
 async def _settle(settling: Coroutine[Any, Any, None]) -> None:

@@ -304,7 +304,7 @@ class ControlServer:
                 )
                 window, next_mid = replay.split_window(page, limit)
                 for outbound in replay.replay_deliveries(
-                    window, gateways, next_mid, self._max_bytes
+                    window, gateways, next_mid, self._max_bytes, request.from_mid
                 ):
                     await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
                 rows = len(window)

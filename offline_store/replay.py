@@ -397,6 +397,7 @@ def replay_deliveries(
     gateways: Sequence[GatewayTargets],
     next_mid: str = "",
     max_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+    from_mid: str = "",
 ) -> list[GatewayDelivery]:
     """Return the deliveries carrying every row of a window to each gateway, in the rows' order.
 
@@ -412,6 +413,8 @@ def replay_deliveries(
             gateway's last message of the window carries it, and the gateway asks for them as
             its clients acknowledge.
         max_bytes: the most bytes of one message (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``).
+        from_mid: the request's ``from_mid``: the window holds every row from there on, and the
+            gateway pushes it only when it knows of no earlier row still to push.
     """
     if not rows:
         return []
@@ -419,7 +422,9 @@ def replay_deliveries(
     return [
         GatewayDelivery(
             gateway.gateway_id,
-            Delivery(items=packed.items, next_mid=packed.next_mid),
+            Delivery(
+                items=packed.items, next_mid=packed.next_mid, from_mid=packed.from_mid
+            ),
             packed.body,
         )
         for gateway in gateways
@@ -436,6 +441,7 @@ def replay_deliveries(
             ],
             max_bytes,
             next_mid,
+            from_mid,
         )
     ]
 

@@ -212,6 +212,11 @@ class Delivery(Envelope, frozen=True):
     """Set on a replay window that did not hold every stored row: the rows from this mid on are
     still to be replayed. The gateway asks for them (``ReplayRequest`` on ``gateway.replay``)
     for each target connection once the client has acknowledged enough of what it holds."""
+    from_mid: str = ""
+    """On a replay window: the window holds every stored row of its uid from this mid on (up to
+    its last, or to ``next_mid``), as the store read them; "" is from the first row. A gateway
+    that knows of a stored row before ``from_mid`` still to push does not push the window (the
+    row would come after later ones) but asks for a window from that row."""
 
 
 class SavedUid(msgspec.Struct, frozen=True, array_like=True):

@@ -58,6 +58,8 @@ class Decoded(Generic[T]):
     """The position of each of ``items`` among the envelope's items; None: every item decoded."""
     next_mid: str = ""
     """A ``Delivery``'s ``next_mid`` (a replay window's continuation), kept on both paths."""
+    from_mid: str = ""
+    """A ``Delivery``'s ``from_mid`` (where a replay window starts), kept on both paths."""
 
     def position(self, index: int) -> int:
         """The position among the envelope's items of ``items[index]``."""
@@ -163,12 +165,21 @@ def decode_delivery_items(body: bytes) -> Decoded[DeliveryItem]:
     """
     try:
         delivery = _DECODE_DELIVERY(body)
-        return Decoded(delivery.items, [], next_mid=delivery.next_mid)
+        return Decoded(
+            delivery.items,
+            [],
+            next_mid=delivery.next_mid,
+            from_mid=delivery.from_mid,
+        )
     except DECODE_ERRORS:
         pass  # find which items are bad, below
     raw_items, strings = _scan(body)
     decoded = _decode_each(raw_items, _DECODE_DELIVERY_ITEM)
-    return dataclasses.replace(decoded, next_mid=strings.get("next_mid", ""))
+    return dataclasses.replace(
+        decoded,
+        next_mid=strings.get("next_mid", ""),
+        from_mid=strings.get("from_mid", ""),
+    )
 
 
 def decode_batch_items(body: bytes) -> Decoded[Batched]:

@@ -31,6 +31,7 @@ class _RawItems(msgspec.Struct, omit_defaults=True):
 
     items: list[msgspec.Raw]
     next_mid: str = ""
+    from_mid: str = ""
 
 
 class _Items(msgspec.Struct, omit_defaults=True):
@@ -38,6 +39,7 @@ class _Items(msgspec.Struct, omit_defaults=True):
 
     items: list[DeliveryItem]
     next_mid: str = ""
+    from_mid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ class PackedDelivery:
     items: list[DeliveryItem]
     next_mid: str = ""
     """``Delivery.next_mid``: set on the last message of a replay window only."""
+    from_mid: str = ""
+    """``Delivery.from_mid``: where this message's part of a replay window starts."""
 
 
 def runs_within(sizes: Sequence[int], max_bytes: int, overhead: int) -> list[range]:
@@ -94,7 +98,10 @@ def split_by_targets(item: DeliveryItem, max_bytes: int) -> list[DeliveryItem]:
 
 
 def pack_delivery(
-    items: Sequence[DeliveryItem], max_bytes: int, next_mid: str = ""
+    items: Sequence[DeliveryItem],
+    max_bytes: int,
+    next_mid: str = "",
+    from_mid: str = "",
 ) -> list[PackedDelivery]:
     """The ``Delivery`` messages carrying ``items`` in order, each at most ``max_bytes``.
 
@@ -103,6 +110,8 @@ def pack_delivery(
         max_bytes: ``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``.
         next_mid: a replay window's ``Delivery.next_mid``; only the last message carries it,
             so that a gateway asks for the next window after it has every row of this one.
+        from_mid: a replay window's ``Delivery.from_mid``; the first message carries it, each
+            later one starts where it starts (at its first item's mid).
 
     Returns:
         One message when everything fits (the usual case), else as few as fit; none for no
@@ -110,18 +119,25 @@ def pack_delivery(
     """
     if not items:
         return []
-    whole = encode(_Items(list(items), next_mid))
+    whole = encode(_Items(list(items), next_mid, from_mid))
     if len(whole) <= max_bytes:  # the usual case: one message, encoded in one call
-        return [PackedDelivery(whole, list(items), next_mid)]
+        return [PackedDelivery(whole, list(items), next_mid, from_mid)]
     parts = [part for item in items for part in split_by_targets(item, max_bytes)]
     encoded = [encode(part) for part in parts]
-    overhead = len(encode(_RawItems([], next_mid)))
+    overhead = len(encode(_RawItems([], next_mid, from_mid)))
     runs = runs_within([len(e) for e in encoded], max_bytes, overhead)
     packed = []
     for number, run in enumerate(runs, start=1):
         run_next_mid = next_mid if number == len(runs) else ""
-        body = encode(_RawItems([msgspec.Raw(encoded[i]) for i in run], run_next_mid))
-        packed.append(PackedDelivery(body, [parts[i] for i in run], run_next_mid))
+        run_from_mid = from_mid if number == 1 else parts[run.start].mid
+        body = encode(
+            _RawItems(
+                [msgspec.Raw(encoded[i]) for i in run], run_next_mid, run_from_mid
+            )
+        )
+        packed.append(
+            PackedDelivery(body, [parts[i] for i in run], run_next_mid, run_from_mid)
+        )
     return packed
 
 

@@ -118,6 +118,29 @@ async def test_a_client_that_never_acks_does_not_delay_others_on_its_gateway(
     assert stack.gateways[0].process.count_events("unacked_capped") > 0
 
 
+async def test_stored_messages_never_overtake_an_earlier_one_still_waiting(
+    stack: Stack,
+) -> None:
+    # A cap of 4: half of it acknowledged opens the next replay window.
+    stack.settings[env.MAX_UNACKED_PER_CONNECTION] = "4"
+    await stack.start(gateways=2)
+    alice = await stack.connect(0, uid="alice")
+    bob = await stack.connect(1, uid="bob")
+    mids = await send_one_by_one(alice, "bob", 5)
+    pushed = [(await bob.expect("message"))["mid"] for _ in range(4)]
+    assert pushed == mids[:4]
+    # The fifth passed the cap: stored, and its replay window cut while bob holds four.
+    await bob.expect_nothing("message", for_s=0.5)
+    await bob.ack(mids[0])  # three held: not yet half of the cap free
+    mids += await send_one_by_one(alice, "bob", 1)
+    # The sixth is stored behind the fifth: its own replay window, which bob has room for
+    # now, must not bring it first.
+    await bob.expect_nothing("message", for_s=1.0)
+    await bob.ack(mids[1])
+    replayed = [(await bob.expect("message"))["mid"] for _ in range(2)]
+    assert replayed == mids[4:]
+
+
 HOARDERS = 6
 """Connections that read but never acknowledge, together over the prefetch: six at the cap of
 100 pin 600 deliveries, more than the 500 RabbitMQ lets the gateway hold."""

@@ -143,13 +143,29 @@ def test_pack_delivery_puts_next_mid_on_the_last_message_only() -> None:
     assert decode_delivery(whole.body).next_mid == "m1"
 
 
-def test_a_delivery_with_a_bad_item_keeps_its_next_mid() -> None:
+def test_pack_delivery_says_where_each_message_of_a_window_starts() -> None:
+    frame = b'"' + b"x" * 3000 + b'"'
+    items = [item(f"m{i:02}", "bob", frame=frame) for i in range(20)]
+    packed = pack_delivery(items, 16 * 1024, next_mid="m20", from_mid="m00")
+    assert len(packed) > 1
+    decoded = [decode_delivery(p.body) for p in packed]
+    # The first message starts where the store started reading; each next one where it starts.
+    assert [d.from_mid for d in decoded] == ["m00"] + [
+        d.items[0].mid for d in decoded[1:]
+    ]
+    assert [p.from_mid for p in packed] == [d.from_mid for d in decoded]
+    (whole,) = pack_delivery(items[:1], 1 << 20, from_mid="m00")
+    assert decode_delivery(whole.body).from_mid == "m00"
+
+
+def test_a_delivery_with_a_bad_item_keeps_its_window_bounds() -> None:
     good = encode(item("m1", "bob"))
-    body = b'{"items":[' + good + b',{"mid":7}],"next_mid":"m9"}'
+    body = b'{"items":[' + good + b',{"mid":7}],"next_mid":"m9","from_mid":"m1"}'
     decoded = decode_delivery_items(body)
     assert [i.mid for i in decoded.items] == ["m1"]
     assert len(decoded.refused) == 1
     assert decoded.next_mid == "m9"
+    assert decoded.from_mid == "m1"
 
 
 def test_pack_delivery_splits_by_bytes_in_order() -> None:
