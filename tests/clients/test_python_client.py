@@ -81,6 +81,7 @@ async def test_presence_asks_about_any_number_of_uids(stack: Stack) -> None:
         client_for(stack, "alice", 0) as alice,
         client_for(stack, "bob", 1) as bob,
     ):
+        assert bob.uid is not None  # set by the init exchange
         # 251 uids: three frames of at most 100 (``MAX_PRESENCE_UIDS``), one answer.
         assert await alice.presence([*strangers[:180], bob.uid, *strangers[180:]]) == [
             "bob"

@@ -136,6 +136,7 @@ async def test_many_clients_that_never_ack_do_not_stall_their_gateway(
 
     flooded: dict[str, list[str]] = {}
     for hoarder in hoarders:
+        assert hoarder.uid is not None  # set by connect()
         flooded[hoarder.uid] = await send_one_by_one(flooder, hoarder.uid, 150)
 
     # Beside the abuse, on the same gateway: alice and bob talk, both ways, without delay.
