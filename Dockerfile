@@ -16,6 +16,7 @@ WORKDIR /app
 RUN pip install uv==0.13.9
 COPY pyproject.toml uv.lock README.md ./
 COPY proto ./proto
+COPY runtime ./runtime
 COPY gateway ./gateway
 COPY router ./router
 COPY offline_store ./offline_store

@@ -15,7 +15,8 @@ from gateway.settings import Settings
 from gateway.ws import serve_clients
 from proto.logs import READY_EVENT
 from proto.mids import NODE_HEX_DIGITS, MidFactory
-from proto.shutdown import stop_on_signals
+from runtime.health import Health, serve_health
+from runtime.shutdown import stop_on_signals
 
 log = structlog.get_logger()
 
@@ -26,13 +27,11 @@ async def main(settings: Settings) -> None:
     )
     stop = stop_on_signals(settings.shutdown_timeout_s)
     mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
-    health = observability.Health()
+    health = Health()
     async with AsyncExitStack() as stack:
         # First in, last out: /readyz answers 503 for the whole drain.
         await stack.enter_async_context(
-            observability.serve_observability(
-                settings.host, settings.metrics_port, health
-            )
+            serve_health(settings.host, settings.metrics_port, health)
         )
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
@@ -55,7 +54,7 @@ async def main(settings: Settings) -> None:
                 tasks.create_task(bus.watch_consumer(settings.consumer_check_s)),
                 tasks.create_task(hub.run_pings(settings.ping_interval_s)),
             ]
-            await bus.consume_deliveries(hub.on_delivery)
+            await bus.consume(hub.on_delivery)
             async with (
                 serve_clients(settings, bus, hub, mids) as server,
                 AsyncExitStack() as http,

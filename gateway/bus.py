@@ -17,22 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aio_pika
 import msgspec
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
 
 from gateway import observability
 from gateway.settings import Settings
-from proto.env import location
 from proto.envelopes import Batch, Batched
-from proto.errors import DependencyUnavailable
 from proto.names import (
     BATCHABLE_KEYS,
     HEADER_REJECTED_REASON,
@@ -40,12 +30,11 @@ from proto.names import (
     KEY_ACK_BATCH,
     KEY_BATCH,
 )
-from proto.shutdown import finish_within
 from proto.topology import Topology, gateway_topology, shared_topology
+from runtime.bus import Broker, Consumer, OnMessage, open_broker
 
 log = structlog.get_logger()
 
-JSON = "application/json"
 BATCHES_IN_FLIGHT = 1
 """Batches waiting for their confirms at once; more envelopes wait for the next batch. One
 costs a confirm round trip of latency under load and gives the largest batches: under a
@@ -142,27 +131,17 @@ class Batcher:
 class Bus:
     """Publishing and consuming on one robust AMQP connection (reconnects by itself)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        inbound: AbstractExchange,
-        undeliverable: AbstractExchange,
-        queue: AbstractQueue,
-        connection: AbstractRobustConnection,
-        dead_letter: AbstractExchange,
-    ) -> None:
-        self.connection = connection
-        """Read by the readiness check and the reconnect counter (observability.py)."""
+    def __init__(self, settings: Settings, broker: Broker) -> None:
+        self.connection = broker.connection
+        """Read by the readiness check and the reconnect counter (runtime/health.py)."""
         self._settings = settings
+        self._broker = broker
+        self._publisher = broker.publisher
+        self._names = settings.names
         self._publish_timeout_s = settings.publish_timeout_s
-        self._inbound = inbound
-        self._undeliverable = undeliverable
-        self._dead_letter = dead_letter
-        self._queue = queue
-        self._consumer_tag: str | None = None
-        self._on_delivery: (
-            Callable[[AbstractIncomingMessage], Awaitable[None]] | None
-        ) = None
+        self._queue_name = settings.names.gateway_queue(settings.gateway_id)
+        self._consumer: Consumer | None = None
+        self._on_delivery: OnMessage | None = None
         max_batch_bytes = min(BATCH_MAX_BYTES, settings.max_amqp_message_bytes)
         self._batcher = Batcher(self._publish_batch, max_batch_bytes)
         # Acks of stored messages, for the offline store, batched the same way on their own
@@ -182,12 +161,10 @@ class Bus:
         if routing_key == KEY_ACK:
             await self._ack_batcher.publish(routing_key, body)
             return
-        # aio-pika's timeout covers the confirm, not the wait for a reconnecting channel.
-        async with asyncio.timeout(self._publish_timeout_s):
-            observability.count_publish(routing_key)
-            await self._inbound.publish(
-                _message(body, mid), routing_key, mandatory=True
-            )
+        observability.count_publish(routing_key)
+        await self._publisher.publish(
+            self._names.inbound_exchange, routing_key, body, message_id=mid
+        )
 
     def submit_inbound(self, routing_key: str, body: bytes) -> asyncio.Future[None]:
         """Queue an envelope for the router at once, in order; await the future for its confirm.
@@ -198,14 +175,12 @@ class Bus:
         return self._batcher.submit(routing_key, body)
 
     async def _publish_batch(self, body: bytes) -> None:
-        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
-            observability.count_publish(KEY_BATCH)
-            await self._inbound.publish(_message(body), KEY_BATCH, mandatory=True)
+        observability.count_publish(KEY_BATCH)
+        await self._publisher.publish(self._names.inbound_exchange, KEY_BATCH, body)
 
     async def _publish_ack_batch(self, body: bytes) -> None:
-        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
-            observability.count_publish(KEY_ACK_BATCH)
-            await self._inbound.publish(_message(body), KEY_ACK_BATCH, mandatory=True)
+        observability.count_publish(KEY_ACK_BATCH)
+        await self._publisher.publish(self._names.inbound_exchange, KEY_ACK_BATCH, body)
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -213,23 +188,25 @@ class Bus:
 
     async def publish_undeliverable(self, body: bytes) -> None:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""
-        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
-            await self._undeliverable.publish(_message(body), "", mandatory=True)
+        await self._publisher.publish(self._names.undeliverable_exchange, "", body)
 
     async def publish_dead_letter(
         self, routing_key: str, body: bytes, reason: str
     ) -> None:
         """Dead-letter one refused item, with why; returns once the broker confirmed."""
-        message = _message(body)
-        message.headers = {HEADER_REJECTED_REASON: reason}
-        async with asyncio.timeout(self._publish_timeout_s):  # see publish_inbound
-            await self._dead_letter.publish(message, routing_key, mandatory=True)
+        await self._publisher.publish(
+            self._names.dead_letter_exchange,
+            routing_key,
+            body,
+            headers={HEADER_REJECTED_REASON: reason},
+        )
 
-    async def consume_deliveries(
-        self, on_delivery: Callable[[AbstractIncomingMessage], Awaitable[None]]
-    ) -> None:
+    async def consume(self, on_delivery: OnMessage) -> None:
+        """Hand every delivery of this gateway's queue to ``on_delivery`` (manual acks)."""
         self._on_delivery = on_delivery
-        self._consumer_tag = await self._queue.consume(on_delivery, no_ack=False)
+        self._consumer = await self._broker.consume(
+            own_topology(self._settings), on_delivery
+        )
 
     async def stop_consuming(self) -> None:
         """Cancel the consumer; a broker that does not answer in time is left to the drain.
@@ -238,12 +215,7 @@ class Bus:
         dead-lettered to the offline store, once the connection closes.
         """
         self._on_delivery = None
-        if self._consumer_tag is None:
-            return
-        tag, self._consumer_tag = self._consumer_tag, None
-        await finish_within(
-            self._publish_timeout_s, self._queue.cancel(tag), "consumer_cancel_failed"
-        )
+        await self._broker.stop_consuming(self._publish_timeout_s)
 
     async def watch_consumer(self, interval_s: float) -> None:
         """Keep this gateway's consumer on the broker; runs until cancelled.
@@ -274,7 +246,7 @@ class Bus:
                 continue
             misses = 0 if consumers else misses + 1
             if misses >= 2:
-                log.error("consumer_missing", queue=self._queue.name)
+                log.error("consumer_missing", queue=self._queue_name)
                 await self._consume_again()
                 misses = 0
 
@@ -282,7 +254,7 @@ class Bus:
         async with asyncio.timeout(self._publish_timeout_s):
             channel = await self.connection.channel(publisher_confirms=False)
             try:
-                queue = await channel.declare_queue(self._queue.name, passive=True)
+                queue = await channel.declare_queue(self._queue_name, passive=True)
                 declared = queue.declaration_result
                 return int(declared.consumer_count or 0)
             finally:
@@ -292,14 +264,11 @@ class Bus:
         """Consume on a new channel, then close the old one (what it held is requeued)."""
         on_delivery = self._on_delivery
         assert on_delivery is not None
-        old_channel = self._queue.channel
+        assert self._consumer is not None
+        old_channel = self._consumer.queue.channel
         async with asyncio.timeout(self._publish_timeout_s):
-            channel = await self.connection.channel()
-            await channel.set_qos(prefetch_count=self._settings.prefetch)
-            (queue,) = (await declare(channel, own_topology(self._settings))).values()
-            self._consumer_tag = await queue.consume(on_delivery, no_ack=False)
-        self._queue = queue
-        log.warning("consumer_restored", queue=queue.name)
+            await self.consume(on_delivery)
+        log.warning("consumer_restored", queue=self._queue_name)
         try:
             async with asyncio.timeout(self._publish_timeout_s):
                 await old_channel.close()
@@ -307,55 +276,24 @@ class Bus:
             log.info("old_channel_close_failed", error=repr(exc))
 
 
-def _message(body: bytes, mid: str = "") -> aio_pika.Message:
-    return aio_pika.Message(
-        body,
-        content_type=JSON,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=mid or None,
-    )
-
-
 @asynccontextmanager
 async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
-    """Connect, declare the topology (shared part and this gateway's queue) and yield a ``Bus``."""
-    try:
-        connection: AbstractRobustConnection = await aio_pika.connect_robust(
-            settings.amqp_url, timeout=settings.connect_timeout_s
-        )
-    except Exception as exc:
-        raise DependencyUnavailable(
-            "RabbitMQ",
-            location(settings.amqp_url),
-            "start it with: rabbitmq-server -detached",
-        ) from exc
-    try:
-        publish_channel = await connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        names = settings.names
-        await declare(publish_channel, shared_topology(names, settings.queue_type))
-        consume_channel = await connection.channel()
-        await consume_channel.set_qos(prefetch_count=settings.prefetch)
-        (queue,) = (await declare(consume_channel, own_topology(settings))).values()
-        inbound = await publish_channel.get_exchange(
-            names.inbound_exchange, ensure=False
-        )
-        undeliverable = await publish_channel.get_exchange(
-            names.undeliverable_exchange, ensure=False
-        )
-        dead_letter = await publish_channel.get_exchange(
-            names.dead_letter_exchange, ensure=False
-        )
-        bus = Bus(settings, inbound, undeliverable, queue, connection, dead_letter)
+    """Connect, declare the topology (shared part and this gateway's queue) and yield a ``Bus``.
+
+    Raises:
+        DependencyUnavailable: RabbitMQ does not accept a connection in time.
+        SettingsError: a queue exists with other arguments (another
+            ``SWITCHBOARD_QUEUE_TYPE``).
+    """
+    async with open_broker(settings, settings.publish_timeout_s) as broker:
+        await broker.declare(shared_topology(settings.names, settings.queue_type))
+        # Declared now, consumed once the hub is ready: a delivery waits in it till then.
+        await broker.declare(own_topology(settings))
+        bus = Bus(settings, broker)
         try:
             yield bus
         finally:
             await bus.close()
-    finally:
-        await finish_within(
-            settings.publish_timeout_s, connection.close(), "connection_close_failed"
-        )
 
 
 def own_topology(settings: Settings) -> Topology:
@@ -366,28 +304,3 @@ def own_topology(settings: Settings) -> Topology:
         orphan_ttl_ms=int(settings.orphan_ttl_s * 1000),
         expires_ms=int(settings.gateway_queue_expires_s * 1000),
     )
-
-
-async def declare(
-    channel: AbstractChannel, topology: Topology
-) -> dict[str, AbstractQueue]:
-    """Declare exchanges, queues and bindings; idempotent. Returns the declared queues by name.
-
-    A robust channel remembers what was declared through it and declares it again after a reconnect.
-    """
-    for exchange in topology.exchanges:
-        await channel.declare_exchange(
-            exchange.name,
-            aio_pika.ExchangeType(exchange.kind),
-            durable=True,
-            arguments=dict(exchange.arguments),
-        )
-    queues = {
-        spec.name: await channel.declare_queue(
-            spec.name, durable=True, arguments=dict(spec.arguments)
-        )
-        for spec in topology.queues
-    }
-    for binding in topology.bindings:
-        await queues[binding.queue].bind(binding.exchange, binding.routing_key)
-    return queues

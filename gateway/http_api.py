@@ -16,13 +16,8 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aio_pika
 import structlog
-from aio_pika.abc import (
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import hdrs, web
 
 from gateway import observability
@@ -39,9 +34,9 @@ from gateway.commands import (
     unauthorized,
 )
 from gateway.settings import Settings
-from proto.env import location
-from proto.errors import DependencyUnavailable
-from proto.shutdown import finish_within
+from proto import env
+from runtime.bus import connect
+from runtime.publish import Publisher
 
 log = structlog.get_logger()
 
@@ -55,13 +50,10 @@ class CommandBus:
     """Publishes commands and hands each reply to the request waiting for it."""
 
     def __init__(
-        self,
-        inbound: AbstractExchange,
-        publish_timeout_s: float,
-        command_timeout_s: float,
+        self, publisher: Publisher, inbound_exchange: str, command_timeout_s: float
     ) -> None:
-        self._inbound = inbound
-        self._publish_timeout_s = publish_timeout_s
+        self._publisher = publisher
+        self._inbound_exchange = inbound_exchange
         self._command_timeout_s = command_timeout_s
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         """correlation_id -> the request awaiting that reply."""
@@ -79,18 +71,15 @@ class CommandBus:
         correlation_id = uuid.uuid4().hex
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = reply
-        message = aio_pika.Message(
-            body,
-            content_type=JSON,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            reply_to=DIRECT_REPLY_TO,
-            correlation_id=correlation_id,
-        )
         try:
             try:
-                # aio-pika's timeout covers the confirm, not a reconnecting channel.
-                async with asyncio.timeout(self._publish_timeout_s):
-                    await self._inbound.publish(message, routing_key, mandatory=True)
+                await self._publisher.publish(
+                    self._inbound_exchange,
+                    routing_key,
+                    body,
+                    correlation_id=correlation_id,
+                    reply_to=DIRECT_REPLY_TO,
+                )
             except Exception:
                 log.warning("command_publish_failed", command=command, exc_info=True)
                 return not_published()
@@ -164,29 +153,20 @@ async def serve_api(settings: Settings) -> AsyncIterator[int]:
         DependencyUnavailable: RabbitMQ cannot be reached at ``api_amqp_url``.
     """
     assert settings.http_port is not None
-    try:
-        connection: AbstractRobustConnection = await aio_pika.connect_robust(
-            settings.api_amqp_url, timeout=settings.connect_timeout_s
-        )
-    except Exception as exc:
-        raise DependencyUnavailable(
-            "RabbitMQ (HTTP API)",
-            location(settings.api_amqp_url),
-            "check SWITCHBOARD_API_AMQP_URL and that user's permissions",
-        ) from exc
-    try:
-        channel = await connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+    async with connect(
+        settings.api_amqp_url,
+        settings.connect_timeout_s,
+        settings.publish_timeout_s,
+        name="RabbitMQ (HTTP API)",
+        hint=f"check {env.API_AMQP_URL} and that user's permissions",
+    ) as connection:
+        publisher = await Publisher.open(connection, settings.publish_timeout_s)
         # open_bus declared the topology; this user needs no configure permission.
-        inbound = await channel.get_exchange(
-            settings.names.inbound_exchange, ensure=False
-        )
         commands = CommandBus(
-            inbound, settings.publish_timeout_s, settings.command_timeout_s
+            publisher, settings.names.inbound_exchange, settings.command_timeout_s
         )
         # Declared through the robust channel, so that the consumer is restored with it.
-        replies = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
+        replies = await publisher.channel.declare_queue(DIRECT_REPLY_TO, passive=True)
         await replies.consume(commands.on_reply, no_ack=True)
 
         app = web.Application(client_max_size=settings.max_frame_bytes)
@@ -202,7 +182,3 @@ async def serve_api(settings: Settings) -> AsyncIterator[int]:
             yield runner.addresses[0][1]
         finally:
             await runner.cleanup()
-    finally:
-        await finish_within(
-            settings.publish_timeout_s, connection.close(), "connection_close_failed"
-        )

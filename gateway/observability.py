@@ -1,40 +1,22 @@
-"""The gateway's health and metrics: /livez, /readyz and /metrics over HTTP, and what they count.
+"""What the gateway counts: its metrics, in the process's registry (``runtime/metrics.py``).
 
-Served on ``SWITCHBOARD_METRICS_PORT`` (unset: not served) by a small aiohttp app, apart from the
-clients' WebSocket port. Metrics live in this process's own ``CollectorRegistry``; their names come
-from ``proto/metrics.py``. The sockets and the hub call the ``count_*`` functions where things
-happen; this module decides nothing about connections or deliveries.
+Their names come from ``proto/metrics.py``; ``runtime/health.py`` serves them on /metrics with
+/livez and /readyz. The sockets and the hub call the ``count_*`` functions where things happen;
+this module decides nothing about connections or deliveries.
 """
 
-import asyncio
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sized
-from contextlib import asynccontextmanager
+from collections.abc import Sized
 
-import structlog
-from aio_pika.abc import AbstractRobustConnection
-from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram
 
 from proto import envelopes, frames
 from proto import metrics as names
 from proto import names as keys
 from proto.codes import ErrorCode
 from proto.mids import MID_PATTERN, mid_time_ms
+from runtime.metrics import ERRORS, REGISTRY
 
-log = structlog.get_logger()
-
-CHECK_TIMEOUT_S = 2.0
-"""Deadline of one readiness probe of a dependency."""
-HTTP_SHUTDOWN_TIMEOUT_S = 1.0
 LATENCY_BUCKETS_S = (
     0.005,
     0.01,
@@ -57,9 +39,6 @@ ERROR_CODES = frozenset(
 )
 OTHER_CODE = "other"
 
-REGISTRY = CollectorRegistry()
-"""This process's metrics; nothing is registered in prometheus-client's global registry."""
-ProcessCollector(registry=REGISTRY)
 CONNECTIONS = Gauge(
     names.GATEWAY_CONNECTIONS, "Open WebSocket connections.", registry=REGISTRY
 )
@@ -86,21 +65,12 @@ DELIVERY_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_S,
     registry=REGISTRY,
 )
-ERRORS = Counter(
-    names.ERRORS_TOTAL, "Errors, by code.", [names.LABEL_CODE], registry=REGISTRY
-)
 PUBLISHES = Counter(
     names.GATEWAY_PUBLISHES_TOTAL,
     "Messages published to the inbound exchange, by routing key.",
     [names.LABEL_ROUTING_KEY],
     registry=REGISTRY,
 )
-BROKER_RECONNECTS = Counter(
-    names.BROKER_RECONNECTS_TOTAL,
-    "Times the RabbitMQ connection was re-established.",
-    registry=REGISTRY,
-)
-READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
 UNACKED_CAPPED = Counter(
     names.UNACKED_CAPPED_TOTAL,
     "Live messages handed to the offline store: their connection held too many unacknowledged.",
@@ -215,87 +185,3 @@ def count_delivery(delivery: envelopes.Delivery, now_ms: int) -> None:
 def count_connections(connections: Sized) -> None:
     """Let the connections gauge read the hub's table at each scrape."""
     CONNECTIONS.set_function(lambda: len(connections))
-
-
-class Health:
-    """What /readyz answers: serving, not draining, and every dependency check passes."""
-
-    def __init__(self) -> None:
-        self._checks: dict[str, Callable[[], Awaitable[bool]]] = {}
-        self.is_serving = False
-        self.is_draining = False
-        """Set on SIGTERM: load balancers stop sending new connections here."""
-
-    def add_check(self, name: str, probe: Callable[[], Awaitable[bool]]) -> None:
-        self._checks[name] = probe
-
-    def watch_broker(self, connection: AbstractRobustConnection) -> None:
-        """Check the RabbitMQ connection, and count its reconnects."""
-        connection.reconnect_callbacks.add(lambda *_: BROKER_RECONNECTS.inc())
-
-        async def is_connected() -> bool:
-            return not connection.is_closed and connection.connected.is_set()
-
-        self.add_check("rabbitmq", is_connected)
-
-    async def check(self) -> tuple[bool, Mapping[str, bool]]:
-        results = dict(
-            zip(
-                self._checks,
-                await asyncio.gather(*(_probe(p) for p in self._checks.values())),
-                strict=True,
-            )
-        )
-        is_ready = self.is_serving and not self.is_draining and all(results.values())
-        READY.set(1 if is_ready else 0)
-        return is_ready, results
-
-
-async def _probe(probe: Callable[[], Awaitable[bool]]) -> bool:
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            return await probe()
-    except Exception:
-        return False
-
-
-def _app(health: Health) -> web.Application:
-    async def livez(request: web.Request) -> web.Response:
-        return web.json_response({"live": True})
-
-    async def readyz(request: web.Request) -> web.Response:
-        is_ready, checks = await health.check()
-        body = {"ready": is_ready, "draining": health.is_draining, "checks": checks}
-        return web.json_response(body, status=200 if is_ready else 503)
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(REGISTRY),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
-
-    app = web.Application()
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
-@asynccontextmanager
-async def serve_observability(
-    host: str, port: int | None, health: Health
-) -> AsyncIterator[None]:
-    """Serve /livez, /readyz and /metrics on ``port`` until exit; nothing when it is None."""
-    if port is None:
-        yield
-        return
-    runner = web.AppRunner(
-        _app(health), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S
-    )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        log.info("metrics_serving", port=runner.addresses[0][1])
-        yield
-    finally:
-        await runner.cleanup()

@@ -1,4 +1,7 @@
-"""The gateway's settings, read once from the environment."""
+"""The gateway's settings, read once from the environment.
+
+The fields every service shares, and their readers, are in ``runtime/settings.py``.
+"""
 
 import os
 import re
@@ -12,23 +15,18 @@ import jwt
 from gateway import tokens
 from proto import env
 from proto.errors import SettingsError
-from proto.names import DEFAULT_NAMESPACE, Names
-from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_BYTES
-from proto.topology import QUEUE_TYPES
+from runtime import settings as shared
+from runtime.settings import ServiceSettings
 
 GATEWAY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    names: Names
-    amqp_url: str
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings(ServiceSettings):
     jwt_secret: str
     gateway_id: str
     host: str
     port: int
-    queue_type: str
-    log_level: str
     init_timeout_s: float
     idle_timeout_s: float
     ping_interval_s: float
@@ -36,12 +34,8 @@ class Settings:
     orphan_ttl_s: float
     gateway_queue_expires_s: float
     heartbeat_interval_s: float
-    publish_timeout_s: float
-    connect_timeout_s: float
-    shutdown_timeout_s: float
     max_frame_bytes: int
     outbox_frames: int
-    prefetch: int
     consumer_check_s: float
     """How often the broker is asked whether this gateway's consumer is still there."""
     http_port: int | None
@@ -52,8 +46,6 @@ class Settings:
     command_timeout_s: float
     api_key: str = field(repr=False)
     """The backends' bearer token; empty when there is no HTTP API."""
-    metrics_port: int | None = None
-    """Port of /livez, /readyz and /metrics; None: not served."""
     public_room_prefix: str = ""
     """Rooms whose name starts with it may be joined without a ``rooms`` claim; empty: none."""
     max_rooms_per_connection: int = 100
@@ -77,16 +69,10 @@ class Settings:
     """Messages one connection may leave unacknowledged (live and replayed): live messages past
     it go to the offline store, replay windows wait for acks. Below ``prefetch``, so that one
     client cannot hold every AMQP delivery of the gateway."""
-    max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
-    """Largest batch or handover published; more go in more messages."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
-        namespace = env.text(environ, env.NAMESPACE, DEFAULT_NAMESPACE)
-        try:
-            names = Names(namespace)
-        except ValueError as exc:
-            raise SettingsError(f"{env.NAMESPACE}: {exc}") from None
+        names = shared.names(environ)
         gateway_id = env.text(environ, env.GATEWAY_ID, default_gateway_id())
         if not GATEWAY_ID_PATTERN.fullmatch(gateway_id):
             raise SettingsError(
@@ -99,13 +85,13 @@ class Settings:
                 f"{env.GATEWAY_QUEUE_EXPIRES_S} must be longer than {env.ORPHAN_TTL_S}"
             )
         host = env.text(environ, env.GATEWAY_HOST, "0.0.0.0")
-        amqp_url = env.text(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL)
+        amqp_url = shared.amqp_url(environ)
         http_port = (
             env.integer(environ, env.HTTP_PORT, 0, minimum=0, maximum=65535)
             if environ.get(env.HTTP_PORT, "")
             else None
         )
-        prefetch = env.integer(environ, env.PREFETCH, 1000, minimum=1, maximum=65535)
+        prefetch = shared.prefetch(environ)
         max_unacked = env.integer(
             environ, env.MAX_UNACKED_PER_CONNECTION, 100, minimum=1
         )
@@ -130,6 +116,14 @@ class Settings:
         return cls(
             names=names,
             amqp_url=amqp_url,
+            queue_type=shared.queue_type(environ),
+            log_level=shared.log_level(environ),
+            prefetch=prefetch,
+            publish_timeout_s=shared.publish_timeout_s(environ),
+            connect_timeout_s=shared.connect_timeout_s(environ),
+            shutdown_timeout_s=shared.shutdown_timeout_s(environ),
+            metrics_port=shared.metrics_port(environ),
+            max_amqp_message_bytes=shared.max_amqp_message_bytes(environ),
             jwt_secret=jwt_key(environ, jwt_algorithm),
             jwt_algorithm=jwt_algorithm,
             allowed_origins=allowed_origins(environ),
@@ -141,10 +135,6 @@ class Settings:
             gateway_id=gateway_id,
             host=host,
             port=env.integer(environ, env.GATEWAY_PORT, 8000, minimum=0, maximum=65535),
-            queue_type=env.choice(environ, env.QUEUE_TYPE, QUEUE_TYPES, "quorum"),
-            log_level=env.choice(
-                environ, env.LOG_LEVEL, ("debug", "info", "warning", "error"), "info"
-            ),
             init_timeout_s=env.seconds(environ, env.INIT_TIMEOUT_S, 5.0),
             idle_timeout_s=env.seconds(environ, env.IDLE_TIMEOUT_S, 60.0),
             ping_interval_s=env.seconds(environ, env.PING_INTERVAL_S, 20.0),
@@ -152,30 +142,19 @@ class Settings:
             orphan_ttl_s=orphan_ttl_s,
             gateway_queue_expires_s=expires_s,
             heartbeat_interval_s=env.seconds(environ, env.HEARTBEAT_INTERVAL_S, 5.0),
-            publish_timeout_s=env.seconds(environ, env.PUBLISH_TIMEOUT_S, 5.0),
-            connect_timeout_s=env.seconds(environ, env.CONNECT_TIMEOUT_S, 5.0),
-            shutdown_timeout_s=env.seconds(environ, env.SHUTDOWN_TIMEOUT_S, 10.0),
             max_frame_bytes=max_frame_bytes,
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
-            prefetch=prefetch,
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=host,
             api_amqp_url=env.text(environ, env.API_AMQP_URL, amqp_url),
             command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
             api_key="" if http_port is None else env.secret(environ, env.API_KEY),
-            metrics_port=metrics_port(environ),
             public_room_prefix=env.text(environ, env.PUBLIC_ROOM_PREFIX, ""),
             max_rooms_per_connection=env.integer(
                 environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
             ),
             max_unacked_per_connection=max_unacked,
-            max_amqp_message_bytes=env.integer(
-                environ,
-                env.MAX_AMQP_MESSAGE_BYTES,
-                DEFAULT_MAX_AMQP_MESSAGE_BYTES,
-                minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
-            ),
         )
 
 
@@ -232,13 +211,6 @@ def compression(environ: Mapping[str, str]) -> str | None:
     """``SWITCHBOARD_COMPRESSION``: ``off`` (the default) or ``deflate``."""
     chosen = env.choice(environ, env.COMPRESSION, ("off", "deflate"), "off")
     return None if chosen == "off" else chosen
-
-
-def metrics_port(environ: Mapping[str, str]) -> int | None:
-    """``SWITCHBOARD_METRICS_PORT``, or None when unset (no health and metrics endpoint)."""
-    if not environ.get(env.METRICS_PORT, ""):
-        return None
-    return env.integer(environ, env.METRICS_PORT, 0, minimum=0, maximum=65535)
 
 
 def default_gateway_id() -> str:

@@ -7,17 +7,13 @@ import structlog
 
 from offline_store import observability
 from offline_store.bus import open_bus
-from offline_store.consumers import (
-    Backoff,
-    BatchLoop,
-    ControlServer,
-    RetentionSweep,
-    UndeliveredWriter,
-)
+from offline_store.consumers import ControlServer, RetentionSweep, UndeliveredWriter
 from offline_store.settings import Settings
 from offline_store.store import open_store
 from proto.logs import READY_EVENT
-from proto.shutdown import stop_on_signals
+from runtime.batch_loop import Backoff, BatchLoop
+from runtime.health import METRICS_HOST, Health, serve_health
+from runtime.shutdown import stop_on_signals
 
 log = structlog.get_logger()
 
@@ -29,12 +25,10 @@ async def main(settings: Settings) -> None:
     names = settings.names
     structlog.contextvars.bind_contextvars(namespace=names.namespace)
     stop = stop_on_signals(settings.shutdown_timeout_s)
-    health = observability.Health()
+    health = Health()
     async with AsyncExitStack() as stack:  # unwinds in reverse order
         await stack.enter_async_context(
-            observability.serve_observability(
-                observability.METRICS_HOST, settings.metrics_port, health
-            )
+            serve_health(METRICS_HOST, settings.metrics_port, health)
         )
         store = await stack.enter_async_context(open_store(settings))
         health.add_check("postgresql", store.ping)

@@ -1,30 +1,18 @@
-"""RabbitMQ: the offline store's connection, topology, consumers and confirmed publishes.
+"""RabbitMQ for the offline store: the shared topology, a consumer per queue, and the confirmed
+publishes that replay.py decides (``Saved``, deliveries, events, dead letters).
 
-One channel publishes (with publisher confirms, unroutable messages raising), and each consumed
-queue gets a channel of its own, so that its prefetch and its acknowledgements stay apart.
-What to publish is decided in replay.py; when to acknowledge, in consumers.py.
+Each consumed queue gets a channel of its own, so that its prefetch and its acknowledgements stay
+apart; when to acknowledge is decided in consumers.py. Connecting, declaring, consuming and the
+confirmed publish itself are ``runtime/bus.py``'s.
 """
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import aio_pika
-import aiormq
-import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
-from pamqp.common import FieldTable
+from aio_pika.abc import AbstractRobustConnection
 
-from offline_store.settings import Settings, mask_password
-from proto.env import location
+from offline_store.settings import Settings
 from proto.envelopes import MessageOffline, MessageRefused, SavedUid, encode
-from proto.errors import DependencyUnavailable
 from proto.names import (
     EVENT_MESSAGE_OFFLINE,
     EVENT_MESSAGE_REFUSED,
@@ -33,111 +21,69 @@ from proto.names import (
     RETIRED_STORE_CONTROL_BINDINGS,
 )
 from proto.packing import pack_saved
-from proto.shutdown import finish_within
-from proto.topology import shared_topology
+from proto.topology import Topology, shared_topology
+from runtime.bus import Broker, OnMessage, open_broker, queue_alone
+from runtime.publish import confirm_all
 
-log = structlog.get_logger()
 
-RABBITMQ_HINT = (
-    "start it with `rabbitmq-server -detached`"
-    " or point SWITCHBOARD_AMQP_URL at a running broker"
-)
-CONTENT_TYPE = "application/json"
+@asynccontextmanager
+async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
+    """Connect to RabbitMQ and declare the topology; close the connection on exit.
 
-OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
+    Raises:
+        DependencyUnavailable: the broker cannot be reached or refuses the connection.
+        SettingsError: a shared queue exists with other arguments (another
+            ``SWITCHBOARD_QUEUE_TYPE``).
+    """
+    async with open_broker(settings, settings.shutdown_timeout_s) as broker:
+        names = settings.names
+        topology = shared_topology(names, settings.queue_type)
+        queues = await broker.declare(topology)
+        # Acks had the control queue before they got their own: an older gateway's acks
+        # would otherwise reach both (harmless, but they would queue beside the replays).
+        for key in RETIRED_STORE_CONTROL_BINDINGS:
+            await queues[names.store_control_queue].unbind(
+                names.inbound_exchange, key, timeout=settings.connect_timeout_s
+            )
+        yield Bus(broker, settings, topology)
 
 
 class Bus:
     """The offline store's side of RabbitMQ."""
 
-    def __init__(
-        self, connection: AbstractRobustConnection, settings: Settings
-    ) -> None:
-        self._connection = connection
+    def __init__(self, broker: Broker, settings: Settings, topology: Topology) -> None:
+        self._broker = broker
+        self._publisher = broker.publisher
         self._settings = settings
         self._names = settings.names
-        self._topology = shared_topology(settings.names, settings.queue_type)
-        self._exchanges: dict[str, AbstractExchange] = {}
-        self._publishing: AbstractChannel | None = None
-        # (queue, consumer tag) of every consumer started, to cancel them on stop.
-        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._topology = topology
 
     @property
     def connection(self) -> AbstractRobustConnection:
         """The robust connection: readiness and the reconnect counter watch it."""
-        return self._connection
-
-    async def declare_topology(self) -> None:
-        """Declare the shared exchanges, queues and bindings; open the publishing channel."""
-        timeout = self._settings.connect_timeout_s
-        channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._publishing = channel
-        for spec in self._topology.exchanges:
-            self._exchanges[spec.name] = await channel.declare_exchange(
-                spec.name,
-                aio_pika.ExchangeType(spec.kind),
-                durable=True,
-                arguments=dict(spec.arguments),
-                timeout=timeout,
-            )
-        queues: dict[str, AbstractQueue] = {}
-        for queue_spec in self._topology.queues:
-            queues[queue_spec.name] = await channel.declare_queue(
-                queue_spec.name,
-                durable=True,
-                arguments=dict(queue_spec.arguments),
-                timeout=timeout,
-            )
-        for binding in self._topology.bindings:
-            await queues[binding.queue].bind(
-                self._exchanges[binding.exchange], binding.routing_key, timeout=timeout
-            )
-        # Acks had the control queue before they got their own: an older gateway's acks
-        # would otherwise reach both (harmless, but they would queue beside the replays).
-        control = queues[self._names.store_control_queue]
-        for key in RETIRED_STORE_CONTROL_BINDINGS:
-            await control.unbind(
-                self._exchanges[self._names.inbound_exchange], key, timeout=timeout
-            )
+        return self._broker.connection
 
     async def consume(self, queue_name: str, on_message: OnMessage) -> None:
         """Start consuming ``queue_name`` (manual acks) on a channel of its own."""
-        timeout = self._settings.connect_timeout_s
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=self._settings.prefetch, timeout=timeout)
-        spec = next(q for q in self._topology.queues if q.name == queue_name)
-        queue = await channel.declare_queue(
-            spec.name, durable=True, arguments=dict(spec.arguments), timeout=timeout
-        )
-        tag = await queue.consume(on_message, no_ack=False, timeout=timeout)
-        self._consumers.append((queue, tag))
+        await self._broker.consume(queue_alone(self._topology, queue_name), on_message)
 
     async def stop_consuming(self) -> None:
         """Cancel every consumer: the broker sends nothing more, unacked messages stay ours."""
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag, timeout=self._settings.shutdown_timeout_s)
-            except Exception:
-                log.exception("consumer_cancel_failed", queue=queue.name)
-        self._consumers.clear()
+        await self._broker.stop_consuming(self._settings.shutdown_timeout_s)
 
     async def publish_saved(self, uids: Sequence[SavedUid]) -> None:
         """Announce new rows to the routers (``Saved``, in messages within the size limit);
         returns once the broker confirmed them all."""
-        await asyncio.gather(
-            *(
-                self._publish(self._names.inbound_exchange, KEY_SAVED, body)
-                for body in pack_saved(uids, self._settings.max_amqp_message_bytes)
-            )
+        await confirm_all(
+            self._publisher.publish(self._names.inbound_exchange, KEY_SAVED, body)
+            for body in pack_saved(uids, self._settings.max_amqp_message_bytes)
         )
 
     async def publish_dead_letter(
         self, routing_key: str, body: bytes, reason: str
     ) -> None:
         """Dead-letter one refused item, with why; returns once the broker confirmed."""
-        await self._publish(
+        await self._publisher.publish(
             self._names.dead_letter_exchange,
             routing_key,
             body,
@@ -157,85 +103,16 @@ class Bus:
     ) -> None:
         """Publish events, all at once. Not mandatory: an events exchange without any bound
         queue is normal."""
-        await asyncio.gather(
-            *(
-                self._publish(
-                    self._names.events_exchange,
-                    routing_key,
-                    encode(event),
-                    mandatory=False,
-                )
-                for event in events
+        await confirm_all(
+            self._publisher.publish(
+                self._names.events_exchange,
+                routing_key,
+                encode(event),
+                mandatory=False,
             )
+            for event in events
         )
 
     async def publish_delivery(self, gateway_id: str, body: bytes) -> None:
         """Send a delivery to one gateway's queue; returns once the broker confirmed."""
-        await self._publish(self._names.deliveries_exchange, gateway_id, body)
-
-    async def _publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        mandatory: bool = True,
-        headers: FieldTable | None = None,
-    ) -> None:
-        """Publish persistent JSON; return once confirmed (raise on a nack or a return).
-
-        Through the AMQP channel under aio-pika's, with ``wait=False``: aio-pika's publish
-        holds the channel until its frames are written, one message per pass of the writer;
-        this lets concurrent publishes share the passes (about a third less CPU per message),
-        and each still waits for its own confirm.
-        """
-        assert self._publishing is not None, "declare_topology() first"
-        async with asyncio.timeout(self._settings.publish_timeout_s):
-            channel = await self._publishing.get_underlay_channel()
-            assert isinstance(channel, aiormq.Channel)  # ``wait`` is aiormq.Channel's
-            await channel.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=persistent_json(headers),
-                mandatory=mandatory,
-                wait=False,
-            )
-
-
-def persistent_json(
-    headers: FieldTable | None = None,
-) -> aiormq.spec.Basic.Properties:
-    """Fresh properties per message: aiormq writes a message id into them."""
-    return aiormq.spec.Basic.Properties(
-        content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
-        headers=headers,
-    )
-
-
-@asynccontextmanager
-async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
-    """Connect to RabbitMQ and declare the topology; close the connection on exit.
-
-    Raises:
-        DependencyUnavailable: the broker cannot be reached or refuses the connection.
-    """
-    where = location(settings.amqp_url)
-    try:
-        connection = await aio_pika.connect_robust(
-            settings.amqp_url, timeout=settings.connect_timeout_s
-        )
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = mask_password(reason or type(exc).__name__, settings.amqp_url)
-        raise DependencyUnavailable(
-            "RabbitMQ", where, f"{reason}; {RABBITMQ_HINT}"
-        ) from exc
-    try:
-        bus = Bus(connection, settings)
-        await bus.declare_topology()
-        yield bus
-    finally:
-        await finish_within(
-            settings.shutdown_timeout_s, connection.close(), "connection_close_failed"
-        )
+        await self._publisher.publish(self._names.deliveries_exchange, gateway_id, body)

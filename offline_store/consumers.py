@@ -1,7 +1,7 @@
-"""The two consumer loops: batches of AMQP messages in, statements and confirmed publishes out.
+"""The consumers' work: batches of AMQP messages in, statements and confirmed publishes out.
 
-``BatchLoop`` turns a consumer's messages into batches: it waits for one message and takes
-whatever else has already arrived, up to ``SWITCHBOARD_BATCH_MAX``. ``UndeliveredWriter`` keeps
+``runtime/batch_loop.py`` turns each consumer's messages into batches (up to
+``SWITCHBOARD_BATCH_MAX``), and holds the backoff and the settling. ``UndeliveredWriter`` keeps
 the offline queue's deliveries (each uid's rows capped; the senders of refused rows are told);
 ``ControlServer`` deletes acknowledged rows and replays (acks and replays come from two queues,
 each with its own loop, so that acks never delay a replay); ``RetentionSweep`` deletes expired
@@ -12,7 +12,7 @@ live in replay.py; SQL in store.py; AMQP calls in bus.py.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -27,79 +27,13 @@ from proto.errors import BadEnvelope
 from proto.items import RefusedItem
 from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
 from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY, KEY_REPLAY_MORE
+from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
+from runtime.metrics import count_error
+from runtime.publish import confirm_all
 
 log = structlog.get_logger()
 
-BACKOFF_FIRST_S = 0.2
-BACKOFF_MAX_S = 5.0
-
 Batch = list[AbstractIncomingMessage]
-
-
-class Backoff:
-    """A growing pause between two attempts at a batch, so a dead dependency is not hammered.
-
-    A batch that failed as a whole (PostgreSQL or the broker away) is retried in the process,
-    its messages held unacknowledged, rather than requeued: a requeue counts against the
-    queue's delivery limit (``proto.topology.DELIVERY_LIMIT``), and an outage of a few minutes
-    would dead-letter messages whose senders were told ``sent``. Only on shutdown is a failed
-    batch given back to the queue.
-    """
-
-    def __init__(self, max_s: float, stopping: asyncio.Event) -> None:
-        self._max_s = max_s
-        self._stopping = stopping
-        self._next_s = min(BACKOFF_FIRST_S, max_s)
-
-    async def wait(self) -> bool:
-        """Pause; return False (at once) when the service is stopping: give the batch back."""
-        if self._stopping.is_set():
-            return False
-        try:
-            async with asyncio.timeout(self._next_s):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass  # the pause is over
-        self._next_s = min(self._next_s * 2, self._max_s)
-        return not self._stopping.is_set()
-
-    def reset(self) -> None:
-        self._next_s = min(BACKOFF_FIRST_S, self._max_s)
-
-
-class BatchLoop:
-    """Feeds one consumer's messages, in arrival order and in batches, to ``process``."""
-
-    def __init__(
-        self, process: Callable[[Batch], Awaitable[None]], batch_max: int
-    ) -> None:
-        self._process = process
-        self._batch_max = batch_max
-        # None marks the end: put there by close(), after the broker consumer was cancelled.
-        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-
-    async def accept(self, message: AbstractIncomingMessage) -> None:
-        """The consumer callback: queue the message (the broker's prefetch bounds the queue)."""
-        self._inbox.put_nowait(message)
-
-    def close(self) -> None:
-        """Let ``run`` finish what it has received, then return."""
-        self._inbox.put_nowait(None)
-
-    async def run(self) -> None:
-        is_closing = False
-        while not is_closing:
-            first = await self._inbox.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._batch_max and not self._inbox.empty():
-                message = self._inbox.get_nowait()
-                if message is None:
-                    is_closing = True
-                    break
-                batch.append(message)
-            await self._process(batch)
 
 
 class UndeliveredWriter:
@@ -154,16 +88,15 @@ class UndeliveredWriter:
                 if outcome.refused:
                     await self._refuse(rows, outcome.refused, stored_ms)
             except Exception as exc:
-                log_failure(exc, len(accepted))
+                log_batch_failed(exc, EXPECTED_FAILURES, messages=len(accepted))
                 if await self._backoff.wait():
                     continue  # the same batch again, its messages still held
                 await requeue(accepted)
                 return
             break
         self._backoff.reset()
-        # One channel per consumer, handled in delivery order: every earlier message of this
-        # channel is settled already, so one multiple ack covers exactly this batch.
-        await settle(accepted[-1].ack(multiple=True))
+        # One channel per consumer, handled in delivery order by its BatchLoop.
+        await ack_batch(accepted)
         log.info(
             "undelivered_stored",
             count=len(inserted),
@@ -276,7 +209,9 @@ class ControlServer:
                     await settle(message.ack())
                     replays.pop(0)
             except Exception as exc:
-                log_failure(exc, len(acks) + len(replays))
+                log_batch_failed(
+                    exc, EXPECTED_FAILURES, messages=len(acks) + len(replays)
+                )
                 if await self._backoff.wait():
                     continue  # what is left of the batch again, its messages still held
                 await requeue([m for m, _ in acks] + [m for m, _ in replays])
@@ -336,7 +271,7 @@ class RetentionSweep:
                 await self.sweep()
             except Exception:
                 log.exception("retention_sweep_failed")
-                observability.count_error(CODE_BATCH_FAILED)
+                count_error(CODE_BATCH_FAILED)
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self) -> int:
@@ -353,19 +288,10 @@ class RetentionSweep:
         return total
 
 
-def log_failure(exc: Exception, messages: int) -> None:
-    """One line for a batch that failed as a whole (a traceback only for the unexpected)."""
-    observability.count_error(CODE_BATCH_FAILED)
-    if isinstance(exc, EXPECTED_FAILURES):
-        log.warning("batch_failed", messages=messages, error=repr(exc))
-    else:
-        log.error("batch_failed", messages=messages, exc_info=exc)
-
-
 def log_refused(refused: Sequence[tuple[str, RefusedItem]]) -> None:
     """One line and one count per refused item (never what it carried)."""
     for routing_key, item in refused:
-        observability.count_error(CODE_ENVELOPE_REJECTED)
+        count_error(CODE_ENVELOPE_REJECTED)
         log.warning(
             "envelope_rejected",
             reason=item.reason,
@@ -376,17 +302,15 @@ def log_refused(refused: Sequence[tuple[str, RefusedItem]]) -> None:
 
 async def dead_letter(bus: Bus, refused: Sequence[tuple[str, RefusedItem]]) -> None:
     """Dead-letter refused items, each alone with its reason; returns once all are confirmed."""
-    await asyncio.gather(
-        *(
-            bus.publish_dead_letter(routing_key, item.body, item.reason)
-            for routing_key, item in refused
-        )
+    await confirm_all(
+        bus.publish_dead_letter(routing_key, item.body, item.reason)
+        for routing_key, item in refused
     )
 
 
 async def reject(message: AbstractIncomingMessage, exc: BadEnvelope) -> None:
     """Drop a message that can never be handled, and say why (never what it carried)."""
-    observability.count_error(CODE_ENVELOPE_REJECTED)
+    count_error(CODE_ENVELOPE_REJECTED)
     log.warning(
         "envelope_rejected",
         reason=exc.reason,
@@ -394,17 +318,3 @@ async def reject(message: AbstractIncomingMessage, exc: BadEnvelope) -> None:
         exchange=message.exchange,
     )
     await settle(message.reject(requeue=False))
-
-
-async def requeue(messages: Sequence[AbstractIncomingMessage]) -> None:
-    """Give messages back to the broker, to be handled again (here or by another store)."""
-    for message in messages:
-        await settle(message.nack(requeue=True))
-
-
-async def settle(outcome: Awaitable[None]) -> None:
-    """Await an ack, nack or reject; if the channel is gone, the broker redelivers anyway."""
-    try:
-        await outcome
-    except Exception:
-        log.warning("settle_failed", exc_info=True)

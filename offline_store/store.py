@@ -20,11 +20,11 @@ from offline_store.settings import (
     DEFAULT_MAX_ROWS_PER_UID,
     DEFAULT_RETENTION_S,
     Settings,
-    mask_password,
 )
 from proto.env import location
 from proto.errors import DependencyUnavailable
 from proto.names import Names
+from runtime.startup import unavailable
 
 log = structlog.get_logger()
 
@@ -274,10 +274,8 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
                 command_timeout=settings.query_timeout_s,
             )
     except Exception as exc:
-        raise DependencyUnavailable(
-            "PostgreSQL",
-            location(settings.postgres_dsn),
-            f"{_reason(exc, settings.postgres_dsn)}; {POSTGRES_HINT}",
+        raise unavailable(
+            "PostgreSQL", settings.postgres_dsn, exc, POSTGRES_HINT
         ) from exc
     try:
         store = Store(
@@ -303,9 +301,3 @@ async def _close_pool(pool: asyncpg.Pool, timeout_s: float) -> None:
     except TimeoutError:
         log.warning("pool_close_timed_out")
         pool.terminate()
-
-
-def _reason(exc: Exception, dsn: str) -> str:
-    """The first line of a connection error, with the DSN's password masked."""
-    reason = str(exc).strip() or type(exc).__name__
-    return mask_password(reason.splitlines()[0], dsn)

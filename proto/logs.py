@@ -25,7 +25,7 @@ READY_EVENT = "service_ready"
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog for this process; call once, in ``__main__``.
+    """Configure structlog for this process; called once, by ``runtime/startup.py``.
 
     Records of standard-library loggers (aio-pika, aiormq, asyncpg, websockets) go through the
     same renderer to stdout, from WARNING up, so that a process writes one kind of line to one

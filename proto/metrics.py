@@ -1,7 +1,8 @@
 """The names of the Prometheus metrics the services export, and of their labels.
 
-Names only: each service registers its metrics in its own ``observability.py`` and serves them;
-dashboards (``dashboards/``), alerts and the gateways' autoscaler read them by these names.
+Names only: each service registers its metrics in its own ``observability.py``, and
+``runtime/health.py`` serves them; dashboards (``dashboards/``), alerts and the gateways'
+autoscaler read them by these names.
 Conventions (https://prometheus.io/docs/practices/naming/): one prefix, base units (seconds),
 counters end in ``_total``, and labels take a small, fixed set of values (never a uid, a
 conn_id or a mid). Which process a series comes from is the scrape's ``job`` and ``instance``.

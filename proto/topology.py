@@ -2,8 +2,8 @@
 
 Every service declares the shared part at startup (declarations are idempotent), so that a frame
 accepted by a gateway waits in the router's queue even before any router has started, and a
-gateway declares its own queue. The I/O lives in each service's ``bus.py``; this module only says
-what to declare. Argument names are RabbitMQ's (https://www.rabbitmq.com/docs/queues#optional-arguments).
+gateway declares its own queue. The I/O lives in ``runtime/bus.py``; this module only says what
+to declare. Argument names are RabbitMQ's (https://www.rabbitmq.com/docs/queues#optional-arguments).
 """
 
 from collections.abc import Mapping

@@ -1,6 +1,6 @@
 """Wiring of the router: open RabbitMQ and Redis, run the batch loop, the sweeper and
 the offline announcer, wait for SIGTERM or SIGINT, then stop consuming, finish the
-batch in flight and close.
+batches received and close.
 """
 
 import asyncio
@@ -11,12 +11,13 @@ import structlog
 
 from proto.logs import NAMESPACE, READY_EVENT
 from proto.mids import NODE_HEX_DIGITS, MidFactory
-from proto.shutdown import stop_on_signals
 from router import observability
 from router.batches import BatchRouter, announce_offline_forever
 from router.bus import open_bus
 from router.presence import open_presence
 from router.settings import Settings
+from runtime.health import METRICS_HOST, Health, serve_health
+from runtime.shutdown import stop_on_signals
 
 log = structlog.get_logger()
 
@@ -27,12 +28,10 @@ async def main(settings: Settings) -> None:
     """Run the router until SIGTERM or SIGINT."""
     structlog.contextvars.bind_contextvars(**{NAMESPACE: settings.namespace})
     stop = stop_on_signals(settings.shutdown_timeout_s)
-    health = observability.Health()
+    health = Health()
     async with AsyncExitStack() as stack:  # closes in reverse order of opening
         await stack.enter_async_context(
-            observability.serve_observability(
-                observability.METRICS_HOST, settings.metrics_port, health
-            )
+            serve_health(METRICS_HOST, settings.metrics_port, health)
         )
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
@@ -45,7 +44,9 @@ async def main(settings: Settings) -> None:
         )
         # The node part of the mids of backend sends: random per router process.
         mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
-        router = BatchRouter(settings, bus, presence, mids)
+        # Set at shutdown: a batch failing then is given back to the queue, not retried here.
+        stopping = asyncio.Event()
+        router = BatchRouter(settings, bus, presence, mids, stopping)
         async with asyncio.TaskGroup() as tasks:
             sweeper = tasks.create_task(
                 presence.sweep_forever(
@@ -55,19 +56,21 @@ async def main(settings: Settings) -> None:
             announcer = tasks.create_task(
                 announce_offline_forever(settings, bus, presence)
             )
-            routing = tasks.create_task(router.run(stop))
-            await bus.start_consuming(router.receive)
+            routing = tasks.create_task(router.run())
+            await bus.consume(router.receive)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()
             health.is_draining = True
             log.info("shutdown_started")
+            stopping.set()
             await bus.stop_consuming(settings.shutdown_timeout_s)
+            router.close()
             sweeper.cancel()
             announcer.cancel()
             try:
                 async with asyncio.timeout(settings.shutdown_timeout_s):
-                    await routing  # the batch in flight, confirmed and acknowledged
+                    await routing  # the batches received, confirmed and acknowledged
             except TimeoutError:
                 # Its messages are not acknowledged: the broker redelivers them.
                 log.warning("shutdown_timed_out", timeout_s=settings.shutdown_timeout_s)

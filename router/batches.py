@@ -16,7 +16,7 @@ requests, replies, the ack or the requeue) happens strictly in batch order.
 """
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from proto.errors import BadEnvelope
 from proto.items import RefusedItem
-from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
+from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
 from proto.names import KEY_BATCH
 from router import observability, routing
@@ -33,12 +33,17 @@ from router.bus import Bus
 from router.presence import Presence, now_ms
 from router.routing import Call, Inbound, Publish, Refused, ReplyTo
 from router.settings import Settings
+from runtime.batch_loop import (
+    Backoff,
+    BatchLoop,
+    ack_batch,
+    log_batch_failed,
+    requeue,
+    settle,
+)
 
 log = structlog.get_logger()
 
-RETRY_BACKOFF_MIN_S = 0.1
-"""A failed batch waits this long (doubling up to ``SWITCHBOARD_RETRY_BACKOFF_MAX_S``)
-before it is tried again, so that a broken Redis or broker is not hammered."""
 OFFLINE_CHECK_MAX_S = 0.5
 """Longest wait between two looks for due ``user.offline`` events (else debounce / 4)."""
 EXPECTED_FAILURES = (RedisError, AMQPError, OSError, TimeoutError)
@@ -51,7 +56,12 @@ class BatchRouter:
     """Routes the messages handed to ``receive``, in batches of up to ``batch_max``."""
 
     def __init__(
-        self, settings: Settings, bus: Bus, presence: Presence, mids: MidFactory
+        self,
+        settings: Settings,
+        bus: Bus,
+        presence: Presence,
+        mids: MidFactory,
+        stopping: asyncio.Event,
     ) -> None:
         self._settings = settings
         self._bus = bus
@@ -59,46 +69,33 @@ class BatchRouter:
         self._mids = mids
         """Makes the mids of the messages backend commands send."""
         self._gateway_ttl_ms = round(settings.gateway_ttl_s * 1000)
-        # Filled by the consumer callback; holds at most the prefetch.
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._backoff_s = RETRY_BACKOFF_MIN_S
+        self._loop = BatchLoop(self._start_batch, settings.batch_max)
+        # Set when the router stops: a failing batch is then requeued, not retried.
+        self._backoff = Backoff(settings.retry_backoff_max_s, stopping)
         self._slots = asyncio.Semaphore(PIPELINED_BATCHES)
         self._last_settling: asyncio.Task[None] | None = None
         """The latest batch still settling; each waits for the one before it."""
-        self._stopping = asyncio.Event()
-        """Set when ``run`` is told to stop: a failing batch is then requeued, not retried."""
 
     async def receive(self, message: AbstractIncomingMessage) -> None:
         """The consumer callback: queue the message for the next batch."""
-        self._inbox.put_nowait(message)
+        await self._loop.accept(message)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Route batches until ``stop`` is set; a batch already started is finished."""
-        stopping = asyncio.create_task(stop.wait())
-        stopping.add_done_callback(lambda _: self._stopping.set())
-        receiving: asyncio.Task[AbstractIncomingMessage] | None = None
+    def close(self) -> None:
+        """Let ``run`` route what it has received, then return (after consuming stopped)."""
+        self._loop.close()
+
+    async def run(self) -> None:
+        """Route batches until ``close``; every batch started is finished."""
         try:
-            # Checked as well as awaited: with messages waiting, `receiving` is done
-            # as soon as `stopping`, and the loop would go on draining the inbox.
-            while not stop.is_set():
-                receiving = asyncio.create_task(self._inbox.get())
-                await asyncio.wait(
-                    (receiving, stopping), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not receiving.done():
-                    return  # what is left in the inbox goes back with the channel
-                batch = [receiving.result()]
-                while len(batch) < self._settings.batch_max and not self._inbox.empty():
-                    batch.append(self._inbox.get_nowait())
-                await self._slots.acquire()
-                await self.route(batch)
+            await self._loop.run()
         finally:
-            stopping.cancel()
-            if receiving is not None:
-                receiving.cancel()
             # The batches started are finished: confirmed and acknowledged, or requeued.
             if self._last_settling is not None:
                 await asyncio.wait([self._last_settling])
+
+    async def _start_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+        await self._slots.acquire()
+        await self.route(batch)
 
     async def route(self, messages: Sequence[AbstractIncomingMessage]) -> None:
         """Route one batch and start settling it; never raises for bad input.
@@ -181,15 +178,17 @@ class BatchRouter:
             except Exception as exc:
                 failure = exc
         while failure is not None:
-            self._log_failure(failure, len(batch))
-            if not isinstance(failure, EXPECTED_FAILURES) or not await self._backoff():
-                await _settle(accepted[-1].nack(multiple=True, requeue=True))
+            log_batch_failed(failure, EXPECTED_FAILURES, size=len(batch))
+            if (
+                not isinstance(failure, EXPECTED_FAILURES)
+                or not await self._backoff.wait()
+            ):
+                await requeue(accepted)
                 return
             failure = await self._route_again(batch, dead_letters)
-        self._backoff_s = RETRY_BACKOFF_MIN_S
-        # Every earlier delivery on this channel is settled already (the batch before
-        # this one is): one ack covers exactly this batch.
-        await _settle(accepted[-1].ack(multiple=True))
+        self._backoff.reset()
+        # The batch before this one is settled already: settles are in delivery order.
+        await ack_batch(accepted)
 
     async def _route_again(
         self, batch: Sequence[Inbound], dead_letters: Sequence[Publish]
@@ -203,25 +202,6 @@ class BatchRouter:
         except Exception as exc:
             return exc
         return None
-
-    def _log_failure(self, failure: Exception, size: int) -> None:
-        if isinstance(failure, EXPECTED_FAILURES):
-            log.warning("batch_failed", size=size, error=repr(failure))
-        else:
-            log.error("batch_failed", size=size, exc_info=failure)
-        observability.count_error(CODE_BATCH_FAILED)
-
-    async def _backoff(self) -> bool:
-        """Pause before another attempt; False (at once) when the router is stopping."""
-        if self._stopping.is_set():
-            return False
-        try:
-            async with asyncio.timeout(self._backoff_s):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass  # the pause is over
-        self._backoff_s = min(self._backoff_s * 2, self._settings.retry_backoff_max_s)
-        return not self._stopping.is_set()
 
     async def _accept(
         self, message: AbstractIncomingMessage, dead_letters: list[Publish]
@@ -253,7 +233,7 @@ class BatchRouter:
             observability.count_error(CODE_ENVELOPE_REJECTED)
         if not envelopes:
             # Nothing to route: the message goes to the dead-letter queue whole.
-            await _settle(message.reject(requeue=False))
+            await settle(message.reject(requeue=False))
             return []
         names = self._settings.names
         dead_letters += (
@@ -287,7 +267,7 @@ class BatchRouter:
             )
             observability.count_error(command.code)
             if reply_to is None:
-                await _settle(message.reject(requeue=False))
+                await settle(message.reject(requeue=False))
                 return None
         return command
 
@@ -336,18 +316,6 @@ class BatchRouter:
             replays=len(plan.replays),
             replies=len(plan.replies),
         )
-
-
-async def _settle(settling: Awaitable[None]) -> None:
-    """Send an ack, nack or reject; when the channel is gone, the broker redelivers.
-
-    Never raises: a batch that cannot be settled must not stop the batches after it (a
-    message of a closed channel raises aiormq's ``ChannelInvalidStateError``, a RuntimeError).
-    """
-    try:
-        await settling
-    except Exception as exc:
-        log.warning("settle_failed", error=repr(exc))
 
 
 async def announce_offline_forever(

@@ -4,11 +4,13 @@ Grafana dashboard. Nothing here needs Docker or a cluster; ``make test`` install
 and yamllint. A missing tool fails these tests: they never skip.
 """
 
+import importlib
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 from proto import metrics as names
+from runtime.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -81,6 +84,16 @@ def test_dockerfile_runs_as_non_root_from_one_image() -> None:
         r"^RUN uv sync --frozen --no-default-groups", dockerfile, re.MULTILINE
     )
     assert re.search(r"^USER 10001$", dockerfile, re.MULTILINE)
+
+
+def test_dockerfile_copies_every_package_of_the_distribution() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.removesuffix("*") for pattern in patterns}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
+    assert packages == copied
+    assert {"proto", "runtime"} <= packages
 
 
 def test_yaml_files_pass_yamllint() -> None:
@@ -189,16 +202,16 @@ def test_gateway_autoscaler_uses_cpu_and_the_connections_metric(
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the three services' registries expose (histogram series included)."""
-    from gateway import observability as gateway
-    from offline_store import observability as offline_store
-    from router import observability as router
+    """Every sample name the three services expose (histogram series included): each registers
+    its metrics, on import, in the process's registry (``runtime/metrics.py``)."""
+    importlib.import_module("gateway.observability")
+    importlib.import_module("router.observability")
+    importlib.import_module("offline_store.observability")
 
     found = set()
-    for registry in (gateway.REGISTRY, router.REGISTRY, offline_store.REGISTRY):
-        for family in registry.collect():
-            found.add(family.name)
-            found.update(sample.name for sample in family.samples)
+    for family in REGISTRY.collect():
+        found.add(family.name)
+        found.update(sample.name for sample in family.samples)
     return found
 
 

@@ -63,7 +63,7 @@ async def test_a_consumer_lost_without_notice_is_restored() -> None:
 
     try:
         async with open_bus(settings) as bus:
-            await bus.consume_deliveries(on_delivery)
+            await bus.consume(on_delivery)
             watch = asyncio.create_task(bus.watch_consumer(CHECK_S))
             try:
                 await publish_to(queue_name, b"before")
@@ -71,10 +71,10 @@ async def test_a_consumer_lost_without_notice_is_restored() -> None:
 
                 # The state aio-pika issue #231 leaves behind: the broker has no consumer,
                 # aio-pika still lists one and restores nothing.
-                tag = bus._consumer_tag
-                assert tag is not None
-                underlay = await bus._queue.channel.get_underlay_channel()
-                await underlay.basic_cancel(tag)
+                consumer = bus._consumer
+                assert consumer is not None
+                underlay = await consumer.queue.channel.get_underlay_channel()
+                await underlay.basic_cancel(consumer.tag)
                 assert await consumer_count(queue_name) == 0
 
                 await publish_to(queue_name, b"after")

@@ -1,5 +1,5 @@
 """A drain has a deadline: SIGTERM ends a process within ``SWITCHBOARD_SHUTDOWN_TIMEOUT_S`` plus
-``DRAIN_MARGIN_S``, even when the broker behind it stopped answering (proto/shutdown.py).
+``DRAIN_MARGIN_S``, even when the broker behind it stopped answering (runtime/shutdown.py).
 
 Each service reaches RabbitMQ through a proxy that is cut just before the SIGTERM: the link
 looks open and carries nothing, so the broker answers no cancel, no publish and no close.
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from proto import env
-from proto.shutdown import DRAIN_MARGIN_S, EXIT_OVERRAN
+from runtime.shutdown import DRAIN_MARGIN_S, EXIT_OVERRAN
 from tests.chaos.faults import CuttableProxy
 from tests.support.processes import ServiceProcess
 from tests.support.stack import TEST_SETTINGS, Stack

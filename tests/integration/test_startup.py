@@ -1,8 +1,11 @@
 """Startup: an unreachable dependency or a bad setting gives one clear line and an exit code."""
 
+import aio_pika
 import pytest
 
 from proto import env
+from proto.topology import shared_topology
+from runtime.bus import declare
 from tests.support.processes import run_until_exit
 from tests.support.stack import Stack, free_port
 
@@ -77,4 +80,22 @@ async def test_unusable_setting_exits_2_naming_the_variable(
     code, stdout, stderr = await run_until_exit(module, stack.env(**{variable: value}))
     assert code == 2
     assert variable in one_line(stderr)
+    assert "service_ready" not in stdout
+
+
+@pytest.mark.parametrize("module", SERVICES)
+async def test_shared_queues_of_another_type_exit_2_naming_the_variable(
+    stack: Stack, module: str
+) -> None:
+    # As a deployment that ran with quorum queues leaves them behind (removed at teardown).
+    connection = await aio_pika.connect(env.DEFAULT_AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        await declare(channel, shared_topology(stack.names, "quorum"), timeout_s=10)
+    code, stdout, stderr = await run_until_exit(
+        module, stack.env(**{env.QUEUE_TYPE: "classic"})
+    )
+    assert code == 2
+    line = one_line(stderr)
+    assert env.QUEUE_TYPE in line
     assert "service_ready" not in stdout

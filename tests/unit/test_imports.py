@@ -1,9 +1,10 @@
 """The layout rules, read from the source: who may import what.
 
-- ``proto/`` imports no service and no I/O library (nor asyncio, but for the drain's deadline).
-- Pure modules (decisions, not I/O) import no I/O library and read no clock or
-  randomness, directly or through another first-party module they import.
-- No service package imports another.
+- ``proto/`` imports no service, not ``runtime``, no I/O library and not asyncio.
+- ``runtime/`` imports ``proto`` and third-party libraries, never a service.
+- Pure modules (decisions, not I/O) import neither ``runtime`` nor an I/O library, and read no
+  clock or randomness, directly or through another first-party module they import.
+- No service package imports another, nor defines again what ``runtime/`` defines.
 """
 
 import ast
@@ -14,12 +15,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "router", "offline_store")
-IO_LIBRARIES = frozenset({"aio_pika", "aiormq", "websockets", "redis", "asyncpg"})
-PROTO_FORBIDDEN = IO_LIBRARIES | {"asyncio"} | set(SERVICES)
-PROTO_PROCESS_MODULES = frozenset({"shutdown.py"})
-"""proto/ modules that every service process runs rather than a description of the wire (how a
-drain ends on SIGTERM): they may use asyncio, never an I/O library or a service."""
-PURE_FORBIDDEN = IO_LIBRARIES | {"asyncio", "time", "random", "uuid", "secrets", "os"}
+RUNTIME = "runtime"
+FIRST_PARTY = frozenset(
+    {"proto", RUNTIME, *SERVICES, "tests", "bench", "scripts", "switchboard_client"}
+)
+IO_LIBRARIES = frozenset(
+    {"aio_pika", "aiormq", "websockets", "redis", "asyncpg", "aiohttp"}
+)
+PROTO_FORBIDDEN = IO_LIBRARIES | {"asyncio", RUNTIME} | set(SERVICES)
+RUNTIME_FORBIDDEN = FIRST_PARTY - {"proto", RUNTIME}
+PURE_FORBIDDEN = IO_LIBRARIES | {
+    RUNTIME,
+    "asyncio",
+    "time",
+    "random",
+    "uuid",
+    "secrets",
+    "os",
+}
 PURE_MODULES = (
     "gateway/session.py",
     "gateway/tokens.py",
@@ -30,6 +43,10 @@ PURE_MODULES = (
 )
 # Attribute reads that consult the clock even without importing ``time``.
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
+REDEFINED_ON_PURPOSE = {
+    "count_error": "the gateway counts codes outside its fixed set as `other`",
+}
+"""Names that a service may define beside ``runtime/``'s, and why."""
 
 
 def module_name(path: Path) -> str:
@@ -70,7 +87,7 @@ def top_level(module: str) -> str:
 
 
 def first_party_file(module: str) -> Path | None:
-    if top_level(module) not in ("proto", *SERVICES):
+    if top_level(module) not in ("proto", RUNTIME, *SERVICES):
         return None
     base = ROOT.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
@@ -117,16 +134,26 @@ def python_files(package: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", python_files("proto"), ids=lambda p: p.name)
 def test_proto_imports_no_service_and_no_io(path: Path) -> None:
-    forbidden = PROTO_FORBIDDEN
-    if path.name in PROTO_PROCESS_MODULES:
-        forbidden = forbidden - {"asyncio"}
     offending = [
         f"{where(path, line)} imports {module}"
         for line, module in imported_modules(path)
-        if top_level(module) in forbidden
+        if top_level(module) in PROTO_FORBIDDEN
     ]
     assert not offending, "proto/ must stay free of services and I/O:\n" + "\n".join(
         offending
+    )
+
+
+@pytest.mark.parametrize("path", python_files(RUNTIME), ids=lambda p: p.name)
+def test_runtime_imports_only_proto_and_libraries(path: Path) -> None:
+    offending = [
+        f"{where(path, line)} imports {module}"
+        for line, module in imported_modules(path)
+        if top_level(module) in RUNTIME_FORBIDDEN
+    ]
+    assert not offending, (
+        "runtime/ may import proto and libraries, never a service:\n"
+        + "\n".join(offending)
     )
 
 
@@ -164,6 +191,32 @@ def test_service_imports_no_other_service(service: str) -> None:
     ]
     assert not offending, (
         f"{service} may import proto, never another service:\n" + "\n".join(offending)
+    )
+
+
+def defined_names(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line, name)`` for every class and function defined at the module's top."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.lineno, node.name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_defines_nothing_the_runtime_defines(service: str) -> None:
+    shared = {
+        name
+        for path in python_files(RUNTIME)
+        for _, name in defined_names(path)
+        if not name.startswith("_")
+    } - set(REDEFINED_ON_PURPOSE)
+    offending = [
+        f"{where(path, line)} defines {name}, which runtime/ has"
+        for path in python_files(service)
+        for line, name in defined_names(path)
+        if name in shared
+    ]
+    assert not offending, (
+        f"{service} must use runtime/, not a copy of it:\n" + "\n".join(offending)
     )
 
 

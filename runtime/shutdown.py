@@ -45,14 +45,17 @@ def stop_on_signals(timeout_s: float) -> asyncio.Event:
     return stop
 
 
-async def finish_within(timeout_s: float, step: Awaitable[object], failed: str) -> None:
+async def finish_within(
+    timeout_s: float, step: Awaitable[object], failed: str, **context: str
+) -> None:
     """Await one step of a drain under ``timeout_s``; if it fails or times out, log ``failed``
-    and go on: the next steps (and the broker's redelivery) do not depend on it."""
+    (with ``context``) and go on: the next steps (and the broker's redelivery) do not depend
+    on it."""
     try:
         async with asyncio.timeout(timeout_s):
             await step
     except Exception as exc:
-        log.warning(failed, error=repr(exc))
+        log.warning(failed, error=repr(exc), **context)
 
 
 def _overran(deadline_s: float) -> None:

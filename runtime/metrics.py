@@ -1,0 +1,28 @@
+"""This process's Prometheus registry, and the metrics every service exports.
+
+One registry per process (nothing goes to prometheus-client's global one): each service adds its
+own metrics to ``REGISTRY`` in its ``observability.py``, and ``health.py`` serves it on /metrics.
+Names come from ``proto/metrics.py``.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+
+from proto import metrics as names
+
+REGISTRY = CollectorRegistry()
+"""This process's metrics."""
+ProcessCollector(registry=REGISTRY)
+ERRORS = Counter(
+    names.ERRORS_TOTAL, "Errors, by code.", [names.LABEL_CODE], registry=REGISTRY
+)
+BROKER_RECONNECTS = Counter(
+    names.BROKER_RECONNECTS_TOTAL,
+    "Times the RabbitMQ connection was re-established.",
+    registry=REGISTRY,
+)
+READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
+
+
+def count_error(code: str) -> None:
+    """Count one error by its code (a service passes only codes from a fixed set)."""
+    ERRORS.labels(code).inc()

@@ -1,0 +1,73 @@
+"""How a service process starts: settings, logging, ``asyncio.run``, and its exit code.
+
+Every ``python -m <service>`` calls ``run_service``. Exit codes: 0 after a clean shutdown; 2 for
+unusable settings (read from the environment, or found at startup, such as a queue declared with
+another type); 1 when a dependency cannot be reached at startup; 3 when the drain overran its
+deadline (``shutdown.EXIT_OVERRAN``). A startup error is one line on stderr, prefixed with the
+service's name, that says which variable to fix or which dependency is missing, where it was
+looked for, and how to start it; it never carries a password.
+"""
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from proto.env import location
+from proto.errors import DependencyUnavailable, SettingsError
+from proto.logs import configure_logging
+from runtime.settings import ServiceSettings
+
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1
+EXIT_SETTINGS = 2
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(
+    service: str,
+    from_env: Callable[[Mapping[str, str]], S],
+    main: Callable[[S], Coroutine[Any, Any, None]],
+) -> int:
+    """Read the settings, configure logging, run ``main`` until it returns; the exit code."""
+    try:
+        settings = from_env(os.environ)
+    except SettingsError as exc:
+        return _fail(service, exc, EXIT_SETTINGS)
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(main(settings))
+    except SettingsError as exc:
+        return _fail(service, exc, EXIT_SETTINGS)
+    except DependencyUnavailable as exc:
+        return _fail(service, exc, EXIT_UNAVAILABLE)
+    return EXIT_OK
+
+
+def _fail(service: str, exc: Exception, code: int) -> int:
+    print(f"{service}: {exc}", file=sys.stderr)
+    return code
+
+
+def unavailable(
+    name: str, url: str, exc: BaseException, hint: str
+) -> DependencyUnavailable:
+    """The startup error for a dependency at ``url`` that failed with ``exc``: where it was
+    looked for, why it failed (the first line, its password masked) and ``hint``."""
+    reason = str(exc).strip() or type(exc).__name__
+    why = mask_password(reason.splitlines()[0], url)
+    return DependencyUnavailable(name, location(url), f"{why}; {hint}")
+
+
+def mask_password(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` replaced by ``***``, should it appear in it."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    for secret in {password, unquote(password)} if password else ():
+        text = text.replace(secret, "***")
+    return text
