@@ -16,6 +16,7 @@ from router.batches import BatchRouter, announce_offline_forever
 from router.bus import open_bus
 from router.presence import open_presence
 from router.settings import Settings
+from router.sweeping import Sweeper
 from runtime.health import METRICS_HOST, Health, serve_health
 from runtime.shutdown import stop_on_signals
 
@@ -49,9 +50,7 @@ async def main(settings: Settings) -> None:
         router = BatchRouter(settings, bus, presence, mids, stopping)
         async with asyncio.TaskGroup() as tasks:
             sweeper = tasks.create_task(
-                presence.sweep_forever(
-                    settings.heartbeat_interval_s, round(settings.gateway_ttl_s * 1000)
-                )
+                Sweeper(presence, settings).sweep_forever(settings.heartbeat_interval_s)
             )
             announcer = tasks.create_task(
                 announce_offline_forever(settings, bus, presence)

@@ -1,8 +1,8 @@
 """The router's loops: batches from its queue, routed, confirmed, then acknowledged;
 and the debounced ``user.offline`` announcements.
 
-The only place that awaits for a batch: it decodes (routing.py), asks Redis in one
-pipeline (presence.py), lets routing.py decide, publishes through bus.py and settles
+The only place that awaits for a batch: it decodes (inbound.py), runs the requests of
+lookups.py in Redis (presence.py), lets routing.py decide, publishes through bus.py and settles
 the messages. A batch is acknowledged only once every publish of it is confirmed
 (docs/architecture.md, step 3); on a failure it goes back to the queue. Backend
 commands (``api.*``) travel in the same batches: their replies go out once the
@@ -28,11 +28,16 @@ from proto.items import RefusedItem
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
 from proto.names import KEY_BATCH
-from router import observability, routing
+from router import debounce, inbound, observability, routing
 from router.bus import Bus
+from router.going_offline import take_due_offline
+from router.inbound import Call, Inbound, Refused, ReplyTo
+from router.limits import uid_rate
+from router.lookups import BatchLookup, LookupRules
 from router.presence import Presence, now_ms
-from router.routing import Call, Inbound, Publish, Refused, ReplyTo
+from router.publishes import Publish, dead_letter_publish
 from router.settings import Settings
+from router.sweeping import Sweeper
 from runtime.batch_loop import (
     Backoff,
     BatchLoop,
@@ -69,6 +74,16 @@ class BatchRouter:
         self._mids = mids
         """Makes the mids of the messages backend commands send."""
         self._gateway_ttl_ms = round(settings.gateway_ttl_s * 1000)
+        self._sweeper = Sweeper(presence, settings)
+        self._lookup_rules = LookupRules(
+            dedup_ttl_ms=settings.dedup_ttl_s * 1000,
+            debounce_ms=round(settings.presence_debounce_s * 1000),
+            max_connections_per_uid=settings.max_connections_per_uid,
+            presence_policy=settings.presence_policy,
+            uid_rate=uid_rate(
+                settings.rate_limit_per_uid_per_s, settings.rate_limit_per_uid_burst
+            ),
+        )
         self._loop = BatchLoop(self._start_batch, settings.batch_max)
         # Set when the router stops: a failing batch is then requeued, not retried.
         self._backoff = Backoff(settings.retry_backoff_max_s, stopping)
@@ -210,15 +225,15 @@ class BatchRouter:
         (no requeue) when none can be routed. The items of a batch that cannot be routed are
         added to ``dead_letters``, each alone with its reason; the others are routed."""
         routing_key = message.routing_key or ""
-        if routing.is_command(routing_key):
+        if inbound.is_command(routing_key):
             command = await self._accept_command(message, routing_key)
             return [] if command is None else [command]
         refused: list[RefusedItem] = []
         try:
             if routing_key == KEY_BATCH:
-                envelopes, refused = routing.decode_batch(message.body)
+                envelopes, refused = inbound.decode_batch(message.body)
             else:
-                envelopes = [routing.decode_inbound(routing_key, message.body)]
+                envelopes = [inbound.decode_inbound(routing_key, message.body)]
         except BadEnvelope as exc:
             log.info("envelope_rejected", routing_key=routing_key, reason=exc.reason)
             observability.count_error(CODE_ENVELOPE_REJECTED)
@@ -237,7 +252,7 @@ class BatchRouter:
             return []
         names = self._settings.names
         dead_letters += (
-            routing.dead_letter_publish(names, routing_key, item) for item in refused
+            dead_letter_publish(names, routing_key, item) for item in refused
         )
         return envelopes
 
@@ -249,7 +264,7 @@ class BatchRouter:
         if message.reply_to:
             reply_to = ReplyTo(message.reply_to, message.correlation_id or "")
         at_ms = now_ms()
-        command = routing.decode_command(
+        command = inbound.decode_command(
             routing_key,
             message.body,
             reply_to,
@@ -272,16 +287,18 @@ class BatchRouter:
         return command
 
     async def _plan(self, batch: Sequence[Inbound], at_ms: int) -> routing.Plan:
-        """Exchange the batch's presence with Redis and decide its publishes."""
-        lookups = await self._presence.exchange_batch(batch, at_ms)
+        """Run the batch's requests against Redis and decide its publishes."""
+        lookup = BatchLookup(batch, at_ms, self._lookup_rules)
+        while not lookup.is_done:  # each round in one pipeline
+            lookup.receive(await self._presence.execute(lookup.requests()))
         return routing.route_batch(
             self._settings.names,
             batch,
-            lookups,
+            lookup.answers(),
             last_seen_ms=self._presence.last_seen_ms,
             now_ms=at_ms,
             gateway_ttl_ms=self._gateway_ttl_ms,
-            presence_policy=self._settings.presence_policy,
+            debounce_ms=self._lookup_rules.debounce_ms,
             max_message_bytes=self._settings.max_amqp_message_bytes,
         )
 
@@ -289,8 +306,8 @@ class BatchRouter:
         self, batch: Sequence[Inbound], plan: routing.Plan, at_ms: int
     ) -> None:
         """What follows the confirms of a batch's deliveries."""
-        await self._presence.mark_known(plan.known)
-        await self._presence.remove_connections(plan.removals, at_ms)
+        await self._presence.execute(plan.known)
+        await self._presence.execute(plan.removals)
         # After the deliveries are queued: ready before stored messages, and a sent
         # (or a command's reply) only for what was routed.
         await self._bus.publish_all((*plan.replays, *plan.replies))
@@ -301,7 +318,7 @@ class BatchRouter:
                 "uid_throttled", uid=throttled.uid, throttle_ms=throttled.throttle_ms
             )
         for gateway_id in plan.sweeps:
-            await self._presence.sweep_gateway(gateway_id, stale_before_ms=None)
+            await self._sweeper.sweep_gateway(gateway_id, stale_before_ms=None)
         for duplicate in plan.duplicates:
             log.info(
                 "duplicate_dropped",
@@ -321,15 +338,15 @@ class BatchRouter:
 async def announce_offline_forever(
     settings: Settings, bus: Bus, presence: Presence
 ) -> None:
-    """Publish ``user.offline`` for the uids whose debounce is over (routing.py explains
+    """Publish ``user.offline`` for the uids whose debounce is over (debounce.py explains
     the debounce); a failed round is logged and retried at the next tick."""
     interval_s = min(OFFLINE_CHECK_MAX_S, settings.presence_debounce_s / 4)
     names = settings.names
     while True:
         try:
             at_ms = now_ms()
-            uids = await presence.take_due_offline(at_ms)
-            await bus.publish_all(routing.offline_events(names, uids, at_ms))
+            uids = await take_due_offline(presence, at_ms)
+            await bus.publish_all(debounce.offline_events(names, uids, at_ms))
             for uid in uids:
                 log.info("user_offline_published", uid=uid)
         except EXPECTED_FAILURES as exc:

@@ -15,42 +15,52 @@ from proto.codes import ErrorCode
 from proto.envelopes import Delivery, DeliveryItem, PresenceAsked, Target
 from proto.errors import SettingsError
 from proto.limits import PresencePolicy
-from router import routing
-from router.routing import Connection, Lookup
+from router import delivery_items, routing
+from router import limits as router_limits
+from router.answers import (
+    Answer,
+)
+from router.limits import Throttled, UidRate
+from router.lookups import (
+    BatchLookup,
+    LookupRules,
+)
+from router.results import (
+    Connection,
+    Connections,
+    Result,
+    Visibility,
+)
 from router.settings import Settings as RouterSettings
 from tests.support.tokens import TEST_JWT_SECRET
 from tests.unit.test_routing import (
     LIVE_MS,
-    NAMES,
     NOW_MS,
     TTL_MS,
     delivery_of,
     frame_of,
     outgoing,
+    route,
+    sent_to,
 )
 from tests.unit.test_session import initialized
 
 ASKED = PresenceAsked(
     uid="alice", conn_id="k0", gateway_id="gw1", client_id="p1", uids=["bob", "carol"]
 )
-ONLINE = ((Connection("k1", "gw1"),), (Connection("k2", "gw1"),))
+BOB = ("bob", (Connection("k1", "gw1"),))
+CAROL = ("carol", (Connection("k2", "gw1"),))
 
 
-def route(
-    batch: list[routing.Inbound],
-    lookups: list[Lookup],
-    policy: PresencePolicy = PresencePolicy.EVERYONE,
-    last_seen_ms: dict[str, int] | None = None,
-) -> routing.Plan:
-    return routing.route_batch(
-        NAMES,
-        batch,
-        lookups,
-        last_seen_ms=last_seen_ms or {},
-        now_ms=NOW_MS,
-        gateway_ttl_ms=TTL_MS,
-        presence_policy=policy,
+def ask(policy: PresencePolicy, results: list[Result]) -> routing.Plan:
+    """Look the query up under this policy, Redis answering ``results``, then route it."""
+    lookup = BatchLookup(
+        [ASKED], NOW_MS, LookupRules(60_000, 0, presence_policy=policy)
     )
+    lookup.receive(results)
+    lookup.receive([])
+    answers: list[Answer] = list(lookup.answers().per_envelope)
+    return route([ASKED], answers)
 
 
 def answer(plan: routing.Plan) -> frames.AnyServerFrame:
@@ -64,18 +74,19 @@ def answer(plan: routing.Plan) -> frames.AnyServerFrame:
 
 
 def test_everyone_sees_every_uid_online() -> None:
-    plan = route([ASKED], [Lookup(ONLINE)])
+    plan = ask(PresencePolicy.EVERYONE, [Connections((BOB, CAROL))])
     assert answer(plan) == frames.PresenceResult(id="p1", online=["bob", "carol"])
 
 
 def test_shared_group_answers_the_uids_not_visible_as_offline() -> None:
-    lookup = Lookup(ONLINE, visible=(False, True))
-    plan = route([ASKED], [lookup], PresencePolicy.SHARED_GROUP)
+    groups = (frozenset({"other"}), frozenset({"team"}))
+    visibility = Visibility("alice", frozenset({"team"}), (BOB, CAROL), groups)
+    plan = ask(PresencePolicy.SHARED_GROUP, [visibility])
     assert answer(plan) == frames.PresenceResult(id="p1", online=["carol"])
 
 
 def test_nobody_refuses_the_query_with_forbidden() -> None:
-    plan = route([ASKED], [routing.NO_LOOKUP], PresencePolicy.NOBODY)
+    plan = ask(PresencePolicy.NOBODY, [])
     error = answer(plan)
     assert isinstance(error, frames.Error)
     assert (error.code, error.id) == (ErrorCode.FORBIDDEN, "p1")
@@ -93,7 +104,9 @@ def test_nobody_refuses_the_query_with_forbidden() -> None:
 def test_sees_presence_needs_a_shared_group(
     asker_groups: set[str], uid_groups: set[str], uid: str, expected: bool
 ) -> None:
-    assert routing.sees_presence("alice", uid, asker_groups, uid_groups) is expected
+    assert (
+        router_limits.sees_presence("alice", uid, asker_groups, uid_groups) is expected
+    )
 
 
 def test_the_policy_is_a_router_setting() -> None:
@@ -125,12 +138,12 @@ def test_the_session_reports_a_presence_frame_cost() -> None:
 # The rate per uid across gateways
 
 
-RATE = routing.UidRate(window_ms=1_000, burst=10)
+RATE = UidRate(window_ms=1_000, burst=10)
 
 
 def test_uid_rate_is_off_at_zero() -> None:
-    assert routing.uid_rate(0.0, 10) is None
-    assert routing.uid_rate(10.0, 20) == routing.UidRate(window_ms=2_000, burst=20)
+    assert router_limits.uid_rate(0.0, 10) is None
+    assert router_limits.uid_rate(10.0, 20) == UidRate(window_ms=2_000, burst=20)
 
 
 def test_uid_costs_count_client_sends_and_weighted_presence() -> None:
@@ -143,7 +156,7 @@ def test_uid_costs_count_client_sends_and_weighted_presence() -> None:
         outgoing(mid="m2"),
         many,
     ]
-    assert routing.uid_costs(batch) == {"alice": (1 + 1 + 1 + 3, 4)}
+    assert router_limits.uid_costs(batch) == {"alice": (1 + 1 + 1 + 3, 4)}
 
 
 @pytest.mark.parametrize(
@@ -159,19 +172,23 @@ def test_the_batch_that_goes_over_throttles_until_the_window_ends(
     count: int, cost: int, expected_ms: int
 ) -> None:
     now_ms = 1_700_000_000_300  # 300 ms into a window of 1000
-    assert routing.throttle_for_ms(count, cost, RATE, now_ms) == expected_ms
+    assert router_limits.throttle_for_ms(count, cost, RATE, now_ms) == expected_ms
 
 
 def test_a_throttle_lasts_at_least_the_minimum() -> None:
     now_ms = 1_700_000_000_990
-    assert routing.throttle_for_ms(11, 1, RATE, now_ms) == limits.THROTTLE_MIN_MS
+    assert router_limits.throttle_for_ms(11, 1, RATE, now_ms) == limits.THROTTLE_MIN_MS
 
 
 def test_a_throttled_uid_is_announced_to_every_live_gateway_and_still_routed() -> None:
     send = outgoing(mid="m1")
-    lookup = Lookup(((Connection("kb", "gw2"),),), throttle_ms=700)
     last_seen = {"gw1": LIVE_MS, "gw2": LIVE_MS, "gw-dead": NOW_MS - TTL_MS - 1}
-    plan = route([send], [lookup], last_seen_ms=last_seen)
+    plan = route(
+        [send],
+        [sent_to(("kb", "gw2"))],
+        last_seen_ms=last_seen,
+        throttles={0: Throttled("alice", 700)},
+    )
 
     items = {p.routing_key: delivery_of(p).items for p in plan.deliveries}
     assert set(items) == {"gw1", "gw2"}
@@ -182,14 +199,14 @@ def test_a_throttled_uid_is_announced_to_every_live_gateway_and_still_routed() -
     announced, message = items["gw2"]
     assert announced == throttle
     assert message.mid == "m1"  # the send is routed all the same
-    assert plan.throttled == (routing.Throttled("alice", 700),)
+    assert plan.throttled == (Throttled("alice", 700),)
 
 
 # The gateway's side
 
 
 def test_fanout_reads_throttles_and_pushes_nothing_for_them() -> None:
-    throttle = routing.throttle_item("mallory", 500)
+    throttle = delivery_items.throttle_item("mallory", 500)
     delivery = Delivery(items=[throttle])
     decoded = envelopes.decode_delivery(envelopes.encode(delivery))
     assert fanout.throttles(decoded) == [("mallory", 500)]
@@ -268,6 +285,6 @@ def test_the_uid_rate_is_a_router_setting_and_zero_turns_it_off() -> None:
         200,
     )
     off = RouterSettings.from_env({env.RATE_LIMIT_PER_UID_PER_S: "0"})
-    assert routing.uid_rate(off.rate_limit_per_uid_per_s, 200) is None
+    assert router_limits.uid_rate(off.rate_limit_per_uid_per_s, 200) is None
     with pytest.raises(SettingsError, match=env.RATE_LIMIT_PER_UID_BURST):
         RouterSettings.from_env({env.RATE_LIMIT_PER_UID_BURST: "0"})

@@ -20,8 +20,8 @@ from proto import envelopes, frames, names, rules
 from proto.codes import ErrorCode
 from proto.errors import BadEnvelope, FrameRejected
 from proto.mids import MidFactory
-from router import routing
-from router.routing import Call, Refused
+from router import inbound
+from router.inbound import Call, Refused
 from tests.support.tokens import TEST_JWT_SECRET, make_token
 
 ID_ALPHABET = string.ascii_letters + string.digits + "_-.@+=|~"
@@ -175,7 +175,7 @@ def test_a_command_with_a_bad_name_is_invalid_field_over_amqp_and_http(
     command: str, body: dict[str, object], path: str
 ) -> None:
     raw = json.dumps(body).encode()
-    refused = routing.decode_command(f"api.{command}", raw, None, mid="m", ts=NOW_MS)
+    refused = inbound.decode_command(f"api.{command}", raw, None, mid="m", ts=NOW_MS)
     assert isinstance(refused, Refused)
     assert refused.code is ErrorCode.INVALID_FIELD
     assert path in refused.reason
@@ -225,7 +225,7 @@ def outgoing_body(**fields: object) -> bytes:
 )
 def test_an_envelope_with_a_bad_name_is_a_bad_envelope(key: str, body: bytes) -> None:
     with pytest.raises(BadEnvelope):
-        routing.decode_inbound(key, body)
+        inbound.decode_inbound(key, body)
 
 
 def test_a_batch_refuses_only_its_bad_items() -> None:
@@ -241,7 +241,7 @@ def test_a_batch_refuses_only_its_bad_items() -> None:
             ]
         )
     )
-    decoded, refused = routing.decode_batch(batch)
+    decoded, refused = inbound.decode_batch(batch)
     assert [type(e) for e in decoded] == [envelopes.Outgoing]
     assert len(refused) == 2
     assert "$.to" in refused[0].reason
@@ -372,12 +372,12 @@ def test_a_body_is_refused_for_clients_and_backends_alike(body: bytes) -> None:
     assert error.get("id") in ("c1", None)
     assert "$.body" in error["message"]
     command = b'{"to":"bob","body":' + body + b"}"
-    refused = routing.decode_command("api.send", command, None, mid="m", ts=NOW_MS)
+    refused = inbound.decode_command("api.send", command, None, mid="m", ts=NOW_MS)
     assert isinstance(refused, Refused)
     assert refused.code is ErrorCode.INVALID_FIELD
     assert "$.body" in refused.reason
     broadcast = b'{"body":' + body + b"}"
-    refused = routing.decode_command(
+    refused = inbound.decode_command(
         "api.broadcast", broadcast, None, mid="m", ts=NOW_MS
     )
     assert isinstance(refused, Refused)
@@ -388,7 +388,7 @@ def test_a_body_is_refused_for_clients_and_backends_alike(body: bytes) -> None:
 
 
 def test_a_valid_command_still_decodes() -> None:
-    call = routing.decode_command(
+    call = inbound.decode_command(
         "api.send",
         b'{"to":"auth0|abc","from":"billing","id":"i1","body":{"n":[1,2.5]}}',
         None,

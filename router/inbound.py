@@ -1,0 +1,253 @@
+"""What the router consumes, decoded strictly: the envelopes gateways and offline stores
+publish (alone or in a ``Batch``), and backend commands (``api.<command>``).
+
+Pure: no I/O. An envelope that breaks its schema or ``proto/rules.py`` is a ``BadEnvelope``
+(dead-lettered by the batch loop); a bad command is ``Refused`` (answered, or dead-lettered
+without a ``reply_to``). What the router reads for an envelope is decided in lookups.py, what
+it publishes in routing.py.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from proto import envelopes, rules
+from proto import names as keys
+from proto.codes import ErrorCode
+from proto.envelopes import (
+    ApiBroadcast,
+    ApiSend,
+    Command,
+    ConnClosed,
+    ConnOpened,
+    GatewayStopped,
+    Heartbeat,
+    Outgoing,
+    PresenceAsked,
+    RoomJoined,
+    RoomLeft,
+    Saved,
+)
+from proto.errors import BadEnvelope
+from proto.items import DECODE_ERRORS, RefusedItem, decode_batch_items, reason_of
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTo:
+    """Where a backend command wants its reply: the AMQP ``reply_to`` and ``correlation_id``."""
+
+    queue: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A backend command (``api.<name>``) that decoded and can be served."""
+
+    name: str
+    """The command's name, ``send`` or ``group.add`` (the routing key without ``api.``)."""
+    command: Command
+    reply_to: ReplyTo | None
+    mid: str = ""
+    """The mid of the message a ``send`` or ``broadcast`` makes (drawn by the caller)."""
+    ts: int = 0
+    """When the command was received, Unix ms: the ``ts`` of the message it makes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A backend command that cannot be served: a bad body, or an unknown command."""
+
+    code: ErrorCode
+    reason: str
+    reply_to: ReplyTo | None
+
+
+Inbound = (
+    ConnOpened
+    | ConnClosed
+    | Outgoing
+    | RoomJoined
+    | RoomLeft
+    | PresenceAsked
+    | Heartbeat
+    | GatewayStopped
+    | Saved
+    | Call
+    | Refused
+)
+"""Every envelope the router consumes, and the backend commands in their decoded form."""
+
+_DECODERS: Mapping[str, Callable[[bytes], Inbound]] = {
+    keys.KEY_CONN_OPENED: envelopes.decode_conn_opened,
+    keys.KEY_CONN_CLOSED: envelopes.decode_conn_closed,
+    keys.KEY_SEND: envelopes.decode_outgoing,
+    keys.KEY_ROOM_JOINED: envelopes.decode_room_joined,
+    keys.KEY_ROOM_LEFT: envelopes.decode_room_left,
+    keys.KEY_PRESENCE: envelopes.decode_presence_asked,
+    keys.KEY_HEARTBEAT: envelopes.decode_heartbeat,
+    keys.KEY_GATEWAY_STOPPED: envelopes.decode_gateway_stopped,
+    keys.KEY_SAVED: envelopes.decode_saved,
+}
+_COMMAND_DECODERS: Mapping[str, msgspec.json.Decoder[Command]] = {
+    name: msgspec.json.Decoder(command_type)
+    for name, command_type in envelopes.COMMANDS.items()
+}
+SENDING_COMMANDS = frozenset(("send", "broadcast"))
+"""Commands that make a message, and so need a mid."""
+
+
+def is_command(routing_key: str) -> bool:
+    """Tell whether a routing key carries a backend command (``api.*``)."""
+    return routing_key.startswith(keys.API_KEY_PREFIX)
+
+
+def command_name(routing_key: str) -> str:
+    """The command of an ``api.<command>`` routing key."""
+    return routing_key.removeprefix(keys.API_KEY_PREFIX)
+
+
+def decode_inbound(routing_key: str, body: bytes) -> Inbound:
+    """Decode the body of a message from the router's queue by its routing key.
+
+    Raises:
+        BadEnvelope: the routing key is not one the router handles, or the body
+            does not match its envelope (the reason carries msgspec's JSON path,
+            never the body; names follow ``proto/rules.py``), or an ``Outgoing`` is not
+            addressed exactly one way or its body breaks the body rules.
+    """
+    decoder = _DECODERS.get(routing_key)
+    if decoder is None:
+        raise BadEnvelope("unknown routing key")
+    try:
+        envelope = decoder(body)
+    except DECODE_ERRORS as exc:  # ValidationError, RecursionError included
+        raise BadEnvelope(reason_of(exc)) from None
+    if isinstance(envelope, Outgoing):
+        if addressing_count(envelope) != 1:
+            raise BadEnvelope(
+                "exactly one of to, group, room and broadcast must be set"
+            )
+        violation = rules.body_violation(bytes(envelope.body))
+        if violation is not None:
+            raise BadEnvelope(f"$.body {violation}")
+    return envelope
+
+
+def decode_batch(body: bytes) -> tuple[list[Inbound], list[RefusedItem]]:
+    """Decode a ``Batch`` (``gateway.batch``): its envelopes in order, and each item that
+    could not be decoded, alone, with its reason (to be dead-lettered; the others are routed).
+
+    Raises:
+        BadEnvelope: the body is not even an object with an ``items`` array.
+    """
+    batch = decode_batch_items(body)
+    decoded: list[Inbound] = []
+    refused = list(batch.refused)
+    for index, item in enumerate(batch.items):
+        try:
+            if item.key not in keys.BATCHABLE_KEYS:
+                raise BadEnvelope(f"routing key {item.key!r} may not be batched")
+            decoded.append(decode_inbound(item.key, item.body))
+        except BadEnvelope as exc:
+            alone = envelopes.encode(envelopes.Batch(items=[item]))
+            refused.append(RefusedItem(alone, exc.reason, batch.position(index)))
+    return decoded, refused
+
+
+def addressing_count(outgoing: Outgoing) -> int:
+    """How many of ``to``, ``group``, ``room`` and ``broadcast`` are set (1 is valid)."""
+    return sum(
+        (
+            outgoing.to is not None,
+            outgoing.group is not None,
+            outgoing.room is not None,
+            outgoing.broadcast,
+        )
+    )
+
+
+def decode_command(
+    routing_key: str,
+    body: bytes,
+    reply_to: ReplyTo | None,
+    *,
+    mid: str,
+    ts: int,
+    max_bytes: int | None = None,
+) -> Call | Refused:
+    """Decode a backend command (strict, like every envelope).
+
+    Args:
+        routing_key: ``api.<command>``.
+        body: the AMQP body, JSON of the command's ``proto.envelopes.Api*``.
+        reply_to: where the reply goes, if the backend wants one.
+        mid: the mid of the message the command makes, if it makes one.
+        ts: the current Unix time in milliseconds.
+        max_bytes: the largest body decoded (``SWITCHBOARD_MAX_COMMAND_BYTES``); None: any.
+
+    Returns:
+        The ``Call``, or why it is ``Refused``: ``unknown_command``, ``too_large``,
+        ``invalid_json``, or ``invalid_field`` with msgspec's message (it names the JSON
+        path): a field of the wrong type, a name that breaks ``proto/rules.py``'s identifier
+        rule, a ``body`` that breaks its body rules.
+    """
+    name = command_name(routing_key)
+    decoder = _COMMAND_DECODERS.get(name)
+    if decoder is None:
+        return Refused(ErrorCode.UNKNOWN_COMMAND, "no such command", reply_to)
+    if max_bytes is not None and len(body) > max_bytes:
+        return Refused(
+            ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes", reply_to
+        )
+    too_deep = rules.nesting_violation(body)
+    if too_deep is not None:
+        return Refused(ErrorCode.INVALID_FIELD, f"$.body {too_deep}", reply_to)
+    try:
+        command = decoder.decode(body)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
+        return Refused(ErrorCode.INVALID_FIELD, str(exc), reply_to)
+    except msgspec.DecodeError:
+        return Refused(ErrorCode.INVALID_JSON, "the body is not JSON", reply_to)
+    except RecursionError:  # msgspec's decoder recurses per nesting level
+        return Refused(
+            ErrorCode.INVALID_JSON, "the body is nested too deeply", reply_to
+        )
+    if name not in SENDING_COMMANDS:
+        mid, ts = "", 0
+    return Call(name, command, reply_to, mid, ts)
+
+
+def outgoing_of(call: Call) -> Outgoing | None:
+    """The message an ``api.send`` or ``api.broadcast`` makes; None for other commands.
+
+    It has no ``gateway_id`` or ``conn_id``: its sender is a backend, answered by a reply.
+    """
+    match call.command:
+        case ApiSend() as send:
+            return Outgoing(
+                mid=call.mid,
+                sender=send.sender,
+                client_id=send.id or "",
+                body=send.body,
+                ts=call.ts,
+                gateway_id="",
+                conn_id="",
+                to=send.to,
+                group=send.group,
+                room=send.room,
+            )
+        case ApiBroadcast() as broadcast:
+            return Outgoing(
+                mid=call.mid,
+                sender=broadcast.sender,
+                client_id="",
+                body=broadcast.body,
+                ts=call.ts,
+                gateway_id="",
+                conn_id="",
+                broadcast=True,
+            )
+        case _:
+            return None

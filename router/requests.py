@@ -1,0 +1,229 @@
+"""What the router asks of Redis: typed requests, each of which gets one typed result
+(results.py).
+
+Pure: no I/O. This is the seam between the router's decisions and Redis. The decisions
+(lookups.py for a batch, routing.py for what follows its confirms, liveness.py and debounce.py
+for the periodic work) say what to read and write as ``Request``s; presence.py turns each into
+its Redis commands, runs a list of them in one pipeline, in order, and hands back one result
+per request, in the same order. Keys, Lua scripts and the shape of Redis replies stay in
+presence.py and scripts.py; values such as windows and due times are decided before a request
+is made. This is how websockets splits its protocol (bytes in, events out) from the asyncio
+layer that does the awaiting.
+"""
+
+from dataclasses import dataclass
+
+# Requests made for the envelopes of a batch (lookups.py), in batch order
+
+
+@dataclass(frozen=True, slots=True)
+class OpenConnection:
+    """Register a connection and its gateway's heartbeat -> ``Opened``.
+
+    ``max_connections`` is how many the uid may hold across all gateways; 0: no limit
+    (a re-announced connection was counted when it first opened)."""
+
+    uid: str
+    conn_id: str
+    gateway_id: str
+    max_connections: int
+    seen_ms: int
+    """The heartbeat recorded for the gateway (Unix ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveConnection:
+    """Take a connection out of presence, and out of its rooms -> ``Written``.
+
+    A uid left without a connection is going offline, its ``user.offline`` due at
+    ``offline_due_ms`` (debounce.py)."""
+
+    uid: str
+    conn_id: str
+    gateway_id: str
+    offline_due_ms: int
+    rooms: tuple[str, ...] = ()
+    """The rooms the connection leaves as well (a closed connection's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    """Count a connection in a room -> ``Written``."""
+
+    conn_id: str
+    gateway_id: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRoom:
+    """Count a connection out of a room -> ``Written``."""
+
+    conn_id: str
+    gateway_id: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeartbeat:
+    """Record a gateway's heartbeat, and read whether it was known -> ``HeartbeatRecorded``."""
+
+    gateway_id: str
+    seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimClientId:
+    """Claim a client id for a mid in the sender's dedup hashes -> ``Claimed``.
+
+    The hash of ``window`` is read and written, the one of the window before only read; the
+    written one expires at ``expire_at_ms``."""
+
+    sender: str
+    client_id: str
+    mid: str
+    window: int
+    expire_at_ms: int
+    from_backend: bool = False
+    """An ``api.send``'s id: backends have a keyspace of their own."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadConnections:
+    """Read the connections of each uid, in order -> ``Connections``."""
+
+    uids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadVisibility:
+    """Read the asker's groups, and each uid's connections and groups -> ``Visibility``."""
+
+    asker: str
+    uids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGroup:
+    """Read a group's members, and whether ``member`` is one of them -> ``GroupRead``."""
+
+    group: str
+    member: str | None
+    """The uid whose membership is checked (a client sender); None: none is."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRoom:
+    """Read a room's connections per gateway -> ``RoomCounts``."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeGroup:
+    """Add uids to a group, or remove them, and the group to their reverse sets -> ``Written``."""
+
+    group: str
+    uids: tuple[str, ...]
+    is_added: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AddCost:
+    """Add a uid's cost to its counter of a rate window -> ``Counted``."""
+
+    uid: str
+    window: int
+    cost: int
+    expire_ms: int
+    """How long the counter is kept from now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGateways:
+    """Read every gateway's last heartbeat -> ``GatewaysRead``."""
+
+
+# Requests made once a batch's deliveries are confirmed (plan.Plan)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkKnown:
+    """Record that the routers hold a gateway's presence -> ``Written``."""
+
+    gateway_id: str
+
+
+# Requests of the sweep of a gateway (liveness.py) and of due offline events (debounce.py)
+
+
+@dataclass(frozen=True, slots=True)
+class LockSweep:
+    """Take the lock on sweeping a gateway, for ``lock_s`` at most -> ``Locked``."""
+
+    gateway_id: str
+    lock_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockSweep:
+    """Release the lock on sweeping a gateway -> ``Written``."""
+
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGatewayRecord:
+    """Read what Redis holds for a gateway -> ``GatewayRecord``."""
+
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetGateway:
+    """Delete a gateway's rooms and its own keys (its connections go with
+    ``RemoveConnection``) -> ``Written``."""
+
+    gateway_id: str
+    rooms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDueOffline:
+    """Read at most ``limit`` uids whose ``user.offline`` is due by ``due_ms`` -> ``DueUids``."""
+
+    due_ms: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimDueOffline:
+    """Take a due uid out of the going-offline set, and count its connections now ->
+    ``DueClaim``."""
+
+    uid: str
+
+
+Request = (
+    OpenConnection
+    | RemoveConnection
+    | JoinRoom
+    | LeaveRoom
+    | RecordHeartbeat
+    | ClaimClientId
+    | ReadConnections
+    | ReadVisibility
+    | ReadGroup
+    | ReadRoom
+    | ChangeGroup
+    | AddCost
+    | ReadGateways
+    | MarkKnown
+    | LockSweep
+    | UnlockSweep
+    | ReadGatewayRecord
+    | ForgetGateway
+    | ReadDueOffline
+    | ClaimDueOffline
+)
+"""Everything the router asks of Redis."""

@@ -1,0 +1,54 @@
+"""debounce.py: when a uid that lost its last connection is announced offline. No event
+loop, no network."""
+
+import json
+
+from proto import names as keys
+from proto.names import Names
+from router import debounce
+from router.requests import (
+    ClaimDueOffline,
+    ReadDueOffline,
+)
+from router.results import (
+    DueClaim,
+)
+
+NAMES = Names("tunit")
+NOW_MS = 1_700_000_000_000
+
+
+def test_offline_is_due_after_the_debounce() -> None:
+    assert debounce.offline_due_ms(NOW_MS, 2_000) == NOW_MS + 2_000
+
+
+def test_due_uids_are_read_a_page_at_a_time_and_claimed_each() -> None:
+    assert debounce.due_offline_request(NOW_MS) == ReadDueOffline(
+        NOW_MS, debounce.DUE_OFFLINE_PAGE
+    )
+    assert debounce.claim_requests(["a", "b"]) == [
+        ClaimDueOffline("a"),
+        ClaimDueOffline("b"),
+    ]
+
+
+def test_only_claimed_uids_without_connections_go_offline() -> None:
+    due = ["a", "b", "c", "d"]
+    claims = [
+        DueClaim(was_claimed=True, connection_count=0),
+        DueClaim(was_claimed=False, connection_count=0),  # another router took it
+        DueClaim(was_claimed=True, connection_count=1),  # it came back meanwhile
+        DueClaim(was_claimed=True, connection_count=0),
+    ]
+    assert debounce.gone_offline(due, claims) == ["a", "d"]
+
+
+def test_offline_events() -> None:
+    [event] = debounce.offline_events(NAMES, ["bob"], NOW_MS)
+
+    assert (event.exchange, event.routing_key, event.mandatory) == (
+        NAMES.events_exchange,
+        keys.EVENT_USER_OFFLINE,
+        False,
+    )
+    assert json.loads(event.body) == {"uid": "bob", "ts": NOW_MS}
