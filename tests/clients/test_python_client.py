@@ -79,10 +79,10 @@ async def test_presence_asks_about_any_number_of_uids(stack: Stack) -> None:
     strangers = [f"nobody-{n}" for n in range(250)]
     async with (
         client_for(stack, "alice", 0) as alice,
-        client_for(stack, "bob", 1) as bob,
+        client_for(stack, "bob", 1),
     ):
         # 251 uids: three frames of at most 100 (``MAX_PRESENCE_UIDS``), one answer.
-        assert await alice.presence([*strangers[:180], bob.uid, *strangers[180:]]) == [
+        assert await alice.presence([*strangers[:180], "bob", *strangers[180:]]) == [
             "bob"
         ]
         assert await alice.presence([]) == []

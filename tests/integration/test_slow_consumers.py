@@ -135,8 +135,9 @@ async def test_many_clients_that_never_ack_do_not_stall_their_gateway(
     flooder = await stack.connect(1, uid="flooder")
 
     flooded: dict[str, list[str]] = {}
-    for hoarder in hoarders:
-        flooded[hoarder.uid] = await send_one_by_one(flooder, hoarder.uid, 150)
+    for n in range(HOARDERS):
+        uid = f"hoarder-{n}"
+        flooded[uid] = await send_one_by_one(flooder, uid, 150)
 
     # Beside the abuse, on the same gateway: alice and bob talk, both ways, without delay.
     await exchange_within_bound(alice, bob)

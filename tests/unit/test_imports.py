@@ -25,6 +25,9 @@ PURE_MODULES = (
     "gateway/tokens.py",
     "gateway/fanout.py",
     "gateway/commands.py",
+    "gateway/batching.py",
+    "gateway/acks.py",
+    "gateway/admission.py",
     "router/routing.py",
     "offline_store/replay.py",
 )
