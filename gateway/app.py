@@ -48,11 +48,13 @@ async def main(settings: Settings) -> None:
         stack.push_async_callback(hub.close)
         async with asyncio.TaskGroup() as tasks:
             loops = [
-                tasks.create_task(hub.run_handover()),
+                tasks.create_task(hub.handover.run()),
                 tasks.create_task(hub.run_ack_timeouts()),
-                tasks.create_task(hub.run_heartbeat(settings.heartbeat_interval_s)),
+                tasks.create_task(
+                    hub.liveness.run_heartbeat(settings.heartbeat_interval_s)
+                ),
                 tasks.create_task(bus.watch_consumer(settings.consumer_check_s)),
-                tasks.create_task(hub.run_pings(settings.ping_interval_s)),
+                tasks.create_task(hub.liveness.run_pings(settings.ping_interval_s)),
             ]
             await bus.consume(hub.on_delivery)
             async with (
@@ -75,11 +77,11 @@ async def main(settings: Settings) -> None:
                 # connection hands its unacknowledged messages to the offline store as it closes.
             try:
                 async with asyncio.timeout(settings.shutdown_timeout_s):
-                    await hub.wait_handover_idle()
+                    await hub.handover.wait_idle()
             except TimeoutError:
                 # Still in the gateway's queue: redelivered or dead-lettered by its TTL.
                 log.error("handover_unfinished")
-            await hub.announce_stopped()
+            await hub.liveness.announce_stopped()
             for task in loops:
                 task.cancel()
     log.info("service_stopped")

@@ -4,25 +4,21 @@ A gateway talks to RabbitMQ only. Publishes are persistent, mandatory and confir
 raises when the broker returns or nacks a message, so a caller that gets no exception knows the
 broker holds it.
 
-Envelopes for the router travel in batches (``Batch``, routing key ``gateway.batch``): while a
-batch waits for its confirm, what the connections publish meanwhile gathers in the next one.
-A lone frame goes out at once, alone; under load one broker message and one confirm carry many
-frames, and batches grow with the load (Nagle's algorithm without its delay).
-Acks of stored messages, for the offline store, travel the same way in batches of their own
-(routing key ``gateway.acks``).
+Envelopes for the router travel in batches (``Batch``, routing key ``gateway.batch``), acks of
+stored messages for the offline store in batches of their own (``gateway.acks``): what goes
+in a batch is decided in ``batching.py``, ``batcher.py`` publishes them through this bus.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
-import msgspec
 import structlog
 
 from gateway import observability
+from gateway.batcher import Batcher
+from gateway.batching import BATCH_MAX_BYTES
 from gateway.settings import Settings
-from proto.envelopes import Batch, Batched
 from proto.names import (
     BATCHABLE_KEYS,
     HEADER_REJECTED_REASON,
@@ -34,98 +30,6 @@ from proto.topology import Topology, gateway_topology, shared_topology
 from runtime.bus import Broker, Consumer, OnMessage, open_broker
 
 log = structlog.get_logger()
-
-BATCHES_IN_FLIGHT = 1
-"""Batches waiting for their confirms at once; more envelopes wait for the next batch. One
-costs a confirm round trip of latency under load and gives the largest batches: under a
-saturating 1:1 load, 2 and 4 spent 1.5 and 1.8 times the gateway CPU per message."""
-BATCH_MAX_ITEMS = 500
-BATCH_MAX_BYTES = 1 << 20
-"""A batch closes at this many envelopes or bytes (or ``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``
-if smaller), whichever comes first (a frame is at most ``SWITCHBOARD_MAX_FRAME_BYTES``, so one
-envelope alone may exceed this, and goes alone)."""
-
-_encode = msgspec.json.Encoder().encode
-
-
-@dataclass
-class _Pending:
-    key: str
-    body: bytes
-    confirmed: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-class Batcher:
-    """Publishes envelopes for the router in ``Batch`` messages; see the module's docstring.
-
-    ``publish`` returns once the broker confirmed the batch that carried the envelope, or
-    raises what publishing that batch raised. Envelopes leave in the order they were given.
-    """
-
-    def __init__(
-        self,
-        publish_batch: Callable[[bytes], Awaitable[None]],
-        max_bytes: int = BATCH_MAX_BYTES,
-    ) -> None:
-        self._publish_batch = publish_batch
-        self._max_bytes = max_bytes
-        self._waiting: list[_Pending] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    async def publish(self, key: str, body: bytes) -> None:
-        await self.submit(key, body)
-
-    def submit(self, key: str, body: bytes) -> asyncio.Future[None]:
-        """Queue an envelope now; the future resolves when its batch is confirmed."""
-        pending = _Pending(key, body)
-        self._waiting.append(pending)
-        if len(self._in_flight) < BATCHES_IN_FLIGHT:
-            self._send_next()
-        return pending.confirmed
-
-    def _send_next(self) -> None:
-        """Start publishing the envelopes that wait, up to a batch's limits."""
-        size, count = len(b'{"items":[]}'), 0
-        for pending in self._waiting:
-            # As encoded: ["<key>",<body>] and a comma.
-            item_size = len(pending.body) + len(pending.key) + 6
-            if count == BATCH_MAX_ITEMS or (
-                count and size + item_size > self._max_bytes
-            ):
-                break
-            size += item_size
-            count += 1
-        batch, self._waiting = self._waiting[:count], self._waiting[count:]
-        task = asyncio.create_task(self._send(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._on_sent)
-
-    def _on_sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        if self._waiting and len(self._in_flight) < BATCHES_IN_FLIGHT:
-            self._send_next()
-
-    async def _send(self, batch: list[_Pending]) -> None:
-        body = _encode(
-            Batch(items=[Batched(p.key, msgspec.Raw(p.body)) for p in batch])
-        )
-        try:
-            await self._publish_batch(body)
-        except Exception as exc:
-            for pending in batch:
-                if not pending.confirmed.done():  # else its caller was cancelled
-                    pending.confirmed.set_exception(exc)
-        else:
-            for pending in batch:
-                if not pending.confirmed.done():
-                    pending.confirmed.set_result(None)
-
-    async def close(self) -> None:
-        """Wait for the batches in flight (each under the publish timeout)."""
-        while self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
 
 class Bus:

@@ -194,23 +194,3 @@ def reannouncements(
         if conn_id in uids
     ]
     return opened + joined
-
-
-def floor_after_window(cut_at: str, last_pushed: str, overflow_mid: str) -> str:
-    """Where a connection's stored rows still to push may start, after a replay window.
-
-    Args:
-        cut_at: where the window was cut (or skipped), or where the rows it did not hold start
-            (``Delivery.next_mid``); "" when it held and pushed every row from its start.
-        last_pushed: the last mid of the window the connection has now ("" when none).
-        overflow_mid: the largest live mid handed over for the cap (``Connection.overflow_mid``).
-
-    A window that was pushed whole holds every row stored when the store read it: what is
-    left are live messages handed over later, all after ``last_pushed``. A window starting after
-    that is not pushed before one from ``last_pushed`` on has brought them.
-    """
-    if cut_at:
-        return cut_at
-    if overflow_mid > last_pushed:
-        return last_pushed
-    return ""

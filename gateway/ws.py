@@ -19,7 +19,8 @@ from websockets.typing import Origin
 
 from gateway import observability
 from gateway.bus import Bus
-from gateway.hub import CloseRequest, Connection, Hub, Outbox
+from gateway.connection import CloseRequest, Connection, Outbox
+from gateway.hub import Hub
 from gateway.limits import ConnectionLimits, Decision, Verdict, utf8_length
 from gateway.session import (
     Acknowledge,
@@ -418,7 +419,7 @@ async def serve_clients(
         create_connection=TrackedConnection,
         compression=settings.compression,
         max_size=settings.max_frame_bytes,
-        ping_interval=None,  # one loop pings every connection: Hub.run_pings
+        ping_interval=None,  # one loop pings every connection: Liveness.run_pings
         close_timeout=CLOSE_TIMEOUT_S,
     ) as server:
         yield server

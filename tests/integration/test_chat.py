@@ -275,9 +275,7 @@ async def test_sends_without_waiting_are_answered_and_delivered_in_order(
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     bob = await stack.connect(1, uid="bob")
-    count = (
-        300  # more than a connection's sends in flight (gateway.hub.SENDS_IN_FLIGHT)
-    )
+    count = 300  # more than a connection's sends in flight (gateway.connection.SENDS_IN_FLIGHT)
     for n in range(count):
         await alice.send_frame({"type": "send", "id": f"b{n}", "to": "bob", "body": n})
     receipts = [await alice.expect("sent") for _ in range(count)]

@@ -1,7 +1,8 @@
-"""gateway.bus.Batcher: envelopes gather in batches while earlier batches wait for confirms.
+"""gateway.batcher.Batcher: envelopes gather in batches while earlier batches wait for confirms.
 
 The publish function is a stand-in that records bodies and waits on an event: what is checked
-is the batching decision (sizes, order, one failure for one batch), not a broker.
+is how batches are carried out (order, the confirm or failure of each envelope), not a broker.
+The policy alone, without an event loop, is in test_batching.py.
 """
 
 import asyncio
@@ -9,7 +10,8 @@ import asyncio
 import msgspec
 import pytest
 
-from gateway.bus import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT, Batcher
+from gateway.batcher import Batcher
+from gateway.batching import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT
 from proto.envelopes import decode_batch
 
 

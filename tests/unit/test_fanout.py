@@ -4,7 +4,7 @@ from collections.abc import Collection, Mapping
 
 import msgspec
 
-from gateway.fanout import DeliveryPlan, Push, floor_after_window, plan_delivery
+from gateway.fanout import DeliveryPlan, Push, plan_delivery
 from proto.envelopes import Delivery, DeliveryItem, Target
 
 FRAME = b'{"type":"message","mid":"m1"}'
@@ -172,21 +172,3 @@ def test_only_a_reannounce_item_asks_for_reannouncements() -> None:
     assert not is_reannounce_requested(Delivery(items=[item(Target("bob", "k1"))]))
     request = DeliveryItem(frame=msgspec.Raw(b"null"), targets=[], reannounce=True)
     assert is_reannounce_requested(Delivery(items=[request]))
-
-
-def test_a_cut_window_leaves_its_cut_as_the_floor() -> None:
-    assert floor_after_window("m5", "m4", overflow_mid="m9") == "m5"
-    assert floor_after_window("m5", "m4", overflow_mid="") == "m5"
-
-
-def test_a_whole_window_past_every_handover_leaves_no_floor() -> None:
-    assert floor_after_window("", "m9", overflow_mid="m9") == ""
-    assert floor_after_window("", "m9", overflow_mid="") == ""
-
-
-def test_a_whole_window_read_before_later_handovers_leaves_its_last_as_the_floor() -> (
-    None
-):
-    # m7 to m9 were handed over after the store read the window: a window starting after m6
-    # waits for one from m6 on.
-    assert floor_after_window("", "m6", overflow_mid="m9") == "m6"
