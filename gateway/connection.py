@@ -79,7 +79,7 @@ class Connection:
     sending: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(SENDS_IN_FLIGHT)
     )
-    """Sends published and not yet confirmed (see ``ws.ClientServer._perform``)."""
+    """Sends published and not yet confirmed (see ``perform.Performer.perform``)."""
     registration: asyncio.Future[None] | None = None
     """From ``init`` until the router's ``ready`` (or its refusal, a close): the reader reads
     no frame meanwhile, so a connection over the uid's connection cap sends nothing."""

@@ -1,8 +1,9 @@
 """One connection's protocol state: a client frame in, effects out. Decides, never awaits.
 
-``ws.py`` feeds it the frames a client sends and performs the effects it returns: replies to the
-client, publishes to the broker, room changes for the hub's index, a close. Time and mids come in
-as arguments. What a verified token allows is read in ``tokens.py``.
+``ws.py`` feeds it the frames a client sends, and ``perform.py`` carries out the effects it
+returns (``effects.py``): replies to the client, publishes to the broker, room changes for the
+hub's index, a close. Time and mids come in as arguments. A frame is decoded and checked in
+``decoding.py``; what a verified token allows is read in ``tokens.py``.
 
 Answers to the frames that are published (every ``id`` gets exactly one):
 
@@ -19,10 +20,17 @@ Answers to the frames that are published (every ``id`` gets exactly one):
 - Any of them when the broker does not confirm: ``unavailable`` with the frame's id.
 """
 
-from dataclasses import dataclass
-
-import msgspec
-
+from gateway.decoding import client_id_of, read_frame
+from gateway.effects import (
+    Acknowledge,
+    Close,
+    Effect,
+    JoinRoom,
+    LeaveRoom,
+    Publish,
+    Reply,
+    error_frame,
+)
 from gateway.limits import Limit
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
 from proto import envelopes, frames, limits, names, rules
@@ -31,75 +39,10 @@ from proto.errors import FrameRejected
 from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
 from proto.mids import MidFactory
 
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """Push this frame to the client."""
-
-    frame: bytes
-    error_code: ErrorCode | None = None
-    """Set when the frame is an ``error``, for the log line."""
-    limit: Limit | None = None
-    """For ``rate_limited``: the limit that refused the frame, for the log line and metric."""
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Publish ``body`` to the inbound exchange and wait for the broker's confirm.
-
-    Once confirmed, ``Session.on_confirmed`` says what to answer; if not, ``on_publish_failed``.
-    """
-
-    routing_key: str
-    body: bytes
-    mid: str = ""
-    client_id: str | None = None
-    answer: bytes | None = None
-    """The frame for the client once the broker confirmed; None when there is none to give
-    here (the router answers a send or a presence query itself)."""
-    room: str = ""
-    """For a join or a leave: the room to record or drop once the broker confirmed."""
-
-
-@dataclass(frozen=True, slots=True)
-class JoinRoom:
-    """Add the connection to the hub's index of ``room``, so that room deliveries reach it."""
-
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveRoom:
-    """Remove the connection from the hub's index of ``room``."""
-
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledge:
-    """The client acknowledged these mids."""
-
-    mids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close the connection with this code."""
-
-    code: CloseCode
-    reason: str
-
-
-Effect = Reply | Publish | JoinRoom | LeaveRoom | Acknowledge | Close
-
 _PONG = frames.encode(frames.Pong())
 
 MAX_ROOMS_PER_CONNECTION = 100
 """Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
-
-
-def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> bytes:
-    return frames.encode(frames.Error(code=code, message=message, id=client_id))
 
 
 class Session:
@@ -164,7 +107,7 @@ class Session:
         self.last_frame_type = FRAME_TYPE_UNKNOWN
         self.last_frame_cost = 1.0
         try:
-            frame = self._decode(text)
+            frame = read_frame(text)
             self.last_frame_type = str(frame.__struct_config__.tag)
             if isinstance(frame, frames.PresenceQuery):
                 self.last_frame_cost = limits.frame_cost(len(frame.uids))
@@ -195,8 +138,7 @@ class Session:
         it has one; when the client keeps flooding, a close with ``CloseCode.RATE_LIMITED``
         too."""
         self.last_frame_type = FRAME_TYPE_UNKNOWN
-        probe = _probe(text)
-        client_id = probe.id if isinstance(probe.id, str) else None
+        client_id = client_id_of(text)
         code = ErrorCode.RATE_LIMITED
         message = (
             "too many bytes; slow down"
@@ -254,29 +196,6 @@ class Session:
             rooms=sorted(self.rooms),
         )
         return Publish(names.KEY_CONN_CLOSED, envelopes.encode(closed))
-
-    def _decode(self, text: str | bytes) -> frames.AnyClientFrame:
-        too_deep = rules.nesting_violation(text)
-        if too_deep is not None:  # no decoder may recurse that far: refused by the rule
-            raise FrameRejected(ErrorCode.INVALID_FIELD, f"$.body {too_deep}")
-        try:
-            return frames.decode_client_frame(text)
-        except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
-            probe = _probe(text)
-            client_id = probe.id if isinstance(probe.id, str) else None
-            if probe.type not in frames.CLIENT_FRAME_TYPES:
-                raise FrameRejected(
-                    ErrorCode.UNKNOWN_TYPE, f"unknown frame type: {exc}", client_id
-                ) from exc
-            raise FrameRejected(ErrorCode.INVALID_FIELD, str(exc), client_id) from exc
-        except msgspec.DecodeError as exc:
-            raise FrameRejected(
-                ErrorCode.INVALID_JSON, f"not a JSON text frame: {exc}"
-            ) from exc
-        except RecursionError as exc:  # msgspec's decoder recurses per nesting level
-            raise FrameRejected(
-                ErrorCode.INVALID_JSON, "the frame is nested too deeply"
-            ) from exc
 
     def _on_frame(self, frame: frames.AnyClientFrame, now_ms: int) -> list[Effect]:
         match frame:
@@ -472,10 +391,3 @@ class Session:
                 rejected.code,
             )
         ]
-
-
-def _probe(text: str | bytes) -> frames.FrameProbe:
-    try:
-        return frames.probe_frame(text)
-    except (msgspec.DecodeError, RecursionError):  # not an object, or too deep
-        return frames.FrameProbe()

@@ -1,7 +1,8 @@
-"""The WebSocket server: the only place that awaits on a client connection.
+"""The WebSocket server: the only place that awaits on a client's socket.
 
-Each connection runs a reader (frames in, through ``Session``, effects performed) and a writer
-(its outbox to the socket, so that a slow client never blocks deliveries to the others).
+Each connection runs a reader (frames in, through ``Session``; its effects carried out by
+``perform.py``) and a writer (its outbox to the socket, so that a slow client never blocks
+deliveries to the others).
 """
 
 import asyncio
@@ -20,21 +21,13 @@ from websockets.typing import Origin
 from gateway import observability
 from gateway.bus import Bus
 from gateway.connection import CloseRequest, Connection, Outbox
+from gateway.effects import Effect
 from gateway.hub import Hub
 from gateway.limits import ConnectionLimits, Decision, Verdict, utf8_length
-from gateway.session import (
-    Acknowledge,
-    Close,
-    Effect,
-    JoinRoom,
-    LeaveRoom,
-    Publish,
-    Reply,
-    Session,
-)
+from gateway.perform import Performer
+from gateway.session import Session
 from gateway.settings import Settings
-from proto import names
-from proto.codes import CloseCode, ErrorCode
+from proto.codes import CloseCode
 from proto.mids import MidFactory
 
 log = structlog.get_logger()
@@ -65,9 +58,9 @@ class ClientServer:
         self, settings: Settings, bus: Bus, hub: Hub, mids: MidFactory
     ) -> None:
         self._settings = settings
-        self._bus = bus
         self._hub = hub
         self._mids = mids
+        self._performer = Performer(bus, hub)
 
     def check_request(
         self, connection: ServerConnection, request: Request
@@ -171,7 +164,7 @@ class ClientServer:
                         frame_type  # decoded: counted as what it is
                     )
             observability.count_frame_received(session.last_frame_type)
-            if not await self._perform(connection, effects, tasks):
+            if not await self._performer.perform(connection, effects, tasks):
                 return
             if connection.registration is not None and not await self._registered(
                 connection
@@ -219,133 +212,6 @@ class ClientServer:
         if not session.is_initialized:
             return init_deadline
         return websocket.last_activity + self._settings.idle_timeout_s
-
-    async def _perform(
-        self, connection: Connection, effects: list[Effect], tasks: asyncio.TaskGroup
-    ) -> bool:
-        """Carry out a session's effects in order; False once the connection is to be closed.
-
-        A ``send`` is pipelined: it joins the bus's next batch at once, and the reader goes on
-        while up to ``SENDS_IN_FLIGHT`` sends wait for their confirms (each answered by a task of
-        the connection's group, in order, since batches are confirmed in order). Acks of stored
-        messages go to the offline store the same way, in any order. Other frames wait for
-        their confirm before the next frame is read: a join, say, must be recorded before a
-        room send that follows it is checked.
-        """
-        for effect in effects:
-            match effect:
-                case Reply():
-                    if not connection.push(effect.frame):
-                        connection.request_close(
-                            CloseCode.SLOW_CONSUMER, "too many frames waiting"
-                        )
-                        return False
-                    if effect.limit is not None:
-                        log.info(
-                            "frame_rejected", code=effect.error_code, limit=effect.limit
-                        )
-                        observability.count_error(ErrorCode.RATE_LIMITED)
-                        observability.count_rate_limited(effect.limit)
-                    elif effect.error_code is not None:
-                        log.info("frame_rejected", code=effect.error_code)
-                        observability.count_error(effect.error_code)
-                case Publish(routing_key=names.KEY_SEND):
-                    await connection.sending.acquire()
-                    confirmed = self._bus.submit_inbound(
-                        effect.routing_key, effect.body
-                    )
-                    tasks.create_task(self._answer_send(connection, effect, confirmed))
-                case Publish(routing_key=names.KEY_CONN_OPENED):
-                    # Created first: the router's ready may come before the confirm.
-                    connection.registration = asyncio.get_running_loop().create_future()
-                    await self._publish(connection, effect)
-                    if not connection.session.is_initialized:
-                        connection.registration = None  # not published: init again
-                case Publish():
-                    await self._publish(connection, effect)
-                case Acknowledge():
-                    elsewhere = await self._hub.on_client_ack(connection, effect.mids)
-                    if elsewhere:
-                        # Acks of stored messages, for the offline store: in any order.
-                        await connection.sending.acquire()
-                        tasks.create_task(
-                            self._forward_acks(
-                                connection, connection.session.acked_envelope(elsewhere)
-                            )
-                        )
-                case Close():
-                    log.info("connection_refused", code=effect.reason)
-                    connection.request_close(effect.code, effect.reason)
-                    return False
-        return True
-
-    async def _answer_send(
-        self, connection: Connection, publish: Publish, confirmed: asyncio.Future[None]
-    ) -> None:
-        try:
-            await confirmed
-        except Exception:
-            self._on_published(connection, publish, is_confirmed=False)
-        else:
-            self._on_published(connection, publish, is_confirmed=True)
-        finally:
-            connection.sending.release()
-
-    async def _forward_acks(self, connection: Connection, publish: Publish) -> None:
-        try:
-            await self._publish(connection, publish)
-        finally:
-            connection.sending.release()
-
-    async def _publish(self, connection: Connection, publish: Publish) -> None:
-        try:
-            await self._bus.publish_inbound(
-                publish.routing_key, publish.body, publish.mid
-            )
-        except Exception:
-            self._on_published(connection, publish, is_confirmed=False)
-        else:
-            self._on_published(connection, publish, is_confirmed=True)
-
-    def _on_published(
-        self, connection: Connection, publish: Publish, is_confirmed: bool
-    ) -> None:
-        """Carry out what the session decides once the broker confirmed, or did not."""
-        session = connection.session
-        if not is_confirmed:
-            log.warning(
-                "frame_publish_failed",
-                routing_key=publish.routing_key,
-                mid=publish.mid,
-                exc_info=True,
-            )
-            effects = session.on_publish_failed(publish)
-        else:
-            effects = session.on_confirmed(publish)
-            if publish.mid:
-                log.debug(
-                    "frame_published", mid=publish.mid, client_id=publish.client_id
-                )
-        if publish.routing_key == names.KEY_CONN_OPENED and session.uid is not None:
-            structlog.contextvars.bind_contextvars(uid=session.uid)
-            log.info("connection_authenticated")
-        for effect in effects:
-            match effect:
-                case Reply():
-                    if effect.error_code is not None:
-                        log.info(
-                            "frame_rejected",
-                            code=effect.error_code,
-                            client_id=publish.client_id,
-                        )
-                        observability.count_error(effect.error_code)
-                    connection.push(effect.frame)
-                case JoinRoom():
-                    self._hub.join_room(connection, effect.room)
-                    log.debug("room_joined", room=effect.room)
-                case LeaveRoom():
-                    self._hub.leave_room(connection, effect.room)
-                    log.debug("room_left", room=effect.room)
 
     async def _write(self, connection: Connection) -> None:
         websocket = connection.websocket

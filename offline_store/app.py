@@ -7,7 +7,8 @@ import structlog
 
 from offline_store import observability
 from offline_store.bus import open_bus
-from offline_store.consumers import ControlServer, RetentionSweep, UndeliveredWriter
+from offline_store.consumers import ControlServer, UndeliveredWriter
+from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
 from proto.logs import READY_EVENT

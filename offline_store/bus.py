@@ -1,5 +1,5 @@
 """RabbitMQ for the offline store: the shared topology, a consumer per queue, and the confirmed
-publishes that replay.py decides (``Saved``, deliveries, events, dead letters).
+publishes that consumers.py makes (``Saved``, deliveries, events, dead letters).
 
 Each consumed queue gets a channel of its own, so that its prefetch and its acknowledgements stay
 apart; when to acknowledge is decided in consumers.py. Connecting, declaring, consuming and the

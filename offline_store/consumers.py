@@ -4,13 +4,14 @@
 ``SWITCHBOARD_BATCH_MAX``), and holds the backoff and the settling. ``UndeliveredWriter`` keeps
 the offline queue's deliveries (each uid's rows capped; the senders of refused rows are told);
 ``ControlServer`` deletes acknowledged rows and replays (acks and replays come from two queues,
-each with its own loop, so that acks never delay a replay); ``RetentionSweep`` deletes expired
-rows. A message
-is acknowledged only after its effect is durable (rows committed, publishes confirmed). Decisions
-live in replay.py; SQL in store.py; AMQP calls in bus.py.
+each with its own loop, so that acks never delay a replay). A message is acknowledged only after
+its effect is durable (rows committed, publishes confirmed).
+
+The decisions are pure modules: the rows to keep in ``rows.py``, what is announced about them in
+``announcements.py``, the rows to delete in ``acked.py``, the replay windows in ``replay.py``.
+SQL is in ``store.py``, AMQP calls in ``bus.py``; expired rows are deleted by ``retention.py``.
 """
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -18,14 +19,22 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from offline_store import observability, replay
+from offline_store.acked import acked_from_body, acked_keys, acks_from_batch_body
+from offline_store.announcements import offline_events, refusals, saved_envelope
 from offline_store.bus import Bus
-from offline_store.replay import RowKey, UndeliveredRow
+from offline_store.rows import (
+    RowKey,
+    UndeliveredRow,
+    refused_row,
+    rows_from_body,
+    unique_rows,
+)
 from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS, InsertOutcome, Store
 from proto.codes import ErrorCode
 from proto.envelopes import Acked, ReplayRequest
 from proto.errors import BadEnvelope
 from proto.items import RefusedItem
-from proto.metrics import CODE_BATCH_FAILED, CODE_ENVELOPE_REJECTED
+from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY, KEY_REPLAY_MORE
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
 from runtime.metrics import count_error
@@ -56,7 +65,7 @@ class UndeliveredWriter:
         refused: list[tuple[str, RefusedItem]] = []  # (routing key, item)
         for message in batch:
             try:
-                kept = replay.rows_from_body(message.body)
+                kept = rows_from_body(message.body)
             except BadEnvelope as exc:
                 await reject(message, exc)
                 continue
@@ -80,10 +89,10 @@ class UndeliveredWriter:
                 refused = []
                 new = [*inserted, *retried]
                 stored_ms = time.time_ns() // 1_000_000
-                saved = replay.saved_envelope(new)
+                saved = saved_envelope(new)
                 if saved is not None:
                     await self._bus.publish_saved(saved.uids)
-                    events = replay.offline_events(new, stored_ms)
+                    events = offline_events(new, stored_ms)
                     await self._bus.publish_offline_events(events)
                 if outcome.refused:
                     await self._refuse(rows, outcome.refused, stored_ms)
@@ -115,7 +124,7 @@ class UndeliveredWriter:
         """
         keys = set(refused)
         refused_rows = [row for row in rows if RowKey(row.uid, row.mid) in keys]
-        deliveries, events = replay.refusals(refused_rows, ts_ms, self._max_bytes)
+        deliveries, events = refusals(refused_rows, ts_ms, self._max_bytes)
         for outbound in deliveries:
             await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
         await self._bus.publish_refused_events(events)
@@ -136,7 +145,7 @@ class UndeliveredWriter:
         row holds, insert them one by one: the rows it refuses are returned to be dead-lettered.
         (Rows over their uid's cap are not errors: the outcome lists them as refused.)
         """
-        unique = replay.unique_rows(rows)
+        unique = unique_rows(rows)
         try:
             return await self._store.insert_rows(unique), []
         except ROW_ERRORS as exc:
@@ -147,7 +156,7 @@ class UndeliveredWriter:
             try:
                 one = await self._store.insert_rows([row])
             except ROW_ERRORS as exc:
-                item = replay.refused_row(row, type(exc).__name__, index)
+                item = refused_row(row, type(exc).__name__, index)
                 unstorable.append(("", item))
                 continue
             outcome.inserted.extend(one.inserted)
@@ -175,10 +184,10 @@ class ControlServer:
         for message in batch:
             try:
                 if message.routing_key == KEY_ACK:
-                    acks.append((message, [replay.acked_from_body(message.body)]))
+                    acks.append((message, [acked_from_body(message.body)]))
                 elif message.routing_key == KEY_ACK_BATCH:
                     # A bad item is refused alone; the batch's other acks are still handled.
-                    batch_acks, bad = replay.acks_from_batch_body(message.body)
+                    batch_acks, bad = acks_from_batch_body(message.body)
                     refused.extend((KEY_ACK_BATCH, item) for item in bad)
                     acks.append((message, batch_acks))
                 elif message.routing_key in (KEY_REPLAY, KEY_REPLAY_MORE):
@@ -220,7 +229,7 @@ class ControlServer:
         self._backoff.reset()
 
     async def _delete_acked(self, acks: Sequence[Acked]) -> None:
-        uids, mids = replay.acked_keys(acks)
+        uids, mids = acked_keys(acks)
         count = await self._store.delete_rows(uids, mids)
         log.info("undelivered_deleted", count=count, acks=len(acks))
         observability.ACKNOWLEDGED.inc(count)
@@ -250,42 +259,6 @@ class ControlServer:
                 is_complete=not next_mid,
             )
             observability.REPLAYED.inc(rows)
-
-
-class RetentionSweep:
-    """Deletes rows older than the retention, in bounded statements, every ``interval_s``.
-
-    Each statement deletes at most ``batch_max`` rows and commits: writers and acks never wait
-    behind a long delete. Replays skip expired rows whether or not the sweep has reached them.
-    """
-
-    def __init__(self, store: Store, interval_s: float, batch_max: int) -> None:
-        self._store = store
-        self._interval_s = interval_s
-        self._batch_max = batch_max
-
-    async def run(self) -> None:
-        """Sweep now and then every ``interval_s``, until cancelled; a failed pass is retried."""
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("retention_sweep_failed")
-                count_error(CODE_BATCH_FAILED)
-            await asyncio.sleep(self._interval_s)
-
-    async def sweep(self) -> int:
-        """Delete every expired row, a batch per statement; return how many went."""
-        total = 0
-        while True:
-            count = await self._store.expire_rows(self._batch_max)
-            total += count
-            observability.EXPIRED.inc(count)
-            if count < self._batch_max:
-                break
-        if total:
-            log.info("undelivered_expired", count=total)
-        return total
 
 
 def log_refused(refused: Sequence[tuple[str, RefusedItem]]) -> None:

@@ -3,7 +3,7 @@
 Every statement works on a whole batch (arrays through ``unnest``), so a batch costs one round
 trip (an insert two: the uids' locks, then the rows, each uid's capped). Deletes of acknowledged
 rows and of expired ones are bounded per statement. What to insert, delete or replay is decided
-in replay.py; this module only runs SQL.
+in rows.py, acked.py and replay.py; this module only runs SQL.
 """
 
 import asyncio
@@ -15,7 +15,8 @@ import aiormq
 import asyncpg
 import structlog
 
-from offline_store.replay import RowKey, StoredRow, UndeliveredRow, chunks
+from offline_store.acked import chunks
+from offline_store.rows import RowKey, StoredRow, UndeliveredRow
 from offline_store.settings import (
     DEFAULT_MAX_ROWS_PER_UID,
     DEFAULT_RETENTION_S,

@@ -7,8 +7,8 @@ import msgspec
 import pytest
 
 from gateway import fanout
+from gateway.effects import Publish, Reply
 from gateway.limits import Limit
-from gateway.session import Publish, Reply
 from gateway.settings import Settings as GatewaySettings
 from proto import env, envelopes, frames, limits
 from proto.codes import ErrorCode

@@ -35,6 +35,8 @@ PURE_FORBIDDEN = IO_LIBRARIES | {
 }
 PURE_MODULES = (
     "gateway/session.py",
+    "gateway/effects.py",
+    "gateway/decoding.py",
     "gateway/tokens.py",
     "gateway/fanout.py",
     "gateway/commands.py",
@@ -54,6 +56,9 @@ PURE_MODULES = (
     "router/delivery_items.py",
     "router/publishes.py",
     "router/scripts.py",
+    "offline_store/rows.py",
+    "offline_store/announcements.py",
+    "offline_store/acked.py",
     "offline_store/replay.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.

@@ -1,7 +1,8 @@
 """replay.py: a replay request gets one window of rows, and says where the next one starts."""
 
 from offline_store import replay
-from offline_store.replay import GatewayTargets, StoredRow
+from offline_store.replay import GatewayTargets
+from offline_store.rows import StoredRow
 from proto.envelopes import Target, decode_delivery, encode
 
 MIDS = [f"0190f0a1b2c3{n:04x}aaaaaaaaaa" for n in range(5)]

@@ -14,7 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway import commands
-from gateway.session import Reply, Session
+from gateway.effects import Reply
+from gateway.session import Session
 from gateway.tokens import verify_token
 from proto import envelopes, frames, names, rules
 from proto.codes import ErrorCode

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway.session import (
+from gateway.effects import (
     Acknowledge,
     Close,
     Effect,
@@ -13,8 +13,8 @@ from gateway.session import (
     LeaveRoom,
     Publish,
     Reply,
-    Session,
 )
+from gateway.session import Session
 from proto import envelopes, names
 from proto.codes import CloseCode, ErrorCode
 from proto.mids import MidFactory

@@ -1,0 +1,82 @@
+"""Acknowledged rows: ``gateway.ack`` and ``gateway.acks`` bodies in, the keys to delete out.
+
+A client's ``ack`` of a stored message reaches the store as an ``Acked`` envelope, alone or in a
+``Batch`` of them; each names rows to delete. Pure: ``consumers.py`` does the awaiting,
+``store.py`` the deletes, at most ``MAX_KEYS_PER_DELETE`` keys per statement (``chunks``).
+"""
+
+from collections.abc import Iterable, Sequence
+
+from offline_store.rows import require_storable
+from proto.envelopes import Acked, decode_acked, decode_batch, encode
+from proto.errors import BadEnvelope
+from proto.items import DECODE_ERRORS, RefusedItem, reason_of, wrap_items
+from proto.names import KEY_ACK
+
+
+def acked_from_body(body: bytes) -> Acked:
+    """Decode an ``Acked`` body.
+
+    Raises:
+        BadEnvelope: the body is not an ``Acked``, or a value could never match a row.
+    """
+    try:
+        acked = decode_acked(body)
+    except DECODE_ERRORS as exc:
+        raise BadEnvelope(reason_of(exc)) from None
+    require_storable(acked.uid, "$.uid")
+    for mid in acked.mids:
+        require_storable(mid, "$.mids[]")
+    return acked
+
+
+def acks_from_batch_body(body: bytes) -> tuple[list[Acked], list[RefusedItem]]:
+    """Decode a ``gateway.acks`` body: a ``Batch`` of ``gateway.ack`` envelopes.
+
+    Each item is decoded on its own: a bad one is refused alone (to be dead-lettered with its
+    reason), the others kept.
+
+    Returns:
+        The acks, and the refused items (each alone in a ``Batch``).
+
+    Raises:
+        BadEnvelope: the body is not a ``Batch`` at all.
+    """
+    try:
+        batch = decode_batch(body)
+    except DECODE_ERRORS as exc:
+        raise BadEnvelope(reason_of(exc)) from None
+    acks: list[Acked] = []
+    refused: list[RefusedItem] = []
+    for index, item in enumerate(batch.items):
+        try:
+            if item.key != KEY_ACK:
+                raise BadEnvelope("$.items[] has a routing key other than gateway.ack")
+            acks.append(acked_from_body(bytes(item.body)))
+        except BadEnvelope as exc:
+            refused.append(RefusedItem(wrap_items([encode(item)]), exc.reason, index))
+    return acks, refused
+
+
+def acked_keys(acks: Iterable[Acked]) -> tuple[list[str], list[str]]:
+    """Flatten acks into two parallel lists (uids, mids), one entry per distinct row key."""
+    uids: list[str] = []
+    mids: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for acked in acks:
+        for mid in acked.mids:
+            if (acked.uid, mid) not in seen:
+                seen.add((acked.uid, mid))
+                uids.append(acked.uid)
+                mids.append(mid)
+    return uids, mids
+
+
+def chunks(
+    uids: Sequence[str], mids: Sequence[str], size: int
+) -> list[tuple[Sequence[str], Sequence[str]]]:
+    """Split parallel key lists into pieces of at most ``size`` keys (one statement each)."""
+    return [
+        (uids[start : start + size], mids[start : start + size])
+        for start in range(0, len(uids), size)
+    ]
