@@ -30,9 +30,8 @@ START_DELAY_S = 0.2
 
 def process_environment() -> dict[str, str]:
     env = dict(os.environ)
-    env.pop(
-        "PYTHONASYNCIODEBUG", None
-    )  # debug mode makes every process several times slower
+    # Debug mode makes every process several times slower.
+    env.pop("PYTHONASYNCIODEBUG", None)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
     )

@@ -34,9 +34,7 @@ class Measurement:
     unit: str  # "msg/s", "ms", "KiB", "s", "rows/s", "init/s", "broker msgs"
     better: Better
     lost: int = 0
-    note: str = (
-        ""  # the configuration that gave this figure, when it is not the default
-    )
+    note: str = ""  # the configuration behind this figure, if not the default
 
 
 @dataclass(frozen=True)

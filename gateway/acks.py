@@ -171,7 +171,7 @@ class Relieved:
     deliveries: int
 
 
-Effect = (
+LedgerEffect = (
     HandOver
     | AckDelivery
     | DeadLetter
@@ -218,7 +218,7 @@ class Ledger:
 
     def on_client_ack(
         self, account: Account, mids: Iterable[str]
-    ) -> tuple[list[str], list[Effect]]:
+    ) -> tuple[list[str], list[LedgerEffect]]:
         """Release the acknowledged messages held here.
 
         Returns:
@@ -227,7 +227,7 @@ class Ledger:
             next replay window to ask for, if the client has acknowledged enough.
         """
         elsewhere = []
-        effects: list[Effect] = []
+        effects: list[LedgerEffect] = []
         for mid in mids:
             unacked = account.unacked.pop(mid, None)
             if unacked is None:
@@ -249,9 +249,9 @@ class Ledger:
                 acks.append(AckDelivery(delivery.delivery_id))
         return acks
 
-    def sweep(self, now: float) -> list[Effect]:
+    def sweep(self, now: float) -> list[LedgerEffect]:
         """Hand over the messages whose clients did not acknowledge them by ``now``."""
-        effects: list[Effect] = []
+        effects: list[LedgerEffect] = []
         for account in list(self._holding):
             # Dicts keep insertion order and deadlines grow with it: stop at the first live one.
             expired = []
@@ -331,14 +331,14 @@ class Ledger:
         account.replay_from = ""
         return [AskReplay(conn_id, request)]
 
-    def pin(self, held: Held) -> list[Effect]:
+    def pin(self, held: Held) -> list[LedgerEffect]:
         """A delivery waits for its copies: relieve the pins if they are over their mark."""
         self._pins.pinned.add(held)
         if self._pins.is_over:
             return self._relieve_pressure()
         return []
 
-    def _relieve_pressure(self) -> list[Effect]:
+    def _relieve_pressure(self) -> list[LedgerEffect]:
         """Hand the oldest copies that clients have not acknowledged to the offline store, so
         that their AMQP deliveries are acknowledged before the prefetch is reached.
 
@@ -359,7 +359,7 @@ class Ledger:
             ),
             key=lambda unacked: unacked.deadline,
         )
-        effects: list[Effect] = []
+        effects: list[LedgerEffect] = []
         touched: set[Held] = set()
         last_deadline = None
         for unacked in oldest:

@@ -26,10 +26,10 @@ from gateway.acks import (
     Capped,
     CaughtUp,
     DeadLetter,
-    Effect,
     HandOver,
     Held,
     Ledger,
+    LedgerEffect,
     handover_item,
 )
 from gateway.fanout import Push
@@ -55,7 +55,7 @@ class Admission:
         self._held = Held(delivery_id)
         self._deadline = ledger.ack_deadline(now)
         """When the client's ack is due for every copy pushed from this delivery."""
-        self._effects: list[Effect] = []
+        self._effects: list[LedgerEffect] = []
         """Handovers so far, in order; carried out at ``finish``."""
         self._capped: dict[Account, int] = {}
         """Accounts that hold too many unacknowledged: live copies handed over, by count."""
@@ -125,7 +125,7 @@ class Admission:
         next_mid: str = "",
         refused: Sequence[RefusedItem] = (),
         routing_key: str = "",
-    ) -> list[Effect]:
+    ) -> list[LedgerEffect]:
         """The delivery was pushed; returns every effect, in order.
 
         Args:

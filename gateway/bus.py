@@ -4,9 +4,10 @@ A gateway talks to RabbitMQ only. Publishes are persistent, mandatory and confir
 raises when the broker returns or nacks a message, so a caller that gets no exception knows the
 broker holds it.
 
-Envelopes for the router travel in batches (``Batch``, routing key ``gateway.batch``), acks of
-stored messages for the offline store in batches of their own (``gateway.acks``): what goes
-in a batch is decided in ``batching.py``, ``batcher.py`` publishes them through this bus.
+Envelopes for the router travel coalesced in ``Batch`` envelopes (routing key ``gateway.batch``),
+acks of stored messages for the offline store in ``Batch``es of their own (``gateway.acks``):
+what goes in a ``Batch`` is decided in ``coalescing.py``, ``coalescer.py`` publishes them
+through this bus.
 """
 
 import asyncio
@@ -16,8 +17,8 @@ from contextlib import asynccontextmanager
 import structlog
 
 from gateway import observability
-from gateway.batcher import Batcher
-from gateway.batching import BATCH_MAX_BYTES
+from gateway.coalescer import Coalescer
+from gateway.coalescing import BATCH_MAX_BYTES
 from gateway.settings import Settings
 from proto.names import (
     BATCHABLE_KEYS,
@@ -47,23 +48,24 @@ class Bus:
         self._consumer: Consumer | None = None
         self._on_delivery: OnMessage | None = None
         max_batch_bytes = min(BATCH_MAX_BYTES, settings.max_amqp_message_bytes)
-        self._batcher = Batcher(self._publish_batch, max_batch_bytes)
-        # Acks of stored messages, for the offline store, batched the same way on their own
-        # routing key: a flood of acks costs one confirmed publish per batch, not one per frame.
-        self._ack_batcher = Batcher(self._publish_ack_batch, max_batch_bytes)
+        self._coalescer = Coalescer(self._publish_batch, max_batch_bytes)
+        # Acks of stored messages, for the offline store, coalesced the same way on their own
+        # routing key: a flood of acks costs one confirmed publish per Batch, not one per frame.
+        self._ack_coalescer = Coalescer(self._publish_ack_batch, max_batch_bytes)
 
     async def publish_inbound(
         self, routing_key: str, body: bytes, mid: str = ""
     ) -> None:
         """Publish to the inbound exchange; returns once the broker confirmed.
 
-        Envelopes for the router go in a batch (see the module's docstring); the others alone.
+        Envelopes for the router go in a ``Batch`` (see the module's docstring); the others
+        alone.
         """
         if routing_key in BATCHABLE_KEYS:
-            await self._batcher.publish(routing_key, body)
+            await self._coalescer.publish(routing_key, body)
             return
         if routing_key == KEY_ACK:
-            await self._ack_batcher.publish(routing_key, body)
+            await self._ack_coalescer.publish(routing_key, body)
             return
         observability.count_publish(routing_key)
         await self._publisher.publish(
@@ -73,10 +75,10 @@ class Bus:
     def submit_inbound(self, routing_key: str, body: bytes) -> asyncio.Future[None]:
         """Queue an envelope for the router at once, in order; await the future for its confirm.
 
-        Lets a connection go on reading while its earlier frames wait for their batch.
+        Lets a connection go on reading while its earlier frames wait for their ``Batch``.
         """
         assert routing_key in BATCHABLE_KEYS
-        return self._batcher.submit(routing_key, body)
+        return self._coalescer.submit(routing_key, body)
 
     async def _publish_batch(self, body: bytes) -> None:
         observability.count_publish(KEY_BATCH)
@@ -87,8 +89,8 @@ class Bus:
         await self._publisher.publish(self._names.inbound_exchange, KEY_ACK_BATCH, body)
 
     async def close(self) -> None:
-        await self._batcher.close()
-        await self._ack_batcher.close()
+        await self._coalescer.close()
+        await self._ack_coalescer.close()
 
     async def publish_undeliverable(self, body: bytes) -> None:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""

@@ -11,8 +11,9 @@ from http import HTTPStatus
 
 import msgspec
 
-from proto import envelopes, names, rules
+from proto import envelopes, rules
 from proto.codes import ErrorCode
+from proto.names import api_key
 
 BEARER_SCHEME = "bearer"
 WWW_AUTHENTICATE = 'Bearer realm="switchboard"'
@@ -42,7 +43,7 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class HttpAnswer:
     """An HTTP response: ``body`` is JSON."""
 
     status: HTTPStatus
@@ -51,7 +52,7 @@ class Answer:
     """The error code, for the log line; empty for a command's own reply."""
 
 
-def refuse(status: HTTPStatus, code: str, message: str) -> Answer:
+def refuse(status: HTTPStatus, code: str, message: str) -> HttpAnswer:
     """An ``ErrorReply`` body with this status.
 
     Args:
@@ -63,7 +64,7 @@ def refuse(status: HTTPStatus, code: str, message: str) -> Answer:
         The answer, whose body is ``{"error": {"code": ..., "message": ...}}``.
     """
     detail = envelopes.ErrorDetail(code=str(code), message=message)
-    return Answer(
+    return HttpAnswer(
         status, envelopes.encode(envelopes.ErrorReply(error=detail)), str(code)
     )
 
@@ -87,7 +88,7 @@ def is_authorized(authorization: str | None, api_key: str) -> bool:
     )
 
 
-def unauthorized() -> Answer:
+def unauthorized() -> HttpAnswer:
     return refuse(
         HTTPStatus.UNAUTHORIZED,
         ErrorCode.UNAUTHORIZED,
@@ -95,7 +96,7 @@ def unauthorized() -> Answer:
     )
 
 
-def too_large(max_bytes: int) -> Answer:
+def too_large(max_bytes: int) -> HttpAnswer:
     return refuse(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         ErrorCode.TOO_LARGE,
@@ -103,7 +104,7 @@ def too_large(max_bytes: int) -> Answer:
     )
 
 
-def method_not_allowed(method: str) -> Answer:
+def method_not_allowed(method: str) -> HttpAnswer:
     return refuse(
         HTTPStatus.METHOD_NOT_ALLOWED,
         ErrorCode.METHOD_NOT_ALLOWED,
@@ -111,7 +112,7 @@ def method_not_allowed(method: str) -> Answer:
     )
 
 
-def check_command(command: str, body: bytes) -> Forward | Answer:
+def check_command(command: str, body: bytes) -> Forward | HttpAnswer:
     """Check a command's name and body; a valid one is forwarded with its bytes unchanged.
 
     Args:
@@ -120,7 +121,7 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
 
     Returns:
         ``Forward`` for a known command whose body decodes into its class; otherwise an
-        ``Answer``: 404 ``unknown_command``, 400 ``invalid_json`` or 400 ``invalid_field``
+        ``HttpAnswer``: 404 ``unknown_command``, 400 ``invalid_json`` or 400 ``invalid_field``
         (whose message has msgspec's JSON path, such as ``$.uids[0]``): a field of the wrong
         type, a name or a body that breaks the rules of ``proto/rules.py``.
     """
@@ -129,7 +130,7 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
         return refuse(
             HTTPStatus.NOT_FOUND,
             ErrorCode.UNKNOWN_COMMAND,
-            f"no command {names.api_key(command)}",
+            f"no command {api_key(command)}",
         )
     too_deep = rules.nesting_violation(body)
     if too_deep is not None:
@@ -147,10 +148,10 @@ def check_command(command: str, body: bytes) -> Forward | Answer:
         return refuse(
             HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, "nested too deeply"
         )
-    return Forward(command, names.api_key(command), body)
+    return Forward(command, api_key(command), body)
 
 
-def answer_reply(reply: bytes) -> Answer:
+def answer_reply(reply: bytes) -> HttpAnswer:
     """The HTTP answer to a command's reply: its bytes unchanged, 200, or 400 for an ``ErrorReply``.
 
     Args:
@@ -169,11 +170,11 @@ def answer_reply(reply: bytes) -> Answer:
             "the command's reply is not a Switchboard reply",
         )
     if shape.error is not None:
-        return Answer(HTTPStatus.BAD_REQUEST, reply, shape.error.code)
-    return Answer(HTTPStatus.OK, reply)
+        return HttpAnswer(HTTPStatus.BAD_REQUEST, reply, shape.error.code)
+    return HttpAnswer(HTTPStatus.OK, reply)
 
 
-def timed_out(timeout_s: float) -> Answer:
+def timed_out(timeout_s: float) -> HttpAnswer:
     return refuse(
         HTTPStatus.GATEWAY_TIMEOUT,
         ErrorCode.UNAVAILABLE,
@@ -181,7 +182,7 @@ def timed_out(timeout_s: float) -> Answer:
     )
 
 
-def not_published() -> Answer:
+def not_published() -> HttpAnswer:
     return refuse(
         HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.UNAVAILABLE,

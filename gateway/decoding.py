@@ -27,7 +27,7 @@ def read_frame(text: str | bytes) -> frames.AnyClientFrame:
     try:
         return frames.decode_client_frame(text)
     except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
-        probe = _probe(text)
+        probe = _probe_frame(text)
         client_id = probe.id if isinstance(probe.id, str) else None
         if probe.type not in frames.CLIENT_FRAME_TYPES:
             raise FrameRejected(
@@ -46,11 +46,11 @@ def read_frame(text: str | bytes) -> frames.AnyClientFrame:
 
 def client_id_of(text: str | bytes) -> str | None:
     """The frame's ``id``, when it has one that is a string, without decoding the rest."""
-    probe = _probe(text)
+    probe = _probe_frame(text)
     return probe.id if isinstance(probe.id, str) else None
 
 
-def _probe(text: str | bytes) -> frames.FrameProbe:
+def _probe_frame(text: str | bytes) -> frames.FrameProbe:
     try:
         return frames.probe_frame(text)
     except (msgspec.DecodeError, RecursionError):  # not an object, or too deep

@@ -13,7 +13,6 @@ An item reaches either its ``targets``, or every connection here in its ``room``
 from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 
-from proto import names
 from proto.codes import CloseCode
 from proto.envelopes import (
     ConnOpened,
@@ -23,6 +22,7 @@ from proto.envelopes import (
     Target,
     encode,
 )
+from proto.names import KEY_CONN_OPENED, KEY_ROOM_JOINED
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ def reannouncements(
     """
     opened = [
         Announcement(
-            names.KEY_CONN_OPENED,
+            KEY_CONN_OPENED,
             encode(
                 ConnOpened(
                     uid=uid, conn_id=conn_id, gateway_id=gateway_id, reannounce=True
@@ -182,7 +182,7 @@ def reannouncements(
     ]
     joined = [
         Announcement(
-            names.KEY_ROOM_JOINED,
+            KEY_ROOM_JOINED,
             encode(
                 RoomJoined(
                     uid=uids[conn_id], conn_id=conn_id, gateway_id=gateway_id, room=room

@@ -1,4 +1,4 @@
-"""Handover to the offline store: copies this gateway cannot deliver, published in batches.
+"""Handover to the offline store: copies this gateway cannot deliver, gathered into ``Delivery``s.
 
 Which copies go, and when, is decided in ``acks.py`` (and ``fanout.py`` for connections that are
 not here); this publishes them to ``<ns>.undeliverable`` and, once the broker confirmed, releases
@@ -55,12 +55,12 @@ class Handover:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            batch, self._waiting = self._waiting, []
-            if not batch:
+            taken, self._waiting = self._waiting, []
+            if not taken:
                 self._idle.set()
                 continue
-            # Deliveries within the broker's message size: one, unless the batch is huge.
-            encoded = [envelopes.encode(item) for item, _ in batch]
+            # Deliveries within the broker's message size: one, unless what was taken is huge.
+            encoded = [envelopes.encode(item) for item, _ in taken]
             runs = runs_within(
                 [len(e) for e in encoded], self._max_message_bytes, len(_EMPTY_DELIVERY)
             )
@@ -73,12 +73,12 @@ class Handover:
                     unsent = [
                         entry
                         for r in runs[number:]
-                        for entry in batch[r.start : r.stop]
+                        for entry in taken[r.start : r.stop]
                     ]
                     self._waiting = unsent + self._waiting
                     break
                 log.info("handover_published", items=len(run))
-                for _, helds in batch[run.start : run.stop]:
+                for _, helds in taken[run.start : run.stop]:
                     for held in helds:
                         await self._release(held)
             else:

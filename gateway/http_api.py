@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 from gateway import observability
 from gateway.commands import (
     WWW_AUTHENTICATE,
-    Answer,
+    HttpAnswer,
     answer_reply,
     check_command,
     is_authorized,
@@ -66,7 +66,7 @@ class CommandBus:
             return
         future.set_result(message.body)
 
-    async def call(self, command: str, routing_key: str, body: bytes) -> Answer:
+    async def call(self, command: str, routing_key: str, body: bytes) -> HttpAnswer:
         """Publish a checked command (confirmed, mandatory) and return the answer to its reply."""
         correlation_id = uuid.uuid4().hex
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -126,7 +126,7 @@ class ApiServer:
             headers=headers,
         )
 
-    async def _run(self, command: str, request: web.Request) -> Answer:
+    async def _run(self, command: str, request: web.Request) -> HttpAnswer:
         if (request.content_length or 0) > self._max_body_bytes:
             return too_large(self._max_body_bytes)
         try:
@@ -135,7 +135,7 @@ class ApiServer:
             # A chunked body without Content-Length, cut off at client_max_size.
             return too_large(self._max_body_bytes)
         checked = check_command(command, body)
-        if isinstance(checked, Answer):
+        if isinstance(checked, HttpAnswer):
             return checked
         return await self._commands.call(
             checked.command, checked.routing_key, checked.body

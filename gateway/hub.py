@@ -27,10 +27,10 @@ from gateway.acks import (
     Capped,
     CaughtUp,
     DeadLetter,
-    Effect,
     HandOver,
     Held,
     Ledger,
+    LedgerEffect,
     Relieved,
     TimedOut,
 )
@@ -46,12 +46,13 @@ from gateway.fanout import (
 )
 from gateway.handover import RETRY_S, Handover
 from gateway.liveness import Liveness
-from proto import envelopes, names
+from proto import envelopes
 from proto.codes import CloseCode
 from proto.envelopes import Delivery, DeliveryItem
 from proto.errors import BadEnvelope
 from proto.items import Decoded, RefusedItem, decode_delivery_items, wrap_items
 from proto.metrics import CODE_ENVELOPE_REJECTED
+from proto.names import KEY_REPLAY_MORE
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES
 
 log = structlog.get_logger()
@@ -250,7 +251,7 @@ class Hub:
             for effect in self._ledger.sweep(self._clock()):
                 await self._perform(effect)
 
-    async def _perform(self, effect: Effect) -> None:
+    async def _perform(self, effect: LedgerEffect) -> None:
         """Carry out what the ledger decided; awaits only to acknowledge a delivery."""
         match effect:
             case HandOver():
@@ -330,7 +331,7 @@ class Hub:
         # Retried while the connection is open: no ack may come to ask again.
         while self.connections.get(conn_id) is connection:
             try:
-                await self._bus.publish_inbound(names.KEY_REPLAY_MORE, body)
+                await self._bus.publish_inbound(KEY_REPLAY_MORE, body)
             except Exception:
                 log.warning("replay_request_failed", conn_id=conn_id, exc_info=True)
                 # Back off while the broker is away.

@@ -15,8 +15,9 @@ from gateway.bus import Bus
 from gateway.connection import Connection
 from gateway.fanout import reannouncements
 from gateway.handover import RETRY_S
-from proto import envelopes, names
+from proto import envelopes
 from proto.envelopes import Target
+from proto.names import KEY_CONN_CLOSED, KEY_GATEWAY_STOPPED, KEY_HEARTBEAT
 
 log = structlog.get_logger()
 
@@ -51,7 +52,7 @@ class Liveness:
             )
             try:
                 await self._bus.publish_inbound(
-                    names.KEY_HEARTBEAT, envelopes.encode(heartbeat)
+                    KEY_HEARTBEAT, envelopes.encode(heartbeat)
                 )
             except Exception:
                 log.warning("heartbeat_failed", exc_info=True)
@@ -62,7 +63,7 @@ class Liveness:
         stopped = envelopes.GatewayStopped(gateway_id=self._gateway_id)
         try:
             await self._bus.publish_inbound(
-                names.KEY_GATEWAY_STOPPED, envelopes.encode(stopped)
+                KEY_GATEWAY_STOPPED, envelopes.encode(stopped)
             )
         except Exception:
             log.warning("stop_announcement_failed", exc_info=True)
@@ -99,9 +100,7 @@ class Liveness:
             uid=target.uid, conn_id=target.conn_id, gateway_id=self._gateway_id
         )
         try:
-            await self._bus.publish_inbound(
-                names.KEY_CONN_CLOSED, envelopes.encode(closed)
-            )
+            await self._bus.publish_inbound(KEY_CONN_CLOSED, envelopes.encode(closed))
         except Exception:
             log.warning(
                 "presence_removal_failed", conn_id=target.conn_id, exc_info=True

@@ -10,11 +10,10 @@ from collections.abc import Sized
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from proto import envelopes, frames
-from proto import metrics as names
-from proto import names as keys
+from proto import envelopes, frames, metrics
 from proto.codes import ErrorCode
 from proto.mids import MID_PATTERN, mid_time_ms
+from proto.names import GATEWAY_TO_ROUTER_KEYS, KEY_ACK, KEY_ACK_BATCH, KEY_BATCH
 from runtime.metrics import ERRORS, REGISTRY
 
 LATENCY_BUCKETS_S = (
@@ -35,63 +34,63 @@ SERVER_FRAME_TYPES = frozenset(
     cls.__struct_config__.tag for cls in typing.get_args(frames.AnyServerFrame)
 )
 ERROR_CODES = frozenset(
-    (*(code.value for code in ErrorCode), names.CODE_ENVELOPE_REJECTED)
+    (*(code.value for code in ErrorCode), metrics.CODE_ENVELOPE_REJECTED)
 )
 OTHER_CODE = "other"
 
 CONNECTIONS = Gauge(
-    names.GATEWAY_CONNECTIONS, "Open WebSocket connections.", registry=REGISTRY
+    metrics.GATEWAY_CONNECTIONS, "Open WebSocket connections.", registry=REGISTRY
 )
 FRAMES_RECEIVED = Counter(
-    names.FRAMES_RECEIVED_TOTAL,
+    metrics.FRAMES_RECEIVED_TOTAL,
     "Frames received from clients, by type.",
-    [names.LABEL_FRAME_TYPE],
+    [metrics.LABEL_FRAME_TYPE],
     registry=REGISTRY,
 )
 FRAMES_SENT = Counter(
-    names.FRAMES_SENT_TOTAL,
+    metrics.FRAMES_SENT_TOTAL,
     "Frames written to clients, by type.",
-    [names.LABEL_FRAME_TYPE],
+    [metrics.LABEL_FRAME_TYPE],
     registry=REGISTRY,
 )
 DELIVERIES = Counter(
-    names.DELIVERIES_TOTAL,
+    metrics.DELIVERIES_TOTAL,
     "Deliveries consumed from this gateway's queue.",
     registry=REGISTRY,
 )
 DELIVERY_LATENCY = Histogram(
-    names.DELIVERY_LATENCY_SECONDS,
+    metrics.DELIVERY_LATENCY_SECONDS,
     "Time from a message's ts to its push to the recipient's connection (live messages).",
     buckets=LATENCY_BUCKETS_S,
     registry=REGISTRY,
 )
 PUBLISHES = Counter(
-    names.GATEWAY_PUBLISHES_TOTAL,
+    metrics.GATEWAY_PUBLISHES_TOTAL,
     "Messages published to the inbound exchange, by routing key.",
-    [names.LABEL_ROUTING_KEY],
+    [metrics.LABEL_ROUTING_KEY],
     registry=REGISTRY,
 )
 UNACKED_CAPPED = Counter(
-    names.UNACKED_CAPPED_TOTAL,
+    metrics.UNACKED_CAPPED_TOTAL,
     "Live messages handed to the offline store: their connection held too many unacknowledged.",
     registry=REGISTRY,
 )
 PRESSURE_HANDOVERS = Counter(
-    names.PRESSURE_HANDOVERS_TOTAL,
+    metrics.PRESSURE_HANDOVERS_TOTAL,
     "Unacknowledged copies handed to the offline store: pinned deliveries neared the prefetch.",
     registry=REGISTRY,
 )
 RATE_LIMITED = Counter(
-    names.RATE_LIMITED_TOTAL,
+    metrics.RATE_LIMITED_TOTAL,
     "Frames answered rate_limited, by the limit that refused them.",
-    [names.LABEL_LIMIT],
+    [metrics.LABEL_LIMIT],
     registry=REGISTRY,
 )
 # Every label value is exported from the start, at 0, so that rates and absent() work at once.
 # The per-frame counters are looked up once here: ``labels()`` costs more than ``inc()``.
 _RECEIVED_BY_TYPE = {
     frame_type: FRAMES_RECEIVED.labels(frame_type)
-    for frame_type in (*frames.CLIENT_FRAME_TYPES, names.FRAME_TYPE_BINARY)
+    for frame_type in (*frames.CLIENT_FRAME_TYPES, metrics.FRAME_TYPE_BINARY)
 }
 _SENT_BY_TYPE = {
     frame_type: FRAMES_SENT.labels(frame_type) for frame_type in SERVER_FRAME_TYPES
@@ -99,7 +98,7 @@ _SENT_BY_TYPE = {
 for _code in ERROR_CODES:
     ERRORS.labels(_code)
 _RATE_LIMITED_BY_LIMIT = {
-    limit: RATE_LIMITED.labels(limit) for limit in names.RATE_LIMITS
+    limit: RATE_LIMITED.labels(limit) for limit in metrics.RATE_LIMITS
 }
 
 
@@ -118,7 +117,7 @@ def frame_type_of(frame: bytes) -> str:
         kind = frame[len(_TYPE_PREFIX) : end].decode("ascii", "replace")
         if kind in SERVER_FRAME_TYPES:
             return kind
-    return names.FRAME_TYPE_UNKNOWN
+    return metrics.FRAME_TYPE_UNKNOWN
 
 
 def count_frame_received(frame_type: str) -> None:
@@ -139,16 +138,16 @@ def count_frame_sent(frame: bytes) -> None:
 
 
 _PUBLISHED_KEYS = (
-    *keys.GATEWAY_TO_ROUTER_KEYS,
-    keys.KEY_BATCH,
-    keys.KEY_ACK,
-    keys.KEY_ACK_BATCH,
+    *GATEWAY_TO_ROUTER_KEYS,
+    KEY_BATCH,
+    KEY_ACK,
+    KEY_ACK_BATCH,
 )
 _PUBLISHES_BY_KEY = {key: PUBLISHES.labels(key) for key in _PUBLISHED_KEYS}
 
 
 def count_publish(routing_key: str) -> None:
-    """Count one message published to the broker (a batch counts once)."""
+    """Count one message published to the broker (a ``Batch`` counts once)."""
     counter = _PUBLISHES_BY_KEY.get(routing_key)
     if counter is None:
         counter = PUBLISHES.labels(OTHER_CODE)

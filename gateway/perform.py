@@ -23,8 +23,8 @@ from gateway.effects import (
     Reply,
 )
 from gateway.hub import Hub
-from proto import names
 from proto.codes import CloseCode, ErrorCode
+from proto.names import KEY_CONN_OPENED, KEY_SEND
 
 log = structlog.get_logger()
 
@@ -41,9 +41,9 @@ class Performer:
     ) -> bool:
         """Carry out a session's effects in order; False once the connection is to be closed.
 
-        A ``send`` is pipelined: it joins the bus's next batch at once, and the reader goes on
+        A ``send`` is pipelined: it joins the bus's next ``Batch`` at once, and the reader goes on
         while up to ``SENDS_IN_FLIGHT`` sends wait for their confirms (each answered by a task of
-        the connection's group, in order, since batches are confirmed in order). Acks of stored
+        the connection's group, in order, since ``Batch``es are confirmed in order). Acks of stored
         messages go to the offline store the same way, in any order. Other frames wait for
         their confirm before the next frame is read: a join, say, must be recorded before a
         room send that follows it is checked.
@@ -65,13 +65,13 @@ class Performer:
                     elif effect.error_code is not None:
                         log.info("frame_rejected", code=effect.error_code)
                         observability.count_error(effect.error_code)
-                case Publish(routing_key=names.KEY_SEND):
+                case Publish() if effect.routing_key == KEY_SEND:
                     await connection.sending.acquire()
                     confirmed = self._bus.submit_inbound(
                         effect.routing_key, effect.body
                     )
                     tasks.create_task(self._answer_send(connection, effect, confirmed))
-                case Publish(routing_key=names.KEY_CONN_OPENED):
+                case Publish() if effect.routing_key == KEY_CONN_OPENED:
                     # Created first: the router's ready may come before the confirm.
                     connection.registration = asyncio.get_running_loop().create_future()
                     await self._publish(connection, effect)
@@ -142,7 +142,7 @@ class Performer:
                 log.debug(
                     "frame_published", mid=publish.mid, client_id=publish.client_id
                 )
-        if publish.routing_key == names.KEY_CONN_OPENED and session.uid is not None:
+        if publish.routing_key == KEY_CONN_OPENED and session.uid is not None:
             structlog.contextvars.bind_contextvars(uid=session.uid)
             log.info("connection_authenticated")
         for effect in effects:

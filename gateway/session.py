@@ -33,15 +33,24 @@ from gateway.effects import (
 )
 from gateway.limits import Limit
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
-from proto import envelopes, frames, limits, names, rules
+from proto import envelopes, frames, limits, rules
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
 from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
 from proto.mids import MidFactory
+from proto.names import (
+    KEY_ACK,
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SEND,
+)
 
 _PONG = frames.encode(frames.Pong())
 
-MAX_ROOMS_PER_CONNECTION = 100
+DEFAULT_MAX_ROOMS_PER_CONNECTION = 100
 """Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
 
 
@@ -67,7 +76,7 @@ class Session:
         mids: MidFactory,
         *,
         public_room_prefix: str = "",
-        max_rooms: int = MAX_ROOMS_PER_CONNECTION,
+        max_rooms: int = DEFAULT_MAX_ROOMS_PER_CONNECTION,
         jwt_algorithm: str = DEFAULT_ALGORITHM,
     ) -> None:
         self.conn_id = conn_id
@@ -155,10 +164,10 @@ class Session:
     def on_confirmed(self, publish: Publish) -> list[Effect]:
         """The broker holds a published frame: record a join or a leave, give the answer."""
         effects: list[Effect] = []
-        if publish.routing_key == names.KEY_ROOM_JOINED:
+        if publish.routing_key == KEY_ROOM_JOINED:
             self.rooms.add(publish.room)
             effects.append(JoinRoom(publish.room))
-        elif publish.routing_key == names.KEY_ROOM_LEFT:
+        elif publish.routing_key == KEY_ROOM_LEFT:
             self.rooms.discard(publish.room)
             effects.append(LeaveRoom(publish.room))
         if publish.answer is not None:
@@ -168,7 +177,7 @@ class Session:
     def on_publish_failed(self, publish: Publish) -> list[Effect]:
         """The broker did not confirm a published frame: nothing was accepted."""
         message = "the frame was not accepted; retry with the same id"
-        if publish.routing_key == names.KEY_CONN_OPENED:
+        if publish.routing_key == KEY_CONN_OPENED:
             self.identity = None
             message = "the connection could not be registered; send init again"
         return [
@@ -182,7 +191,7 @@ class Session:
         """The envelope that forwards acknowledgements of stored messages to the offline store."""
         assert self.uid is not None
         return Publish(
-            names.KEY_ACK, envelopes.encode(envelopes.Acked(uid=self.uid, mids=mids))
+            KEY_ACK, envelopes.encode(envelopes.Acked(uid=self.uid, mids=mids))
         )
 
     def closed_envelope(self) -> Publish | None:
@@ -195,7 +204,7 @@ class Session:
             gateway_id=self.gateway_id,
             rooms=sorted(self.rooms),
         )
-        return Publish(names.KEY_CONN_CLOSED, envelopes.encode(closed))
+        return Publish(KEY_CONN_CLOSED, envelopes.encode(closed))
 
     def _on_frame(self, frame: frames.AnyClientFrame, now_ms: int) -> list[Effect]:
         match frame:
@@ -249,7 +258,7 @@ class Session:
         opened = envelopes.ConnOpened(
             uid=identity.uid, conn_id=self.conn_id, gateway_id=self.gateway_id
         )
-        return [Publish(names.KEY_CONN_OPENED, envelopes.encode(opened))]
+        return [Publish(KEY_CONN_OPENED, envelopes.encode(opened))]
 
     def _outgoing(self, frame: frames.Send, sender: Identity, now_ms: int) -> Publish:
         """Check a send's addressing and the sender's right to it; build its envelope.
@@ -302,7 +311,7 @@ class Session:
         # The router answers: only it knows whether the id was used before (a retry gets
         # the first mid) and who the members of a group are.
         return Publish(
-            names.KEY_SEND, envelopes.encode(outgoing), mid=mid, client_id=frame.id
+            KEY_SEND, envelopes.encode(outgoing), mid=mid, client_id=frame.id
         )
 
     def _on_join(self, frame: frames.Join, identity: Identity) -> list[Effect]:
@@ -337,7 +346,7 @@ class Session:
         )
         return [
             Publish(
-                names.KEY_ROOM_JOINED,
+                KEY_ROOM_JOINED,
                 envelopes.encode(room_joined),
                 client_id=frame.id,
                 answer=joined,
@@ -358,7 +367,7 @@ class Session:
         )
         return [
             Publish(
-                names.KEY_ROOM_LEFT,
+                KEY_ROOM_LEFT,
                 envelopes.encode(room_left),
                 client_id=frame.id,
                 answer=left,
@@ -377,7 +386,7 @@ class Session:
             uids=frame.uids,
         )
         # The router answers with a delivery to this connection.
-        return Publish(names.KEY_PRESENCE, envelopes.encode(asked), client_id=frame.id)
+        return Publish(KEY_PRESENCE, envelopes.encode(asked), client_id=frame.id)
 
     def _uid_throttled(self, client_id: str) -> list[Effect]:
         code = ErrorCode.RATE_LIMITED

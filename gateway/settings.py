@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import jwt
 
 from gateway import tokens
+from gateway.session import DEFAULT_MAX_ROOMS_PER_CONNECTION
 from proto import env
 from proto.errors import SettingsError
 from runtime import settings as shared
@@ -48,7 +49,7 @@ class Settings(ServiceSettings):
     """The backends' bearer token; empty when there is no HTTP API."""
     public_room_prefix: str = ""
     """Rooms whose name starts with it may be joined without a ``rooms`` claim; empty: none."""
-    max_rooms_per_connection: int = 100
+    max_rooms_per_connection: int = DEFAULT_MAX_ROOMS_PER_CONNECTION
     jwt_algorithm: str = tokens.DEFAULT_ALGORITHM
     """The one algorithm ``init`` tokens may use; ``jwt_secret`` holds its key (an HMAC
     secret, or the PEM public key read from ``SWITCHBOARD_JWT_PUBLIC_KEY``)."""
@@ -152,7 +153,10 @@ class Settings(ServiceSettings):
             api_key="" if http_port is None else env.secret(environ, env.API_KEY),
             public_room_prefix=env.text(environ, env.PUBLIC_ROOM_PREFIX, ""),
             max_rooms_per_connection=env.integer(
-                environ, env.MAX_ROOMS_PER_CONNECTION, 100, minimum=1
+                environ,
+                env.MAX_ROOMS_PER_CONNECTION,
+                DEFAULT_MAX_ROOMS_PER_CONNECTION,
+                minimum=1,
             ),
             max_unacked_per_connection=max_unacked,
         )

@@ -160,9 +160,8 @@ class ClientServer:
                 if not decision.is_accepted:
                     frame_type = session.last_frame_type
                     effects = self._rate_limited(session, text, decision)
-                    session.last_frame_type = (
-                        frame_type  # decoded: counted as what it is
-                    )
+                    # Decoded: counted as what it is.
+                    session.last_frame_type = frame_type
             observability.count_frame_received(session.last_frame_type)
             if not await self._performer.perform(connection, effects, tasks):
                 return

@@ -45,7 +45,7 @@ def saved_envelope(keys: Iterable[RowKey]) -> Saved | None:
     return Saved(uids=[SavedUid(uid, first_mids[uid]) for uid in sorted(first_mids)])
 
 
-def offline_events(keys: Iterable[RowKey], ts_ms: int) -> list[MessageOffline]:
+def message_offline_events(keys: Iterable[RowKey], ts_ms: int) -> list[MessageOffline]:
     """One ``message.offline`` event per new row, for backends that notify offline users.
 
     Args:

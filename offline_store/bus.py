@@ -90,11 +90,15 @@ class Bus:
             headers={HEADER_REJECTED_REASON: reason},
         )
 
-    async def publish_offline_events(self, events: Sequence[MessageOffline]) -> None:
+    async def publish_message_offline_events(
+        self, events: Sequence[MessageOffline]
+    ) -> None:
         """Tell backends which messages went to the store; returns once all are confirmed."""
         await self._publish_events(EVENT_MESSAGE_OFFLINE, events)
 
-    async def publish_refused_events(self, events: Sequence[MessageRefused]) -> None:
+    async def publish_message_refused_events(
+        self, events: Sequence[MessageRefused]
+    ) -> None:
         """Tell backends which messages the store refused; returns once all are confirmed."""
         await self._publish_events(EVENT_MESSAGE_REFUSED, events)
 

@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from offline_store import observability, replay
 from offline_store.acked import acked_from_body, acked_keys, acks_from_batch_body
-from offline_store.announcements import offline_events, refusals, saved_envelope
+from offline_store.announcements import message_offline_events, refusals, saved_envelope
 from offline_store.bus import Bus
 from offline_store.rows import (
     RowKey,
@@ -42,7 +42,8 @@ from runtime.publish import confirm_all
 
 log = structlog.get_logger()
 
-Batch = list[AbstractIncomingMessage]
+Messages = list[AbstractIncomingMessage]
+"""A batch: the messages a consumer took from its queue at once, in delivery order."""
 
 
 class UndeliveredWriter:
@@ -56,8 +57,8 @@ class UndeliveredWriter:
         self._max_bytes = max_bytes
         self._backoff = backoff
 
-    async def store_batch(self, batch: Batch) -> None:
-        accepted: Batch = []
+    async def store_batch(self, batch: Messages) -> None:
+        accepted: Messages = []
         rows: list[UndeliveredRow] = []
         # Rows of redelivered messages: their insert may have committed before a failure, and
         # then returns nothing; they are announced again so that no Saved is lost.
@@ -92,8 +93,8 @@ class UndeliveredWriter:
                 saved = saved_envelope(new)
                 if saved is not None:
                     await self._bus.publish_saved(saved.uids)
-                    events = offline_events(new, stored_ms)
-                    await self._bus.publish_offline_events(events)
+                    events = message_offline_events(new, stored_ms)
+                    await self._bus.publish_message_offline_events(events)
                 if outcome.refused:
                     await self._refuse(rows, outcome.refused, stored_ms)
             except Exception as exc:
@@ -127,7 +128,7 @@ class UndeliveredWriter:
         deliveries, events = refusals(refused_rows, ts_ms, self._max_bytes)
         for outbound in deliveries:
             await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
-        await self._bus.publish_refused_events(events)
+        await self._bus.publish_message_refused_events(events)
         for row in refused_rows:
             log.warning(
                 "undelivered_refused",
@@ -177,7 +178,7 @@ class ControlServer:
         self._max_bytes = max_bytes
         self._backoff = backoff
 
-    async def serve_batch(self, batch: Batch) -> None:
+    async def serve_batch(self, batch: Messages) -> None:
         acks: list[tuple[AbstractIncomingMessage, list[Acked]]] = []
         replays: list[tuple[AbstractIncomingMessage, ReplayRequest]] = []
         refused: list[tuple[str, RefusedItem]] = []  # (routing key, item)

@@ -12,7 +12,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from offline_store.store import Store
-from proto import metrics as names
+from proto import metrics
 from runtime.metrics import REGISTRY
 
 log = structlog.get_logger()
@@ -21,30 +21,30 @@ BACKLOG_INTERVAL_S = 15.0
 """How often the rows of the undelivered table are counted (a count is a table scan)."""
 
 STORED = Counter(
-    names.OFFLINE_STORED_TOTAL,
+    metrics.OFFLINE_STORED_TOTAL,
     "Messages handed to the offline store (rows inserted).",
     registry=REGISTRY,
 )
 REPLAYED = Counter(
-    names.OFFLINE_REPLAYED_TOTAL, "Stored messages replayed.", registry=REGISTRY
+    metrics.OFFLINE_REPLAYED_TOTAL, "Stored messages replayed.", registry=REGISTRY
 )
 ACKNOWLEDGED = Counter(
-    names.OFFLINE_ACKNOWLEDGED_TOTAL,
+    metrics.OFFLINE_ACKNOWLEDGED_TOTAL,
     "Stored messages deleted after their client acknowledged them.",
     registry=REGISTRY,
 )
 REFUSED = Counter(
-    names.OFFLINE_REFUSED_TOTAL,
+    metrics.OFFLINE_REFUSED_TOTAL,
     "Rows refused because their uid held SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID rows.",
     registry=REGISTRY,
 )
 EXPIRED = Counter(
-    names.OFFLINE_EXPIRED_TOTAL,
+    metrics.OFFLINE_EXPIRED_TOTAL,
     "Rows deleted unread after SWITCHBOARD_OFFLINE_RETENTION_S.",
     registry=REGISTRY,
 )
 BACKLOG = Gauge(
-    names.OFFLINE_BACKLOG_MESSAGES,
+    metrics.OFFLINE_BACKLOG_MESSAGES,
     "Rows in the undelivered table (sampled).",
     registry=REGISTRY,
 )

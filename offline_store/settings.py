@@ -12,12 +12,15 @@ from runtime import settings as shared
 from runtime.settings import ServiceSettings
 
 MAX_BATCH = 10_000
+"""The largest ``SWITCHBOARD_BATCH_MAX`` and ``SWITCHBOARD_REPLAY_PAGE`` accepted."""
 DEFAULT_MAX_ROWS_PER_UID = 10_000
 """Offline rows one uid may hold: weeks of a busy chat, far below what fills a disk."""
+MAX_ROWS_PER_UID = 10_000_000
+"""The largest ``SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID`` accepted."""
 DEFAULT_RETENTION_S = 30 * 24 * 3600.0
 """Thirty days: a row older than that is deleted unread."""
 DEFAULT_SWEEP_INTERVAL_S = 60.0
-MAX_ROWS_PER_UID = 10_000_000
+"""Pause between two passes of the retention sweep."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

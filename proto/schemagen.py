@@ -25,9 +25,30 @@ from pathlib import Path
 import msgspec
 
 from proto import envelopes, frames
-from proto import names as keys
 from proto.codes import ErrorCode
-from proto.names import Names
+from proto.names import (
+    DEFAULT_NAMESPACE,
+    EVENT_MESSAGE_OFFLINE,
+    EVENT_MESSAGE_REFUSED,
+    EVENT_USER_OFFLINE,
+    EVENT_USER_ONLINE,
+    KEY_ACK,
+    KEY_ACK_BATCH,
+    KEY_BATCH,
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_GATEWAY_STOPPED,
+    KEY_HEARTBEAT,
+    KEY_PRESENCE,
+    KEY_REPLAY,
+    KEY_REPLAY_MORE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SAVED,
+    KEY_SEND,
+    Names,
+    api_key,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -54,7 +75,7 @@ def _summary(cls: type) -> str:
 
 def _in_any_namespace(name: str) -> str:
     """``switchboard.inbound`` -> ``<namespace>.inbound``: the name as every namespace has it."""
-    return "<namespace>" + name.removeprefix(keys.DEFAULT_NAMESPACE)
+    return "<namespace>" + name.removeprefix(DEFAULT_NAMESPACE)
 
 
 _DEFAULT = Names()
@@ -142,16 +163,16 @@ REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
     ),
 }
 EVENT_CLASSES: Mapping[str, type[envelopes.Envelope]] = {
-    keys.EVENT_USER_ONLINE: envelopes.UserOnline,
-    keys.EVENT_USER_OFFLINE: envelopes.UserOffline,
-    keys.EVENT_MESSAGE_OFFLINE: envelopes.MessageOffline,
-    keys.EVENT_MESSAGE_REFUSED: envelopes.MessageRefused,
+    EVENT_USER_ONLINE: envelopes.UserOnline,
+    EVENT_USER_OFFLINE: envelopes.UserOffline,
+    EVENT_MESSAGE_OFFLINE: envelopes.MessageOffline,
+    EVENT_MESSAGE_REFUSED: envelopes.MessageRefused,
 }
 EVENT_EXAMPLES: Mapping[str, tuple[object, ...]] = {
-    keys.EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
-    keys.EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
-    keys.EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
-    keys.EVENT_MESSAGE_REFUSED: (
+    EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
+    EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
+    EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
+    EVENT_MESSAGE_REFUSED: (
         {
             "uid": "bob",
             "mid": _MID,
@@ -176,7 +197,7 @@ def _envelope(
 
 
 def _command(name: str) -> SchemaSpec:
-    key = keys.api_key(name)
+    key = api_key(name)
     return SchemaSpec(
         filename=f"command.{name}.json",
         title=f"Switchboard command {key}",
@@ -196,7 +217,7 @@ def _command(name: str) -> SchemaSpec:
 
 def _reply(name: str) -> SchemaSpec:
     root = REPLIES[name]
-    key = keys.api_key(name)
+    key = api_key(name)
     return SchemaSpec(
         filename=f"reply.{name}.json",
         title=f"Switchboard reply to {key}",
@@ -267,38 +288,30 @@ SPECS = (
         ),
         root=frames.AnyServerFrame,
     ),
-    _envelope(
-        "conn-opened", envelopes.ConnOpened, f"{_INBOUND} {keys.KEY_CONN_OPENED}"
-    ),
-    _envelope(
-        "conn-closed", envelopes.ConnClosed, f"{_INBOUND} {keys.KEY_CONN_CLOSED}"
-    ),
-    _envelope("outgoing", envelopes.Outgoing, f"{_INBOUND} {keys.KEY_SEND}"),
-    _envelope(
-        "room-joined", envelopes.RoomJoined, f"{_INBOUND} {keys.KEY_ROOM_JOINED}"
-    ),
-    _envelope("room-left", envelopes.RoomLeft, f"{_INBOUND} {keys.KEY_ROOM_LEFT}"),
-    _envelope(
-        "presence-asked", envelopes.PresenceAsked, f"{_INBOUND} {keys.KEY_PRESENCE}"
-    ),
-    _envelope("acked", envelopes.Acked, f"{_INBOUND} {keys.KEY_ACK}"),
-    _envelope("heartbeat", envelopes.Heartbeat, f"{_INBOUND} {keys.KEY_HEARTBEAT}"),
+    _envelope("conn-opened", envelopes.ConnOpened, f"{_INBOUND} {KEY_CONN_OPENED}"),
+    _envelope("conn-closed", envelopes.ConnClosed, f"{_INBOUND} {KEY_CONN_CLOSED}"),
+    _envelope("outgoing", envelopes.Outgoing, f"{_INBOUND} {KEY_SEND}"),
+    _envelope("room-joined", envelopes.RoomJoined, f"{_INBOUND} {KEY_ROOM_JOINED}"),
+    _envelope("room-left", envelopes.RoomLeft, f"{_INBOUND} {KEY_ROOM_LEFT}"),
+    _envelope("presence-asked", envelopes.PresenceAsked, f"{_INBOUND} {KEY_PRESENCE}"),
+    _envelope("acked", envelopes.Acked, f"{_INBOUND} {KEY_ACK}"),
+    _envelope("heartbeat", envelopes.Heartbeat, f"{_INBOUND} {KEY_HEARTBEAT}"),
     _envelope(
         "gateway-stopped",
         envelopes.GatewayStopped,
-        f"{_INBOUND} {keys.KEY_GATEWAY_STOPPED}",
+        f"{_INBOUND} {KEY_GATEWAY_STOPPED}",
     ),
     _envelope(
         "batch",
         envelopes.Batch,
-        f"{_INBOUND} {keys.KEY_BATCH} (to the routers) and {keys.KEY_ACK_BATCH}"
-        f" ({keys.KEY_ACK} items, to the offline stores)",
+        f"{_INBOUND} {KEY_BATCH} (to the routers) and {KEY_ACK_BATCH}"
+        f" ({KEY_ACK} items, to the offline stores)",
     ),
-    _envelope("saved", envelopes.Saved, f"{_INBOUND} {keys.KEY_SAVED}"),
+    _envelope("saved", envelopes.Saved, f"{_INBOUND} {KEY_SAVED}"),
     _envelope(
         "replay-request",
         envelopes.ReplayRequest,
-        f"{_INBOUND} {keys.KEY_REPLAY} (from a router) or {keys.KEY_REPLAY_MORE}"
+        f"{_INBOUND} {KEY_REPLAY} (from a router) or {KEY_REPLAY_MORE}"
         " (a gateway asking for the next window)",
     ),
     _envelope(

@@ -9,8 +9,12 @@ to declare. Argument names are RabbitMQ's (https://www.rabbitmq.com/docs/queues#
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from proto import names as keys
-from proto.names import Names
+from proto.names import (
+    ROUTER_BINDINGS,
+    STORE_ACK_BINDINGS,
+    STORE_CONTROL_BINDINGS,
+    Names,
+)
 
 QUEUE_TYPES = ("quorum", "classic")
 DELIVERY_LIMIT = 20
@@ -89,15 +93,15 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
     bindings = (
         *(
             BindingSpec(names.router_queue, names.inbound_exchange, key)
-            for key in keys.ROUTER_BINDINGS
+            for key in ROUTER_BINDINGS
         ),
         *(
             BindingSpec(names.store_control_queue, names.inbound_exchange, key)
-            for key in keys.STORE_CONTROL_BINDINGS
+            for key in STORE_CONTROL_BINDINGS
         ),
         *(
             BindingSpec(names.store_acks_queue, names.inbound_exchange, key)
-            for key in keys.STORE_ACK_BINDINGS
+            for key in STORE_ACK_BINDINGS
         ),
         BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),

@@ -1,6 +1,6 @@
-"""Wiring of the router: open RabbitMQ and Redis, run the batch loop, the sweeper and
-the offline announcer, wait for SIGTERM or SIGINT, then stop consuming, finish the
-batches received and close.
+"""Wiring of the router: open RabbitMQ and Redis, run the consumer (consumer.py), the
+sweeper (sweeping.py) and the ``user.offline`` announcer (going_offline.py), wait for
+SIGTERM or SIGINT, then stop consuming, finish the batches received and close.
 """
 
 import asyncio
@@ -12,8 +12,9 @@ import structlog
 from proto.logs import NAMESPACE, READY_EVENT
 from proto.mids import NODE_HEX_DIGITS, MidFactory
 from router import observability
-from router.batches import BatchRouter, announce_offline_forever
 from router.bus import open_bus
+from router.consumer import BatchRouter
+from router.going_offline import announce_offline_forever
 from router.presence import open_presence
 from router.settings import Settings
 from router.sweeping import Sweeper

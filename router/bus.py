@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from aio_pika.abc import AbstractRobustConnection
 
 from proto.topology import Topology, shared_topology
-from router.routing import Publish
+from router.publications import Publication
 from router.settings import Settings
 from runtime.bus import Broker, OnMessage, open_broker, queue_alone
 from runtime.publish import confirm_all
@@ -51,23 +51,23 @@ class Bus:
         """Ask the broker for no more messages; those already received stay ours."""
         await self._broker.stop_consuming(timeout_s)
 
-    async def publish_all(self, publishes: Sequence[Publish]) -> None:
+    async def publish_all(self, publications: Sequence[Publication]) -> None:
         """Publish concurrently; return once every one is confirmed.
 
         Raises:
             Exception: the first failure (no confirm in time, a nack, a return, a
                 closed channel), after every publish has finished one way or another.
         """
-        await confirm_all(self.publish(publish) for publish in publishes)
+        await confirm_all(self.publish(publication) for publication in publications)
 
-    async def publish(self, publish: Publish) -> None:
+    async def publish(self, publication: Publication) -> None:
         """Publish one message (persistent) and wait for its confirm."""
         await self._broker.publisher.publish(
-            publish.exchange,
-            publish.routing_key,
-            publish.body,
-            mandatory=publish.mandatory,
-            message_id=publish.mid,
-            correlation_id=publish.correlation_id,
-            headers=publish.headers,
+            publication.exchange,
+            publication.routing_key,
+            publication.body,
+            mandatory=publication.mandatory,
+            message_id=publication.mid,
+            correlation_id=publication.correlation_id,
+            headers=publication.headers,
         )

@@ -10,17 +10,16 @@ publishes nothing:
 * when a uid's FIRST connection opens, the same script takes the uid out of that set: if it
   was there, the uid only flapped and nothing is published, else routing.py publishes
   ``user.online``;
-* a periodic task takes the due uids (``due_offline_requests``); for each, the router whose
+* a periodic task takes the due uids (``due_offline_request``); for each, the router whose
   ``ZREM`` removed it (exactly one) publishes ``user.offline`` if the uid still has no
   connection (``gone_offline``).
 """
 
 from collections.abc import Iterable, Sequence
 
-from proto import names as keys
 from proto.envelopes import UserOffline
-from proto.names import Names
-from router.publishes import Publish, event_publish
+from proto.names import EVENT_USER_OFFLINE, Names
+from router.publications import Publication, event_publication
 from router.requests import (
     ClaimDueOffline,
     ReadDueOffline,
@@ -67,9 +66,11 @@ def gone_offline(due_uids: Sequence[str], claims: Sequence[DueClaim]) -> list[st
     ]
 
 
-def offline_events(names: Names, uids: Iterable[str], now_ms: int) -> list[Publish]:
+def user_offline_events(
+    names: Names, uids: Iterable[str], now_ms: int
+) -> list[Publication]:
     """The ``user.offline`` events of these uids."""
     return [
-        event_publish(names, keys.EVENT_USER_OFFLINE, UserOffline(uid=uid, ts=now_ms))
+        event_publication(names, EVENT_USER_OFFLINE, UserOffline(uid=uid, ts=now_ms))
         for uid in uids
     ]

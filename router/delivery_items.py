@@ -2,7 +2,7 @@
 frame, ``ready``, ``kicked``, errors) and the instructions it follows (throttle a uid,
 announce its connections again).
 
-Pure: no I/O. routing.py decides which items go to which gateway; publishes.py packs them
+Pure: no I/O. routing.py decides which items go to which gateway; publications.py packs them
 into ``Delivery`` messages.
 """
 
@@ -14,7 +14,7 @@ from proto import frames
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import DeliveryItem, Origin, Outgoing, Target
 from router.results import (
-    Connection,
+    PresenceEntry,
 )
 
 
@@ -38,7 +38,7 @@ def message_frame(outgoing: Outgoing) -> msgspec.Raw:
 
 def add_message_items(
     outgoing: Outgoing,
-    recipients: Sequence[tuple[str, Sequence[Connection]]],
+    recipients: Sequence[tuple[str, Sequence[PresenceEntry]]],
     per_gateway: dict[str, list[DeliveryItem]],
     offline: list[DeliveryItem],
 ) -> None:
@@ -100,7 +100,7 @@ def broadcast_items(
 
 
 def kick_items(
-    uid: str, reason: str, connections: Sequence[Connection]
+    uid: str, reason: str, connections: Sequence[PresenceEntry]
 ) -> list[tuple[str, DeliveryItem]]:
     """Per gateway, one ``kicked`` item for the uid's connections there, then a close."""
     frame = msgspec.Raw(frames.encode(frames.Kicked(reason=reason)))

@@ -1,16 +1,34 @@
-"""Taking the uids whose ``user.offline`` is due out of ``<ns>:going-offline``.
+"""The debounced ``user.offline`` events: the uids whose event is due, taken out of
+``<ns>:going-offline``, and the loop that announces them.
 
 Redis I/O through presence.py; debounce.py decides what to take and which uids this router
-announces. The batch loop's announcer publishes their events.
+announces.
 """
 
-from router.debounce import claim_requests, due_offline_request, gone_offline
-from router.presence import Presence
+import asyncio
+
+import structlog
+
+from router.bus import Bus
+from router.consumer import EXPECTED_FAILURES
+from router.debounce import (
+    claim_requests,
+    due_offline_request,
+    gone_offline,
+    user_offline_events,
+)
+from router.presence import Presence, now_ms
 from router.results import (
     DueClaim,
     DueUids,
     expect,
 )
+from router.settings import Settings
+
+log = structlog.get_logger()
+
+OFFLINE_CHECK_MAX_S = 0.5
+"""Longest wait between two looks for due ``user.offline`` events (else debounce / 4)."""
 
 
 async def take_due_offline(presence: Presence, at_ms: int) -> list[str]:
@@ -26,3 +44,24 @@ async def take_due_offline(presence: Presence, at_ms: int) -> list[str]:
         return []
     results = await presence.execute(claim_requests(due), transaction=True)
     return gone_offline(due, [expect(DueClaim, result) for result in results])
+
+
+async def announce_offline_forever(
+    settings: Settings, bus: Bus, presence: Presence
+) -> None:
+    """Publish ``user.offline`` for the uids whose debounce is over (debounce.py explains
+    the debounce); a failed round is logged and retried at the next tick."""
+    interval_s = min(OFFLINE_CHECK_MAX_S, settings.presence_debounce_s / 4)
+    names = settings.names
+    while True:
+        try:
+            at_ms = now_ms()
+            uids = await take_due_offline(presence, at_ms)
+            await bus.publish_all(user_offline_events(names, uids, at_ms))
+            for uid in uids:
+                log.info("user_offline_published", uid=uid)
+        except EXPECTED_FAILURES as exc:
+            log.warning("offline_announcement_failed", error=repr(exc))
+        except Exception:
+            log.exception("offline_announcement_failed")
+        await asyncio.sleep(interval_s)  # a schedule, not a synchronisation

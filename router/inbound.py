@@ -2,7 +2,7 @@
 publish (alone or in a ``Batch``), and backend commands (``api.<command>``).
 
 Pure: no I/O. An envelope that breaks its schema or ``proto/rules.py`` is a ``BadEnvelope``
-(dead-lettered by the batch loop); a bad command is ``Refused`` (answered, or dead-lettered
+(dead-lettered by consumer.py); a bad command is ``Refused`` (answered, or dead-lettered
 without a ``reply_to``). What the router reads for an envelope is decided in lookups.py, what
 it publishes in routing.py.
 """
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import msgspec
 
 from proto import envelopes, rules
-from proto import names as keys
 from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
@@ -31,6 +30,19 @@ from proto.envelopes import (
 )
 from proto.errors import BadEnvelope
 from proto.items import DECODE_ERRORS, RefusedItem, decode_batch_items, reason_of
+from proto.names import (
+    API_KEY_PREFIX,
+    BATCHABLE_KEYS,
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_GATEWAY_STOPPED,
+    KEY_HEARTBEAT,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SAVED,
+    KEY_SEND,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +92,15 @@ Inbound = (
 """Every envelope the router consumes, and the backend commands in their decoded form."""
 
 _DECODERS: Mapping[str, Callable[[bytes], Inbound]] = {
-    keys.KEY_CONN_OPENED: envelopes.decode_conn_opened,
-    keys.KEY_CONN_CLOSED: envelopes.decode_conn_closed,
-    keys.KEY_SEND: envelopes.decode_outgoing,
-    keys.KEY_ROOM_JOINED: envelopes.decode_room_joined,
-    keys.KEY_ROOM_LEFT: envelopes.decode_room_left,
-    keys.KEY_PRESENCE: envelopes.decode_presence_asked,
-    keys.KEY_HEARTBEAT: envelopes.decode_heartbeat,
-    keys.KEY_GATEWAY_STOPPED: envelopes.decode_gateway_stopped,
-    keys.KEY_SAVED: envelopes.decode_saved,
+    KEY_CONN_OPENED: envelopes.decode_conn_opened,
+    KEY_CONN_CLOSED: envelopes.decode_conn_closed,
+    KEY_SEND: envelopes.decode_outgoing,
+    KEY_ROOM_JOINED: envelopes.decode_room_joined,
+    KEY_ROOM_LEFT: envelopes.decode_room_left,
+    KEY_PRESENCE: envelopes.decode_presence_asked,
+    KEY_HEARTBEAT: envelopes.decode_heartbeat,
+    KEY_GATEWAY_STOPPED: envelopes.decode_gateway_stopped,
+    KEY_SAVED: envelopes.decode_saved,
 }
 _COMMAND_DECODERS: Mapping[str, msgspec.json.Decoder[Command]] = {
     name: msgspec.json.Decoder(command_type)
@@ -100,12 +112,12 @@ SENDING_COMMANDS = frozenset(("send", "broadcast"))
 
 def is_command(routing_key: str) -> bool:
     """Tell whether a routing key carries a backend command (``api.*``)."""
-    return routing_key.startswith(keys.API_KEY_PREFIX)
+    return routing_key.startswith(API_KEY_PREFIX)
 
 
 def command_name(routing_key: str) -> str:
     """The command of an ``api.<command>`` routing key."""
-    return routing_key.removeprefix(keys.API_KEY_PREFIX)
+    return routing_key.removeprefix(API_KEY_PREFIX)
 
 
 def decode_inbound(routing_key: str, body: bytes) -> Inbound:
@@ -135,7 +147,7 @@ def decode_inbound(routing_key: str, body: bytes) -> Inbound:
     return envelope
 
 
-def decode_batch(body: bytes) -> tuple[list[Inbound], list[RefusedItem]]:
+def decode_gateway_batch(body: bytes) -> tuple[list[Inbound], list[RefusedItem]]:
     """Decode a ``Batch`` (``gateway.batch``): its envelopes in order, and each item that
     could not be decoded, alone, with its reason (to be dead-lettered; the others are routed).
 
@@ -147,7 +159,7 @@ def decode_batch(body: bytes) -> tuple[list[Inbound], list[RefusedItem]]:
     refused = list(batch.refused)
     for index, item in enumerate(batch.items):
         try:
-            if item.key not in keys.BATCHABLE_KEYS:
+            if item.key not in BATCHABLE_KEYS:
                 raise BadEnvelope(f"routing key {item.key!r} may not be batched")
             decoded.append(decode_inbound(item.key, item.body))
         except BadEnvelope as exc:

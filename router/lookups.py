@@ -59,8 +59,8 @@ from router.requests import (
     AddCost,
     ChangeGroup,
     ClaimClientId,
-    JoinRoom,
-    LeaveRoom,
+    CountInRoom,
+    CountOutOfRoom,
     OpenConnection,
     ReadConnections,
     ReadGateways,
@@ -211,9 +211,9 @@ class BatchLookup:
                 rooms = tuple(envelope.rooms)
                 return [RemoveConnection(uid, conn_id, gateway_id, due_ms, rooms)]
             case RoomJoined(gateway_id=gateway_id, room=room, conn_id=conn_id):
-                return [JoinRoom(conn_id, gateway_id, room)]
+                return [CountInRoom(conn_id, gateway_id, room)]
             case RoomLeft(gateway_id=gateway_id, room=room, conn_id=conn_id):
-                return [LeaveRoom(conn_id, gateway_id, room)]
+                return [CountOutOfRoom(conn_id, gateway_id, room)]
             case PresenceAsked(uid=asker, uids=uids):
                 match self._rules.presence_policy:
                     case PresencePolicy.NOBODY:

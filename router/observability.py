@@ -2,8 +2,8 @@
 probe of Redis.
 
 Metric names come from ``proto/metrics.py``; ``runtime/health.py`` serves them on /metrics with
-/livez and /readyz (ready: holding the RabbitMQ connection and Redis answering). The batch loop
-calls the ``count_*`` functions; routing decisions stay in routing.py.
+/livez and /readyz (ready: holding the RabbitMQ connection and Redis answering). The consumer
+(consumer.py) calls the ``count_*`` functions; routing decisions stay in routing.py.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -12,24 +12,26 @@ from contextlib import asynccontextmanager
 import redis.asyncio as redis
 from prometheus_client import Counter
 
-from proto import metrics as names
+from proto import metrics
 from proto.envelopes import Outgoing
 from router.routing import Call, Inbound, Plan, outgoing_of
 from runtime.metrics import REGISTRY
-from runtime.metrics import count_error as count_error  # batches.py counts through here
+
+# consumer.py counts through here.
+from runtime.metrics import count_error as count_error
 
 ROUTED = Counter(
-    names.MESSAGES_ROUTED_TOTAL,
+    metrics.MESSAGES_ROUTED_TOTAL,
     "Messages routed, by kind (direct, group, room, broadcast).",
-    [names.LABEL_KIND],
+    [metrics.LABEL_KIND],
     registry=REGISTRY,
 )
 UIDS_THROTTLED = Counter(
-    names.UIDS_THROTTLED_TOTAL,
+    metrics.UIDS_THROTTLED_TOTAL,
     "Times a uid went over its rate across gateways and its gateways were told to throttle it.",
     registry=REGISTRY,
 )
-for _kind in names.ROUTE_KINDS:
+for _kind in metrics.ROUTE_KINDS:
     ROUTED.labels(_kind)  # every kind is exported from the start, at 0
 
 

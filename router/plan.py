@@ -1,7 +1,7 @@
 """The plan of one batch: what to publish and what to write in Redis, in which order, and the
 builder that gathers it, one delivery per gateway.
 
-Pure: no I/O. routing.py decides what goes in a plan; batches.py performs it.
+Pure: no I/O. routing.py decides what goes in a plan; consumer.py performs it.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,9 +14,9 @@ from router.delivery_items import add_message_items, frame_item
 from router.inbound import ReplyTo
 from router.limits import Throttled
 from router.liveness import is_live
-from router.publishes import Publish, delivery_publishes, reply_publish
+from router.publications import Publication, delivery_publications, reply_publication
 from router.requests import MarkKnown, RemoveConnection
-from router.results import Connection
+from router.results import PresenceEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +32,16 @@ class Duplicate:
 class Plan:
     """What to do for one batch, in this order; then the batch is acknowledged."""
 
-    deliveries: tuple[Publish, ...] = ()
+    deliveries: tuple[Publication, ...] = ()
     """Published concurrently, each confirmed."""
-    events: tuple[Publish, ...] = ()
+    events: tuple[Publication, ...] = ()
     """``user.online`` events, published with the deliveries."""
     removals: tuple[RemoveConnection, ...] = ()
     """Kicked connections: out of presence once the ``kicked`` frames are queued (a
     batch that fails before finds them again when it is redelivered)."""
-    replays: tuple[Publish, ...] = ()
+    replays: tuple[Publication, ...] = ()
     """Published once every delivery is confirmed (``ready`` before stored ones)."""
-    replies: tuple[Publish, ...] = ()
+    replies: tuple[Publication, ...] = ()
     """Published once every delivery is confirmed: ``sent`` (or ``not_member``) to
     client senders, replies to backend commands."""
     sweeps: tuple[str, ...] = ()
@@ -79,10 +79,10 @@ class PlanBuilder:
         self._per_gateway: dict[str, list[DeliveryItem]] = {}
         self._offline: list[DeliveryItem] = []
         self._answers: dict[str, list[DeliveryItem]] = {}
-        self._replies: list[Publish] = []
-        self.events: list[Publish] = []
+        self._replies: list[Publication] = []
+        self.events: list[Publication] = []
         self.removals: list[RemoveConnection] = []
-        self.replays: list[Publish] = []
+        self.replays: list[Publication] = []
         self.sweeps: list[str] = []
         self.known: list[MarkKnown] = []
         self.duplicates: list[Duplicate] = []
@@ -94,7 +94,7 @@ class PlanBuilder:
         seen = self._last_seen_ms.get(gateway_id)
         return is_live(seen, self.now_ms, self._gateway_ttl_ms)
 
-    def live(self, connections: Iterable[Connection]) -> list[Connection]:
+    def live(self, connections: Iterable[PresenceEntry]) -> list[PresenceEntry]:
         return [c for c in connections if self.is_live(c.gateway_id)]
 
     def live_gateways(self) -> list[str]:
@@ -104,7 +104,9 @@ class PlanBuilder:
         self._per_gateway.setdefault(gateway_id, []).append(item)
 
     def deliver_message(
-        self, outgoing: Outgoing, recipients: Sequence[tuple[str, Sequence[Connection]]]
+        self,
+        outgoing: Outgoing,
+        recipients: Sequence[tuple[str, Sequence[PresenceEntry]]],
     ) -> None:
         """A message for these uids (with their live connections): one item per gateway,
         one for the offline store."""
@@ -120,24 +122,24 @@ class PlanBuilder:
     def reply(self, reply_to: ReplyTo | None, reply: Envelope) -> None:
         """A backend command's reply, if it wants one."""
         if reply_to is not None:
-            self._replies.append(reply_publish(reply_to, reply))
+            self._replies.append(reply_publication(reply_to, reply))
 
     def build(self) -> Plan:
         limit = self._max_message_bytes
         deliveries = [
-            publish
+            publication
             for gateway_id, items in self._per_gateway.items()
-            for publish in delivery_publishes(
+            for publication in delivery_publications(
                 self.names.deliveries_exchange, gateway_id, items, limit
             )
         ]
-        deliveries += delivery_publishes(
+        deliveries += delivery_publications(
             self.names.undeliverable_exchange, "", self._offline, limit
         )
         answers = [
-            publish
+            publication
             for gateway_id, items in self._answers.items()
-            for publish in delivery_publishes(
+            for publication in delivery_publications(
                 self.names.deliveries_exchange, gateway_id, items, limit
             )
         ]

@@ -31,9 +31,9 @@ from router.requests import (
     ChangeGroup,
     ClaimClientId,
     ClaimDueOffline,
+    CountInRoom,
+    CountOutOfRoom,
     ForgetGateway,
-    JoinRoom,
-    LeaveRoom,
     LockSweep,
     MarkKnown,
     OpenConnection,
@@ -52,7 +52,6 @@ from router.requests import (
 from router.results import (
     WRITTEN,
     Claimed,
-    Connection,
     Connections,
     Counted,
     DueClaim,
@@ -63,6 +62,7 @@ from router.results import (
     HeartbeatRecorded,
     Locked,
     Opened,
+    PresenceEntry,
     Result,
     RoomCounts,
     Visibility,
@@ -245,10 +245,10 @@ class Presence:
                 pipeline.zadd(names.gateways_key, {gateway_id: seen_ms})
                 pipeline.exists(names.gateway_known_key(gateway_id))
                 return _read_heartbeat
-            case JoinRoom(room=room):
+            case CountInRoom(room=room):
                 self._queue_room(pipeline, scripts.JOIN_ROOM, room, request)
                 return _read_written
-            case LeaveRoom(room=room):
+            case CountOutOfRoom(room=room):
                 self._queue_room(pipeline, scripts.LEAVE_ROOM, room, request)
                 return _read_written
             case ReadVisibility(asker=asker, uids=uids):
@@ -316,7 +316,7 @@ class Presence:
         pipeline: "Pipeline",
         script: str,
         room: str,
-        member: RemoveConnection | JoinRoom | LeaveRoom,
+        member: RemoveConnection | CountInRoom | CountOutOfRoom,
     ) -> None:
         """Queue a join or a leave (``scripts.JOIN_ROOM``, ``scripts.LEAVE_ROOM``) of one
         connection."""
@@ -374,7 +374,7 @@ def _read_gateway_record(replies: list[Any]) -> Result:
 
 def _by_uid(
     uids: Iterable[str], replies: Iterable[Mapping[str, str]]
-) -> tuple[tuple[str, tuple[Connection, ...]], ...]:
+) -> tuple[tuple[str, tuple[PresenceEntry, ...]], ...]:
     """Each uid with the connections of its ``<ns>:presence:<uid>`` hash."""
     return tuple(zip(uids, map(_connections, replies), strict=True))
 
@@ -384,6 +384,6 @@ def _counts(room: Mapping[str, str]) -> dict[str, int]:
     return {gateway_id: int(count) for gateway_id, count in room.items()}
 
 
-def _connections(presence: Mapping[str, str]) -> tuple[Connection, ...]:
+def _connections(presence: Mapping[str, str]) -> tuple[PresenceEntry, ...]:
     """The connections of one ``<ns>:presence:<uid>`` hash (conn_id -> gateway_id)."""
-    return tuple(starmap(Connection, presence.items()))
+    return tuple(starmap(PresenceEntry, presence.items()))

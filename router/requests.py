@@ -47,7 +47,7 @@ class RemoveConnection:
 
 
 @dataclass(frozen=True, slots=True)
-class JoinRoom:
+class CountInRoom:
     """Count a connection in a room -> ``Written``."""
 
     conn_id: str
@@ -56,7 +56,7 @@ class JoinRoom:
 
 
 @dataclass(frozen=True, slots=True)
-class LeaveRoom:
+class CountOutOfRoom:
     """Count a connection out of a room -> ``Written``."""
 
     conn_id: str
@@ -207,8 +207,8 @@ class ClaimDueOffline:
 Request = (
     OpenConnection
     | RemoveConnection
-    | JoinRoom
-    | LeaveRoom
+    | CountInRoom
+    | CountOutOfRoom
     | RecordHeartbeat
     | ClaimClientId
     | ReadConnections

@@ -13,9 +13,9 @@ from router.requests import (
     ChangeGroup,
     ClaimClientId,
     ClaimDueOffline,
+    CountInRoom,
+    CountOutOfRoom,
     ForgetGateway,
-    JoinRoom,
-    LeaveRoom,
     LockSweep,
     MarkKnown,
     OpenConnection,
@@ -34,14 +34,14 @@ from router.requests import (
 
 
 @dataclass(frozen=True, slots=True)
-class Connection:
-    """One connection of a uid, as ``<ns>:presence:<uid>`` records it."""
+class PresenceEntry:
+    """One connection of a uid: an entry of ``<ns>:presence:<uid>`` (conn_id -> gateway_id)."""
 
     conn_id: str
     gateway_id: str
 
 
-UidConnections = tuple[tuple[str, tuple[Connection, ...]], ...]
+UidConnections = tuple[tuple[str, tuple[PresenceEntry, ...]], ...]
 """Each uid asked about, in order, with its connections (on any gateway, live or not)."""
 
 
@@ -168,8 +168,8 @@ Result = (
 RESULT_OF: Mapping[type[Request], type[Result]] = {
     OpenConnection: Opened,
     RemoveConnection: Written,
-    JoinRoom: Written,
-    LeaveRoom: Written,
+    CountInRoom: Written,
+    CountOutOfRoom: Written,
     RecordHeartbeat: HeartbeatRecorded,
     ClaimClientId: Claimed,
     ReadConnections: Connections,

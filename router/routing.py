@@ -2,7 +2,7 @@
 
 Pure: no I/O, no clock, no randomness (mids and times come in as arguments). lookups.py
 decides what a batch reads and writes in Redis and hands the answers here
-(``answers.Answers``, one typed answer per envelope); ``batches.py`` performs the ``Plan``.
+(``answers.Answers``, one typed answer per envelope); ``consumer.py`` performs the ``Plan``.
 
 What a batch becomes (docs/architecture.md, "The life of a message"):
 
@@ -26,7 +26,6 @@ A first connection publishes ``user.online`` unless the uid only flapped (deboun
 from collections.abc import Callable, Mapping, Sequence
 
 from proto import frames
-from proto import names as keys
 from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
@@ -58,7 +57,7 @@ from proto.envelopes import (
     Target,
     UserOnline,
 )
-from proto.names import Names
+from proto.names import EVENT_USER_ONLINE, Names
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES
 from router.answers import (
     Answer,
@@ -85,7 +84,7 @@ from router.inbound import Call, Inbound, Refused, outgoing_of
 from router.limits import Throttled
 from router.liveness import should_reannounce
 from router.plan import Duplicate, Plan, PlanBuilder
-from router.publishes import Publish, event_publish, replay_publish
+from router.publications import event_publication, replay_publication
 from router.requests import (
     MarkKnown,
     RemoveConnection,
@@ -98,12 +97,11 @@ from router.results import (
     UidConnections,
 )
 
-__all__ = [  # the plan's vocabulary: bus.py and observability.py read it from here
+__all__ = [  # the plan's vocabulary: observability.py reads it from here
     "Call",
     "Duplicate",
     "Inbound",
     "Plan",
-    "Publish",
     "online_uids",
     "outgoing_of",
     "room_count",
@@ -202,7 +200,9 @@ def _route_envelope(plan: PlanBuilder, envelope: Inbound, answer: Answer) -> Non
                 ]
                 if targets:
                     plan.replays.append(
-                        replay_publish(plan.names, saved.uid, targets, saved.first_mid)
+                        replay_publication(
+                            plan.names, saved.uid, targets, saved.first_mid
+                        )
                     )
         case GatewayStopped(gateway_id=gateway_id), None:
             plan.sweeps.append(gateway_id)
@@ -233,10 +233,10 @@ def _route_opened(plan: PlanBuilder, opened: ConnOpened, answer: Opened) -> None
         plan.deliver(gateway_id, ready_item(uid, conn_id))
     # A re-announced connection gets what was stored while it was unknown.
     target = ReplayTarget(gateway_id, conn_id)
-    plan.replays.append(replay_publish(plan.names, uid, [target], ""))
+    plan.replays.append(replay_publication(plan.names, uid, [target], ""))
     if answer.is_first_connection and not answer.has_flapped and not opened.reannounce:
         event = UserOnline(uid=uid, ts=plan.now_ms)
-        plan.events.append(event_publish(plan.names, keys.EVENT_USER_ONLINE, event))
+        plan.events.append(event_publication(plan.names, EVENT_USER_ONLINE, event))
 
 
 def _presence_answer(

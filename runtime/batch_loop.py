@@ -26,10 +26,9 @@ log = structlog.get_logger()
 BACKOFF_FIRST_S = 0.2
 """The first pause after a failed batch; it doubles up to ``SWITCHBOARD_RETRY_BACKOFF_MAX_S``."""
 
+# Exported from the start, at 0, by every service that runs batches.
 for _code in (CODE_ENVELOPE_REJECTED, CODE_BATCH_FAILED):
-    ERRORS.labels(
-        _code
-    )  # exported from the start, at 0, by every service that runs batches
+    ERRORS.labels(_code)
 
 Process = Callable[[list[AbstractIncomingMessage]], Awaitable[None]]
 

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from runtime.metrics import BROKER_RECONNECTS, READY, REGISTRY
+from runtime.metrics import BROKER_RECONNECTS, READINESS, REGISTRY
 
 log = structlog.get_logger()
 
@@ -58,7 +58,7 @@ class Health:
             )
         )
         is_ready = self.is_serving and not self.is_draining and all(results.values())
-        READY.set(1 if is_ready else 0)
+        READINESS.set(1 if is_ready else 0)
         return is_ready, results
 
 

@@ -7,20 +7,18 @@ Names come from ``proto/metrics.py``.
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
-from proto import metrics as names
+from proto.metrics import BROKER_RECONNECTS_TOTAL, ERRORS_TOTAL, LABEL_CODE, READY
 
 REGISTRY = CollectorRegistry()
 """This process's metrics."""
 ProcessCollector(registry=REGISTRY)
-ERRORS = Counter(
-    names.ERRORS_TOTAL, "Errors, by code.", [names.LABEL_CODE], registry=REGISTRY
-)
+ERRORS = Counter(ERRORS_TOTAL, "Errors, by code.", [LABEL_CODE], registry=REGISTRY)
 BROKER_RECONNECTS = Counter(
-    names.BROKER_RECONNECTS_TOTAL,
+    BROKER_RECONNECTS_TOTAL,
     "Times the RabbitMQ connection was re-established.",
     registry=REGISTRY,
 )
-READY = Gauge(names.READY, "1 while /readyz answers 200.", registry=REGISTRY)
+READINESS = Gauge(READY, "1 while /readyz answers 200.", registry=REGISTRY)
 
 
 def count_error(code: str) -> None:

@@ -185,9 +185,8 @@ async def broker_tap(system: systems.System) -> AsyncIterator[Tap | None]:
             await queue.bind(exchange, key)
         await queue.consume(tap.on_message, no_ack=True)
         yield tap
-        await asyncio.sleep(
-            0.2
-        )  # the last copies are on their way with the last messages
+        # The last copies are on their way with the last messages.
+        await asyncio.sleep(0.2)
 
 
 def is_room_delivery(body: bytes) -> bool:

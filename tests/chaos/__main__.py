@@ -24,8 +24,8 @@ async def main(selected: list[str]) -> int:
         s for s in SCENARIOS if not selected or any(n in s.name for n in selected)
     ]
     if not chosen:
-        names = ", ".join(scenario.name for scenario in SCENARIOS)
-        print(f"no scenario matches {selected}; scenarios: {names}", file=sys.stderr)
+        known = ", ".join(scenario.name for scenario in SCENARIOS)
+        print(f"no scenario matches {selected}; scenarios: {known}", file=sys.stderr)
         return 2
     for scenario in chosen:
         print(f"running: {scenario.name}", file=sys.stderr, flush=True)

@@ -246,9 +246,8 @@ async def start_rabbitmq() -> None:
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(
-                0.5
-            )  # the node is still booting; the deadline above bounds it
+            # The node is still booting; the deadline above bounds it.
+            await asyncio.sleep(0.5)
     await wait_for_port(5672)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proto import metrics as names
+from proto import metrics
 from runtime.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,9 +193,9 @@ def test_gateway_autoscaler_uses_cpu_and_the_connections_metric(
     manifests: list[dict[str, Any]],
 ) -> None:
     hpa = next(m for m in manifests if m["kind"] == "HorizontalPodAutoscaler")
-    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
-    assert metrics["Resource"]["resource"]["name"] == "cpu"
-    assert metrics["Pods"]["pods"]["metric"]["name"] == names.GATEWAY_CONNECTIONS
+    scaled_on = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert scaled_on["Resource"]["resource"]["name"] == "cpu"
+    assert scaled_on["Pods"]["pods"]["metric"]["name"] == metrics.GATEWAY_CONNECTIONS
 
 
 # The dashboard
@@ -272,8 +272,10 @@ def test_dashboard_queries_only_exported_metrics() -> None:
 
 def test_metric_names_follow_the_conventions() -> None:
     exported = exported_metric_names()
-    for name in names.ALL_NAMES:
-        assert name.startswith(names.PREFIX), name
+    for name in metrics.ALL_NAMES:
+        assert name.startswith(metrics.PREFIX), name
         is_exported = name in exported or f"{name}_count" in exported
         assert is_exported, f"{name} is declared in proto/metrics.py but not exported"
-    assert {n for n in exported if n.startswith(names.PREFIX) and n.endswith("_total")}
+    assert {
+        n for n in exported if n.startswith(metrics.PREFIX) and n.endswith("_total")
+    }

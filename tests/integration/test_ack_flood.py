@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from proto import env, frames
-from proto import metrics as names
+from proto import env, frames, metrics
 from proto.mids import MidFactory
 from proto.names import KEY_ACK, KEY_ACK_BATCH
 from tests.integration.test_observability import grows, scrape, value
@@ -68,7 +67,7 @@ async def test_ack_flood_is_batched_and_does_not_delay_a_replay(stack: Stack) ->
         await mallory.send_raw(text)
     await grows(
         gateway_port,
-        names.FRAMES_RECEIVED_TOTAL,
+        metrics.FRAMES_RECEIVED_TOTAL,
         before,
         by=FLOOD_FRAMES,
         frame_type="ack",
@@ -94,9 +93,9 @@ async def test_ack_flood_is_batched_and_does_not_delay_a_replay(stack: Stack) ->
     assert await eventually(all_acks_handled, within_s=60) == FLOOD_FRAMES
     after = await scrape(gateway_port)
     batches = value(
-        after, names.GATEWAY_PUBLISHES_TOTAL, routing_key=KEY_ACK_BATCH
-    ) - value(before, names.GATEWAY_PUBLISHES_TOTAL, routing_key=KEY_ACK_BATCH)
-    singles = value(after, names.GATEWAY_PUBLISHES_TOTAL, routing_key=KEY_ACK)
+        after, metrics.GATEWAY_PUBLISHES_TOTAL, routing_key=KEY_ACK_BATCH
+    ) - value(before, metrics.GATEWAY_PUBLISHES_TOTAL, routing_key=KEY_ACK_BATCH)
+    singles = value(after, metrics.GATEWAY_PUBLISHES_TOTAL, routing_key=KEY_ACK)
     assert singles == 0
     assert 1 <= batches <= FLOOD_FRAMES / 10, batches
     print(f"{FLOOD_FRAMES} ack frames forwarded in {batches:.0f} publishes")

@@ -13,8 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from proto import env
-from proto import metrics as metric_names
+from proto import env, metrics
 from proto.codes import CloseCode, ErrorCode
 from proto.env import DEFAULT_REDIS_URL
 from tests.integration.test_observability import grows, scrape
@@ -151,7 +150,7 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
     )
     await grows(
         ports.gw2,
-        metric_names.ERRORS_TOTAL,
+        metrics.ERRORS_TOTAL,
         before[ports.gw2],
         by=len(errors) + 5,
         code=ErrorCode.INVALID_FIELD,
@@ -184,14 +183,14 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
     await stack.routers[0].wait_for_event("command_rejected", code="invalid_field")
     await grows(
         ports.router,
-        metric_names.ERRORS_TOTAL,
+        metrics.ERRORS_TOTAL,
         before[ports.router],
         by=4,
         code=ErrorCode.INVALID_FIELD,
     )
     await grows(  # the HTTP commands
         ports.gw1,
-        metric_names.ERRORS_TOTAL,
+        metrics.ERRORS_TOTAL,
         before[ports.gw1],
         by=4,
         code=ErrorCode.INVALID_FIELD,
@@ -291,14 +290,14 @@ async def test_bodies_decoders_refuse_are_refused_for_clients_and_backends(
     await ben.expect_nothing("message", for_s=0.5)
     await grows(
         ports.router,
-        metric_names.ERRORS_TOTAL,
+        metrics.ERRORS_TOTAL,
         before[ports.router],
         by=2 * len(bodies) + 1,
         code=ErrorCode.INVALID_FIELD,
     )
     await grows(
         ports.gw1,
-        metric_names.ERRORS_TOTAL,
+        metrics.ERRORS_TOTAL,
         before[ports.gw1],
         by=2 * len(bodies),
         code=ErrorCode.INVALID_FIELD,

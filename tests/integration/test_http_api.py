@@ -53,9 +53,8 @@ class Responder:
 
     async def on_command(self, message: AbstractIncomingMessage) -> None:
         if not (message.routing_key or "").startswith(API_KEY_PREFIX):
-            await (
-                message.ack()
-            )  # the gateway's own envelopes (heartbeats), a router's job
+            # The gateway's own envelopes (heartbeats), a router's job.
+            await message.ack()
             return
         self.received.append(message)
         self._changed.set()

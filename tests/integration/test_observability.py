@@ -8,37 +8,36 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proto import env
-from proto import metrics as names
+from proto import env, metrics
 from tests.support.stack import Stack, free_port
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
 
 GATEWAY_METRICS = (
-    names.GATEWAY_CONNECTIONS,
-    names.FRAMES_RECEIVED_TOTAL,
-    names.FRAMES_SENT_TOTAL,
-    names.DELIVERIES_TOTAL,
-    names.DELIVERY_LATENCY_SECONDS,
-    names.ERRORS_TOTAL,
-    names.BROKER_RECONNECTS_TOTAL,
-    names.READY,
+    metrics.GATEWAY_CONNECTIONS,
+    metrics.FRAMES_RECEIVED_TOTAL,
+    metrics.FRAMES_SENT_TOTAL,
+    metrics.DELIVERIES_TOTAL,
+    metrics.DELIVERY_LATENCY_SECONDS,
+    metrics.ERRORS_TOTAL,
+    metrics.BROKER_RECONNECTS_TOTAL,
+    metrics.READY,
 )
 ROUTER_METRICS = (
-    names.MESSAGES_ROUTED_TOTAL,
-    names.ERRORS_TOTAL,
-    names.BROKER_RECONNECTS_TOTAL,
-    names.READY,
+    metrics.MESSAGES_ROUTED_TOTAL,
+    metrics.ERRORS_TOTAL,
+    metrics.BROKER_RECONNECTS_TOTAL,
+    metrics.READY,
 )
 STORE_METRICS = (
-    names.OFFLINE_STORED_TOTAL,
-    names.OFFLINE_REPLAYED_TOTAL,
-    names.OFFLINE_ACKNOWLEDGED_TOTAL,
-    names.OFFLINE_BACKLOG_MESSAGES,
-    names.ERRORS_TOTAL,
-    names.BROKER_RECONNECTS_TOTAL,
-    names.READY,
+    metrics.OFFLINE_STORED_TOTAL,
+    metrics.OFFLINE_REPLAYED_TOTAL,
+    metrics.OFFLINE_ACKNOWLEDGED_TOTAL,
+    metrics.OFFLINE_BACKLOG_MESSAGES,
+    metrics.ERRORS_TOTAL,
+    metrics.BROKER_RECONNECTS_TOTAL,
+    metrics.READY,
 )
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -141,34 +140,36 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
     await bob.ack(message["mid"])
 
     await grows(
-        ports["router"], names.MESSAGES_ROUTED_TOTAL, before["router"], kind="direct"
+        ports["router"], metrics.MESSAGES_ROUTED_TOTAL, before["router"], kind="direct"
     )
     await grows(
-        ports["gw1"], names.FRAMES_RECEIVED_TOTAL, before["gw1"], frame_type="send"
+        ports["gw1"], metrics.FRAMES_RECEIVED_TOTAL, before["gw1"], frame_type="send"
     )
-    await grows(ports["gw1"], names.FRAMES_SENT_TOTAL, before["gw1"], frame_type="sent")
     await grows(
-        ports["gw2"], names.FRAMES_SENT_TOTAL, before["gw2"], frame_type="message"
+        ports["gw1"], metrics.FRAMES_SENT_TOTAL, before["gw1"], frame_type="sent"
     )
-    await grows(ports["gw2"], names.DELIVERIES_TOTAL, before["gw2"])
+    await grows(
+        ports["gw2"], metrics.FRAMES_SENT_TOTAL, before["gw2"], frame_type="message"
+    )
+    await grows(ports["gw2"], metrics.DELIVERIES_TOTAL, before["gw2"])
     after = await grows(
-        ports["gw2"], f"{names.DELIVERY_LATENCY_SECONDS}_count", before["gw2"]
+        ports["gw2"], f"{metrics.DELIVERY_LATENCY_SECONDS}_count", before["gw2"]
     )
-    assert value(after, names.GATEWAY_CONNECTIONS) == 1
+    assert value(after, metrics.GATEWAY_CONNECTIONS) == 1
 
     # A message for a uid that is offline goes to the store, is replayed, then acknowledged.
     stored = await alice.send_message("carol", {"text": "later"})
-    await grows(ports["store"], names.OFFLINE_STORED_TOTAL, before["store"])
+    await grows(ports["store"], metrics.OFFLINE_STORED_TOTAL, before["store"])
     carol = await stack.connect(gw2, uid="carol")
     replayed = await carol.expect_message(mid=stored["mid"])
-    await grows(ports["store"], names.OFFLINE_REPLAYED_TOTAL, before["store"])
+    await grows(ports["store"], metrics.OFFLINE_REPLAYED_TOTAL, before["store"])
     await carol.ack(replayed["mid"])
-    await grows(ports["store"], names.OFFLINE_ACKNOWLEDGED_TOTAL, before["store"])
+    await grows(ports["store"], metrics.OFFLINE_ACKNOWLEDGED_TOTAL, before["store"])
 
     # A frame the gateway rejects counts as an error by its code.
     await alice.send_frame({"type": "nonsense"})
     await alice.expect("error")
-    await grows(ports["gw1"], names.ERRORS_TOTAL, before["gw1"], code="unknown_type")
+    await grows(ports["gw1"], metrics.ERRORS_TOTAL, before["gw1"], code="unknown_type")
 
 
 def open_silent_websocket(port: int) -> socket.socket:
@@ -209,7 +210,7 @@ async def test_draining_gateway_is_not_ready_before_it_exits(stack: Stack) -> No
         assert readiness["draining"] is True
         assert (await http_get(port, "/livez"))[0] == 200
         samples = await scrape(port)
-        assert value(samples, names.READY) == 0
+        assert value(samples, metrics.READY) == 0
     finally:
         sock.close()
     assert await gateway.process.wait_exit() == 0

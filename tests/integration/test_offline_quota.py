@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from proto import env
-from proto import metrics as names
+from proto import env, metrics
 from proto.codes import ErrorCode
 from proto.names import Names
 from tests.integration.test_observability import grows, scrape
@@ -119,7 +118,7 @@ async def test_full_store_refuses_with_a_code_beside_innocent_traffic(
         "undelivered_refused", uid="victim", code=ErrorCode.RECIPIENT_FULL
     )
     assert store.count_events("undelivered_refused") == OVER
-    await grows(store_port, names.OFFLINE_REFUSED_TOTAL, before, by=OVER)
+    await grows(store_port, metrics.OFFLINE_REFUSED_TOTAL, before, by=OVER)
 
     # Every one of alice's messages was kept, and carol gets them all at login.
     carol = await stack.connect(0, uid="carol")

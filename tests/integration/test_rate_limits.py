@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proto import env
-from proto import metrics as names
+from proto import env, metrics
 from proto.codes import CloseCode, ErrorCode
 from tests.integration.test_observability import scrape, value
 from tests.support.clients import Frame, RawClient
@@ -139,13 +138,13 @@ async def test_one_uid_on_many_connections_is_held_to_the_per_uid_rate(
             "frame_rejected", code=ErrorCode.RATE_LIMITED, limit="uid", uid="mallory"
         )
         after = await scrape(ports[f"gw{n}"])
-        grown = value(after, names.RATE_LIMITED_TOTAL, limit="uid") - value(
-            before[f"gw{n}"], names.RATE_LIMITED_TOTAL, limit="uid"
+        grown = value(after, metrics.RATE_LIMITED_TOTAL, limit="uid") - value(
+            before[f"gw{n}"], metrics.RATE_LIMITED_TOTAL, limit="uid"
         )
         assert grown >= 1
     router_after = await scrape(ports["router"])
-    assert value(router_after, names.UIDS_THROTTLED_TOTAL) > value(
-        before["router"], names.UIDS_THROTTLED_TOTAL
+    assert value(router_after, metrics.UIDS_THROTTLED_TOTAL) > value(
+        before["router"], metrics.UIDS_THROTTLED_TOTAL
     )
 
 
@@ -195,8 +194,8 @@ async def test_the_bytes_limit_refuses_a_large_frame_flood(stack: Stack) -> None
         "frame_rejected", code=ErrorCode.RATE_LIMITED, limit="bytes"
     )
     after = await scrape(ports["gw0"])
-    grown = value(after, names.RATE_LIMITED_TOTAL, limit="bytes") - value(
-        before, names.RATE_LIMITED_TOTAL, limit="bytes"
+    grown = value(after, metrics.RATE_LIMITED_TOTAL, limit="bytes") - value(
+        before, metrics.RATE_LIMITED_TOTAL, limit="bytes"
     )
     assert grown == len(limited)
 

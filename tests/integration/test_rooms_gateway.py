@@ -17,9 +17,18 @@ import msgspec
 import pytest
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from proto import env, envelopes, frames, names
+from proto import env, envelopes, frames
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import DeliveryItem, Target
+from proto.names import (
+    KEY_BATCH,
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SEND,
+)
 from tests.support.clients import Frame, RawClient
 from tests.support.stack import Gateway, Stack
 from tests.support.timing import scaled
@@ -44,7 +53,7 @@ class FakeRouter:
         # Recorded before any await: callbacks start in queue order, so records keep it.
         # A batch is recorded as its envelopes, each with its own routing key.
         key = message.routing_key or ""
-        if key == names.KEY_BATCH:
+        if key == KEY_BATCH:
             batch = envelopes.decode_batch(message.body)
             received = [(item.key, bytes(item.body)) for item in batch.items]
         else:
@@ -53,7 +62,7 @@ class FakeRouter:
         self._changed.set()
         await message.ack()
         for key, body in received:
-            if key == names.KEY_CONN_OPENED:
+            if key == KEY_CONN_OPENED:
                 opened = envelopes.decode_conn_opened(body)
                 ready = frames.Ready(uid=opened.uid, conn=opened.conn_id)
                 await self.deliver(
@@ -163,9 +172,7 @@ async def test_join_is_published_once_and_answered(
     viewer = await stack.connect(0, token=make_token("ann", rooms=LIVE))
     joined = await reply_to(viewer, {"type": "join", "id": "j1", "room": "live-1"})
     assert joined == {"type": "joined", "id": "j1", "room": "live-1"}
-    room_joined = await router.expect(
-        names.KEY_ROOM_JOINED, envelopes.decode_room_joined
-    )
+    room_joined = await router.expect(KEY_ROOM_JOINED, envelopes.decode_room_joined)
     assert (
         room_joined.uid,
         room_joined.conn_id,
@@ -178,8 +185,8 @@ async def test_join_is_published_once_and_answered(
     again = await reply_to(viewer, {"type": "join", "id": "j2", "room": "live-1"})
     assert again == {"type": "joined", "id": "j2", "room": "live-1"}
     await viewer.send_frame({"type": "presence", "id": "p1", "uids": ["bob"]})
-    await router.expect(names.KEY_PRESENCE, envelopes.decode_presence_asked)
-    assert router.count(names.KEY_ROOM_JOINED) == 1
+    await router.expect(KEY_PRESENCE, envelopes.decode_presence_asked)
+    assert router.count(KEY_ROOM_JOINED) == 1
 
     refused = await reply_to(viewer, {"type": "join", "id": "j3", "room": "vip-1"})
     assert (refused["type"], refused["code"]) == ("error", ErrorCode.FORBIDDEN)
@@ -192,7 +199,7 @@ async def test_join_is_published_once_and_answered(
     refused = await reply_to(plain, {"type": "join", "id": "j5", "room": "live-1"})
     assert refused["code"] == ErrorCode.FORBIDDEN
     await router.expect(
-        names.KEY_ROOM_JOINED,
+        KEY_ROOM_JOINED,
         envelopes.decode_room_joined,
         lambda joined: joined.conn_id == plain.conn_id and joined.room == lobby,
     )
@@ -210,7 +217,7 @@ async def test_room_delivery_reaches_exactly_the_joined_connections(
     await reply_to(leaver, {"type": "join", "id": "j1", "room": "live-1"})
     left = await reply_to(leaver, {"type": "leave", "id": "l1", "room": "live-1"})
     assert left == {"type": "left", "id": "l1", "room": "live-1"}
-    room_left = await router.expect(names.KEY_ROOM_LEFT, envelopes.decode_room_left)
+    room_left = await router.expect(KEY_ROOM_LEFT, envelopes.decode_room_left)
     assert (room_left.conn_id, room_left.room) == (leaver.conn_id, "live-1")
 
     await router.deliver(gateway.gateway_id, message_item("m-room", room="live-1"))
@@ -227,7 +234,7 @@ async def test_room_delivery_reaches_exactly_the_joined_connections(
     await member.send_frame(
         {"type": "send", "id": "s1", "room": "live-1", "body": "hi"}
     )
-    outgoing = await router.expect(names.KEY_SEND, envelopes.decode_outgoing)
+    outgoing = await router.expect(KEY_SEND, envelopes.decode_outgoing)
     assert (outgoing.client_id, outgoing.room, outgoing.to, outgoing.sender) == (
         "s1",
         "live-1",
@@ -276,7 +283,7 @@ async def test_kick_closes_after_the_kicked_frame_and_reports_the_rooms(
     await bystander.expect_message(mid="m1")
 
     closed = await router.expect(
-        names.KEY_CONN_CLOSED,
+        KEY_CONN_CLOSED,
         envelopes.decode_conn_closed,
         lambda closed: closed.conn_id == kim.conn_id,
     )
@@ -299,7 +306,7 @@ async def test_group_send_and_presence_are_answered_by_the_router(
     await ann.send_frame({"type": "ping", "id": "after"})
     await ann.expect("pong")
     assert [f for f in ann.received if f.get("id") == "g1"] == []
-    outgoing = await router.expect(names.KEY_SEND, envelopes.decode_outgoing)
+    outgoing = await router.expect(KEY_SEND, envelopes.decode_outgoing)
     assert (outgoing.group, outgoing.to, outgoing.client_id) == ("team", None, "g1")
 
     refusal = frames.Error(code=ErrorCode.NOT_MEMBER, message="not a member", id="g1")
@@ -309,7 +316,7 @@ async def test_group_send_and_presence_are_answered_by_the_router(
     assert (await ann.expect(lambda f: f.get("id") == "g1"))["code"] == "not_member"
 
     await ann.send_frame({"type": "presence", "id": "p1", "uids": ["bob", "ann"]})
-    asked = await router.expect(names.KEY_PRESENCE, envelopes.decode_presence_asked)
+    asked = await router.expect(KEY_PRESENCE, envelopes.decode_presence_asked)
     assert (asked.uid, asked.conn_id, asked.client_id, asked.uids) == (
         "ann",
         ann.conn_id,

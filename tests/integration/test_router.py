@@ -23,7 +23,6 @@ from aio_pika.abc import (
 )
 
 from proto import env, frames
-from proto import names as keys
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
     ConnClosed,
@@ -48,7 +47,21 @@ from proto.envelopes import (
     encode,
 )
 from proto.mids import MidFactory
-from proto.names import Names
+from proto.names import (
+    EVENT_USER_OFFLINE,
+    EVENT_USER_ONLINE,
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_GATEWAY_STOPPED,
+    KEY_HEARTBEAT,
+    KEY_PRESENCE,
+    KEY_REPLAY,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SAVED,
+    KEY_SEND,
+    Names,
+)
 from proto.topology import gateway_topology
 from tests.support.api import Backend
 from tests.support.processes import ServiceProcess
@@ -167,7 +180,7 @@ class Bus:
     ) -> None:
         """Register a connection through the router and wait for its ``ready``."""
         await self.publish(
-            keys.KEY_CONN_OPENED,
+            KEY_CONN_OPENED,
             ConnOpened(uid=uid, conn_id=conn_id, gateway_id=gateway_id),
         )
         await gateway.expect(
@@ -195,7 +208,7 @@ class Bus:
             conn_id=f"k-{sender}",
             **addressing,
         )
-        await self.publish(keys.KEY_SEND, outgoing)
+        await self.publish(KEY_SEND, outgoing)
         return mid
 
 
@@ -234,11 +247,11 @@ async def test_opened_records_presence_then_ready_then_replay(
     control = await bus.watch(names.store_control_queue)
 
     await bus.publish(
-        keys.KEY_CONN_OPENED, ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
+        KEY_CONN_OPENED, ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
     )
 
     replay_message = await control.next_message()
-    assert replay_message.routing_key == keys.KEY_REPLAY
+    assert replay_message.routing_key == KEY_REPLAY
     assert decode_replay_request(replay_message.body) == ReplayRequest(
         uid="bob", targets=[ReplayTarget("gw1", "k1")], from_mid=""
     )
@@ -270,7 +283,7 @@ async def test_replay_waits_until_ready_is_queued(
     control = await bus.channel.get_queue(names.store_control_queue, ensure=True)
     opened = ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
 
-    await bus.publish(keys.KEY_CONN_OPENED, opened)
+    await bus.publish(KEY_CONN_OPENED, opened)
 
     await router.wait_for_event("batch_failed")
     assert await control.get(no_ack=True, fail=False, timeout=5) is None
@@ -329,7 +342,7 @@ async def test_saved_rows_are_replayed_to_uids_online_now(bus: Bus) -> None:
     assert opened_replay.uid == "bob"
 
     saved = Saved(uids=[SavedUid("carol", "m6"), SavedUid("bob", "m5")])
-    await bus.publish(keys.KEY_SAVED, saved)
+    await bus.publish(KEY_SAVED, saved)
     await bus.open_connection(gw1, "dave", "k2", "gw1")  # marks the end
 
     replays = [decode_replay_request((await control.next_message()).body)]
@@ -374,7 +387,7 @@ async def test_closed_connection_leaves_presence(
     await bus.open_connection(gw1, "bob", "k2", "gw1")
 
     await bus.publish(
-        keys.KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k1", gateway_id="gw1")
+        KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k1", gateway_id="gw1")
     )
 
     async def k1_gone() -> bool | None:
@@ -387,7 +400,7 @@ async def test_closed_connection_leaves_presence(
     await eventually(k1_gone)
     assert await redis_client.hgetall(names.gateway_key("gw1")) == {"k2": "bob"}
     await bus.publish(
-        keys.KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k2", gateway_id="gw1")
+        KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k2", gateway_id="gw1")
     )
     mid = await bus.send("bob")
     received = await offline.next_delivery()
@@ -436,7 +449,7 @@ async def test_stopped_gateway_is_swept_at_once(
     gw1 = await bus.fake_gateway("gw1")
     await bus.open_connection(gw1, "bob", "k1", "gw1")
 
-    await bus.publish(keys.KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw1"))
+    await bus.publish(KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw1"))
 
     swept = await router.wait_for_event("gateway_swept", gateway_id="gw1")
     assert swept["connections"] == 1
@@ -463,9 +476,7 @@ async def test_a_reannounce_request_whose_batch_failed_is_asked_again(
     )
     await refusing.bind(binding.exchange, binding.routing_key)
     try:
-        await bus.publish(
-            keys.KEY_HEARTBEAT, Heartbeat(gateway_id="gw-back", connections=2)
-        )
+        await bus.publish(KEY_HEARTBEAT, Heartbeat(gateway_id="gw-back", connections=2))
         await router.wait_for_event("batch_failed")
         assert await redis_client.exists(names.gateway_known_key("gw-back")) == 0
         # Bound before the refusing queue leaves, so that the request always has a queue.
@@ -489,19 +500,17 @@ async def test_malformed_envelopes_are_rejected_and_the_router_keeps_serving(
 ) -> None:
     gw1 = await bus.fake_gateway("gw1")
 
-    await bus.publish(keys.KEY_SEND, b"{not json")
+    await bus.publish(KEY_SEND, b"{not json")
     await bus.publish(
-        keys.KEY_CONN_OPENED, b'{"uid": 7, "conn_id": "k1", "gateway_id": "gw1"}'
+        KEY_CONN_OPENED, b'{"uid": 7, "conn_id": "k1", "gateway_id": "gw1"}'
     )
     await bus.publish("api.kick", b'{"uid": 7}')  # a command without reply_to
     await bus.open_connection(gw1, "bob", "k1", "gw1")  # served after them
 
-    rejected = await router.wait_for_event(
-        "envelope_rejected", routing_key=keys.KEY_SEND
-    )
+    rejected = await router.wait_for_event("envelope_rejected", routing_key=KEY_SEND)
     assert rejected["reason"]
     invalid = await router.wait_for_event(
-        "envelope_rejected", routing_key=keys.KEY_CONN_OPENED
+        "envelope_rejected", routing_key=KEY_CONN_OPENED
     )
     assert "$.uid" in invalid["reason"]
     await router.wait_for_event("command_rejected", routing_key="api.kick")
@@ -620,7 +629,7 @@ async def test_room_counts_and_messages_across_gateways_and_after_a_sweep(
         joined = RoomJoined(
             uid=uid, conn_id=conn_id, gateway_id=gateway_id, room="live"
         )
-        await bus.publish(keys.KEY_ROOM_JOINED, joined)
+        await bus.publish(KEY_ROOM_JOINED, joined)
 
     async def counted(expected: int) -> bool | None:
         reply = await backend.call("room.count", {"room": "live"})
@@ -633,7 +642,7 @@ async def test_room_counts_and_messages_across_gateways_and_after_a_sweep(
     }
     # A join handled twice (its batch redelivered) counts once. The command travels behind
     # it in the router's queue, so its reply sees it.
-    await bus.publish(keys.KEY_ROOM_JOINED, joined)
+    await bus.publish(KEY_ROOM_JOINED, joined)
     assert await backend.call("room.count", {"room": "live"}) == {"count": 3}
 
     mid = await bus.send(None, room="live")
@@ -650,11 +659,11 @@ async def test_room_counts_and_messages_across_gateways_and_after_a_sweep(
     # A leave and a close (with its rooms) take gw1 out of the room; a leave handled twice
     # takes out one connection only.
     left = RoomLeft(uid="carol", conn_id="k2", gateway_id="gw1", room="live")
-    await bus.publish(keys.KEY_ROOM_LEFT, left)
-    await bus.publish(keys.KEY_ROOM_LEFT, left)
+    await bus.publish(KEY_ROOM_LEFT, left)
+    await bus.publish(KEY_ROOM_LEFT, left)
     assert await backend.call("room.count", {"room": "live"}) == {"count": 2}
     await bus.publish(
-        keys.KEY_CONN_CLOSED,
+        KEY_CONN_CLOSED,
         ConnClosed(uid="bob", conn_id="k1", gateway_id="gw1", rooms=["live"]),
     )
     await eventually(lambda: counted(1))
@@ -669,7 +678,7 @@ async def test_room_counts_and_messages_across_gateways_and_after_a_sweep(
     assert item.mid == marker  # the room message did not go to gw1
 
     # A swept gateway leaves every room it was in.
-    await bus.publish(keys.KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw2"))
+    await bus.publish(KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw2"))
     swept = await router.wait_for_event("gateway_swept", gateway_id="gw2")
     assert swept["rooms"] == 1
     assert await backend.call("room.count", {"room": "live"}) == {"count": 0}
@@ -723,7 +732,7 @@ async def test_presence_query_is_answered_to_the_asking_connection(bus: Bus) -> 
         client_id="p1",
         uids=["bob", "carol", "bob", "alice"],
     )
-    await bus.publish(keys.KEY_PRESENCE, asked)
+    await bus.publish(KEY_PRESENCE, asked)
 
     _, item = await gw1.expect(frames.PresenceResult)
     assert frame_of(item) == frames.PresenceResult(id="p1", online=["bob", "alice"])
@@ -738,7 +747,7 @@ async def test_api_send_is_routed_then_replied_and_retries_are_idempotent(
 ) -> None:
     gw1 = await bus.fake_gateway("gw1", consume=False)
     await bus.publish(
-        keys.KEY_CONN_OPENED, ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
+        KEY_CONN_OPENED, ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
     )
 
     reply = await backend.call("send", {"to": "bob", "body": [1], "from": "billing"})
@@ -880,7 +889,7 @@ async def test_online_and_offline_events_are_debounced(
     try:
         names = bus.names
         events_queue = await bus.channel.declare_queue(exclusive=True)
-        for key in (keys.EVENT_USER_ONLINE, keys.EVENT_USER_OFFLINE):
+        for key in (EVENT_USER_ONLINE, EVENT_USER_OFFLINE):
             await events_queue.bind(names.events_exchange, key)
         events = await Watched(events_queue).start()
         gw1 = await bus.fake_gateway("gw1")
@@ -894,25 +903,25 @@ async def test_online_and_offline_events_are_debounced(
             return message.routing_key or "", body["uid"]
 
         await bus.open_connection(gw1, "bob", "k1", "gw1")
-        assert await next_event() == (keys.EVENT_USER_ONLINE, "bob")
+        assert await next_event() == (EVENT_USER_ONLINE, "bob")
 
         # A second device, then a page reload: close both, reconnect at once.
         await bus.open_connection(gw2, "bob", "k2", "gw2")
         for conn_id, gateway_id in (("k1", "gw1"), ("k2", "gw2")):
             closed = ConnClosed(uid="bob", conn_id=conn_id, gateway_id=gateway_id)
-            await bus.publish(keys.KEY_CONN_CLOSED, closed)
+            await bus.publish(KEY_CONN_CLOSED, closed)
         await bus.open_connection(gw1, "bob", "k3", "gw1")
         assert await redis_client.zscore(names.going_offline_key, "bob") is None
         await bus.publish(
-            keys.KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k3", gateway_id="gw1")
+            KEY_CONN_CLOSED, ConnClosed(uid="bob", conn_id="k3", gateway_id="gw1")
         )
-        assert await next_event() == (keys.EVENT_USER_OFFLINE, "bob")
+        assert await next_event() == (EVENT_USER_OFFLINE, "bob")
 
         # A swept gateway takes its users offline too.
         await bus.open_connection(gw2, "carol", "k4", "gw2")
-        assert await next_event() == (keys.EVENT_USER_ONLINE, "carol")
-        await bus.publish(keys.KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw2"))
-        assert await next_event() == (keys.EVENT_USER_OFFLINE, "carol")
+        assert await next_event() == (EVENT_USER_ONLINE, "carol")
+        await bus.publish(KEY_GATEWAY_STOPPED, GatewayStopped(gateway_id="gw2"))
+        assert await next_event() == (EVENT_USER_OFFLINE, "carol")
         await router.wait_for_event("user_offline_published", uid="carol")
         assert router.count_events("user_offline_published") == 2  # nothing else
         assert await redis_client.zcard(names.going_offline_key) == 0

@@ -111,9 +111,8 @@ async def _wait_until_serving(url: str, process: asyncio.subprocess.Process) -> 
             try:
                 connection = await aio_pika.connect(url, timeout=2)
             except Exception:
-                await asyncio.sleep(
-                    0.5
-                )  # polling a port; the deadline above synchronises
+                # Polling a port; the deadline above synchronises.
+                await asyncio.sleep(0.5)
                 continue
             await connection.close()
             return
@@ -126,6 +125,5 @@ async def _wait_for_group_exit(group: int) -> None:
             os.killpg(group, 0)
         except ProcessLookupError:
             return
-        await asyncio.sleep(
-            0.2
-        )  # polling for exits; the caller's deadline synchronises
+        # Polling for exits; the caller's deadline synchronises.
+        await asyncio.sleep(0.2)

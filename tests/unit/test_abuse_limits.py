@@ -26,8 +26,8 @@ from router.lookups import (
     LookupRules,
 )
 from router.results import (
-    Connection,
     Connections,
+    PresenceEntry,
     Result,
     Visibility,
 )
@@ -48,8 +48,8 @@ from tests.unit.test_session import initialized
 ASKED = PresenceAsked(
     uid="alice", conn_id="k0", gateway_id="gw1", client_id="p1", uids=["bob", "carol"]
 )
-BOB = ("bob", (Connection("k1", "gw1"),))
-CAROL = ("carol", (Connection("k2", "gw1"),))
+BOB = ("bob", (PresenceEntry("k1", "gw1"),))
+CAROL = ("carol", (PresenceEntry("k2", "gw1"),))
 
 
 def ask(policy: PresencePolicy, results: list[Result]) -> routing.Plan:

@@ -17,9 +17,9 @@ from gateway.acks import (
     Capped,
     CaughtUp,
     DeadLetter,
-    Effect,
     HandOver,
     Ledger,
+    LedgerEffect,
     Relieved,
     TimedOut,
 )
@@ -76,7 +76,7 @@ def deliver(
     behind: Sequence[Account] = (),
     elsewhere: Sequence[DeliveryItem] = (),
     refused: Sequence[RefusedItem] = (),
-) -> tuple[list[str], list[Effect]]:
+) -> tuple[list[str], list[LedgerEffect]]:
     """What the hub does with one delivery; returns the mids pushed and the effects.
 
     ``behind``: accounts whose client is too far behind (its outbox refuses the frame).
@@ -100,17 +100,17 @@ def deliver(
 T = TypeVar("T")
 
 
-def of_type(effects: Sequence[Effect], kind: type[T]) -> list[T]:
+def of_type(effects: Sequence[LedgerEffect], kind: type[T]) -> list[T]:
     return [effect for effect in effects if isinstance(effect, kind)]
 
 
-def handed_over(effects: Sequence[Effect]) -> list[str]:
+def handed_over(effects: Sequence[LedgerEffect]) -> list[str]:
     return [effect.item.mid for effect in of_type(effects, HandOver)]
 
 
-def release_all(acks: Ledger, effects: Sequence[Effect]) -> list[Effect]:
+def release_all(acks: Ledger, effects: Sequence[LedgerEffect]) -> list[LedgerEffect]:
     """The broker confirmed every handover (or dead-lettering) among ``effects``."""
-    released: list[Effect] = []
+    released: list[LedgerEffect] = []
     for effect in effects:
         if isinstance(effect, HandOver | DeadLetter):
             held = effect.held if isinstance(effect, HandOver) else (effect.held,)

@@ -35,9 +35,9 @@ def test_nothing_saved_gives_no_envelope() -> None:
     assert announcements.saved_envelope([]) is None
 
 
-def test_offline_events_one_per_new_row() -> None:
+def test_message_offline_events_one_per_new_row() -> None:
     keys = [RowKey("bob", "m1"), RowKey("carol", "m1"), RowKey("bob", "m1")]
-    assert announcements.offline_events(keys, 1234) == [
+    assert announcements.message_offline_events(keys, 1234) == [
         MessageOffline(uid="bob", mid="m1", ts=1234),
         MessageOffline(uid="carol", mid="m1", ts=1234),
     ]

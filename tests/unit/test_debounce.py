@@ -3,8 +3,7 @@ loop, no network."""
 
 import json
 
-from proto import names as keys
-from proto.names import Names
+from proto.names import EVENT_USER_OFFLINE, Names
 from router import debounce
 from router.requests import (
     ClaimDueOffline,
@@ -43,12 +42,12 @@ def test_only_claimed_uids_without_connections_go_offline() -> None:
     assert debounce.gone_offline(due, claims) == ["a", "d"]
 
 
-def test_offline_events() -> None:
-    [event] = debounce.offline_events(NAMES, ["bob"], NOW_MS)
+def test_user_offline_events() -> None:
+    [event] = debounce.user_offline_events(NAMES, ["bob"], NOW_MS)
 
     assert (event.exchange, event.routing_key, event.mandatory) == (
         NAMES.events_exchange,
-        keys.EVENT_USER_OFFLINE,
+        EVENT_USER_OFFLINE,
         False,
     )
     assert json.loads(event.body) == {"uid": "bob", "ts": NOW_MS}

@@ -143,7 +143,8 @@ def test_kick_pushes_the_kicked_frame_then_closes_only_its_targets() -> None:
 
 def test_reannouncements_list_connections_then_each_one_in_each_room() -> None:
     from gateway.fanout import reannouncements
-    from proto import envelopes, names
+    from proto import envelopes
+    from proto.names import KEY_CONN_OPENED, KEY_ROOM_JOINED
 
     announced = reannouncements(
         "gw1",
@@ -152,10 +153,10 @@ def test_reannouncements_list_connections_then_each_one_in_each_room() -> None:
         {"lobby": {"k1", "k2", "k3"}, "empty": set()},
     )
     assert [a.routing_key for a in announced] == [
-        names.KEY_CONN_OPENED,
-        names.KEY_CONN_OPENED,
-        names.KEY_ROOM_JOINED,
-        names.KEY_ROOM_JOINED,
+        KEY_CONN_OPENED,
+        KEY_CONN_OPENED,
+        KEY_ROOM_JOINED,
+        KEY_ROOM_JOINED,
     ]
     first = envelopes.decode_conn_opened(announced[0].body)
     assert (first.uid, first.conn_id, first.reannounce) == ("alice", "k1", True)

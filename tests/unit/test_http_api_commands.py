@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import commands
-from gateway.commands import Answer, Forward
+from gateway.commands import Forward, HttpAnswer
 from proto import envelopes
 from proto.schemagen import COMMAND_EXAMPLES
 from tests.unit.test_imports import PURE_FORBIDDEN, ROOT, reachable_imports
@@ -17,7 +17,7 @@ from tests.unit.test_imports import PURE_FORBIDDEN, ROOT, reachable_imports
 KEY = "k" * 16 + "-api-key"
 
 
-def error_of(answer: Answer) -> dict[str, str]:
+def error_of(answer: HttpAnswer) -> dict[str, str]:
     detail: dict[str, str] = json.loads(answer.body)["error"]
     assert set(detail) == {"code", "message"}
     assert detail["code"] == answer.code
@@ -100,7 +100,7 @@ def test_unknown_fields_are_forwarded() -> None:
 @pytest.mark.parametrize("command", ["frobnicate", "", "api.send", "Send", "group"])
 def test_an_unknown_command_is_404(command: str) -> None:
     answer = commands.check_command(command, b"{}")
-    assert isinstance(answer, Answer)
+    assert isinstance(answer, HttpAnswer)
     assert answer.status == HTTPStatus.NOT_FOUND
     assert error_of(answer)["code"] == "unknown_command"
 
@@ -108,7 +108,7 @@ def test_an_unknown_command_is_404(command: str) -> None:
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"uid": "a"} x', b"\xff"])
 def test_a_body_that_is_not_json_is_invalid_json(body: bytes) -> None:
     answer = commands.check_command("connections", body)
-    assert isinstance(answer, Answer)
+    assert isinstance(answer, HttpAnswer)
     assert answer.status == HTTPStatus.BAD_REQUEST
     assert error_of(answer)["code"] == "invalid_json"
 
@@ -131,7 +131,7 @@ def test_a_body_of_the_wrong_shape_is_invalid_field_with_its_path(
     command: str, body: bytes, path: str
 ) -> None:
     answer = commands.check_command(command, body)
-    assert isinstance(answer, Answer)
+    assert isinstance(answer, HttpAnswer)
     assert answer.status == HTTPStatus.BAD_REQUEST
     assert path in error_of(answer)["message"]
     assert answer.code == "invalid_field"
@@ -140,7 +140,7 @@ def test_a_body_of_the_wrong_shape_is_invalid_field_with_its_path(
 @given(st.binary(max_size=64))
 def test_any_bytes_get_a_forward_or_a_400(body: bytes) -> None:
     checked = commands.check_command("presence", body)
-    if isinstance(checked, Answer):
+    if isinstance(checked, HttpAnswer):
         assert checked.status == HTTPStatus.BAD_REQUEST
         assert error_of(checked)["code"] in ("invalid_json", "invalid_field")
     else:
@@ -155,7 +155,7 @@ def test_any_bytes_get_a_forward_or_a_400(body: bytes) -> None:
     [b'{"mid":"018b"}', b'{"ok":true}', b'{"online":[]}', b'{"count": 3, "x": null}'],
 )
 def test_a_reply_is_200_byte_for_byte(reply: bytes) -> None:
-    assert commands.answer_reply(reply) == Answer(HTTPStatus.OK, reply)
+    assert commands.answer_reply(reply) == HttpAnswer(HTTPStatus.OK, reply)
 
 
 def test_an_error_reply_is_400_byte_for_byte() -> None:
@@ -164,7 +164,7 @@ def test_an_error_reply_is_400_byte_for_byte() -> None:
             error=envelopes.ErrorDetail(code="not_member", message="no")
         )
     )
-    assert commands.answer_reply(reply) == Answer(
+    assert commands.answer_reply(reply) == HttpAnswer(
         HTTPStatus.BAD_REQUEST, reply, "not_member"
     )
 

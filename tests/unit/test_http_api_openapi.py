@@ -113,7 +113,7 @@ def test_the_error_answers_match_the_documented_error_object(
     document: dict[str, Any],
 ) -> None:
     error_reply = validator(document, "ErrorReply")
-    answers: list[commands.Answer | commands.Forward] = [
+    answers: list[commands.HttpAnswer | commands.Forward] = [
         commands.unauthorized(),
         commands.too_large(65536),
         commands.method_not_allowed("PUT"),
@@ -123,7 +123,7 @@ def test_the_error_answers_match_the_documented_error_object(
         commands.check_command("frobnicate", b"{}"),
     ]
     for answer in answers:
-        assert isinstance(answer, commands.Answer)
+        assert isinstance(answer, commands.HttpAnswer)
         assert answer.status != HTTPStatus.OK
         error_reply.validate(msgspec.json.decode(answer.body))
     for response in document["components"]["responses"].values():

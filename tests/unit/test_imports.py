@@ -40,7 +40,7 @@ PURE_MODULES = (
     "gateway/tokens.py",
     "gateway/fanout.py",
     "gateway/commands.py",
-    "gateway/batching.py",
+    "gateway/coalescing.py",
     "gateway/acks.py",
     "gateway/admission.py",
     "router/inbound.py",
@@ -54,7 +54,7 @@ PURE_MODULES = (
     "router/liveness.py",
     "router/debounce.py",
     "router/delivery_items.py",
-    "router/publishes.py",
+    "router/publications.py",
     "router/scripts.py",
     "offline_store/rows.py",
     "offline_store/announcements.py",
@@ -97,7 +97,7 @@ def parse_imports(
             else:
                 imported = node.module or ""
             yield node.lineno, imported
-            # ``from proto import names`` imports the submodule proto.names.
+            # ``from proto import frames`` imports the submodule proto.frames.
             for alias in node.names:
                 yield node.lineno, f"{imported}.{alias.name}"
 

@@ -7,7 +7,6 @@ import msgspec
 import pytest
 
 from proto import envelopes
-from proto import names as keys
 from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiGroupMembers,
@@ -20,6 +19,15 @@ from proto.envelopes import (
     RoomLeft,
 )
 from proto.errors import BadEnvelope
+from proto.names import (
+    KEY_ACK,
+    KEY_CONN_OPENED,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SAVED,
+    KEY_SEND,
+)
 from router import inbound
 from router.inbound import Call, Refused
 from tests.unit.test_routing import NOW_MS, REPLY_TO, outgoing
@@ -29,20 +37,18 @@ from tests.unit.test_routing import NOW_MS, REPLY_TO, outgoing
 
 def test_decode_inbound_by_routing_key() -> None:
     body = envelopes.encode(outgoing())
-    assert inbound.decode_inbound(keys.KEY_SEND, body) == outgoing()
+    assert inbound.decode_inbound(KEY_SEND, body) == outgoing()
     opened = ConnOpened(uid="bob", conn_id="k1", gateway_id="gw1")
-    assert (
-        inbound.decode_inbound(keys.KEY_CONN_OPENED, envelopes.encode(opened)) == opened
-    )
+    assert inbound.decode_inbound(KEY_CONN_OPENED, envelopes.encode(opened)) == opened
 
 
 @pytest.mark.parametrize(
     ("routing_key", "body"),
     [
-        (keys.KEY_SEND, b"not json"),
-        (keys.KEY_SEND, b'{"mid": "m1"}'),
-        (keys.KEY_CONN_OPENED, b'{"uid": 1, "conn_id": "k", "gateway_id": "g"}'),
-        (keys.KEY_ACK, b'{"uid": "bob", "mids": []}'),
+        (KEY_SEND, b"not json"),
+        (KEY_SEND, b'{"mid": "m1"}'),
+        (KEY_CONN_OPENED, b'{"uid": 1, "conn_id": "k", "gateway_id": "g"}'),
+        (KEY_ACK, b'{"uid": "bob", "mids": []}'),
         ("gateway.unknown", b"{}"),
     ],
 )
@@ -54,7 +60,7 @@ def test_decode_inbound_rejects_bad_envelopes(routing_key: str, body: bytes) -> 
 def test_bad_envelope_reason_names_the_field_not_the_value() -> None:
     body = b'{"uid": 12345, "conn_id": "k", "gateway_id": "g"}'
     with pytest.raises(BadEnvelope) as caught:
-        inbound.decode_inbound(keys.KEY_CONN_OPENED, body)
+        inbound.decode_inbound(KEY_CONN_OPENED, body)
     assert "$.uid" in caught.value.reason
     assert "12345" not in caught.value.reason
 
@@ -65,23 +71,21 @@ def test_decode_batch_keeps_order_and_drops_only_bad_items() -> None:
         envelopes.Batch(
             items=[
                 envelopes.Batched(
-                    keys.KEY_CONN_OPENED, msgspec.Raw(envelopes.encode(opened))
+                    KEY_CONN_OPENED, msgspec.Raw(envelopes.encode(opened))
                 ),
-                envelopes.Batched(keys.KEY_SEND, msgspec.Raw(b'{"mid": "m1"}')),
-                envelopes.Batched(keys.KEY_SAVED, msgspec.Raw(b'{"uids": []}')),
-                envelopes.Batched(
-                    keys.KEY_SEND, msgspec.Raw(envelopes.encode(outgoing()))
-                ),
+                envelopes.Batched(KEY_SEND, msgspec.Raw(b'{"mid": "m1"}')),
+                envelopes.Batched(KEY_SAVED, msgspec.Raw(b'{"uids": []}')),
+                envelopes.Batched(KEY_SEND, msgspec.Raw(envelopes.encode(outgoing()))),
             ]
         )
     )
-    decoded, refused = inbound.decode_batch(body)
+    decoded, refused = inbound.decode_gateway_batch(body)
     assert decoded == [opened, outgoing()]
     assert [item.index for item in refused] == [1, 2]
     assert "may not be batched" in refused[1].reason
     # Each refused item alone, as a batch of one, to be dead-lettered.
     (alone,) = envelopes.decode_batch(refused[1].body).items
-    assert alone.key == keys.KEY_SAVED
+    assert alone.key == KEY_SAVED
 
 
 def test_an_item_too_deep_for_any_decoder_is_refused_alone() -> None:
@@ -90,7 +94,7 @@ def test_an_item_too_deep_for_any_decoder_is_refused_alone() -> None:
         b'{"items": [["gateway.send", {"body": ' + deep + b"}], "
         b'["gateway.heartbeat", {"gateway_id": "gw1", "connections": 5}]]}'
     )
-    decoded, refused = inbound.decode_batch(body)
+    decoded, refused = inbound.decode_gateway_batch(body)
     assert decoded == [Heartbeat(gateway_id="gw1", connections=5)]
     (item,) = refused
     assert (item.index, item.reason) == (0, "nested too deeply")
@@ -99,14 +103,14 @@ def test_an_item_too_deep_for_any_decoder_is_refused_alone() -> None:
 def test_a_lone_envelope_too_deep_is_a_bad_envelope() -> None:
     deep = b"[" * 5000 + b"]" * 5000
     with pytest.raises(BadEnvelope, match="deep"):
-        inbound.decode_inbound(keys.KEY_SEND, b'{"x": ' + deep + b"}")
+        inbound.decode_inbound(KEY_SEND, b'{"x": ' + deep + b"}")
 
 
 def test_a_batch_is_a_list_of_key_and_body_pairs() -> None:
     body = (
         b'{"items": [["gateway.heartbeat", {"gateway_id": "gw1", "connections": 5}]]}'
     )
-    decoded, refused = inbound.decode_batch(body)
+    decoded, refused = inbound.decode_gateway_batch(body)
     assert decoded == [Heartbeat(gateway_id="gw1", connections=5)]
     assert refused == []
 
@@ -114,11 +118,11 @@ def test_a_batch_is_a_list_of_key_and_body_pairs() -> None:
 @pytest.mark.parametrize("body", [b"not json", b'{"items": 3}', b"[]"])
 def test_decode_batch_rejects_what_is_no_batch(body: bytes) -> None:
     with pytest.raises(BadEnvelope):
-        inbound.decode_batch(body)
+        inbound.decode_gateway_batch(body)
 
 
 def test_an_item_that_is_no_pair_is_refused_alone() -> None:
-    decoded, refused = inbound.decode_batch(b'{"items": [["k"]]}')
+    decoded, refused = inbound.decode_gateway_batch(b'{"items": [["k"]]}')
     assert decoded == []
     assert [item.body for item in refused] == [b'{"items":[["k"]]}']
 
@@ -126,7 +130,7 @@ def test_an_item_that_is_no_pair_is_refused_alone() -> None:
 def test_api_keys_are_commands() -> None:
     assert inbound.is_command("api.kick")
     assert inbound.is_command("api.users.kick")
-    assert not inbound.is_command(keys.KEY_SEND)
+    assert not inbound.is_command(KEY_SEND)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +144,7 @@ def test_api_keys_are_commands() -> None:
 def test_outgoing_must_be_addressed_exactly_one_way(addressing: dict[str, Any]) -> None:
     fields = {**json.loads(envelopes.encode(outgoing())), **addressing}
     with pytest.raises(BadEnvelope):
-        inbound.decode_inbound(keys.KEY_SEND, json.dumps(fields).encode())
+        inbound.decode_inbound(KEY_SEND, json.dumps(fields).encode())
 
 
 def test_new_gateway_envelopes_decode() -> None:
@@ -149,10 +153,10 @@ def test_new_gateway_envelopes_decode() -> None:
     )
     joined = RoomJoined(uid="a", conn_id="k", gateway_id="g", room="r")
     for key, envelope in [
-        (keys.KEY_PRESENCE, asked),
-        (keys.KEY_ROOM_JOINED, joined),
-        (keys.KEY_ROOM_LEFT, RoomLeft(uid="a", conn_id="k", gateway_id="g", room="r")),
-        (keys.KEY_SEND, outgoing(to=None, group="team")),
+        (KEY_PRESENCE, asked),
+        (KEY_ROOM_JOINED, joined),
+        (KEY_ROOM_LEFT, RoomLeft(uid="a", conn_id="k", gateway_id="g", room="r")),
+        (KEY_SEND, outgoing(to=None, group="team")),
     ]:
         assert inbound.decode_inbound(key, envelopes.encode(envelope)) == envelope
 

@@ -17,9 +17,8 @@ def test_a_burst_is_accepted_then_frames_are_rejected() -> None:
 def test_the_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     limits = ConnectionLimits(frames_per_s=2.0, frames_burst=2)
     assert verdicts(limits, 0.0, 3)[-1] is Verdict.REJECT
-    assert (
-        limits.on_frame(0.5).verdict is Verdict.ACCEPT
-    )  # one token after 0.5 s at 2/s
+    # One token after 0.5 s at 2/s.
+    assert limits.on_frame(0.5).verdict is Verdict.ACCEPT
     assert limits.on_frame(0.5).verdict is Verdict.REJECT
     assert verdicts(limits, 100.0, 3) == [
         Verdict.ACCEPT,
@@ -102,14 +101,12 @@ def test_utf8_length_counts_bytes_as_sent() -> None:
 
 def test_an_ack_gives_back_most_of_its_frame() -> None:
     limits = ConnectionLimits(frames_per_s=1.0, frames_burst=10)
-    for _ in range(
-        50
-    ):  # fifty acks cost five frames, where fifty frames would be refused
+    # Fifty acks cost five frames, where fifty frames would be refused.
+    for _ in range(50):
         assert limits.on_frame(0.0).is_accepted
         assert limits.on_cost(0.0, ACK_FRAME_COST - 1).is_accepted
-    assert (
-        verdicts(limits, 0.0, 4) == [Verdict.ACCEPT] * 4
-    )  # about five frames are left
+    # About five frames are left.
+    assert verdicts(limits, 0.0, 4) == [Verdict.ACCEPT] * 4
     assert Verdict.REJECT in verdicts(limits, 0.0, 2)
 
 

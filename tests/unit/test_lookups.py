@@ -50,8 +50,8 @@ from router.requests import (
     AddCost,
     ChangeGroup,
     ClaimClientId,
-    JoinRoom,
-    LeaveRoom,
+    CountInRoom,
+    CountOutOfRoom,
     OpenConnection,
     ReadConnections,
     ReadGateways,
@@ -66,13 +66,13 @@ from router.results import (
     RESULT_OF,
     WRITTEN,
     Claimed,
-    Connection,
     Connections,
     Counted,
     GatewaysRead,
     GroupRead,
     HeartbeatRecorded,
     Opened,
+    PresenceEntry,
     Result,
     RoomCounts,
     Visibility,
@@ -86,7 +86,7 @@ WINDOW = AT_MS // DEDUP_TTL_MS
 EXPIRE_AT_MS = (WINDOW + 2) * DEDUP_TTL_MS
 DEBOUNCE_MS = 2_000
 RULES = LookupRules(dedup_ttl_ms=DEDUP_TTL_MS, debounce_ms=DEBOUNCE_MS)
-BOB_ONLINE = Connections((("bob", (Connection("k1", "gw1"),)),))
+BOB_ONLINE = Connections((("bob", (PresenceEntry("k1", "gw1"),)),))
 
 
 def send(mid: str = "m1", client_id: str = "c1", **addressing: object) -> Outgoing:
@@ -222,7 +222,7 @@ def test_room_changes_only_write() -> None:
     left = RoomLeft(uid="bob", conn_id="k1", gateway_id="gw1", room="r")
     lookup, requests = look_up([joined, left])
 
-    assert requests == [JoinRoom("k1", "gw1", "r"), LeaveRoom("k1", "gw1", "r")]
+    assert requests == [CountInRoom("k1", "gw1", "r"), CountOutOfRoom("k1", "gw1", "r")]
     assert finish(lookup, [WRITTEN, WRITTEN]) == [None, None]
 
 
@@ -239,7 +239,7 @@ def test_saved_rows_read_the_connections_of_each_uid_in_order() -> None:
     lookup, requests = look_up([saved])
 
     assert requests == [ReadConnections(("carol", "bob"))]
-    held = Connections((("carol", ()), ("bob", (Connection("k1", "gw1"),))))
+    held = Connections((("carol", ()), ("bob", (PresenceEntry("k1", "gw1"),))))
     assert finish(lookup, [held]) == [held]
 
 
@@ -277,7 +277,7 @@ def test_a_group_message_reads_its_members_but_the_sender_in_a_second_round() ->
         [Claimed(None), GroupRead(True, frozenset({"carol", "alice", "bob"}))]
     )
     assert lookup.requests() == [ReadConnections(("bob", "carol"))]
-    members = Connections((("bob", (Connection("k1", "gw1"),)), ("carol", ())))
+    members = Connections((("bob", (PresenceEntry("k1", "gw1"),)), ("carol", ())))
     assert finish(lookup, [members]) == [Recipients(members.by_uid)]
 
 
@@ -475,7 +475,7 @@ def test_shared_group_answers_only_the_uids_the_asker_may_see() -> None:
     lookup, requests = look_up([asked], rules)
 
     assert requests == [ReadVisibility("alice", ("bob", "alice", "carol"))]
-    bob, alice, carol = (Connection("k1", "gw1"),), (Connection("k0", "gw1"),), ()
+    bob, alice, carol = (PresenceEntry("k1", "gw1"),), (PresenceEntry("k0", "gw1"),), ()
     visibility = Visibility(
         "alice",
         frozenset({"team"}),
@@ -551,9 +551,8 @@ def test_the_batch_that_takes_a_uid_over_its_rate_throttles_it_at_its_last_envel
 
     answers = lookup.answers()
     assert answers.throttles == {2: Throttled("alice", 700)}  # 300 ms into its window
-    assert answers.per_envelope[2] == Recipients(
-        BOB_ONLINE.by_uid
-    )  # routed all the same
+    # Routed all the same.
+    assert answers.per_envelope[2] == Recipients(BOB_ONLINE.by_uid)
 
 
 def test_a_uid_under_its_rate_is_not_throttled() -> None:

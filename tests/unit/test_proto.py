@@ -7,10 +7,35 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from proto import envelopes, frames, names
+import proto.names
+from proto import envelopes, frames
 from proto.codes import ErrorCode
 from proto.mids import MID_PATTERN, MidFactory, mid_time_ms
-from proto.names import Names
+from proto.names import (
+    API_KEY_PREFIX,
+    BATCHABLE_KEYS,
+    DEFAULT_NAMESPACE,
+    EVENT_MESSAGE_OFFLINE,
+    EVENT_USER_OFFLINE,
+    EVENT_USER_ONLINE,
+    KEY_ACK,
+    KEY_ACK_BATCH,
+    KEY_BATCH,
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_GATEWAY_STOPPED,
+    KEY_HEARTBEAT,
+    KEY_PRESENCE,
+    KEY_REPLAY,
+    KEY_REPLAY_MORE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    KEY_SAVED,
+    KEY_SEND,
+    Names,
+    api_key,
+    is_valid_namespace,
+)
 from proto.topology import (
     DELIVERY_LIMIT,
     QUEUE_TYPES,
@@ -146,8 +171,8 @@ def test_names_of_one_kind_never_collide(sample: str) -> None:
     ],
 )
 def test_api_key(command: str, routing_key: str) -> None:
-    assert names.api_key(command) == routing_key
-    assert routing_key.startswith(names.API_KEY_PREFIX)
+    assert api_key(command) == routing_key
+    assert routing_key.startswith(API_KEY_PREFIX)
 
 
 @pytest.mark.parametrize("namespace", ["switchboard", "t0123456789ab", "a", "a_1"])
@@ -158,7 +183,7 @@ def test_every_name_carries_the_namespace(namespace: str) -> None:
 
 
 def test_default_namespace() -> None:
-    assert Names().namespace == names.DEFAULT_NAMESPACE == "switchboard"
+    assert Names().namespace == DEFAULT_NAMESPACE == "switchboard"
     assert Names().router_queue == "switchboard.router"
 
 
@@ -167,7 +192,7 @@ def test_default_namespace() -> None:
     ["", "Switchboard", "1abc", "_abc", "a-b", "a.b", "a:b", "a b", "a;drop", "a" * 41],
 )
 def test_invalid_namespace_is_rejected(namespace: str) -> None:
-    assert not names.is_valid_namespace(namespace)
+    assert not is_valid_namespace(namespace)
     with pytest.raises(ValueError, match="namespace"):
         Names(namespace)
 
@@ -222,20 +247,20 @@ def routed_queues(topology: Topology, exchange: str, routing_key: str) -> set[st
 
 SPACE = Names("ns")
 ROUTING = {
-    names.KEY_CONN_OPENED: SPACE.router_queue,
-    names.KEY_CONN_CLOSED: SPACE.router_queue,
-    names.KEY_SEND: SPACE.router_queue,
-    names.KEY_HEARTBEAT: SPACE.router_queue,
-    names.KEY_GATEWAY_STOPPED: SPACE.router_queue,
-    names.KEY_ROOM_JOINED: SPACE.router_queue,
-    names.KEY_ROOM_LEFT: SPACE.router_queue,
-    names.KEY_PRESENCE: SPACE.router_queue,
-    names.KEY_BATCH: SPACE.router_queue,
-    names.KEY_SAVED: SPACE.router_queue,
-    names.KEY_ACK: SPACE.store_acks_queue,
-    names.KEY_ACK_BATCH: SPACE.store_acks_queue,
-    names.KEY_REPLAY: SPACE.store_control_queue,
-    names.KEY_REPLAY_MORE: SPACE.store_control_queue,
+    KEY_CONN_OPENED: SPACE.router_queue,
+    KEY_CONN_CLOSED: SPACE.router_queue,
+    KEY_SEND: SPACE.router_queue,
+    KEY_HEARTBEAT: SPACE.router_queue,
+    KEY_GATEWAY_STOPPED: SPACE.router_queue,
+    KEY_ROOM_JOINED: SPACE.router_queue,
+    KEY_ROOM_LEFT: SPACE.router_queue,
+    KEY_PRESENCE: SPACE.router_queue,
+    KEY_BATCH: SPACE.router_queue,
+    KEY_SAVED: SPACE.router_queue,
+    KEY_ACK: SPACE.store_acks_queue,
+    KEY_ACK_BATCH: SPACE.store_acks_queue,
+    KEY_REPLAY: SPACE.store_control_queue,
+    KEY_REPLAY_MORE: SPACE.store_control_queue,
 }
 
 
@@ -249,11 +274,13 @@ def test_topic_matcher() -> None:
 
 def test_batchable_keys_reach_only_the_router() -> None:
     to_router = {k for k, q in ROUTING.items() if q == SPACE.router_queue}
-    assert names.BATCHABLE_KEYS.issubset(to_router)
+    assert BATCHABLE_KEYS.issubset(to_router)
 
 
 def test_every_routing_key_has_an_expected_queue() -> None:
-    declared = {value for key, value in vars(names).items() if key.startswith("KEY_")}
+    declared = {
+        value for key, value in vars(proto.names).items() if key.startswith("KEY_")
+    }
     assert declared == ROUTING.keys()
 
 
@@ -268,7 +295,7 @@ def test_inbound_routing_key_reaches_exactly_its_queue(
 
 @pytest.mark.parametrize(
     "routing_key",
-    ["api.kick", "api.push.broadcast", *map(names.api_key, envelopes.COMMANDS)],
+    ["api.kick", "api.push.broadcast", *map(api_key, envelopes.COMMANDS)],
 )
 def test_backend_commands_reach_the_router(routing_key: str) -> None:
     topology = shared_topology(SPACE, "quorum")
@@ -348,7 +375,7 @@ def test_consumed_queues_dead_letter_to_the_dead_letter_queue(queue_type: str) -
 
 @pytest.mark.parametrize(
     "routing_key",
-    [names.EVENT_USER_ONLINE, names.EVENT_USER_OFFLINE, names.EVENT_MESSAGE_OFFLINE],
+    [EVENT_USER_ONLINE, EVENT_USER_OFFLINE, EVENT_MESSAGE_OFFLINE],
 )
 def test_events_reach_only_the_queues_backends_bind(routing_key: str) -> None:
     shared = shared_topology(SPACE, "quorum")
@@ -363,9 +390,7 @@ def test_events_reach_only_the_queues_backends_bind(routing_key: str) -> None:
         bindings=(
             *shared.bindings,
             BindingSpec("billing.presence", SPACE.events_exchange, "user.*"),
-            BindingSpec(
-                "billing.mail", SPACE.events_exchange, names.EVENT_MESSAGE_OFFLINE
-            ),
+            BindingSpec("billing.mail", SPACE.events_exchange, EVENT_MESSAGE_OFFLINE),
         ),
     )
     expected = (
@@ -375,7 +400,9 @@ def test_events_reach_only_the_queues_backends_bind(routing_key: str) -> None:
 
 
 def test_every_event_key_is_declared() -> None:
-    declared = {value for key, value in vars(names).items() if key.startswith("EVENT_")}
+    declared = {
+        value for key, value in vars(proto.names).items() if key.startswith("EVENT_")
+    }
     assert declared == {
         "user.online",
         "user.offline",
@@ -810,10 +837,8 @@ ENVELOPES: list[tuple[Callable[[bytes], envelopes.Envelope], envelopes.Envelope]
         envelopes.decode_batch,
         envelopes.Batch(
             items=[
-                envelopes.Batched(names.KEY_SEND, msgspec.Raw(b'{"mid":"m1"}')),
-                envelopes.Batched(
-                    names.KEY_HEARTBEAT, msgspec.Raw(b'{"gateway_id":"g"}')
-                ),
+                envelopes.Batched(KEY_SEND, msgspec.Raw(b'{"mid":"m1"}')),
+                envelopes.Batched(KEY_HEARTBEAT, msgspec.Raw(b'{"gateway_id":"g"}')),
             ]
         ),
     ),
@@ -937,7 +962,7 @@ def test_every_command_name_maps_to_a_command_class() -> None:
     for name, command in envelopes.COMMANDS.items():
         assert issubclass(command, envelopes.Command), name
         assert not issubclass(command, envelopes.Envelope), name
-        assert names.api_key(name) == f"api.{name}"
+        assert api_key(name) == f"api.{name}"
     defined = {
         value
         for value in vars(envelopes).values()

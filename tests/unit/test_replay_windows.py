@@ -12,9 +12,8 @@ GATEWAYS = (GatewayTargets("gw1", (Target("bob", "c1"),)),)
 
 def test_a_window_is_what_the_request_asks_for_never_more_than_a_page() -> None:
     assert replay.window_rows(0, 500) == 500  # a router's request: a page
-    assert (
-        replay.window_rows(100, 500) == 100
-    )  # a gateway's: what its connection can take
+    # A gateway's: what its connection can take.
+    assert replay.window_rows(100, 500) == 100
     assert replay.window_rows(900, 500) == 500
     assert replay.window_rows(-1, 500) == 500
 

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from proto import envelopes, frames
-from proto import names as keys
 from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
@@ -36,7 +35,7 @@ from proto.envelopes import (
     SavedUid,
     Target,
 )
-from proto.names import Names
+from proto.names import EVENT_USER_ONLINE, KEY_REPLAY, Names
 from router import routing
 from router.answers import (
     EVERYONE,
@@ -49,16 +48,16 @@ from router.answers import (
 )
 from router.inbound import Call, Refused, ReplyTo
 from router.limits import Throttled
-from router.publishes import Publish
+from router.publications import Publication
 from router.requests import (
     MarkKnown,
     RemoveConnection,
 )
 from router.results import (
-    Connection,
     Connections,
     HeartbeatRecorded,
     Opened,
+    PresenceEntry,
     RoomCounts,
 )
 from router.routing import Plan
@@ -90,9 +89,9 @@ def outgoing(
     )
 
 
-def held(*connections: tuple[str, str]) -> tuple[Connection, ...]:
+def held(*connections: tuple[str, str]) -> tuple[PresenceEntry, ...]:
     """Connections from (conn_id, gateway_id) pairs."""
-    return tuple(Connection(c, g) for c, g in connections)
+    return tuple(PresenceEntry(c, g) for c, g in connections)
 
 
 def sent_to(*connections: tuple[str, str], uid: str = "bob") -> Recipients:
@@ -117,11 +116,11 @@ def route(
     )
 
 
-def delivery_of(publish: Publish) -> Delivery:
+def delivery_of(publish: Publication) -> Delivery:
     return envelopes.decode_delivery(publish.body)
 
 
-def by_routing_key(plan: Plan) -> dict[str, Publish]:
+def by_routing_key(plan: Plan) -> dict[str, Publication]:
     return {p.routing_key: p for p in plan.deliveries}
 
 
@@ -282,7 +281,7 @@ def test_opened_connection_gets_ready_then_a_replay_request() -> None:
     [replay] = plan.replays
     assert (replay.exchange, replay.routing_key) == (
         NAMES.inbound_exchange,
-        keys.KEY_REPLAY,
+        KEY_REPLAY,
     )
     assert envelopes.decode_replay_request(replay.body) == ReplayRequest(
         uid="bob", targets=[ReplayTarget("gw1", "k1")], from_mid=""
@@ -329,7 +328,7 @@ def test_saved_rows_are_replayed_to_uids_online_now() -> None:
 
     assert plan.deliveries == ()
     [replay] = plan.replays
-    assert replay.routing_key == keys.KEY_REPLAY
+    assert replay.routing_key == KEY_REPLAY
     assert envelopes.decode_replay_request(replay.body) == ReplayRequest(
         uid="bob", targets=[ReplayTarget("gw1", "k1")], from_mid="m5"
     )
@@ -376,7 +375,9 @@ def frame_of(item: DeliveryItem) -> frames.AnyServerFrame:
     return frames.decode_server_frame(bytes(item.frame))
 
 
-def items_by_gateway(publishes: tuple[Publish, ...]) -> dict[str, list[DeliveryItem]]:
+def items_by_gateway(
+    publishes: tuple[Publication, ...],
+) -> dict[str, list[DeliveryItem]]:
     return {p.routing_key: delivery_of(p).items for p in publishes}
 
 
@@ -743,7 +744,7 @@ def test_first_connection_publishes_user_online() -> None:
     [event] = plan.events
     assert (event.exchange, event.routing_key) == (
         NAMES.events_exchange,
-        keys.EVENT_USER_ONLINE,
+        EVENT_USER_ONLINE,
     )
     assert not event.mandatory  # nobody may be bound
     assert json.loads(event.body) == {"uid": "bob", "ts": NOW_MS}

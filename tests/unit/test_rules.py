@@ -17,10 +17,17 @@ from gateway import commands
 from gateway.effects import Reply
 from gateway.session import Session
 from gateway.tokens import verify_token
-from proto import envelopes, frames, names, rules
+from proto import envelopes, frames, rules
 from proto.codes import ErrorCode
 from proto.errors import BadEnvelope, FrameRejected
 from proto.mids import MidFactory
+from proto.names import (
+    KEY_CONN_OPENED,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_SEND,
+    Names,
+)
 from router import inbound
 from router.inbound import Call, Refused
 from tests.support.tokens import TEST_JWT_SECRET, make_token
@@ -181,7 +188,7 @@ def test_a_command_with_a_bad_name_is_invalid_field_over_amqp_and_http(
     assert refused.code is ErrorCode.INVALID_FIELD
     assert path in refused.reason
     answer = commands.check_command(command, raw)
-    assert isinstance(answer, commands.Answer)
+    assert isinstance(answer, commands.HttpAnswer)
     assert (answer.status, answer.code) == (
         HTTPStatus.BAD_REQUEST,
         ErrorCode.INVALID_FIELD,
@@ -207,19 +214,19 @@ def outgoing_body(**fields: object) -> bytes:
 @pytest.mark.parametrize(
     ("key", "body"),
     [
-        (names.KEY_SEND, outgoing_body(to="x\u0000y")),
-        (names.KEY_SEND, outgoing_body(sender="a:b")),
-        (names.KEY_SEND, outgoing_body(client_id="c\n")),
+        (KEY_SEND, outgoing_body(to="x\u0000y")),
+        (KEY_SEND, outgoing_body(sender="a:b")),
+        (KEY_SEND, outgoing_body(client_id="c\n")),
         (
-            names.KEY_CONN_OPENED,
+            KEY_CONN_OPENED,
             b'{"uid":"x\\u0000y","conn_id":"k1","gateway_id":"gw1"}',
         ),
         (
-            names.KEY_ROOM_JOINED,
+            KEY_ROOM_JOINED,
             b'{"uid":"a","conn_id":"k","gateway_id":"g","room":"*"}',
         ),
         (
-            names.KEY_PRESENCE,
+            KEY_PRESENCE,
             b'{"uid":"a","conn_id":"k","gateway_id":"g","client_id":"p","uids":["a b"]}',
         ),
     ],
@@ -236,13 +243,13 @@ def test_a_batch_refuses_only_its_bad_items() -> None:
     batch = envelopes.encode(
         envelopes.Batch(
             items=[
-                envelopes.Batched(names.KEY_SEND, msgspec.Raw(good)),
-                envelopes.Batched(names.KEY_SEND, msgspec.Raw(bad)),
-                envelopes.Batched(names.KEY_SEND, msgspec.Raw(long_number)),
+                envelopes.Batched(KEY_SEND, msgspec.Raw(good)),
+                envelopes.Batched(KEY_SEND, msgspec.Raw(bad)),
+                envelopes.Batched(KEY_SEND, msgspec.Raw(long_number)),
             ]
         )
     )
-    decoded, refused = inbound.decode_batch(batch)
+    decoded, refused = inbound.decode_gateway_batch(batch)
     assert [type(e) for e in decoded] == [envelopes.Outgoing]
     assert len(refused) == 2
     assert "$.to" in refused[0].reason
@@ -384,7 +391,7 @@ def test_a_body_is_refused_for_clients_and_backends_alike(body: bytes) -> None:
     assert isinstance(refused, Refused)
     assert refused.code is ErrorCode.INVALID_FIELD
     answer = commands.check_command("send", command)
-    assert isinstance(answer, commands.Answer)
+    assert isinstance(answer, commands.HttpAnswer)
     assert answer.code == ErrorCode.INVALID_FIELD
 
 
@@ -403,16 +410,16 @@ def test_a_valid_command_still_decodes() -> None:
 
 
 def test_the_reported_dedup_collision_cannot_happen() -> None:
-    keys = names.Names("ns")
+    names = Names("ns")
     # uid "acme" + id "bob:c1" against uid "acme:bob" + id "c1": the second uid is
     # refused at every edge, and the id is a hash field, never part of the key.
     assert not rules.is_identifier("acme:bob")
-    first = (keys.dedup_key("acme", 7), "bob:c1")
-    assert first != (keys.dedup_key("acme:bob", 7), "c1")
+    first = (names.dedup_key("acme", 7), "bob:c1")
+    assert first != (names.dedup_key("acme:bob", 7), "c1")
     # Backends have a keyspace of their own: a user whose sub is "system" meets none.
-    assert keys.dedup_key("system", 7) != keys.api_dedup_key("system", 7)
-    assert not keys.api_dedup_key("system", 7).startswith(
-        keys.dedup_key("", 7).removesuffix(":7")
+    assert names.dedup_key("system", 7) != names.api_dedup_key("system", 7)
+    assert not names.api_dedup_key("system", 7).startswith(
+        names.dedup_key("", 7).removesuffix(":7")
     )
 
 
@@ -422,10 +429,10 @@ def test_the_reported_dedup_collision_cannot_happen() -> None:
 def test_dedup_keys_of_two_uids_or_windows_never_meet(
     uid_a: str, uid_b: str, window_a: int, window_b: int
 ) -> None:
-    keys = names.Names("ns")
+    names = Names("ns")
     if (uid_a, window_a) != (uid_b, window_b):
-        assert keys.dedup_key(uid_a, window_a) != keys.dedup_key(uid_b, window_b)
-    assert keys.dedup_key(uid_a, window_a) != keys.api_dedup_key(uid_b, window_b)
+        assert names.dedup_key(uid_a, window_a) != names.dedup_key(uid_b, window_b)
+    assert names.dedup_key(uid_a, window_a) != names.api_dedup_key(uid_b, window_b)
 
 
 def test_frames_module_reexports_the_identifier_limit() -> None:

@@ -8,8 +8,15 @@ import jsonschema
 import msgspec
 import pytest
 
+import proto.names
 from proto import envelopes, frames, schemagen
-from proto import names as keys
+from proto.names import (
+    KEY_CONN_OPENED,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+    api_key,
+)
 
 COMMITTED = {path.name: path for path in schemagen.SCHEMA_DIR.glob("*.json")}
 RENDERED = schemagen.render_schemas()
@@ -110,7 +117,9 @@ def test_every_command_has_a_command_and_a_reply_file() -> None:
 
 
 def test_every_event_routing_key_has_an_event_file() -> None:
-    declared = {value for key, value in vars(keys).items() if key.startswith("EVENT_")}
+    declared = {
+        value for key, value in vars(proto.names).items() if key.startswith("EVENT_")
+    }
     assert schemagen.EVENT_CLASSES.keys() == declared
     assert {f for f in RENDERED if f.startswith("event.")} == {
         f"event.{key}.json" for key in declared
@@ -131,7 +140,7 @@ def test_every_frame_class_is_in_a_frame_schema() -> None:
 def test_command_description_says_how_to_publish_it(name: str) -> None:
     description = json.loads(RENDERED[f"command.{name}.json"])["description"]
     assert "topic exchange <namespace>.inbound" in description
-    assert f"routing key {keys.api_key(name)}" in description
+    assert f"routing key {api_key(name)}" in description
     assert "reply_to and correlation_id" in description
     assert f"reply.{name}.json" in description
     assert "reply.error.json" in description
@@ -140,7 +149,7 @@ def test_command_description_says_how_to_publish_it(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(envelopes.COMMANDS))
 def test_reply_description_names_its_command(name: str) -> None:
     description = json.loads(RENDERED[f"reply.{name}.json"])["description"]
-    assert keys.api_key(name) in description
+    assert api_key(name) in description
     assert "reply_to" in description
     assert "correlation_id" in description
 
@@ -155,10 +164,10 @@ def test_event_description_says_where_to_bind(routing_key: str) -> None:
 @pytest.mark.parametrize(
     ("filename", "routing_key"),
     [
-        ("envelope.conn-opened.json", keys.KEY_CONN_OPENED),
-        ("envelope.room-joined.json", keys.KEY_ROOM_JOINED),
-        ("envelope.room-left.json", keys.KEY_ROOM_LEFT),
-        ("envelope.presence-asked.json", keys.KEY_PRESENCE),
+        ("envelope.conn-opened.json", KEY_CONN_OPENED),
+        ("envelope.room-joined.json", KEY_ROOM_JOINED),
+        ("envelope.room-left.json", KEY_ROOM_LEFT),
+        ("envelope.presence-asked.json", KEY_PRESENCE),
     ],
 )
 def test_envelope_description_names_its_routing_key(

@@ -15,9 +15,16 @@ from gateway.effects import (
     Reply,
 )
 from gateway.session import Session
-from proto import envelopes, names
+from proto import envelopes
 from proto.codes import CloseCode, ErrorCode
 from proto.mids import MidFactory
+from proto.names import (
+    KEY_CONN_CLOSED,
+    KEY_CONN_OPENED,
+    KEY_PRESENCE,
+    KEY_ROOM_JOINED,
+    KEY_ROOM_LEFT,
+)
 from tests.support.tokens import TEST_JWT_SECRET, make_token
 
 NOW_MS = 1_800_000_000_000
@@ -57,7 +64,7 @@ def test_init_publishes_the_verified_uid() -> None:
         json.dumps({"type": "init", "token": token("bob")}), NOW_MS
     )
     assert isinstance(effect, Publish)
-    assert effect.routing_key == names.KEY_CONN_OPENED
+    assert effect.routing_key == KEY_CONN_OPENED
     opened = envelopes.decode_conn_opened(effect.body)
     assert (opened.uid, opened.conn_id, opened.gateway_id) == ("bob", "conn1", "gw1")
     assert session.uid == "bob"
@@ -234,7 +241,7 @@ def test_closed_envelope_only_after_init() -> None:
     assert new_session().closed_envelope() is None
     closed = initialized().closed_envelope()
     assert closed is not None
-    assert closed.routing_key == names.KEY_CONN_CLOSED
+    assert closed.routing_key == KEY_CONN_CLOSED
 
 
 # Addressing, rooms, broadcast, presence
@@ -338,7 +345,7 @@ def test_join_allowed_by_the_claim_is_answered_once_confirmed() -> None:
     publish = published(
         session.on_text('{"type":"join","id":"j1","room":"live-1"}', NOW_MS)
     )
-    assert publish.routing_key == names.KEY_ROOM_JOINED
+    assert publish.routing_key == KEY_ROOM_JOINED
     joined = envelopes.decode_room_joined(publish.body)
     assert (joined.uid, joined.conn_id, joined.gateway_id, joined.room) == (
         "alice",
@@ -421,7 +428,7 @@ def test_leave_publishes_for_a_joined_room_and_answers_in_any_case() -> None:
     publish = published(
         session.on_text('{"type":"leave","id":"l1","room":"live-1"}', NOW_MS)
     )
-    assert publish.routing_key == names.KEY_ROOM_LEFT
+    assert publish.routing_key == KEY_ROOM_LEFT
     left = envelopes.decode_room_left(publish.body)
     assert (left.uid, left.conn_id, left.gateway_id, left.room) == (
         "alice",
@@ -447,7 +454,7 @@ def test_presence_is_published_and_answered_by_the_router() -> None:
     publish = published(
         session.on_text('{"type":"presence","id":"p1","uids":["bob","carol"]}', NOW_MS)
     )
-    assert publish.routing_key == names.KEY_PRESENCE
+    assert publish.routing_key == KEY_PRESENCE
     asked = envelopes.decode_presence_asked(publish.body)
     assert (asked.uid, asked.conn_id, asked.gateway_id, asked.client_id) == (
         "alice",

@@ -9,16 +9,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proto import envelopes
-from proto import names as keys
 from proto.envelopes import DeliveryItem, Envelope, ReplayRequest, ReplayTarget
 from proto.items import RefusedItem
-from proto.names import HEADER_REJECTED_REASON, Names
+from proto.names import HEADER_REJECTED_REASON, KEY_REPLAY, Names
 from proto.packing import pack_delivery
 from router.inbound import ReplyTo
 
 
 @dataclass(frozen=True, slots=True)
-class Publish:
+class Publication:
     """One AMQP message to publish (persistent, with a publisher confirm)."""
 
     exchange: str
@@ -41,13 +40,13 @@ class Publish:
         return {HEADER_REJECTED_REASON: self.reason} if self.reason else None
 
 
-def delivery_publishes(
+def delivery_publications(
     exchange: str, routing_key: str, items: list[DeliveryItem], max_bytes: int
-) -> list[Publish]:
+) -> list[Publication]:
     """The ``Delivery`` messages with these items, each at most ``max_bytes`` (one when they
     fit, none for no items)."""
     return [
-        Publish(exchange, routing_key, packed.body, _only_mid(packed.items))
+        Publication(exchange, routing_key, packed.body, _only_mid(packed.items))
         for packed in pack_delivery(items, max_bytes)
     ]
 
@@ -58,27 +57,29 @@ def _only_mid(items: Iterable[DeliveryItem]) -> str:
     return mids[0] if len(mids) == 1 else ""
 
 
-def dead_letter_publish(names: Names, routing_key: str, item: RefusedItem) -> Publish:
+def dead_letter_publication(
+    names: Names, routing_key: str, item: RefusedItem
+) -> Publication:
     """A refused item, alone, to the dead-letter exchange with its reason."""
-    return Publish(
+    return Publication(
         names.dead_letter_exchange, routing_key, item.body, reason=item.reason
     )
 
 
-def replay_publish(
+def replay_publication(
     names: Names, uid: str, targets: list[ReplayTarget], from_mid: str
-) -> Publish:
+) -> Publication:
     """Ask the offline store to replay ``uid``'s rows from ``from_mid`` to targets."""
     body = envelopes.encode(ReplayRequest(uid=uid, targets=targets, from_mid=from_mid))
-    return Publish(names.inbound_exchange, keys.KEY_REPLAY, body)
+    return Publication(names.inbound_exchange, KEY_REPLAY, body)
 
 
-def reply_publish(reply_to: ReplyTo, reply: Envelope) -> Publish:
+def reply_publication(reply_to: ReplyTo, reply: Envelope) -> Publication:
     """A command's reply: to its ``reply_to`` queue through the default exchange.
 
     Not mandatory: a backend that gave up waiting may have deleted its queue.
     """
-    return Publish(
+    return Publication(
         "",
         reply_to.queue,
         envelopes.encode(reply),
@@ -87,8 +88,8 @@ def reply_publish(reply_to: ReplyTo, reply: Envelope) -> Publish:
     )
 
 
-def event_publish(names: Names, routing_key: str, event: Envelope) -> Publish:
+def event_publication(names: Names, routing_key: str, event: Envelope) -> Publication:
     """An event for backends; not mandatory: no backend may be listening."""
-    return Publish(
+    return Publication(
         names.events_exchange, routing_key, envelopes.encode(event), mandatory=False
     )

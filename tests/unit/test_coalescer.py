@@ -1,8 +1,9 @@
-"""gateway.batcher.Batcher: envelopes gather in batches while earlier batches wait for confirms.
+"""gateway.coalescer.Coalescer: envelopes gather in a ``Batch`` while earlier ones wait for
+their confirms.
 
 The publish function is a stand-in that records bodies and waits on an event: what is checked
 is how batches are carried out (order, the confirm or failure of each envelope), not a broker.
-The policy alone, without an event loop, is in test_batching.py.
+The policy alone, without an event loop, is in test_coalescing.py.
 """
 
 import asyncio
@@ -10,8 +11,8 @@ import asyncio
 import msgspec
 import pytest
 
-from gateway.batcher import Batcher
-from gateway.batching import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT
+from gateway.coalescer import Coalescer
+from gateway.coalescing import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT
 from proto.envelopes import decode_batch
 
 
@@ -35,14 +36,14 @@ class Confirms:
 
 async def test_envelopes_wait_for_a_free_slot_then_go_together_in_order() -> None:
     confirms = Confirms()
-    batcher = Batcher(confirms.publish)
+    coalescer = Coalescer(confirms.publish)
     first = [
-        asyncio.create_task(batcher.publish(f"k{i}", b"{}"))
+        asyncio.create_task(coalescer.publish(f"k{i}", b"{}"))
         for i in range(BATCHES_IN_FLIGHT)
     ]
     await asyncio.sleep(0)
     waiting = [
-        asyncio.create_task(batcher.publish(f"w{i}", b'{"n": %d}' % i))
+        asyncio.create_task(coalescer.publish(f"w{i}", b'{"n": %d}' % i))
         for i in range(5)
     ]
     await asyncio.sleep(0)
@@ -53,15 +54,15 @@ async def test_envelopes_wait_for_a_free_slot_then_go_together_in_order() -> Non
     assert confirms.batch_keys()[BATCHES_IN_FLIGHT:] == [[f"w{i}" for i in range(5)]]
     bodies = [item.body for item in decode_batch(confirms.bodies[-1]).items]
     assert [msgspec.json.decode(b) for b in bodies] == [{"n": i} for i in range(5)]
-    await batcher.close()
+    await coalescer.close()
 
 
 async def test_a_batch_never_holds_more_than_its_limit() -> None:
     confirms = Confirms()
     confirms.release.set()
-    batcher = Batcher(confirms.publish)
+    coalescer = Coalescer(confirms.publish)
     await asyncio.gather(
-        *(batcher.publish("k", b"{}") for _ in range(3 * BATCH_MAX_ITEMS))
+        *(coalescer.publish("k", b"{}") for _ in range(3 * BATCH_MAX_ITEMS))
     )
     assert max(len(keys) for keys in confirms.batch_keys()) <= BATCH_MAX_ITEMS
     assert sum(len(keys) for keys in confirms.batch_keys()) == 3 * BATCH_MAX_ITEMS
@@ -69,13 +70,13 @@ async def test_a_batch_never_holds_more_than_its_limit() -> None:
 
 async def test_a_failed_batch_fails_each_of_its_envelopes_and_no_other() -> None:
     confirms = Confirms()
-    batcher = Batcher(confirms.publish)
+    coalescer = Coalescer(confirms.publish)
     confirms.failure = TimeoutError()
-    failing = asyncio.create_task(batcher.publish("k", b"{}"))
+    failing = asyncio.create_task(coalescer.publish("k", b"{}"))
     await asyncio.sleep(0)
     confirms.release.set()
     with pytest.raises(TimeoutError):
         await failing
     confirms.failure = None
-    await batcher.publish("k", b"{}")
-    await batcher.close()
+    await coalescer.publish("k", b"{}")
+    await coalescer.close()

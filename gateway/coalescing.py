@@ -1,12 +1,12 @@
-"""The batching policy for envelopes to the router: which wait, and which leave together.
+"""Coalescing envelopes into ``Batch`` envelopes: which wait, and which leave together.
 
-Pure: envelopes come in with a ticket each (whatever their sender waits on); it says when a batch
-may leave and what it holds, already encoded as one ``Batch`` body. ``batcher.py`` publishes
-the batches and answers the tickets.
+Pure: envelopes come in with a ticket each (whatever their sender waits on); it says when a
+``Batch`` may leave and what it holds, already encoded as one body. ``coalescer.py`` publishes
+them and answers the tickets.
 
-While a batch waits for its confirm, what the connections publish meanwhile gathers in the next
-one. A lone envelope leaves at once, alone; under load one broker message and one confirm carry
-many envelopes, and batches grow with the load (Nagle's algorithm without its delay).
+While a ``Batch`` waits for its confirm, what the connections publish meanwhile gathers in the
+next one. A lone envelope leaves at once, alone; under load one broker message and one confirm
+carry many envelopes, and ``Batch``es grow with the load (Nagle's algorithm without its delay).
 """
 
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ class _Waiting(Generic[Ticket]):
     ticket: Ticket
 
 
-class Batching(Generic[Ticket]):
+class Coalescing(Generic[Ticket]):
     """The envelopes waiting for a batch, and the batches in flight.
 
     Args:

@@ -1,20 +1,21 @@
-"""Publishing in batches: a future per envelope, a task per batch in flight.
+"""Publishing envelopes coalesced into ``Batch`` envelopes: a future per envelope, a task per
+``Batch`` in flight.
 
-What goes in a batch, and when it leaves, is decided in ``batching.py``; the broker is reached
-through the publish function ``bus.py`` gives.
+What goes in a ``Batch``, and when it leaves, is decided in ``coalescing.py``; the broker is
+reached through the publish function ``bus.py`` gives.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from gateway.batching import BATCH_MAX_BYTES, Batching, SealedBatch
+from gateway.coalescing import BATCH_MAX_BYTES, Coalescing, SealedBatch
 
 
-class Batcher:
-    """Publishes envelopes for the router in ``Batch`` messages (see ``batching.py``).
+class Coalescer:
+    """Publishes envelopes in ``Batch`` envelopes (see ``coalescing.py``).
 
-    ``publish`` returns once the broker confirmed the batch that carried the envelope, or
-    raises what publishing that batch raised. Envelopes leave in the order they were given.
+    ``publish`` returns once the broker confirmed the ``Batch`` that carried the envelope, or
+    raises what publishing it raised. Envelopes leave in the order they were given.
     """
 
     def __init__(
@@ -23,7 +24,7 @@ class Batcher:
         max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         self._publish_batch = publish_batch
-        self._batching: Batching[asyncio.Future[None]] = Batching(max_bytes)
+        self._coalescing: Coalescing[asyncio.Future[None]] = Coalescing(max_bytes)
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def publish(self, key: str, body: bytes) -> None:
@@ -32,7 +33,7 @@ class Batcher:
     def submit(self, key: str, body: bytes) -> asyncio.Future[None]:
         """Queue an envelope now; the future resolves when its batch is confirmed."""
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._start(self._batching.submit(key, body, confirmed))
+        self._start(self._coalescing.submit(key, body, confirmed))
         return confirmed
 
     def _start(self, batch: SealedBatch[asyncio.Future[None]] | None) -> None:
@@ -44,7 +45,7 @@ class Batcher:
 
     def _on_sent(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._start(self._batching.on_sent())
+        self._start(self._coalescing.on_sent())
 
     async def _send(self, batch: SealedBatch[asyncio.Future[None]]) -> None:
         try:

@@ -1,5 +1,4 @@
-"""The router's loops: batches from its queue, routed, confirmed, then acknowledged;
-and the debounced ``user.offline`` announcements.
+"""The router's consumer: batches from its queue, routed, confirmed, then acknowledged.
 
 The only place that awaits for a batch: it decodes (inbound.py), runs the requests of
 lookups.py in Redis (presence.py), lets routing.py decide, publishes through bus.py and settles
@@ -28,14 +27,13 @@ from proto.items import RefusedItem
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
 from proto.names import KEY_BATCH
-from router import debounce, inbound, observability, routing
+from router import inbound, observability, routing
 from router.bus import Bus
-from router.going_offline import take_due_offline
 from router.inbound import Call, Inbound, Refused, ReplyTo
 from router.limits import uid_rate
 from router.lookups import BatchLookup, LookupRules
 from router.presence import Presence, now_ms
-from router.publishes import Publish, dead_letter_publish
+from router.publications import Publication, dead_letter_publication
 from router.settings import Settings
 from router.sweeping import Sweeper
 from runtime.batch_loop import (
@@ -49,8 +47,6 @@ from runtime.batch_loop import (
 
 log = structlog.get_logger()
 
-OFFLINE_CHECK_MAX_S = 0.5
-"""Longest wait between two looks for due ``user.offline`` events (else debounce / 4)."""
 EXPECTED_FAILURES = (RedisError, AMQPError, OSError, TimeoutError)
 """Failures of a dependency: logged as a warning, not with a traceback."""
 PIPELINED_BATCHES = 8
@@ -120,7 +116,7 @@ class BatchRouter:
         """
         accepted: list[AbstractIncomingMessage] = []
         batch: list[Inbound] = []
-        dead_letters: list[Publish] = []
+        dead_letters: list[Publication] = []
         for message in messages:
             envelopes = await self._accept(message, dead_letters)
             if envelopes:
@@ -159,7 +155,7 @@ class BatchRouter:
         self,
         accepted: Sequence[AbstractIncomingMessage],
         batch: Sequence[Inbound],
-        dead_letters: Sequence[Publish],
+        dead_letters: Sequence[Publication],
         plan: routing.Plan | None,
         delivering: "asyncio.Task[None] | None",
         failure: Exception | None,
@@ -206,7 +202,7 @@ class BatchRouter:
         await ack_batch(accepted)
 
     async def _route_again(
-        self, batch: Sequence[Inbound], dead_letters: Sequence[Publish]
+        self, batch: Sequence[Inbound], dead_letters: Sequence[Publication]
     ) -> Exception | None:
         """Route a failed batch again, start to finish; return what failed, if anything."""
         at_ms = now_ms()
@@ -219,7 +215,7 @@ class BatchRouter:
         return None
 
     async def _accept(
-        self, message: AbstractIncomingMessage, dead_letters: list[Publish]
+        self, message: AbstractIncomingMessage, dead_letters: list[Publication]
     ) -> list[Inbound]:
         """Decode a message into its envelopes (a ``gateway.batch`` holds several); reject it
         (no requeue) when none can be routed. The items of a batch that cannot be routed are
@@ -231,7 +227,7 @@ class BatchRouter:
         refused: list[RefusedItem] = []
         try:
             if routing_key == KEY_BATCH:
-                envelopes, refused = inbound.decode_batch(message.body)
+                envelopes, refused = inbound.decode_gateway_batch(message.body)
             else:
                 envelopes = [inbound.decode_inbound(routing_key, message.body)]
         except BadEnvelope as exc:
@@ -252,7 +248,7 @@ class BatchRouter:
             return []
         names = self._settings.names
         dead_letters += (
-            dead_letter_publish(names, routing_key, item) for item in refused
+            dead_letter_publication(names, routing_key, item) for item in refused
         )
         return envelopes
 
@@ -333,24 +329,3 @@ class BatchRouter:
             replays=len(plan.replays),
             replies=len(plan.replies),
         )
-
-
-async def announce_offline_forever(
-    settings: Settings, bus: Bus, presence: Presence
-) -> None:
-    """Publish ``user.offline`` for the uids whose debounce is over (debounce.py explains
-    the debounce); a failed round is logged and retried at the next tick."""
-    interval_s = min(OFFLINE_CHECK_MAX_S, settings.presence_debounce_s / 4)
-    names = settings.names
-    while True:
-        try:
-            at_ms = now_ms()
-            uids = await take_due_offline(presence, at_ms)
-            await bus.publish_all(debounce.offline_events(names, uids, at_ms))
-            for uid in uids:
-                log.info("user_offline_published", uid=uid)
-        except EXPECTED_FAILURES as exc:
-            log.warning("offline_announcement_failed", error=repr(exc))
-        except Exception:
-            log.exception("offline_announcement_failed")
-        await asyncio.sleep(interval_s)  # a schedule, not a synchronisation
