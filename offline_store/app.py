@@ -1,4 +1,10 @@
-"""Wiring of the offline store: open PostgreSQL and RabbitMQ, run both consumers, stop."""
+"""Wiring of the offline store: open PostgreSQL and RabbitMQ, run a consumer per queue and the
+retention sweep, stop.
+
+``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests and
+``<ns>.offline.acks`` acknowledged rows; consumers.py says what each consumer does, and the five
+ways a message reaches ``<ns>.offline``.
+"""
 
 import asyncio
 from contextlib import AsyncExitStack

@@ -79,7 +79,9 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         ExchangeSpec(
             names.deliveries_exchange,
             "direct",
-            # A delivery for a gateway whose queue is gone goes to the offline store.
+            # A delivery for a gateway whose queue is gone goes to the offline store: one of
+            # the five ways into it (docs/architecture.md, "How messages reach the offline
+            # store").
             {"alternate-exchange": names.undeliverable_exchange},
         ),
     )
@@ -130,6 +132,8 @@ def gateway_topology(
         names.gateway_queue(gateway_id),
         {
             "x-queue-type": "classic",
+            # A delivery that waits longer goes to the offline store: one of the five ways
+            # into it (docs/architecture.md, "How messages reach the offline store").
             "x-message-ttl": orphan_ttl_ms,
             "x-dead-letter-exchange": names.undeliverable_exchange,
             "x-expires": expires_ms,
