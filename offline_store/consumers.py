@@ -115,9 +115,9 @@ class UndeliveredWriter:
                 new = [*inserted, *retried]
                 stored_ms = time.time_ns() // 1_000_000
                 saved = saved_envelope(new)
+                events = message_offline_events(new, stored_ms)
                 if saved is not None:
                     await self._bus.publish_saved(saved.uids)
-                    events = message_offline_events(new, stored_ms)
                     await self._bus.publish_message_offline_events(events)
                 if outcome.refused:
                     await self._refuse(rows, outcome.refused, stored_ms)
