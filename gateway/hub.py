@@ -54,6 +54,8 @@ from proto.items import Decoded, RefusedItem, decode_delivery_items, wrap_items
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.names import KEY_REPLAY_MORE
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES
+from runtime.publish import publish_until_confirmed
+from runtime.refusals import log_refused_item
 
 log = structlog.get_logger()
 
@@ -296,31 +298,16 @@ class Hub:
         Retried until the broker takes them: the delivery is acknowledged only after.
         """
         routing_key = dead_letter.routing_key
-        refused = list(dead_letter.refused)
-        for item in refused:
+        for item in dead_letter.refused:
             observability.count_error(CODE_ENVELOPE_REJECTED)
-            log.warning(
-                "envelope_rejected",
-                reason=item.reason,
-                item=item.index,
-                routing_key=routing_key,
-            )
-        while refused:
-            results = await asyncio.gather(
-                *(
-                    self._bus.publish_dead_letter(routing_key, item.body, item.reason)
-                    for item in refused
-                ),
-                return_exceptions=True,
-            )
-            refused = [
-                item
-                for item, result in zip(refused, results, strict=True)
-                if isinstance(result, Exception)
-            ]
-            if refused:
-                log.warning("dead_letter_failed", items=len(refused))
-                await asyncio.sleep(RETRY_S)  # back off while the broker is away
+            log_refused_item(routing_key, item)
+        await publish_until_confirmed(
+            dead_letter.refused,
+            lambda item: self._bus.publish_dead_letter(
+                routing_key, item.body, item.reason
+            ),
+            lambda failed: log.warning("dead_letter_failed", items=failed),
+        )
         await self._release(dead_letter.held)
 
     async def _ask_replay(

@@ -14,10 +14,10 @@ from websockets.exceptions import ConnectionClosed
 from gateway.bus import Bus
 from gateway.connection import Connection
 from gateway.fanout import reannouncements
-from gateway.handover import RETRY_S
 from proto import envelopes
 from proto.envelopes import Target
 from proto.names import KEY_CONN_CLOSED, KEY_GATEWAY_STOPPED, KEY_HEARTBEAT
+from runtime.publish import publish_until_confirmed
 
 log = structlog.get_logger()
 
@@ -76,22 +76,14 @@ class Liveness:
             if connection.session.uid is not None and not connection.is_closing
         }
         pending = reannouncements(self._gateway_id, uids, self._rooms)
-        count = len(pending)
         # Retried until the broker takes them all: nobody asks again (the router marked this
         # gateway as known once its request was confirmed).
-        while pending:
-            results = await asyncio.gather(
-                *(self._bus.publish_inbound(a.routing_key, a.body) for a in pending),
-                return_exceptions=True,
-            )
-            pending = [
-                a
-                for a, result in zip(pending, results, strict=True)
-                if isinstance(result, Exception)
-            ]
-            if pending:
-                log.warning("reannounce_failed", envelopes=len(pending))
-                await asyncio.sleep(RETRY_S)  # back off while the broker is away
+        await publish_until_confirmed(
+            pending,
+            lambda a: self._bus.publish_inbound(a.routing_key, a.body),
+            lambda failed: log.warning("reannounce_failed", envelopes=failed),
+        )
+        count = len(pending)
         log.info("presence_reannounced", envelopes=count)
 
     async def remove_stale(self, target: Target) -> None:

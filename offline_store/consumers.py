@@ -63,6 +63,7 @@ from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY, KEY_REPLAY_MORE
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
 from runtime.metrics import count_error
 from runtime.publish import confirm_all
+from runtime.refusals import log_refused_item
 
 log = structlog.get_logger()
 
@@ -290,12 +291,7 @@ def log_refused(refused: Sequence[tuple[str, RefusedItem]]) -> None:
     """One line and one count per refused item (never what it carried)."""
     for routing_key, item in refused:
         count_error(CODE_ENVELOPE_REJECTED)
-        log.warning(
-            "envelope_rejected",
-            reason=item.reason,
-            item=item.index,
-            routing_key=routing_key,
-        )
+        log_refused_item(routing_key, item)
 
 
 async def dead_letter(bus: Bus, refused: Sequence[tuple[str, RefusedItem]]) -> None:

@@ -44,6 +44,7 @@ from runtime.batch_loop import (
     requeue,
     settle,
 )
+from runtime.refusals import log_refused_item
 
 log = structlog.get_logger()
 
@@ -235,12 +236,7 @@ class BatchRouter:
             observability.count_error(CODE_ENVELOPE_REJECTED)
             envelopes = []
         for item in refused:
-            log.info(
-                "envelope_rejected",
-                routing_key=routing_key,
-                reason=item.reason,
-                item=item.index,
-            )
+            log_refused_item(routing_key, item)
             observability.count_error(CODE_ENVELOPE_REJECTED)
         if not envelopes:
             # Nothing to route: the message goes to the dead-letter queue whole.

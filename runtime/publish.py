@@ -6,7 +6,8 @@ persistent JSON.
 """
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import aio_pika
 import aiormq
@@ -14,6 +15,10 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from pamqp.common import FieldTable
 
 CONTENT_TYPE = "application/json"
+RETRY_S = 1.0
+"""How long ``publish_until_confirmed`` waits before publishing again what failed."""
+
+T = TypeVar("T")
 
 
 class Publisher:
@@ -91,3 +96,30 @@ async def confirm_all(publishes: Iterable[Awaitable[None]]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def publish_until_confirmed(
+    items: Sequence[T],
+    publish: Callable[[T], Awaitable[None]],
+    on_failed: Callable[[int], None],
+    retry_s: float = RETRY_S,
+) -> None:
+    """Publish every item together; publish the failed ones again until all are confirmed.
+
+    For what nobody would ask for again (a re-announcement, a dead letter whose delivery waits
+    for it): only the failed items go again, after ``retry_s``, while the broker is away.
+    ``on_failed`` gets the number of items that failed in a round (to log it).
+    """
+    pending = list(items)
+    while pending:
+        results = await asyncio.gather(
+            *(publish(item) for item in pending), return_exceptions=True
+        )
+        pending = [
+            item
+            for item, result in zip(pending, results, strict=True)
+            if isinstance(result, Exception)
+        ]
+        if pending:
+            on_failed(len(pending))
+            await asyncio.sleep(retry_s)  # back off while the broker is away
