@@ -73,7 +73,7 @@ class Settings(ServiceSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
-        names = shared.names(environ)
+        common = shared.service_fields(environ)
         gateway_id = env.text(environ, env.GATEWAY_ID, default_gateway_id())
         if not GATEWAY_ID_PATTERN.fullmatch(gateway_id):
             raise SettingsError(
@@ -86,13 +86,12 @@ class Settings(ServiceSettings):
                 f"{env.GATEWAY_QUEUE_EXPIRES_S} must be longer than {env.ORPHAN_TTL_S}"
             )
         host = env.text(environ, env.GATEWAY_HOST, "0.0.0.0")
-        amqp_url = shared.amqp_url(environ)
         http_port = (
             env.integer(environ, env.HTTP_PORT, 0, minimum=0, maximum=65535)
             if environ.get(env.HTTP_PORT, "")
             else None
         )
-        prefetch = shared.prefetch(environ)
+        prefetch = common["prefetch"]
         max_unacked = env.integer(
             environ, env.MAX_UNACKED_PER_CONNECTION, 100, minimum=1
         )
@@ -115,16 +114,7 @@ class Settings(ServiceSettings):
                 f"({max_frame_bytes}), got {bytes_burst}: a largest frame would never pass"
             )
         return cls(
-            names=names,
-            amqp_url=amqp_url,
-            queue_type=shared.queue_type(environ),
-            log_level=shared.log_level(environ),
-            prefetch=prefetch,
-            publish_timeout_s=shared.publish_timeout_s(environ),
-            connect_timeout_s=shared.connect_timeout_s(environ),
-            shutdown_timeout_s=shared.shutdown_timeout_s(environ),
-            metrics_port=shared.metrics_port(environ),
-            max_amqp_message_bytes=shared.max_amqp_message_bytes(environ),
+            **common,
             jwt_secret=jwt_key(environ, jwt_algorithm),
             jwt_algorithm=jwt_algorithm,
             allowed_origins=allowed_origins(environ),
@@ -148,7 +138,7 @@ class Settings(ServiceSettings):
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=host,
-            api_amqp_url=env.text(environ, env.API_AMQP_URL, amqp_url),
+            api_amqp_url=env.text(environ, env.API_AMQP_URL, common["amqp_url"]),
             command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
             api_key="" if http_port is None else env.secret(environ, env.API_KEY),
             public_room_prefix=env.text(environ, env.PUBLIC_ROOM_PREFIX, ""),

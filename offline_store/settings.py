@@ -45,16 +45,7 @@ class Settings(ServiceSettings):
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Read every setting; raises ``SettingsError`` naming the variable to fix."""
         return cls(
-            names=shared.names(environ),
-            amqp_url=shared.amqp_url(environ),
-            queue_type=shared.queue_type(environ),
-            log_level=shared.log_level(environ),
-            prefetch=shared.prefetch(environ),
-            publish_timeout_s=shared.publish_timeout_s(environ),
-            connect_timeout_s=shared.connect_timeout_s(environ),
-            shutdown_timeout_s=shared.shutdown_timeout_s(environ),
-            metrics_port=shared.metrics_port(environ),
-            max_amqp_message_bytes=shared.max_amqp_message_bytes(environ),
+            **shared.service_fields(environ),
             retry_backoff_max_s=shared.retry_backoff_max_s(environ),
             postgres_dsn=env.text(environ, env.POSTGRES_DSN, env.DEFAULT_POSTGRES_DSN),
             batch_max=env.integer(

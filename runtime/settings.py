@@ -1,13 +1,14 @@
 """The settings every service reads alike: their fields, their readers and their defaults.
 
 Each service's ``Settings`` extends ``ServiceSettings`` with its own fields, and fills the shared
-ones in its ``from_env`` with the readers below, so that a variable means the same thing, with
-the same default and the same bounds, in every service. Errors name the variable
-(``proto/env.py``).
+ones in its ``from_env`` with ``service_fields`` (the readers below), so that a variable means
+the same thing, with the same default and the same bounds, in every service. Errors name the
+variable (``proto/env.py``).
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
 from proto import env
 from proto.errors import SettingsError
@@ -43,6 +44,37 @@ class ServiceSettings:
     @property
     def namespace(self) -> str:
         return self.names.namespace
+
+
+class ServiceFields(TypedDict):
+    """The values of ``ServiceSettings``' fields, as ``service_fields`` reads them."""
+
+    names: Names
+    amqp_url: str
+    queue_type: str
+    log_level: str
+    prefetch: int
+    publish_timeout_s: float
+    connect_timeout_s: float
+    shutdown_timeout_s: float
+    metrics_port: int | None
+    max_amqp_message_bytes: int
+
+
+def service_fields(environ: Mapping[str, str]) -> ServiceFields:
+    """Read the fields every service has; a service's ``from_env`` passes them on with ``**``."""
+    return ServiceFields(
+        names=names(environ),
+        amqp_url=amqp_url(environ),
+        queue_type=queue_type(environ),
+        log_level=log_level(environ),
+        prefetch=prefetch(environ),
+        publish_timeout_s=publish_timeout_s(environ),
+        connect_timeout_s=connect_timeout_s(environ),
+        shutdown_timeout_s=shutdown_timeout_s(environ),
+        metrics_port=metrics_port(environ),
+        max_amqp_message_bytes=max_amqp_message_bytes(environ),
+    )
 
 
 def names(environ: Mapping[str, str]) -> Names:
