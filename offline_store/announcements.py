@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from offline_store.replay import MAX_ROUTING_KEY_BYTES, GatewayDelivery
-from offline_store.rows import RowKey, UndeliveredRow
+from offline_store.rows import RowKey, UndeliveredRow, unique_rows
 from proto import frames
 from proto.codes import ErrorCode
 from proto.envelopes import (
@@ -66,6 +66,7 @@ def refusals(
     Each sending connection gets one ``error`` frame (``recipient_full``) per refused row, with
     its ``send``'s id, the mid and the recipient; every refused row also makes a
     ``message.refused`` event for backends (a backend's own ``api.send`` has no connection).
+    A row that came twice (the same uid and mid, delivered at least once) is told once.
 
     Args:
         rows: the refused rows, as they came (their origin, when known, says who sent them).
@@ -77,7 +78,7 @@ def refusals(
     """
     per_gateway: dict[str, list[DeliveryItem]] = {}
     events: list[MessageRefused] = []
-    for row in rows:
+    for row in unique_rows(rows):
         origin = row.origin
         events.append(
             MessageRefused(

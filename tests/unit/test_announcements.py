@@ -76,6 +76,14 @@ def test_refused_row_tells_its_sending_connection_and_backends() -> None:
     ]
 
 
+def test_a_refused_row_that_came_twice_is_told_once() -> None:
+    row = UndeliveredRow("bob", MID_1, "{}", ORIGIN)
+    deliveries, events = announcements.refusals([row, row], ts_ms=5)
+    (outbound,) = deliveries
+    assert len(outbound.delivery.items) == 1
+    assert [e.mid for e in events] == [MID_1]
+
+
 def test_refusal_without_a_connection_is_an_event_only() -> None:
     backend = Origin("system", "", "", "b1")
     rows = [
