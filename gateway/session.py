@@ -303,6 +303,7 @@ class Session:
             group=frame.group,
             room=frame.room,
             broadcast=frame.broadcast,
+            transient=frame.transient,
             body=frame.body,
             ts=now_ms,
             gateway_id=self.gateway_id,

@@ -71,6 +71,7 @@ class Outgoing(Envelope, frozen=True):
 
     Exactly one of ``to``, ``group``, ``room`` and ``broadcast`` is set; the gateway checked
     that the sender may use ``room`` or ``broadcast``, the router checks group membership.
+    A ``transient`` message goes only to the connections online now: nothing of it is stored.
     """
 
     mid: Identifier
@@ -84,6 +85,7 @@ class Outgoing(Envelope, frozen=True):
     group: Identifier | None = None
     room: Identifier | None = None
     broadcast: bool = False
+    transient: bool = False
 
 
 class RoomJoined(Envelope, frozen=True):
@@ -274,7 +276,8 @@ def _check_body(body: msgspec.Raw) -> None:
 class ApiSend(Command, frozen=True):
     """``api.send``: send ``body`` to a uid, a group or a room, as ``from`` (default "system").
 
-    ``id``, when given, makes retries idempotent like a client's ``id``.
+    ``id``, when given, makes retries idempotent like a client's ``id``. ``transient``: only
+    the connections online now get it, and nothing of it is stored (as a client's ``send``).
     """
 
     body: msgspec.Raw
@@ -283,6 +286,7 @@ class ApiSend(Command, frozen=True):
     room: Identifier | None = None
     sender: Identifier = msgspec.field(name="from", default="system")
     id: Identifier | None = None
+    transient: bool = False
 
     def __post_init__(self) -> None:
         # msgspec turns this into a ValidationError, so every decoder enforces it.

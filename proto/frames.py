@@ -7,7 +7,8 @@ Client -> gateway::
 
     {"type":"init","token":JWT}                          -> ready, then the offline messages
     {"type":"send","id":CLIENT_ID,"to":UID,"body":ANY}   -> sent {id, mid} | error {id, code, ...}
-        ("group":GID or "room":RID or "broadcast":true instead of "to")
+        ("group":GID or "room":RID or "broadcast":true instead of "to"; "transient":true
+        for a message delivered only to the connections online now, never stored)
     {"type":"ack","mids":[MID,...]}                       (no reply)
     {"type":"join","id":CLIENT_ID,"room":RID}            -> joined {id, room} | error
     {"type":"leave","id":CLIENT_ID,"room":RID}           -> left {id, room} | error
@@ -19,7 +20,8 @@ Gateway -> client::
     {"type":"ready","uid":UID,"conn":CONNECTION_ID}
     {"type":"sent","id":CLIENT_ID,"mid":MID}
     {"type":"message","mid":MID,"from":UID,"to":UID,"body":ANY,"ts":UNIX_MS}
-        ("group":GID, "room":RID or "broadcast":true instead of "to")
+        ("group":GID, "room":RID or "broadcast":true instead of "to"; "transient":true on a
+        transient one)
     {"type":"joined","id":CLIENT_ID,"room":RID}   {"type":"left","id":CLIENT_ID,"room":RID}
     {"type":"presence","id":CLIENT_ID,"online":[UID,...]}
     {"type":"error","id":CLIENT_ID?,"code":CODE,"message":TEXT}
@@ -32,9 +34,9 @@ Uids, group and room names, client ids and mids follow the identifier rule of ``
 rules (at most 64 levels deep, no number literal longer than 64 characters or out of a double's
 range). A frame that breaks one is answered ``invalid_field`` with the JSON path.
 
-A ``message`` is answered with ``ack``; until then it counts as undelivered and ends up in the
-offline store if the connection closes. The JSON Schemas in ``proto/schemas/`` are generated from
-these classes (``make schemas``).
+A ``message`` (but a room, broadcast or transient one) is answered with ``ack``; until then it
+counts as undelivered and ends up in the offline store if the connection closes. The JSON
+Schemas in ``proto/schemas/`` are generated from these classes (``make schemas``).
 """
 
 from typing import Annotated
@@ -78,6 +80,11 @@ class Send(ClientFrame, tag="send", frozen=True):
     ``to``: every connection of that uid. ``group``: every other member of the group (the
     sender must be one). ``room``: the connections in that room now. ``broadcast``: every
     connected user (only with a token that grants it).
+
+    ``transient``: deliver it only to the recipients' connections online now (for a group,
+    those of the members other than the sender). It is never stored, never replayed, and
+    its ``message`` needs no ``ack``. The sender still gets ``sent`` with a mid, and a retry
+    with the same ``id`` is answered the same way. Rooms and broadcasts are transient anyway.
     """
 
     id: ClientId
@@ -86,6 +93,7 @@ class Send(ClientFrame, tag="send", frozen=True):
     group: Gid | None = None
     room: Rid | None = None
     broadcast: bool = False
+    transient: bool = False
 
 
 class Ack(ClientFrame, tag="ack", frozen=True):
@@ -153,9 +161,11 @@ class Sent(ServerFrame, tag="sent", frozen=True):
 
 
 class Message(ServerFrame, tag="message", frozen=True):
-    """A message for this connection; answer it with ``ack`` (room and broadcast ones need none).
+    """A message for this connection; answer it with ``ack`` (room, broadcast and transient
+    ones need none).
 
-    Exactly one of ``to``, ``group``, ``room`` and ``broadcast`` says how it was addressed.
+    Exactly one of ``to``, ``group``, ``room`` and ``broadcast`` says how it was addressed;
+    ``transient`` is true on a message sent with ``"transient": true``.
     """
 
     mid: str
@@ -166,6 +176,7 @@ class Message(ServerFrame, tag="message", frozen=True):
     group: str | None = None
     room: str | None = None
     broadcast: bool = False
+    transient: bool = False
 
 
 class Joined(ServerFrame, tag="joined", frozen=True):

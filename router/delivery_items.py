@@ -31,6 +31,7 @@ def message_frame(outgoing: Outgoing) -> msgspec.Raw:
                 group=outgoing.group,
                 room=outgoing.room,
                 broadcast=outgoing.broadcast,
+                transient=outgoing.transient,
             )
         )
     )
@@ -44,13 +45,17 @@ def add_message_items(
 ) -> None:
     """Add a message for one uid or several: one item per gateway, one for the offline store.
 
+    A transient message is for the connections online now: its items are not durable (no
+    ``ack`` awaited, nothing handed over) and none goes to the offline store.
+
     Args:
         outgoing: the message.
         recipients: each recipient uid with its connections on live gateways.
         per_gateway: the items of each gateway's delivery so far; extended with ONE
             item per gateway, listing every target connection of every recipient there.
         offline: the items for the offline store so far; extended with ONE item
-            listing the recipients that have no connection, if any.
+            listing the recipients that have no connection, if any (never for a
+            transient message).
     """
     frame = message_frame(outgoing)
     origin = origin_of(outgoing)
@@ -65,9 +70,11 @@ def add_message_items(
             )
     for gateway_id, gateway_targets in targets.items():
         per_gateway.setdefault(gateway_id, []).append(
-            message_item(frame, gateway_targets, outgoing.mid, origin)
+            transient_item(frame, gateway_targets, outgoing.mid)
+            if outgoing.transient
+            else message_item(frame, gateway_targets, outgoing.mid, origin)
         )
-    if absent:
+    if absent and not outgoing.transient:
         offline.append(message_item(frame, absent, outgoing.mid, origin))
 
 
@@ -127,6 +134,11 @@ def message_item(
     return DeliveryItem(
         frame=frame, targets=targets, mid=mid, durable=True, origin=origin
     )
+
+
+def transient_item(frame: msgspec.Raw, targets: list[Target], mid: str) -> DeliveryItem:
+    """A transient message for some connections; not durable: a copy that misses is lost."""
+    return DeliveryItem(frame=frame, targets=targets, mid=mid)
 
 
 def frame_item(frame: frames.ServerFrame, targets: list[Target]) -> DeliveryItem:

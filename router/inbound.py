@@ -249,6 +249,7 @@ def outgoing_of(call: Call) -> Outgoing | None:
                 to=send.to,
                 group=send.group,
                 room=send.room,
+                transient=send.transient,
             )
         case ApiBroadcast() as broadcast:
             return Outgoing(
