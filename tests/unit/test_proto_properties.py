@@ -6,6 +6,7 @@ import json
 import string
 
 import msgspec
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ FIELD_NAMES = st.sampled_from(
         "group",
         "room",
         "broadcast",
+        "transient",
         "body",
         "token",
         "mids",
@@ -133,6 +135,17 @@ def test_send_decodes_any_combination_of_addresses(
     assert frame.group == address.get("group")
     assert frame.room == address.get("room")
     assert frame.broadcast == address.get("broadcast", False)
+
+
+@given(value=JSON_VALUES.filter(lambda value: not isinstance(value, bool)))
+def test_a_transient_that_is_not_a_boolean_is_refused_at_its_path(
+    value: object,
+) -> None:
+    text = json.dumps(
+        {"type": "send", "id": "c1", "to": "b", "body": 1, "transient": value}
+    )
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.transient"):
+        frames.decode_client_frame(text)
 
 
 @given(
