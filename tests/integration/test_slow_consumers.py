@@ -212,14 +212,6 @@ async def store_backlog(stack: Stack, uid: str, count: int) -> list[str]:
     return mids
 
 
-async def rows_left(stack: Stack, uid: str) -> list[str]:
-    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
-    try:
-        return await stored_mids(pg, stack.names, uid)
-    finally:
-        await pg.close()
-
-
 ACK_EVERY = 50
 """The replaying client acknowledges 50 mids per ``ack`` frame: fast enough for the windows
 (half of ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION``), slow enough in frames for the default
@@ -256,7 +248,7 @@ async def test_a_backlog_of_5000_reaches_a_client_that_acks_as_it_goes(
     assert not [f for f in dave.unread() if is_message(f)]
 
     async def emptied() -> bool | None:
-        return True if not await rows_left(stack, "dave") else None
+        return True if not await stack.stored_mids("dave") else None
 
     await eventually(emptied, within_s=30)
 
@@ -273,7 +265,7 @@ async def test_a_replay_resumes_after_what_was_acknowledged(stack: Stack) -> Non
     await erin.close()
 
     async def acked_gone() -> list[str] | None:
-        left = await rows_left(stack, "erin")
+        left = await stack.stored_mids("erin")
         return left if len(left) == len(backlog) - 1500 else None
 
     assert await eventually(acked_gone, within_s=30) == backlog[1500:]

@@ -9,15 +9,13 @@ durable message beside the transient one and waits for the durable one in the st
 
 from typing import Any
 
-import asyncpg
 import pytest
 
-from proto import env
 from proto.codes import ErrorCode
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
 from tests.support.stack import Stack
-from tests.support.timing import eventually, scaled
+from tests.support.timing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -30,24 +28,11 @@ async def send(client: RawClient, client_id: str, **fields: Any) -> Frame:
     )
 
 
-async def stored_mids(stack: Stack, uid: str) -> list[str]:
-    """The mids the offline store holds for a uid."""
-    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
-    try:
-        records = await pg.fetch(
-            f"SELECT mid FROM {stack.names.undelivered_table} WHERE uid = $1",
-            uid,
-        )
-        return [record["mid"] for record in records]
-    finally:
-        await pg.close()
-
-
 async def wait_stored(stack: Stack, uid: str, mid: str) -> list[str]:
     """Wait until ``mid`` is stored for ``uid``; return every mid stored for it then."""
 
     async def probe() -> list[str] | None:
-        mids = await stored_mids(stack, uid)
+        mids = await stack.stored_mids(uid)
         return mids if mid in mids else None
 
     return await eventually(probe, within_s=10.0)

@@ -9,11 +9,14 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from proto import env
 from proto.names import Names
 from tests.support.cleanup import remove_namespace
 from tests.support.clients import RawClient
 from tests.support.processes import ServiceProcess, start_service
+from tests.support.timing import scaled
 from tests.support.tokens import TEST_JWT_SECRET, make_token
 
 # Short deadlines so that failure paths resolve within a test's time.
@@ -152,6 +155,19 @@ class Stack:
         if uid is not None or token is not None:
             await client.init(token or make_token(uid))
         return client
+
+    async def stored_mids(self, uid: str) -> list[str]:
+        """The mids the offline store holds for ``uid``, in mid order."""
+        pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
+        try:
+            records = await pg.fetch(
+                f"SELECT mid FROM {self.names.undelivered_table} WHERE uid = $1"
+                " ORDER BY mid",
+                uid,
+            )
+        finally:
+            await pg.close()
+        return [record["mid"] for record in records]
 
     async def close(self) -> list[str]:
         """Stop everything; return a problem description per process that did not exit cleanly."""
