@@ -80,6 +80,10 @@ MAX_AMQP_MESSAGE_BYTES = "SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES"
 batches); larger ones are split. Keep it under the broker's ``max_message_size``."""
 RETRY_BACKOFF_MAX_S = "SWITCHBOARD_RETRY_BACKOFF_MAX_S"
 """Longest pause between two attempts at a batch that failed as a whole (a dependency down)."""
+HISTORY = "SWITCHBOARD_HISTORY"
+"""``on``: the offline store keeps every 1:1 and group message as history, numbers each uid's
+inbox (``seq``) and serves sync, history and read markers; ``off`` (the default for now): a relay
+that keeps a message only until it is acknowledged. Every service of a namespace must agree."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

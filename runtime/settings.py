@@ -40,6 +40,8 @@ class ServiceSettings:
     """Port of /livez, /readyz and /metrics; None: not served."""
     max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
     """Largest AMQP message this service builds; more items go in more messages."""
+    history: bool = False
+    """``SWITCHBOARD_HISTORY``: the store keeps history and numbers inboxes (``proto/env.py``)."""
 
     @property
     def namespace(self) -> str:
@@ -59,6 +61,7 @@ class ServiceFields(TypedDict):
     shutdown_timeout_s: float
     metrics_port: int | None
     max_amqp_message_bytes: int
+    history: bool
 
 
 def service_fields(environ: Mapping[str, str]) -> ServiceFields:
@@ -74,6 +77,7 @@ def service_fields(environ: Mapping[str, str]) -> ServiceFields:
         shutdown_timeout_s=shutdown_timeout_s(environ),
         metrics_port=metrics_port(environ),
         max_amqp_message_bytes=max_amqp_message_bytes(environ),
+        history=history(environ),
     )
 
 
@@ -128,6 +132,11 @@ def max_amqp_message_bytes(environ: Mapping[str, str]) -> int:
         DEFAULT_MAX_AMQP_MESSAGE_BYTES,
         minimum=MIN_MAX_AMQP_MESSAGE_BYTES,
     )
+
+
+def history(environ: Mapping[str, str]) -> bool:
+    """``SWITCHBOARD_HISTORY``: ``on`` or ``off`` (the default)."""
+    return env.choice(environ, env.HISTORY, ("on", "off"), "off") == "on"
 
 
 def retry_backoff_max_s(environ: Mapping[str, str]) -> float:
