@@ -7,6 +7,8 @@ import { SwitchboardClient } from "/client/switchboard.js";
 
 const $ = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (document.querySelector(selector));
 const PRESENCE_INTERVAL_MS = 10_000;
+const TYPING_EVERY_MS = 2_000; // a "typing" ping at most this often while the user types
+const TYPING_SHOWN_MS = 4_000; // "typing…" stays this long after the last ping
 const STATE_TEXT = {
   idle: "Signed out",
   connecting: "Connecting…",
@@ -20,7 +22,8 @@ const STATE_TEXT = {
  *   direction: "in" | "out", state: "received" | "sending" | "sent" | "failed", error?: string,
  *   system?: boolean, element?: HTMLElement}} Entry
  * @typedef {{key: string, kind: "user" | "group" | "room" | "broadcast", id: string,
- *   entries: Entry[], unread: number, online: boolean | null, element?: HTMLElement}} Conversation
+ *   entries: Entry[], unread: number, online: boolean | null, element?: HTMLElement,
+ *   typing: Map<string, any>}} Conversation  typing: uid -> the timer that stops showing it
  */
 
 const page = {
@@ -37,6 +40,8 @@ const page = {
   mids: new Set(),
   /** @type {any} */
   presenceTimer: null,
+  /** when this page last told the open conversation that its user types */
+  typingSentAt: 0,
 };
 
 // Conversations
@@ -46,7 +51,7 @@ function conversation(kind, id) {
   const key = `${kind}:${id}`;
   let found = page.conversations.get(key);
   if (!found) {
-    found = { key, kind, id, entries: [], unread: 0, online: kind === "user" ? null : false };
+    found = { key, kind, id, entries: [], unread: 0, online: kind === "user" ? null : false, typing: new Map() };
     page.conversations.set(key, found);
     renderConversationList();
     saveContacts();
@@ -93,6 +98,7 @@ function openConversation(key) {
   const list = $("#messages");
   list.replaceChildren(...chosen.entries.map(renderEntry));
   list.scrollTop = list.scrollHeight;
+  renderTyping();
   $("#chat").classList.add("showing-conversation");
   renderConversationList();
   /** @type {HTMLInputElement} */ ($("#text")).focus();
@@ -200,11 +206,22 @@ function textOf(body) {
   return JSON.stringify(body);
 }
 
+/** @param {unknown} body */
+function isTypingPing(body) {
+  return body !== null && typeof body === "object" && /** @type {any} */ (body).typing === true;
+}
+
 /** @param {any} message */
 function onMessage(message) {
+  if (message.transient && isTypingPing(message.body)) {
+    if (message.from !== page.uid) showTyping(conversationOf(message), message.from);
+    return;
+  }
   if (page.mids.has(message.mid)) return;
   page.mids.add(message.mid);
-  addEntry(conversationOf(message), {
+  const target = conversationOf(message);
+  stopTyping(target, message.from);
+  addEntry(target, {
     mid: message.mid,
     from: message.from,
     text: textOf(message.body),
@@ -241,6 +258,42 @@ async function deliver(entry, target) {
     entry.error = /** @type {any} */ (error).code ?? /** @type {any} */ (error).closeCode ?? "error";
   }
   updateEntry(entry);
+}
+
+// Typing: transient sends, never stored and never acknowledged
+
+/** @param {Conversation} target @param {string} uid */
+function showTyping(target, uid) {
+  clearTimeout(target.typing.get(uid));
+  target.typing.set(uid, setTimeout(() => stopTyping(target, uid), TYPING_SHOWN_MS));
+  if (target.key === page.openKey) renderTyping();
+}
+
+/** @param {Conversation} target @param {string} uid */
+function stopTyping(target, uid) {
+  if (!target.typing.has(uid)) return;
+  clearTimeout(target.typing.get(uid));
+  target.typing.delete(uid);
+  if (target.key === page.openKey) renderTyping();
+}
+
+function renderTyping() {
+  const open = page.openKey ? page.conversations.get(page.openKey) : undefined;
+  const uids = open ? [...open.typing.keys()].sort() : [];
+  const line = $("#typing");
+  line.textContent = uids.length === 0 ? "" : `${uids.join(", ")} ${uids.length === 1 ? "is" : "are"} typing…`;
+}
+
+/** Tell the open conversation that its user types, at most every TYPING_EVERY_MS. */
+function sendTyping() {
+  const target = page.openKey ? page.conversations.get(page.openKey) : undefined;
+  const client = page.client;
+  if (!target || !client || client.state !== "ready") return;
+  if (target.kind !== "user" && target.kind !== "group") return;
+  if (Date.now() - page.typingSentAt < TYPING_EVERY_MS) return;
+  page.typingSentAt = Date.now();
+  const address = target.kind === "user" ? { to: target.id } : { group: target.id };
+  client.send({ ...address, body: { typing: true }, transient: true }).catch(() => {}); // a lost ping only hides "typing…"
 }
 
 /** @param {Conversation} target @param {string} text */
@@ -387,8 +440,10 @@ async function main() {
     const text = input.value.trim();
     if (!text) return;
     input.value = "";
+    page.typingSentAt = 0; // the message itself ends "typing…"; the next keystroke says it again
     sendText(text);
   });
+  $("#text").addEventListener("input", () => sendTyping());
 
   const remembered = sessionStorage.getItem("switchboard.uid");
   if (remembered && page.config.devTokens) logIn(remembered, "");

@@ -30,6 +30,7 @@ export const MAX_PRESENCE_UIDS = 100;
  * @property {string} [group]
  * @property {string} [room]
  * @property {boolean} [broadcast]
+ * @property {boolean} [transient]  Sent transient: only to connections online then, never stored.
  *
  * @typedef {object} SendOptions  Exactly one of to, group, room, broadcast.
  * @property {unknown} body
@@ -38,6 +39,8 @@ export const MAX_PRESENCE_UIDS = 100;
  * @property {string} [room]
  * @property {boolean} [broadcast]
  * @property {string} [id]    Client id of the frame; a retry with the same id is delivered once.
+ * @property {boolean} [transient]  Only to the connections online now, never stored, no ack
+ *                                  (typing indicators, "seen" pings, game moves).
  *
  * @typedef {object} ClientOptions
  * @property {string[] | string} urls            Gateway URLs; each reconnect takes the next one.
@@ -258,7 +261,7 @@ export class SwitchboardClient {
    * @param {SendOptions} options
    * @returns {Promise<string>}
    */
-  send({ body, to, group, room, broadcast, id }) {
+  send({ body, to, group, room, broadcast, id, transient }) {
     const targets = [to !== undefined, group !== undefined, room !== undefined, broadcast === true];
     if (targets.filter(Boolean).length !== 1) {
       return Promise.reject(new TypeError("give exactly one of to, group, room, broadcast: true"));
@@ -271,6 +274,7 @@ export class SwitchboardClient {
     else if (room !== undefined) frame.room = room;
     else frame.broadcast = true;
     frame.body = body;
+    if (transient === true) frame.transient = true;
     return this._request(clientId, frame);
   }
 
@@ -401,7 +405,8 @@ export class SwitchboardClient {
   _onMessage(frame) {
     const mid = frame.mid;
     if (typeof mid !== "string") return;
-    const needsAck = frame.room === undefined && frame.broadcast !== true;
+    // Room, broadcast and transient messages are never kept, so they take no ack.
+    const needsAck = frame.room === undefined && frame.broadcast !== true && frame.transient !== true;
     if (this.seen.has(mid)) {
       this.stats.duplicatesDropped += 1;
       // Handled already: ack this copy. Still being handled: that ack will cover it.

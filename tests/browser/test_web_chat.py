@@ -183,6 +183,22 @@ async def test_two_users_on_two_gateways_chat_both_ways(web: Web) -> None:
     await screenshot(bob, "chat-phone.png")
 
 
+async def test_typing_shows_on_the_peers_page_and_is_never_stored(web: Web) -> None:
+    alice = await log_in(web, "alice", 0)
+    bob = await log_in(web, "bob", 1)
+    await open_chat_with(alice, "bob")
+    await open_chat_with(bob, "alice")
+
+    await bob.type("#text", "I am writ")  # keystrokes, as a person types
+    await expect(alice.locator("#typing")).to_have_text("bob is typing…")
+    await send(bob, "I am writing back")
+    await expect(received(alice, "writing back")).to_have_count(1)
+    await expect(alice.locator("#typing")).to_have_text("")
+    # Typing pings are transient: only the message is kept, and the pings are no entries.
+    await expect(alice.locator(".message")).to_have_count(1)
+    assert await rows_stored_for(web.stack, "alice") == 0
+
+
 async def test_message_to_a_closed_window_shows_up_at_login(web: Web) -> None:
     alice = await log_in(web, "alice", 0)
     await open_chat_with(alice, "carol")

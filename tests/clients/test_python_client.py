@@ -100,6 +100,50 @@ async def test_messages_sent_while_offline_arrive_at_login(stack: Stack) -> None
     assert [m.body for m in received] == [0, 1, 2]
 
 
+async def test_transient_sends_reach_online_peers_and_are_neither_stored_nor_acked(
+    stack: Stack,
+) -> None:
+    await stack.start(gateways=2)
+    async with (
+        client_for(stack, "alice", 0) as alice,
+        client_for(stack, "bob", 1) as bob,
+    ):
+        acked: list[str] = []
+        send_acks = bob._send_acks
+
+        async def recording(mids: list[str]) -> None:
+            acked.extend(mids)
+            await send_acks(mids)
+
+        bob._send_acks = recording  # type: ignore[method-assign]
+        inbox = bob.messages()
+        typing = await alice.send(to="bob", body={"typing": True}, transient=True)
+        message = await next_message(inbox)
+        assert (message.mid, message.transient, message.needs_ack) == (
+            typing,
+            True,
+            False,
+        )
+
+        durable = await alice.send(to="bob", body="hello")
+        assert (await next_message(inbox)).mid == durable
+
+        async def durable_acked() -> bool | None:
+            return durable in acked or None
+
+        # The stream acks a message when it is asked for the next one.
+        reading = asyncio.ensure_future(anext(inbox))
+        assert await eventually(durable_acked)
+        reading.cancel()
+        assert typing not in acked  # only the durable message was acknowledged
+
+    # Sent while bob is offline: never stored, so a new connection gets only the durable one.
+    async with client_for(stack, "alice", 0) as alice:
+        await alice.send(to="bob", body={"typing": True}, transient=True)
+        sentinel = await alice.send(to="bob", body="later")
+    assert await stored_mids(stack, "bob") == [sentinel]
+
+
 async def test_rejected_send_raises_the_error_code(stack: Stack) -> None:
     await stack.start(gateways=1)
     async with client_for(stack, "alice") as alice:

@@ -122,6 +122,42 @@ test("messages sent while offline arrive at login, in order", { skip }, async ()
   assert.deepEqual(received.map((m) => m.body), [0, 1, 2]);
 });
 
+test("transient sends reach online peers only and are never acknowledged", { skip }, async () => {
+  const [a, b] = [uid("alice"), uid("bob")];
+  const alice = clientFor(a, [0]);
+  const bob = clientFor(b, [1]);
+  const bobInbox = inbox(bob);
+  const acked = [];
+  const sendAcks = bob._sendAcks.bind(bob);
+  bob._sendAcks = (mids) => {
+    acked.push(...mids);
+    sendAcks(mids);
+  };
+  await Promise.all([alice.start(), bob.start()]);
+
+  const typing = await alice.send({ to: b, body: { typing: true }, transient: true });
+  const [message] = await bobInbox.next();
+  assert.deepEqual([message.mid, message.transient], [typing, true]);
+  const durable = await alice.send({ to: b, body: "hello" });
+  const [second] = await bobInbox.next();
+  assert.equal(second.mid, durable);
+  await until(() => acked.includes(durable));
+  assert.ok(!acked.includes(typing)); // handled, but a transient message takes no ack
+  assert.ok(bob.seen.isHandled(typing));
+
+  // Sent while bob is offline: never stored, so bob's next connection gets only the durable one.
+  await bob.close();
+  await alice.send({ to: b, body: { typing: true }, transient: true });
+  const later = await alice.send({ to: b, body: "later" });
+  const again = clientFor(b, [0]);
+  const againInbox = inbox(again);
+  await again.start();
+  const [first] = await againInbox.next();
+  assert.equal(first.mid, later);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(againInbox.seen.length, 1);
+});
+
 test("presence asks about any number of uids, 100 per frame", { skip }, async () => {
   const [a, b] = [uid("alice"), uid("bob")];
   const alice = clientFor(a, [0]);

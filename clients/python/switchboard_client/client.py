@@ -77,6 +77,8 @@ class Message:
     room: str | None = None
     """The room of a join request."""
     broadcast: bool = False
+    transient: bool = False
+    """Sent with ``transient=True``: only to connections online then, never stored."""
 
     @classmethod
     def from_frame(cls, frame: dict[str, Any]) -> "Message":
@@ -89,12 +91,13 @@ class Message:
             group=frame.get("group"),
             room=frame.get("room"),
             broadcast=bool(frame.get("broadcast", False)),
+            transient=frame.get("transient") is True,
         )
 
     @property
     def needs_ack(self) -> bool:
-        """Room and broadcast messages are not kept for offline users, so they take no ack."""
-        return self.room is None and not self.broadcast
+        """Room, broadcast and transient messages are never kept, so they take no ack."""
+        return self.room is None and not self.broadcast and not self.transient
 
 
 @dataclass(slots=True)
@@ -246,11 +249,13 @@ class Client:
         room: str | None = None,
         broadcast: bool = False,
         client_id: str | None = None,
+        transient: bool = False,
     ) -> str:
         """Send ``body`` to one uid, group or room, or to everyone; return its mid.
 
         The frame is sent again, with the same id, after every reconnect until a ``sent``
-        receipt arrives; the server delivers it once.
+        receipt arrives; the server delivers it once. A ``transient`` message (a typing
+        indicator, a game move) reaches only the connections online now and is never stored.
 
         Raises:
             RequestFailed: the gateway rejected it (``code`` is the error code).
@@ -270,6 +275,8 @@ class Client:
         else:
             frame["broadcast"] = True
         frame["body"] = body
+        if transient:
+            frame["transient"] = True
         mid: str = await self._request(client_id, frame)
         return mid
 
