@@ -42,6 +42,7 @@ class Settings(ServiceSettings):
     http_port: int | None
     """Port of the backend HTTP API (``POST /api/<command>``); None: no HTTP API."""
     http_host: str
+    """Address of the HTTP API (``SWITCHBOARD_HTTP_HOST``), apart from the WebSocket's."""
     api_amqp_url: str
     """The HTTP API's own AMQP connection, whose user may publish ``api.*``."""
     command_timeout_s: float
@@ -137,7 +138,7 @@ class Settings(ServiceSettings):
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
-            http_host=host,
+            http_host=env.text(environ, env.HTTP_HOST, host),
             api_amqp_url=env.text(environ, env.API_AMQP_URL, common["amqp_url"]),
             command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
             api_key="" if http_port is None else env.secret(environ, env.API_KEY),
