@@ -25,7 +25,8 @@ help:
 	@echo "                       (restarts the local RabbitMQ, Redis and PostgreSQL)"
 	@echo "make bench             Switchboard against python-socketio, a websockets relay and raw"
 	@echo "                       aio-pika, 3 runs (~10 min); writes bench/RESULTS.md"
-	@echo "make deploy-tools      install kubectl (Debian kubernetes-client) for tests/deploy/"
+	@echo "make deploy-tools      check kubectl (1.27+) and install promtool (Debian prometheus)"
+	@echo "                       for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
 	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
@@ -110,7 +111,13 @@ fmt: venv
 schemas: venv
 	$(BIN)/python -m proto.schemagen
 
-# tests/deploy/ renders the Kustomize overlay with `kubectl kustomize`, offline.
+# tests/deploy/ renders the Kustomize overlay with `kubectl kustomize`, offline: it needs the
+# kustomize 5 of kubectl 1.27 or later (components, `labels` on pod templates), which this
+# machine image ships; Debian's kubernetes-client (1.20, kustomize 2) cannot render it. It checks
+# and unit-tests the alerts with promtool, from Debian's prometheus package (only the promtool
+# command is used; the package's server is not needed).
 deploy-tools:
-	command -v kubectl >/dev/null 2>&1 || \
-		{ apt-get update && apt-get install -y kubernetes-client; }
+	@kubectl version --client 2>/dev/null | grep -q '^Kustomize Version: v[5-9]' || \
+		{ echo "tests/deploy needs kubectl 1.27 or later (kustomize 5) on the PATH"; exit 1; }
+	command -v promtool >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
