@@ -14,9 +14,13 @@ import yaml
 from proto import env, metrics
 from tests.deploy.tools import (
     CRD_KINDS,
+    DEPLOYMENTS,
     K8S,
     OVERLAY,
+    SECRET_KEYS,
+    SECRET_NAME,
     Manifest,
+    config,
     named,
     of_kind,
     render,
@@ -26,7 +30,6 @@ from tests.deploy.tools import (
 )
 
 KUBERNETES_VERSION = "1.30.0"
-DEPLOYMENTS = ("switchboard-gateway", "switchboard-router", "switchboard-offline-store")
 RECOMMENDED_LABELS = tuple(
     f"app.kubernetes.io/{key}"
     for key in ("name", "instance", "component", "version", "part-of")
@@ -45,10 +48,6 @@ RETIRED_KUSTOMIZE_FIELDS = frozenset(
         "vars",
         "imageTags",
     }
-)
-SECRET_NAME = "switchboard-secrets"
-SECRET_KEYS = frozenset(
-    {env.AMQP_URL, env.REDIS_URL, env.POSTGRES_DSN, env.JWT_SECRET, env.API_KEY}
 )
 # bench/CAPACITY.md: a gateway process holds ~60 MiB plus 15 KiB per idle connection, and about
 # 35,000 connections at the target cluster's size.
@@ -118,11 +117,6 @@ def test_strict_validation_rejects_an_unknown_field(
 def pod_spec(manifests: list[Manifest], name: str) -> Manifest:
     spec: Manifest = named(manifests, "Deployment", name)["spec"]["template"]["spec"]
     return spec
-
-
-def config(manifests: list[Manifest]) -> dict[str, str]:
-    data: dict[str, str] = named(manifests, "ConfigMap", "switchboard-config")["data"]
-    return data
 
 
 def test_autoscalers_own_every_replica_count(manifests: list[Manifest]) -> None:

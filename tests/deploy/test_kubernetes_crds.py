@@ -10,9 +10,17 @@ import re
 from typing import Any
 
 from proto.names import Names
-from tests.deploy.test_kubernetes import DEPLOYMENTS, SECRET_KEYS, SECRET_NAME, config
-from tests.deploy.test_monitoring import rabbitmq_metrics_read
-from tests.deploy.tools import Manifest, named, of_kind, selects
+from tests.deploy.tools import (
+    DEPLOYMENTS,
+    SECRET_KEYS,
+    SECRET_NAME,
+    Manifest,
+    config,
+    named,
+    of_kind,
+    rabbitmq_metrics_read,
+    selects,
+)
 
 API_VERSIONS = {
     "PodMonitor": "monitoring.coreos.com/v1",

@@ -5,7 +5,6 @@ services' (proto/metrics.py) or rabbitmq_prometheus's per-object ones.
 """
 
 import importlib
-import json
 import re
 import shutil
 from pathlib import Path
@@ -17,9 +16,12 @@ from proto import metrics
 from proto.names import Names
 from runtime.metrics import REGISTRY
 from tests.deploy.tools import (
-    DASHBOARD,
     MONITORING,
+    dashboard,
+    dashboard_queries,
     prometheus_rule_groups,
+    promql_metric_names,
+    rules,
     run,
     tool,
 )
@@ -37,14 +39,6 @@ RABBITMQ_PER_OBJECT_METRICS = frozenset(
     }
 )
 PROMETHEUS_METRICS = frozenset({"up"})
-PROMQL_WORDS = frozenset(
-    {
-        *("sum", "max", "min", "avg", "count", "topk"),
-        *("rate", "irate", "increase", "delta", "histogram_quantile", "vector", "time"),
-        *("by", "without", "on", "ignoring", "group_left", "or", "and", "unless", "le"),
-        "clamp_min",
-    }
-)
 EXPECTED_ALERTS = frozenset(
     {
         "SwitchboardDeadLetterQueueNotEmpty",
@@ -77,45 +71,6 @@ def exported_metric_names() -> set[str]:
         found.add(family.name)
         found.update(sample.name for sample in family.samples)
     return found
-
-
-def promql_metric_names(expression: str) -> set[str]:
-    """The identifiers of an expression that are neither functions, labels nor ranges."""
-    without_labels = re.sub(r"\{[^}]*\}", "", expression)
-    without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
-    without_grouping = re.sub(
-        r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", without_ranges
-    )
-    identifiers = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", without_grouping))
-    return {name for name in identifiers if name not in PROMQL_WORDS}
-
-
-def rules() -> list[dict[str, Any]]:
-    return [rule for group in prometheus_rule_groups() for rule in group["rules"]]
-
-
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return loaded
-
-
-def dashboard_queries() -> list[str]:
-    return [
-        target["expr"]
-        for panel in dashboard()["panels"]
-        for target in panel.get("targets", [])
-    ]
-
-
-def rabbitmq_metrics_read() -> set[str]:
-    """The RabbitMQ metrics that the alerts and the dashboard read."""
-    expressions = [rule["expr"] for rule in rules()] + dashboard_queries()
-    return {
-        name
-        for expression in expressions
-        for name in promql_metric_names(expression)
-        if name.startswith("rabbitmq_")
-    }
 
 
 def check_rules(groups: list[dict[str, Any]], path: Path) -> str:
