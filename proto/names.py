@@ -53,6 +53,19 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
+# History and sync (docs/history.md); no queue is bound to them yet.
+KEY_SYNC = "router.sync"
+"""A router's ``SyncRequest`` for a connection that sent ``init`` with ``since``."""
+KEY_SYNC_MORE = "gateway.sync"
+"""A gateway's ``SyncRequest`` for the next sync window of one connection, or a gap."""
+KEY_HISTORY = "gateway.history"
+"""A client's ``history`` frame (``HistoryAsked``), for the offline stores."""
+KEY_CONVERSATIONS = "gateway.conversations"
+"""A client's ``conversations`` frame (``ConversationsAsked``), for the offline stores."""
+KEY_READ = "gateway.read"
+"""A client's ``read`` frame (``ReadAsked``), for the offline stores."""
+KEY_RECEIPTS = "store.receipts"
+"""An offline store's ``Receipts``: read markers moved, for the routers to deliver."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 
@@ -156,6 +169,13 @@ class Names:
     @property
     def store_acks_queue(self) -> str:
         return f"{self.namespace}.offline.acks"
+
+    @property
+    def store_queries_queue(self) -> str:
+        """History, conversations and read markers, apart from the sync windows of
+        ``<ns>.offline.control`` so that no query waits in front of a login (not declared
+        yet: nothing consumes it)."""
+        return f"{self.namespace}.offline.queries"
 
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"
