@@ -235,8 +235,6 @@ CLIENT_FRAME_TYPES = frozenset(
         "conversations",
     )
 )
-HISTORY_FRAME_TYPES = frozenset(("history", "read", "conversations"))
-"""The frames answered ``history_off`` while ``SWITCHBOARD_HISTORY`` is off."""
 
 
 def shapes(*structs: type[msgspec.Struct]) -> msgspec.Meta:

@@ -155,3 +155,29 @@ def test_the_send_schema_and_the_edge_agree_on_targets(
     assert schema.is_valid(body) is is_valid
     checked = commands.check_command("send", msgspec.json.encode(body))
     assert isinstance(checked, commands.Forward) is is_valid
+
+
+@pytest.mark.parametrize(
+    ("body", "is_valid"),
+    [
+        ({"uid": "a", "with": "b"}, True),
+        ({"uid": "a", "group": "g", "with": None, "limit": 100}, True),
+        ({"uid": "a"}, False),
+        ({"uid": "a", "with": "b", "group": "g"}, False),
+        ({"uid": "a", "with": None, "group": None}, False),
+        ({"uid": "a", "group": "g", "limit": 101}, False),
+        ({"uid": "a", "group": "g", "before": 0}, False),
+    ],
+)
+def test_the_history_schema_and_the_edge_agree_on_the_conversation(
+    document: dict[str, Any], body: dict[str, object], is_valid: bool
+) -> None:
+    schema = jsonschema.Draft202012Validator(
+        {
+            **request_schema_of(document, "history"),
+            "components": document["components"],
+        }
+    )
+    assert schema.is_valid(body) is is_valid
+    checked = commands.check_command("history", msgspec.json.encode(body))
+    assert isinstance(checked, commands.Forward) is is_valid
