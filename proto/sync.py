@@ -25,11 +25,15 @@ Names follow the identifier rule of ``proto/rules.py`` and numbers the bounds of
 they come from, checked while the body decodes, as for every envelope.
 """
 
+from typing import Annotated
+
 import msgspec
 
 from proto.bases import Command, Envelope
 from proto.frames import (
     DEFAULT_PAGE,
+    MAX_PAGE,
+    MAX_SEQ,
     Before,
     ConversationItem,
     MessageFrame,
@@ -127,6 +131,28 @@ class Receipts(Envelope, frozen=True):
     items: list[ReceiptItem]
 
 
+# A backend's JSON encoder may write an integer as 2.0, which JSON Schema counts as an integer
+# (the HTTP API's document says "integer"): commands take such a number, and keep it as an int.
+MAX_EXACT_FLOAT = 2**53
+"""The largest whole float a command's ``before`` may be: past it a float is no exact integer."""
+WholeBefore = (
+    Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+    | Annotated[float, msgspec.Meta(ge=1, le=MAX_EXACT_FLOAT, multiple_of=1)]
+)
+WholePageSize = (
+    Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+    | Annotated[float, msgspec.Meta(ge=1, le=MAX_PAGE, multiple_of=1)]
+)
+
+
+def _keep_as_int(command: Command, *fields: str) -> None:
+    """Turn the whole floats of these fields into ints (``before`` and ``limit``)."""
+    for name in fields:
+        value = getattr(command, name)
+        if isinstance(value, float):
+            msgspec.structs.force_setattr(command, name, int(value))
+
+
 class ApiHistory(Command, frozen=True):
     """``api.history``: a page of ``uid``'s conversation with ``with`` (a uid) or ``group``,
     as the ``history`` frame gives it: ``before`` exclusive, ``limit`` 1 to 100."""
@@ -134,11 +160,12 @@ class ApiHistory(Command, frozen=True):
     uid: Identifier
     peer: Identifier | None = msgspec.field(name="with", default=None)
     group: Identifier | None = None
-    before: Before | None = None
-    limit: PageSize = DEFAULT_PAGE
+    before: WholeBefore | None = None
+    limit: WholePageSize = DEFAULT_PAGE
 
     def __post_init__(self) -> None:
         check_conversation(self.peer, self.group)
+        _keep_as_int(self, "before", "limit")
 
 
 class ApiConversations(Command, frozen=True):
@@ -146,8 +173,11 @@ class ApiConversations(Command, frozen=True):
     them."""
 
     uid: Identifier
-    before: Before | None = None
-    limit: PageSize = DEFAULT_PAGE
+    before: WholeBefore | None = None
+    limit: WholePageSize = DEFAULT_PAGE
+
+    def __post_init__(self) -> None:
+        _keep_as_int(self, "before", "limit")
 
 
 class ApiMessage(Command, frozen=True):
