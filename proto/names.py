@@ -20,6 +20,10 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
     <ns>.undeliverable  fanout  whatever could not reach a client
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
 
+Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
+them: router.sync, gateway.sync, gateway.history, gateway.conversations, gateway.read,
+store.receipts, and the queue <ns>.offline.queries.
+
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
 ``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
