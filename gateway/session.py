@@ -15,6 +15,8 @@ Answers to the frames that are published (every ``id`` gets exactly one):
   (or dropped) at that moment, here and in the hub's index.
 - ``presence``: nothing here; the router answers with a delivery to this connection. It costs
   more than one frame against the rate limit (``last_frame_cost``).
+- ``history``, ``read``, ``conversations``: nothing here; the offline store answers with a
+  delivery. While history is off they are answered ``history_off`` (``queries.py``).
 - ``send`` and ``presence`` of a uid the routers throttled (over its rate across gateways):
   ``rate_limited``, nothing published.
 - Any of them when the broker does not confirm: ``unavailable`` with the frame's id.
@@ -32,6 +34,7 @@ from gateway.effects import (
     error_frame,
 )
 from gateway.limits import Limit
+from gateway.queries import history_asked
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
 from proto import envelopes, frames, limits, rules
 from proto.codes import CloseCode, ErrorCode
@@ -66,6 +69,8 @@ class Session:
             empty: no public rooms (``SWITCHBOARD_PUBLIC_ROOM_PREFIX``).
         max_rooms: how many rooms the connection may be in at once.
         jwt_algorithm: the one algorithm ``init`` tokens may be signed with.
+        is_history_on: ``SWITCHBOARD_HISTORY``: ``init``'s ``since`` is passed on, and the
+            history frames are published; off, ``since`` is ignored and they are refused.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class Session:
         public_room_prefix: str = "",
         max_rooms: int = DEFAULT_MAX_ROOMS_PER_CONNECTION,
         jwt_algorithm: str = DEFAULT_ALGORITHM,
+        is_history_on: bool = False,
     ) -> None:
         self.conn_id = conn_id
         self.gateway_id = gateway_id
@@ -86,6 +92,7 @@ class Session:
         self._mids = mids
         self._public_room_prefix = public_room_prefix
         self._max_rooms = max_rooms
+        self._is_history_on = is_history_on
         self.identity: Identity | None = None
         """Set by a verified ``init``; the only source of this connection's uid and rights."""
         self.rooms: set[str] = set()
@@ -236,6 +243,11 @@ class Session:
                 return self._on_leave(frame, self.identity)
             case frames.PresenceQuery():
                 return [self._presence_asked(frame, self.identity)]
+            case frames.HistoryQuery() | frames.Read() | frames.ConversationsQuery():
+                uid, history_on = self.identity.uid, self._is_history_on
+                return [
+                    history_asked(frame, uid, self.conn_id, self.gateway_id, history_on)
+                ]
         raise AssertionError(f"unhandled frame {frame!r}")
 
     def _on_init(self, frame: frames.Init, now_ms: int) -> list[Effect]:
@@ -256,7 +268,10 @@ class Session:
             return [*self._rejected(rejected), Close(close_code, rejected.code.value)]
         self.identity = identity
         opened = envelopes.ConnOpened(
-            uid=identity.uid, conn_id=self.conn_id, gateway_id=self.gateway_id
+            uid=identity.uid,
+            conn_id=self.conn_id,
+            gateway_id=self.gateway_id,
+            since=frame.since if self._is_history_on else None,
         )
         return [Publish(KEY_CONN_OPENED, envelopes.encode(opened))]
 

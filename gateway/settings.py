@@ -71,6 +71,9 @@ class Settings(ServiceSettings):
     """Messages one connection may leave unacknowledged (live and replayed): live messages past
     it go to the offline store, replay windows wait for acks. Below ``prefetch``, so that one
     client cannot hold every AMQP delivery of the gateway."""
+    sync_gap_wait_s: float = 0.5
+    """History on: how long a live copy that came out of order waits for the missing ``seq``
+    before the gateway asks the store for a window."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -150,6 +153,7 @@ class Settings(ServiceSettings):
                 minimum=1,
             ),
             max_unacked_per_connection=max_unacked,
+            sync_gap_wait_s=env.seconds(environ, env.SYNC_GAP_WAIT_S, 0.5),
         )
 
 

@@ -92,6 +92,7 @@ class ClientServer:
             public_room_prefix=self._settings.public_room_prefix,
             max_rooms=self._settings.max_rooms_per_connection,
             jwt_algorithm=self._settings.jwt_algorithm,
+            is_history_on=self._settings.history,
         )
         connection = Connection(
             session, websocket, Outbox(self._settings.outbox_frames)

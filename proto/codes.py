@@ -51,6 +51,12 @@ class ErrorCode(StrEnum):
     """A later notice, after ``sent``: the recipient's offline store holds
     ``SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID`` rows, so this message (``mid``, for ``to``) was not
     kept for them. Sent to the sending connection, with the ``id`` of its ``send``."""
+    NOT_FOUND = "not_found"
+    """A ``read`` (or ``api.message``) names a mid that is not in that uid's inbox."""
+    HISTORY_OFF = "history_off"
+    """A ``history``, ``read`` or ``conversations`` frame, or a history command
+    (``api.history``, ``api.conversations``, ``api.message``), where the deployment runs with
+    ``SWITCHBOARD_HISTORY=off``: no history is kept to answer it."""
 
 
 class CloseCode(IntEnum):

@@ -86,6 +86,17 @@ HISTORY = "SWITCHBOARD_HISTORY"
 """``on``: the offline store keeps every 1:1 and group message as history, numbers each uid's
 inbox (``seq``) and serves sync, history and read markers; ``off`` (the default for now): a relay
 that keeps a message only until it is acknowledged. Every service of a namespace must agree."""
+HISTORY_DAYS = "SWITCHBOARD_HISTORY_DAYS"
+"""Days of history the offline store keeps (fractions allowed); older entries are not read and
+are deleted. 0 keeps everything."""
+SYNC_PAGE = "SWITCHBOARD_SYNC_PAGE"
+"""Inbox entries per sync window, at most (offline store)."""
+SYNC_GRACE_S = "SWITCHBOARD_SYNC_GRACE_S"
+"""How long the offline store adds a syncing connection to messages routed before it
+registered; longer than any routed message waits for the store."""
+SYNC_GAP_WAIT_S = "SWITCHBOARD_SYNC_GAP_WAIT_S"
+"""How long a gateway holds an out-of-order live copy for the missing ``seq`` before it asks
+for a sync window."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -154,6 +165,22 @@ def _positive(
     if not (value > 0 and math.isfinite(value)):
         positive = what.replace("a number", "a positive, finite number", 1)
         raise SettingsError(f"{name} must be {positive}, got {raw!r}")
+    return value
+
+
+def non_negative(
+    environ: Mapping[str, str], name: str, default: float, what: str
+) -> float:
+    """A finite float >= 0; errors say ``what`` was expected ("a number of days, 0: ...")."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise SettingsError(f"{name} must be {what}, at least 0, got {raw!r}")
     return value
 
 

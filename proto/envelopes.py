@@ -33,16 +33,16 @@ events: message.refused      MessageRefused       offline store -> backend servi
 
 import msgspec
 
+from proto import sync
+from proto.bases import Command as Command  # re-exported: every envelope's base
+from proto.bases import Envelope as Envelope
+from proto.frames import Seq
 from proto.rules import Identifier, OptionalIdentifier, body_violation
 
 # Every name in an envelope the router consumes from gateways, and in every backend command,
 # follows the identifier rule of proto/rules.py, checked while the body decodes: what another
 # service or a backend publishes is refused at the router's door like a client's frame at the
 # gateway's. A command's ``body`` follows the body rules (checked in ``__post_init__``).
-
-
-class Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every envelope."""
 
 
 class ConnOpened(Envelope, frozen=True):
@@ -55,6 +55,8 @@ class ConnOpened(Envelope, frozen=True):
     """Sent again for a live connection because the routers lost its presence (a Redis restart,
     a gateway swept while frozen or cut off; see ``DeliveryItem.reannounce``): register it and
     replay its offline messages, but no ``ready`` and no ``user.online``."""
+    since: Seq | None = None
+    """The ``init``'s ``since`` (history on): sync the inbox after it instead of replaying."""
 
 
 class ConnClosed(Envelope, frozen=True):
@@ -63,7 +65,7 @@ class ConnClosed(Envelope, frozen=True):
     uid: Identifier
     conn_id: Identifier
     gateway_id: Identifier
-    rooms: list[Identifier] = []
+    rooms: list[Identifier] = []  # noqa: RUF012  (msgspec copies a mutable default)
 
 
 class Outgoing(Envelope, frozen=True):
@@ -206,6 +208,16 @@ class DeliveryItem(Envelope, frozen=True):
     throttle_ms: int = 0
 
 
+class SyncWindow(Envelope, frozen=True):
+    """How far a sync window reaches in its uid's inbox."""
+
+    to_seq: int
+    """The highest ``seq`` the window covers (entries up to it were read, kept or not)."""
+    more: bool
+    """Entries above ``to_seq`` remain: the gateway asks for the next window. False: the
+    window reached the head, ``to_seq``, which ``synced`` carries."""
+
+
 class Delivery(Envelope, frozen=True):
     """The frames one gateway (or the offline store) is to handle, for some of its connections."""
 
@@ -219,6 +231,8 @@ class Delivery(Envelope, frozen=True):
     its last, or to ``next_mid``), as the store read them; "" is from the first row. A gateway
     that knows of a stored row before ``from_mid`` still to push does not push the window (the
     row would come after later ones) but asks for a window from that row."""
+    sync: SyncWindow | None = None
+    """On a sync window (the answer to a ``SyncRequest``): how far it reaches."""
 
 
 class SavedUid(msgspec.Struct, frozen=True, array_like=True):
@@ -256,10 +270,6 @@ class ReplayRequest(Envelope, frozen=True):
 # Backend commands: the bodies of api.<command> on the inbound exchange (and of POST /api/<command>
 # on a gateway). A command with the AMQP reply_to property gets its reply there, with the same
 # correlation_id: the command's *Reply, or ErrorReply.
-
-
-class Command(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every backend command body."""
 
 
 def _check_body(body: msgspec.Raw) -> None:
@@ -441,5 +451,6 @@ COMMANDS: dict[str, type[Command]] = {
     "presence": ApiPresence,
     "connections": ApiConnections,
     "room.count": ApiRoomCount,
+    **sync.HISTORY_COMMANDS,
 }
 """Every backend command by name: ``api.<name>`` on the broker, ``POST /api/<name>`` over HTTP."""

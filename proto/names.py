@@ -20,6 +20,10 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
     <ns>.undeliverable  fanout  whatever could not reach a client
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
 
+Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
+them: router.sync, gateway.sync, gateway.history, gateway.conversations, gateway.read,
+store.receipts, and the queue <ns>.offline.queries.
+
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
 ``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
@@ -53,6 +57,19 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
+# History and sync (docs/history.md); no queue is bound to them yet.
+KEY_SYNC = "router.sync"
+"""A router's ``SyncRequest`` for a connection that sent ``init`` with ``since``."""
+KEY_SYNC_MORE = "gateway.sync"
+"""A gateway's ``SyncRequest`` for the next sync window of one connection, or a gap."""
+KEY_HISTORY = "gateway.history"
+"""A client's ``history`` frame (``HistoryAsked``), for the offline stores."""
+KEY_CONVERSATIONS = "gateway.conversations"
+"""A client's ``conversations`` frame (``ConversationsAsked``), for the offline stores."""
+KEY_READ = "gateway.read"
+"""A client's ``read`` frame (``ReadAsked``), for the offline stores."""
+KEY_RECEIPTS = "store.receipts"
+"""An offline store's ``Receipts``: read markers moved, for the routers to deliver."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 
@@ -156,6 +173,13 @@ class Names:
     @property
     def store_acks_queue(self) -> str:
         return f"{self.namespace}.offline.acks"
+
+    @property
+    def store_queries_queue(self) -> str:
+        """History, conversations and read markers, apart from the sync windows of
+        ``<ns>.offline.control`` so that no query waits in front of a login (not declared
+        yet: nothing consumes it)."""
+        return f"{self.namespace}.offline.queries"
 
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"

@@ -29,7 +29,7 @@ from proto.mids import MidFactory
 from proto.names import KEY_BATCH
 from router import inbound, observability, routing
 from router.bus import Bus
-from router.inbound import Call, Inbound, Refused, ReplyTo
+from router.inbound import Call, Inbound, Refused, ReplyTo, ServedByStore
 from router.limits import uid_rate
 from router.lookups import BatchLookup, LookupRules
 from router.presence import Presence, now_ms
@@ -251,7 +251,8 @@ class BatchRouter:
     async def _accept_command(
         self, message: AbstractIncomingMessage, routing_key: str
     ) -> Call | Refused | None:
-        """Decode a command; one refused without a reply_to is dead-lettered."""
+        """Decode a command; one refused without a reply_to is dead-lettered, one the offline
+        stores serve is acknowledged."""
         reply_to = None
         if message.reply_to:
             reply_to = ReplyTo(message.reply_to, message.correlation_id or "")
@@ -263,7 +264,11 @@ class BatchRouter:
             mid=self._mids.next_mid(at_ms),
             ts=at_ms,
             max_bytes=self._settings.max_command_bytes,
+            is_history_on=self._settings.history,
         )
+        if isinstance(command, ServedByStore):
+            await settle(message.ack())
+            return None
         if isinstance(command, Refused):
             log.info(
                 "command_rejected",

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 import proto.names
-from proto import envelopes, frames
+from proto import envelopes, frames, sync
 from proto.codes import ErrorCode
 from proto.mids import MID_PATTERN, MidFactory, mid_time_ms
 from proto.names import (
@@ -23,15 +23,21 @@ from proto.names import (
     KEY_BATCH,
     KEY_CONN_CLOSED,
     KEY_CONN_OPENED,
+    KEY_CONVERSATIONS,
     KEY_GATEWAY_STOPPED,
     KEY_HEARTBEAT,
+    KEY_HISTORY,
     KEY_PRESENCE,
+    KEY_READ,
+    KEY_RECEIPTS,
     KEY_REPLAY,
     KEY_REPLAY_MORE,
     KEY_ROOM_JOINED,
     KEY_ROOM_LEFT,
     KEY_SAVED,
     KEY_SEND,
+    KEY_SYNC,
+    KEY_SYNC_MORE,
     Names,
     api_key,
     is_valid_namespace,
@@ -148,6 +154,7 @@ def test_every_name_of_a_namespace() -> None:
         "redis_pattern": "ns:*",
         "schema": "ns",
         "undelivered_table": "ns.undelivered",
+        "store_queries_queue": "ns.offline.queries",
     }
 
 
@@ -262,6 +269,11 @@ ROUTING = {
     KEY_REPLAY: SPACE.store_control_queue,
     KEY_REPLAY_MORE: SPACE.store_control_queue,
 }
+NOT_BOUND_YET = frozenset(
+    (KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS, KEY_READ, KEY_RECEIPTS)
+)
+"""Keys of history and sync, named before anything consumes them: bound to no queue (one
+would fill up), so that a gateway publishing one with history on is told (a return)."""
 
 
 def test_topic_matcher() -> None:
@@ -281,7 +293,16 @@ def test_every_routing_key_has_an_expected_queue() -> None:
     declared = {
         value for key, value in vars(proto.names).items() if key.startswith("KEY_")
     }
-    assert declared == ROUTING.keys()
+    assert declared == ROUTING.keys() | NOT_BOUND_YET
+    assert not ROUTING.keys() & NOT_BOUND_YET
+
+
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+@pytest.mark.parametrize("routing_key", sorted(NOT_BOUND_YET))
+def test_history_keys_reach_no_queue_yet(routing_key: str, queue_type: str) -> None:
+    topology = shared_topology(SPACE, queue_type)
+    assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == set()
+    assert SPACE.store_queries_queue not in {q.name for q in topology.queues}
 
 
 @pytest.mark.parametrize("queue_type", QUEUE_TYPES)
@@ -958,6 +979,9 @@ def test_every_command_name_maps_to_a_command_class() -> None:
         "presence",
         "connections",
         "room.count",
+        "history",
+        "conversations",
+        "message",
     }
     for name, command in envelopes.COMMANDS.items():
         assert issubclass(command, envelopes.Command), name
@@ -965,7 +989,8 @@ def test_every_command_name_maps_to_a_command_class() -> None:
         assert api_key(name) == f"api.{name}"
     defined = {
         value
-        for value in vars(envelopes).values()
+        for module in (envelopes, sync)
+        for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, envelopes.Command)
         and value is not envelopes.Command
