@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from proto import envelopes, frames
+from proto import envelopes, frames, groups
 from proto.codes import ErrorCode
 from proto.names import (
     DEFAULT_NAMESPACE,
@@ -38,6 +38,9 @@ from proto.names import (
     KEY_CONN_CLOSED,
     KEY_CONN_OPENED,
     KEY_GATEWAY_STOPPED,
+    KEY_GROUP_CHANGED,
+    KEY_GROUPS_PAGE,
+    KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
     KEY_PRESENCE,
     KEY_REPLAY,
@@ -94,6 +97,7 @@ REPLIES: Mapping[str, type[envelopes.Envelope]] = {
     "kick": envelopes.KickReply,
     "group.add": envelopes.OkReply,
     "group.remove": envelopes.OkReply,
+    "group.members": envelopes.GroupMembersReply,
     "presence": envelopes.PresenceReply,
     "connections": envelopes.ConnectionsReply,
     "room.count": envelopes.RoomCountReply,
@@ -102,6 +106,7 @@ REPLY_SUMMARIES: Mapping[type[envelopes.Envelope], str] = {
     envelopes.SendReply: "The message was accepted; `mid` is its server message id.",
     envelopes.KickReply: "`kicked` connections of the uid are being closed.",
     envelopes.OkReply: "The change is done.",
+    envelopes.GroupMembersReply: "The group's members, sorted; none for an unknown group.",
     envelopes.PresenceReply: "The uids of the command that have at least one connection now.",
     envelopes.ConnectionsReply: "Every connection of the uid, with the gateway that holds it.",
     envelopes.RoomCountReply: "How many connections are in the room now.",
@@ -129,6 +134,7 @@ COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     "kick": ({"uid": "mallory", "reason": "banned"}, {"uid": "bob"}),
     "group.add": ({"group": "team", "uids": ["alice", "bob"]},),
     "group.remove": ({"group": "team", "uids": ["bob"]},),
+    "group.members": ({"group": "team"},),
     "presence": ({"uids": ["alice", "bob", "carol"]},),
     "connections": ({"uid": "alice"},),
     "room.count": ({"room": "lobby"},),
@@ -137,6 +143,7 @@ REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
     envelopes.SendReply: ({"mid": _MID},),
     envelopes.KickReply: ({"kicked": 2}, {"kicked": 0}),
     envelopes.OkReply: ({"ok": True},),
+    envelopes.GroupMembersReply: ({"uids": ["alice", "bob"]}, {"uids": []}),
     envelopes.PresenceReply: ({"online": ["alice", "carol"]}, {"online": []}),
     envelopes.ConnectionsReply: (
         {
@@ -320,6 +327,21 @@ SPECS = (
         f"the deliveries exchange {_in_any_namespace(_DEFAULT.deliveries_exchange)}"
         " (routing key = gateway_id) and the undeliverable exchange"
         f" {_in_any_namespace(_DEFAULT.undeliverable_exchange)}",
+    ),
+    _envelope(
+        "group-changed",
+        groups.GroupChanged,
+        f"{_INBOUND} {KEY_GROUP_CHANGED} (to the routers)",
+    ),
+    _envelope(
+        "groups-request",
+        groups.GroupsRequest,
+        f"{_INBOUND} {KEY_GROUPS_REQUEST} (to the offline stores)",
+    ),
+    _envelope(
+        "groups-page",
+        groups.GroupsPage,
+        f"{_INBOUND} {KEY_GROUPS_PAGE} (to the routers)",
     ),
     *(_command(name) for name in envelopes.COMMANDS),
     *(_reply(name) for name in envelopes.COMMANDS),
