@@ -40,6 +40,8 @@ class Settings(ServiceSettings):
     """Pause between two passes of the retention sweep."""
     retry_backoff_max_s: float = 5.0
     """Longest pause between two attempts at a batch that failed as a whole."""
+    max_command_bytes: int = 1_048_576
+    """Largest group command body served (``SWITCHBOARD_MAX_COMMAND_BYTES``, as the router's)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -67,5 +69,8 @@ class Settings(ServiceSettings):
             ),
             sweep_interval_s=env.seconds(
                 environ, env.OFFLINE_SWEEP_INTERVAL_S, DEFAULT_SWEEP_INTERVAL_S
+            ),
+            max_command_bytes=env.integer(
+                environ, env.MAX_COMMAND_BYTES, default=1_048_576, minimum=1024
             ),
         )
