@@ -6,7 +6,7 @@ rebuild request after an empty Redis.
   ``{"ok": true}`` on the ``reply_to`` the store passed on. A send published after that reply
   finds the member.
 * ``GroupsPage`` (``store.groups``): a page of a rebuild, applied the same way and counted, in
-  one Redis transaction; the page that completes the rebuild marks the groups loaded.
+  one Redis transaction per page; the page that completes the rebuild marks the groups loaded.
 
 This queue is consumed apart from the router's batches, which may wait for a rebuild
 (``GroupsNotLoaded``): a waiting batch never stands in front of the pages it waits for. A
@@ -45,7 +45,7 @@ from router.groups import (
 from router.inbound import ReplyTo
 from router.presence import Presence
 from router.publications import Publication, reply_publication
-from router.requests import LockRebuild, Request
+from router.requests import LockRebuild
 from router.results import Applied, Locked, PagesCounted, expect
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
 
@@ -142,13 +142,25 @@ class GroupApplier:
         return decoded
 
     async def _apply(self, decoded: _Decoded) -> None:
-        """One transaction for the batch's changes and each page with its count, then the
-        replies to the changes' backends."""
-        requests: list[Request] = [*changes_requests([c for _, c in decoded.changes])]
+        """The batch's changes together, each page with its count in a transaction of its
+        own, then the replies to the changes' backends."""
+        changes = changes_requests([change for _, change in decoded.changes])
+        await self._presence.execute(changes)
         for page in decoded.pages:
-            requests += page_requests(page)
-        results = await self._presence.execute(requests, transaction=True)
-        changed = sum(r.changed for r in results if isinstance(r, Applied))
+            *applied, counted = await self._presence.execute(
+                page_requests(page), transaction=True
+            )
+            pages = expect(PagesCounted, counted)
+            log.info(
+                "groups_page_applied",
+                rebuild_id=page.rebuild_id,
+                index=page.index,
+                count=page.count,
+                members=len(page.members),
+                changed=sum(expect(Applied, result).changed for result in applied),
+            )
+            if is_rebuild_complete(pages.applied, pages.count):
+                log.info("groups_loaded", rebuild_id=page.rebuild_id)
         replies = [
             reply_publication(
                 ReplyTo(message.reply_to, message.correlation_id or ""), OkReply()
@@ -164,21 +176,6 @@ class GroupApplier:
                 uids=len(change.uids),
                 version=change.version,
             )
-        for page, counted in zip(
-            decoded.pages,
-            (r for r in results if isinstance(r, PagesCounted)),
-            strict=True,
-        ):
-            log.info(
-                "groups_page_applied",
-                rebuild_id=page.rebuild_id,
-                index=page.index,
-                count=page.count,
-                members=len(page.members),
-                changed=changed,
-            )
-            if is_rebuild_complete(counted.applied, counted.count):
-                log.info("groups_loaded", rebuild_id=page.rebuild_id)
 
 
 def _decode_envelope(decode: Callable[[bytes], T], body: bytes) -> T:
