@@ -272,3 +272,30 @@ async def test_removed_members_are_kept_a_day_then_deleted(
     finally:
         await pg.close()
     assert await members(backend, "g") == ["ann"]
+
+
+async def test_shared_group_presence_sees_peers_again_after_an_empty_redis(
+    stack: Stack, backend: Backend
+) -> None:
+    stack.settings[env.PRESENCE_POLICY] = "shared_group"
+    await stack.start(gateways=2)
+    await backend.call("group.add", {"group": "team", "uids": ["ann", "ben"]})
+    ann = await stack.connect(0, uid="ann")
+    await stack.connect(1, uid="ben")
+    await stack.connect(1, uid="cat")
+    asked = iter(range(1_000_000))
+
+    async def online_seen() -> list[str] | None:
+        client_id = f"p{next(asked)}"
+        await ann.send_frame(
+            {"type": "presence", "id": client_id, "uids": ["ben", "cat"]}
+        )
+        reply = await ann.expect(lambda f: f.get("id") == client_id, within_s=15.0)
+        online: list[str] = reply["online"]
+        return online or None
+
+    assert await eventually(online_seen) == ["ben"]
+    await remove_redis_keys(stack.names)
+    # The groups (and presence, re-announced by the gateways) come back: ben is seen again,
+    # cat, who shares no group with ann, never.
+    assert await eventually(online_seen, within_s=15.0) == ["ben"]
