@@ -1,8 +1,9 @@
 """Wiring of the offline store: open PostgreSQL and RabbitMQ, run a consumer per queue and the
 retention sweep, stop.
 
-``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests and
-``<ns>.offline.acks`` acknowledged rows; consumers.py says what each consumer does, and the five
+``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
+``<ns>.offline.acks`` acknowledged rows and ``<ns>.offline.groups`` group commands and rebuild
+requests; consumers.py and groups.py say what each consumer does, and consumers.py the five
 ways a message reaches ``<ns>.offline``.
 """
 
@@ -14,6 +15,9 @@ import structlog
 from offline_store import observability
 from offline_store.bus import open_bus
 from offline_store.consumers import ControlServer, UndeliveredWriter
+from offline_store.group_commands import command_max_bytes
+from offline_store.group_store import GroupStore
+from offline_store.groups import GroupServer
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
@@ -39,6 +43,8 @@ async def main(settings: Settings) -> None:
         )
         store = await stack.enter_async_context(open_store(settings))
         health.add_check("postgresql", store.ping)
+        groups = GroupStore(store.pool, names)
+        await groups.create_tables()
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
         # Set at shutdown: a batch failing then is given back to the queue, not retried here.
@@ -64,11 +70,23 @@ async def main(settings: Settings) -> None:
             settings.max_amqp_message_bytes,
             Backoff(settings.retry_backoff_max_s, stopping),
         )
-        sweep = RetentionSweep(store, settings.sweep_interval_s, settings.batch_max)
+        group_server = GroupServer(
+            groups,
+            bus,
+            command_max_bytes(
+                settings.max_command_bytes, settings.max_amqp_message_bytes
+            ),
+            settings.max_amqp_message_bytes,
+            Backoff(settings.retry_backoff_max_s, stopping),
+        )
+        sweep = RetentionSweep(
+            store, settings.sweep_interval_s, settings.batch_max, groups
+        )
         loops = (
             BatchLoop(writer.store_batch, settings.batch_max),
             BatchLoop(control.serve_batch, settings.batch_max),
             BatchLoop(acks.serve_batch, settings.batch_max),
+            BatchLoop(group_server.serve_batch, settings.batch_max),
         )
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
@@ -78,6 +96,8 @@ async def main(settings: Settings) -> None:
             await bus.consume(names.store_control_queue, loops[1].accept)
             # Acks have a queue and a loop of their own: a flood of them never delays a replay.
             await bus.consume(names.store_acks_queue, loops[2].accept)
+            # Group commands have their own loop: a rebuild's pages never delay a replay.
+            await bus.consume(names.store_groups_queue, loops[3].accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()

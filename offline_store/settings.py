@@ -53,6 +53,8 @@ class Settings(ServiceSettings):
     sync_grace_s: float = DEFAULT_SYNC_GRACE_S
     """History on: how long a syncing connection is added to messages routed before it
     registered (longer than any routed message waits for the store)."""
+    max_command_bytes: int = 1_048_576
+    """Largest group command body served (``SWITCHBOARD_MAX_COMMAND_BYTES``, as the router's)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -86,6 +88,9 @@ class Settings(ServiceSettings):
                 environ, env.SYNC_PAGE, DEFAULT_SYNC_PAGE, minimum=1, maximum=MAX_BATCH
             ),
             sync_grace_s=env.seconds(environ, env.SYNC_GRACE_S, DEFAULT_SYNC_GRACE_S),
+            max_command_bytes=env.integer(
+                environ, env.MAX_COMMAND_BYTES, default=1_048_576, minimum=1024
+            ),
         )
 
 

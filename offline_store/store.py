@@ -50,8 +50,9 @@ EXPECTED_FAILURES = (
 )
 """A dependency away or slow: logged as a warning, without a traceback, and retried."""
 POOL_MIN_SIZE = 2
-POOL_MAX_SIZE = 5
-"""One connection per consumer loop and the retention sweep, and spares for one being replaced."""
+POOL_MAX_SIZE = 6
+"""One connection per consumer loop (four) and the retention sweep, and a spare for one being
+replaced."""
 MAX_KEYS_PER_DELETE = 1000
 """Most (uid, mid) keys one DELETE of acknowledged rows names: a flood of acks becomes many
 short statements, never one that holds a connection and row locks for long."""
@@ -171,6 +172,11 @@ class Store:
         self._holding_sql = (
             f"SELECT DISTINCT uid FROM {table} WHERE uid = ANY($1::text[])"
         )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool, shared with the group tables (``group_store.py``)."""
+        return self._pool
 
     async def create_table(self) -> None:
         """Create the namespace's schema and table unless they exist."""

@@ -24,6 +24,7 @@ router.replay                ReplayRequest        router -> offline store
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway
 undeliverable (fanout)       Delivery             router, gateway, dead-lettering -> offline store
 api.<command>                Api* (commands)      backend services -> router (reply: *Reply)
+api.group.*                  ApiGroup* (commands) backend services -> offline store (groups.py)
 events: user.online          UserOnline           router -> backend services
 events: user.offline         UserOffline          router -> backend services
 events: message.offline      MessageOffline       offline store -> backend services
@@ -332,6 +333,12 @@ class ApiGroupMembers(Command, frozen=True):
     uids: list[Identifier]
 
 
+class ApiGroupList(Command, frozen=True):
+    """``api.group.members``: the members of a group, as the offline store holds them."""
+
+    group: Identifier
+
+
 class ApiPresence(Command, frozen=True):
     """``api.presence``: which of these uids are online."""
 
@@ -360,6 +367,10 @@ class KickReply(Envelope, frozen=True):
 
 class OkReply(Envelope, frozen=True):
     ok: bool = True
+
+
+class GroupMembersReply(Envelope, frozen=True):
+    uids: list[str]
 
 
 class PresenceReply(Envelope, frozen=True):
@@ -448,6 +459,7 @@ COMMANDS: dict[str, type[Command]] = {
     "kick": ApiKick,
     "group.add": ApiGroupMembers,
     "group.remove": ApiGroupMembers,
+    "group.members": ApiGroupList,
     "presence": ApiPresence,
     "connections": ApiConnections,
     "room.count": ApiRoomCount,

@@ -14,6 +14,10 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.offline.control queue, bound to router.replay and gateway.replay: offline stores
       -> <ns>.offline.acks    queue, bound to gateway.ack and gateway.acks: offline stores (apart
                               from replays, so that a flood of acks never delays a login)
+      -> <ns>.offline.groups  queue, bound to api.group.add|remove|members and router.groups:
+                              offline stores (group members live in PostgreSQL)
+      -> <ns>.router.groups   queue, bound to store.group and store.groups: every router applies
+                              them to Redis (apart from batches that wait for them)
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
@@ -27,9 +31,10 @@ store.receipts, and the queue <ns>.offline.queries.
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
 ``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
-window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``).
+window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``), group members and their
+versions (``group_key``, ``member_of_key``, ``group_version_key``, ``groups_loaded_key``).
 
-PostgreSQL: schema ``<ns>``, table ``<ns>.undelivered``.
+PostgreSQL: schema ``<ns>``, tables ``<ns>.undelivered``, ``<ns>.groups``, ``<ns>.group_members``.
 """
 
 import re
@@ -72,6 +77,15 @@ KEY_RECEIPTS = "store.receipts"
 """An offline store's ``Receipts``: read markers moved, for the routers to deliver."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
+KEY_GROUP_CHANGED = "store.group"
+"""``GroupChanged``: the offline store committed a change of a group's members."""
+KEY_GROUPS_REQUEST = "router.groups"
+"""``GroupsRequest``: a router asks the offline store for every member row (a rebuild)."""
+KEY_GROUPS_PAGE = "store.groups"
+"""``GroupsPage``: one page of a rebuild's member rows."""
+GROUP_COMMANDS = ("group.add", "group.remove", "group.members")
+"""The backend commands the offline store serves (the routers' queue gets them too, through
+``api.#``, and leaves them to the store)."""
 
 # Routing keys on the events exchange.
 EVENT_USER_ONLINE = "user.online"
@@ -95,6 +109,11 @@ router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
 STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
+STORE_GROUP_BINDINGS = (
+    *(API_KEY_PREFIX + command for command in GROUP_COMMANDS),
+    KEY_GROUPS_REQUEST,
+)
+ROUTER_GROUP_BINDINGS = (KEY_GROUP_CHANGED, KEY_GROUPS_PAGE)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
@@ -181,6 +200,17 @@ class Names:
         yet: nothing consumes it)."""
         return f"{self.namespace}.offline.queries"
 
+    @property
+    def store_groups_queue(self) -> str:
+        """Group commands and rebuild requests, for the offline stores."""
+        return f"{self.namespace}.offline.groups"
+
+    @property
+    def router_groups_queue(self) -> str:
+        """Group changes and rebuild pages, for the routers: a queue apart from the routers'
+        batches, which may wait for them."""
+        return f"{self.namespace}.router.groups"
+
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"
 
@@ -219,6 +249,26 @@ class Names:
     def group_key(self, group: str) -> str:
         """Set of the group's member uids."""
         return f"{self.namespace}:group:{group}"
+
+    def group_version_key(self, group: str) -> str:
+        """Hash uid -> the version of the group's change that last added or removed the uid:
+        a change or a rebuild page is applied to a member only with a higher version."""
+        return f"{self.namespace}:group-version:{group}"
+
+    @property
+    def groups_loaded_key(self) -> str:
+        """Set once Redis holds every group member (a rebuild finished, or a first start):
+        missing after an empty restart, and routing of group messages waits for it."""
+        return f"{self.namespace}:groups-loaded"
+
+    @property
+    def groups_rebuild_key(self) -> str:
+        """Held (``SET NX PX``) by the router that asked the offline store for a rebuild."""
+        return f"{self.namespace}:groups-rebuild"
+
+    def groups_pages_key(self, rebuild_id: str) -> str:
+        """Set of the page indexes of a rebuild applied so far."""
+        return f"{self.namespace}:groups-pages:{rebuild_id}"
 
     def room_key(self, room: str) -> str:
         """Hash gateway_id -> number of that gateway's connections in the room."""
@@ -262,3 +312,13 @@ class Names:
     @property
     def undelivered_table(self) -> str:
         return f"{self.namespace}.undelivered"
+
+    @property
+    def groups_table(self) -> str:
+        """A row per group: its version, one more at each change."""
+        return f"{self.namespace}.groups"
+
+    @property
+    def group_members_table(self) -> str:
+        """A row per (group, uid) ever added: a member, or a tombstone kept a day."""
+        return f"{self.namespace}.group_members"

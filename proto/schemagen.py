@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from proto import envelopes, frames, sync
+from proto import envelopes, frames, groups, sync
 from proto.codes import ErrorCode
 from proto.names import (
     DEFAULT_NAMESPACE,
@@ -39,6 +39,9 @@ from proto.names import (
     KEY_CONN_OPENED,
     KEY_CONVERSATIONS,
     KEY_GATEWAY_STOPPED,
+    KEY_GROUP_CHANGED,
+    KEY_GROUPS_PAGE,
+    KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
     KEY_HISTORY,
     KEY_PRESENCE,
@@ -100,6 +103,7 @@ REPLIES: Mapping[str, type[envelopes.Envelope]] = {
     "kick": envelopes.KickReply,
     "group.add": envelopes.OkReply,
     "group.remove": envelopes.OkReply,
+    "group.members": envelopes.GroupMembersReply,
     "presence": envelopes.PresenceReply,
     "connections": envelopes.ConnectionsReply,
     "room.count": envelopes.RoomCountReply,
@@ -111,6 +115,7 @@ REPLY_SUMMARIES: Mapping[type[envelopes.Envelope], str] = {
     envelopes.SendReply: "The message was accepted; `mid` is its server message id.",
     envelopes.KickReply: "`kicked` connections of the uid are being closed.",
     envelopes.OkReply: "The change is done.",
+    envelopes.GroupMembersReply: "The group's members, sorted; none for an unknown group.",
     envelopes.PresenceReply: "The uids of the command that have at least one connection now.",
     envelopes.ConnectionsReply: "Every connection of the uid, with the gateway that holds it.",
     envelopes.RoomCountReply: "How many connections are in the room now.",
@@ -158,6 +163,7 @@ COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     "kick": ({"uid": "mallory", "reason": "banned"}, {"uid": "bob"}),
     "group.add": ({"group": "team", "uids": ["alice", "bob"]},),
     "group.remove": ({"group": "team", "uids": ["bob"]},),
+    "group.members": ({"group": "team"},),
     "presence": ({"uids": ["alice", "bob", "carol"]},),
     "connections": ({"uid": "alice"},),
     "room.count": ({"room": "lobby"},),
@@ -172,6 +178,7 @@ REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
     envelopes.SendReply: ({"mid": _MID},),
     envelopes.KickReply: ({"kicked": 2}, {"kicked": 0}),
     envelopes.OkReply: ({"ok": True},),
+    envelopes.GroupMembersReply: ({"uids": ["alice", "bob"]}, {"uids": []}),
     envelopes.PresenceReply: ({"online": ["alice", "carol"]}, {"online": []}),
     envelopes.ConnectionsReply: (
         {
@@ -389,6 +396,21 @@ SPECS = (
     ),
     _envelope("read-asked", sync.ReadAsked, f"{_INBOUND} {KEY_READ}"),
     _envelope("receipts", sync.Receipts, f"{_INBOUND} {KEY_RECEIPTS}"),
+    _envelope(
+        "group-changed",
+        groups.GroupChanged,
+        f"{_INBOUND} {KEY_GROUP_CHANGED} (to the routers)",
+    ),
+    _envelope(
+        "groups-request",
+        groups.GroupsRequest,
+        f"{_INBOUND} {KEY_GROUPS_REQUEST} (to the offline stores)",
+    ),
+    _envelope(
+        "groups-page",
+        groups.GroupsPage,
+        f"{_INBOUND} {KEY_GROUPS_PAGE} (to the routers)",
+    ),
     *(_command(name) for name in envelopes.COMMANDS),
     *(_reply(name) for name in envelopes.COMMANDS),
     _error_reply(),

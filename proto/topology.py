@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 from proto.names import (
     ROUTER_BINDINGS,
+    ROUTER_GROUP_BINDINGS,
     STORE_ACK_BINDINGS,
     STORE_CONTROL_BINDINGS,
+    STORE_GROUP_BINDINGS,
     Names,
 )
 
@@ -90,6 +92,8 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         QueueSpec(names.offline_queue, shared_args),
         QueueSpec(names.store_control_queue, shared_args),
         QueueSpec(names.store_acks_queue, shared_args),
+        QueueSpec(names.store_groups_queue, shared_args),
+        QueueSpec(names.router_groups_queue, shared_args),
         QueueSpec(names.dead_letter_queue, {"x-queue-type": queue_type}),
     )
     bindings = (
@@ -104,6 +108,14 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
         *(
             BindingSpec(names.store_acks_queue, names.inbound_exchange, key)
             for key in STORE_ACK_BINDINGS
+        ),
+        *(
+            BindingSpec(names.store_groups_queue, names.inbound_exchange, key)
+            for key in STORE_GROUP_BINDINGS
+        ),
+        *(
+            BindingSpec(names.router_groups_queue, names.inbound_exchange, key)
+            for key in ROUTER_GROUP_BINDINGS
         ),
         BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),

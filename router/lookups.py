@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
-    ApiGroupMembers,
     ApiKick,
     ApiPresence,
     ApiRoomCount,
@@ -57,7 +56,6 @@ from router.inbound import Call, Inbound, Refused, outgoing_of
 from router.limits import Throttled, UidRate, sees_presence, throttle_for_ms, uid_costs
 from router.requests import (
     AddCost,
-    ChangeGroup,
     ClaimClientId,
     CountInRoom,
     CountOutOfRoom,
@@ -247,12 +245,6 @@ class BatchLookup:
                 return [ReadConnections(unique(uids))]
             case ApiRoomCount(room=room):
                 return [ReadRoom(room)]
-            case ApiGroupMembers(group=group, uids=uids):
-                if not uids:
-                    return []
-                # Each member's groups too (the reverse), for the shared_group policy.
-                is_added = call.name == "group.add"
-                return [ChangeGroup(group, tuple(uids), is_added)]
             case _:
                 raise ValueError(f"no presence requests for {call.name!r}")
 

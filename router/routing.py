@@ -30,7 +30,6 @@ from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
-    ApiGroupMembers,
     ApiKick,
     ApiPresence,
     ApiRoomCount,
@@ -44,7 +43,6 @@ from proto.envelopes import (
     GatewayStopped,
     Heartbeat,
     KickReply,
-    OkReply,
     Outgoing,
     PresenceAsked,
     PresenceReply,
@@ -291,8 +289,6 @@ def _route_call(plan: PlanBuilder, call: Call, answer: Answer) -> None:
             for item_gateway, item in kick_items(uid, reason, live):
                 plan.deliver(item_gateway, item)
             plan.reply(reply_to, KickReply(kicked=len(live)))
-        case ApiGroupMembers(), None:
-            plan.reply(reply_to, OkReply())
         case ApiPresence(), Connections(by_uid=by_uid):
             online = online_uids(by_uid, plan.is_live)
             plan.reply(reply_to, PresenceReply(online=online))

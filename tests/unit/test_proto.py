@@ -18,6 +18,7 @@ from proto.names import (
     EVENT_MESSAGE_OFFLINE,
     EVENT_USER_OFFLINE,
     EVENT_USER_ONLINE,
+    GROUP_COMMANDS,
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_BATCH,
@@ -25,6 +26,9 @@ from proto.names import (
     KEY_CONN_OPENED,
     KEY_CONVERSATIONS,
     KEY_GATEWAY_STOPPED,
+    KEY_GROUP_CHANGED,
+    KEY_GROUPS_PAGE,
+    KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
     KEY_HISTORY,
     KEY_PRESENCE,
@@ -136,6 +140,8 @@ def test_every_name_of_a_namespace() -> None:
         "offline_queue": "ns.offline",
         "store_control_queue": "ns.offline.control",
         "store_acks_queue": "ns.offline.acks",
+        "store_groups_queue": "ns.offline.groups",
+        "router_groups_queue": "ns.router.groups",
         "gateway_queue": "ns.gateway.x1",
         "presence_key": "ns:presence:x1",
         "gateway_key": "ns:gateway:x1",
@@ -144,6 +150,10 @@ def test_every_name_of_a_namespace() -> None:
         "api_dedup_key": "ns:dedup-api:x1:x1",
         "sweep_lock_key": "ns:sweep:x1",
         "group_key": "ns:group:x1",
+        "group_version_key": "ns:group-version:x1",
+        "groups_loaded_key": "ns:groups-loaded",
+        "groups_rebuild_key": "ns:groups-rebuild",
+        "groups_pages_key": "ns:groups-pages:x1",
         "room_key": "ns:room:x1",
         "gateway_rooms_key": "ns:gateway:x1:rooms",
         "room_members_key": "ns:room-members:x1:x1",
@@ -155,6 +165,8 @@ def test_every_name_of_a_namespace() -> None:
         "schema": "ns",
         "undelivered_table": "ns.undelivered",
         "store_queries_queue": "ns.offline.queries",
+        "groups_table": "ns.groups",
+        "group_members_table": "ns.group_members",
     }
 
 
@@ -268,6 +280,9 @@ ROUTING = {
     KEY_ACK_BATCH: SPACE.store_acks_queue,
     KEY_REPLAY: SPACE.store_control_queue,
     KEY_REPLAY_MORE: SPACE.store_control_queue,
+    KEY_GROUP_CHANGED: SPACE.router_groups_queue,
+    KEY_GROUPS_PAGE: SPACE.router_groups_queue,
+    KEY_GROUPS_REQUEST: SPACE.store_groups_queue,
 }
 NOT_BOUND_YET = frozenset(
     (KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS, KEY_READ, KEY_RECEIPTS)
@@ -321,7 +336,10 @@ def test_inbound_routing_key_reaches_exactly_its_queue(
 def test_backend_commands_reach_the_router(routing_key: str) -> None:
     topology = shared_topology(SPACE, "quorum")
     routed = routed_queues(topology, SPACE.inbound_exchange, routing_key)
-    assert routed == {SPACE.router_queue}
+    # The offline store serves the group commands; the router leaves them to it.
+    served_by_store = routing_key.removeprefix("api.") in GROUP_COMMANDS
+    expected = {SPACE.store_groups_queue} if served_by_store else set()
+    assert routed == {SPACE.router_queue, *expected}
 
 
 @pytest.mark.parametrize(
@@ -354,6 +372,8 @@ def test_shared_queues_have_the_queue_type(queue_type: str) -> None:
         SPACE.offline_queue,
         SPACE.store_control_queue,
         SPACE.store_acks_queue,
+        SPACE.store_groups_queue,
+        SPACE.router_groups_queue,
         SPACE.dead_letter_queue,
     }
     assert all(q.arguments["x-queue-type"] == queue_type for q in topology.queues)
@@ -976,6 +996,7 @@ def test_every_command_name_maps_to_a_command_class() -> None:
         "kick",
         "group.add",
         "group.remove",
+        "group.members",
         "presence",
         "connections",
         "room.count",
