@@ -14,6 +14,9 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.offline.control queue, bound to router.replay and gateway.replay: offline stores
       -> <ns>.offline.acks    queue, bound to gateway.ack and gateway.acks: offline stores (apart
                               from replays, so that a flood of acks never delays a login)
+      -> <ns>.inbox           queue, bound to router.inbox (only with SWITCHBOARD_HISTORY on):
+                              the 1:1 and group messages routers hand the offline stores to
+                              number and keep before they are delivered
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
@@ -25,7 +28,8 @@ Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway
 ``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
 window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``).
 
-PostgreSQL: schema ``<ns>``, table ``<ns>.undelivered``.
+PostgreSQL: schema ``<ns>``, table ``<ns>.undelivered``; with history on also ``messages``,
+``inbox``, ``inbox_heads`` and ``conversations`` (``docs/history.md``, section 4.1).
 """
 
 import re
@@ -53,6 +57,8 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
+KEY_INBOX = "router.inbox"
+"""A router's ``InboxBatch`` (``proto/inbox.py``) for the offline stores (history on)."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 
@@ -78,6 +84,7 @@ router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
 STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
+INBOX_BINDINGS = (KEY_INBOX,)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
@@ -156,6 +163,11 @@ class Names:
     @property
     def store_acks_queue(self) -> str:
         return f"{self.namespace}.offline.acks"
+
+    @property
+    def inbox_queue(self) -> str:
+        """The routers' ``InboxBatch`` envelopes, for the offline stores (history on)."""
+        return f"{self.namespace}.inbox"
 
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"
@@ -238,3 +250,23 @@ class Names:
     @property
     def undelivered_table(self) -> str:
         return f"{self.namespace}.undelivered"
+
+    @property
+    def messages_table(self) -> str:
+        """A message once: its mid, sender and frame (without ``seq``); history on."""
+        return f"{self.namespace}.messages"
+
+    @property
+    def inbox_table(self) -> str:
+        """One row per message per inbox it entered: ``(uid, seq, conv, mid, is_own)``."""
+        return f"{self.namespace}.inbox"
+
+    @property
+    def inbox_heads_table(self) -> str:
+        """The highest ``seq`` of each uid's inbox; its row lock orders the uid's writers."""
+        return f"{self.namespace}.inbox_heads"
+
+    @property
+    def conversations_table(self) -> str:
+        """One row per conversation of a uid: its last entry and the count from others."""
+        return f"{self.namespace}.conversations"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from proto import envelopes, frames
+from proto import envelopes, frames, inbox
 from proto.codes import ErrorCode
 from proto.names import (
     DEFAULT_NAMESPACE,
@@ -39,6 +39,7 @@ from proto.names import (
     KEY_CONN_OPENED,
     KEY_GATEWAY_STOPPED,
     KEY_HEARTBEAT,
+    KEY_INBOX,
     KEY_PRESENCE,
     KEY_REPLAY,
     KEY_REPLAY_MORE,
@@ -171,7 +172,11 @@ EVENT_CLASSES: Mapping[str, type[envelopes.Envelope]] = {
 EVENT_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
     EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
-    EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
+    EVENT_MESSAGE_OFFLINE: (
+        {"uid": "bob", "mid": _MID, "ts": _TS},
+        {"uid": "bob", "mid": _MID, "ts": _TS, "sender": "alice", "with": "alice"},
+        {"uid": "bob", "mid": _MID, "ts": _TS, "sender": "alice", "group": "team"},
+    ),
     EVENT_MESSAGE_REFUSED: (
         {
             "uid": "bob",
@@ -320,6 +325,11 @@ SPECS = (
         f"the deliveries exchange {_in_any_namespace(_DEFAULT.deliveries_exchange)}"
         " (routing key = gateway_id) and the undeliverable exchange"
         f" {_in_any_namespace(_DEFAULT.undeliverable_exchange)}",
+    ),
+    _envelope(
+        "inbox",
+        inbox.InboxBatch,
+        f"{_INBOUND} {KEY_INBOX} (from a router, with SWITCHBOARD_HISTORY on)",
     ),
     *(_command(name) for name in envelopes.COMMANDS),
     *(_reply(name) for name in envelopes.COMMANDS),

@@ -25,6 +25,7 @@ from proto.names import (
     KEY_CONN_OPENED,
     KEY_GATEWAY_STOPPED,
     KEY_HEARTBEAT,
+    KEY_INBOX,
     KEY_PRESENCE,
     KEY_REPLAY,
     KEY_REPLAY_MORE,
@@ -148,6 +149,11 @@ def test_every_name_of_a_namespace() -> None:
         "redis_pattern": "ns:*",
         "schema": "ns",
         "undelivered_table": "ns.undelivered",
+        "inbox_queue": "ns.inbox",
+        "messages_table": "ns.messages",
+        "inbox_table": "ns.inbox",
+        "inbox_heads_table": "ns.inbox_heads",
+        "conversations_table": "ns.conversations",
     }
 
 
@@ -261,6 +267,7 @@ ROUTING = {
     KEY_ACK_BATCH: SPACE.store_acks_queue,
     KEY_REPLAY: SPACE.store_control_queue,
     KEY_REPLAY_MORE: SPACE.store_control_queue,
+    KEY_INBOX: SPACE.inbox_queue,
 }
 
 
@@ -289,8 +296,16 @@ def test_every_routing_key_has_an_expected_queue() -> None:
 def test_inbound_routing_key_reaches_exactly_its_queue(
     routing_key: str, queue: str, queue_type: str
 ) -> None:
-    topology = shared_topology(SPACE, queue_type)
+    topology = shared_topology(SPACE, queue_type, history=True)
     assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == {queue}
+
+
+def test_the_inbox_queue_exists_only_with_history() -> None:
+    without = shared_topology(SPACE, "quorum")
+    assert SPACE.inbox_queue not in {queue.name for queue in without.queues}
+    assert routed_queues(without, SPACE.inbound_exchange, KEY_INBOX) == set()
+    queues = {q.name: q for q in shared_topology(SPACE, "quorum", history=True).queues}
+    assert queues[SPACE.inbox_queue].arguments["x-queue-type"] == "quorum"
 
 
 @pytest.mark.parametrize(
@@ -875,7 +890,8 @@ def test_delivery_targets_are_arrays_and_frame_is_raw() -> None:
         ]
     )
     encoded = envelopes.encode(delivery)
-    assert b'"targets":[["bob","k1"]]' in encoded
+    # No seq: null in its place (history off, or a copy that is not numbered).
+    assert b'"targets":[["bob","k1",null]]' in encoded
     assert b'"frame":' + bytes(RAW) in encoded
     item = envelopes.decode_delivery(encoded).items[0]
     assert (item.mid, item.durable, item.stored, item.close_code) == (
