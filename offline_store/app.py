@@ -1,9 +1,10 @@
 """Wiring of the offline store: open PostgreSQL and RabbitMQ, run a consumer per queue and the
 retention sweep, stop.
 
-``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests and
-``<ns>.offline.acks`` acknowledged rows; consumers.py says what each consumer does, and the five
-ways a message reaches ``<ns>.offline``.
+``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
+``<ns>.offline.acks`` acknowledged rows and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the
+1:1 and group messages to number (``inbox_writer.py``); consumers.py says what each consumer
+does, and the five ways a message reaches ``<ns>.offline``.
 """
 
 import asyncio
@@ -14,6 +15,8 @@ import structlog
 from offline_store import observability
 from offline_store.bus import open_bus
 from offline_store.consumers import ControlServer, UndeliveredWriter
+from offline_store.inbox_tables import InboxTables, creation_statements
+from offline_store.inbox_writer import InboxWriter
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
@@ -37,7 +40,9 @@ async def main(settings: Settings) -> None:
         await stack.enter_async_context(
             serve_health(METRICS_HOST, settings.metrics_port, health)
         )
-        store = await stack.enter_async_context(open_store(settings))
+        store = await stack.enter_async_context(
+            open_store(settings, creation_statements(names) if settings.history else ())
+        )
         health.add_check("postgresql", store.ping)
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
@@ -65,11 +70,19 @@ async def main(settings: Settings) -> None:
             Backoff(settings.retry_backoff_max_s, stopping),
         )
         sweep = RetentionSweep(store, settings.sweep_interval_s, settings.batch_max)
-        loops = (
+        loops = [
             BatchLoop(writer.store_batch, settings.batch_max),
             BatchLoop(control.serve_batch, settings.batch_max),
             BatchLoop(acks.serve_batch, settings.batch_max),
-        )
+        ]
+        if settings.history:
+            inbox = InboxWriter(
+                InboxTables(store.pool, names, settings.max_rows_per_uid),
+                bus,
+                settings.max_amqp_message_bytes,
+                Backoff(settings.retry_backoff_max_s, stopping),
+            )
+            loops.append(BatchLoop(inbox.write_batch, settings.batch_max))
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
             sampler = tg.create_task(observability.sample_backlog(store))
@@ -78,6 +91,9 @@ async def main(settings: Settings) -> None:
             await bus.consume(names.store_control_queue, loops[1].accept)
             # Acks have a queue and a loop of their own: a flood of them never delays a replay.
             await bus.consume(names.store_acks_queue, loops[2].accept)
+            if settings.history:
+                # 1:1 and group messages, written and numbered before they are delivered.
+                await bus.consume(names.inbox_queue, loops[3].accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()

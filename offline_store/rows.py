@@ -36,6 +36,9 @@ class StoredRow:
 
     mid: str
     frame: str
+    seq: int | None = None
+    """A thin row's place in the uid's inbox (history on), written into the frame at replay;
+    None when the frame is the row's own (it has its ``seq`` already, if any)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,8 @@ PURE_MODULES = (
     "router/publications.py",
     "router/scripts.py",
     "offline_store/rows.py",
+    "offline_store/numbering.py",
+    "offline_store/inbox.py",
     "offline_store/announcements.py",
     "offline_store/acked.py",
     "offline_store/replay.py",

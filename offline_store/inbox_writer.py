@@ -1,0 +1,176 @@
+"""The inbox writer (``SWITCHBOARD_HISTORY`` on): batches of ``<ns>.inbox`` in, one transaction
+each, then the deliveries with each copy's ``seq``, then ``Saved`` and ``message.offline``.
+
+Persist, then deliver (``docs/history.md``, section 4.2): a batch's messages are committed and
+numbered before any copy is published, and the batch is acknowledged once every publish is
+confirmed. A batch that comes back after a failure (the store died after its commit) finds its
+mids kept: its numbers are read back and its deliveries published again, with the same seqs;
+gateways and clients drop what they have by mid.
+
+What to write and what to publish is decided in ``inbox.py`` and ``numbering.py`` (pure), the
+SQL is in ``inbox_tables.py``.
+"""
+
+import time
+from collections.abc import Sequence
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from offline_store import observability
+from offline_store.announcements import refusals, saved_envelope
+from offline_store.bus import Bus
+from offline_store.consumers import dead_letter, log_refused, reject
+from offline_store.inbox import (
+    InboxRows,
+    inbox_deliveries,
+    offline_events,
+    rows_from_items,
+)
+from offline_store.inbox_tables import InboxTables, WrittenBatch
+from offline_store.rows import RowKey, UndeliveredRow
+from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS
+from proto.codes import ErrorCode
+from proto.errors import BadEnvelope
+from proto.inbox import InboxItem, decode_inbox_items, encode
+from proto.items import Decoded, RefusedItem, wrap_items
+from proto.names import KEY_INBOX
+from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue
+from runtime.publish import confirm_all
+
+log = structlog.get_logger()
+
+
+class InboxWriter:
+    """Writes the routers' ``InboxBatch`` envelopes, numbers them, then delivers them."""
+
+    def __init__(
+        self, tables: InboxTables, bus: Bus, max_bytes: int, backoff: Backoff
+    ) -> None:
+        self._tables = tables
+        self._bus = bus
+        self._max_bytes = max_bytes
+        self._backoff = backoff
+
+    async def write_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        """Handle one batch of ``<ns>.inbox``; never raises for bad input."""
+        accepted: list[AbstractIncomingMessage] = []
+        items: list[InboxItem] = []
+        refused: list[tuple[str, RefusedItem]] = []
+        for message in batch:
+            try:
+                decoded = decode_inbox_items(message.body)
+            except BadEnvelope as exc:
+                await reject(message, exc)
+                continue
+            accepted.append(message)
+            items += decoded.items
+            refused += ((KEY_INBOX, item) for item in decoded.refused)
+        if not accepted:
+            return
+        rows = rows_from_items(Decoded(items, []))
+        refused += ((KEY_INBOX, item) for item in rows.refused)
+        log_refused(refused)
+        while True:
+            try:
+                started = time.perf_counter()
+                written, unwritable = await self._write(rows)
+                took_ms = (time.perf_counter() - started) * 1000
+                # Dead-lettered once: a retry of the batch does not publish them again.
+                await dead_letter(self._bus, [*refused, *unwritable])
+                refused = []
+                await self._publish(rows, written)
+            except Exception as exc:
+                log_batch_failed(exc, EXPECTED_FAILURES, messages=len(accepted))
+                if await self._backoff.wait():
+                    continue  # the same batch again, its messages still held
+                await requeue(accepted)
+                return
+            break
+        self._backoff.reset()
+        await ack_batch(accepted)
+        log.info(
+            "inbox_written",
+            messages=len(rows.messages),
+            entries=len(rows.entries),
+            fresh=len(written.fresh_mids),
+            undelivered=len(written.kept),
+            transaction_ms=round(took_ms, 2),
+        )
+        observability.STORED.inc(len(written.kept))
+
+    async def _write(
+        self, rows: InboxRows
+    ) -> tuple[WrittenBatch, list[tuple[str, RefusedItem]]]:
+        """Write the batch in one transaction. Should PostgreSQL refuse it for what an item
+        holds, write the items one by one: those it refuses are returned to be dead-lettered.
+        """
+        if not rows.items:
+            return WrittenBatch({}, set(), [], [], []), []
+        try:
+            return await self._tables.write_batch(rows), []
+        except ROW_ERRORS as exc:
+            log.warning(
+                "inbox_batch_refused", messages=len(rows.items), error=repr(exc)
+            )
+        merged = WrittenBatch({}, set(), [], [], [])
+        unwritable: list[tuple[str, RefusedItem]] = []
+        for index, item in enumerate(rows.items):
+            try:
+                one = await self._tables.write_batch(
+                    rows_from_items(Decoded([item], []))
+                )
+            except ROW_ERRORS as exc:
+                body = wrap_items([encode(item)])
+                unwritable.append(
+                    (KEY_INBOX, RefusedItem(body, type(exc).__name__, index))
+                )
+                continue
+            merged.seqs.update(one.seqs)
+            merged.fresh_mids.update(one.fresh_mids)
+            merged.kept.extend(one.kept)
+            merged.refused.extend(one.refused)
+            merged.retried.extend(one.retried)
+        log_refused(unwritable)
+        return merged, unwritable
+
+    async def _publish(self, rows: InboxRows, written: WrittenBatch) -> None:
+        """The deliveries, confirmed; then ``Saved`` and the events, and the refusals."""
+        await confirm_all(
+            self._bus.publish_delivery(outbound.gateway_id, outbound.body)
+            for outbound in inbox_deliveries(rows.items, written.seqs, self._max_bytes)
+        )
+        new = [*written.kept, *written.retried]
+        stored_ms = time.time_ns() // 1_000_000
+        saved = saved_envelope(new)
+        if saved is not None:
+            await self._bus.publish_saved(saved.uids)
+            await self._bus.publish_message_offline_events(
+                offline_events(new, rows.items, stored_ms)
+            )
+        if written.refused:
+            await self._refuse(rows.items, written.refused, stored_ms)
+
+    async def _refuse(
+        self, items: Sequence[InboxItem], refused: Sequence[RowKey], ts_ms: int
+    ) -> None:
+        """Tell the senders (and backends) of thin rows over their uid's cap, as
+        ``consumers.UndeliveredWriter`` does for the rows it refuses."""
+        origins = {item.mid: item.origin for item in items}
+        refused_rows = [
+            UndeliveredRow(key.uid, key.mid, "", origins.get(key.mid))
+            for key in refused
+        ]
+        deliveries, events = refusals(refused_rows, ts_ms, self._max_bytes)
+        for outbound in deliveries:
+            await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
+        await self._bus.publish_message_refused_events(events)
+        for row in refused_rows:
+            log.warning(
+                "undelivered_refused",
+                code=ErrorCode.RECIPIENT_FULL,
+                uid=row.uid,
+                mid=row.mid,
+                sender=row.origin.uid if row.origin else "",
+            )
+        observability.REFUSED.inc(len(refused_rows))
