@@ -56,6 +56,7 @@ PURE_MODULES = (
     "router/delivery_items.py",
     "router/publications.py",
     "router/scripts.py",
+    "router/inbox_items.py",
     "offline_store/rows.py",
     "offline_store/numbering.py",
     "offline_store/inbox.py",
