@@ -346,3 +346,32 @@ async def test_a_store_killed_after_its_commit_and_before_its_deliveries_keeps_t
         f"SELECT uid, head FROM {stack.names.inbox_heads_table} ORDER BY uid"
     )
     assert [tuple(h) for h in heads] == [("alice", 3), ("bob", 3)]
+
+
+async def test_an_offline_recipients_cap_refuses_its_rows_but_not_its_inbox(
+    history: Stack, backend: Backend
+) -> None:
+    stack = history
+    stack.settings[env.OFFLINE_MAX_ROWS_PER_UID] = "2"
+    await stack.start(gateways=2)
+    refusals = await backend.events("message.refused")
+    alice = await stack.connect(0, uid="alice")
+    mids = [await send(alice, f"a{n}", to="dave", body=n) for n in range(3)]
+
+    full = await alice.expect(lambda f: f.get("code") == "recipient_full", 10.0)
+    assert (full["id"], full["mid"], full["to"]) == ("a2", mids[2], "dave")
+    _, refused = await backend.next_event(refusals)
+    assert (refused["uid"], refused["mid"], refused["sender"]) == (
+        "dave",
+        mids[2],
+        "alice",
+    )
+    assert await stack.stored_mids("dave") == mids[:2]
+    # The cap is the undelivered table's, for init without since: the inbox has all three.
+    assert await inbox_of(stack, "dave") == {mid: n + 1 for n, mid in enumerate(mids)}
+    dave = await stack.connect(1, uid="dave")
+    assert [(m["mid"], m["seq"]) for m in await messages(dave, 2)] == [
+        (mids[0], 1),
+        (mids[1], 2),
+    ]
+    await dave.expect_nothing("message", for_s=0.3)
