@@ -75,6 +75,7 @@ async def main(settings: Settings) -> None:
             BatchLoop(control.serve_batch, settings.batch_max),
             BatchLoop(acks.serve_batch, settings.batch_max),
         ]
+        inbox: InboxWriter | None = None
         if settings.history:
             inbox = InboxWriter(
                 InboxTables(store.pool, names, settings.max_rows_per_uid),
@@ -84,14 +85,16 @@ async def main(settings: Settings) -> None:
             )
             loops.append(BatchLoop(inbox.write_batch, settings.batch_max))
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
+            tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops[:3]]
+            if inbox is not None:
+                tasks.append(tg.create_task(run_then_drain(loops[3], inbox)))
             sampler = tg.create_task(observability.sample_backlog(store))
             sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
             await bus.consume(names.store_control_queue, loops[1].accept)
             # Acks have a queue and a loop of their own: a flood of them never delays a replay.
             await bus.consume(names.store_acks_queue, loops[2].accept)
-            if settings.history:
+            if inbox is not None:
                 # 1:1 and group messages, written and numbered before they are delivered.
                 await bus.consume(names.inbox_queue, loops[3].accept)
             health.is_serving = True
@@ -110,3 +113,9 @@ async def main(settings: Settings) -> None:
                 log.warning("shutdown_timed_out", service=SERVICE)
                 task.cancel()
     log.info("service_stopped", service=SERVICE)
+
+
+async def run_then_drain(batch_loop: BatchLoop, writer: InboxWriter) -> None:
+    """The inbox's loop, then the batches it started that still wait for their confirms."""
+    await batch_loop.run()
+    await writer.drain()

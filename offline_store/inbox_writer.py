@@ -11,8 +11,10 @@ What to write and what to publish is decided in ``inbox.py`` and ``numbering.py`
 SQL is in ``inbox_tables.py``.
 """
 
+import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -41,8 +43,39 @@ from runtime.publish import confirm_all
 log = structlog.get_logger()
 
 
+PIPELINED_BATCHES = 4
+"""Batches written and waiting for their confirms at once."""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One attempt at a batch: what its transaction did, and its deliveries on their way."""
+
+    written: WrittenBatch | None = None
+    unwritable: list[tuple[str, RefusedItem]] = field(default_factory=list)
+    delivering: "asyncio.Task[None] | None" = None
+    failure: Exception | None = None
+    transaction_ms: float = 0.0
+
+
+async def confirmed(attempt: Attempt) -> Exception | None:
+    """What failed in an attempt, once its deliveries are confirmed; None: nothing."""
+    if attempt.failure is None and attempt.delivering is not None:
+        try:
+            await attempt.delivering
+        except Exception as exc:
+            return exc
+    return attempt.failure
+
+
 class InboxWriter:
-    """Writes the routers' ``InboxBatch`` envelopes, numbers them, then delivers them."""
+    """Writes the routers' ``InboxBatch`` envelopes, numbers them, then delivers them.
+
+    Batches are pipelined, as in the router: once a batch is committed and its deliveries
+    published, the next batch's transaction runs while the broker confirms them. Up to
+    ``PIPELINED_BATCHES`` batches wait for their confirms at once; what follows the confirms
+    (``Saved``, the events, the ack or the requeue) happens strictly in batch order.
+    """
 
     def __init__(
         self, tables: InboxTables, bus: Bus, max_bytes: int, backoff: Backoff
@@ -51,9 +84,35 @@ class InboxWriter:
         self._bus = bus
         self._max_bytes = max_bytes
         self._backoff = backoff
+        self._slots = asyncio.Semaphore(PIPELINED_BATCHES)
+        self._last_settling: asyncio.Task[None] | None = None
+        """The latest batch still settling; each waits for the one before it."""
 
     async def write_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
-        """Handle one batch of ``<ns>.inbox``; never raises for bad input."""
+        """Handle one batch of ``<ns>.inbox``; never raises for bad input.
+
+        Returns once the batch is committed and its deliveries published (not yet confirmed):
+        a task settles it, after the batch before it.
+        """
+        await self._slots.acquire()
+        settling: asyncio.Task[None] | None = None
+        try:
+            settling = await self._start(batch)
+        finally:
+            if settling is None:
+                self._slots.release()
+            else:
+                settling.add_done_callback(lambda _: self._slots.release())
+                self._last_settling = settling
+
+    async def drain(self) -> None:
+        """Wait until every batch started is settled (acknowledged or given back)."""
+        if self._last_settling is not None:
+            await asyncio.wait([self._last_settling])
+
+    async def _start(
+        self, batch: Sequence[AbstractIncomingMessage]
+    ) -> "asyncio.Task[None] | None":
         accepted: list[AbstractIncomingMessage] = []
         items: list[InboxItem] = []
         refused: list[tuple[str, RefusedItem]] = []
@@ -67,35 +126,80 @@ class InboxWriter:
             items += decoded.items
             refused += ((KEY_INBOX, item) for item in decoded.refused)
         if not accepted:
-            return
+            return None
         rows = rows_from_items(Decoded(items, []))
         refused += ((KEY_INBOX, item) for item in rows.refused)
         log_refused(refused)
+        attempt = await self._attempt(rows)
+        return asyncio.create_task(
+            self._settle(accepted, rows, refused, attempt, self._last_settling)
+        )
+
+    async def _attempt(self, rows: InboxRows) -> Attempt:
+        """Write the batch and start publishing its deliveries; never raises."""
+        attempt = Attempt()
+        try:
+            started = time.perf_counter()
+            attempt.written, attempt.unwritable = await self._write(rows)
+            attempt.transaction_ms = (time.perf_counter() - started) * 1000
+            deliveries = inbox_deliveries(
+                rows.items, attempt.written.seqs, self._max_bytes
+            )
+            attempt.delivering = asyncio.create_task(
+                confirm_all(
+                    self._bus.publish_delivery(outbound.gateway_id, outbound.body)
+                    for outbound in deliveries
+                )
+            )
+        except Exception as exc:
+            attempt.failure = exc
+        return attempt
+
+    async def _settle(
+        self,
+        accepted: Sequence[AbstractIncomingMessage],
+        rows: InboxRows,
+        refused: list[tuple[str, RefusedItem]],
+        attempt: Attempt,
+        previous: "asyncio.Task[None] | None",
+    ) -> None:
+        """Finish a batch once its deliveries are confirmed and the batch before it is
+        settled: ``Saved``, the events, then the ack. Never raises.
+
+        A batch that failed is tried again here, after a backoff, its messages held (as in
+        ``consumers.UndeliveredWriter``): its mids are then kept, so it is not numbered again,
+        and its deliveries go out again with the same seqs.
+        """
+        failure = await confirmed(attempt)
+        if previous is not None:
+            await asyncio.wait([previous])  # settles in order
         while True:
-            try:
-                started = time.perf_counter()
-                written, unwritable = await self._write(rows)
-                took_ms = (time.perf_counter() - started) * 1000
-                # Dead-lettered once: a retry of the batch does not publish them again.
-                await dead_letter(self._bus, [*refused, *unwritable])
-                refused = []
-                await self._publish(rows, written)
-            except Exception as exc:
-                log_batch_failed(exc, EXPECTED_FAILURES, messages=len(accepted))
-                if await self._backoff.wait():
-                    continue  # the same batch again, its messages still held
+            if failure is None:
+                try:
+                    # Dead-lettered once: a retry of the batch does not publish them again.
+                    await dead_letter(self._bus, [*refused, *attempt.unwritable])
+                    refused, attempt.unwritable = [], []
+                    await self._announce(rows, attempt.written)
+                    break
+                except Exception as exc:
+                    failure = exc
+            log_batch_failed(failure, EXPECTED_FAILURES, messages=len(accepted))
+            if not await self._backoff.wait():
                 await requeue(accepted)
                 return
-            break
+            attempt = await self._attempt(rows)
+            failure = await confirmed(attempt)
         self._backoff.reset()
         await ack_batch(accepted)
+        written = attempt.written
+        assert written is not None  # an attempt that did not fail wrote the batch
         log.info(
             "inbox_written",
             messages=len(rows.messages),
             entries=len(rows.entries),
             fresh=len(written.fresh_mids),
             undelivered=len(written.kept),
-            transaction_ms=round(took_ms, 2),
+            transaction_ms=round(attempt.transaction_ms, 2),
         )
         observability.STORED.inc(len(written.kept))
 
@@ -134,12 +238,9 @@ class InboxWriter:
         log_refused(unwritable)
         return merged, unwritable
 
-    async def _publish(self, rows: InboxRows, written: WrittenBatch) -> None:
-        """The deliveries, confirmed; then ``Saved`` and the events, and the refusals."""
-        await confirm_all(
-            self._bus.publish_delivery(outbound.gateway_id, outbound.body)
-            for outbound in inbox_deliveries(rows.items, written.seqs, self._max_bytes)
-        )
+    async def _announce(self, rows: InboxRows, written: WrittenBatch | None) -> None:
+        """After the deliveries: ``Saved`` and the events, and the refusals, confirmed."""
+        assert written is not None  # an attempt that did not fail wrote the batch
         new = [*written.kept, *written.retried]
         stored_ms = time.time_ns() // 1_000_000
         saved = saved_envelope(new)
