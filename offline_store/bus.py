@@ -39,7 +39,7 @@ async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
     """
     async with open_broker(settings, settings.shutdown_timeout_s) as broker:
         names = settings.names
-        topology = shared_topology(names, settings.queue_type)
+        topology = shared_topology(names, settings.queue_type, settings.history)
         queues = await broker.declare(topology)
         # Acks had the control queue before they got their own: an older gateway's acks
         # would otherwise reach both (harmless, but they would queue beside the replays).

@@ -21,6 +21,8 @@ gateway.acks                 Batch                gateway -> offline store (``ga
 gateway.replay               ReplayRequest        gateway -> offline store (the next window)
 store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
+router.inbox -> <ns>.inbox   InboxBatch           router -> offline store (history on;
+                                                  proto/inbox.py)
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway
 undeliverable (fanout)       Delivery             router, gateway, dead-lettering -> offline store
 api.<command>                Api* (commands)      backend services -> router (reply: *Reply)
@@ -159,10 +161,16 @@ class Batch(Envelope, frozen=True):
 
 
 class Target(msgspec.Struct, frozen=True, array_like=True):
-    """One connection a delivery is for; ``conn_id`` is empty when the uid has no connection."""
+    """One connection a delivery is for; ``conn_id`` is empty when the uid has no connection.
+
+    ``[uid, conn_id]``, or ``[uid, conn_id, seq]`` for a copy numbered in the uid's inbox (with
+    ``SWITCHBOARD_HISTORY`` on): the gateway writes ``seq`` into the frame it pushes there
+    (``proto.frames.with_seq``). A target without it decodes as before.
+    """
 
     uid: str
     conn_id: str
+    seq: int | None = None
 
 
 class Origin(msgspec.Struct, frozen=True, array_like=True):
@@ -207,6 +215,10 @@ class DeliveryItem(Envelope, frozen=True):
     ``SWITCHBOARD_RATE_LIMIT_PER_UID_BURST`` across all gateways in a window: every gateway
     answers its frames ``rate_limited`` for ``throttle_ms`` (and nothing is stored)."""
     throttle_ms: int = 0
+    advance: bool = False
+    """When true (with no frame to push), the target connections sent this message: their
+    uid's inbox reached the target's ``seq`` with it. Nothing is pushed; the connection has its
+    ``sent``."""
 
 
 class SyncWindow(Envelope, frozen=True):
@@ -418,12 +430,19 @@ class UserOffline(Envelope, frozen=True):
     ts: int
 
 
-class MessageOffline(Envelope, frozen=True):
-    """``message.offline``: a message for ``uid`` went to the offline store."""
+class MessageOffline(Envelope, frozen=True, omit_defaults=True):
+    """``message.offline``: a message for ``uid`` went to the offline store.
+
+    With history on, also who sent it (``sender``) and its conversation: ``with`` (the sender,
+    seen from ``uid``) for a message to one uid, or ``group``.
+    """
 
     uid: str
     mid: str
     ts: int
+    sender: str = ""
+    peer: str | None = msgspec.field(name="with", default=None)
+    group: str | None = None
 
 
 class MessageRefused(Envelope, frozen=True):

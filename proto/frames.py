@@ -28,9 +28,10 @@ Gateway -> client::
 
     {"type":"ready","uid":UID,"conn":CONNECTION_ID}
     {"type":"sent","id":CLIENT_ID,"mid":MID}
-    {"type":"message","mid":MID,"from":UID,"to":UID,"body":ANY,"ts":UNIX_MS}
+    {"type":"message","mid":MID,"from":UID,"to":UID,"body":ANY,"ts":UNIX_MS,"seq":SEQ}
         ("group":GID, "room":RID or "broadcast":true instead of "to"; "transient":true on a
-        transient one)
+        transient one; "seq", the message's place in the uid's inbox, with history on and
+        for messages to a uid or a group only)
     {"type":"joined","id":CLIENT_ID,"room":RID}   {"type":"left","id":CLIENT_ID,"room":RID}
     {"type":"presence","id":CLIENT_ID,"online":[UID,...]}
     {"type":"error","id":CLIENT_ID?,"code":CODE,"message":TEXT}
@@ -290,6 +291,9 @@ class Message(ServerFrame, tag="message", frozen=True):
     room: str | None = None
     broadcast: bool = False
     transient: bool = False
+    seq: int | None = None
+    """The message's place in this uid's inbox (1, 2, 3, ... with no gap), with history on;
+    none on room, broadcast and transient messages. The gateway writes it first."""
 
 
 MessageFrame = Annotated[msgspec.Raw, shapes(Message)]
@@ -427,6 +431,19 @@ AnyServerFrame = (
     | Receipt
     | ConversationsPage
 )
+
+
+def with_seq(frame: bytes, seq: int) -> bytes:
+    """The frame with ``"seq":seq`` written first, without decoding it.
+
+    Every frame is a JSON object encoded by msgspec (``{`` first, at least one member, no
+    ``seq`` already): ``{"seq":N,`` takes the place of its opening brace.
+
+    Args:
+        frame: an encoded ``message`` frame without ``seq``.
+        seq: the copy's place in its uid's inbox.
+    """
+    return b'{"seq":%d,' % seq + frame[1:]
 
 
 class FrameProbe(msgspec.Struct):

@@ -18,6 +18,9 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
                               offline stores (group members live in PostgreSQL)
       -> <ns>.router.groups   queue, bound to store.group and store.groups: every router applies
                               them to Redis (apart from batches that wait for them)
+      -> <ns>.inbox           queue, bound to router.inbox (only with SWITCHBOARD_HISTORY on):
+                              the 1:1 and group messages routers hand the offline stores to
+                              number and keep before they are delivered
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
@@ -34,7 +37,9 @@ Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway
 window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``), group members and their
 versions (``group_key``, ``member_of_key``, ``group_version_key``, ``groups_loaded_key``).
 
-PostgreSQL: schema ``<ns>``, tables ``<ns>.undelivered``, ``<ns>.groups``, ``<ns>.group_members``.
+PostgreSQL: schema ``<ns>``, tables ``<ns>.undelivered``, ``<ns>.groups``, ``<ns>.group_members``;
+with history on also ``messages``, ``inbox``, ``inbox_heads`` and ``conversations``
+(``docs/history.md``, section 4.1).
 """
 
 import re
@@ -75,6 +80,8 @@ KEY_READ = "gateway.read"
 """A client's ``read`` frame (``ReadAsked``), for the offline stores."""
 KEY_RECEIPTS = "store.receipts"
 """An offline store's ``Receipts``: read markers moved, for the routers to deliver."""
+KEY_INBOX = "router.inbox"
+"""A router's ``InboxBatch`` (``proto/inbox.py``) for the offline stores (history on)."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
 KEY_GROUP_CHANGED = "store.group"
@@ -114,6 +121,7 @@ STORE_GROUP_BINDINGS = (
     KEY_GROUPS_REQUEST,
 )
 ROUTER_GROUP_BINDINGS = (KEY_GROUP_CHANGED, KEY_GROUPS_PAGE)
+INBOX_BINDINGS = (KEY_INBOX,)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
@@ -210,6 +218,11 @@ class Names:
         """Group changes and rebuild pages, for the routers: a queue apart from the routers'
         batches, which may wait for them."""
         return f"{self.namespace}.router.groups"
+
+    @property
+    def inbox_queue(self) -> str:
+        """The routers' ``InboxBatch`` envelopes, for the offline stores (history on)."""
+        return f"{self.namespace}.inbox"
 
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"
@@ -322,3 +335,23 @@ class Names:
     def group_members_table(self) -> str:
         """A row per (group, uid) ever added: a member, or a tombstone kept a day."""
         return f"{self.namespace}.group_members"
+
+    @property
+    def messages_table(self) -> str:
+        """A message once: its mid, sender and frame (without ``seq``); history on."""
+        return f"{self.namespace}.messages"
+
+    @property
+    def inbox_table(self) -> str:
+        """One row per message per inbox it entered: ``(uid, seq, conv, mid, is_own)``."""
+        return f"{self.namespace}.inbox"
+
+    @property
+    def inbox_heads_table(self) -> str:
+        """The highest ``seq`` of each uid's inbox; its row lock orders the uid's writers."""
+        return f"{self.namespace}.inbox_heads"
+
+    @property
+    def conversations_table(self) -> str:
+        """One row per conversation of a uid: its last entry and the count from others."""
+        return f"{self.namespace}.conversations"

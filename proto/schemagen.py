@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from proto import envelopes, frames, groups, sync
+from proto import envelopes, frames, groups, inbox, sync
 from proto.codes import ErrorCode
 from proto.names import (
     DEFAULT_NAMESPACE,
@@ -44,6 +44,7 @@ from proto.names import (
     KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
     KEY_HISTORY,
+    KEY_INBOX,
     KEY_PRESENCE,
     KEY_READ,
     KEY_RECEIPTS,
@@ -232,7 +233,11 @@ EVENT_CLASSES: Mapping[str, type[envelopes.Envelope]] = {
 EVENT_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
     EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
-    EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
+    EVENT_MESSAGE_OFFLINE: (
+        {"uid": "bob", "mid": _MID, "ts": _TS},
+        {"uid": "bob", "mid": _MID, "ts": _TS, "sender": "alice", "with": "alice"},
+        {"uid": "bob", "mid": _MID, "ts": _TS, "sender": "alice", "group": "team"},
+    ),
     EVENT_MESSAGE_REFUSED: (
         {
             "uid": "bob",
@@ -410,6 +415,11 @@ SPECS = (
         "groups-page",
         groups.GroupsPage,
         f"{_INBOUND} {KEY_GROUPS_PAGE} (to the routers)",
+    ),
+    _envelope(
+        "inbox",
+        inbox.InboxBatch,
+        f"{_INBOUND} {KEY_INBOX} (from a router, with SWITCHBOARD_HISTORY on)",
     ),
     *(_command(name) for name in envelopes.COMMANDS),
     *(_reply(name) for name in envelopes.COMMANDS),

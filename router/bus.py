@@ -27,7 +27,9 @@ async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
             ``SWITCHBOARD_QUEUE_TYPE``).
     """
     async with open_broker(settings, settings.shutdown_timeout_s) as broker:
-        topology = shared_topology(settings.names, settings.queue_type)
+        topology = shared_topology(
+            settings.names, settings.queue_type, settings.history
+        )
         await broker.declare(topology)
         names = settings.names
         yield Bus(

@@ -91,6 +91,7 @@ class BatchRouter:
             uid_rate=uid_rate(
                 settings.rate_limit_per_uid_per_s, settings.rate_limit_per_uid_burst
             ),
+            history=settings.history,
         )
         self._loop = BatchLoop(self._start_batch, settings.batch_max)
         # Set when the router stops: a failing batch is then requeued, not retried.
@@ -322,6 +323,7 @@ class BatchRouter:
             gateway_ttl_ms=self._gateway_ttl_ms,
             debounce_ms=self._lookup_rules.debounce_ms,
             max_message_bytes=self._settings.max_amqp_message_bytes,
+            history=self._settings.history,
         )
 
     async def _after_confirms(

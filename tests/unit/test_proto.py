@@ -31,6 +31,7 @@ from proto.names import (
     KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
     KEY_HISTORY,
+    KEY_INBOX,
     KEY_PRESENCE,
     KEY_READ,
     KEY_RECEIPTS,
@@ -167,6 +168,11 @@ def test_every_name_of_a_namespace() -> None:
         "store_queries_queue": "ns.offline.queries",
         "groups_table": "ns.groups",
         "group_members_table": "ns.group_members",
+        "inbox_queue": "ns.inbox",
+        "messages_table": "ns.messages",
+        "inbox_table": "ns.inbox",
+        "inbox_heads_table": "ns.inbox_heads",
+        "conversations_table": "ns.conversations",
     }
 
 
@@ -283,6 +289,7 @@ ROUTING = {
     KEY_GROUP_CHANGED: SPACE.router_groups_queue,
     KEY_GROUPS_PAGE: SPACE.router_groups_queue,
     KEY_GROUPS_REQUEST: SPACE.store_groups_queue,
+    KEY_INBOX: SPACE.inbox_queue,
 }
 NOT_BOUND_YET = frozenset(
     (KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS, KEY_READ, KEY_RECEIPTS)
@@ -325,8 +332,16 @@ def test_history_keys_reach_no_queue_yet(routing_key: str, queue_type: str) -> N
 def test_inbound_routing_key_reaches_exactly_its_queue(
     routing_key: str, queue: str, queue_type: str
 ) -> None:
-    topology = shared_topology(SPACE, queue_type)
+    topology = shared_topology(SPACE, queue_type, history=True)
     assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == {queue}
+
+
+def test_the_inbox_queue_exists_only_with_history() -> None:
+    without = shared_topology(SPACE, "quorum")
+    assert SPACE.inbox_queue not in {queue.name for queue in without.queues}
+    assert routed_queues(without, SPACE.inbound_exchange, KEY_INBOX) == set()
+    queues = {q.name: q for q in shared_topology(SPACE, "quorum", history=True).queues}
+    assert queues[SPACE.inbox_queue].arguments["x-queue-type"] == "quorum"
 
 
 @pytest.mark.parametrize(
@@ -916,7 +931,8 @@ def test_delivery_targets_are_arrays_and_frame_is_raw() -> None:
         ]
     )
     encoded = envelopes.encode(delivery)
-    assert b'"targets":[["bob","k1"]]' in encoded
+    # No seq: null in its place (history off, or a copy that is not numbered).
+    assert b'"targets":[["bob","k1",null]]' in encoded
     assert b'"frame":' + bytes(RAW) in encoded
     item = envelopes.decode_delivery(encoded).items[0]
     assert (item.mid, item.durable, item.stored, item.close_code) == (
