@@ -14,6 +14,7 @@ Client -> gateway::
     {"type":"leave","id":CLIENT_ID,"room":RID}           -> left {id, room} | error
     {"type":"presence","id":CLIENT_ID,"uids":[UID,...]}  -> presence {id, online} | error
     {"type":"ping","id":CLIENT_ID?}                      -> pong {id?}
+    {"type":"refresh","id":CLIENT_ID,"token":JWT}        -> refreshed {id} | error {id, code}
 
 Gateway -> client::
 
@@ -28,6 +29,7 @@ Gateway -> client::
         (code "recipient_full", after the "sent" of that id: also "mid":MID,"to":UID)
     {"type":"pong","id":CLIENT_ID?}
     {"type":"kicked","reason":TEXT}
+    {"type":"refreshed","id":CLIENT_ID}
 
 Uids, group and room names, client ids and mids follow the identifier rule of ``proto/rules.py``
 (ASCII letters, digits and ``_ - . @ + = | ~``, 1 to 128 characters); a ``body`` follows its body
@@ -129,9 +131,21 @@ class Ping(ClientFrame, tag="ping", frozen=True):
     id: ClientId | None = None
 
 
-AnyClientFrame = Init | Send | Ack | Join | Leave | PresenceQuery | Ping
+class Refresh(ClientFrame, tag="refresh", frozen=True):
+    """Replace the connection's token before its ``exp``, which closes the connection (4004).
+
+    The token must be valid and for the same uid (``sub``); its claims replace the old one's
+    rights (rooms already joined stay joined). Refused with ``invalid_token`` (or
+    ``token_expired``), the connection keeps its old token and expiry.
+    """
+
+    id: ClientId
+    token: Token
+
+
+AnyClientFrame = Init | Send | Ack | Join | Leave | PresenceQuery | Ping | Refresh
 CLIENT_FRAME_TYPES = frozenset(
-    ("init", "send", "ack", "join", "leave", "presence", "ping")
+    ("init", "send", "ack", "join", "leave", "presence", "ping", "refresh")
 )
 
 
@@ -224,8 +238,23 @@ class Kicked(ServerFrame, tag="kicked", frozen=True):
     reason: str
 
 
+class Refreshed(ServerFrame, tag="refreshed", frozen=True):
+    """The ``refresh`` is done: the connection now lasts until the new token's ``exp``."""
+
+    id: str
+
+
 AnyServerFrame = (
-    Ready | Sent | Message | Joined | Left | PresenceResult | Error | Pong | Kicked
+    Ready
+    | Sent
+    | Message
+    | Joined
+    | Left
+    | PresenceResult
+    | Error
+    | Pong
+    | Kicked
+    | Refreshed
 )
 
 
