@@ -32,7 +32,7 @@ class JwksClient:
         keyset: the keys the sessions look up.
         session: the aiohttp session the fetches use.
         timeout_s: deadline of one fetch.
-        clock: monotonic seconds, for the key set's fetch schedule.
+        clock: Unix seconds, the clock the sessions pass to the key set's lookups.
     """
 
     def __init__(
@@ -41,7 +41,7 @@ class JwksClient:
         keyset: KeySet,
         session: aiohttp.ClientSession,
         timeout_s: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
         self.keyset = keyset
@@ -61,7 +61,7 @@ class JwksClient:
             now_s = self._clock()
             if not (is_scheduled or self.keyset.may_fetch(now_s)):
                 return
-            self.keyset.fetch_started(now_s)
+            self.keyset.fetch_started(now_s, is_scheduled)
             self._fetching = asyncio.create_task(self._fetch_once())
         # Shielded: a connection that closes while it waits must not cancel everyone's fetch.
         await asyncio.shield(self._fetching)

@@ -2,9 +2,11 @@
 
 ``jwks.py`` fetches the key set (``SWITCHBOARD_JWKS_URL``) and records here what it got; the
 sessions look keys up here while they verify ``init`` and ``refresh`` tokens. A token that
-names a ``kid`` not held (the provider rotated its keys) asks for a fetch, but at most one
-fetch starts per ``min_fetch_interval_s``, so that tokens with made-up kids cannot hammer the
-provider; tokens that arrive while a fetch is under way wait for that one. A fetch that fails
+names a ``kid`` not held (the provider rotated its keys) asks for a fetch, but such tokens
+start at most one fetch per ``min_fetch_interval_s``, so that tokens with made-up kids cannot
+hammer the provider; tokens that arrive while a fetch is under way wait for that one. The
+scheduled fetches (every ``SWITCHBOARD_JWKS_REFRESH_S``) do not count: a rotation just after
+one is still fetched at once. A fetch that fails
 keeps the keys held: connections already open need no key, and tokens of known kids still
 verify during a provider's outage.
 
@@ -89,12 +91,14 @@ class KeySet:
         )
 
     def may_fetch(self, now_s: float) -> bool:
-        """Whether a fetch may start now (on its schedule, or for an unknown kid)."""
+        """Whether a fetch for an unknown kid may start now."""
         return not self.is_fetching and now_s >= self._next_fetch_s
 
-    def fetch_started(self, now_s: float) -> None:
+    def fetch_started(self, now_s: float, is_scheduled: bool = False) -> None:
+        """A fetch starts: for an unknown kid (the interval starts over), or on schedule."""
         self.is_fetching = True
-        self._next_fetch_s = now_s + self.min_fetch_interval_s
+        if not is_scheduled:
+            self._next_fetch_s = now_s + self.min_fetch_interval_s
 
     def fetched(self, jwks: Mapping[str, object]) -> KeySetState:
         """Replace the keys with those of a fetched JWKS document (RFC 7517 section 5).
