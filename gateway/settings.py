@@ -176,7 +176,7 @@ class Settings(ServiceSettings):
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=host,
-            api_amqp_url=env.text(environ, env.API_AMQP_URL, common["amqp_url"]),
+            api_amqp_url=env.url(environ, env.API_AMQP_URL, common["amqp_url"]),
             command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
             api_key=""
             if http_port is None

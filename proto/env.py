@@ -76,7 +76,8 @@ JWKS_TIMEOUT_S = "SWITCHBOARD_JWKS_TIMEOUT_S"
 """Deadline of one fetch of the key set."""
 DEVELOPMENT = "SWITCHBOARD_DEVELOPMENT"
 """``on``: accept the public placeholder secrets of the repository (the Makefile's development
-secret, the Kubernetes placeholder); ``off`` (the default): refuse to start with one."""
+secret, the Kubernetes placeholders, in a secret or a URL's password); ``off`` (the default):
+refuse to start with one."""
 MAX_COMMAND_BYTES = "SWITCHBOARD_MAX_COMMAND_BYTES"
 OFFLINE_MAX_ROWS_PER_UID = "SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID"
 """Most offline rows one uid may hold; a message over it is refused with ``recipient_full``."""
@@ -142,6 +143,22 @@ def secret(
         raise SettingsError(
             f"{name} is a public placeholder: set a random secret "
             f"(openssl rand -hex 32), or {DEVELOPMENT}=on for local development only"
+        )
+    return value
+
+
+def url(environ: Mapping[str, str], name: str, default: str) -> str:
+    """Return a dependency's URL or DSN; one whose password is a public placeholder (the
+    ``CHANGE-ME`` of ``k8s/base/secret.yaml``) is refused unless ``SWITCHBOARD_DEVELOPMENT=on``."""
+    value = text(environ, name, default)
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None  # the connection's own error names what is wrong with it
+    if password and is_placeholder(password) and not is_development(environ):
+        raise SettingsError(
+            f"{name} holds a public placeholder password: set the real one, "
+            f"or {DEVELOPMENT}=on for local development only"
         )
     return value
 

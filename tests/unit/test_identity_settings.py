@@ -134,3 +134,33 @@ def test_a_random_secret_is_not_a_placeholder() -> None:
     assert Settings.from_env({**BASE, env.DEVELOPMENT: "off"}).jwt_secret == (
         TEST_JWT_SECRET
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (env.AMQP_URL, "amqp://switchboard:CHANGE-ME@rabbitmq:5672/"),
+        (env.API_AMQP_URL, "amqp://api:change-me@rabbitmq:5672/"),
+    ],
+)
+def test_a_placeholder_password_in_a_url_does_not_start_a_gateway(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({**BASE, variable: value})
+    assert str(refused.value).startswith(f"{variable} holds a public placeholder")
+    assert "CHANGE-ME" not in str(refused.value)
+    on = Settings.from_env({**BASE, variable: value, env.DEVELOPMENT: "on"})
+    assert value in (on.amqp_url, on.api_amqp_url)
+
+
+def test_urls_of_the_k8s_placeholder_secret_are_refused_for_every_dependency() -> None:
+    for variable, value in [
+        (env.REDIS_URL, "redis://:CHANGE-ME@redis:6379/0"),
+        (env.POSTGRES_DSN, "postgresql://switchboard:CHANGE-ME@postgres:5432/sb"),
+    ]:
+        with pytest.raises(SettingsError, match=f"^{variable} holds a public"):
+            env.url({variable: value}, variable, "")
+        assert env.url({variable: value, env.DEVELOPMENT: "on"}, variable, "") == value
+    plain = "amqp://guest:guest@127.0.0.1:5672/"
+    assert env.url({}, env.AMQP_URL, plain) == plain
