@@ -100,9 +100,11 @@ class JwksClient:
             self._url, headers={"Accept": "application/json"}
         ) as response:
             response.raise_for_status()
-            body = await response.content.read(MAX_JWKS_BYTES + 1)
-        if len(body) > MAX_JWKS_BYTES:
-            raise ValueError(f"a JWKS document of more than {MAX_JWKS_BYTES} bytes")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"a JWKS document over {MAX_JWKS_BYTES} bytes")
         document = json.loads(body)
         if not isinstance(document, dict):
             raise ValueError("a JWKS document is a JSON object")
