@@ -368,3 +368,15 @@ def test_verifier_refuses_another_sub_with_the_refresh_id() -> None:
         ErrorCode.INVALID_TOKEN,
         "r9",
     )
+
+
+def test_es256_keys_of_a_key_set_verify_es256_tokens() -> None:
+    idp = IdentityProvider("ES256")
+    keyset = KeySet("ES256", 10.0)
+    keyset.fetched(idp.jwks())
+    verifier = Verifier(keyset, TokenRules("ES256", (AUDIENCE,), ISSUER))
+    identity = verifier.verify(idp_token(idp), NOW_S, may_fetch_keys=False)
+    assert identity == Identity("alice", expires_s=NOW_S + 60)
+    rs256 = IdentityProvider()
+    keyset.fetched({"keys": [*idp.jwks()["keys"], *rs256.jwks()["keys"]]})
+    assert keyset.kids == (idp.current.kid,)  # a key of another algorithm is left out

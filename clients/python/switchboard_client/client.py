@@ -596,10 +596,12 @@ class Client:
         )
         while expires_s is not None and delay_s is not None:
             await asyncio.sleep(delay_s)
-            fresh = await self._token_now()
             try:
+                fresh = await self._token_now()
                 await self._refresh(ws, fresh)
-            except (RequestFailed, TimeoutError) as exc:
+            except (
+                Exception
+            ) as exc:  # the token function's failure, or the gateway's refusal
                 log.warning("token refresh failed: %r", exc)
                 delay_s = refresh_retry_delay_s(expires_s, time.time())
                 continue
