@@ -10,6 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # DEVELOPMENT ONLY: the JWT secret of `make run` and `make token`. It is public, so never
 # use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
+# The services refuse it unless SWITCHBOARD_DEVELOPMENT=on, which `make run` sets.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
 .PHONY: help venv lock services run token test unit chaos bench lint fmt schemas js-deps browser-deps deploy-tools
@@ -79,7 +80,8 @@ services:
 	bash scripts/ensure-services.sh
 
 run: venv services
-	SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/run_stack.py
+	SWITCHBOARD_DEVELOPMENT=on SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' \
+		$(BIN)/python scripts/run_stack.py
 
 token: venv
 	@SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/dev_token.py '$(USER)'

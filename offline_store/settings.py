@@ -62,7 +62,7 @@ class Settings(ServiceSettings):
         return cls(
             **shared.service_fields(environ),
             retry_backoff_max_s=shared.retry_backoff_max_s(environ),
-            postgres_dsn=env.text(environ, env.POSTGRES_DSN, env.DEFAULT_POSTGRES_DSN),
+            postgres_dsn=env.url(environ, env.POSTGRES_DSN, env.DEFAULT_POSTGRES_DSN),
             batch_max=env.integer(
                 environ, env.BATCH_MAX, 500, minimum=1, maximum=MAX_BATCH
             ),

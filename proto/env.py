@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from proto.errors import SettingsError
+from proto.placeholders import is_placeholder
 
 AMQP_URL = "SWITCHBOARD_AMQP_URL"
 REDIS_URL = "SWITCHBOARD_REDIS_URL"
@@ -60,6 +61,25 @@ MAX_CONNECTIONS_PER_UID = "SWITCHBOARD_MAX_CONNECTIONS_PER_UID"
 JWT_ALGORITHM = "SWITCHBOARD_JWT_ALGORITHM"
 JWT_PUBLIC_KEY = "SWITCHBOARD_JWT_PUBLIC_KEY"
 """Path of a PEM file with the public key that verifies RS256 / ES256 tokens."""
+JWT_AUDIENCE = "SWITCHBOARD_JWT_AUDIENCE"
+"""Comma-separated ``aud`` values a token must hold one of; unset: tokens must hold no ``aud``."""
+JWT_ISSUER = "SWITCHBOARD_JWT_ISSUER"
+"""The ``iss`` a token must hold; unset: not checked."""
+JWT_LEEWAY_S = "SWITCHBOARD_JWT_LEEWAY_S"
+"""Clock skew allowed on a token's ``exp`` and ``nbf`` (0 to 300 seconds)."""
+JWKS_URL = "SWITCHBOARD_JWKS_URL"
+"""The identity provider's JWKS (``https://.../certs``): RS256 / ES256 keys picked by ``kid``,
+instead of ``SWITCHBOARD_JWT_PUBLIC_KEY``."""
+JWKS_REFRESH_S = "SWITCHBOARD_JWKS_REFRESH_S"
+"""How often the key set is fetched again, so that keys the provider dropped stop verifying."""
+JWKS_MIN_FETCH_INTERVAL_S = "SWITCHBOARD_JWKS_MIN_FETCH_INTERVAL_S"
+"""The least time between two fetches that tokens with an unknown ``kid`` ask for."""
+JWKS_TIMEOUT_S = "SWITCHBOARD_JWKS_TIMEOUT_S"
+"""Deadline of one fetch of the key set."""
+DEVELOPMENT = "SWITCHBOARD_DEVELOPMENT"
+"""``on``: accept the public placeholder secrets of the repository (the Makefile's development
+secret, the Kubernetes placeholders, in a secret or a URL's password); ``off`` (the default):
+refuse to start with one."""
 MAX_COMMAND_BYTES = "SWITCHBOARD_MAX_COMMAND_BYTES"
 OFFLINE_MAX_ROWS_PER_UID = "SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID"
 """Most offline rows one uid may hold; a message over it is refused with ``recipient_full``."""
@@ -113,8 +133,18 @@ def text(environ: Mapping[str, str], name: str, default: str | None = None) -> s
     return value
 
 
-def secret(environ: Mapping[str, str], name: str, min_length: int = 16) -> str:
-    """Return a required secret; errors say what is wrong with it, never what it is."""
+def secret(
+    environ: Mapping[str, str],
+    name: str,
+    min_length: int = 16,
+    *,
+    allow_placeholder: bool = False,
+) -> str:
+    """Return a required secret; errors say what is wrong with it, never what it is.
+
+    A public placeholder (``proto.placeholders``) is refused unless ``allow_placeholder`` (the
+    development flag, ``SWITCHBOARD_DEVELOPMENT=on``).
+    """
     value = environ.get(name, "")
     if not value:
         raise SettingsError(
@@ -122,7 +152,40 @@ def secret(environ: Mapping[str, str], name: str, min_length: int = 16) -> str:
         )
     if len(value) < min_length:
         raise SettingsError(f"{name} must be at least {min_length} characters long")
+    if not allow_placeholder and is_placeholder(value):
+        raise SettingsError(
+            f"{name} is a public placeholder: set a random secret "
+            f"(openssl rand -hex 32), or {DEVELOPMENT}=on for local development only"
+        )
     return value
+
+
+def url(environ: Mapping[str, str], name: str, default: str) -> str:
+    """Return a dependency's URL or DSN; one whose password is a public placeholder (the
+    ``CHANGE-ME`` of ``k8s/base/secret.yaml``) is refused unless ``SWITCHBOARD_DEVELOPMENT=on``."""
+    value = text(environ, name, default)
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None  # the connection's own error names what is wrong with it
+    if password and is_placeholder(password) and not is_development(environ):
+        raise SettingsError(
+            f"{name} holds a public placeholder password: set the real one, "
+            f"or {DEVELOPMENT}=on for local development only"
+        )
+    return value
+
+
+def is_development(environ: Mapping[str, str]) -> bool:
+    """``SWITCHBOARD_DEVELOPMENT``: ``on`` or ``off`` (the default)."""
+    return choice(environ, DEVELOPMENT, ("on", "off"), "off") == "on"
+
+
+def text_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Return a comma-separated list without blanks; unset: empty."""
+    return tuple(
+        item.strip() for item in environ.get(name, "").split(",") if item.strip()
+    )
 
 
 def integer(
@@ -210,6 +273,30 @@ def location(url: str) -> str:
     if parts.hostname is None:
         return parts.path or "an unparsable URL"
     return parts.hostname if port is None else f"{parts.hostname}:{port}"
+
+
+def seconds_between(
+    environ: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float,
+    maximum: float,
+) -> float:
+    """Return a number of seconds within ``[minimum, maximum]`` (0 may be one)."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a number of seconds, got {raw!r}"
+        ) from None
+    if not minimum <= value <= maximum:  # NaN compares false: refused as well
+        raise SettingsError(
+            f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw!r}"
+        )
+    return value
 
 
 def rate(environ: Mapping[str, str], name: str, default: float) -> float:

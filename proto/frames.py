@@ -14,6 +14,7 @@ Client -> gateway::
     {"type":"leave","id":CLIENT_ID,"room":RID}           -> left {id, room} | error
     {"type":"presence","id":CLIENT_ID,"uids":[UID,...]}  -> presence {id, online} | error
     {"type":"ping","id":CLIENT_ID?}                      -> pong {id?}
+    {"type":"refresh","id":CLIENT_ID,"token":JWT}        -> refreshed {id} | error {id, code}
 
 With ``SWITCHBOARD_HISTORY=on`` (history frames are answered ``history_off`` while it is off)::
 
@@ -45,6 +46,7 @@ Gateway -> client::
     {"type":"conversations","id":CLIENT_ID,"items":[
         {"with":UID,"last":MESSAGE_FRAME,"unread":N,"read":MID_OR_NULL} |
         {"group":GID,"last":MESSAGE_FRAME,"unread":N,"read":MID_OR_NULL}, ...]}
+    {"type":"refreshed","id":CLIENT_ID}
 
 Uids, group and room names, client ids and mids follow the identifier rule of ``proto/rules.py``
 (ASCII letters, digits and ``_ - . @ + = | ~``, 1 to 128 characters); a ``body`` follows its body
@@ -210,6 +212,18 @@ class ConversationsQuery(ClientFrame, tag="conversations", frozen=True):
     before: Before | None = None
 
 
+class Refresh(ClientFrame, tag="refresh", frozen=True):
+    """Replace the connection's token before its ``exp``, which closes the connection (4004).
+
+    The token must be valid and for the same uid (``sub``); its claims replace the old one's
+    rights (rooms already joined stay joined). Refused with ``invalid_token`` (or
+    ``token_expired``), the connection keeps its old token and expiry.
+    """
+
+    id: ClientId
+    token: Token
+
+
 AnyClientFrame = (
     Init
     | Send
@@ -221,6 +235,7 @@ AnyClientFrame = (
     | HistoryQuery
     | Read
     | ConversationsQuery
+    | Refresh
 )
 CLIENT_FRAME_TYPES = frozenset(
     (
@@ -234,6 +249,7 @@ CLIENT_FRAME_TYPES = frozenset(
         "history",
         "read",
         "conversations",
+        "refresh",
     )
 )
 
@@ -371,6 +387,12 @@ class Marked(ServerFrame, tag="marked", frozen=True):
     id: str
 
 
+class Refreshed(ServerFrame, tag="refreshed", frozen=True):
+    """The ``refresh`` is done: the connection now lasts until the new token's ``exp``."""
+
+    id: str
+
+
 class Receipt(ServerFrame, tag="receipt", frozen=True):
     """``by`` read the conversation of ``mid`` up to it (one of your messages, or, from your
     other devices, one you read)."""
@@ -430,6 +452,7 @@ AnyServerFrame = (
     | Marked
     | Receipt
     | ConversationsPage
+    | Refreshed
 )
 
 

@@ -38,6 +38,8 @@ PURE_MODULES = (
     "gateway/effects.py",
     "gateway/decoding.py",
     "gateway/tokens.py",
+    "gateway/keyset.py",
+    "gateway/credentials.py",
     "gateway/fanout.py",
     "gateway/commands.py",
     "gateway/coalescing.py",
