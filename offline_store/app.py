@@ -4,8 +4,9 @@ retention sweep, stop.
 ``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
 ``<ns>.offline.acks`` acknowledged rows, ``<ns>.offline.groups`` group commands and rebuild
 requests and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the 1:1 and group messages to number
-(``inbox_writer.py``); consumers.py and groups.py say what each consumer does, and consumers.py
-the five ways a message reaches ``<ns>.offline``.
+(``inbox_writer.py``) and ``<ns>.offline.reads`` the read markers (``readers.py``);
+consumers.py, groups.py and readers.py say what each consumer does, and consumers.py the five
+ways a message reaches ``<ns>.offline``.
 """
 
 import asyncio
@@ -21,6 +22,8 @@ from offline_store.group_store import GroupStore
 from offline_store.groups import GroupServer
 from offline_store.inbox_tables import InboxTables, creation_statements
 from offline_store.inbox_writer import InboxWriter
+from offline_store.marker_tables import MarkerTables
+from offline_store.readers import ReadServer
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
@@ -102,10 +105,18 @@ async def main(settings: Settings) -> None:
                 Backoff(settings.retry_backoff_max_s, stopping),
             )
             loops.append(BatchLoop(inbox.write_batch, settings.batch_max))
+            reads = ReadServer(
+                MarkerTables(store.pool, names),
+                bus,
+                settings.max_amqp_message_bytes,
+                Backoff(settings.retry_backoff_max_s, stopping),
+            )
+            loops.append(BatchLoop(reads.serve_batch, settings.batch_max))
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops[:4]]
             if inbox is not None:
                 tasks.append(tg.create_task(run_then_drain(loops[4], inbox)))
+                tasks.append(tg.create_task(loops[5].run()))
             sampler = tg.create_task(observability.sample_backlog(store))
             sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
@@ -117,6 +128,9 @@ async def main(settings: Settings) -> None:
             if inbox is not None:
                 # 1:1 and group messages, written and numbered before they are delivered.
                 await bus.consume(names.inbox_queue, loops[4].accept)
+                # Read markers: writes, apart from the history queries (neither delays the
+                # other).
+                await bus.consume(names.store_reads_queue, loops[5].accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()

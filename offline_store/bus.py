@@ -19,6 +19,7 @@ from proto.names import (
     HEADER_REJECTED_REASON,
     KEY_GROUP_CHANGED,
     KEY_GROUPS_PAGE,
+    KEY_RECEIPTS,
     KEY_SAVED,
     RETIRED_STORE_CONTROL_BINDINGS,
 )
@@ -122,6 +123,11 @@ class Bus:
     async def publish_delivery(self, gateway_id: str, body: bytes) -> None:
         """Send a delivery to one gateway's queue; returns once the broker confirmed."""
         await self._publisher.publish(self._names.deliveries_exchange, gateway_id, body)
+
+    async def publish_receipts(self, body: bytes) -> None:
+        """Hand the routers committed read markers (``Receipts``) to deliver; returns once
+        the broker confirmed."""
+        await self._publisher.publish(self._names.inbound_exchange, KEY_RECEIPTS, body)
 
     async def publish_group_changed(
         self, body: bytes, reply_to: str, correlation_id: str

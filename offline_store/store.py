@@ -50,9 +50,9 @@ EXPECTED_FAILURES = (
 )
 """A dependency away or slow: logged as a warning, without a traceback, and retried."""
 POOL_MIN_SIZE = 2
-POOL_MAX_SIZE = 6
-"""One connection per consumer loop (four) and the retention sweep, and a spare for one being
-replaced."""
+POOL_MAX_SIZE = 8
+"""One connection per consumer loop (four; six with history on: the inbox and the read
+markers) and the retention sweep, and a spare for one being replaced."""
 MAX_KEYS_PER_DELETE = 1000
 """Most (uid, mid) keys one DELETE of acknowledged rows names: a flood of acks becomes many
 short statements, never one that holds a connection and row locks for long."""

@@ -21,6 +21,11 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.inbox           queue, bound to router.inbox (only with SWITCHBOARD_HISTORY on):
                               the 1:1 and group messages routers hand the offline stores to
                               number and keep before they are delivered
+      -> <ns>.offline.reads   queue, bound to gateway.read (only with history on): read
+                              markers, a write each, apart from the history queries so that
+                              neither delays the other
+      (with history on, <ns>.router is also bound to store.receipts: the receipts of the
+      read markers the offline stores committed, for the routers to deliver)
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
@@ -28,8 +33,8 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
 
 Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
-them: router.sync, gateway.sync, gateway.history, gateway.conversations, gateway.read,
-store.receipts, and the queue <ns>.offline.queries.
+them: router.sync, gateway.sync, gateway.history, gateway.conversations, and the queue
+<ns>.offline.queries.
 
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
@@ -67,7 +72,8 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
-# History and sync (docs/history.md); no queue is bound to them yet.
+# History and sync (docs/history.md); no queue is bound to them yet, but to gateway.read and
+# store.receipts (history on).
 KEY_SYNC = "router.sync"
 """A router's ``SyncRequest`` for a connection that sent ``init`` with ``since``."""
 KEY_SYNC_MORE = "gateway.sync"
@@ -77,9 +83,10 @@ KEY_HISTORY = "gateway.history"
 KEY_CONVERSATIONS = "gateway.conversations"
 """A client's ``conversations`` frame (``ConversationsAsked``), for the offline stores."""
 KEY_READ = "gateway.read"
-"""A client's ``read`` frame (``ReadAsked``), for the offline stores."""
+"""A client's ``read`` frame (``ReadAsked``), for the offline stores (``<ns>.offline.reads``)."""
 KEY_RECEIPTS = "store.receipts"
-"""An offline store's ``Receipts``: read markers moved, for the routers to deliver."""
+"""An offline store's ``Receipts``: read markers moved, for the routers to deliver (bound to
+``<ns>.router`` with history on)."""
 KEY_INBOX = "router.inbox"
 """A router's ``InboxBatch`` (``proto/inbox.py``) for the offline stores (history on)."""
 API_KEY_PATTERN = "api.#"
@@ -122,6 +129,10 @@ STORE_GROUP_BINDINGS = (
 )
 ROUTER_GROUP_BINDINGS = (KEY_GROUP_CHANGED, KEY_GROUPS_PAGE)
 INBOX_BINDINGS = (KEY_INBOX,)
+STORE_READ_BINDINGS = (KEY_READ,)
+"""Bindings of ``<ns>.offline.reads`` (history on)."""
+ROUTER_HISTORY_BINDINGS = (KEY_RECEIPTS,)
+"""Bindings the routers' queue gains with history on."""
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
@@ -203,10 +214,17 @@ class Names:
 
     @property
     def store_queries_queue(self) -> str:
-        """History, conversations and read markers, apart from the sync windows of
+        """History and conversations, apart from the sync windows of
         ``<ns>.offline.control`` so that no query waits in front of a login (not declared
         yet: nothing consumes it)."""
         return f"{self.namespace}.offline.queries"
+
+    @property
+    def store_reads_queue(self) -> str:
+        """Read markers (``gateway.read``), for the offline stores (history on): a write each,
+        in a queue of its own so that a flood of history queries never delays one, nor one
+        them."""
+        return f"{self.namespace}.offline.reads"
 
     @property
     def store_groups_queue(self) -> str:

@@ -13,9 +13,11 @@ from proto.names import (
     INBOX_BINDINGS,
     ROUTER_BINDINGS,
     ROUTER_GROUP_BINDINGS,
+    ROUTER_HISTORY_BINDINGS,
     STORE_ACK_BINDINGS,
     STORE_CONTROL_BINDINGS,
     STORE_GROUP_BINDINGS,
+    STORE_READ_BINDINGS,
     Names,
 )
 
@@ -66,7 +68,9 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
             queues (the router's and the offline store's).
         history: ``SWITCHBOARD_HISTORY`` is on: the routers publish 1:1 and group messages to
             the offline stores' ``<ns>.inbox`` (declared by both, so that neither waits for
-            the other to start).
+            the other to start); gateways publish read markers to ``<ns>.offline.reads``
+            (a write each: as durable as the other store queues), and the offline stores
+            their receipts to the routers' queue.
     """
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
@@ -101,7 +105,10 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
         QueueSpec(names.dead_letter_queue, {"x-queue-type": queue_type}),
     )
     if history:
-        queues += (QueueSpec(names.inbox_queue, shared_args),)
+        queues += (
+            QueueSpec(names.inbox_queue, shared_args),
+            QueueSpec(names.store_reads_queue, shared_args),
+        )
     bindings: tuple[BindingSpec, ...] = (
         *(
             BindingSpec(names.router_queue, names.inbound_exchange, key)
@@ -127,9 +134,19 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),
     )
     if history:
-        bindings += tuple(
-            BindingSpec(names.inbox_queue, names.inbound_exchange, key)
-            for key in INBOX_BINDINGS
+        bindings += (
+            *(
+                BindingSpec(names.inbox_queue, names.inbound_exchange, key)
+                for key in INBOX_BINDINGS
+            ),
+            *(
+                BindingSpec(names.store_reads_queue, names.inbound_exchange, key)
+                for key in STORE_READ_BINDINGS
+            ),
+            *(
+                BindingSpec(names.router_queue, names.inbound_exchange, key)
+                for key in ROUTER_HISTORY_BINDINGS
+            ),
         )
     return Topology(exchanges, queues, bindings)
 

@@ -75,9 +75,9 @@ Answer = (
 """What routing needs to know about one envelope; None: nothing (its requests only write).
 
 ``Opened`` for a ``ConnOpened``, ``HeartbeatRecorded`` for a ``Heartbeat``, ``Connections``
-for a ``Saved`` (each uid in its order), a presence query (the distinct uids it may see, in
-order), ``api.kick``, ``api.connections`` and ``api.presence``, ``RoomCounts`` for
-``api.room.count``, a ``MessageAnswer`` for a message."""
+for a ``Saved`` (each uid in its order), a ``Receipts`` (each uid of its entries, once), a
+presence query (the distinct uids it may see, in order), ``api.kick``, ``api.connections`` and
+``api.presence``, ``RoomCounts`` for ``api.room.count``, a ``MessageAnswer`` for a message."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from proto.errors import BadEnvelope
 from proto.items import RefusedItem
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
-from proto.names import GROUP_COMMANDS, KEY_BATCH
+from proto.names import GROUP_COMMANDS, KEY_BATCH, KEY_RECEIPTS
 from router import inbound, observability, routing
 from router.bus import Bus
 from router.group_changes import GroupApplier
@@ -41,6 +41,7 @@ from router.limits import uid_rate
 from router.lookups import BatchLookup, LookupRules
 from router.presence import Presence, now_ms
 from router.publications import Publication, dead_letter_publication
+from router.receipts import decode_receipts_items
 from router.requests import ReadGroupsLoaded
 from router.results import GroupsLoaded, expect
 from router.settings import Settings
@@ -246,6 +247,9 @@ class BatchRouter:
         try:
             if routing_key == KEY_BATCH:
                 envelopes, refused = inbound.decode_gateway_batch(message.body)
+            elif routing_key == KEY_RECEIPTS:
+                receipts, refused = decode_receipts_items(message.body)
+                envelopes = [] if receipts is None else [receipts]
             else:
                 envelopes = [inbound.decode_inbound(routing_key, message.body)]
         except BadEnvelope as exc:

@@ -1,5 +1,6 @@
 """What the router consumes, decoded strictly: the envelopes gateways and offline stores
-publish (alone or in a ``Batch``), and backend commands (``api.<command>``).
+publish (alone or in a ``Batch``), and backend commands (``api.<command>``). A ``Receipts``
+(``store.receipts``, history on) is decoded item by item in receipts.py.
 
 Pure: no I/O. An envelope that breaks its schema or ``proto/rules.py`` is a ``BadEnvelope``
 (dead-lettered by consumer.py); a bad command is ``Refused`` (answered, or dead-lettered
@@ -93,6 +94,7 @@ Inbound = (
     | Heartbeat
     | GatewayStopped
     | Saved
+    | sync.Receipts
     | Call
     | Refused
 )

@@ -41,6 +41,7 @@ from proto.envelopes import (
     Saved,
 )
 from proto.limits import PresencePolicy
+from proto.sync import Receipts
 from router.answers import (
     EVERYONE,
     NOT_MEMBER,
@@ -55,6 +56,7 @@ from router.debounce import offline_due_ms
 from router.inbound import Call, Inbound, Refused, outgoing_of
 from router.inbox_items import reads_own
 from router.limits import Throttled, UidRate, sees_presence, throttle_for_ms, uid_costs
+from router.receipts import receipt_uids
 from router.requests import (
     AddCost,
     ClaimClientId,
@@ -236,6 +238,8 @@ class BatchLookup:
                 return [RecordHeartbeat(gateway_id, at_ms)]
             case Saved(uids=uids):
                 return [ReadConnections(tuple(saved.uid for saved in uids))]
+            case Receipts():
+                return [ReadConnections(receipt_uids(envelope))]
             case GatewayStopped() | Refused():
                 return []  # a stopped gateway is swept after the publishes
             case Call():

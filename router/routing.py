@@ -16,7 +16,8 @@ What a batch becomes (docs/architecture.md, "The life of a message"):
 * with history on, 1:1 and group messages (but transient ones) go instead into one
   ``InboxBatch`` for the offline store's inbox, each with the connections of its
   recipients and of its sender (``inbox_items.py``): the store numbers and then delivers
-  them;
+  them; the receipts of read markers the store committed (``Receipts``) go to the
+  connections of the reader and the party online now (``receipts.py``);
 * what must wait until those deliveries are confirmed goes out after them: replay
   requests (``ready`` is queued before the offline store can push stored messages
   behind it), the router's answers to senders (``sent`` means "routed", and carries
@@ -61,6 +62,7 @@ from proto.envelopes import (
 )
 from proto.names import EVENT_USER_ONLINE, Names
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES
+from proto.sync import Receipts
 from router.answers import (
     Answer,
     Answers,
@@ -88,6 +90,7 @@ from router.limits import Throttled
 from router.liveness import should_reannounce
 from router.plan import Duplicate, Plan, PlanBuilder
 from router.publications import event_publication, replay_publication
+from router.receipts import receipt_items
 from router.requests import (
     MarkKnown,
     RemoveConnection,
@@ -212,6 +215,10 @@ def _route_envelope(plan: PlanBuilder, envelope: Inbound, answer: Answer) -> Non
                             plan.names, saved.uid, targets, saved.first_mid
                         )
                     )
+        case Receipts(), Connections(by_uid=by_uid):
+            live = {uid: plan.live(held) for uid, held in by_uid}
+            for gateway_id, item in receipt_items(envelope, live):
+                plan.deliver(gateway_id, item)
         case GatewayStopped(gateway_id=gateway_id), None:
             plan.sweeps.append(gateway_id)
         case Heartbeat(gateway_id=gateway_id, connections=connections), (

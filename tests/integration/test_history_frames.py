@@ -132,7 +132,8 @@ async def test_history_on_publishes_the_frames_and_since(
 ) -> None:
     stack.settings[env.HISTORY] = "on"
     await stack.start(gateways=2)
-    # Nothing consumes these keys yet: a queue of the test's own stands for the stores.
+    # Nothing consumes most of these keys yet: a queue of the test's own stands for the
+    # stores.
     watch = await backend.channel.declare_queue(exclusive=True)
     for key in (KEY_HISTORY, KEY_READ, KEY_CONVERSATIONS, KEY_CONN_OPENED, KEY_BATCH):
         await watch.bind(stack.names.inbound_exchange, key)
@@ -142,6 +143,9 @@ async def test_history_on_publishes_the_frames_and_since(
 
     for n, frame in enumerate(HISTORY_FRAMES):
         await carol.send_frame({**frame, "id": f"h{n}"})
+    # The offline store serves the read (h2): MID is not in carol's inbox.
+    not_found = await carol.expect(lambda f: f.get("id") == "h2", 10.0)
+    assert not_found["code"] == ErrorCode.NOT_FOUND
     await carol.expect_nothing(lambda f: f.get("type") == "error", for_s=0.5)
     published = await collect(watch, count=len(HISTORY_FRAMES), opened=2)
 

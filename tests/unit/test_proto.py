@@ -166,6 +166,7 @@ def test_every_name_of_a_namespace() -> None:
         "schema": "ns",
         "undelivered_table": "ns.undelivered",
         "store_queries_queue": "ns.offline.queries",
+        "store_reads_queue": "ns.offline.reads",
         "groups_table": "ns.groups",
         "group_members_table": "ns.group_members",
         "inbox_queue": "ns.inbox",
@@ -293,10 +294,10 @@ ROUTING = {
     KEY_GROUPS_PAGE: SPACE.router_groups_queue,
     KEY_GROUPS_REQUEST: SPACE.store_groups_queue,
     KEY_INBOX: SPACE.inbox_queue,
+    KEY_READ: SPACE.store_reads_queue,
+    KEY_RECEIPTS: SPACE.router_queue,
 }
-NOT_BOUND_YET = frozenset(
-    (KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS, KEY_READ, KEY_RECEIPTS)
-)
+NOT_BOUND_YET = frozenset((KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS))
 """Keys of history and sync, named before anything consumes them: bound to no queue (one
 would fill up), so that a gateway publishing one with history on is told (a return)."""
 
@@ -345,6 +346,21 @@ def test_the_inbox_queue_exists_only_with_history() -> None:
     assert routed_queues(without, SPACE.inbound_exchange, KEY_INBOX) == set()
     queues = {q.name: q for q in shared_topology(SPACE, "quorum", history=True).queues}
     assert queues[SPACE.inbox_queue].arguments["x-queue-type"] == "quorum"
+
+
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+def test_reads_and_receipts_are_bound_only_with_history(queue_type: str) -> None:
+    without = shared_topology(SPACE, queue_type)
+    assert SPACE.store_reads_queue not in {queue.name for queue in without.queues}
+    for key in (KEY_READ, KEY_RECEIPTS):
+        assert routed_queues(without, SPACE.inbound_exchange, key) == set()
+    with_history = shared_topology(SPACE, queue_type, history=True)
+    queues = {q.name: q for q in with_history.queues}
+    # A read marker is a write: as durable as the store's other shared queues.
+    assert (
+        queues[SPACE.store_reads_queue].arguments
+        == queues[SPACE.offline_queue].arguments
+    )
 
 
 @pytest.mark.parametrize(
