@@ -7,17 +7,20 @@ Two gateways in every test. Each test reads PostgreSQL too, where the markers an
 entries live.
 """
 
+import asyncio
 from typing import Any
 
+import aio_pika
 import asyncpg
 import pytest
 
 from proto import env
 from proto.codes import ErrorCode
+from proto.names import KEY_READ
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
 from tests.support.stack import Stack
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +258,119 @@ async def test_a_mid_not_in_the_readers_inbox_is_not_found_beside_other_traffic(
         f"SELECT DISTINCT reader FROM {stack.names.receipts_table} ORDER BY reader"
     )
     assert [r["reader"] for r in readers] == ["bob", "carol"]
+
+
+async def test_reads_are_marked_in_batches_and_a_bad_read_sinks_no_other(
+    history: Stack, backend: Backend
+) -> None:
+    stack = history
+    await stack.start(gateways=2)
+    alice = await stack.connect(0, uid="alice")
+    bob = await stack.connect(1, uid="bob")
+    carol = await stack.connect(0, uid="carol")
+    mids = [await send(alice, f"a{n}", to="bob", body=n) for n in range(3)]
+    to_carol = await send(alice, "c", to="carol", body="c")
+    await bob.expect_message(mid=mids[2])
+    await carol.expect_message(mid=to_carol)
+
+    # The store frozen, the reads wait in its prefetch and come in one batch.
+    store = stack.stores[0]
+    store.pause()
+    try:
+        for client_id, mid in (("r0", mids[0]), ("r2", mids[2]), ("r1", mids[1])):
+            await bob.send_frame({"type": "read", "id": client_id, "mid": mid})
+        await bob.send_frame({"type": "read", "id": "gone", "mid": to_carol})
+        await carol.send_frame({"type": "read", "id": "rc", "mid": to_carol})
+        inbound = await backend.channel.get_exchange(
+            stack.names.inbound_exchange, ensure=False
+        )
+        await inbound.publish(aio_pika.Message(b'{"uid": 1}'), KEY_READ)
+        queue = stack.names.store_reads_queue
+
+        async def all_in() -> bool | None:
+            return True if await messages_in(queue) == 6 else None
+
+        await eventually(all_in, within_s=20.0)
+    finally:
+        store.resume()
+
+    answers = {i: await answer(bob, i) for i in ("r0", "r2", "r1", "gone")}
+    assert [a["type"] for a in answers.values()] == ["marked"] * 3 + ["error"]
+    assert answers["gone"]["code"] == ErrorCode.NOT_FOUND
+    assert (await answer(carol, "rc"))["type"] == "marked"
+    # r1, behind r2 in the same batch, moved nothing; alice's receipts follow her 4 messages.
+    seen = {(by, mid): seq for by, mid, seq in [await receipt(alice) for _ in range(3)]}
+    assert seen.keys() == {("bob", mids[0]), ("bob", mids[2]), ("carol", to_carol)}
+    assert sorted(seen.values()) == [5, 6, 7]
+    assert seen["bob", mids[0]] < seen["bob", mids[2]]
+    await alice.expect_nothing(is_receipt, for_s=0.3)
+    assert (await conversation(stack, "bob", "u:alice"))["read_mid"] == mids[2]
+    await store.wait_for_event("reads_marked", within_s=10.0)
+    batches = [e for e in store.events if e.get("event") == "reads_marked"]
+    # Taken from the prefetch as they are dispatched: in fewer transactions than reads.
+    assert sum(b["reads"] for b in batches) == 5
+    assert max(b["reads"] for b in batches) > 1
+    assert sum(b["moved"] for b in batches) == 3
+    assert sum(b["not_found"] for b in batches) == 1
+    rejected = await store.wait_for_event("envelope_rejected", routing_key=KEY_READ)
+    assert "uid" in rejected["reason"]
+
+
+async def messages_in(queue: str) -> int:
+    """The messages a queue holds, ready or delivered and not yet acknowledged."""
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        "list_queues",
+        "-q",
+        "name",
+        "messages",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(scaled(30)):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    for line in stdout.decode().splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return int(count)
+    return 0
+
+
+async def test_reads_and_messages_from_two_stores_keep_every_inbox_gap_free(
+    history: Stack,
+) -> None:
+    stack = history
+    await stack.start(gateways=2)
+    await stack.start_store()
+    alice = await stack.connect(0, uid="alice")
+    bob = await stack.connect(1, uid="bob")
+    count = 25
+
+    async def talk(me: RawClient, peer: RawClient, to: str) -> list[str]:
+        """Send ``count`` messages, and read each one from the peer as it comes."""
+        read_ids: list[str] = []
+        for n in range(count):
+            await me.send_frame({"type": "send", "id": f"s{n}", "to": to, "body": n})
+            frame = await peer.expect("message", 10.0)
+            await peer.send_frame({"type": "read", "id": f"r{n}", "mid": frame["mid"]})
+            read_ids.append(f"r{n}")
+        return read_ids
+
+    alice_reads, bob_reads = await asyncio.gather(
+        talk(alice, bob, "bob"), talk(bob, alice, "alice")
+    )
+    for reader, ids in ((bob, alice_reads), (alice, bob_reads)):
+        for client_id in ids:
+            assert (await answer(reader, client_id))["type"] == "marked"
+    for uid in ("alice", "bob"):
+        inbox = await entries(stack, uid)
+        # 2 x count messages, and up to 2 x count receipts: numbered 1..head, no gap.
+        assert [seq for seq, _, _ in inbox] == list(range(1, len(inbox) + 1)), uid
+        heads = await query(
+            f"SELECT head FROM {stack.names.inbox_heads_table} WHERE uid = $1", uid
+        )
+        assert heads[0]["head"] == len(inbox)
+        assert sum(kind == "m" for _, kind, _ in inbox) == 2 * count
+    for store in stack.stores:
+        assert store.count_events("batch_failed") == 0, store.output()
