@@ -29,7 +29,9 @@ from proto.sync import (
     encode,
 )
 from router.answers import Answers
+from router.lookups import BatchLookup, LookupRules
 from router.receipts import decode_receipts_items, receipt_items, receipt_uids
+from router.requests import ReadConnections
 from router.results import Connections, PresenceEntry
 from router.routing import route_batch
 
@@ -229,6 +231,20 @@ def test_a_receipt_reaches_the_party_and_the_readers_other_connections() -> None
 def test_a_receipt_for_nobody_online_is_no_delivery() -> None:
     assert receipt_items(Receipts(items=[RECEIPT]), {}) == []
     assert receipt_uids(Receipts(items=[RECEIPT, RECEIPT])) == ("alice", "bob")
+
+
+def test_a_receipts_envelope_reads_the_connections_of_its_uids_once() -> None:
+    other = ReceiptItem(
+        by="cat", mid=MID_2, origin=ORIGIN, entries=[ReceiptEntry("bob", 6)]
+    )
+    lookup = BatchLookup(
+        [Receipts(items=[RECEIPT, other])], 1000, LookupRules(1000, 0, history=True)
+    )
+    assert lookup.requests() == [ReadConnections(("alice", "bob"))]
+    answer = Connections((("alice", ()), ("bob", ())))
+    lookup.receive([answer])
+    lookup.receive([])
+    assert lookup.answers().per_envelope == (answer,)
 
 
 def test_route_batch_delivers_receipts_to_live_gateways_only() -> None:
