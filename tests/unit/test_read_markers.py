@@ -17,6 +17,7 @@ from offline_store.markers import (
 from proto import frames
 from proto.codes import ErrorCode
 from proto.envelopes import Target, decode_delivery
+from proto.errors import BadEnvelope
 from proto.items import wrap_items
 from proto.names import Names
 from proto.sync import (
@@ -289,7 +290,5 @@ def test_a_bad_receipt_item_is_refused_alone() -> None:
 
 @pytest.mark.parametrize("body", [b"[]", b"{}", b"not json"])
 def test_a_receipts_body_without_items_is_a_bad_envelope(body: bytes) -> None:
-    from proto.errors import BadEnvelope
-
     with pytest.raises(BadEnvelope):
         decode_receipts_items(body)
