@@ -4,7 +4,8 @@ retention sweep, stop.
 ``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
 ``<ns>.offline.acks`` acknowledged rows, ``<ns>.offline.groups`` group commands and rebuild
 requests and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the 1:1 and group messages to number
-(``inbox_writer.py``); consumers.py and groups.py say what each consumer does, and consumers.py
+(``inbox_writer.py``) and ``<ns>.offline.queries`` history and conversations (``query_server.py``);
+consumers.py and groups.py say what each consumer does, and consumers.py
 the five ways a message reaches ``<ns>.offline``.
 """
 
@@ -21,6 +22,8 @@ from offline_store.group_store import GroupStore
 from offline_store.groups import GroupServer
 from offline_store.inbox_tables import InboxTables, creation_statements
 from offline_store.inbox_writer import InboxWriter
+from offline_store.query_server import QueryServer
+from offline_store.query_tables import QueryTables
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
@@ -84,8 +87,14 @@ async def main(settings: Settings) -> None:
             settings.max_amqp_message_bytes,
             Backoff(settings.retry_backoff_max_s, stopping),
         )
+        history = QueryTables(store.pool, names) if settings.history else None
         sweep = RetentionSweep(
-            store, settings.sweep_interval_s, settings.batch_max, groups
+            store,
+            settings.sweep_interval_s,
+            settings.batch_max,
+            groups,
+            history,
+            settings.history_days,
         )
         loops = [
             BatchLoop(writer.store_batch, settings.batch_max),
@@ -102,10 +111,24 @@ async def main(settings: Settings) -> None:
                 Backoff(settings.retry_backoff_max_s, stopping),
             )
             loops.append(BatchLoop(inbox.write_batch, settings.batch_max))
+        queries: BatchLoop | None = None
+        if history is not None:
+            query_server = QueryServer(
+                history,
+                bus,
+                settings.history_days,
+                settings.max_command_bytes,
+                settings.max_amqp_message_bytes,
+                Backoff(settings.retry_backoff_max_s, stopping),
+            )
+            queries = BatchLoop(query_server.serve_batch, settings.batch_max)
+            loops.append(queries)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops[:4]]
             if inbox is not None:
                 tasks.append(tg.create_task(run_then_drain(loops[4], inbox)))
+            if queries is not None:
+                tasks.append(tg.create_task(queries.run()))
             sampler = tg.create_task(observability.sample_backlog(store))
             sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
@@ -117,6 +140,9 @@ async def main(settings: Settings) -> None:
             if inbox is not None:
                 # 1:1 and group messages, written and numbered before they are delivered.
                 await bus.consume(names.inbox_queue, loops[4].accept)
+            if queries is not None:
+                # History and conversations, apart from the sync windows of a login.
+                await bus.consume(names.store_queries_queue, queries.accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()
