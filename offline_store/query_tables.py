@@ -6,8 +6,13 @@ columns, reads the range it returns and stops; every read skips what the retenti
 leaves out (``mid >= cutoff``), whether or not the sweep has reached it. The sweep deletes in
 statements of at most ``limit`` rows, each committed alone, and skips rows that others hold
 locked: writers insert new keys and never wait behind it. What to read and how to answer is
-decided in ``queries.py``; this module only runs SQL.
+decided in ``queries.py``; this module only runs SQL. One store sweeps at a time (an advisory
+lock): two sweeps would count the same conversation's expired entries against each other.
 """
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
@@ -15,12 +20,19 @@ from offline_store.queries import ConversationRow, HistoryRow
 from offline_store.store import table_identifier
 from proto.names import Names
 
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    SweepConnection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
 
 class QueryTables:
     """The inbox tables of one namespace, as queries and the retention sweep see them."""
 
     def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
         self._pool = pool
+        self._sweep_lock = names.conversation_expired_table
+        """Names the advisory lock that lets one store at a time sweep the inbox tables."""
         messages = table_identifier(names, names.messages_table)
         inbox = table_identifier(names, names.inbox_table)
         conversations = table_identifier(names, names.conversations_table)
@@ -129,26 +141,49 @@ class QueryTables:
             return None, None
         return record["frame"], record["seq"]
 
-    async def expire_entries(self, cutoff: str, limit: int) -> int:
+    @asynccontextmanager
+    async def sweeping(self) -> AsyncIterator["SweepConnection | None"]:
+        """A connection to sweep with, while no other store sweeps (a session advisory lock);
+        None when another one does: it sweeps for all."""
+        async with self._pool.acquire() as connection:
+            if not await connection.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", self._sweep_lock
+            ):
+                yield None
+                return
+            try:
+                yield connection
+            finally:
+                await connection.execute(
+                    "SELECT pg_advisory_unlock(hashtext($1))", self._sweep_lock
+                )
+
+    async def expire_entries(
+        self, connection: "SweepConnection", cutoff: str, limit: int
+    ) -> int:
         """Delete up to ``limit`` inbox entries below ``cutoff``; return how many went."""
-        count: int = await self._pool.fetchval(self._expire_entries_sql, cutoff, limit)
+        count: int = await connection.fetchval(self._expire_entries_sql, cutoff, limit)
         return count
 
-    async def expire_receipts(self, cutoff: str, limit: int) -> int:
+    async def expire_receipts(
+        self, connection: "SweepConnection", cutoff: str, limit: int
+    ) -> int:
         """Delete up to ``limit`` receipt entries below ``cutoff``; return how many went."""
         return _deleted(
-            await self._pool.execute(self._expire_receipts_sql, cutoff, limit)
+            await connection.execute(self._expire_receipts_sql, cutoff, limit)
         )
 
-    async def expire_messages(self, cutoff: str, limit: int) -> int:
+    async def expire_messages(
+        self, connection: "SweepConnection", cutoff: str, limit: int
+    ) -> int:
         """Delete up to ``limit`` messages below ``cutoff``; return how many went."""
         return _deleted(
-            await self._pool.execute(self._expire_messages_sql, cutoff, limit)
+            await connection.execute(self._expire_messages_sql, cutoff, limit)
         )
 
-    async def expire_syncs(self, limit: int) -> int:
+    async def expire_syncs(self, connection: "SweepConnection", limit: int) -> int:
         """Delete up to ``limit`` recent syncs past their ``until``; return how many went."""
-        return _deleted(await self._pool.execute(self._expire_syncs_sql, limit))
+        return _deleted(await connection.execute(self._expire_syncs_sql, limit))
 
 
 def _bounded_delete(table: str, condition: str) -> str:

@@ -78,23 +78,28 @@ class RetentionSweep:
 
     async def sweep_history(self, tables: QueryTables) -> int:
         """Delete the inbox's expired entries, then receipts and messages, then past syncs,
-        each a batch per statement; return how many entries went."""
+        each a batch per statement; return how many entries went (0 while another store
+        sweeps them)."""
         cutoff = cutoff_mid(int(time.time() * 1000), self._history_days)
+        limit = self._batch_max
         counts: dict[str, int] = {}
-        if cutoff:
-            # Entries before messages: a read never finds an entry without its message.
-            counts["entries"] = await self._drain(
-                lambda: tables.expire_entries(cutoff, self._batch_max)
+        async with tables.sweeping() as connection:
+            if connection is None:
+                return 0
+            if cutoff:
+                # Entries before messages: a read never finds an entry without its message.
+                counts["entries"] = await self._drain(
+                    lambda: tables.expire_entries(connection, cutoff, limit)
+                )
+                counts["receipts"] = await self._drain(
+                    lambda: tables.expire_receipts(connection, cutoff, limit)
+                )
+                counts["messages"] = await self._drain(
+                    lambda: tables.expire_messages(connection, cutoff, limit)
+                )
+            counts["syncs"] = await self._drain(
+                lambda: tables.expire_syncs(connection, limit)
             )
-            counts["receipts"] = await self._drain(
-                lambda: tables.expire_receipts(cutoff, self._batch_max)
-            )
-            counts["messages"] = await self._drain(
-                lambda: tables.expire_messages(cutoff, self._batch_max)
-            )
-        counts["syncs"] = await self._drain(
-            lambda: tables.expire_syncs(self._batch_max)
-        )
         if any(counts.values()):
             log.info("history_expired", **counts)
         return counts.get("entries", 0)
