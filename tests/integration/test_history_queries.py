@@ -11,6 +11,7 @@ import json
 import uuid
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -19,7 +20,7 @@ from proto.codes import ErrorCode
 from proto.names import api_key
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
-from tests.support.stack import Stack
+from tests.support.stack import Stack, free_port
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
@@ -366,3 +367,35 @@ async def test_queries_beside_another_users_traffic(
     # erin's queries see only erin's inbox.
     items = (await ask(erin, type="conversations"))["items"]
     assert [(i["with"], i["unread"]) for i in items] == [("dave", 60)]
+
+
+API_KEY = "test-api-key-0123456789abcdef"
+
+
+async def test_the_http_api_passes_the_store_s_answers(history: Stack) -> None:
+    stack = history
+    await asyncio.gather(stack.start_router(), stack.start_store())
+    port = free_port()
+    await stack.start_gateway(**{env.HTTP_PORT: str(port), env.API_KEY: API_KEY})
+    await stack.start_gateway()
+    alice = await stack.connect(0, uid="alice")
+    await stack.connect(1, uid="bob")
+    mid = await send(alice, to="bob", body="hi")
+    await written(stack, alice=1, bob=1)
+    timeout = aiohttp.ClientTimeout(total=scaled(15))
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+
+        async def post(command: str, body: dict[str, Any]) -> tuple[int, Any]:
+            url = f"http://127.0.0.1:{port}/api/{command}"
+            async with session.post(url, json=body) as response:
+                return response.status, await response.json()
+
+        status, reply = await post("message", {"mid": mid, "uid": "bob"})
+        assert (status, reply["message"]["seq"]) == (200, 1)
+        status, reply = await post("history", {"uid": "alice", "with": "bob"})
+        assert (status, [m["mid"] for m in reply["messages"]]) == (200, [mid])
+        status, reply = await post("message", {"mid": mid, "uid": "cat"})
+        assert (status, reply["error"]["code"]) == (404, ErrorCode.NOT_FOUND)
+        status, reply = await post("conversations", {"uid": "bob", "limit": 0})
+        assert (status, reply["error"]["code"]) == (400, ErrorCode.INVALID_FIELD)
