@@ -4,9 +4,10 @@ retention sweep, stop.
 ``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
 ``<ns>.offline.acks`` acknowledged rows, ``<ns>.offline.groups`` group commands and rebuild
 requests and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the 1:1 and group messages to number
-(``inbox_writer.py``) and ``<ns>.offline.reads`` the read markers (``readers.py``);
-consumers.py, groups.py and readers.py say what each consumer does, and consumers.py the five
-ways a message reaches ``<ns>.offline``.
+(``inbox_writer.py``), ``<ns>.offline.reads`` the read markers (``readers.py``) and
+``<ns>.offline.queries`` history and conversations (``query_server.py``); consumers.py, groups.py,
+readers.py and query_server.py say what each consumer does, and consumers.py the five ways a
+message reaches ``<ns>.offline``.
 """
 
 import asyncio
@@ -23,6 +24,8 @@ from offline_store.groups import GroupServer
 from offline_store.inbox_tables import InboxTables, creation_statements
 from offline_store.inbox_writer import InboxWriter
 from offline_store.marker_tables import MarkerTables
+from offline_store.query_server import QueryServer
+from offline_store.query_tables import QueryTables
 from offline_store.readers import ReadServer
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
@@ -87,8 +90,14 @@ async def main(settings: Settings) -> None:
             settings.max_amqp_message_bytes,
             Backoff(settings.retry_backoff_max_s, stopping),
         )
+        history = QueryTables(store.pool, names) if settings.history else None
         sweep = RetentionSweep(
-            store, settings.sweep_interval_s, settings.batch_max, groups
+            store,
+            settings.sweep_interval_s,
+            settings.batch_max,
+            groups,
+            history,
+            settings.history_days,
         )
         loops = [
             BatchLoop(writer.store_batch, settings.batch_max),
@@ -112,11 +121,25 @@ async def main(settings: Settings) -> None:
                 Backoff(settings.retry_backoff_max_s, stopping),
             )
             loops.append(BatchLoop(reads.serve_batch, settings.batch_max))
+        queries: BatchLoop | None = None
+        if history is not None:
+            query_server = QueryServer(
+                history,
+                bus,
+                settings.history_days,
+                settings.max_command_bytes,
+                settings.max_amqp_message_bytes,
+                Backoff(settings.retry_backoff_max_s, stopping),
+            )
+            queries = BatchLoop(query_server.serve_batch, settings.batch_max)
+            loops.append(queries)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops[:4]]
             if inbox is not None:
                 tasks.append(tg.create_task(run_then_drain(loops[4], inbox)))
                 tasks.append(tg.create_task(loops[5].run()))
+            if queries is not None:
+                tasks.append(tg.create_task(queries.run()))
             sampler = tg.create_task(observability.sample_backlog(store))
             sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
@@ -131,6 +154,9 @@ async def main(settings: Settings) -> None:
                 # Read markers: writes, apart from the history queries (neither delays the
                 # other).
                 await bus.consume(names.store_reads_queue, loops[5].accept)
+            if queries is not None:
+                # History and conversations, apart from the sync windows of a login.
+                await bus.consume(names.store_queries_queue, queries.accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()

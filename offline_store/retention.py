@@ -1,16 +1,23 @@
 """The retention sweep: rows older than ``SWITCHBOARD_OFFLINE_RETENTION_S`` are deleted unread,
-and group members removed more than a day ago (tombstones, ``group_store.py``) with them.
+and group members removed more than a day ago (tombstones, ``group_store.py``) with them; with
+history on, the inbox's entries, receipts and messages older than ``SWITCHBOARD_HISTORY_DAYS``
+and the recent syncs past their time (``docs/history.md``, section 4.6).
 
-Replays skip such rows at once (``store.py`` reads only younger ones); this loop removes them
-from the table, in bounded statements, so that no writer waits behind it.
+Replays and history reads skip such rows at once (``store.py`` and ``query_tables.py`` read
+only younger ones); this loop removes them from the tables, in bounded statements, so that no
+writer waits behind it.
 """
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from offline_store import observability
 from offline_store.group_store import GroupStore
+from offline_store.queries import cutoff_mid
+from offline_store.query_tables import QueryTables
 from offline_store.store import Store
 from proto.metrics import CODE_BATCH_FAILED
 from runtime.metrics import count_error
@@ -31,11 +38,16 @@ class RetentionSweep:
         interval_s: float,
         batch_max: int,
         groups: GroupStore | None = None,
+        history: QueryTables | None = None,
+        history_days: float = 0.0,
     ) -> None:
         self._store = store
         self._interval_s = interval_s
         self._batch_max = batch_max
         self._groups = groups
+        self._history = history
+        """History on: the inbox tables, swept when ``history_days`` is not 0."""
+        self._history_days = history_days
 
     async def run(self) -> None:
         """Sweep now and then every ``interval_s``, until cancelled; a failed pass is retried."""
@@ -60,7 +72,46 @@ class RetentionSweep:
             log.info("undelivered_expired", count=total)
         if self._groups is not None:
             await self.sweep_tombstones(self._groups)
+        if self._history is not None:
+            await self.sweep_history(self._history)
         return total
+
+    async def sweep_history(self, tables: QueryTables) -> int:
+        """Delete the inbox's expired entries, then receipts and messages, then past syncs,
+        each a batch per statement; return how many entries went (0 while another store
+        sweeps them)."""
+        cutoff = cutoff_mid(int(time.time() * 1000), self._history_days)
+        limit = self._batch_max
+        counts: dict[str, int] = {}
+        async with tables.sweeping() as connection:
+            if connection is None:
+                return 0
+            if cutoff:
+                # Entries before messages: a read never finds an entry without its message.
+                counts["entries"] = await self._drain(
+                    lambda: tables.expire_entries(connection, cutoff, limit)
+                )
+                counts["receipts"] = await self._drain(
+                    lambda: tables.expire_receipts(connection, cutoff, limit)
+                )
+                counts["messages"] = await self._drain(
+                    lambda: tables.expire_messages(connection, cutoff, limit)
+                )
+            counts["syncs"] = await self._drain(
+                lambda: tables.expire_syncs(connection, limit)
+            )
+        if any(counts.values()):
+            log.info("history_expired", **counts)
+        return counts.get("entries", 0)
+
+    async def _drain(self, expire: Callable[[], Awaitable[int]]) -> int:
+        """Run one bounded delete until it deletes less than a batch; return the total."""
+        total = 0
+        while True:
+            count = await expire()
+            total += count
+            if count < self._batch_max:
+                return total
 
     async def sweep_tombstones(self, groups: GroupStore) -> int:
         """Delete every tombstone older than a day, a batch per statement; return how many."""

@@ -32,9 +32,13 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
     <ns>.undeliverable  fanout  whatever could not reach a client
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
 
+      -> <ns>.offline.queries queue (classic; only with SWITCHBOARD_HISTORY on), bound to
+                              gateway.history, gateway.conversations, api.history,
+                              api.conversations and api.message: offline stores answer them
+                              from the inbox (a lost query is asked again by its client)
+
 Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
-them: router.sync, gateway.sync, gateway.history, gateway.conversations, and the queue
-<ns>.offline.queries.
+them: router.sync and gateway.sync.
 
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
@@ -133,6 +137,14 @@ STORE_READ_BINDINGS = (KEY_READ,)
 """Bindings of ``<ns>.offline.reads`` (history on)."""
 ROUTER_HISTORY_BINDINGS = (KEY_RECEIPTS,)
 """Bindings the routers' queue gains with history on."""
+QUERY_COMMANDS = ("history", "conversations", "message")
+"""The backend commands the offline store answers from the inbox (history on; the routers'
+queue gets them too, through ``api.#``, and leaves them to the store)."""
+STORE_QUERY_BINDINGS = (
+    KEY_HISTORY,
+    KEY_CONVERSATIONS,
+    *(API_KEY_PREFIX + command for command in QUERY_COMMANDS),
+)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
@@ -214,9 +226,9 @@ class Names:
 
     @property
     def store_queries_queue(self) -> str:
-        """History and conversations, apart from the sync windows of
-        ``<ns>.offline.control`` so that no query waits in front of a login (not declared
-        yet: nothing consumes it)."""
+        """History and conversations, frames and backend commands (history on), apart from
+        the sync windows of ``<ns>.offline.control`` so that no query waits in front of a
+        login. Classic: a lost query is asked again by its client."""
         return f"{self.namespace}.offline.queries"
 
     @property

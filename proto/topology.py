@@ -17,6 +17,7 @@ from proto.names import (
     STORE_ACK_BINDINGS,
     STORE_CONTROL_BINDINGS,
     STORE_GROUP_BINDINGS,
+    STORE_QUERY_BINDINGS,
     STORE_READ_BINDINGS,
     Names,
 )
@@ -109,6 +110,17 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
             QueueSpec(names.inbox_queue, shared_args),
             QueueSpec(names.store_reads_queue, shared_args),
         )
+        # Classic whatever SWITCHBOARD_QUEUE_TYPE says: a query lost with a broker node is
+        # asked again by its client, and an answer is worth nothing late.
+        queues += (
+            QueueSpec(
+                names.store_queries_queue,
+                {
+                    "x-queue-type": "classic",
+                    "x-dead-letter-exchange": names.dead_letter_exchange,
+                },
+            ),
+        )
     bindings: tuple[BindingSpec, ...] = (
         *(
             BindingSpec(names.router_queue, names.inbound_exchange, key)
@@ -147,6 +159,10 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
                 BindingSpec(names.router_queue, names.inbound_exchange, key)
                 for key in ROUTER_HISTORY_BINDINGS
             ),
+        )
+        bindings += tuple(
+            BindingSpec(names.store_queries_queue, names.inbound_exchange, key)
+            for key in STORE_QUERY_BINDINGS
         )
     return Topology(exchanges, queues, bindings)
 

@@ -31,7 +31,7 @@ from proto.errors import BadEnvelope
 from proto.items import RefusedItem
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
-from proto.names import GROUP_COMMANDS, KEY_BATCH, KEY_RECEIPTS
+from proto.names import GROUP_COMMANDS, KEY_BATCH, KEY_RECEIPTS, QUERY_COMMANDS
 from router import inbound, observability, routing
 from router.bus import Bus
 from router.group_changes import GroupApplier
@@ -236,9 +236,13 @@ class BatchRouter:
         added to ``dead_letters``, each alone with its reason; the others are routed."""
         routing_key = message.routing_key or ""
         if inbound.is_command(routing_key):
-            if inbound.command_name(routing_key) in GROUP_COMMANDS:
-                # The offline store's (<ns>.offline.groups): it answers, or has a router
-                # answer once the change is applied (group_changes.py).
+            name = inbound.command_name(routing_key)
+            if name in GROUP_COMMANDS or (
+                self._settings.history and name in QUERY_COMMANDS
+            ):
+                # The offline store's (<ns>.offline.groups, <ns>.offline.queries): it
+                # answers, bad input included, or has a router answer once a group change
+                # is applied (group_changes.py).
                 await settle(message.ack())
                 return []
             command = await self._accept_command(message, routing_key)

@@ -71,6 +71,7 @@ PURE_MODULES = (
     "offline_store/replay.py",
     "offline_store/markers.py",
     "router/receipts.py",
+    "offline_store/queries.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})

@@ -296,8 +296,10 @@ ROUTING = {
     KEY_INBOX: SPACE.inbox_queue,
     KEY_READ: SPACE.store_reads_queue,
     KEY_RECEIPTS: SPACE.router_queue,
+    KEY_HISTORY: SPACE.store_queries_queue,
+    KEY_CONVERSATIONS: SPACE.store_queries_queue,
 }
-NOT_BOUND_YET = frozenset((KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS))
+NOT_BOUND_YET = frozenset((KEY_SYNC, KEY_SYNC_MORE))
 """Keys of history and sync, named before anything consumes them: bound to no queue (one
 would fill up), so that a gateway publishing one with history on is told (a return)."""
 
@@ -338,6 +340,22 @@ def test_inbound_routing_key_reaches_exactly_its_queue(
 ) -> None:
     topology = shared_topology(SPACE, queue_type, history=True)
     assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == {queue}
+
+
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+def test_the_queries_queue_is_classic_and_takes_the_history_commands(
+    queue_type: str,
+) -> None:
+    topology = shared_topology(SPACE, queue_type, history=True)
+    (queries,) = [q for q in topology.queues if q.name == SPACE.store_queries_queue]
+    assert queries.arguments["x-queue-type"] == "classic"
+    for command in ("history", "conversations", "message"):
+        routed = routed_queues(topology, SPACE.inbound_exchange, f"api.{command}")
+        assert routed == {SPACE.router_queue, SPACE.store_queries_queue}
+    without = shared_topology(SPACE, queue_type)
+    assert routed_queues(without, SPACE.inbound_exchange, "api.history") == {
+        SPACE.router_queue
+    }
 
 
 def test_the_inbox_queue_exists_only_with_history() -> None:
