@@ -20,6 +20,7 @@ COPY runtime ./runtime
 COPY gateway ./gateway
 COPY router ./router
 COPY offline_store ./offline_store
+COPY switchboard ./switchboard
 RUN uv sync --frozen --no-default-groups --no-editable \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin switchboard
 ENV PATH="/app/.venv/bin:$PATH"

@@ -17,7 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "router", "offline_store")
 RUNTIME = "runtime"
 FIRST_PARTY = frozenset(
-    {"proto", RUNTIME, *SERVICES, "tests", "bench", "scripts", "switchboard_client"}
+    {
+        "proto",
+        RUNTIME,
+        *SERVICES,
+        "switchboard",
+        "tests",
+        "bench",
+        "scripts",
+        "switchboard_client",
+    }
 )
 IO_LIBRARIES = frozenset(
     {"aio_pika", "aiormq", "websockets", "redis", "asyncpg", "aiohttp"}
@@ -69,6 +78,7 @@ PURE_MODULES = (
     "offline_store/announcements.py",
     "offline_store/acked.py",
     "offline_store/replay.py",
+    "switchboard/cli.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
