@@ -1,7 +1,9 @@
 """``switchboard`` / ``python -m switchboard``: carry out what ``cli.parse`` read.
 
 Exit codes: those of the service it runs (``runtime/startup.py``); otherwise 0 on success, 1 when
-a backend command failed or was answered with an error, 2 for bad arguments or settings.
+a backend command failed or was answered with an error, or PostgreSQL could not be reached or a
+migration failed, 2 for bad arguments or settings, or a database the release's migrations do not
+match.
 """
 
 import asyncio
@@ -17,6 +19,7 @@ from proto import env
 from proto.errors import SettingsError
 from switchboard import backend
 from switchboard.cli import (
+    Migrate,
     MintToken,
     RunService,
     SendCommand,
@@ -52,10 +55,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(make_token(request.uid, secret, time.time(), request.ttl_s))
         return 0
+    if isinstance(request, Migrate):
+        return migrate()
     if isinstance(request, ShowTopology):
         print("\n".join(render_topology(request)))
         return 0
     return send(request)
+
+
+def migrate() -> int:
+    # Imported here: only this subcommand needs the offline store (and asyncpg).
+    import asyncpg
+
+    from offline_store import migrator
+    from offline_store.migrations import MigrationsInvalid
+    from offline_store.settings import Settings
+    from proto.errors import DependencyUnavailable
+    from proto.logs import configure_logging
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as error:
+        print(f"switchboard migrate: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        applied = asyncio.run(migrator.run(settings))
+    except DependencyUnavailable as error:
+        print(f"switchboard migrate: {error}", file=sys.stderr)
+        return 1
+    except MigrationsInvalid as error:
+        print(f"switchboard migrate: {error}", file=sys.stderr)
+        return 2
+    except asyncpg.PostgresError as error:
+        print(f"switchboard migrate: a migration failed: {error}", file=sys.stderr)
+        return 1
+    schema = settings.names.schema
+    if not applied:
+        print(f"switchboard migrate: the schema {schema} is up to date")
+    for migration in applied:
+        print(f"switchboard migrate: applied {migration.number:04d}_{migration.name}")
+    return 0
 
 
 def send(request: SendCommand) -> int:

@@ -34,6 +34,11 @@ class RunService:
 
 
 @dataclass(frozen=True, slots=True)
+class Migrate:
+    """``switchboard migrate``: create the offline store's tables, apply pending migrations."""
+
+
+@dataclass(frozen=True, slots=True)
 class MintToken:
     """``switchboard token UID``: print a development JWT, as ``make token`` does."""
 
@@ -61,7 +66,7 @@ class ShowTopology:
     namespace: str
 
 
-Request = RunService | MintToken | SendCommand | ShowTopology
+Request = RunService | Migrate | MintToken | SendCommand | ShowTopology
 
 
 def uid_argument(value: str) -> str:
@@ -105,6 +110,13 @@ def build_parser(environ: Mapping[str, str], version: str) -> argparse.ArgumentP
             help=f"run the {name.replace('-', ' ')} (python -m {module}); "
             "settings from SWITCHBOARD_* variables",
         )
+
+    subparsers.add_parser(
+        "migrate",
+        help="create the offline store's tables and apply its pending schema migrations "
+        "(SWITCHBOARD_POSTGRES_DSN, SWITCHBOARD_NAMESPACE, SWITCHBOARD_HISTORY), "
+        "before the offline stores of a new release start",
+    )
 
     token = subparsers.add_parser(
         "token",
@@ -181,6 +193,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str], version: str) -> Requ
     name = args.subcommand
     if name in SERVICES:
         return RunService(SERVICES[name])
+    if name == "migrate":
+        return Migrate()
     if name == "token":
         return MintToken(args.uid, args.ttl_s)
     if name == "topology":
