@@ -12,6 +12,7 @@ from proto.frames import MAX_PRESENCE_UIDS
 from switchboard import __main__ as entry
 from switchboard.cli import (
     COMMAND_TIMEOUT_S,
+    Migrate,
     MintToken,
     RunService,
     SendCommand,
@@ -42,6 +43,13 @@ def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 )
 def test_each_service_runs_as_its_module(subcommand: str, module: str) -> None:
     assert parsed(subcommand) == RunService(module)
+
+
+def test_migrate_takes_its_settings_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert parsed("migrate") == Migrate()
+    assert "unrecognized arguments" in refused(capsys, "migrate", "--dsn", "x")
 
 
 def test_version_comes_from_the_argument(capsys: pytest.CaptureFixture[str]) -> None:
