@@ -9,16 +9,22 @@ import sys
 import pytest
 
 from proto.codes import CloseCode
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, start_service
 from tests.support.stack import Stack
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.integration
 
 
-async def switchboard(*args: str, within_s: float = 20.0) -> tuple[int, str, str]:
-    """Run ``python -m switchboard ARGS`` to its exit; the exit code, stdout and stderr."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+async def switchboard(
+    *args: str, within_s: float = 20.0, environ: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``python -m switchboard ARGS`` to its exit, with no ``SWITCHBOARD_*`` variable but
+    those of ``environ``; the exit code, stdout and stderr."""
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        **(environ or {}),
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -89,3 +95,24 @@ async def test_the_broker_url_comes_from_the_option(stack: Stack) -> None:
     assert code == 1
     assert "cannot connect to RabbitMQ" in err
     assert "wrong" not in err, "the password must not be printed"
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "service"),
+    [("router", "router"), ("offline-store", "offline_store")],
+)
+async def test_a_service_runs_until_sigterm_and_exits_0(
+    stack: Stack, subcommand: str, service: str
+) -> None:
+    process = await start_service(subcommand, "switchboard", stack.env(), (subcommand,))
+    ready = await process.wait_for_event("service_ready")
+    assert ready["service"] == service
+    assert await process.stop() == 0
+
+
+async def test_a_service_exits_with_its_own_code_for_bad_settings() -> None:
+    code, _, err = await switchboard(
+        "gateway", environ={"SWITCHBOARD_NAMESPACE": "bad namespace"}
+    )
+    assert code == 2
+    assert err.startswith("gateway: SWITCHBOARD_")
