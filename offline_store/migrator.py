@@ -1,11 +1,11 @@
 """Apply the offline store's numbered schema migrations (``switchboard migrate``).
 
 Reads ``offline_store/migrations/*.sql``, and the namespace's ``<ns>.schema_migrations`` table
-(created here), lets ``migrations.py`` decide what is pending, and applies each pending migration
-in a transaction of its own with ``search_path`` set to the namespace's schema, recording it in
-the same transaction. The whole run holds the advisory lock that serialises the stores'
-``CREATE ... IF NOT EXISTS`` at startup, so that two runs, or a run and a starting store, never
-interleave.
+(created here), lets ``migration_plan.py`` decide what is pending, and applies each pending
+migration in a transaction of its own with ``search_path`` set to the namespace's schema,
+recording it in the same transaction. The whole run holds the advisory lock that serialises the
+stores' ``CREATE ... IF NOT EXISTS`` at startup, so that two runs, or a run and a starting
+store, never interleave.
 
 ``run`` is the whole of ``switchboard migrate``: the tables a store creates at startup (as
 ``app.py`` does; tests/integration/test_migrations.py compares the two), then the migrations.
@@ -20,7 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from offline_store.group_store import GroupStore
 from offline_store.inbox_tables import creation_statements
-from offline_store.migrations import Migration, parse, pending
+from offline_store.migration_plan import Migration, parse, pending
 from offline_store.settings import Settings
 from offline_store.store import open_store, quote_identifier, table_identifier
 from proto.names import Names

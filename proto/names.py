@@ -325,7 +325,7 @@ class Names:
     @property
     def schema_migrations_table(self) -> str:
         """The numbered schema migrations applied to the namespace's schema (``switchboard
-        migrate``, ``offline_store/migrations.py``)."""
+        migrate``, ``offline_store/migration_plan.py``)."""
         return f"{self.namespace}.schema_migrations"
 
     @property

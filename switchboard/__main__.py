@@ -68,7 +68,7 @@ def migrate() -> int:
     import asyncpg
 
     from offline_store import migrator
-    from offline_store.migrations import MigrationsInvalid
+    from offline_store.migration_plan import MigrationsInvalid
     from offline_store.settings import Settings
     from proto.errors import DependencyUnavailable
     from proto.logs import configure_logging

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from offline_store.migrations import Migration, MigrationsInvalid
+from offline_store.migration_plan import Migration, MigrationsInvalid
 from offline_store.migrator import migrate
 from proto import env
 from proto.env import DEFAULT_POSTGRES_DSN

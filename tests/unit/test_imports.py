@@ -78,7 +78,7 @@ PURE_MODULES = (
     "offline_store/announcements.py",
     "offline_store/acked.py",
     "offline_store/replay.py",
-    "offline_store/migrations.py",
+    "offline_store/migration_plan.py",
     "switchboard/cli.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from offline_store.migrations import Migration, MigrationsInvalid, parse, pending
+from offline_store.migration_plan import Migration, MigrationsInvalid, parse, pending
 from offline_store.migrator import load
 
 FILES = {
