@@ -1,5 +1,7 @@
 # One image for every Switchboard service; the command picks the service:
 #   docker run IMAGE gateway | router | offline_store
+# or the switchboard command (python -m switchboard), e.g. before a release's stores start:
+#   docker run IMAGE switchboard migrate
 # Settings come from SWITCHBOARD_* environment variables (README, "Configuration").
 FROM python:3.11-slim
 
@@ -20,6 +22,7 @@ COPY runtime ./runtime
 COPY gateway ./gateway
 COPY router ./router
 COPY offline_store ./offline_store
+COPY switchboard ./switchboard
 RUN uv sync --frozen --no-default-groups --no-editable \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin switchboard
 ENV PATH="/app/.venv/bin:$PATH"

@@ -18,7 +18,9 @@ SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 help:
 	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
 	@echo "                       an offline store and gateways on ws://127.0.0.1:8001/ws and :8002/ws"
-	@echo "                       and the web chat page on http://127.0.0.1:8000/"
+	@echo "                       and the web chat page on http://127.0.0.1:8000/; on a PostgreSQL"
+	@echo "                       that asks for a password, set SWITCHBOARD_POSTGRES_DSN=postgresql://"
+	@echo "                       USER:PASSWORD@127.0.0.1:5432/DATABASE (README, Quick start)"
 	@echo "make token USER=alice  print a development JWT for uid alice (valid 24 h)"
 	@echo "make test              every test (starts the local services if they are down)"
 	@echo "make unit              unit tests only (no services needed)"

@@ -33,6 +33,12 @@ POSTGRES_HINT = (
     "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
     " or point SWITCHBOARD_POSTGRES_DSN at a running server"
 )
+POSTGRES_AUTH_HINT = (
+    "check the user and its password in SWITCHBOARD_POSTGRES_DSN"
+    " (postgresql://USER:PASSWORD@HOST:5432/DATABASE), or give the password in PGPASSWORD"
+    " or ~/.pgpass"
+)
+"""For a server that refused the login (a stock Debian PostgreSQL asks for a scram password)."""
 ROW_ERRORS = (
     asyncpg.DataError,
     asyncpg.IntegrityConstraintViolationError,
@@ -310,9 +316,9 @@ async def open_store(
                 command_timeout=settings.query_timeout_s,
             )
     except Exception as exc:
-        raise unavailable(
-            "PostgreSQL", settings.postgres_dsn, exc, POSTGRES_HINT
-        ) from exc
+        refused = isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError)
+        hint = POSTGRES_AUTH_HINT if refused else POSTGRES_HINT
+        raise unavailable("PostgreSQL", settings.postgres_dsn, exc, hint) from exc
     try:
         store = Store(
             pool,

@@ -353,6 +353,12 @@ class Names:
         return self.namespace
 
     @property
+    def schema_migrations_table(self) -> str:
+        """The numbered schema migrations applied to the namespace's schema (``switchboard
+        migrate``, ``offline_store/migration_plan.py``)."""
+        return f"{self.namespace}.schema_migrations"
+
+    @property
     def undelivered_table(self) -> str:
         return f"{self.namespace}.undelivered"
 

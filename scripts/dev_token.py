@@ -2,6 +2,7 @@
 
 Development only: in a deployment, a login service issues the tokens. Used by
 ``make token USER=alice``; the token is valid for 24 hours unless ``--ttl-s`` says otherwise.
+``switchboard token alice`` does the same; both sign with ``switchboard.dev_token``.
 (The file is not called ``token.py``: that name would shadow the standard library's
 ``token`` module for every import made by this script.)
 """
@@ -12,19 +13,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-import jwt
-
 from proto import env
 from proto.errors import SettingsError
 from proto.rules import IDENTIFIER_CHARACTERS, MAX_ID_LENGTH, is_identifier
+from switchboard.dev_token import TTL_S, make_token
 
-TTL_S = 24 * 60 * 60.0
-
-
-def make_token(uid: str, secret: str, now_s: float, ttl_s: float = TTL_S) -> str:
-    """Return a JWT whose ``sub`` is ``uid``, valid from ``now_s`` for ``ttl_s`` seconds."""
-    claims = {"sub": uid, "iat": int(now_s), "exp": int(now_s + ttl_s)}
-    return jwt.encode(claims, secret, algorithm="HS256")
+__all__ = ["main", "make_token"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

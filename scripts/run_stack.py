@@ -9,7 +9,8 @@ It also serves the web chat page (``web/``, and the JavaScript client from ``cli
 http://127.0.0.1:8000/, with ``/config.json`` (the gateway URLs) and a development-only
 ``POST /dev/token {"uid": ...} -> {"token": ...}``. The token endpoint is off unless turned on
 (this script turns it on) and refuses to sign with any secret but the development one.
-``--web-only --gateway-url URL ...`` serves the page for gateways started elsewhere (tests).
+``--web-only --gateway-url URL ...`` serves the page for gateways started elsewhere (tests, and
+docker-compose.yml with ``--web-host 0.0.0.0``).
 """
 
 import argparse
@@ -363,6 +364,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--web-port", type=int, default=WEB_PORT)
     parser.add_argument(
+        "--web-host",
+        default=WEB_HOST,
+        help="address the page listens on (default: loopback; 0.0.0.0 in a container)",
+    )
+    parser.add_argument(
         "--gateway-url",
         action="append",
         default=[],
@@ -379,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in SERVICES
         if s.is_gateway
     )
-    web = WebSettings(WEB_HOST, args.web_port, gateway_urls, secret, dev_tokens=True)
+    web = WebSettings(
+        args.web_host, args.web_port, gateway_urls, secret, dev_tokens=True
+    )
     if args.web_only:
         return asyncio.run(run_web_only(web))
     missing = [

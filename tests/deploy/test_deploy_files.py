@@ -1,5 +1,6 @@
 """Offline validation of the deployment files: docker-compose.yml, the Dockerfile, and yamllint
-on every YAML file. The Kustomize overlay is checked in test_kubernetes.py and
+on every YAML file. test_compose.py checks the compose file's credentials, plugins, persistence
+and web page. The Kustomize overlay is checked in test_kubernetes.py and
 test_kubernetes_crds.py, the alerts and the dashboard in test_monitoring.py. Nothing here needs
 Docker or a cluster; ``make deploy-tools`` installs ``kubectl`` and ``promtool``, and the dev
 dependencies bring check-jsonschema, kubernetes-validate and yamllint. A missing tool fails
@@ -39,8 +40,9 @@ def test_compose_runs_the_whole_stack_with_healthchecks() -> None:
         "offline-store",
         "gateway-1",
         "gateway-2",
+        "web",
     }
-    assert services["rabbitmq"]["image"].endswith("-management")
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:")
     for name, service in services.items():
         assert "healthcheck" in service, name
         for dependency in service.get("depends_on", {}).values():

@@ -61,6 +61,21 @@ async def test_unreachable_postgresql_exits_1_with_one_line(stack: Stack) -> Non
     assert SECRET not in stdout + stderr
 
 
+async def test_a_refused_postgresql_login_says_to_check_the_dsn(stack: Stack) -> None:
+    # This server trusts every local login it knows; a user it does not know is refused as a
+    # wrong password is (SQLSTATE class 28: invalid authorization).
+    dsn = f"postgresql://no_such_user:{SECRET}@127.0.0.1:5432/postgres"
+    code, stdout, stderr = await run_until_exit(
+        "offline_store", stack.env(**{env.POSTGRES_DSN: dsn})
+    )
+    assert code == 1
+    line = one_line(stderr)
+    assert "no_such_user" in line
+    assert "check the user and its password in SWITCHBOARD_POSTGRES_DSN" in line
+    assert "pg_ctlcluster" not in line
+    assert SECRET not in stdout + stderr
+
+
 @pytest.mark.parametrize(
     ("module", "variable", "value"),
     [

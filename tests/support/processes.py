@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,13 +127,16 @@ def service_environment(env: dict[str, str]) -> dict[str, str]:
     return full_env
 
 
-async def spawn_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
-    """Start ``python -m module`` with ``env`` over this process's environment, collecting
-    its output; return at once."""
+async def spawn_service(
+    name: str, module: str, env: dict[str, str], args: Sequence[str] = ()
+) -> ServiceProcess:
+    """Start ``python -m module [args]`` with ``env`` over this process's environment,
+    collecting its output; return at once."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         module,
+        *args,
         cwd=REPO_ROOT,
         env=service_environment(env),
         stdin=asyncio.subprocess.DEVNULL,
@@ -145,9 +149,11 @@ async def spawn_service(name: str, module: str, env: dict[str, str]) -> ServiceP
     return service
 
 
-async def start_service(name: str, module: str, env: dict[str, str]) -> ServiceProcess:
+async def start_service(
+    name: str, module: str, env: dict[str, str], args: Sequence[str] = ()
+) -> ServiceProcess:
     """``spawn_service``, then wait until the service logs that it is ready."""
-    service = await spawn_service(name, module, env)
+    service = await spawn_service(name, module, env, args)
     try:
         await service.wait_for_event(READY_EVENT, within_s=START_TIMEOUT_S)
     except BaseException:

@@ -17,7 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "router", "offline_store")
 RUNTIME = "runtime"
 FIRST_PARTY = frozenset(
-    {"proto", RUNTIME, *SERVICES, "tests", "bench", "scripts", "switchboard_client"}
+    {
+        "proto",
+        RUNTIME,
+        *SERVICES,
+        "switchboard",
+        "tests",
+        "bench",
+        "scripts",
+        "switchboard_client",
+    }
 )
 IO_LIBRARIES = frozenset(
     {"aio_pika", "aiormq", "websockets", "redis", "asyncpg", "aiohttp"}
@@ -72,6 +81,8 @@ PURE_MODULES = (
     "offline_store/markers.py",
     "router/receipts.py",
     "offline_store/queries.py",
+    "offline_store/migration_plan.py",
+    "switchboard/cli.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})

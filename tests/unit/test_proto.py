@@ -164,6 +164,7 @@ def test_every_name_of_a_namespace() -> None:
         "rate_key": "ns:rate:x1:x1",
         "redis_pattern": "ns:*",
         "schema": "ns",
+        "schema_migrations_table": "ns.schema_migrations",
         "undelivered_table": "ns.undelivered",
         "store_queries_queue": "ns.offline.queries",
         "store_reads_queue": "ns.offline.reads",
