@@ -19,7 +19,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import ChannelPreconditionFailed
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from proto import env
 from proto.errors import SettingsError
@@ -159,6 +159,29 @@ class Broker:
     async def declare(self, topology: Topology) -> dict[str, AbstractQueue]:
         """Declare ``topology`` on the publishing channel (see ``declare``)."""
         return await declare(self.publisher.channel, topology, self._declare_timeout_s)
+
+    async def exists(self, topology: Topology) -> bool:
+        """Tell whether every exchange and queue of ``topology`` exists already.
+
+        Passive declares, which take no permission (https://www.rabbitmq.com/docs/access-control):
+        a service whose user may not configure the shared names (a gateway's) finds what the
+        definitions import, a router or an offline store declared. On a channel of its own,
+        since the broker closes the channel at the first name missing.
+        """
+        timeout_s = self._declare_timeout_s
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            for exchange in topology.exchanges:
+                await channel.declare_exchange(
+                    exchange.name, passive=True, timeout=timeout_s
+                )
+            for queue in topology.queues:
+                await channel.declare_queue(queue.name, passive=True, timeout=timeout_s)
+        except ChannelNotFoundEntity:
+            return False
+        finally:
+            await finish_within(timeout_s, channel.close(), "channel_close_failed")
+        return True
 
     async def consume(self, topology: Topology, on_message: OnMessage) -> Consumer:
         """Declare ``topology`` (one queue and its bindings) on a channel of its own, with the
