@@ -19,7 +19,7 @@ from proto.definitions import (
 from proto.names import Names
 from proto.topology import shared_topology
 
-HINT = "run `python -m proto.definitions` and commit k8s/rabbitmq/definitions.json"
+HINT = "run `make schemas` and commit k8s/rabbitmq/definitions.json"
 NAMES = Names("sb")
 GRANTED = definitions.permissions(NAMES)
 TOPICS = definitions.topic_permissions(NAMES)
