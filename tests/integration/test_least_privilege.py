@@ -21,6 +21,7 @@ from urllib.parse import quote
 import aio_pika
 import aiohttp
 import aiormq
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
@@ -65,11 +66,13 @@ class Users:
 
 
 @pytest.fixture
-async def users(stack: Stack) -> AsyncIterator[Users]:
+async def users(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Users]:
+    """The role users; parametrized (indirectly) with whether history is on."""
+    history: bool = getattr(request, "param", False)
     names = stack.names
     vhost = f"{names.namespace}-vhost"
     passwords = {role: secrets.token_hex(16) for role in ROLES}
-    document = definitions.definitions(names, vhost, queue_type="quorum")
+    document = definitions.definitions(names, vhost, "quorum", history)
     for user in document["users"]:
         role = user["name"].removeprefix(f"{names.namespace}-")
         user["password_hash"] = password_hash(passwords[role])
@@ -95,7 +98,11 @@ async def users(stack: Stack) -> AsyncIterator[Users]:
     try:
         await eventually(monitor_connects, within_s=20)
         stack.settings.update(
-            {env.QUEUE_TYPE: "quorum", env.API_AMQP_URL: found.url(BACKEND)}
+            {
+                env.QUEUE_TYPE: "quorum",
+                env.API_AMQP_URL: found.url(BACKEND),
+                env.HISTORY: "on" if history else "off",
+            }
         )
         yield found
     finally:
@@ -170,6 +177,18 @@ def declare_queue(name: str) -> Callable[[AbstractChannel], Awaitable[object]]:
     return act
 
 
+def bind_own_queue(
+    queue: str, exchange: str, routing_key: str
+) -> Callable[[AbstractChannel], Awaitable[object]]:
+    """Bind a queue the user may declare to ``exchange``: reading what goes through it."""
+
+    async def act(channel: AbstractChannel) -> object:
+        declared = await channel.declare_queue(queue, auto_delete=True)
+        return await declared.bind(exchange, routing_key)
+
+    return act
+
+
 def consume(name: str) -> Callable[[AbstractChannel], Awaitable[object]]:
     async def act(channel: AbstractChannel) -> object:
         queue = await channel.declare_queue(name, passive=True)
@@ -178,6 +197,9 @@ def consume(name: str) -> Callable[[AbstractChannel], Awaitable[object]]:
     return act
 
 
+@pytest.mark.parametrize(
+    "users", [False, True], indirect=True, ids=["history-off", "history-on"]
+)
 async def test_each_role_does_its_part_of_a_chat_with_its_own_user(
     stack: Stack, users: Users
 ) -> None:
@@ -190,7 +212,7 @@ async def test_each_role_does_its_part_of_a_chat_with_its_own_user(
     await bob.ack(message["mid"])
     # Router -> offline store; the store replays to the next login (deliveries exchange).
     later = await alice.send_message("carol", {"text": "later"})
-    await eventually(lambda: _stored(stack, "carol"), within_s=10)
+    await eventually(lambda: _stored(stack, "carol", later["mid"]), within_s=10)
     carol = await stack.connect(1, uid="carol")
     await carol.expect_message(mid=later["mid"])
     # A backend command through the HTTP API, answered by the router (the default exchange).
@@ -207,13 +229,28 @@ async def test_each_role_does_its_part_of_a_chat_with_its_own_user(
     await bob.expect_message(mid=mid)
 
 
-async def _stored(stack: Stack, uid: str) -> bool | None:
-    return True if await stack.stored_mids(uid) else None
+async def _stored(stack: Stack, uid: str, mid: str) -> bool | None:
+    """The offline store holds ``mid`` for ``uid``: in its inbox with history on (routers hand
+    every message to the stores), else with the undelivered rows."""
+    if stack.settings[env.HISTORY] == "off":
+        return True if mid in await stack.stored_mids(uid) else None
+    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
+    try:
+        found = await pg.fetchval(
+            f"SELECT count(*) FROM {stack.names.inbox_table} WHERE uid = $1 AND mid = $2",
+            uid,
+            mid,
+        )
+    finally:
+        await pg.close()
+    return True if found else None
 
 
 async def test_a_gateways_user_is_refused_all_but_its_own_part(
     stack: Stack, users: Users
 ) -> None:
+    """Another gateway's queue is not among the refusals: every gateway shares one user, and
+    its queues one pattern (docs/operations.md, "RabbitMQ users and permissions")."""
     names, url = users.names, users.url(GATEWAY)
     await stack.start_gateway(**{env.AMQP_URL: url})
     await refused(url, publish(names.inbound_exchange, api_key("send")))
@@ -226,6 +263,10 @@ async def test_a_gateways_user_is_refused_all_but_its_own_part(
     await refused(url, declare_queue(f"{names.namespace}.other"))
     await refused(url, consume(names.router_queue))
     await refused(url, consume(names.offline_queue))
+    # Listening in: every frame of every gateway, the backends' events.
+    own = names.gateway_queue("listener")
+    await refused(url, bind_own_queue(own, names.inbound_exchange, "#"))
+    await refused(url, bind_own_queue(own, names.events_exchange, "#"))
     # Its own part: frames to the routers, the handover to the offline store.
     await allowed(url, publish(names.inbound_exchange, KEY_SEND))
     await allowed(url, publish(names.undeliverable_exchange, ""))
