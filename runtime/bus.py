@@ -20,6 +20,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aiormq.exceptions import ChannelAccessRefused
 
 from proto import env
 from proto.errors import SettingsError
@@ -92,7 +93,8 @@ async def declare(
     Raises:
         SettingsError: a queue or exchange exists with other arguments (RabbitMQ answers
             PRECONDITION_FAILED), as when the shared queues were declared with another
-            ``SWITCHBOARD_QUEUE_TYPE``.
+            ``SWITCHBOARD_QUEUE_TYPE``; or the user may not declare it (ACCESS_REFUSED: its
+            permissions are not those of this release's definitions).
     """
     try:
         for exchange in topology.exchanges:
@@ -120,6 +122,14 @@ async def declare(
         raise SettingsError(
             f"{env.QUEUE_TYPE}: a queue or exchange exists with other arguments "
             f"({exc.args[0] if exc.args else exc})"
+        ) from exc
+    except ChannelAccessRefused as exc:
+        # RabbitMQ's reason names the user, the resource and the vhost, never a password.
+        raise SettingsError(
+            f"{env.AMQP_URL}: RabbitMQ refused a declaration "
+            f"({exc.args[0] if exc.args else exc}); give this user its role's permissions "
+            "from the definitions of this release (k8s/rabbitmq/definitions.json, "
+            "python -m proto.definitions)"
         ) from exc
     return queues
 

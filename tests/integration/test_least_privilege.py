@@ -28,6 +28,7 @@ from aio_pika.abc import AbstractChannel
 from proto import definitions, env
 from proto.definitions import BACKEND, GATEWAY, MONITOR, ROLES, ROUTER, STORE
 from proto.names import KEY_REPLAY, KEY_SEND, Names, api_key
+from tests.support.processes import run_until_exit
 from tests.support.stack import Stack, free_port
 from tests.support.timing import eventually, scaled
 
@@ -270,6 +271,27 @@ async def test_a_gateways_user_is_refused_all_but_its_own_part(
     # Its own part: frames to the routers, the handover to the offline store.
     await allowed(url, publish(names.inbound_exchange, KEY_SEND))
     await allowed(url, publish(names.undeliverable_exchange, ""))
+
+
+async def test_a_gateway_that_may_not_declare_what_is_missing_exits_2_with_one_line(
+    stack: Stack, users: Users
+) -> None:
+    # As after an upgrade that adds a shared queue, before its definitions were imported.
+    names = users.names
+    connection = await aio_pika.connect(users.url(ROUTER), timeout=scaled(5))
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(names.router_queue)
+    code, stdout, stderr = await run_until_exit(
+        "gateway", stack.env(**{env.AMQP_URL: users.url(GATEWAY)})
+    )
+    assert code == 2, stderr
+    (line,) = stderr.strip().splitlines()
+    assert env.AMQP_URL in line
+    assert "ACCESS_REFUSED" in line
+    assert "k8s/rabbitmq/definitions.json" in line
+    assert users.passwords[GATEWAY] not in stdout + stderr
+    assert "service_ready" not in stdout
 
 
 async def test_backends_and_the_monitor_are_refused_the_services_part(
