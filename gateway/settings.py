@@ -335,7 +335,7 @@ def api_amqp_url(
     if not environ.get(env.API_AMQP_URL, ""):
         raise SettingsError(
             f"{env.API_AMQP_URL} must be set with {env.HTTP_PORT}: the HTTP API publishes "
-            "api.* commands as a backend user, whom the gateway's user is not "
+            "api.* commands as the backend's RabbitMQ user, never as the gateway's "
             f"(docs/operations.md), or {env.DEVELOPMENT}=on for local development only"
         )
     return env.url(environ, env.API_AMQP_URL, amqp_url)
