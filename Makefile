@@ -32,7 +32,8 @@ help:
 	@echo "                       for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
-	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
+	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes,"
+	@echo "                       and k8s/rabbitmq/definitions.json from the topology"
 	@echo "make venv              create .venv from uv.lock: the project with its dev and bench"
 	@echo "                       dependencies and the Python client (clients/python), editable"
 	@echo "make lock              update uv.lock: every dependency to the newest release that"
@@ -114,6 +115,7 @@ fmt: venv
 
 schemas: venv
 	$(BIN)/python -m proto.schemagen
+	$(BIN)/python -m proto.definitions
 
 # tests/deploy/ renders the Kustomize overlay with `kubectl kustomize`, offline: it needs the
 # kustomize 5 of kubectl 1.27 or later (components, `labels` on pod templates), which this

@@ -192,7 +192,12 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
             ``SWITCHBOARD_QUEUE_TYPE``).
     """
     async with open_broker(settings, settings.publish_timeout_s) as broker:
-        await broker.declare(shared_topology(settings.names, settings.queue_type))
+        shared = shared_topology(settings.names, settings.queue_type)
+        # Declared by whichever service starts first, so that frames wait for the routers.
+        # A gateway whose user may configure its own queue only (k8s/rabbitmq) finds them
+        # imported with the definitions, and declares nothing shared.
+        if not await broker.exists(shared):
+            await broker.declare(shared)
         # Declared now, consumed once the hub is ready: a delivery waits in it till then.
         await broker.declare(own_topology(settings))
         bus = Bus(settings, broker)

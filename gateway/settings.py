@@ -180,7 +180,7 @@ class Settings(ServiceSettings):
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=env.text(environ, env.HTTP_HOST, host),
-            api_amqp_url=env.url(environ, env.API_AMQP_URL, common["amqp_url"]),
+            api_amqp_url=api_amqp_url(environ, http_port, common["amqp_url"]),
             command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
             api_key=""
             if http_port is None
@@ -322,3 +322,20 @@ def default_gateway_id() -> str:
     """The host name (a pod's name) and a random suffix: a restarted process gets a new queue."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:50] or "gateway"
     return f"{host}-{secrets.token_hex(4)}"
+
+
+def api_amqp_url(
+    environ: Mapping[str, str], http_port: int | None, amqp_url: str
+) -> str:
+    """The HTTP API's own broker URL: a backend user that may publish ``api.*``, which the
+    gateway's user may not. Required with the HTTP API; falls back to the gateway's URL only
+    without it or in development (``SWITCHBOARD_DEVELOPMENT=on``)."""
+    if http_port is None or env.is_development(environ):
+        return env.url(environ, env.API_AMQP_URL, amqp_url)
+    if not environ.get(env.API_AMQP_URL, ""):
+        raise SettingsError(
+            f"{env.API_AMQP_URL} must be set with {env.HTTP_PORT}: the HTTP API publishes "
+            "api.* commands as the backend's RabbitMQ user, never as the gateway's "
+            f"(docs/operations.md), or {env.DEVELOPMENT}=on for local development only"
+        )
+    return env.url(environ, env.API_AMQP_URL, amqp_url)

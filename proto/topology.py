@@ -1,9 +1,12 @@
 """The AMQP topology as data: which exchanges, queues and bindings exist, with their arguments.
 
-Every service declares the shared part at startup (declarations are idempotent), so that a frame
-accepted by a gateway waits in the router's queue even before any router has started, and a
-gateway declares its own queue. The I/O lives in ``runtime/bus.py``; this module only says what
-to declare. Argument names are RabbitMQ's (https://www.rabbitmq.com/docs/queues#optional-arguments).
+Routers and offline stores declare the shared part at startup (declarations are idempotent),
+and a gateway declares it when it is missing, so that a frame accepted by a gateway waits in
+the router's queue even before any router has started; a gateway declares its own queue. The
+RabbitMQ definitions (``definitions.py``) carry the shared part too, with the permissions of
+each role's user, which let a gateway configure its own queue only. The I/O lives in
+``runtime/bus.py``; this module only says what to declare. Argument names are RabbitMQ's
+(https://www.rabbitmq.com/docs/queues#optional-arguments).
 """
 
 from collections.abc import Mapping

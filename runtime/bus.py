@@ -19,7 +19,8 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import ChannelPreconditionFailed
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aiormq.exceptions import ChannelAccessRefused
 
 from proto import env
 from proto.errors import SettingsError
@@ -92,7 +93,8 @@ async def declare(
     Raises:
         SettingsError: a queue or exchange exists with other arguments (RabbitMQ answers
             PRECONDITION_FAILED), as when the shared queues were declared with another
-            ``SWITCHBOARD_QUEUE_TYPE``.
+            ``SWITCHBOARD_QUEUE_TYPE``; or the user may not declare it (ACCESS_REFUSED: its
+            permissions are not those of this release's definitions).
     """
     try:
         for exchange in topology.exchanges:
@@ -120,6 +122,14 @@ async def declare(
         raise SettingsError(
             f"{env.QUEUE_TYPE}: a queue or exchange exists with other arguments "
             f"({exc.args[0] if exc.args else exc})"
+        ) from exc
+    except ChannelAccessRefused as exc:
+        # RabbitMQ's reason names the user, the resource and the vhost, never a password.
+        raise SettingsError(
+            f"{env.AMQP_URL}: RabbitMQ refused a declaration "
+            f"({exc.args[0] if exc.args else exc}); give this user its role's permissions "
+            "from the definitions of this release (k8s/rabbitmq/definitions.json, "
+            "python -m proto.definitions)"
         ) from exc
     return queues
 
@@ -159,6 +169,29 @@ class Broker:
     async def declare(self, topology: Topology) -> dict[str, AbstractQueue]:
         """Declare ``topology`` on the publishing channel (see ``declare``)."""
         return await declare(self.publisher.channel, topology, self._declare_timeout_s)
+
+    async def exists(self, topology: Topology) -> bool:
+        """Tell whether every exchange and queue of ``topology`` exists already.
+
+        Passive declares, which take no permission (https://www.rabbitmq.com/docs/access-control):
+        a service whose user may not configure the shared names (a gateway's) finds what the
+        definitions import, a router or an offline store declared. On a channel of its own,
+        since the broker closes the channel at the first name missing.
+        """
+        timeout_s = self._declare_timeout_s
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            for exchange in topology.exchanges:
+                await channel.declare_exchange(
+                    exchange.name, passive=True, timeout=timeout_s
+                )
+            for queue in topology.queues:
+                await channel.declare_queue(queue.name, passive=True, timeout=timeout_s)
+        except ChannelNotFoundEntity:
+            return False
+        finally:
+            await finish_within(timeout_s, channel.close(), "channel_close_failed")
+        return True
 
     async def consume(self, topology: Topology, on_message: OnMessage) -> Consumer:
         """Declare ``topology`` (one queue and its bindings) on a channel of its own, with the

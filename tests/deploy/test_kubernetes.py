@@ -16,9 +16,9 @@ from tests.deploy.tools import (
     CRD_KINDS,
     DEPLOYMENTS,
     K8S,
+    MONITOR_SECRET,
     OVERLAY,
-    SECRET_KEYS,
-    SECRET_NAME,
+    SECRETS,
     Manifest,
     config,
     named,
@@ -251,19 +251,39 @@ def test_network_policies_open_each_port_to_its_audience_only(
 
 def test_apply_never_writes_a_secret(manifests: list[Manifest]) -> None:
     assert not of_kind(manifests, "Secret")
-    referenced = set()
     for name in DEPLOYMENTS:
         (container,) = pod_spec(manifests, name)["containers"]
-        referenced |= {
+        referenced = [
             source["secretRef"]["name"]
             for source in container["envFrom"]
             if "secretRef" in source
+        ]
+        assert referenced == [SECRETS[name][0]], name
+    examples = list(
+        yaml.safe_load_all((K8S / "examples" / "external-secret.yaml").read_text())
+    )
+    assert {example["kind"] for example in examples} == {"ExternalSecret"}
+    made = {
+        example["spec"]["target"]["name"]: {
+            item["secretKey"] for item in example["spec"]["data"]
         }
-    assert referenced == {SECRET_NAME}
-    example = yaml.safe_load((K8S / "examples" / "external-secret.yaml").read_text())
-    assert example["kind"] == "ExternalSecret"
-    assert example["spec"]["target"]["name"] == SECRET_NAME
-    assert {item["secretKey"] for item in example["spec"]["data"]} == SECRET_KEYS
+        for example in examples
+    }
+    assert made == dict([*SECRETS.values(), MONITOR_SECRET])
+
+
+def test_only_gateways_hold_the_jwt_key_and_only_their_own_dependency(
+    manifests: list[Manifest],
+) -> None:
+    holders = {
+        variable: {name for name, (_, keys) in SECRETS.items() if variable in keys}
+        for variable in (env.JWT_SECRET, env.REDIS_URL, env.POSTGRES_DSN)
+    }
+    assert holders == {
+        env.JWT_SECRET: {"switchboard-gateway"},
+        env.REDIS_URL: {"switchboard-router"},
+        env.POSTGRES_DSN: {"switchboard-offline-store"},
+    }
 
 
 def quantity_bytes(quantity: str) -> int:

@@ -12,8 +12,7 @@ from typing import Any
 from proto.names import Names
 from tests.deploy.tools import (
     DEPLOYMENTS,
-    SECRET_KEYS,
-    SECRET_NAME,
+    MONITOR_SECRET,
     Manifest,
     config,
     named,
@@ -140,10 +139,10 @@ def test_routers_and_stores_scale_on_the_queues_they_consume(
     (host,) = authentication["spec"]["secretTargetRef"]
     assert host == {
         "parameter": "host",
-        "name": SECRET_NAME,
+        "name": MONITOR_SECRET[0],
         "key": "SWITCHBOARD_AMQP_URL",
     }
-    assert host["key"] in SECRET_KEYS
+    assert host["key"] in MONITOR_SECRET[1]
     scaled = {
         so["spec"]["scaleTargetRef"]["name"]: so
         for so in of_kind(manifests, "ScaledObject")

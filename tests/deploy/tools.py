@@ -26,11 +26,25 @@ DASHBOARD = ROOT / "dashboards" / "switchboard.json"
 Manifest = dict[str, Any]
 
 DEPLOYMENTS = ("switchboard-gateway", "switchboard-router", "switchboard-offline-store")
-SECRET_NAME = "switchboard-secrets"
-SECRET_KEYS = frozenset(
-    {env.AMQP_URL, env.REDIS_URL, env.POSTGRES_DSN, env.JWT_SECRET, env.API_KEY}
-)
-"""The Secret every service reads, and its keys: made outside `kubectl apply -k`."""
+SECRETS = {
+    "switchboard-gateway": (
+        "switchboard-gateway-secrets",
+        frozenset({env.AMQP_URL, env.API_AMQP_URL, env.JWT_SECRET, env.API_KEY}),
+    ),
+    "switchboard-router": (
+        "switchboard-router-secrets",
+        frozenset({env.AMQP_URL, env.REDIS_URL}),
+    ),
+    "switchboard-offline-store": (
+        "switchboard-offline-store-secrets",
+        frozenset({env.AMQP_URL, env.POSTGRES_DSN}),
+    ),
+}
+"""Deployment -> the Secret it reads and that Secret's keys, made outside `kubectl apply -k`:
+each pod holds its own credentials only (a gateway no database's, a router or a store no JWT
+key), each with its role's RabbitMQ user (k8s/rabbitmq/definitions.json)."""
+MONITOR_SECRET = ("switchboard-monitor-secrets", frozenset({env.AMQP_URL}))
+"""The Secret KEDA reads queue depths with: the monitor's RabbitMQ user."""
 PROMQL_WORDS = frozenset(
     {
         *("sum", "max", "min", "avg", "count", "topk"),

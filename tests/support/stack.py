@@ -22,6 +22,8 @@ from tests.support.tokens import TEST_JWT_SECRET, make_token
 # Short deadlines so that failure paths resolve within a test's time.
 TEST_SETTINGS = {
     env.JWT_SECRET: TEST_JWT_SECRET,
+    # The HTTP API's own user, required with SWITCHBOARD_HTTP_PORT: here guest, as the rest.
+    env.API_AMQP_URL: env.DEFAULT_AMQP_URL,
     env.HEARTBEAT_INTERVAL_S: "0.5",
     env.GATEWAY_TTL_S: "3",
     env.ORPHAN_TTL_S: "2",

@@ -10,6 +10,8 @@ from proto.errors import SettingsError
 from tests.support.tokens import TEST_JWT_SECRET
 
 BASE = {env.JWT_SECRET: TEST_JWT_SECRET}
+BACKEND_URL = "amqp://switchboard-backend:s3cret-backend@rabbitmq:5672/"
+API = {env.HTTP_PORT: "8080", env.API_KEY: "k" * 16, env.API_AMQP_URL: BACKEND_URL}
 
 
 def test_defaults_accept_any_origin_and_hs256() -> None:
@@ -100,8 +102,19 @@ def test_a_public_key_file_is_read(tmp_path: Path) -> None:
 
 
 def test_http_api_binds_its_own_host_or_the_gateways() -> None:
-    with_api = {**BASE, env.HTTP_PORT: "8080", env.API_KEY: "k" * 16}
+    with_api = {**BASE, **API}
     default = Settings.from_env({**with_api, env.GATEWAY_HOST: "10.0.0.5"})
     assert (default.host, default.http_host) == ("10.0.0.5", "10.0.0.5")
     apart = Settings.from_env({**with_api, env.HTTP_HOST: "127.0.0.1"})
     assert (apart.host, apart.http_host) == ("0.0.0.0", "127.0.0.1")
+
+
+def test_the_http_api_needs_a_broker_user_of_its_own() -> None:
+    without = {**BASE, env.HTTP_PORT: "8080", env.API_KEY: "k" * 16}
+    with pytest.raises(SettingsError, match=f"^{env.API_AMQP_URL} must be set"):
+        Settings.from_env(without)
+    assert Settings.from_env({**BASE, **API}).api_amqp_url == BACKEND_URL
+    development = Settings.from_env({**without, env.DEVELOPMENT: "on"})
+    assert development.api_amqp_url == development.amqp_url
+    # Without the HTTP API nothing uses it, and nothing needs it.
+    assert Settings.from_env(BASE).http_port is None

@@ -112,7 +112,12 @@ def test_the_development_flag_accepts_the_placeholders(secret: str) -> None:
 
 
 def test_the_api_key_is_refused_when_it_is_a_placeholder() -> None:
-    environ = {**BASE, env.HTTP_PORT: "0", env.API_KEY: K8S_PLACEHOLDER}
+    environ = {
+        **BASE,
+        env.HTTP_PORT: "0",
+        env.API_KEY: K8S_PLACEHOLDER,
+        env.API_AMQP_URL: env.DEFAULT_AMQP_URL,
+    }
     with pytest.raises(SettingsError, match=f"^{env.API_KEY} is a public placeholder"):
         Settings.from_env(environ)
     on = Settings.from_env({**environ, env.DEVELOPMENT: "on"})
