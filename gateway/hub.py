@@ -112,6 +112,7 @@ class Hub:
             except Exception:
                 # The router also drops presence entries that lead to no connection (see stale).
                 log.warning("presence_removal_failed", exc_info=True)
+        observability.count_close(connection.websocket.protocol)
         log.info(
             "connection_closed", unacked=count, code=connection.websocket.close_code
         )

@@ -11,6 +11,7 @@ import asyncio
 import structlog
 from websockets.exceptions import ConnectionClosed
 
+from gateway import observability
 from gateway.bus import Bus
 from gateway.connection import Connection
 from gateway.fanout import reannouncements
@@ -54,6 +55,7 @@ class Liveness:
                 await self._bus.publish_inbound(
                     KEY_HEARTBEAT, envelopes.encode(heartbeat)
                 )
+                observability.count_heartbeat()
             except Exception:
                 log.warning("heartbeat_failed", exc_info=True)
             await asyncio.sleep(interval_s)

@@ -11,7 +11,7 @@ from collections.abc import Sized
 from prometheus_client import Counter, Gauge, Histogram
 
 from proto import envelopes, frames, metrics
-from proto.codes import ErrorCode
+from proto.codes import CloseCode, ErrorCode
 from proto.mids import MID_PATTERN, mid_time_ms
 from proto.names import GATEWAY_TO_ROUTER_KEYS, KEY_ACK, KEY_ACK_BATCH, KEY_BATCH
 from runtime.metrics import ERRORS, REGISTRY
@@ -80,6 +80,17 @@ PRESSURE_HANDOVERS = Counter(
     "Unacknowledged copies handed to the offline store: pinned deliveries neared the prefetch.",
     registry=REGISTRY,
 )
+CLOSES = Counter(
+    metrics.CLOSES_TOTAL,
+    "WebSocket closes this gateway started, by close code.",
+    [metrics.LABEL_CODE],
+    registry=REGISTRY,
+)
+HEARTBEATS = Counter(
+    metrics.HEARTBEATS_TOTAL,
+    "Heartbeats published to the routers and confirmed by the broker.",
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     metrics.RATE_LIMITED_TOTAL,
     "Frames answered rate_limited, by the limit that refused them.",
@@ -100,6 +111,21 @@ for _code in ERROR_CODES:
 _RATE_LIMITED_BY_LIMIT = {
     limit: RATE_LIMITED.labels(limit) for limit in metrics.RATE_LIMITS
 }
+_CLOSES_BY_CODE = {int(code): CLOSES.labels(str(int(code))) for code in CloseCode}
+
+
+class SentClose(typing.Protocol):
+    code: int
+
+
+class ClosingProtocol(typing.Protocol):
+    """What ``count_close`` reads of a connection's websockets protocol state."""
+
+    @property
+    def close_sent(self) -> SentClose | None: ...
+
+    @property
+    def close_rcvd_then_sent(self) -> bool | None: ...
 
 
 _TYPE_KEY = b'"type":"'
@@ -164,6 +190,23 @@ def count_publish(routing_key: str) -> None:
 def count_error(code: str) -> None:
     """Count an error frame this gateway answered, by code."""
     ERRORS.labels(code if code in ERROR_CODES else OTHER_CODE).inc()
+
+
+def count_close(protocol: ClosingProtocol) -> None:
+    """Count a closed connection by the close code the gateway sent, if it started the close
+    (an echo of a client's close is not counted)."""
+    sent = protocol.close_sent
+    if sent is None or protocol.close_rcvd_then_sent:
+        return
+    counter = _CLOSES_BY_CODE.get(sent.code)
+    if counter is None:
+        counter = CLOSES.labels(OTHER_CODE)
+    counter.inc()
+
+
+def count_heartbeat() -> None:
+    """Count a heartbeat the broker confirmed."""
+    HEARTBEATS.inc()
 
 
 def count_rate_limited(limit: str) -> None:

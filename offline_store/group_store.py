@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 
 from offline_store.group_pages import page_count
+from offline_store.latency import postgres_call
 from offline_store.store import quote_identifier
 from proto.groups import GroupMember
 from proto.names import Names
@@ -91,6 +92,7 @@ class GroupStore:
             for statement in self._create_sql:
                 await connection.execute(statement)
 
+    @postgres_call("groups")
     async def change_members(
         self, group: str, uids: Sequence[str], is_member: bool
     ) -> int:
@@ -104,6 +106,7 @@ class GroupStore:
                 )
         return version
 
+    @postgres_call("groups")
     async def members(self, group: str) -> list[str]:
         """The members of ``group``, sorted (byte order)."""
         records = await self._pool.fetch(self._members_sql, group)
@@ -132,6 +135,7 @@ class GroupStore:
                     after = (page[-1].group, page[-1].uid)
                 yield count, page
 
+    @postgres_call("groups")
     async def delete_tombstones(self, limit: int) -> int:
         """Delete up to ``limit`` tombstones older than ``TOMBSTONE_TTL_S``; return how many."""
         status = await self._pool.execute(self._sweep_sql, TOMBSTONE_TTL_S, limit)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from offline_store.inbox import InboxRows
+from offline_store.latency import postgres_call
 from offline_store.numbering import EntryKey, batch_seqs
 from offline_store.rows import RowKey
 from offline_store.store import quote_identifier
@@ -200,6 +201,7 @@ class InboxTables:
             " UNION ALL SELECT uid, mid, false FROM ranked WHERE position > $9"
         )
 
+    @postgres_call("inbox_write")
     async def write_batch(self, rows: InboxRows) -> WrittenBatch:
         """Write one batch in one transaction and number its entries.
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from offline_store.latency import postgres_call
 from offline_store.markers import Found, ReadPlan, plan_reads, uids_to_lock
 from offline_store.store import quote_identifier
 from proto.names import Names
@@ -74,6 +75,7 @@ class MarkerTables:
             " SELECT count(*) FROM moved"
         )
 
+    @postgres_call("mark")
     async def mark(self, reads: Sequence[ReadAsked]) -> ReadPlan:
         """Decide and write a batch of reads in one transaction.
 

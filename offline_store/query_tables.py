@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
+from offline_store.latency import postgres_call
 from offline_store.queries import ConversationRow, HistoryRow
 from offline_store.store import table_identifier
 from proto.names import Names
@@ -96,6 +97,7 @@ class QueryTables:
         self._expire_messages_sql = _bounded_delete(messages, "mid < $1")
         self._expire_syncs_sql = _bounded_delete(syncs, "until < now()")
 
+    @postgres_call("history")
     async def history(
         self, uid: str, conv: str, before: int, limit: int, cutoff: str
     ) -> list[HistoryRow]:
@@ -105,6 +107,7 @@ class QueryTables:
         )
         return [HistoryRow(record["seq"], record["frame"]) for record in records]
 
+    @postgres_call("history")
     async def conversations(
         self, uid: str, before: int, limit: int, cutoff: str
     ) -> list[ConversationRow]:
@@ -126,6 +129,7 @@ class QueryTables:
             for record in records
         ]
 
+    @postgres_call("history")
     async def message(
         self, mid: str, uid: str | None, cutoff: str
     ) -> tuple[str | None, int | None]:
@@ -158,6 +162,7 @@ class QueryTables:
                     "SELECT pg_advisory_unlock(hashtext($1))", self._sweep_lock
                 )
 
+    @postgres_call("expire")
     async def expire_entries(
         self, connection: "SweepConnection", cutoff: str, limit: int
     ) -> int:
@@ -165,6 +170,7 @@ class QueryTables:
         count: int = await connection.fetchval(self._expire_entries_sql, cutoff, limit)
         return count
 
+    @postgres_call("expire")
     async def expire_receipts(
         self, connection: "SweepConnection", cutoff: str, limit: int
     ) -> int:
@@ -173,6 +179,7 @@ class QueryTables:
             await connection.execute(self._expire_receipts_sql, cutoff, limit)
         )
 
+    @postgres_call("expire")
     async def expire_messages(
         self, connection: "SweepConnection", cutoff: str, limit: int
     ) -> int:
@@ -181,6 +188,7 @@ class QueryTables:
             await connection.execute(self._expire_messages_sql, cutoff, limit)
         )
 
+    @postgres_call("expire")
     async def expire_syncs(self, connection: "SweepConnection", limit: int) -> int:
         """Delete up to ``limit`` recent syncs past their ``until``; return how many went."""
         return _deleted(await connection.execute(self._expire_syncs_sql, limit))

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 
 from offline_store.acked import chunks
+from offline_store.latency import postgres_block, postgres_call
 from offline_store.rows import RowKey, StoredRow, UndeliveredRow
 from offline_store.settings import (
     DEFAULT_MAX_ROWS_PER_UID,
@@ -230,23 +231,25 @@ class Store:
         if not rows:
             return InsertOutcome([], [])
         uids = [row.uid for row in rows]
-        async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                self._lock_sql, self._names.undelivered_table, uids
-            )
-            records = await connection.fetch(
-                self._insert_sql,
-                uids,
-                [row.mid for row in rows],
-                [row.frame for row in rows],
-                self._max_rows_per_uid,
-            )
+        with postgres_block("insert"):
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    self._lock_sql, self._names.undelivered_table, uids
+                )
+                records = await connection.fetch(
+                    self._insert_sql,
+                    uids,
+                    [row.mid for row in rows],
+                    [row.frame for row in rows],
+                    self._max_rows_per_uid,
+                )
         outcome = InsertOutcome([], [])
         for record in records:
             kept = outcome.inserted if record["is_kept"] else outcome.refused
             kept.append(RowKey(record["uid"], record["mid"]))
         return outcome
 
+    @postgres_call("delete")
     async def delete_rows(self, uids: Sequence[str], mids: Sequence[str]) -> int:
         """Delete the rows with these (uid, mid) keys; return how many went.
 
@@ -258,11 +261,13 @@ class Store:
             count += int(status.rpartition(" ")[2])  # "DELETE <count>"
         return count
 
+    @postgres_call("expire")
     async def expire_rows(self, limit: int) -> int:
         """Delete up to ``limit`` rows older than the retention; return how many went."""
         status = await self._pool.execute(self._expire_sql, self._retention_s, limit)
         return int(status.rpartition(" ")[2])  # "DELETE <count>"
 
+    @postgres_call("replay")
     async def fetch_page(
         self,
         uid: str,
@@ -283,9 +288,11 @@ class Store:
         """Of these uids, those that have stored rows (one statement for a batch of logins)."""
         if not uids:
             return set()
-        records = await self._pool.fetch(self._holding_sql, list(set(uids)))
+        with postgres_block("holding"):
+            records = await self._pool.fetch(self._holding_sql, list(set(uids)))
         return {record["uid"] for record in records}
 
+    @postgres_call("count")
     async def count_rows(self) -> int:
         """Return the number of undelivered rows (the backlog; a scan of the table)."""
         count: int = await self._pool.fetchval(self._count_sql)

@@ -5,7 +5,11 @@ Names only: each service registers its metrics in its own ``observability.py``, 
 autoscaler read them by these names.
 Conventions (https://prometheus.io/docs/practices/naming/): one prefix, base units (seconds),
 counters end in ``_total``, and labels take a small, fixed set of values (never a uid, a
-conn_id or a mid). Which process a series comes from is the scrape's ``job`` and ``instance``.
+conn_id or a mid). Which process a series comes from is the scrape's ``job`` and ``instance``;
+which service, its ``service`` label: the metrics several services export under one name
+(``SHARED_NAMES``, the ``process_*`` ones included) carry it from the service itself, with the
+value of ``SERVICES`` (the pods' ``app.kubernetes.io/component`` label, which the PodMonitors
+copy into ``service`` for the other metrics: the two agree).
 """
 
 PREFIX = "switchboard_"
@@ -29,6 +33,13 @@ UNACKED_CAPPED_TOTAL = "switchboard_gateway_unacked_capped_total"
 connection held ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION`` unacknowledged messages already (or
 did, and the replay of what was handed over has not caught up yet)."""
 
+CLOSES_TOTAL = "switchboard_gateway_closes_total"
+"""Counter by ``code``: WebSocket closes this gateway started, by close code (``CloseCode``;
+closes a client started and connections lost without a close are not counted)."""
+HEARTBEATS_TOTAL = "switchboard_gateway_heartbeats_total"
+"""Counter: heartbeats this gateway published and the broker confirmed (the routers route to a
+gateway while they come)."""
+
 GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
 """Counter by ``routing_key``: messages this gateway published to the inbound exchange."""
 RATE_LIMITED_TOTAL = "switchboard_gateway_rate_limited_total"
@@ -40,6 +51,9 @@ MESSAGES_ROUTED_TOTAL = "switchboard_router_messages_routed_total"
 UIDS_THROTTLED_TOTAL = "switchboard_router_uids_throttled_total"
 """Counter: times a uid went over its rate across gateways and its gateways were told to
 throttle it."""
+
+REDIS_SECONDS = "switchboard_router_redis_seconds"
+"""Histogram by ``operation`` (``REDIS_OPERATIONS``): Redis round trips, one per pipeline."""
 
 # Offline store
 OFFLINE_STORED_TOTAL = "switchboard_offline_messages_stored_total"
@@ -55,7 +69,16 @@ OFFLINE_REFUSED_TOTAL = "switchboard_offline_messages_refused_total"
 OFFLINE_EXPIRED_TOTAL = "switchboard_offline_messages_expired_total"
 """Counter: rows deleted unread after ``SWITCHBOARD_OFFLINE_RETENTION_S``."""
 
+POSTGRES_SECONDS = "switchboard_offline_postgres_seconds"
+"""Histogram by ``operation`` (``POSTGRES_OPERATIONS``): calls to PostgreSQL, each one statement
+or one transaction (a batch's), from the pool's connection to the result."""
+
 # Every service
+BUILD_INFO = "switchboard_build_info"
+"""Gauge, always 1, by ``version`` (the installed distribution's) and ``python``."""
+PUBLISH_CONFIRM_SECONDS = "switchboard_publish_confirm_seconds"
+"""Histogram: from a publish to the broker's confirm (confirmed publishes only; a ``Batch``
+counts once)."""
 ERRORS_TOTAL = "switchboard_errors_total"
 """Counter by ``code``: error frames sent (gateway), envelopes rejected and batches failed."""
 BROKER_RECONNECTS_TOTAL = "switchboard_broker_reconnects_total"
@@ -69,6 +92,41 @@ LABEL_KIND = "kind"
 LABEL_CODE = "code"
 LABEL_ROUTING_KEY = "routing_key"
 LABEL_LIMIT = "limit"
+LABEL_SERVICE = "service"
+LABEL_OPERATION = "operation"
+LABEL_VERSION = "version"
+LABEL_PYTHON = "python"
+SERVICES = {"gateway": "gateway", "router": "router", "offline_store": "offline-store"}
+"""The ``service`` label of each service, by its package."""
+DISTRIBUTION = "switchboard"
+"""The distribution whose version ``BUILD_INFO`` reports (pyproject.toml's project)."""
+REDIS_OPERATIONS = (
+    "route",
+    "settle",
+    "gateways",
+    "sweep",
+    "going_offline",
+    "groups",
+    "other",
+)
+"""Values of ``operation`` for Redis: a batch's lookup rounds (``route``), its writes after the
+confirms (``settle``), the gateways' heartbeats read (``gateways``), a dead gateway's sweep,
+the going-offline claims, the group members' changes and rebuilds."""
+POSTGRES_OPERATIONS = (
+    "insert",
+    "delete",
+    "replay",
+    "holding",
+    "expire",
+    "count",
+    "inbox_write",
+    "history",
+    "mark",
+    "groups",
+)
+"""Values of ``operation`` for PostgreSQL: rows stored, deleted (acknowledged), read for a
+replay, uids holding rows, expiry sweeps, the backlog count, inbox batches (history), history
+queries, read markers, group members."""
 RATE_LIMITS = ("frames", "bytes", "uid")
 """Values of ``limit``: the connection's frames or bytes per second, or the uid's throttle."""
 
@@ -79,6 +137,17 @@ FRAME_TYPE_UNKNOWN = "unknown"
 """A frame that is not JSON, has no ``type``, or one Switchboard does not know."""
 CODE_ENVELOPE_REJECTED = "envelope_rejected"
 CODE_BATCH_FAILED = "batch_failed"
+
+SHARED_NAMES = (
+    ERRORS_TOTAL,
+    BROKER_RECONNECTS_TOTAL,
+    READY,
+    BUILD_INFO,
+    PUBLISH_CONFIRM_SECONDS,
+)
+"""The metrics every service exports under the same name: labelled with ``service``, as is
+every ``process_*`` one (``SHARED_PREFIX``)."""
+SHARED_PREFIX = "process_"
 
 ALL_NAMES = (
     GATEWAY_CONNECTIONS,
@@ -101,4 +170,10 @@ ALL_NAMES = (
     OFFLINE_EXPIRED_TOTAL,
     UNACKED_CAPPED_TOTAL,
     PRESSURE_HANDOVERS_TOTAL,
+    CLOSES_TOTAL,
+    HEARTBEATS_TOTAL,
+    REDIS_SECONDS,
+    POSTGRES_SECONDS,
+    BUILD_INFO,
+    PUBLISH_CONFIRM_SECONDS,
 )

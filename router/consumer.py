@@ -313,7 +313,9 @@ class BatchRouter:
         lookup = BatchLookup(batch, at_ms, self._lookup_rules)
         # The first round also reads whether Redis holds the group members.
         requests = lookup.requests()
-        loaded, *results = await self._presence.execute([ReadGroupsLoaded(), *requests])
+        loaded, *results = await self._presence.execute(
+            [ReadGroupsLoaded(), *requests], operation="route"
+        )
         is_loaded = expect(GroupsLoaded, loaded).is_loaded
         if should_ask_rebuild(is_loaded):
             await self._groups.ask_rebuild()
@@ -321,7 +323,9 @@ class BatchRouter:
             raise GroupsNotLoaded("the group members are being rebuilt")
         lookup.receive(results)
         while not lookup.is_done:  # each round in one pipeline
-            lookup.receive(await self._presence.execute(lookup.requests()))
+            lookup.receive(
+                await self._presence.execute(lookup.requests(), operation="route")
+            )
         return routing.route_batch(
             self._settings.names,
             batch,
@@ -338,8 +342,8 @@ class BatchRouter:
         self, batch: Sequence[Inbound], plan: routing.Plan, at_ms: int
     ) -> None:
         """What follows the confirms of a batch's deliveries."""
-        await self._presence.execute(plan.known)
-        await self._presence.execute(plan.removals)
+        await self._presence.execute(plan.known, operation="settle")
+        await self._presence.execute(plan.removals, operation="settle")
         # After the deliveries are queued: ready before stored messages, and a sent
         # (or a command's reply) only for what was routed.
         await self._bus.publish_all((*plan.replays, *plan.replies))

@@ -38,11 +38,15 @@ async def take_due_offline(presence: Presence, at_ms: int) -> list[str]:
     removed (no other router did, and no connection came back meanwhile) and that
     hold no connection now are returned (see debounce.gone_offline).
     """
-    [read] = await presence.execute([due_offline_request(at_ms)])
+    [read] = await presence.execute(
+        [due_offline_request(at_ms)], operation="going_offline"
+    )
     due = expect(DueUids, read).uids
     if not due:
         return []
-    results = await presence.execute(claim_requests(due), transaction=True)
+    results = await presence.execute(
+        claim_requests(due), transaction=True, operation="going_offline"
+    )
     return gone_offline(due, [expect(DueClaim, result) for result in results])
 
 

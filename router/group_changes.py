@@ -103,7 +103,9 @@ class GroupApplier:
     async def ask_rebuild(self) -> None:
         """Ask the offline store for every member row, unless another router did lately
         (the rebuild lock, ``groups.REBUILD_LOCK_MS``)."""
-        [locked] = await self._presence.execute([LockRebuild(REBUILD_LOCK_MS)])
+        [locked] = await self._presence.execute(
+            [LockRebuild(REBUILD_LOCK_MS)], operation="groups"
+        )
         if not expect(Locked, locked).is_locked:
             return
         rebuild_id = secrets.token_hex(8)
@@ -145,10 +147,10 @@ class GroupApplier:
         """The batch's changes together, each page with its count in a transaction of its
         own, then the replies to the changes' backends."""
         changes = changes_requests([change for _, change in decoded.changes])
-        await self._presence.execute(changes)
+        await self._presence.execute(changes, operation="groups")
         for page in decoded.pages:
             *applied, counted = await self._presence.execute(
-                page_requests(page), transaction=True
+                page_requests(page), transaction=True, operation="groups"
             )
             pages = expect(PagesCounted, counted)
             log.info(

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from proto import metrics
 from proto.envelopes import Outgoing
 from router.routing import Call, Inbound, Plan, outgoing_of
-from runtime.metrics import REGISTRY
+from runtime.metrics import REGISTRY, ROUND_TRIP_BUCKETS_S
 
 # consumer.py counts through here.
 from runtime.metrics import count_error as count_error
@@ -31,8 +31,20 @@ UIDS_THROTTLED = Counter(
     "Times a uid went over its rate across gateways and its gateways were told to throttle it.",
     registry=REGISTRY,
 )
+REDIS_ROUND_TRIPS = Histogram(
+    metrics.REDIS_SECONDS,
+    "Redis round trips (one per pipeline), by operation.",
+    [metrics.LABEL_OPERATION],
+    buckets=ROUND_TRIP_BUCKETS_S,
+    registry=REGISTRY,
+)
 for _kind in metrics.ROUTE_KINDS:
     ROUTED.labels(_kind)  # every kind is exported from the start, at 0
+REDIS_BY_OPERATION = {
+    operation: REDIS_ROUND_TRIPS.labels(operation)
+    for operation in metrics.REDIS_OPERATIONS
+}
+"""Bound once: presence.py observes each round trip into one of these."""
 
 
 def route_kind(outgoing: Outgoing) -> str:

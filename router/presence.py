@@ -27,6 +27,7 @@ from proto.errors import DependencyUnavailable
 from proto.names import Names
 from router import scripts
 from router.group_redis import queue_group_request
+from router.observability import REDIS_BY_OPERATION
 from router.requests import (
     AddCost,
     ApplyMembers,
@@ -72,6 +73,7 @@ from router.results import (
     Visibility,
 )
 from router.settings import Settings
+from runtime.metrics import observed
 
 REDIS_HINT = "start it with: redis-server --daemonize yes"
 
@@ -133,13 +135,18 @@ class Presence:
         return MappingProxyType(self._last_seen_ms)
 
     async def execute(
-        self, requests: Sequence[Request], *, transaction: bool = False
+        self,
+        requests: Sequence[Request],
+        *,
+        transaction: bool = False,
+        operation: str = "other",
     ) -> list[Result]:
         """Run the requests in one pipeline, in order, so that each sees the writes of the
         ones before it; return one result per request, in the same order.
 
         ``transaction``: in MULTI/EXEC, so that no other client's command runs between
-        them. No request: no round trip.
+        them. No request: no round trip. ``operation``: which of
+        ``proto.metrics.REDIS_OPERATIONS`` the round trip is observed as.
         """
         if not requests:
             return []
@@ -150,8 +157,10 @@ class Presence:
             start = len(queued)
             read = self._queue(pipeline, request)
             reads.append((read, start, len(queued)))
-        async with asyncio.timeout(self.command_timeout_s):
-            replies: list[Any] = await pipeline.execute()
+        histogram = REDIS_BY_OPERATION.get(operation, REDIS_BY_OPERATION["other"])
+        with observed(histogram):
+            async with asyncio.timeout(self.command_timeout_s):
+                replies: list[Any] = await pipeline.execute()
         results = [read(replies[start:end]) for read, start, end in reads]
         for request, result in zip(requests, results, strict=True):
             if isinstance(request, OpenConnection | RecordHeartbeat):
@@ -162,7 +171,7 @@ class Presence:
 
     async def refresh_gateways(self) -> Mapping[str, int]:
         """Read every gateway's last heartbeat into the mirror."""
-        await self.execute([ReadGateways()])
+        await self.execute([ReadGateways()], operation="gateways")
         return self.last_seen_ms
 
     def forget_gateway(self, gateway_id: str) -> None:

@@ -69,14 +69,16 @@ class Sweeper:
                 (the gateway said it stopped).
         """
         presence = self._presence
-        [locked] = await presence.execute([LockSweep(gateway_id, SWEEP_LOCK_S)])
+        [locked] = await presence.execute(
+            [LockSweep(gateway_id, SWEEP_LOCK_S)], operation="sweep"
+        )
         if not expect(Locked, locked).is_locked:
             return
         try:
             async with asyncio.timeout(presence.command_timeout_s):
                 swept = await self._remove_gateway(gateway_id, stale_before_ms)
         finally:
-            await presence.execute([UnlockSweep(gateway_id)])
+            await presence.execute([UnlockSweep(gateway_id)], operation="sweep")
         if swept is not None:
             presence.forget_gateway(gateway_id)
             connections, rooms = swept
@@ -92,10 +94,14 @@ class Sweeper:
     ) -> tuple[int, int] | None:
         """Sweep under the lock; return how many connections and rooms went, None if
         none had to."""
-        [read] = await self._presence.execute([ReadGatewayRecord(gateway_id)])
+        [read] = await self._presence.execute(
+            [ReadGatewayRecord(gateway_id)], operation="sweep"
+        )
         record = expect(GatewayRecord, read)
         if not is_to_sweep(record.last_seen_ms, stale_before_ms):
             return None  # swept by another router already, or alive again
         due_ms = offline_due_ms(now_ms(), self._debounce_ms)
-        await self._presence.execute(sweep_requests(gateway_id, record, due_ms))
+        await self._presence.execute(
+            sweep_requests(gateway_id, record, due_ms), operation="sweep"
+        )
         return len(record.connections), len(record.rooms)

@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 from proto.env import location
 from proto.errors import DependencyUnavailable, SettingsError
 from proto.logs import configure_logging
+from proto.metrics import SERVICES
+from runtime.metrics import identify
 from runtime.settings import ServiceSettings
 
 EXIT_OK = 0
@@ -32,7 +34,12 @@ def run_service(
     from_env: Callable[[Mapping[str, str]], S],
     main: Callable[[S], Coroutine[Any, Any, None]],
 ) -> int:
-    """Read the settings, configure logging, run ``main`` until it returns; the exit code."""
+    """Read the settings, configure logging, run ``main`` until it returns; the exit code.
+
+    ``service``: the package's name (``gateway``, ``router``, ``offline_store``), which also
+    names the process's shared metrics (``proto.metrics.SERVICES``).
+    """
+    identify(SERVICES[service])
     try:
         settings = from_env(os.environ)
     except SettingsError as exc:
