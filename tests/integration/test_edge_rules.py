@@ -154,6 +154,7 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
         before[ports.gw2],
         by=len(errors) + 5,
         code=ErrorCode.INVALID_FIELD,
+        service="gateway",
     )
 
     # A token whose sub breaks the rule is refused at init.
@@ -191,6 +192,7 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
         before[ports.router],
         by=3,
         code=ErrorCode.INVALID_FIELD,
+        service="router",
     )
     await grows(  # the HTTP commands
         ports.gw1,
@@ -198,6 +200,7 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
         before[ports.gw1],
         by=4,
         code=ErrorCode.INVALID_FIELD,
+        service="gateway",
     )
     await chat.exchange()
 
@@ -298,6 +301,7 @@ async def test_bodies_decoders_refuse_are_refused_for_clients_and_backends(
         before[ports.router],
         by=2 * len(bodies) + 1,
         code=ErrorCode.INVALID_FIELD,
+        service="router",
     )
     await grows(
         ports.gw1,
@@ -305,6 +309,7 @@ async def test_bodies_decoders_refuse_are_refused_for_clients_and_backends(
         before[ports.gw1],
         by=2 * len(bodies),
         code=ErrorCode.INVALID_FIELD,
+        service="gateway",
     )
     for process in stack.processes:
         assert process.is_running, process.name

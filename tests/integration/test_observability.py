@@ -14,7 +14,17 @@ from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
 
+SHARED_METRICS = (
+    metrics.ERRORS_TOTAL,
+    metrics.BROKER_RECONNECTS_TOTAL,
+    metrics.READY,
+    metrics.BUILD_INFO,
+    metrics.PUBLISH_CONFIRM_SECONDS,
+)
 GATEWAY_METRICS = (
+    *SHARED_METRICS,
+    metrics.CLOSES_TOTAL,
+    metrics.HEARTBEATS_TOTAL,
     metrics.GATEWAY_CONNECTIONS,
     metrics.FRAMES_RECEIVED_TOTAL,
     metrics.FRAMES_SENT_TOTAL,
@@ -25,12 +35,16 @@ GATEWAY_METRICS = (
     metrics.READY,
 )
 ROUTER_METRICS = (
+    *SHARED_METRICS,
+    metrics.REDIS_SECONDS,
     metrics.MESSAGES_ROUTED_TOTAL,
     metrics.ERRORS_TOTAL,
     metrics.BROKER_RECONNECTS_TOTAL,
     metrics.READY,
 )
 STORE_METRICS = (
+    *SHARED_METRICS,
+    metrics.POSTGRES_SECONDS,
     metrics.OFFLINE_STORED_TOTAL,
     metrics.OFFLINE_REPLAYED_TOTAL,
     metrics.OFFLINE_ACKNOWLEDGED_TOTAL,
@@ -39,6 +53,14 @@ STORE_METRICS = (
     metrics.BROKER_RECONNECTS_TOTAL,
     metrics.READY,
 )
+
+SERVICES = {
+    "router": "router",
+    "store": "offline-store",
+    "gw1": "gateway",
+    "gw2": "gateway",
+}
+"""The ``service`` label each process of the test gives its shared metrics."""
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -80,6 +102,13 @@ def exported_names(samples: Samples) -> set[str]:
             if name.endswith(suffix):
                 found.add(name.removesuffix(suffix))
     return found
+
+
+def is_shared(name: str) -> bool:
+    return name.startswith(metrics.SHARED_PREFIX) or any(
+        name.startswith(shared.removesuffix("_total"))
+        for shared in metrics.SHARED_NAMES
+    )
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -132,6 +161,19 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
     for service, metric_names in expected.items():
         missing = set(metric_names) - exported_names(before[service])
         assert not missing, (service, missing)
+        # The metrics every service exports under one name carry its service label.
+        for name, labels in before[service]:
+            if is_shared(name):
+                assert dict(labels).get("service") == SERVICES[service], (name, labels)
+            else:
+                assert "service" not in dict(labels), (name, labels)
+        [build] = [
+            dict(labels)
+            for name, labels in before[service]
+            if name == metrics.BUILD_INFO
+        ]
+        assert build["version"] not in {"", "unknown"}, build
+        assert build["python"].count(".") == 2, build
 
     alice = await stack.connect(gw1, uid="alice")
     bob = await stack.connect(gw2, uid="bob")
@@ -156,10 +198,32 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
         ports["gw2"], f"{metrics.DELIVERY_LATENCY_SECONDS}_count", before["gw2"]
     )
     assert value(after, metrics.GATEWAY_CONNECTIONS) == 1
+    # The send's publish, the router's delivery and the gateway's ack were confirmed; the
+    # router's lookups went to Redis in a pipeline.
+    for port, service in ((ports["gw1"], "gateway"), (ports["router"], "router")):
+        await grows(
+            port,
+            f"{metrics.PUBLISH_CONFIRM_SECONDS}_count",
+            before["gw1" if service == "gateway" else "router"],
+            service=service,
+        )
+    await grows(
+        ports["router"],
+        f"{metrics.REDIS_SECONDS}_count",
+        before["router"],
+        operation="route",
+    )
+    await grows(ports["gw1"], metrics.HEARTBEATS_TOTAL, before["gw1"])
 
     # A message for a uid that is offline goes to the store, is replayed, then acknowledged.
     stored = await alice.send_message("carol", {"text": "later"})
     await grows(ports["store"], metrics.OFFLINE_STORED_TOTAL, before["store"])
+    await grows(
+        ports["store"],
+        f"{metrics.POSTGRES_SECONDS}_count",
+        before["store"],
+        operation="insert",
+    )
     carol = await stack.connect(gw2, uid="carol")
     replayed = await carol.expect_message(mid=stored["mid"])
     await grows(ports["store"], metrics.OFFLINE_REPLAYED_TOTAL, before["store"])
@@ -169,7 +233,20 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
     # A frame the gateway rejects counts as an error by its code.
     await alice.send_frame({"type": "nonsense"})
     await alice.expect("error")
-    await grows(ports["gw1"], metrics.ERRORS_TOTAL, before["gw1"], code="unknown_type")
+    await grows(
+        ports["gw1"],
+        metrics.ERRORS_TOTAL,
+        before["gw1"],
+        code="unknown_type",
+        service="gateway",
+    )
+
+    # A token that is not valid is closed with 4003, counted by its close code.
+    intruder = await stack.connect(gw1)
+    await intruder.send_frame({"type": "init", "token": "not.a.token"})
+    assert (await intruder.expect("error"))["code"] == "invalid_token"
+    assert await intruder.wait_closed() == 4003
+    await grows(ports["gw1"], metrics.CLOSES_TOTAL, before["gw1"], code="4003")
 
 
 def open_silent_websocket(port: int) -> socket.socket:
@@ -210,7 +287,7 @@ async def test_draining_gateway_is_not_ready_before_it_exits(stack: Stack) -> No
         assert readiness["draining"] is True
         assert (await http_get(port, "/livez"))[0] == 200
         samples = await scrape(port)
-        assert value(samples, metrics.READY) == 0
+        assert value(samples, metrics.READY, service="gateway") == 0
     finally:
         sock.close()
     assert await gateway.process.wait_exit() == 0
