@@ -9,6 +9,7 @@ cluster would drop or refuse) fails here.
 import re
 from typing import Any
 
+from proto import metrics
 from proto.names import Names
 from tests.deploy.tools import (
     DEPLOYMENTS,
@@ -42,6 +43,7 @@ SCRAPE_ENDPOINT = {
     "path",
     "interval",
     "scrapeTimeout",
+    "honorLabels",
     "relabelings",
     "metricRelabelings",
 }
@@ -96,6 +98,10 @@ def test_every_service_has_a_pod_monitor_that_labels_it(
             "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
             "targetLabel": "service",
         } in endpoint["relabelings"]
+        # The shared metrics bring their own `service`, of the same value: kept as it is.
+        assert endpoint["honorLabels"] is True
+        component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert component in metrics.SERVICES.values()
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 

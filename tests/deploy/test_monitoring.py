@@ -55,6 +55,9 @@ EXPECTED_ALERTS = frozenset(
         "SwitchboardClientErrorRatio",
         "SwitchboardTokensRejected",
         "SwitchboardClientsRateLimited",
+        "SwitchboardBrokerConfirmsSlow",
+        "SwitchboardRedisSlow",
+        "SwitchboardPostgresSlow",
     }
 )
 
@@ -162,6 +165,11 @@ def test_dashboard_shows_services_and_queues() -> None:
         "Queue publish rate",
         "Queue deliver and ack rates",
         "Dead-letter queue",
+        "Closes by code",
+        "Publish confirm latency",
+        "Redis round trips",
+        "PostgreSQL calls",
+        "Gateway heartbeats",
     ):
         assert any(title.startswith(expected) for title in titles), expected
 
