@@ -10,7 +10,7 @@ collected, once ``identify`` named the service: nothing is looked up per message
 import importlib.metadata
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import RestrictedRegistry
 
 from proto.metrics import (
     BROKER_RECONNECTS_TOTAL,
@@ -65,8 +66,15 @@ class ServiceRegistry(CollectorRegistry):
     """Set by ``identify``; until then (tests in one process) no label is added."""
 
     def collect(self) -> Iterator[Metric]:
+        return self.labelled(super().collect())
+
+    def restricted_registry(self, names: Iterable[str]) -> "_Restricted":  # type: ignore[override]
+        """A scrape that asks for some names (``name[]=``) gets the label too."""
+        return _Restricted(self, super().restricted_registry(names))
+
+    def labelled(self, families: Iterable[Metric]) -> Iterator[Metric]:
         service = self.service
-        for family in super().collect():
+        for family in families:
             if service is None or not _is_shared(family.name):
                 yield family
                 continue
@@ -78,6 +86,17 @@ class ServiceRegistry(CollectorRegistry):
                 for sample in family.samples
             ]
             yield labelled
+
+
+class _Restricted:
+    def __init__(
+        self, registry: ServiceRegistry, restricted: RestrictedRegistry
+    ) -> None:
+        self._registry = registry
+        self._restricted = restricted
+
+    def collect(self) -> Iterator[Metric]:
+        return self._registry.labelled(self._restricted.collect())
 
 
 def _is_shared(name: str) -> bool:

@@ -66,6 +66,9 @@ def test_shared_metrics_carry_the_service_once_it_is_named() -> None:
         metrics.LABEL_SERVICE not in labels
         for labels in named["switchboard_gateway_deliveries"]
     )
+    # A scrape asking for some names (name[]=...) gets the label too.
+    [restricted] = registry.restricted_registry([metrics.READY]).collect()
+    assert restricted.samples[0].labels == {metrics.LABEL_SERVICE: "offline-store"}
 
 
 def test_the_service_names_are_the_pods_component_labels() -> None:
