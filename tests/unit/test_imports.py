@@ -43,6 +43,7 @@ PURE_MODULES = (
     "gateway/coalescing.py",
     "gateway/acks.py",
     "gateway/admission.py",
+    "gateway/cursor.py",
     "router/inbound.py",
     "router/requests.py",
     "router/results.py",
