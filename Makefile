@@ -10,6 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # DEVELOPMENT ONLY: the JWT secret of `make run` and `make token`. It is public, so never
 # use it for a deployment; set SWITCHBOARD_JWT_SECRET in the environment to override it.
+# The services refuse it unless SWITCHBOARD_DEVELOPMENT=on, which `make run` sets.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
 .PHONY: help venv lock services run token test unit chaos bench lint fmt schemas js-deps browser-deps deploy-tools
@@ -25,7 +26,8 @@ help:
 	@echo "                       (restarts the local RabbitMQ, Redis and PostgreSQL)"
 	@echo "make bench             Switchboard against python-socketio, a websockets relay and raw"
 	@echo "                       aio-pika, 3 runs (~10 min); writes bench/RESULTS.md"
-	@echo "make deploy-tools      install kubectl (Debian kubernetes-client) for tests/deploy/"
+	@echo "make deploy-tools      check kubectl (1.27+) and install promtool (Debian prometheus)"
+	@echo "                       for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"
 	@echo "make fmt               ruff format and ruff check --fix"
 	@echo "make schemas           regenerate proto/schemas/ from the frame and envelope classes"
@@ -78,7 +80,8 @@ services:
 	bash scripts/ensure-services.sh
 
 run: venv services
-	SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/run_stack.py
+	SWITCHBOARD_DEVELOPMENT=on SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' \
+		$(BIN)/python scripts/run_stack.py
 
 token: venv
 	@SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/dev_token.py '$(USER)'
@@ -110,7 +113,13 @@ fmt: venv
 schemas: venv
 	$(BIN)/python -m proto.schemagen
 
-# tests/deploy/ renders the Kustomize overlay with `kubectl kustomize`, offline.
+# tests/deploy/ renders the Kustomize overlay with `kubectl kustomize`, offline: it needs the
+# kustomize 5 of kubectl 1.27 or later (components, `labels` on pod templates), which this
+# machine image ships; Debian's kubernetes-client (1.20, kustomize 2) cannot render it. It checks
+# and unit-tests the alerts with promtool, from Debian's prometheus package (only the promtool
+# command is used; the package's server is not needed).
 deploy-tools:
-	command -v kubectl >/dev/null 2>&1 || \
-		{ apt-get update && apt-get install -y kubernetes-client; }
+	@kubectl version --client 2>/dev/null | grep -q '^Kustomize Version: v[5-9]' || \
+		{ echo "tests/deploy needs kubectl 1.27 or later (kustomize 5) on the PATH"; exit 1; }
+	command -v promtool >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }

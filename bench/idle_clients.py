@@ -136,7 +136,9 @@ class Worker:
 
     async def _authenticate(self, websocket: ClientConnection, uid: str) -> None:
         if self._protocol == "switchboard":
-            await websocket.send(json.dumps({"type": "init", "token": make_token(uid)}))
+            await websocket.send(
+                json.dumps({"type": "init", "token": make_token(uid, ttl_s=3600)})
+            )
             reply = json.loads(await websocket.recv())
             if reply.get("type") != "ready":
                 raise RuntimeError(f"init refused: {reply.get('code')}")

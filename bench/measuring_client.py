@@ -58,7 +58,7 @@ class Member:
     async def init(self, wait: bool = True) -> None:
         """Send ``init``, start reading; with ``wait``, return once ``ready`` arrived."""
         self._reader = asyncio.create_task(self._read())
-        await self._send({"type": "init", "token": make_token(self.uid)})
+        await self._send({"type": "init", "token": make_token(self.uid, ttl_s=3600)})
         if wait:
             await self.wait_for(lambda: self.first_frame_s is not None, OPEN_TIMEOUT_S)
 

@@ -11,6 +11,8 @@ from gateway import observability
 from gateway.bus import open_bus
 from gateway.http_api import serve_api
 from gateway.hub import Hub
+from gateway.jwks import JwksClient, open_jwks
+from gateway.keyset import KeySet
 from gateway.settings import Settings
 from gateway.ws import serve_clients
 from proto.logs import READY_EVENT
@@ -46,6 +48,13 @@ async def main(settings: Settings) -> None:
         )
         observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)
+        jwks: JwksClient | None = None
+        if settings.jwks_url is not None:
+            keyset = KeySet(settings.jwt_algorithm, settings.jwks_min_fetch_interval_s)
+            # A provider that is down at startup is logged, not fatal: the refresh retries.
+            jwks = await stack.enter_async_context(
+                open_jwks(settings.jwks_url, keyset, settings.jwks_timeout_s)
+            )
         async with asyncio.TaskGroup() as tasks:
             loops = [
                 tasks.create_task(hub.handover.run()),
@@ -56,9 +65,13 @@ async def main(settings: Settings) -> None:
                 tasks.create_task(bus.watch_consumer(settings.consumer_check_s)),
                 tasks.create_task(hub.liveness.run_pings(settings.ping_interval_s)),
             ]
+            if jwks is not None:
+                loops.append(
+                    tasks.create_task(jwks.run_refresh(settings.jwks_refresh_s))
+                )
             await bus.consume(hub.on_delivery)
             async with (
-                serve_clients(settings, bus, hub, mids) as server,
+                serve_clients(settings, bus, hub, mids, jwks) as server,
                 AsyncExitStack() as http,
             ):
                 port = next(iter(server.sockets)).getsockname()[1]

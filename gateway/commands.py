@@ -151,8 +151,17 @@ def check_command(command: str, body: bytes) -> Forward | HttpAnswer:
     return Forward(command, api_key(command), body)
 
 
+REPLY_ERROR_STATUSES = {
+    ErrorCode.HISTORY_OFF.value: HTTPStatus.CONFLICT,
+    ErrorCode.NOT_FOUND.value: HTTPStatus.NOT_FOUND,
+}
+"""The statuses of the ``ErrorReply`` codes that are no fault of the body (400 for the rest):
+the deployment keeps no history; the mid is not in the uid's inbox."""
+
+
 def answer_reply(reply: bytes) -> HttpAnswer:
-    """The HTTP answer to a command's reply: its bytes unchanged, 200, or 400 for an ``ErrorReply``.
+    """The HTTP answer to a command's reply: its bytes unchanged, 200, or 400 for an ``ErrorReply``
+    (409 for ``history_off``, 404 for ``not_found``).
 
     Args:
         reply: the body of the reply message.
@@ -170,7 +179,9 @@ def answer_reply(reply: bytes) -> HttpAnswer:
             "the command's reply is not a Switchboard reply",
         )
     if shape.error is not None:
-        return HttpAnswer(HTTPStatus.BAD_REQUEST, reply, shape.error.code)
+        code = shape.error.code
+        status = REPLY_ERROR_STATUSES.get(code, HTTPStatus.BAD_REQUEST)
+        return HttpAnswer(status, reply, code)
     return HttpAnswer(HTTPStatus.OK, reply)
 
 

@@ -1,7 +1,7 @@
 """What a session asks for: the effects ``Session`` returns and ``perform.py`` carries out.
 
 Pure data, no decisions: a reply to push, a frame to publish and what to do once the broker
-confirmed it, a room for the hub's index, acknowledged mids, a close.
+confirmed it, a room for the hub's index, acknowledged mids, a close, keys to fetch.
 """
 
 from dataclasses import dataclass
@@ -69,7 +69,13 @@ class Close:
     reason: str
 
 
-Effect = Reply | Publish | JoinRoom | LeaveRoom | Acknowledge | Close
+@dataclass(frozen=True, slots=True)
+class FetchKeys:
+    """Fetch the identity provider's key set, then hand the same frame to the session again
+    (``ws.py`` does both; always the only effect of its frame)."""
+
+
+Effect = Reply | Publish | JoinRoom | LeaveRoom | Acknowledge | Close | FetchKeys
 
 
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> bytes:

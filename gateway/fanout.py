@@ -6,12 +6,17 @@ wait for the client's ``ack``, and which copies go to the offline store because 
 is not (or no longer) here.
 
 An item reaches either its ``targets``, or every connection here in its ``room``, or (with
-``broadcast``) every initialized connection here. Room and broadcast frames never wait for an
-``ack``: they are for whoever is there now, and nothing of them goes to the offline store.
+``broadcast``) every initialized connection here. A target with a ``seq`` (history on) gets the
+frame with its ``seq`` written first (``proto.frames.with_seq``: no decoding); an ``advance``
+item (the sending connection's own message) pushes nothing. Room and broadcast frames never
+wait for an ``ack``: they are for whoever is there now, and nothing of them goes to the offline
+store.
 """
 
 from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
+
+from msgspec import Raw
 
 from proto.codes import CloseCode
 from proto.envelopes import (
@@ -22,6 +27,7 @@ from proto.envelopes import (
     Target,
     encode,
 )
+from proto.frames import with_seq
 from proto.names import KEY_CONN_OPENED, KEY_ROOM_JOINED
 
 
@@ -78,15 +84,17 @@ def plan_delivery(
                 if conn_id in connected
             )
             continue
+        if item.advance:
+            continue  # the sending connection's own message: it has its `sent`
         awaits_ack = item.durable and not item.stored
         is_stored = item.stored and bool(item.mid)
-        missing: list[Target] = []
+        missing: dict[int | None, list[Target]] = {}
         for target in item.targets:
             if target.conn_id in connected:
                 pushes.append(
                     Push(
                         target.conn_id,
-                        frame,
+                        frame if target.seq is None else with_seq(frame, target.seq),
                         item.mid,
                         awaits_ack,
                         item.close_code,
@@ -94,18 +102,21 @@ def plan_delivery(
                     )
                 )
                 continue
-            missing.append(target)
+            missing.setdefault(target.seq, []).append(target)
             if target.conn_id:
                 stale.append(target)
-        if missing and awaits_ack:
-            handover.append(
+        if awaits_ack:
+            # A numbered copy is handed over with its seq written in, as it would have
+            # been pushed: the offline store replays it as it is.
+            handover.extend(
                 DeliveryItem(
-                    frame=item.frame,
-                    targets=missing,
+                    frame=item.frame if seq is None else Raw(with_seq(frame, seq)),
+                    targets=targets,
                     mid=item.mid,
                     durable=True,
                     origin=item.origin,
                 )
+                for seq, targets in missing.items()
             )
     return DeliveryPlan(pushes, handover, stale)
 

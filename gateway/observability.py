@@ -102,7 +102,8 @@ _RATE_LIMITED_BY_LIMIT = {
 }
 
 
-_TYPE_PREFIX = b'{"type":"'
+_TYPE_KEY = b'"type":"'
+_SEQ_PREFIX = b'{"seq":'
 
 
 def frame_type_of(frame: bytes) -> str:
@@ -110,11 +111,17 @@ def frame_type_of(frame: bytes) -> str:
 
     msgspec writes a tagged struct's tag first, so every frame a gateway pushes (encoded by a
     gateway, a router or the offline store, and stored byte for byte) starts with its type:
-    no JSON decoding per push.
+    no JSON decoding per push. A numbered copy has its ``seq`` first, then the type.
     """
-    if frame.startswith(_TYPE_PREFIX):
-        end = frame.find(b'"', len(_TYPE_PREFIX))
-        kind = frame[len(_TYPE_PREFIX) : end].decode("ascii", "replace")
+    start = 1  # after the opening brace
+    if frame.startswith(_SEQ_PREFIX):
+        start = frame.find(b",") + 1
+    elif not frame.startswith(b"{"):
+        return metrics.FRAME_TYPE_UNKNOWN
+    if frame.startswith(_TYPE_KEY, start):
+        begin = start + len(_TYPE_KEY)
+        end = frame.find(b'"', begin)
+        kind = frame[begin:end].decode("ascii", "replace")
         if kind in SERVER_FRAME_TYPES:
             return kind
     return metrics.FRAME_TYPE_UNKNOWN

@@ -15,24 +15,34 @@ Answers to the frames that are published (every ``id`` gets exactly one):
   (or dropped) at that moment, here and in the hub's index.
 - ``presence``: nothing here; the router answers with a delivery to this connection. It costs
   more than one frame against the rate limit (``last_frame_cost``).
+- ``history``, ``read``, ``conversations``: nothing here; the offline store answers with a
+  delivery. While history is off they are answered ``history_off`` (``queries.py``).
 - ``send`` and ``presence`` of a uid the routers throttled (over its rate across gateways):
   ``rate_limited``, nothing published.
 - Any of them when the broker does not confirm: ``unavailable`` with the frame's id.
+
+``refresh`` is answered here (``refreshed``, or an error with its id: ``credentials.py``
+decides); the connection is closed with 4004 once its token's ``exp`` passes (``expires_s``,
+which ``ws.py`` watches).
 """
 
+from gateway.credentials import Verifier
 from gateway.decoding import client_id_of, read_frame
 from gateway.effects import (
     Acknowledge,
     Close,
     Effect,
+    FetchKeys,
     JoinRoom,
     LeaveRoom,
     Publish,
     Reply,
     error_frame,
 )
+from gateway.keyset import Fetch
 from gateway.limits import Limit
-from gateway.tokens import DEFAULT_ALGORITHM, Identity, verify_token
+from gateway.queries import history_asked
+from gateway.tokens import DEFAULT_ALGORITHM, Identity, TokenRules
 from proto import envelopes, frames, limits, rules
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
@@ -50,6 +60,13 @@ from proto.names import (
 
 _PONG = frames.encode(frames.Pong())
 
+_INIT_CLOSE_CODES = {
+    ErrorCode.TOKEN_EXPIRED: CloseCode.TOKEN_EXPIRED,
+    # The identity provider's keys could not be fetched: not the token's fault.
+    ErrorCode.UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
+}
+"""How a refused ``init`` closes; any other refusal is terminal (``INVALID_TOKEN``)."""
+
 DEFAULT_MAX_ROOMS_PER_CONNECTION = 100
 """Rooms one connection may be in at once; a join beyond is refused with ``forbidden``."""
 
@@ -60,32 +77,41 @@ class Session:
     Args:
         conn_id: this connection's id, unique across the system.
         gateway_id: the gateway holding the connection.
-        jwt_secret: the key that verifies ``init`` tokens (HMAC secret or PEM public key).
+        verifier: what verifies ``init`` and ``refresh`` tokens, or the key alone (an HMAC
+            secret or a PEM public key for ``jwt_algorithm``).
         mids: this process's mid factory.
         public_room_prefix: rooms whose name starts with it may be joined without a claim;
             empty: no public rooms (``SWITCHBOARD_PUBLIC_ROOM_PREFIX``).
         max_rooms: how many rooms the connection may be in at once.
-        jwt_algorithm: the one algorithm ``init`` tokens may be signed with.
+        jwt_algorithm: the one algorithm tokens may be signed with, when ``verifier`` is a
+            key.
+        is_history_on: ``SWITCHBOARD_HISTORY``: ``init``'s ``since`` is passed on, and the
+            history frames are published; off, ``since`` is ignored and they are refused.
     """
 
     def __init__(
         self,
         conn_id: str,
         gateway_id: str,
-        jwt_secret: str,
+        verifier: Verifier | str,
         mids: MidFactory,
         *,
         public_room_prefix: str = "",
         max_rooms: int = DEFAULT_MAX_ROOMS_PER_CONNECTION,
         jwt_algorithm: str = DEFAULT_ALGORITHM,
+        is_history_on: bool = False,
     ) -> None:
         self.conn_id = conn_id
         self.gateway_id = gateway_id
-        self._jwt_secret = jwt_secret
-        self._jwt_algorithm = jwt_algorithm
+        self._verifier = (
+            verifier
+            if isinstance(verifier, Verifier)
+            else Verifier(verifier, TokenRules(jwt_algorithm))
+        )
         self._mids = mids
         self._public_room_prefix = public_room_prefix
         self._max_rooms = max_rooms
+        self._is_history_on = is_history_on
         self.identity: Identity | None = None
         """Set by a verified ``init``; the only source of this connection's uid and rights."""
         self.rooms: set[str] = set()
@@ -105,13 +131,26 @@ class Session:
     def is_initialized(self) -> bool:
         return self.identity is not None
 
+    @property
+    def expires_s(self) -> float:
+        """When the token's ``exp`` (plus the leeway) passes, in Unix seconds: then the
+        connection is to be closed with 4004; infinite before ``init``."""
+        if self.identity is None:
+            return float("inf")
+        return self._verifier.expires_s(self.identity)
+
     def on_text(
-        self, text: str | bytes, now_ms: int, is_uid_throttled: bool = False
+        self,
+        text: str | bytes,
+        now_ms: int,
+        is_uid_throttled: bool = False,
+        may_fetch_keys: bool = True,
     ) -> list[Effect]:
         """Decide what a text frame from the client leads to.
 
         ``is_uid_throttled``: the routers said this uid sent too much across its connections
         (the hub keeps it): its ``send`` and ``presence`` frames are refused for now.
+        ``may_fetch_keys``: False when the frame comes back after the ``FetchKeys`` it led to.
         """
         self.last_frame_type = FRAME_TYPE_UNKNOWN
         self.last_frame_cost = 1.0
@@ -126,7 +165,7 @@ class Session:
                 frame, frames.Send | frames.PresenceQuery
             ):
                 return self._uid_throttled(frame.id)
-            return self._on_frame(frame, now_ms)
+            return self._on_frame(frame, now_ms, may_fetch_keys)
         except FrameRejected as rejected:
             return self._rejected(rejected)
 
@@ -206,7 +245,9 @@ class Session:
         )
         return Publish(KEY_CONN_CLOSED, envelopes.encode(closed))
 
-    def _on_frame(self, frame: frames.AnyClientFrame, now_ms: int) -> list[Effect]:
+    def _on_frame(
+        self, frame: frames.AnyClientFrame, now_ms: int, may_fetch_keys: bool
+    ) -> list[Effect]:
         match frame:
             case frames.Ping():
                 return [
@@ -217,7 +258,7 @@ class Session:
                     )
                 ]
             case frames.Init():
-                return self._on_init(frame, now_ms)
+                return self._on_init(frame, now_ms, may_fetch_keys)
         if self.identity is None:
             client_id = getattr(frame, "id", None)
             raise FrameRejected(
@@ -236,29 +277,53 @@ class Session:
                 return self._on_leave(frame, self.identity)
             case frames.PresenceQuery():
                 return [self._presence_asked(frame, self.identity)]
+            case frames.HistoryQuery() | frames.Read() | frames.ConversationsQuery():
+                uid, history_on = self.identity.uid, self._is_history_on
+                return [
+                    history_asked(frame, uid, self.conn_id, self.gateway_id, history_on)
+                ]
+            case frames.Refresh():
+                return self._on_refresh(frame, self.identity, now_ms, may_fetch_keys)
         raise AssertionError(f"unhandled frame {frame!r}")
 
-    def _on_init(self, frame: frames.Init, now_ms: int) -> list[Effect]:
+    def _on_init(
+        self, frame: frames.Init, now_ms: int, may_fetch_keys: bool
+    ) -> list[Effect]:
         if self.uid is not None:
             raise FrameRejected(
                 ErrorCode.ALREADY_INITIALIZED, "this connection is already initialized"
             )
         try:
-            identity = verify_token(
-                frame.token, self._jwt_secret, now_ms / 1000, self._jwt_algorithm
-            )
+            identity = self._verifier.verify(frame.token, now_ms / 1000, may_fetch_keys)
         except FrameRejected as rejected:
-            close_code = (
-                CloseCode.TOKEN_EXPIRED
-                if rejected.code is ErrorCode.TOKEN_EXPIRED
-                else CloseCode.INVALID_TOKEN
-            )
+            close_code = _INIT_CLOSE_CODES.get(rejected.code, CloseCode.INVALID_TOKEN)
             return [*self._rejected(rejected), Close(close_code, rejected.code.value)]
+        if identity is Fetch.NEEDED:
+            return [FetchKeys()]
         self.identity = identity
         opened = envelopes.ConnOpened(
-            uid=identity.uid, conn_id=self.conn_id, gateway_id=self.gateway_id
+            uid=identity.uid,
+            conn_id=self.conn_id,
+            gateway_id=self.gateway_id,
+            since=frame.since if self._is_history_on else None,
         )
         return [Publish(KEY_CONN_OPENED, envelopes.encode(opened))]
+
+    def _on_refresh(
+        self,
+        frame: frames.Refresh,
+        identity: Identity,
+        now_ms: int,
+        may_fetch_keys: bool,
+    ) -> list[Effect]:
+        """Take the new token's rights and expiry; refused, the old ones stay."""
+        refreshed = self._verifier.refreshed(
+            identity, frame.token, now_ms / 1000, may_fetch_keys, frame.id
+        )
+        if refreshed is Fetch.NEEDED:
+            return [FetchKeys()]
+        self.identity = refreshed
+        return [Reply(frames.encode(frames.Refreshed(id=frame.id)))]
 
     def _outgoing(self, frame: frames.Send, sender: Identity, now_ms: int) -> Publish:
         """Check a send's addressing and the sender's right to it; build its envelope.

@@ -3,12 +3,14 @@
 The fields every service shares, and their readers, are in ``runtime/settings.py``.
 """
 
+import ipaddress
 import os
 import re
 import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -42,6 +44,7 @@ class Settings(ServiceSettings):
     http_port: int | None
     """Port of the backend HTTP API (``POST /api/<command>``); None: no HTTP API."""
     http_host: str
+    """Address of the HTTP API (``SWITCHBOARD_HTTP_HOST``), apart from the WebSocket's."""
     api_amqp_url: str
     """The HTTP API's own AMQP connection, whose user may publish ``api.*``."""
     command_timeout_s: float
@@ -52,7 +55,22 @@ class Settings(ServiceSettings):
     max_rooms_per_connection: int = DEFAULT_MAX_ROOMS_PER_CONNECTION
     jwt_algorithm: str = tokens.DEFAULT_ALGORITHM
     """The one algorithm ``init`` tokens may use; ``jwt_secret`` holds its key (an HMAC
-    secret, or the PEM public key read from ``SWITCHBOARD_JWT_PUBLIC_KEY``)."""
+    secret, or the PEM public key read from ``SWITCHBOARD_JWT_PUBLIC_KEY``), unless the keys
+    come from ``jwks_url``."""
+    jwt_audience: tuple[str, ...] = ()
+    """``aud`` values a token must hold one of; empty: a token must hold none."""
+    jwt_issuer: str | None = None
+    """The ``iss`` a token must hold; None: not checked."""
+    jwt_leeway_s: float = 0.0
+    """Clock skew allowed on ``exp`` and ``nbf``."""
+    jwks_url: str | None = None
+    """The identity provider's JWKS; None: the key is ``jwt_secret``."""
+    jwks_refresh_s: float = 300.0
+    """How often the key set is fetched again (keys the provider dropped stop verifying)."""
+    jwks_min_fetch_interval_s: float = 10.0
+    """The least time between two fetches asked for by tokens with an unknown ``kid``."""
+    jwks_timeout_s: float = 5.0
+    """Deadline of one fetch of the key set."""
     allowed_origins: tuple[str, ...] | None = None
     """Origin header values accepted at the handshake; None: any origin (and none)."""
     rate_limit_per_s: float = 50.0
@@ -70,6 +88,9 @@ class Settings(ServiceSettings):
     """Messages one connection may leave unacknowledged (live and replayed): live messages past
     it go to the offline store, replay windows wait for acks. Below ``prefetch``, so that one
     client cannot hold every AMQP delivery of the gateway."""
+    sync_gap_wait_s: float = 0.5
+    """History on: how long a live copy that came out of order waits for the missing ``seq``
+    before the gateway asks the store for a window."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -100,9 +121,15 @@ class Settings(ServiceSettings):
                 f"{env.MAX_UNACKED_PER_CONNECTION} must be less than {env.PREFETCH} "
                 f"({prefetch}), got {max_unacked}"
             )
+        jwks = jwks_url(environ)
         jwt_algorithm = env.choice(
-            environ, env.JWT_ALGORITHM, tokens.ALGORITHMS, tokens.DEFAULT_ALGORITHM
+            environ,
+            env.JWT_ALGORITHM,
+            tokens.ALGORITHMS,
+            # Identity providers sign with RS256 unless told otherwise.
+            tokens.DEFAULT_ALGORITHM if jwks is None else "RS256",
         )
+        jwks_timeout_s = env.seconds(environ, env.JWKS_TIMEOUT_S, 5.0)
         max_frame_bytes = env.integer(environ, env.MAX_FRAME_BYTES, 65536, minimum=256)
         bytes_per_s = env.rate_or_off(environ, env.RATE_LIMIT_BYTES_PER_S, 262_144.0)
         bytes_burst = env.integer(
@@ -115,8 +142,23 @@ class Settings(ServiceSettings):
             )
         return cls(
             **common,
-            jwt_secret=jwt_key(environ, jwt_algorithm),
-            jwt_algorithm=jwt_algorithm,
+            jwt_secret="" if jwks is not None else jwt_key(environ, jwt_algorithm),
+            jwt_algorithm=jwks_algorithm(jwt_algorithm) if jwks else jwt_algorithm,
+            jwt_audience=env.text_list(environ, env.JWT_AUDIENCE),
+            jwt_issuer=environ.get(env.JWT_ISSUER, "") or None,
+            jwt_leeway_s=env.seconds_between(
+                environ, env.JWT_LEEWAY_S, 0.0, 0.0, MAX_JWT_LEEWAY_S
+            ),
+            jwks_url=jwks,
+            jwks_refresh_s=env.seconds(environ, env.JWKS_REFRESH_S, 300.0),
+            jwks_min_fetch_interval_s=env.seconds_between(
+                environ,
+                env.JWKS_MIN_FETCH_INTERVAL_S,
+                max(10.0, jwks_timeout_s),
+                jwks_timeout_s,
+                3600.0,
+            ),
+            jwks_timeout_s=jwks_timeout_s,
             allowed_origins=allowed_origins(environ),
             rate_limit_per_s=env.rate(environ, env.RATE_LIMIT_PER_S, 50.0),
             rate_limit_burst=env.integer(environ, env.RATE_LIMIT_BURST, 100, minimum=1),
@@ -137,10 +179,14 @@ class Settings(ServiceSettings):
             outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
-            http_host=host,
-            api_amqp_url=env.text(environ, env.API_AMQP_URL, common["amqp_url"]),
+            http_host=env.text(environ, env.HTTP_HOST, host),
+            api_amqp_url=env.url(environ, env.API_AMQP_URL, common["amqp_url"]),
             command_timeout_s=env.seconds(environ, env.COMMAND_TIMEOUT_S, 5.0),
-            api_key="" if http_port is None else env.secret(environ, env.API_KEY),
+            api_key=""
+            if http_port is None
+            else env.secret(
+                environ, env.API_KEY, allow_placeholder=env.is_development(environ)
+            ),
             public_room_prefix=env.text(environ, env.PUBLIC_ROOM_PREFIX, ""),
             max_rooms_per_connection=env.integer(
                 environ,
@@ -149,14 +195,31 @@ class Settings(ServiceSettings):
                 minimum=1,
             ),
             max_unacked_per_connection=max_unacked,
+            sync_gap_wait_s=env.seconds(environ, env.SYNC_GAP_WAIT_S, 0.5),
         )
+
+    @property
+    def token_rules(self) -> tokens.TokenRules:
+        """What every token must meet: algorithm, audience, issuer, leeway."""
+        return tokens.TokenRules(
+            self.jwt_algorithm, self.jwt_audience, self.jwt_issuer, self.jwt_leeway_s
+        )
+
+
+MAX_JWT_LEEWAY_S = 300.0
+"""More skew than five minutes is a broken clock, not a skew."""
 
 
 def jwt_key(environ: Mapping[str, str], algorithm: str) -> str:
     """The key that verifies tokens: the HMAC secret, or the PEM public key file's text."""
     if algorithm in tokens.HMAC_ALGORITHMS:
         # As long as the hash's output (RFC 7518 section 3.2): 32, 48 or 64 bytes.
-        return env.secret(environ, env.JWT_SECRET, min_length=int(algorithm[2:]) // 8)
+        return env.secret(
+            environ,
+            env.JWT_SECRET,
+            min_length=int(algorithm[2:]) // 8,
+            allow_placeholder=env.is_development(environ),
+        )
     path = environ.get(env.JWT_PUBLIC_KEY, "")
     if not path:
         raise SettingsError(
@@ -184,6 +247,54 @@ def jwt_key(environ: Mapping[str, str], algorithm: str) -> str:
             f"got an unusable key in {path!r}"
         ) from None
     return pem
+
+
+def jwks_url(environ: Mapping[str, str]) -> str | None:
+    """``SWITCHBOARD_JWKS_URL``: an https URL (http only to a loopback address); None: unset.
+
+    Raises:
+        SettingsError: not such a URL, or set beside ``SWITCHBOARD_JWT_PUBLIC_KEY``.
+    """
+    url = environ.get(env.JWKS_URL, "")
+    if not url:
+        return None
+    if environ.get(env.JWT_PUBLIC_KEY, ""):
+        raise SettingsError(
+            f"set {env.JWKS_URL} or {env.JWT_PUBLIC_KEY}, not both: keys come from one place"
+        )
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is None or not host or parts.scheme not in ("https", "http"):
+        raise SettingsError(f"{env.JWKS_URL} must be an https URL, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        # Keys fetched in clear text can be swapped on the way: anyone could sign tokens.
+        raise SettingsError(
+            f"{env.JWKS_URL} must be https (http only to a loopback address), got {url!r}"
+        )
+    return url
+
+
+def jwks_algorithm(algorithm: str) -> str:
+    """The algorithm of a JWKS: a public key one, never an HMAC secret."""
+    if algorithm not in tokens.PUBLIC_KEY_ALGORITHMS:
+        raise SettingsError(
+            f"{env.JWT_ALGORITHM} must be one of "
+            f"{', '.join(tokens.PUBLIC_KEY_ALGORITHMS)} with {env.JWKS_URL}, "
+            f"got {algorithm!r}"
+        )
+    return algorithm
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...] | None:

@@ -21,8 +21,10 @@ from websockets.typing import Origin
 from gateway import observability
 from gateway.bus import Bus
 from gateway.connection import CloseRequest, Connection, Outbox
-from gateway.effects import Effect
+from gateway.credentials import Verifier
+from gateway.effects import Effect, FetchKeys
 from gateway.hub import Hub
+from gateway.jwks import JwksClient
 from gateway.limits import ConnectionLimits, Decision, Verdict, utf8_length
 from gateway.perform import Performer
 from gateway.session import Session
@@ -55,12 +57,21 @@ class ClientServer:
     """Accepts connections at ``/ws`` and runs each one."""
 
     def __init__(
-        self, settings: Settings, bus: Bus, hub: Hub, mids: MidFactory
+        self,
+        settings: Settings,
+        bus: Bus,
+        hub: Hub,
+        mids: MidFactory,
+        jwks: JwksClient | None = None,
     ) -> None:
         self._settings = settings
         self._hub = hub
         self._mids = mids
         self._performer = Performer(bus, hub)
+        self._jwks = jwks
+        self._verifier = Verifier(
+            settings.jwt_secret if jwks is None else jwks.keyset, settings.token_rules
+        )
 
     def check_request(
         self, connection: ServerConnection, request: Request
@@ -87,11 +98,11 @@ class ClientServer:
         session = Session(
             conn_id,
             self._settings.gateway_id,
-            self._settings.jwt_secret,
+            self._verifier,
             self._mids,
             public_room_prefix=self._settings.public_room_prefix,
             max_rooms=self._settings.max_rooms_per_connection,
-            jwt_algorithm=self._settings.jwt_algorithm,
+            is_history_on=self._settings.history,
         )
         connection = Connection(
             session, websocket, Outbox(self._settings.outbox_frames)
@@ -135,11 +146,12 @@ class ClientServer:
                     > websocket.loop.time()
                 ):
                     continue  # the client sent a ping or a pong meanwhile
-                code = (
-                    CloseCode.IDLE_TIMEOUT
-                    if session.is_initialized
-                    else CloseCode.INIT_TIMEOUT
-                )
+                if session.expires_s <= time.time():
+                    code = CloseCode.TOKEN_EXPIRED  # no refresh came in time
+                elif session.is_initialized:
+                    code = CloseCode.IDLE_TIMEOUT
+                else:
+                    code = CloseCode.INIT_TIMEOUT
                 log.info("connection_timed_out", code=code.name.lower())
                 await self._close(websocket, code, code.name.lower())
                 return
@@ -155,6 +167,13 @@ class ClientServer:
             else:
                 is_throttled = self._hub.is_throttled(session.uid)
                 effects = session.on_text(text, now_ms(), is_throttled)
+                if effects and isinstance(effects[0], FetchKeys):
+                    # The token names a key not held yet (the provider rotated its keys).
+                    if self._jwks is not None:
+                        await self._jwks.fetch()
+                    effects = session.on_text(
+                        text, now_ms(), is_throttled, may_fetch_keys=False
+                    )
                 # A presence frame costs a frame per ten uids, an ack a tenth: settled once decoded.
                 decision = limits.on_cost(now_s, session.last_frame_cost - 1)
                 if not decision.is_accepted:
@@ -207,10 +226,13 @@ class ClientServer:
     def _deadline(
         self, websocket: TrackedConnection, session: Session, init_deadline: float
     ) -> float:
-        """Before init, the init deadline; after, the idle timeout from the client's last bytes."""
+        """Before init, the init deadline; after, the idle timeout from the client's last bytes,
+        or the token's expiry if that comes first."""
         if not session.is_initialized:
             return init_deadline
-        return websocket.last_activity + self._settings.idle_timeout_s
+        idle_deadline = websocket.last_activity + self._settings.idle_timeout_s
+        expires_in_s = session.expires_s - time.time()
+        return min(idle_deadline, websocket.loop.time() + expires_in_s)
 
     async def _write(self, connection: Connection) -> None:
         websocket = connection.websocket
@@ -265,10 +287,17 @@ async def _discard_incoming(websocket: ServerConnection) -> None:
 
 @asynccontextmanager
 async def serve_clients(
-    settings: Settings, bus: Bus, hub: Hub, mids: MidFactory
+    settings: Settings,
+    bus: Bus,
+    hub: Hub,
+    mids: MidFactory,
+    jwks: JwksClient | None = None,
 ) -> AsyncIterator[Server]:
-    """Listen for clients; on exit, close every connection with 1001 (going away)."""
-    clients = ClientServer(settings, bus, hub, mids)
+    """Listen for clients; on exit, close every connection with 1001 (going away).
+
+    ``jwks``: the identity provider's keys, when ``SWITCHBOARD_JWKS_URL`` is set.
+    """
+    clients = ClientServer(settings, bus, hub, mids, jwks)
     async with serve(
         clients.serve_connection,
         settings.host,

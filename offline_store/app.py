@@ -1,9 +1,11 @@
 """Wiring of the offline store: open PostgreSQL and RabbitMQ, run a consumer per queue and the
 retention sweep, stop.
 
-``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests and
-``<ns>.offline.acks`` acknowledged rows; consumers.py says what each consumer does, and the five
-ways a message reaches ``<ns>.offline``.
+``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
+``<ns>.offline.acks`` acknowledged rows, ``<ns>.offline.groups`` group commands and rebuild
+requests and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the 1:1 and group messages to number
+(``inbox_writer.py``); consumers.py and groups.py say what each consumer does, and consumers.py
+the five ways a message reaches ``<ns>.offline``.
 """
 
 import asyncio
@@ -14,6 +16,11 @@ import structlog
 from offline_store import observability
 from offline_store.bus import open_bus
 from offline_store.consumers import ControlServer, UndeliveredWriter
+from offline_store.group_commands import command_max_bytes
+from offline_store.group_store import GroupStore
+from offline_store.groups import GroupServer
+from offline_store.inbox_tables import InboxTables, creation_statements
+from offline_store.inbox_writer import InboxWriter
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
@@ -37,8 +44,12 @@ async def main(settings: Settings) -> None:
         await stack.enter_async_context(
             serve_health(METRICS_HOST, settings.metrics_port, health)
         )
-        store = await stack.enter_async_context(open_store(settings))
+        store = await stack.enter_async_context(
+            open_store(settings, creation_statements(names) if settings.history else ())
+        )
         health.add_check("postgresql", store.ping)
+        groups = GroupStore(store.pool, names)
+        await groups.create_tables()
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
         # Set at shutdown: a batch failing then is given back to the queue, not retried here.
@@ -64,20 +75,48 @@ async def main(settings: Settings) -> None:
             settings.max_amqp_message_bytes,
             Backoff(settings.retry_backoff_max_s, stopping),
         )
-        sweep = RetentionSweep(store, settings.sweep_interval_s, settings.batch_max)
-        loops = (
+        group_server = GroupServer(
+            groups,
+            bus,
+            command_max_bytes(
+                settings.max_command_bytes, settings.max_amqp_message_bytes
+            ),
+            settings.max_amqp_message_bytes,
+            Backoff(settings.retry_backoff_max_s, stopping),
+        )
+        sweep = RetentionSweep(
+            store, settings.sweep_interval_s, settings.batch_max, groups
+        )
+        loops = [
             BatchLoop(writer.store_batch, settings.batch_max),
             BatchLoop(control.serve_batch, settings.batch_max),
             BatchLoop(acks.serve_batch, settings.batch_max),
-        )
+            BatchLoop(group_server.serve_batch, settings.batch_max),
+        ]
+        inbox: InboxWriter | None = None
+        if settings.history:
+            inbox = InboxWriter(
+                InboxTables(store.pool, names, settings.max_rows_per_uid),
+                bus,
+                settings.max_amqp_message_bytes,
+                Backoff(settings.retry_backoff_max_s, stopping),
+            )
+            loops.append(BatchLoop(inbox.write_batch, settings.batch_max))
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops]
+            tasks = [tg.create_task(batch_loop.run()) for batch_loop in loops[:4]]
+            if inbox is not None:
+                tasks.append(tg.create_task(run_then_drain(loops[4], inbox)))
             sampler = tg.create_task(observability.sample_backlog(store))
             sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
             await bus.consume(names.store_control_queue, loops[1].accept)
             # Acks have a queue and a loop of their own: a flood of them never delays a replay.
             await bus.consume(names.store_acks_queue, loops[2].accept)
+            # Group commands have their own loop: a rebuild's pages never delay a replay.
+            await bus.consume(names.store_groups_queue, loops[3].accept)
+            if inbox is not None:
+                # 1:1 and group messages, written and numbered before they are delivered.
+                await bus.consume(names.inbox_queue, loops[4].accept)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
             await stop.wait()
@@ -94,3 +133,9 @@ async def main(settings: Settings) -> None:
                 log.warning("shutdown_timed_out", service=SERVICE)
                 task.cancel()
     log.info("service_stopped", service=SERVICE)
+
+
+async def run_then_drain(batch_loop: BatchLoop, writer: InboxWriter) -> None:
+    """The inbox's loop, then the batches it started that still wait for their confirms."""
+    await batch_loop.run()
+    await writer.drain()

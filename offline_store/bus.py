@@ -17,6 +17,8 @@ from proto.names import (
     EVENT_MESSAGE_OFFLINE,
     EVENT_MESSAGE_REFUSED,
     HEADER_REJECTED_REASON,
+    KEY_GROUP_CHANGED,
+    KEY_GROUPS_PAGE,
     KEY_SAVED,
     RETIRED_STORE_CONTROL_BINDINGS,
 )
@@ -37,7 +39,7 @@ async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
     """
     async with open_broker(settings, settings.shutdown_timeout_s) as broker:
         names = settings.names
-        topology = shared_topology(names, settings.queue_type)
+        topology = shared_topology(names, settings.queue_type, settings.history)
         queues = await broker.declare(topology)
         # Acks had the control queue before they got their own: an older gateway's acks
         # would otherwise reach both (harmless, but they would queue beside the replays).
@@ -120,3 +122,31 @@ class Bus:
     async def publish_delivery(self, gateway_id: str, body: bytes) -> None:
         """Send a delivery to one gateway's queue; returns once the broker confirmed."""
         await self._publisher.publish(self._names.deliveries_exchange, gateway_id, body)
+
+    async def publish_group_changed(
+        self, body: bytes, reply_to: str, correlation_id: str
+    ) -> None:
+        """Tell the routers of a committed change (``GroupChanged``), with the command's
+        ``reply_to`` and ``correlation_id``: the router that applies it answers there."""
+        await self._publisher.publish(
+            self._names.inbound_exchange,
+            KEY_GROUP_CHANGED,
+            body,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+        )
+
+    async def publish_groups_page(self, body: bytes) -> None:
+        """Send the routers one page of a rebuild; returns once the broker confirmed."""
+        await self._publisher.publish(
+            self._names.inbound_exchange, KEY_GROUPS_PAGE, body
+        )
+
+    async def publish_reply(
+        self, reply_to: str, correlation_id: str, body: bytes
+    ) -> None:
+        """Answer a backend command on its ``reply_to`` queue. Not mandatory: a backend that
+        gave up waiting may have deleted its queue."""
+        await self._publisher.publish(
+            "", reply_to, body, correlation_id=correlation_id, mandatory=False
+        )

@@ -21,6 +21,7 @@ from proto.envelopes import (
     decode_replay_request,
 )
 from proto.errors import BadEnvelope
+from proto.frames import with_seq
 from proto.items import DECODE_ERRORS, reason_of
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
@@ -113,7 +114,8 @@ def replay_deliveries(
     One ``Delivery`` per gateway, or more when a window is larger than ``max_bytes`` (500 rows
     of 64 KiB frames are 32 MiB, more than a broker takes in one message). Each item is flagged
     ``stored``: its row stays until the client acknowledges it, so a gateway that cannot deliver
-    it does not hand it back. The frame is the stored text, byte for byte.
+    it does not hand it back. The frame is the stored text, byte for byte, with a thin row's
+    ``seq`` written first (history on).
 
     Args:
         rows: one window of the uid's rows, sorted by mid.
@@ -127,7 +129,17 @@ def replay_deliveries(
     """
     if not rows:
         return []
-    frames = [(row.mid, msgspec.Raw(row.frame.encode())) for row in rows]
+    frames = [
+        (
+            row.mid,
+            msgspec.Raw(
+                row.frame.encode()
+                if row.seq is None
+                else with_seq(row.frame.encode(), row.seq)
+            ),
+        )
+        for row in rows
+    ]
     return [
         GatewayDelivery(
             gateway.gateway_id,

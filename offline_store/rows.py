@@ -36,6 +36,9 @@ class StoredRow:
 
     mid: str
     frame: str
+    seq: int | None = None
+    """A thin row's place in the uid's inbox (history on), written into the frame at replay;
+    None when the frame is the row's own (it has its ``seq`` already, if any)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,18 @@ def rows_from_body(body: bytes) -> KeptRows:
                 unstorable.append(target)
                 reason = problem
                 continue
-            rows.append(UndeliveredRow(target.uid, item.mid, frame, item.origin))
+            # A numbered copy (history on) is kept with its seq written in, as the gateway
+            # would have pushed it: its replay carries it.
+            kept = frame if target.seq is None else with_seq_text(frame, target.seq)
+            rows.append(UndeliveredRow(target.uid, item.mid, kept, item.origin))
         if unstorable:
             refused.append(_refused(item, unstorable, reason, position))
     return KeptRows(rows, refused)
+
+
+def with_seq_text(frame: str, seq: int) -> str:
+    """A frame kept as text, with ``seq`` written first (``proto.frames.with_seq``)."""
+    return f'{{"seq":{seq},{frame[1:]}'
 
 
 def refused_row(row: UndeliveredRow, reason: str, index: int) -> RefusedItem:

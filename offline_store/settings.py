@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proto import env
+from proto.errors import SettingsError
 from runtime import settings as shared
 from runtime.settings import ServiceSettings
 
@@ -21,6 +22,11 @@ DEFAULT_RETENTION_S = 30 * 24 * 3600.0
 """Thirty days: a row older than that is deleted unread."""
 DEFAULT_SWEEP_INTERVAL_S = 60.0
 """Pause between two passes of the retention sweep."""
+DEFAULT_HISTORY_DAYS = 30.0
+MAX_HISTORY_DAYS = 36_500.0
+"""A century: the largest ``SWITCHBOARD_HISTORY_DAYS`` accepted (0 keeps everything)."""
+DEFAULT_SYNC_PAGE = 1000
+DEFAULT_SYNC_GRACE_S = 300.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +46,15 @@ class Settings(ServiceSettings):
     """Pause between two passes of the retention sweep."""
     retry_backoff_max_s: float = 5.0
     """Longest pause between two attempts at a batch that failed as a whole."""
+    history_days: float = DEFAULT_HISTORY_DAYS
+    """History on: days of history kept (fractions allowed); 0 keeps everything."""
+    sync_page: int = DEFAULT_SYNC_PAGE
+    """History on: inbox entries per sync window, at most."""
+    sync_grace_s: float = DEFAULT_SYNC_GRACE_S
+    """History on: how long a syncing connection is added to messages routed before it
+    registered (longer than any routed message waits for the store)."""
+    max_command_bytes: int = 1_048_576
+    """Largest group command body served (``SWITCHBOARD_MAX_COMMAND_BYTES``, as the router's)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -47,7 +62,7 @@ class Settings(ServiceSettings):
         return cls(
             **shared.service_fields(environ),
             retry_backoff_max_s=shared.retry_backoff_max_s(environ),
-            postgres_dsn=env.text(environ, env.POSTGRES_DSN, env.DEFAULT_POSTGRES_DSN),
+            postgres_dsn=env.url(environ, env.POSTGRES_DSN, env.DEFAULT_POSTGRES_DSN),
             batch_max=env.integer(
                 environ, env.BATCH_MAX, 500, minimum=1, maximum=MAX_BATCH
             ),
@@ -68,4 +83,27 @@ class Settings(ServiceSettings):
             sweep_interval_s=env.seconds(
                 environ, env.OFFLINE_SWEEP_INTERVAL_S, DEFAULT_SWEEP_INTERVAL_S
             ),
+            history_days=history_days(environ),
+            sync_page=env.integer(
+                environ, env.SYNC_PAGE, DEFAULT_SYNC_PAGE, minimum=1, maximum=MAX_BATCH
+            ),
+            sync_grace_s=env.seconds(environ, env.SYNC_GRACE_S, DEFAULT_SYNC_GRACE_S),
+            max_command_bytes=env.integer(
+                environ, env.MAX_COMMAND_BYTES, default=1_048_576, minimum=1024
+            ),
         )
+
+
+def history_days(environ: Mapping[str, str]) -> float:
+    """``SWITCHBOARD_HISTORY_DAYS``: days, fractions allowed, 0 (keep everything) to a century."""
+    days = env.non_negative(
+        environ,
+        env.HISTORY_DAYS,
+        DEFAULT_HISTORY_DAYS,
+        "a number of days (0: keep everything)",
+    )
+    if days > MAX_HISTORY_DAYS:
+        raise SettingsError(
+            f"{env.HISTORY_DAYS} must be at most {MAX_HISTORY_DAYS:.0f} days, got {days:g}"
+        )
+    return days

@@ -50,8 +50,9 @@ EXPECTED_FAILURES = (
 )
 """A dependency away or slow: logged as a warning, without a traceback, and retried."""
 POOL_MIN_SIZE = 2
-POOL_MAX_SIZE = 5
-"""One connection per consumer loop and the retention sweep, and spares for one being replaced."""
+POOL_MAX_SIZE = 6
+"""One connection per consumer loop (four) and the retention sweep, and a spare for one being
+replaced."""
 MAX_KEYS_PER_DELETE = 1000
 """Most (uid, mid) keys one DELETE of acknowledged rows names: a flood of acks becomes many
 short statements, never one that holds a connection and row locks for long."""
@@ -70,9 +71,9 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def table_identifier(names: Names) -> str:
-    """The quoted, schema-qualified name of the undelivered table."""
-    schema, _, table = names.undelivered_table.partition(".")
+def table_identifier(names: Names, qualified: str = "") -> str:
+    """The quoted, schema-qualified name of a table (by default the undelivered table)."""
+    schema, _, table = (qualified or names.undelivered_table).partition(".")
     return f"{quote_identifier(schema)}.{quote_identifier(table)}"
 
 
@@ -85,6 +86,7 @@ class Store:
         names: Names,
         max_rows_per_uid: int = DEFAULT_MAX_ROWS_PER_UID,
         retention_s: float = DEFAULT_RETENTION_S,
+        history: bool = False,
     ) -> None:
         self._pool = pool
         self._names = names
@@ -167,13 +169,38 @@ class Store:
             " AND stored_at >= now() - make_interval(secs => $4)"
             " ORDER BY mid LIMIT $3"
         )
+        if history:
+            # Thin rows (no frame) take the message's frame and carry their seq, to be
+            # written into it; rows with a frame (handed over by a gateway, or kept with
+            # history off) are replayed as they are.
+            messages = table_identifier(names, names.messages_table)
+            for bound, name in ((">=", "_first_page_sql"), (">", "_next_page_sql")):
+                setattr(
+                    self,
+                    name,
+                    "SELECT s.mid, coalesce(s.frame, m.frame) AS frame,"
+                    " CASE WHEN s.frame IS NULL THEN s.seq END AS seq"
+                    f" FROM {table} AS s LEFT JOIN {messages} AS m"
+                    " ON s.frame IS NULL AND m.mid = s.mid"
+                    f" WHERE s.uid = $1 AND s.mid {bound} $2"
+                    " AND s.stored_at >= now() - make_interval(secs => $4)"
+                    " AND (s.frame IS NOT NULL OR m.frame IS NOT NULL)"
+                    " ORDER BY s.mid LIMIT $3",
+                )
         self._count_sql = f"SELECT count(*) FROM {table}"
         self._holding_sql = (
             f"SELECT DISTINCT uid FROM {table} WHERE uid = ANY($1::text[])"
         )
 
-    async def create_table(self) -> None:
-        """Create the namespace's schema and table unless they exist."""
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool, shared with the group tables (``group_store.py``) and the inbox
+        tables (``inbox_tables.py``)."""
+        return self._pool
+
+    async def create_table(self, extra: Sequence[str] = ()) -> None:
+        """Create the namespace's schema and table unless they exist, then run ``extra``
+        (the inbox tables' creation, with history on) under the same lock."""
         async with self._pool.acquire() as connection, connection.transaction():
             # CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE (two stores
             # starting at once): serialise them on a lock named after the table.
@@ -186,6 +213,8 @@ class Store:
             )
             await connection.execute(self._create_table_sql)
             await connection.execute(self._index_sql)
+            for statement in extra:
+                await connection.execute(statement)
 
     async def insert_rows(self, rows: Sequence[UndeliveredRow]) -> InsertOutcome:
         """Insert rows, none past ``max_rows_per_uid`` rows per uid, in one transaction.
@@ -239,7 +268,10 @@ class Store:
         """Return up to ``limit`` unexpired rows of ``uid`` by mid, from or after ``from_mid``."""
         sql = self._first_page_sql if is_first else self._next_page_sql
         records = await self._pool.fetch(sql, uid, from_mid, limit, self._retention_s)
-        return [StoredRow(record["mid"], record["frame"]) for record in records]
+        return [
+            StoredRow(record["mid"], record["frame"], record.get("seq"))
+            for record in records
+        ]
 
     async def uids_with_rows(self, uids: Sequence[str]) -> set[str]:
         """Of these uids, those that have stored rows (one statement for a batch of logins)."""
@@ -259,8 +291,11 @@ class Store:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """Connect to PostgreSQL, create the table, and close the pool on exit.
+async def open_store(
+    settings: Settings, extra_tables: Sequence[str] = ()
+) -> AsyncIterator[Store]:
+    """Connect to PostgreSQL, create the table (and ``extra_tables``: the statements that create
+    the inbox tables, with history on), and close the pool on exit.
 
     Raises:
         DependencyUnavailable: PostgreSQL cannot be reached or refuses the connection.
@@ -280,10 +315,14 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         ) from exc
     try:
         store = Store(
-            pool, settings.names, settings.max_rows_per_uid, settings.retention_s
+            pool,
+            settings.names,
+            settings.max_rows_per_uid,
+            settings.retention_s,
+            settings.history,
         )
         try:
-            await store.create_table()
+            await store.create_table(extra_tables)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DependencyUnavailable(
                 "PostgreSQL",

@@ -22,11 +22,13 @@ class ErrorCode(StrEnum):
     ALREADY_INITIALIZED = "already_initialized"
     """A second ``init`` on a connection that already has one."""
     INVALID_TOKEN = "invalid_token"
-    """The token's signature, algorithm or claims are not valid."""
+    """The token's signature, algorithm or claims are not valid (``aud``, ``iss``, a ``kid``
+    the identity provider does not have); for a ``refresh``, also a token of another uid."""
     TOKEN_EXPIRED = "token_expired"
     """The token's ``exp`` has passed."""
     UNAVAILABLE = "unavailable"
-    """The broker did not confirm the frame in time: nothing was accepted; retry, same id."""
+    """The broker did not confirm the frame in time: nothing was accepted; retry, same id.
+    Also for an ``init`` or ``refresh`` whose key the identity provider could not give."""
     RATE_LIMITED = "rate_limited"
     """Too many frames or bytes on this connection, or too many frames from this uid across all
     its connections (refused for the rest of the window); slow down."""
@@ -51,6 +53,12 @@ class ErrorCode(StrEnum):
     """A later notice, after ``sent``: the recipient's offline store holds
     ``SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID`` rows, so this message (``mid``, for ``to``) was not
     kept for them. Sent to the sending connection, with the ``id`` of its ``send``."""
+    NOT_FOUND = "not_found"
+    """A ``read`` (or ``api.message``) names a mid that is not in that uid's inbox."""
+    HISTORY_OFF = "history_off"
+    """A ``history``, ``read`` or ``conversations`` frame, or a history command
+    (``api.history``, ``api.conversations``, ``api.message``), where the deployment runs with
+    ``SWITCHBOARD_HISTORY=off``: no history is kept to answer it."""
 
 
 class CloseCode(IntEnum):
@@ -65,6 +73,9 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     """A frame was larger than ``SWITCHBOARD_MAX_FRAME_BYTES``."""
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    """An ``init`` whose key could not be fetched from the identity provider
+    (``SWITCHBOARD_JWKS_URL``): reconnect after a pause, with the same token."""
     INIT_TIMEOUT = 4001
     """No valid ``init`` within ``SWITCHBOARD_INIT_TIMEOUT_S``."""
     IDLE_TIMEOUT = 4002
@@ -72,7 +83,8 @@ class CloseCode(IntEnum):
     INVALID_TOKEN = 4003
     """Terminal: the token is not valid; do not reconnect with it."""
     TOKEN_EXPIRED = 4004
-    """Reconnect with a fresh token."""
+    """The token's ``exp`` passed (plus ``SWITCHBOARD_JWT_LEEWAY_S``): at ``init``, or later
+    on an open connection that got no ``refresh`` in time. Reconnect with a fresh token."""
     KICKED = 4005
     """Terminal: a backend kicked this uid."""
     SLOW_CONSUMER = 4006

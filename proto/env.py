@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from proto.errors import SettingsError
+from proto.placeholders import is_placeholder
 
 AMQP_URL = "SWITCHBOARD_AMQP_URL"
 REDIS_URL = "SWITCHBOARD_REDIS_URL"
@@ -34,6 +35,8 @@ SHUTDOWN_TIMEOUT_S = "SWITCHBOARD_SHUTDOWN_TIMEOUT_S"
 QUERY_TIMEOUT_S = "SWITCHBOARD_QUERY_TIMEOUT_S"
 REDIS_TIMEOUT_S = "SWITCHBOARD_REDIS_TIMEOUT_S"
 HTTP_PORT = "SWITCHBOARD_HTTP_PORT"
+HTTP_HOST = "SWITCHBOARD_HTTP_HOST"
+"""Address the backend HTTP API listens on; unset: ``SWITCHBOARD_GATEWAY_HOST``."""
 API_KEY = "SWITCHBOARD_API_KEY"
 API_AMQP_URL = "SWITCHBOARD_API_AMQP_URL"
 COMMAND_TIMEOUT_S = "SWITCHBOARD_COMMAND_TIMEOUT_S"
@@ -58,6 +61,25 @@ MAX_CONNECTIONS_PER_UID = "SWITCHBOARD_MAX_CONNECTIONS_PER_UID"
 JWT_ALGORITHM = "SWITCHBOARD_JWT_ALGORITHM"
 JWT_PUBLIC_KEY = "SWITCHBOARD_JWT_PUBLIC_KEY"
 """Path of a PEM file with the public key that verifies RS256 / ES256 tokens."""
+JWT_AUDIENCE = "SWITCHBOARD_JWT_AUDIENCE"
+"""Comma-separated ``aud`` values a token must hold one of; unset: tokens must hold no ``aud``."""
+JWT_ISSUER = "SWITCHBOARD_JWT_ISSUER"
+"""The ``iss`` a token must hold; unset: not checked."""
+JWT_LEEWAY_S = "SWITCHBOARD_JWT_LEEWAY_S"
+"""Clock skew allowed on a token's ``exp`` and ``nbf`` (0 to 300 seconds)."""
+JWKS_URL = "SWITCHBOARD_JWKS_URL"
+"""The identity provider's JWKS (``https://.../certs``): RS256 / ES256 keys picked by ``kid``,
+instead of ``SWITCHBOARD_JWT_PUBLIC_KEY``."""
+JWKS_REFRESH_S = "SWITCHBOARD_JWKS_REFRESH_S"
+"""How often the key set is fetched again, so that keys the provider dropped stop verifying."""
+JWKS_MIN_FETCH_INTERVAL_S = "SWITCHBOARD_JWKS_MIN_FETCH_INTERVAL_S"
+"""The least time between two fetches that tokens with an unknown ``kid`` ask for."""
+JWKS_TIMEOUT_S = "SWITCHBOARD_JWKS_TIMEOUT_S"
+"""Deadline of one fetch of the key set."""
+DEVELOPMENT = "SWITCHBOARD_DEVELOPMENT"
+"""``on``: accept the public placeholder secrets of the repository (the Makefile's development
+secret, the Kubernetes placeholders, in a secret or a URL's password); ``off`` (the default):
+refuse to start with one."""
 MAX_COMMAND_BYTES = "SWITCHBOARD_MAX_COMMAND_BYTES"
 OFFLINE_MAX_ROWS_PER_UID = "SWITCHBOARD_OFFLINE_MAX_ROWS_PER_UID"
 """Most offline rows one uid may hold; a message over it is refused with ``recipient_full``."""
@@ -84,6 +106,17 @@ HISTORY = "SWITCHBOARD_HISTORY"
 """``on``: the offline store keeps every 1:1 and group message as history, numbers each uid's
 inbox (``seq``) and serves sync, history and read markers; ``off`` (the default for now): a relay
 that keeps a message only until it is acknowledged. Every service of a namespace must agree."""
+HISTORY_DAYS = "SWITCHBOARD_HISTORY_DAYS"
+"""Days of history the offline store keeps (fractions allowed); older entries are not read and
+are deleted. 0 keeps everything."""
+SYNC_PAGE = "SWITCHBOARD_SYNC_PAGE"
+"""Inbox entries per sync window, at most (offline store)."""
+SYNC_GRACE_S = "SWITCHBOARD_SYNC_GRACE_S"
+"""How long the offline store adds a syncing connection to messages routed before it
+registered; longer than any routed message waits for the store."""
+SYNC_GAP_WAIT_S = "SWITCHBOARD_SYNC_GAP_WAIT_S"
+"""How long a gateway holds an out-of-order live copy for the missing ``seq`` before it asks
+for a sync window."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -100,8 +133,18 @@ def text(environ: Mapping[str, str], name: str, default: str | None = None) -> s
     return value
 
 
-def secret(environ: Mapping[str, str], name: str, min_length: int = 16) -> str:
-    """Return a required secret; errors say what is wrong with it, never what it is."""
+def secret(
+    environ: Mapping[str, str],
+    name: str,
+    min_length: int = 16,
+    *,
+    allow_placeholder: bool = False,
+) -> str:
+    """Return a required secret; errors say what is wrong with it, never what it is.
+
+    A public placeholder (``proto.placeholders``) is refused unless ``allow_placeholder`` (the
+    development flag, ``SWITCHBOARD_DEVELOPMENT=on``).
+    """
     value = environ.get(name, "")
     if not value:
         raise SettingsError(
@@ -109,7 +152,40 @@ def secret(environ: Mapping[str, str], name: str, min_length: int = 16) -> str:
         )
     if len(value) < min_length:
         raise SettingsError(f"{name} must be at least {min_length} characters long")
+    if not allow_placeholder and is_placeholder(value):
+        raise SettingsError(
+            f"{name} is a public placeholder: set a random secret "
+            f"(openssl rand -hex 32), or {DEVELOPMENT}=on for local development only"
+        )
     return value
+
+
+def url(environ: Mapping[str, str], name: str, default: str) -> str:
+    """Return a dependency's URL or DSN; one whose password is a public placeholder (the
+    ``CHANGE-ME`` of ``k8s/base/secret.yaml``) is refused unless ``SWITCHBOARD_DEVELOPMENT=on``."""
+    value = text(environ, name, default)
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None  # the connection's own error names what is wrong with it
+    if password and is_placeholder(password) and not is_development(environ):
+        raise SettingsError(
+            f"{name} holds a public placeholder password: set the real one, "
+            f"or {DEVELOPMENT}=on for local development only"
+        )
+    return value
+
+
+def is_development(environ: Mapping[str, str]) -> bool:
+    """``SWITCHBOARD_DEVELOPMENT``: ``on`` or ``off`` (the default)."""
+    return choice(environ, DEVELOPMENT, ("on", "off"), "off") == "on"
+
+
+def text_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Return a comma-separated list without blanks; unset: empty."""
+    return tuple(
+        item.strip() for item in environ.get(name, "").split(",") if item.strip()
+    )
 
 
 def integer(
@@ -155,6 +231,22 @@ def _positive(
     return value
 
 
+def non_negative(
+    environ: Mapping[str, str], name: str, default: float, what: str
+) -> float:
+    """A finite float >= 0; errors say ``what`` was expected ("a number of days, 0: ...")."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise SettingsError(f"{name} must be {what}, at least 0, got {raw!r}")
+    return value
+
+
 def choice(
     environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str
 ) -> str:
@@ -181,6 +273,30 @@ def location(url: str) -> str:
     if parts.hostname is None:
         return parts.path or "an unparsable URL"
     return parts.hostname if port is None else f"{parts.hostname}:{port}"
+
+
+def seconds_between(
+    environ: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float,
+    maximum: float,
+) -> float:
+    """Return a number of seconds within ``[minimum, maximum]`` (0 may be one)."""
+    raw = environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a number of seconds, got {raw!r}"
+        ) from None
+    if not minimum <= value <= maximum:  # NaN compares false: refused as well
+        raise SettingsError(
+            f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw!r}"
+        )
+    return value
 
 
 def rate(environ: Mapping[str, str], name: str, default: float) -> float:

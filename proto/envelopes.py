@@ -21,9 +21,12 @@ gateway.acks                 Batch                gateway -> offline store (``ga
 gateway.replay               ReplayRequest        gateway -> offline store (the next window)
 store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
+router.inbox -> <ns>.inbox   InboxBatch           router -> offline store (history on;
+                                                  proto/inbox.py)
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway
 undeliverable (fanout)       Delivery             router, gateway, dead-lettering -> offline store
 api.<command>                Api* (commands)      backend services -> router (reply: *Reply)
+api.group.*                  ApiGroup* (commands) backend services -> offline store (groups.py)
 events: user.online          UserOnline           router -> backend services
 events: user.offline         UserOffline          router -> backend services
 events: message.offline      MessageOffline       offline store -> backend services
@@ -33,16 +36,16 @@ events: message.refused      MessageRefused       offline store -> backend servi
 
 import msgspec
 
+from proto import sync
+from proto.bases import Command as Command  # re-exported: every envelope's base
+from proto.bases import Envelope as Envelope
+from proto.frames import Seq
 from proto.rules import Identifier, OptionalIdentifier, body_violation
 
 # Every name in an envelope the router consumes from gateways, and in every backend command,
 # follows the identifier rule of proto/rules.py, checked while the body decodes: what another
 # service or a backend publishes is refused at the router's door like a client's frame at the
 # gateway's. A command's ``body`` follows the body rules (checked in ``__post_init__``).
-
-
-class Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every envelope."""
 
 
 class ConnOpened(Envelope, frozen=True):
@@ -55,6 +58,8 @@ class ConnOpened(Envelope, frozen=True):
     """Sent again for a live connection because the routers lost its presence (a Redis restart,
     a gateway swept while frozen or cut off; see ``DeliveryItem.reannounce``): register it and
     replay its offline messages, but no ``ready`` and no ``user.online``."""
+    since: Seq | None = None
+    """The ``init``'s ``since`` (history on): sync the inbox after it instead of replaying."""
 
 
 class ConnClosed(Envelope, frozen=True):
@@ -63,7 +68,7 @@ class ConnClosed(Envelope, frozen=True):
     uid: Identifier
     conn_id: Identifier
     gateway_id: Identifier
-    rooms: list[Identifier] = []
+    rooms: list[Identifier] = []  # noqa: RUF012  (msgspec copies a mutable default)
 
 
 class Outgoing(Envelope, frozen=True):
@@ -156,10 +161,16 @@ class Batch(Envelope, frozen=True):
 
 
 class Target(msgspec.Struct, frozen=True, array_like=True):
-    """One connection a delivery is for; ``conn_id`` is empty when the uid has no connection."""
+    """One connection a delivery is for; ``conn_id`` is empty when the uid has no connection.
+
+    ``[uid, conn_id]``, or ``[uid, conn_id, seq]`` for a copy numbered in the uid's inbox (with
+    ``SWITCHBOARD_HISTORY`` on): the gateway writes ``seq`` into the frame it pushes there
+    (``proto.frames.with_seq``). A target without it decodes as before.
+    """
 
     uid: str
     conn_id: str
+    seq: int | None = None
 
 
 class Origin(msgspec.Struct, frozen=True, array_like=True):
@@ -204,6 +215,20 @@ class DeliveryItem(Envelope, frozen=True):
     ``SWITCHBOARD_RATE_LIMIT_PER_UID_BURST`` across all gateways in a window: every gateway
     answers its frames ``rate_limited`` for ``throttle_ms`` (and nothing is stored)."""
     throttle_ms: int = 0
+    advance: bool = False
+    """When true (with no frame to push), the target connections sent this message: their
+    uid's inbox reached the target's ``seq`` with it. Nothing is pushed; the connection has its
+    ``sent``."""
+
+
+class SyncWindow(Envelope, frozen=True):
+    """How far a sync window reaches in its uid's inbox."""
+
+    to_seq: int
+    """The highest ``seq`` the window covers (entries up to it were read, kept or not)."""
+    more: bool
+    """Entries above ``to_seq`` remain: the gateway asks for the next window. False: the
+    window reached the head, ``to_seq``, which ``synced`` carries."""
 
 
 class Delivery(Envelope, frozen=True):
@@ -219,6 +244,8 @@ class Delivery(Envelope, frozen=True):
     its last, or to ``next_mid``), as the store read them; "" is from the first row. A gateway
     that knows of a stored row before ``from_mid`` still to push does not push the window (the
     row would come after later ones) but asks for a window from that row."""
+    sync: SyncWindow | None = None
+    """On a sync window (the answer to a ``SyncRequest``): how far it reaches."""
 
 
 class SavedUid(msgspec.Struct, frozen=True, array_like=True):
@@ -256,10 +283,6 @@ class ReplayRequest(Envelope, frozen=True):
 # Backend commands: the bodies of api.<command> on the inbound exchange (and of POST /api/<command>
 # on a gateway). A command with the AMQP reply_to property gets its reply there, with the same
 # correlation_id: the command's *Reply, or ErrorReply.
-
-
-class Command(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every backend command body."""
 
 
 def _check_body(body: msgspec.Raw) -> None:
@@ -322,6 +345,12 @@ class ApiGroupMembers(Command, frozen=True):
     uids: list[Identifier]
 
 
+class ApiGroupList(Command, frozen=True):
+    """``api.group.members``: the members of a group, as the offline store holds them."""
+
+    group: Identifier
+
+
 class ApiPresence(Command, frozen=True):
     """``api.presence``: which of these uids are online."""
 
@@ -350,6 +379,10 @@ class KickReply(Envelope, frozen=True):
 
 class OkReply(Envelope, frozen=True):
     ok: bool = True
+
+
+class GroupMembersReply(Envelope, frozen=True):
+    uids: list[str]
 
 
 class PresenceReply(Envelope, frozen=True):
@@ -397,12 +430,19 @@ class UserOffline(Envelope, frozen=True):
     ts: int
 
 
-class MessageOffline(Envelope, frozen=True):
-    """``message.offline``: a message for ``uid`` went to the offline store."""
+class MessageOffline(Envelope, frozen=True, omit_defaults=True):
+    """``message.offline``: a message for ``uid`` went to the offline store.
+
+    With history on, also who sent it (``sender``) and its conversation: ``with`` (the sender,
+    seen from ``uid``) for a message to one uid, or ``group``.
+    """
 
     uid: str
     mid: str
     ts: int
+    sender: str = ""
+    peer: str | None = msgspec.field(name="with", default=None)
+    group: str | None = None
 
 
 class MessageRefused(Envelope, frozen=True):
@@ -438,8 +478,10 @@ COMMANDS: dict[str, type[Command]] = {
     "kick": ApiKick,
     "group.add": ApiGroupMembers,
     "group.remove": ApiGroupMembers,
+    "group.members": ApiGroupList,
     "presence": ApiPresence,
     "connections": ApiConnections,
     "room.count": ApiRoomCount,
+    **sync.HISTORY_COMMANDS,
 }
 """Every backend command by name: ``api.<name>`` on the broker, ``POST /api/<name>`` over HTTP."""

@@ -14,20 +14,39 @@ Client -> gateway::
     {"type":"leave","id":CLIENT_ID,"room":RID}           -> left {id, room} | error
     {"type":"presence","id":CLIENT_ID,"uids":[UID,...]}  -> presence {id, online} | error
     {"type":"ping","id":CLIENT_ID?}                      -> pong {id?}
+    {"type":"refresh","id":CLIENT_ID,"token":JWT}        -> refreshed {id} | error {id, code}
+
+With ``SWITCHBOARD_HISTORY=on`` (history frames are answered ``history_off`` while it is off)::
+
+    {"type":"init","token":JWT,"since":SEQ}              -> ready, the inbox after SEQ, synced
+    {"type":"history","id":CLIENT_ID,"with":UID,"before":SEQ?,"limit":N?}
+        ("group":GID instead of "with")                  -> history {id, messages, more}
+    {"type":"read","id":CLIENT_ID,"mid":MID}             -> marked {id} | error not_found
+    {"type":"conversations","id":CLIENT_ID,"before":SEQ?,"limit":N?}
+                                                         -> conversations {id, items}
 
 Gateway -> client::
 
     {"type":"ready","uid":UID,"conn":CONNECTION_ID}
     {"type":"sent","id":CLIENT_ID,"mid":MID}
-    {"type":"message","mid":MID,"from":UID,"to":UID,"body":ANY,"ts":UNIX_MS}
+    {"type":"message","mid":MID,"from":UID,"to":UID,"body":ANY,"ts":UNIX_MS,"seq":SEQ}
         ("group":GID, "room":RID or "broadcast":true instead of "to"; "transient":true on a
-        transient one)
+        transient one; "seq", the message's place in the uid's inbox, with history on and
+        for messages to a uid or a group only)
     {"type":"joined","id":CLIENT_ID,"room":RID}   {"type":"left","id":CLIENT_ID,"room":RID}
     {"type":"presence","id":CLIENT_ID,"online":[UID,...]}
     {"type":"error","id":CLIENT_ID?,"code":CODE,"message":TEXT}
         (code "recipient_full", after the "sent" of that id: also "mid":MID,"to":UID)
     {"type":"pong","id":CLIENT_ID?}
     {"type":"kicked","reason":TEXT}
+    {"type":"synced","seq":HEAD}
+    {"type":"history","id":CLIENT_ID,"messages":[message frames, oldest first],"more":BOOL}
+    {"type":"marked","id":CLIENT_ID}
+    {"type":"receipt","by":UID,"mid":MID}
+    {"type":"conversations","id":CLIENT_ID,"items":[
+        {"with":UID,"last":MESSAGE_FRAME,"unread":N,"read":MID_OR_NULL} |
+        {"group":GID,"last":MESSAGE_FRAME,"unread":N,"read":MID_OR_NULL}, ...]}
+    {"type":"refreshed","id":CLIENT_ID}
 
 Uids, group and room names, client ids and mids follow the identifier rule of ``proto/rules.py``
 (ASCII letters, digits and ``_ - . @ + = | ~``, 1 to 128 characters); a ``body`` follows its body
@@ -62,6 +81,19 @@ Mid = Annotated[
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 Gid = Identifier
 Rid = Identifier
+MAX_PAGE = 100
+"""Most entries one ``history`` or ``conversations`` frame may ask for."""
+DEFAULT_PAGE = 50
+MAX_SEQ = 2**63 - 1
+"""The largest ``seq`` (PostgreSQL's ``bigint``)."""
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+"""A place in a uid's inbox; 0 is before the first entry."""
+Before = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+"""An exclusive upper bound on ``seq``: the page ends below it."""
+PageSize = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+SHAPES_KEY = "x-switchboard-shapes"
+"""Key of the JSON Schema of a ``msgspec.Raw`` field that holds an encoded struct: the
+names of the structs it may hold, which ``proto.schemagen`` turns into references."""
 
 
 class ClientFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
@@ -69,9 +101,15 @@ class ClientFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 
 
 class Init(ClientFrame, tag="init", frozen=True):
-    """Authenticate the connection with a JWT; the uid is the token's ``sub``."""
+    """Authenticate the connection with a JWT; the uid is the token's ``sub``.
+
+    ``since``: the highest ``seq`` the client processed (0: none). With history on, the gateway
+    pushes the inbox's entries after it, then ``synced``, instead of the unacknowledged
+    messages; ignored while history is off.
+    """
 
     token: Token
+    since: Seq | None = None
 
 
 class Send(ClientFrame, tag="send", frozen=True):
@@ -129,10 +167,102 @@ class Ping(ClientFrame, tag="ping", frozen=True):
     id: ClientId | None = None
 
 
-AnyClientFrame = Init | Send | Ack | Join | Leave | PresenceQuery | Ping
-CLIENT_FRAME_TYPES = frozenset(
-    ("init", "send", "ack", "join", "leave", "presence", "ping")
+def check_conversation(peer: str | None, group: str | None) -> None:
+    """Refuse a conversation named both or neither way (a uid with ``with``, or a ``group``).
+
+    Raises:
+        ValueError: which msgspec turns into a ``ValidationError`` naming ``$``.
+    """
+    if (peer is None) == (group is None):
+        raise ValueError("exactly one of `with` and `group` is needed - at `$`")
+
+
+class HistoryQuery(ClientFrame, tag="history", frozen=True):
+    """Ask for a page of one conversation: its newest entries below ``before``, oldest first.
+
+    ``with``: the 1:1 conversation with that uid; ``group``: that group's. ``before``: only
+    entries whose ``seq`` is below it (default: the newest); ``limit``: at most this many.
+    """
+
+    id: ClientId
+    peer: Uid | None = msgspec.field(name="with", default=None)
+    group: Gid | None = None
+    before: Before | None = None
+    limit: PageSize = DEFAULT_PAGE
+
+    def __post_init__(self) -> None:
+        check_conversation(self.peer, self.group)
+
+
+class Read(ClientFrame, tag="read", frozen=True):
+    """Mark the conversation of ``mid`` read up to it; the other party gets a ``receipt``."""
+
+    id: ClientId
+    mid: Mid
+
+
+class ConversationsQuery(ClientFrame, tag="conversations", frozen=True):
+    """List the uid's conversations, the most recently active first.
+
+    ``before``: only those whose last entry's ``seq`` is below it; ``limit``: at most this many.
+    """
+
+    id: ClientId
+    limit: PageSize = DEFAULT_PAGE
+    before: Before | None = None
+
+
+class Refresh(ClientFrame, tag="refresh", frozen=True):
+    """Replace the connection's token before its ``exp``, which closes the connection (4004).
+
+    The token must be valid and for the same uid (``sub``); its claims replace the old one's
+    rights (rooms already joined stay joined). Refused with ``invalid_token`` (or
+    ``token_expired``), the connection keeps its old token and expiry.
+    """
+
+    id: ClientId
+    token: Token
+
+
+AnyClientFrame = (
+    Init
+    | Send
+    | Ack
+    | Join
+    | Leave
+    | PresenceQuery
+    | Ping
+    | HistoryQuery
+    | Read
+    | ConversationsQuery
+    | Refresh
 )
+CLIENT_FRAME_TYPES = frozenset(
+    (
+        "init",
+        "send",
+        "ack",
+        "join",
+        "leave",
+        "presence",
+        "ping",
+        "history",
+        "read",
+        "conversations",
+        "refresh",
+    )
+)
+
+
+def shapes(*structs: type[msgspec.Struct]) -> msgspec.Meta:
+    """Annotate a ``msgspec.Raw`` field that holds one of these structs, encoded.
+
+    The JSON stays as it was written (a stored frame is passed on byte for byte, never decoded
+    again); the schemas say what it is.
+    """
+    return msgspec.Meta(
+        extra_json_schema={SHAPES_KEY: [struct.__name__ for struct in structs]}
+    )
 
 
 class ServerFrame(
@@ -177,6 +307,13 @@ class Message(ServerFrame, tag="message", frozen=True):
     room: str | None = None
     broadcast: bool = False
     transient: bool = False
+    seq: int | None = None
+    """The message's place in this uid's inbox (1, 2, 3, ... with no gap), with history on;
+    none on room, broadcast and transient messages. The gateway writes it first."""
+
+
+MessageFrame = Annotated[msgspec.Raw, shapes(Message)]
+"""A ``message`` frame, encoded once by its producer (the store writes ``seq`` into it)."""
 
 
 class Joined(ServerFrame, tag="joined", frozen=True):
@@ -224,9 +361,112 @@ class Kicked(ServerFrame, tag="kicked", frozen=True):
     reason: str
 
 
+class Synced(ServerFrame, tag="synced", frozen=True):
+    """Every entry after the ``init``'s ``since`` was pushed; ``seq`` is the inbox's head then.
+
+    What follows is live, with ``seq`` above it. A head below ``since`` means the inbox is not
+    the one the client knew (a reset database): the client keeps ``seq`` as its new cursor.
+    """
+
+    seq: int
+
+
+class HistoryPage(ServerFrame, tag="history", frozen=True):
+    """The answer to a ``history`` frame: ``messages`` oldest first, each with the asker's
+    ``seq``; ``more`` when older entries remain (ask again with ``before`` = the first one's
+    ``seq``)."""
+
+    id: str
+    messages: list[MessageFrame]
+    more: bool
+
+
+class Marked(ServerFrame, tag="marked", frozen=True):
+    """The read marker is recorded (or already was further on)."""
+
+    id: str
+
+
+class Refreshed(ServerFrame, tag="refreshed", frozen=True):
+    """The ``refresh`` is done: the connection now lasts until the new token's ``exp``."""
+
+    id: str
+
+
+class Receipt(ServerFrame, tag="receipt", frozen=True):
+    """``by`` read the conversation of ``mid`` up to it (one of your messages, or, from your
+    other devices, one you read)."""
+
+    by: str
+    mid: str
+
+
+class PeerConversation(msgspec.Struct, frozen=True, kw_only=True):
+    """A 1:1 conversation in a ``conversations`` frame: ``read`` is ``null`` when unread."""
+
+    peer: str = msgspec.field(name="with")
+    last: MessageFrame
+    """The conversation's last message, with the asker's ``seq``."""
+    unread: int
+    """Messages from others after the read marker."""
+    read: str | None
+    """The mid of the read marker, or ``null``."""
+
+
+class GroupConversation(msgspec.Struct, frozen=True, kw_only=True):
+    """A group conversation in a ``conversations`` frame: ``read`` is ``null`` when unread."""
+
+    group: str
+    last: MessageFrame
+    """The conversation's last message, with the asker's ``seq``."""
+    unread: int
+    """Messages from others after the read marker."""
+    read: str | None
+    """The mid of the read marker, or ``null``."""
+
+
+ConversationItem = Annotated[msgspec.Raw, shapes(PeerConversation, GroupConversation)]
+"""One item of a ``conversations`` answer: a ``PeerConversation`` or a ``GroupConversation``,
+encoded (their fields have no default, so ``read`` is written ``null`` when unset)."""
+
+
+class ConversationsPage(ServerFrame, tag="conversations", frozen=True):
+    """The answer to a ``conversations`` frame, the most recently active first."""
+
+    id: str
+    items: list[ConversationItem]
+
+
 AnyServerFrame = (
-    Ready | Sent | Message | Joined | Left | PresenceResult | Error | Pong | Kicked
+    Ready
+    | Sent
+    | Message
+    | Joined
+    | Left
+    | PresenceResult
+    | Error
+    | Pong
+    | Kicked
+    | Synced
+    | HistoryPage
+    | Marked
+    | Receipt
+    | ConversationsPage
+    | Refreshed
 )
+
+
+def with_seq(frame: bytes, seq: int) -> bytes:
+    """The frame with ``"seq":seq`` written first, without decoding it.
+
+    Every frame is a JSON object encoded by msgspec (``{`` first, at least one member, no
+    ``seq`` already): ``{"seq":N,`` takes the place of its opening brace.
+
+    Args:
+        frame: an encoded ``message`` frame without ``seq``.
+        seq: the copy's place in its uid's inbox.
+    """
+    return b'{"seq":%d,' % seq + frame[1:]
 
 
 class FrameProbe(msgspec.Struct):
@@ -246,3 +486,22 @@ _server_decoder: msgspec.json.Decoder[AnyServerFrame] = msgspec.json.Decoder(
 decode_client_frame = _client_decoder.decode
 decode_server_frame = _server_decoder.decode
 probe_frame = msgspec.json.Decoder(FrameProbe).decode
+_decode_peer_conversation = msgspec.json.Decoder(PeerConversation).decode
+_decode_group_conversation = msgspec.json.Decoder(GroupConversation).decode
+
+
+def decode_conversation_item(
+    item: bytes | msgspec.Raw,
+) -> PeerConversation | GroupConversation:
+    """Decode one item of a ``conversations`` answer (JSON has no tag: ``with`` tells).
+
+    Raises:
+        msgspec.ValidationError: the item is neither shape.
+    """
+    raw = bytes(item)
+    if b'"with"' in raw:
+        try:
+            return _decode_peer_conversation(raw)
+        except msgspec.ValidationError:
+            pass  # a "with" inside a string: try the other shape
+    return _decode_group_conversation(raw)

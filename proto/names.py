@@ -14,18 +14,32 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.offline.control queue, bound to router.replay and gateway.replay: offline stores
       -> <ns>.offline.acks    queue, bound to gateway.ack and gateway.acks: offline stores (apart
                               from replays, so that a flood of acks never delays a login)
+      -> <ns>.offline.groups  queue, bound to api.group.add|remove|members and router.groups:
+                              offline stores (group members live in PostgreSQL)
+      -> <ns>.router.groups   queue, bound to store.group and store.groups: every router applies
+                              them to Redis (apart from batches that wait for them)
+      -> <ns>.inbox           queue, bound to router.inbox (only with SWITCHBOARD_HISTORY on):
+                              the 1:1 and group messages routers hand the offline stores to
+                              number and keep before they are delivered
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
     <ns>.undeliverable  fanout  whatever could not reach a client
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
 
+Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
+them: router.sync, gateway.sync, gateway.history, gateway.conversations, gateway.read,
+store.receipts, and the queue <ns>.offline.queries.
+
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
 ``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
-window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``).
+window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``), group members and their
+versions (``group_key``, ``member_of_key``, ``group_version_key``, ``groups_loaded_key``).
 
-PostgreSQL: schema ``<ns>``, table ``<ns>.undelivered``.
+PostgreSQL: schema ``<ns>``, tables ``<ns>.undelivered``, ``<ns>.groups``, ``<ns>.group_members``;
+with history on also ``messages``, ``inbox``, ``inbox_heads`` and ``conversations``
+(``docs/history.md``, section 4.1).
 """
 
 import re
@@ -53,8 +67,32 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
+# History and sync (docs/history.md); no queue is bound to them yet.
+KEY_SYNC = "router.sync"
+"""A router's ``SyncRequest`` for a connection that sent ``init`` with ``since``."""
+KEY_SYNC_MORE = "gateway.sync"
+"""A gateway's ``SyncRequest`` for the next sync window of one connection, or a gap."""
+KEY_HISTORY = "gateway.history"
+"""A client's ``history`` frame (``HistoryAsked``), for the offline stores."""
+KEY_CONVERSATIONS = "gateway.conversations"
+"""A client's ``conversations`` frame (``ConversationsAsked``), for the offline stores."""
+KEY_READ = "gateway.read"
+"""A client's ``read`` frame (``ReadAsked``), for the offline stores."""
+KEY_RECEIPTS = "store.receipts"
+"""An offline store's ``Receipts``: read markers moved, for the routers to deliver."""
+KEY_INBOX = "router.inbox"
+"""A router's ``InboxBatch`` (``proto/inbox.py``) for the offline stores (history on)."""
 API_KEY_PATTERN = "api.#"
 API_KEY_PREFIX = "api."
+KEY_GROUP_CHANGED = "store.group"
+"""``GroupChanged``: the offline store committed a change of a group's members."""
+KEY_GROUPS_REQUEST = "router.groups"
+"""``GroupsRequest``: a router asks the offline store for every member row (a rebuild)."""
+KEY_GROUPS_PAGE = "store.groups"
+"""``GroupsPage``: one page of a rebuild's member rows."""
+GROUP_COMMANDS = ("group.add", "group.remove", "group.members")
+"""The backend commands the offline store serves (the routers' queue gets them too, through
+``api.#``, and leaves them to the store)."""
 
 # Routing keys on the events exchange.
 EVENT_USER_ONLINE = "user.online"
@@ -78,6 +116,12 @@ router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
 STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
+STORE_GROUP_BINDINGS = (
+    *(API_KEY_PREFIX + command for command in GROUP_COMMANDS),
+    KEY_GROUPS_REQUEST,
+)
+ROUTER_GROUP_BINDINGS = (KEY_GROUP_CHANGED, KEY_GROUPS_PAGE)
+INBOX_BINDINGS = (KEY_INBOX,)
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 
@@ -157,6 +201,29 @@ class Names:
     def store_acks_queue(self) -> str:
         return f"{self.namespace}.offline.acks"
 
+    @property
+    def store_queries_queue(self) -> str:
+        """History, conversations and read markers, apart from the sync windows of
+        ``<ns>.offline.control`` so that no query waits in front of a login (not declared
+        yet: nothing consumes it)."""
+        return f"{self.namespace}.offline.queries"
+
+    @property
+    def store_groups_queue(self) -> str:
+        """Group commands and rebuild requests, for the offline stores."""
+        return f"{self.namespace}.offline.groups"
+
+    @property
+    def router_groups_queue(self) -> str:
+        """Group changes and rebuild pages, for the routers: a queue apart from the routers'
+        batches, which may wait for them."""
+        return f"{self.namespace}.router.groups"
+
+    @property
+    def inbox_queue(self) -> str:
+        """The routers' ``InboxBatch`` envelopes, for the offline stores (history on)."""
+        return f"{self.namespace}.inbox"
+
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"
 
@@ -195,6 +262,26 @@ class Names:
     def group_key(self, group: str) -> str:
         """Set of the group's member uids."""
         return f"{self.namespace}:group:{group}"
+
+    def group_version_key(self, group: str) -> str:
+        """Hash uid -> the version of the group's change that last added or removed the uid:
+        a change or a rebuild page is applied to a member only with a higher version."""
+        return f"{self.namespace}:group-version:{group}"
+
+    @property
+    def groups_loaded_key(self) -> str:
+        """Set once Redis holds every group member (a rebuild finished, or a first start):
+        missing after an empty restart, and routing of group messages waits for it."""
+        return f"{self.namespace}:groups-loaded"
+
+    @property
+    def groups_rebuild_key(self) -> str:
+        """Held (``SET NX PX``) by the router that asked the offline store for a rebuild."""
+        return f"{self.namespace}:groups-rebuild"
+
+    def groups_pages_key(self, rebuild_id: str) -> str:
+        """Set of the page indexes of a rebuild applied so far."""
+        return f"{self.namespace}:groups-pages:{rebuild_id}"
 
     def room_key(self, room: str) -> str:
         """Hash gateway_id -> number of that gateway's connections in the room."""
@@ -238,3 +325,33 @@ class Names:
     @property
     def undelivered_table(self) -> str:
         return f"{self.namespace}.undelivered"
+
+    @property
+    def groups_table(self) -> str:
+        """A row per group: its version, one more at each change."""
+        return f"{self.namespace}.groups"
+
+    @property
+    def group_members_table(self) -> str:
+        """A row per (group, uid) ever added: a member, or a tombstone kept a day."""
+        return f"{self.namespace}.group_members"
+
+    @property
+    def messages_table(self) -> str:
+        """A message once: its mid, sender and frame (without ``seq``); history on."""
+        return f"{self.namespace}.messages"
+
+    @property
+    def inbox_table(self) -> str:
+        """One row per message per inbox it entered: ``(uid, seq, conv, mid, is_own)``."""
+        return f"{self.namespace}.inbox"
+
+    @property
+    def inbox_heads_table(self) -> str:
+        """The highest ``seq`` of each uid's inbox; its row lock orders the uid's writers."""
+        return f"{self.namespace}.inbox_heads"
+
+    @property
+    def conversations_table(self) -> str:
+        """One row per conversation of a uid: its last entry and the count from others."""
+        return f"{self.namespace}.conversations"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from proto import envelopes, frames
+from proto import envelopes, frames, groups, inbox, sync
 from proto.codes import ErrorCode
 from proto.names import (
     DEFAULT_NAMESPACE,
@@ -37,15 +37,25 @@ from proto.names import (
     KEY_BATCH,
     KEY_CONN_CLOSED,
     KEY_CONN_OPENED,
+    KEY_CONVERSATIONS,
     KEY_GATEWAY_STOPPED,
+    KEY_GROUP_CHANGED,
+    KEY_GROUPS_PAGE,
+    KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
+    KEY_HISTORY,
+    KEY_INBOX,
     KEY_PRESENCE,
+    KEY_READ,
+    KEY_RECEIPTS,
     KEY_REPLAY,
     KEY_REPLAY_MORE,
     KEY_ROOM_JOINED,
     KEY_ROOM_LEFT,
     KEY_SAVED,
     KEY_SEND,
+    KEY_SYNC,
+    KEY_SYNC_MORE,
     Names,
     api_key,
 )
@@ -94,17 +104,33 @@ REPLIES: Mapping[str, type[envelopes.Envelope]] = {
     "kick": envelopes.KickReply,
     "group.add": envelopes.OkReply,
     "group.remove": envelopes.OkReply,
+    "group.members": envelopes.GroupMembersReply,
     "presence": envelopes.PresenceReply,
     "connections": envelopes.ConnectionsReply,
     "room.count": envelopes.RoomCountReply,
+    "history": sync.HistoryReply,
+    "conversations": sync.ConversationsReply,
+    "message": sync.MessageReply,
 }
 REPLY_SUMMARIES: Mapping[type[envelopes.Envelope], str] = {
     envelopes.SendReply: "The message was accepted; `mid` is its server message id.",
     envelopes.KickReply: "`kicked` connections of the uid are being closed.",
     envelopes.OkReply: "The change is done.",
+    envelopes.GroupMembersReply: "The group's members, sorted; none for an unknown group.",
     envelopes.PresenceReply: "The uids of the command that have at least one connection now.",
     envelopes.ConnectionsReply: "Every connection of the uid, with the gateway that holds it.",
     envelopes.RoomCountReply: "How many connections are in the room now.",
+    sync.HistoryReply: (
+        "The page, oldest first, each message frame with the uid's `seq`; `more` when"
+        " older entries remain."
+    ),
+    sync.ConversationsReply: (
+        "The uid's conversations, the most recently active first: `with` or `group`, the"
+        " last message, the unread count and the read marker (`null` when none)."
+    ),
+    sync.MessageReply: (
+        "The message frame (with the uid's `seq` when the command named a uid)."
+    ),
 }
 COMMAND_ERROR_CODES = (
     ErrorCode.INVALID_JSON,
@@ -115,6 +141,15 @@ COMMAND_ERROR_CODES = (
 """The codes a refused command typically gets, named in reply.error.json."""
 _MID = "018bcfe5680000000123456789"
 _TS = 1_700_000_000_000
+_MESSAGE = {
+    "type": "message",
+    "seq": 41,
+    "mid": _MID,
+    "from": "alice",
+    "to": "bob",
+    "body": {"text": "hi"},
+    "ts": _TS,
+}
 
 COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     "send": (
@@ -129,14 +164,22 @@ COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     "kick": ({"uid": "mallory", "reason": "banned"}, {"uid": "bob"}),
     "group.add": ({"group": "team", "uids": ["alice", "bob"]},),
     "group.remove": ({"group": "team", "uids": ["bob"]},),
+    "group.members": ({"group": "team"},),
     "presence": ({"uids": ["alice", "bob", "carol"]},),
     "connections": ({"uid": "alice"},),
     "room.count": ({"room": "lobby"},),
+    "history": (
+        {"uid": "bob", "with": "alice"},
+        {"uid": "bob", "group": "team", "before": 120, "limit": 20},
+    ),
+    "conversations": ({"uid": "bob"}, {"uid": "bob", "before": 300, "limit": 10}),
+    "message": ({"mid": _MID}, {"mid": _MID, "uid": "bob"}),
 }
 REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
     envelopes.SendReply: ({"mid": _MID},),
     envelopes.KickReply: ({"kicked": 2}, {"kicked": 0}),
     envelopes.OkReply: ({"ok": True},),
+    envelopes.GroupMembersReply: ({"uids": ["alice", "bob"]}, {"uids": []}),
     envelopes.PresenceReply: ({"online": ["alice", "carol"]}, {"online": []}),
     envelopes.ConnectionsReply: (
         {
@@ -147,6 +190,25 @@ REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
         },
     ),
     envelopes.RoomCountReply: ({"count": 42},),
+    sync.HistoryReply: ({"messages": [_MESSAGE], "more": True},),
+    sync.ConversationsReply: (
+        {
+            "items": [
+                {"with": "alice", "last": _MESSAGE, "unread": 1, "read": None},
+                {
+                    "group": "team",
+                    "last": {
+                        **{k: v for k, v in _MESSAGE.items() if k != "to"},
+                        "seq": 40,
+                        "group": "team",
+                    },
+                    "unread": 0,
+                    "read": _MID,
+                },
+            ]
+        },
+    ),
+    sync.MessageReply: ({"message": _MESSAGE},),
     envelopes.ErrorReply: (
         {
             "error": {
@@ -171,7 +233,11 @@ EVENT_CLASSES: Mapping[str, type[envelopes.Envelope]] = {
 EVENT_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     EVENT_USER_ONLINE: ({"uid": "alice", "ts": _TS},),
     EVENT_USER_OFFLINE: ({"uid": "alice", "ts": _TS + 60_000},),
-    EVENT_MESSAGE_OFFLINE: ({"uid": "bob", "mid": _MID, "ts": _TS},),
+    EVENT_MESSAGE_OFFLINE: (
+        {"uid": "bob", "mid": _MID, "ts": _TS},
+        {"uid": "bob", "mid": _MID, "ts": _TS, "sender": "alice", "with": "alice"},
+        {"uid": "bob", "mid": _MID, "ts": _TS, "sender": "alice", "group": "team"},
+    ),
     EVENT_MESSAGE_REFUSED: (
         {
             "uid": "bob",
@@ -321,6 +387,40 @@ SPECS = (
         " (routing key = gateway_id) and the undeliverable exchange"
         f" {_in_any_namespace(_DEFAULT.undeliverable_exchange)}",
     ),
+    _envelope(
+        "sync-request",
+        sync.SyncRequest,
+        f"{_INBOUND} {KEY_SYNC} (from a router) or {KEY_SYNC_MORE}"
+        " (a gateway asking for the next window)",
+    ),
+    _envelope("history-asked", sync.HistoryAsked, f"{_INBOUND} {KEY_HISTORY}"),
+    _envelope(
+        "conversations-asked",
+        sync.ConversationsAsked,
+        f"{_INBOUND} {KEY_CONVERSATIONS}",
+    ),
+    _envelope("read-asked", sync.ReadAsked, f"{_INBOUND} {KEY_READ}"),
+    _envelope("receipts", sync.Receipts, f"{_INBOUND} {KEY_RECEIPTS}"),
+    _envelope(
+        "group-changed",
+        groups.GroupChanged,
+        f"{_INBOUND} {KEY_GROUP_CHANGED} (to the routers)",
+    ),
+    _envelope(
+        "groups-request",
+        groups.GroupsRequest,
+        f"{_INBOUND} {KEY_GROUPS_REQUEST} (to the offline stores)",
+    ),
+    _envelope(
+        "groups-page",
+        groups.GroupsPage,
+        f"{_INBOUND} {KEY_GROUPS_PAGE} (to the routers)",
+    ),
+    _envelope(
+        "inbox",
+        inbox.InboxBatch,
+        f"{_INBOUND} {KEY_INBOX} (from a router, with SWITCHBOARD_HISTORY on)",
+    ),
     *(_command(name) for name in envelopes.COMMANDS),
     *(_reply(name) for name in envelopes.COMMANDS),
     _error_reply(),
@@ -348,10 +448,56 @@ def schema_components(
     roots, definitions = msgspec.json.schema_components(
         types, ref_template=ref_template
     )
+    # A msgspec.Raw field annotated with frames.shapes holds structs of its own: add their
+    # definitions (and those they name in turn), and refer to them.
+    described: set[str] = set()
+    while wanted := _shape_names([*roots, *definitions.values()]) - described:
+        described |= wanted
+        structs = [getattr(frames, name) for name in sorted(wanted)]
+        _, more = msgspec.json.schema_components(structs, ref_template=ref_template)
+        definitions = {**more, **definitions}
     return (
-        tuple(_cleaned(root) for root in roots),
-        {name: _cleaned(definition) for name, definition in definitions.items()},
+        tuple(_cleaned(_referred(root, ref_template)) for root in roots),
+        {
+            name: _cleaned(_referred(definition, ref_template))
+            for name, definition in definitions.items()
+        },
     )
+
+
+def _shape_names(schemas: Sequence[object]) -> set[str]:
+    """The names under ``frames.SHAPES_KEY`` anywhere in these schemas."""
+    names: set[str] = set()
+    pending = list(schemas)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            names.update(value.get(frames.SHAPES_KEY, ()))
+            pending += value.values()
+        elif isinstance(value, list):
+            pending += value
+    return names
+
+
+def _referred(schema: dict[str, object], ref_template: str) -> dict[str, object]:
+    """A copy of ``schema`` where each ``frames.SHAPES_KEY`` became references: a ``$ref`` to
+    the one struct, or a ``oneOf`` of them."""
+
+    def refer(value: object) -> object:
+        if isinstance(value, list):
+            return [refer(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        result = {k: refer(v) for k, v in value.items() if k != frames.SHAPES_KEY}
+        names = value.get(frames.SHAPES_KEY)
+        if isinstance(names, list):
+            refs = [{"$ref": ref_template.format(name=name)} for name in names]
+            result.update(refs[0] if len(refs) == 1 else {"oneOf": refs})
+        return result
+
+    referred = refer(schema)
+    assert isinstance(referred, dict)
+    return referred
 
 
 def _cleaned(schema: dict[str, object]) -> dict[str, object]:

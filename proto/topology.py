@@ -10,9 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proto.names import (
+    INBOX_BINDINGS,
     ROUTER_BINDINGS,
+    ROUTER_GROUP_BINDINGS,
     STORE_ACK_BINDINGS,
     STORE_CONTROL_BINDINGS,
+    STORE_GROUP_BINDINGS,
     Names,
 )
 
@@ -54,13 +57,16 @@ class Topology:
     bindings: tuple[BindingSpec, ...]
 
 
-def shared_topology(names: Names, queue_type: str) -> Topology:
+def shared_topology(names: Names, queue_type: str, history: bool = False) -> Topology:
     """The exchanges and the shared queues every service declares.
 
     Args:
         names: the namespace's names.
         queue_type: ``quorum`` (replicated, for a RabbitMQ cluster) or ``classic`` for the shared
             queues (the router's and the offline store's).
+        history: ``SWITCHBOARD_HISTORY`` is on: the routers publish 1:1 and group messages to
+            the offline stores' ``<ns>.inbox`` (declared by both, so that neither waits for
+            the other to start).
     """
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
@@ -85,14 +91,18 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
             {"alternate-exchange": names.undeliverable_exchange},
         ),
     )
-    queues = (
+    queues: tuple[QueueSpec, ...] = (
         QueueSpec(names.router_queue, shared_args),
         QueueSpec(names.offline_queue, shared_args),
         QueueSpec(names.store_control_queue, shared_args),
         QueueSpec(names.store_acks_queue, shared_args),
+        QueueSpec(names.store_groups_queue, shared_args),
+        QueueSpec(names.router_groups_queue, shared_args),
         QueueSpec(names.dead_letter_queue, {"x-queue-type": queue_type}),
     )
-    bindings = (
+    if history:
+        queues += (QueueSpec(names.inbox_queue, shared_args),)
+    bindings: tuple[BindingSpec, ...] = (
         *(
             BindingSpec(names.router_queue, names.inbound_exchange, key)
             for key in ROUTER_BINDINGS
@@ -105,9 +115,22 @@ def shared_topology(names: Names, queue_type: str) -> Topology:
             BindingSpec(names.store_acks_queue, names.inbound_exchange, key)
             for key in STORE_ACK_BINDINGS
         ),
+        *(
+            BindingSpec(names.store_groups_queue, names.inbound_exchange, key)
+            for key in STORE_GROUP_BINDINGS
+        ),
+        *(
+            BindingSpec(names.router_groups_queue, names.inbound_exchange, key)
+            for key in ROUTER_GROUP_BINDINGS
+        ),
         BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),
     )
+    if history:
+        bindings += tuple(
+            BindingSpec(names.inbox_queue, names.inbound_exchange, key)
+            for key in INBOX_BINDINGS
+        )
     return Topology(exchanges, queues, bindings)
 
 

@@ -13,6 +13,7 @@ from router.results import (
     Connections,
     HeartbeatRecorded,
     Opened,
+    PresenceEntry,
     RoomCounts,
     UidConnections,
 )
@@ -37,6 +38,10 @@ class Recipients:
     """A message for a uid, or for the members of a group but its sender (sorted)."""
 
     by_uid: UidConnections
+    own: tuple[PresenceEntry, ...] | None = None
+    """With history on, the sender's connections (any gateway), for the message's entry in the
+    sender's inbox; None: it enters no inbox of the sender's (history off, a transient, room
+    or broadcast message, a backend's ``system``, or a message to the sender itself)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Wiring of the router: open RabbitMQ and Redis, run the consumer (consumer.py), the
-sweeper (sweeping.py) and the ``user.offline`` announcer (going_offline.py), wait for
+group changes' consumer (group_changes.py), the sweeper (sweeping.py) and the ``user.offline``
+announcer (going_offline.py), wait for
 SIGTERM or SIGINT, then stop consuming, finish the batches received and close.
 """
 
@@ -13,11 +14,13 @@ from proto.logs import NAMESPACE, READY_EVENT
 from proto.mids import NODE_HEX_DIGITS, MidFactory
 from router import observability
 from router.bus import open_bus
-from router.consumer import BatchRouter
+from router.consumer import EXPECTED_FAILURES, BatchRouter
 from router.going_offline import announce_offline_forever
+from router.group_changes import GroupApplier
 from router.presence import open_presence
 from router.settings import Settings
 from router.sweeping import Sweeper
+from runtime.batch_loop import Backoff, BatchLoop
 from runtime.health import METRICS_HOST, Health, serve_health
 from runtime.shutdown import stop_on_signals
 
@@ -48,7 +51,15 @@ async def main(settings: Settings) -> None:
         mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))
         # Set at shutdown: a batch failing then is given back to the queue, not retried here.
         stopping = asyncio.Event()
-        router = BatchRouter(settings, bus, presence, mids, stopping)
+        groups = GroupApplier(
+            settings.names,
+            bus,
+            presence,
+            Backoff(settings.retry_backoff_max_s, stopping),
+            EXPECTED_FAILURES,
+        )
+        group_loop = BatchLoop(groups.apply_batch, settings.batch_max)
+        router = BatchRouter(settings, bus, presence, mids, stopping, groups)
         async with asyncio.TaskGroup() as tasks:
             sweeper = tasks.create_task(
                 Sweeper(presence, settings).sweep_forever(settings.heartbeat_interval_s)
@@ -57,6 +68,8 @@ async def main(settings: Settings) -> None:
                 announce_offline_forever(settings, bus, presence)
             )
             routing = tasks.create_task(router.run())
+            applying = tasks.create_task(group_loop.run())
+            await bus.consume_groups(group_loop.accept)
             await bus.consume(router.receive)
             health.is_serving = True
             log.info(READY_EVENT, service=SERVICE)
@@ -66,11 +79,13 @@ async def main(settings: Settings) -> None:
             stopping.set()
             await bus.stop_consuming(settings.shutdown_timeout_s)
             router.close()
+            group_loop.close()
             sweeper.cancel()
             announcer.cancel()
             try:
                 async with asyncio.timeout(settings.shutdown_timeout_s):
                     await routing  # the batches received, confirmed and acknowledged
+                    await applying
             except TimeoutError:
                 # Its messages are not acknowledged: the broker redelivers them.
                 log.warning("shutdown_timed_out", timeout_s=settings.shutdown_timeout_s)

@@ -1,5 +1,6 @@
-"""RabbitMQ for the router: the shared topology, the router's queue to consume, and the
-confirmed publishes (deliveries, events, replies to backend commands) that routing.py decides.
+"""RabbitMQ for the router: the shared topology, the router's queues to consume (its batches,
+and group changes apart), and the confirmed publishes (deliveries, events, replies to backend
+commands) that routing.py decides.
 
 Connecting, declaring, consuming and the confirmed publish itself are ``runtime/bus.py``'s.
 """
@@ -26,17 +27,25 @@ async def open_bus(settings: Settings) -> AsyncIterator["Bus"]:
             ``SWITCHBOARD_QUEUE_TYPE``).
     """
     async with open_broker(settings, settings.shutdown_timeout_s) as broker:
-        topology = shared_topology(settings.names, settings.queue_type)
+        topology = shared_topology(
+            settings.names, settings.queue_type, settings.history
+        )
         await broker.declare(topology)
-        yield Bus(broker, queue_alone(topology, settings.names.router_queue))
+        names = settings.names
+        yield Bus(
+            broker,
+            queue_alone(topology, names.router_queue),
+            queue_alone(topology, names.router_groups_queue),
+        )
 
 
 class Bus:
     """The router's RabbitMQ: its queue to consume, the exchanges to publish to."""
 
-    def __init__(self, broker: Broker, queue: Topology) -> None:
+    def __init__(self, broker: Broker, queue: Topology, groups_queue: Topology) -> None:
         self._broker = broker
         self._queue = queue
+        self._groups_queue = groups_queue
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -46,6 +55,12 @@ class Bus:
     async def consume(self, on_message: OnMessage) -> None:
         """Hand every message of the router's queue to ``on_message`` (manual acks)."""
         await self._broker.consume(self._queue, on_message)
+
+    async def consume_groups(self, on_message: OnMessage) -> None:
+        """Hand every message of ``<ns>.router.groups`` (group changes, rebuild pages) to
+        ``on_message``, on a channel of its own: batches that wait for them never stand in
+        front of them."""
+        await self._broker.consume(self._groups_queue, on_message)
 
     async def stop_consuming(self, timeout_s: float) -> None:
         """Ask the broker for no more messages; those already received stay ours."""

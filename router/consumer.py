@@ -7,6 +7,11 @@ the messages. A batch is acknowledged only once every publish of it is confirmed
 commands (``api.*``) travel in the same batches: their replies go out once the
 batch's deliveries are confirmed.
 
+A batch that reads group members while Redis has none (an empty restart; ``groups.py``) asks
+the offline store for them (``group_changes.py``) and waits, as for Redis away, its messages
+held. Group commands (``api.group.*``) reach this queue through ``api.#`` but are the offline
+store's: they are acknowledged here and left to it.
+
 Batches are pipelined: once a batch's deliveries are published, the next batch is
 routed while the broker confirms them (a persistent message's confirm can take tens
 of milliseconds). Up to ``PIPELINED_BATCHES`` batches wait for their confirms at once;
@@ -26,14 +31,18 @@ from proto.errors import BadEnvelope
 from proto.items import RefusedItem
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.mids import MidFactory
-from proto.names import KEY_BATCH
+from proto.names import GROUP_COMMANDS, KEY_BATCH
 from router import inbound, observability, routing
 from router.bus import Bus
-from router.inbound import Call, Inbound, Refused, ReplyTo
+from router.group_changes import GroupApplier
+from router.groups import GroupsNotLoaded, must_wait, should_ask_rebuild
+from router.inbound import Call, Inbound, Refused, ReplyTo, ServedByStore
 from router.limits import uid_rate
 from router.lookups import BatchLookup, LookupRules
 from router.presence import Presence, now_ms
 from router.publications import Publication, dead_letter_publication
+from router.requests import ReadGroupsLoaded
+from router.results import GroupsLoaded, expect
 from router.settings import Settings
 from router.sweeping import Sweeper
 from runtime.batch_loop import (
@@ -48,7 +57,7 @@ from runtime.refusals import log_refused_item
 
 log = structlog.get_logger()
 
-EXPECTED_FAILURES = (RedisError, AMQPError, OSError, TimeoutError)
+EXPECTED_FAILURES = (RedisError, AMQPError, OSError, TimeoutError, GroupsNotLoaded)
 """Failures of a dependency: logged as a warning, not with a traceback."""
 PIPELINED_BATCHES = 8
 """Batches routed and waiting for their confirms at once."""
@@ -64,10 +73,12 @@ class BatchRouter:
         presence: Presence,
         mids: MidFactory,
         stopping: asyncio.Event,
+        groups: GroupApplier,
     ) -> None:
         self._settings = settings
         self._bus = bus
         self._presence = presence
+        self._groups = groups
         self._mids = mids
         """Makes the mids of the messages backend commands send."""
         self._gateway_ttl_ms = round(settings.gateway_ttl_s * 1000)
@@ -80,6 +91,7 @@ class BatchRouter:
             uid_rate=uid_rate(
                 settings.rate_limit_per_uid_per_s, settings.rate_limit_per_uid_burst
             ),
+            history=settings.history,
         )
         self._loop = BatchLoop(self._start_batch, settings.batch_max)
         # Set when the router stops: a failing batch is then requeued, not retried.
@@ -223,6 +235,11 @@ class BatchRouter:
         added to ``dead_letters``, each alone with its reason; the others are routed."""
         routing_key = message.routing_key or ""
         if inbound.is_command(routing_key):
+            if inbound.command_name(routing_key) in GROUP_COMMANDS:
+                # The offline store's (<ns>.offline.groups): it answers, or has a router
+                # answer once the change is applied (group_changes.py).
+                await settle(message.ack())
+                return []
             command = await self._accept_command(message, routing_key)
             return [] if command is None else [command]
         refused: list[RefusedItem] = []
@@ -251,7 +268,8 @@ class BatchRouter:
     async def _accept_command(
         self, message: AbstractIncomingMessage, routing_key: str
     ) -> Call | Refused | None:
-        """Decode a command; one refused without a reply_to is dead-lettered."""
+        """Decode a command; one refused without a reply_to is dead-lettered, one the offline
+        stores serve is acknowledged."""
         reply_to = None
         if message.reply_to:
             reply_to = ReplyTo(message.reply_to, message.correlation_id or "")
@@ -263,7 +281,11 @@ class BatchRouter:
             mid=self._mids.next_mid(at_ms),
             ts=at_ms,
             max_bytes=self._settings.max_command_bytes,
+            is_history_on=self._settings.history,
         )
+        if isinstance(command, ServedByStore):
+            await settle(message.ack())
+            return None
         if isinstance(command, Refused):
             log.info(
                 "command_rejected",
@@ -281,6 +303,15 @@ class BatchRouter:
     async def _plan(self, batch: Sequence[Inbound], at_ms: int) -> routing.Plan:
         """Run the batch's requests against Redis and decide its publishes."""
         lookup = BatchLookup(batch, at_ms, self._lookup_rules)
+        # The first round also reads whether Redis holds the group members.
+        requests = lookup.requests()
+        loaded, *results = await self._presence.execute([ReadGroupsLoaded(), *requests])
+        is_loaded = expect(GroupsLoaded, loaded).is_loaded
+        if should_ask_rebuild(is_loaded):
+            await self._groups.ask_rebuild()
+        if must_wait(is_loaded, requests):
+            raise GroupsNotLoaded("the group members are being rebuilt")
+        lookup.receive(results)
         while not lookup.is_done:  # each round in one pipeline
             lookup.receive(await self._presence.execute(lookup.requests()))
         return routing.route_batch(
@@ -292,6 +323,7 @@ class BatchRouter:
             gateway_ttl_ms=self._gateway_ttl_ms,
             debounce_ms=self._lookup_rules.debounce_ms,
             max_message_bytes=self._settings.max_amqp_message_bytes,
+            history=self._settings.history,
         )
 
     async def _after_confirms(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from proto import envelopes, rules
+from proto import envelopes, rules, sync
 from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
@@ -74,6 +74,13 @@ class Refused:
     code: ErrorCode
     reason: str
     reply_to: ReplyTo | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServedByStore:
+    """A backend command the offline stores serve (history on): the router leaves it to them."""
+
+    name: str
 
 
 Inbound = (
@@ -188,7 +195,8 @@ def decode_command(
     mid: str,
     ts: int,
     max_bytes: int | None = None,
-) -> Call | Refused:
+    is_history_on: bool = False,
+) -> Call | Refused | ServedByStore:
     """Decode a backend command (strict, like every envelope).
 
     Args:
@@ -198,12 +206,15 @@ def decode_command(
         mid: the mid of the message the command makes, if it makes one.
         ts: the current Unix time in milliseconds.
         max_bytes: the largest body decoded (``SWITCHBOARD_MAX_COMMAND_BYTES``); None: any.
+        is_history_on: ``SWITCHBOARD_HISTORY``: whether the offline stores serve the history
+            commands (``proto.sync.HISTORY_COMMANDS``).
 
     Returns:
         The ``Call``, or why it is ``Refused``: ``unknown_command``, ``too_large``,
         ``invalid_json``, or ``invalid_field`` with msgspec's message (it names the JSON
         path): a field of the wrong type, a name that breaks ``proto/rules.py``'s identifier
-        rule, a ``body`` that breaks its body rules.
+        rule, a ``body`` that breaks its body rules; ``history_off`` for a valid history
+        command while history is off. With it on, such a command is ``ServedByStore``.
     """
     name = command_name(routing_key)
     decoder = _COMMAND_DECODERS.get(name)
@@ -225,6 +236,14 @@ def decode_command(
     except RecursionError:  # msgspec's decoder recurses per nesting level
         return Refused(
             ErrorCode.INVALID_JSON, "the body is nested too deeply", reply_to
+        )
+    if name in sync.HISTORY_COMMANDS:
+        if is_history_on:
+            return ServedByStore(name)
+        return Refused(
+            ErrorCode.HISTORY_OFF,
+            "this deployment keeps no history (SWITCHBOARD_HISTORY=off)",
+            reply_to,
         )
     if name not in SENDING_COMMANDS:
         mid, ts = "", 0

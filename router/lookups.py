@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
-    ApiGroupMembers,
     ApiKick,
     ApiPresence,
     ApiRoomCount,
@@ -54,10 +53,10 @@ from router.answers import (
 )
 from router.debounce import offline_due_ms
 from router.inbound import Call, Inbound, Refused, outgoing_of
+from router.inbox_items import reads_own
 from router.limits import Throttled, UidRate, sees_presence, throttle_for_ms, uid_costs
 from router.requests import (
     AddCost,
-    ChangeGroup,
     ClaimClientId,
     CountInRoom,
     CountOutOfRoom,
@@ -81,6 +80,7 @@ from router.results import (
     Opened,
     Result,
     RoomCounts,
+    UidConnections,
     Visibility,
     Written,
     check_results,
@@ -101,6 +101,9 @@ class LookupRules:
     presence_policy: PresencePolicy = PresencePolicy.EVERYONE
     uid_rate: UidRate | None = None
     """The rate per uid across gateways; None: no limit."""
+    history: bool = False
+    """``SWITCHBOARD_HISTORY``: a 1:1 or group message also reads its sender's connections,
+    for the sender's own entry (``router/inbox_items.py``)."""
 
 
 class BatchLookup:
@@ -125,6 +128,9 @@ class BatchLookup:
         self._throttles: dict[int, Throttled] = {}
         self._members: dict[int, ReadConnections] = {}
         """The group messages to route whose members' connections are read next."""
+        self._own: set[int] = set()
+        """The messages (by index) whose sender's connections are read too (history on):
+        last, after the recipients'."""
         self._reads_gateways = False
         """A broadcast needs the gateways: read once for the whole batch."""
         self._rounds_left = 2
@@ -164,7 +170,7 @@ class BatchLookup:
         else:
             for index, result in zip(self._members, results, strict=True):
                 by_uid = expect(Connections, result).by_uid
-                self._answers[index] = Recipients(by_uid)
+                self._answers[index] = self._recipients(index, by_uid)
             self._requests = []
 
     def answers(self) -> Answers:
@@ -200,7 +206,9 @@ class BatchLookup:
         match envelope:
             case Outgoing():  # first: most envelopes are messages
                 self._messages[index] = envelope
-                return self._message_requests(envelope, from_client=True, claims=True)
+                return self._message_requests(
+                    index, envelope, from_client=True, claims=True
+                )
             case ConnOpened(uid=uid, conn_id=conn_id, gateway_id=gateway_id):
                 limit = (
                     0 if envelope.reannounce else self._rules.max_connections_per_uid
@@ -247,12 +255,6 @@ class BatchLookup:
                 return [ReadConnections(unique(uids))]
             case ApiRoomCount(room=room):
                 return [ReadRoom(room)]
-            case ApiGroupMembers(group=group, uids=uids):
-                if not uids:
-                    return []
-                # Each member's groups too (the reverse), for the shared_group policy.
-                is_added = call.name == "group.add"
-                return [ChangeGroup(group, tuple(uids), is_added)]
             case _:
                 raise ValueError(f"no presence requests for {call.name!r}")
 
@@ -263,16 +265,20 @@ class BatchLookup:
         outgoing = outgoing_of(call)
         assert outgoing is not None  # a send or a broadcast makes a message
         self._messages[index] = outgoing
-        return self._message_requests(outgoing, from_client=False, claims=claims)
+        return self._message_requests(index, outgoing, from_client=False, claims=claims)
 
     def _message_requests(
-        self, outgoing: Outgoing, *, from_client: bool, claims: bool
+        self, index: int, outgoing: Outgoing, *, from_client: bool, claims: bool
     ) -> list[Request]:
         """Claim the client id (if any), and read what the addressing needs.
 
         ``from_client``: a client's frame (the sender's membership of a group is checked,
-        its id claimed in the uid's keyspace), not a backend's ``api.send``.
+        its id claimed in the uid's keyspace), not a backend's ``api.send``. With history on,
+        a 1:1 or group message reads its sender's connections too, last.
         """
+        is_own_read = reads_own(outgoing, from_client, self._rules.history)
+        if is_own_read:
+            self._own.add(index)
         requests: list[Request] = []
         if claims:
             ttl_ms = self._rules.dedup_ttl_ms
@@ -288,7 +294,8 @@ class BatchLookup:
                 )
             )
         if outgoing.to is not None:
-            requests.append(ReadConnections((outgoing.to,)))
+            uids = (outgoing.to, outgoing.sender) if is_own_read else (outgoing.to,)
+            requests.append(ReadConnections(uids))
         elif outgoing.group is not None:
             member = outgoing.sender if from_client else None
             requests.append(ReadGroup(outgoing.group, member))
@@ -303,7 +310,7 @@ class BatchLookup:
         for index, (start, end) in enumerate(self._spans):
             outgoing = messages.get(index)
             if outgoing is not None:
-                answer = self._message_answer(outgoing, results[start:end])
+                answer = self._message_answer(index, outgoing, results[start:end])
                 if isinstance(answer, ReadConnections):
                     self._members[index] = answer
                 else:
@@ -328,8 +335,16 @@ class BatchLookup:
             case _:
                 raise ValueError(f"unexpected {type(result).__name__} for the batch")
 
+    def _recipients(self, index: int, by_uid: UidConnections) -> Recipients:
+        """The recipients of a message, its sender's connections apart when they were read
+        (last) for its own entry."""
+        if index not in self._own:
+            return Recipients(by_uid)
+        *others, (_, own) = by_uid
+        return Recipients(tuple(others), own)
+
     def _message_answer(
-        self, outgoing: Outgoing, results: Iterable[Result]
+        self, index: int, outgoing: Outgoing, results: Iterable[Result]
     ) -> MessageAnswer | ReadConnections:
         """What to do with a message; the read of its members' connections when it is a
         group message to route to some."""
@@ -348,9 +363,11 @@ class BatchLookup:
             return Retried(first_mid)
         match audience:
             case Connections(by_uid=by_uid):
-                return Recipients(by_uid)
+                return self._recipients(index, by_uid)
             case GroupRead(members=members):
                 others = tuple(sorted(m for m in members if m != outgoing.sender))
+                if index in self._own:
+                    return ReadConnections((*others, outgoing.sender))
                 return ReadConnections(others) if others else Recipients(())
             case RoomCounts():
                 return audience

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from proto import frames
 from proto.envelopes import DeliveryItem, Envelope, Outgoing, Target
+from proto.inbox import InboxItem
 from proto.names import Names
 from router.delivery_items import add_message_items, frame_item
 from router.inbound import ReplyTo
+from router.inbox_items import inbox_item, inbox_publications
 from router.limits import Throttled
 from router.liveness import is_live
 from router.publications import Publication, delivery_publications, reply_publication
@@ -68,8 +70,11 @@ class PlanBuilder:
         gateway_ttl_ms: int,
         offline_due_ms: int,
         max_message_bytes: int,
+        history: bool = False,
     ) -> None:
         self.names = names
+        self.history = history
+        """``SWITCHBOARD_HISTORY``: 1:1 and group messages go to the store's inbox."""
         self.now_ms = now_ms
         self.offline_due_ms = offline_due_ms
         """When a uid that loses its last connection in this batch is announced offline."""
@@ -78,6 +83,7 @@ class PlanBuilder:
         self._max_message_bytes = max_message_bytes
         self._per_gateway: dict[str, list[DeliveryItem]] = {}
         self._offline: list[DeliveryItem] = []
+        self._inbox: list[InboxItem] = []
         self._answers: dict[str, list[DeliveryItem]] = {}
         self._replies: list[Publication] = []
         self.events: list[Publication] = []
@@ -112,6 +118,16 @@ class PlanBuilder:
         one for the offline store."""
         add_message_items(outgoing, recipients, self._per_gateway, self._offline)
 
+    def enter_inbox(
+        self,
+        outgoing: Outgoing,
+        recipients: Sequence[tuple[str, Sequence[PresenceEntry]]],
+        own: Sequence[PresenceEntry] | None,
+    ) -> None:
+        """A 1:1 or group message for the offline store's inbox (history on), which delivers
+        it once numbered."""
+        self._inbox.append(inbox_item(outgoing, recipients, own))
+
     def answer(self, outgoing: Outgoing, frame: frames.ServerFrame) -> None:
         """A frame for the sender's connection, once the batch's deliveries are confirmed."""
         target = Target(outgoing.sender, outgoing.conn_id)
@@ -136,6 +152,7 @@ class PlanBuilder:
         deliveries += delivery_publications(
             self.names.undeliverable_exchange, "", self._offline, limit
         )
+        deliveries += inbox_publications(self.names, self._inbox, limit)
         answers = [
             publication
             for gateway_id, items in self._answers.items()

@@ -26,14 +26,17 @@ from proto.env import location
 from proto.errors import DependencyUnavailable
 from proto.names import Names
 from router import scripts
+from router.group_redis import queue_group_request
 from router.requests import (
     AddCost,
-    ChangeGroup,
+    ApplyMembers,
     ClaimClientId,
     ClaimDueOffline,
     CountInRoom,
     CountOutOfRoom,
+    CountPage,
     ForgetGateway,
+    LockRebuild,
     LockSweep,
     MarkKnown,
     OpenConnection,
@@ -42,6 +45,7 @@ from router.requests import (
     ReadGatewayRecord,
     ReadGateways,
     ReadGroup,
+    ReadGroupsLoaded,
     ReadRoom,
     ReadVisibility,
     RecordHeartbeat,
@@ -262,16 +266,8 @@ class Presence:
                     _by_uid(uids, replies[1::2]),
                     tuple(frozenset(groups) for groups in replies[2::2]),
                 )
-            case ChangeGroup(group=group, uids=uids, is_added=is_added):
-                if is_added:
-                    pipeline.sadd(names.group_key(group), *uids)
-                    for uid in uids:
-                        pipeline.sadd(names.member_of_key(uid), group)
-                else:
-                    pipeline.srem(names.group_key(group), *uids)
-                    for uid in uids:
-                        pipeline.srem(names.member_of_key(uid), group)
-                return _read_written
+            case ReadGroupsLoaded() | LockRebuild() | ApplyMembers() | CountPage():
+                return queue_group_request(pipeline, names, request)
             case ReadGateways():
                 pipeline.zrange(
                     names.gateways_key, 0, -1, withscores=True, score_cast_func=int

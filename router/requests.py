@@ -120,15 +120,6 @@ class ReadRoom:
 
 
 @dataclass(frozen=True, slots=True)
-class ChangeGroup:
-    """Add uids to a group, or remove them, and the group to their reverse sets -> ``Written``."""
-
-    group: str
-    uids: tuple[str, ...]
-    is_added: bool
-
-
-@dataclass(frozen=True, slots=True)
 class AddCost:
     """Add a uid's cost to its counter of a rate window -> ``Counted``."""
 
@@ -142,6 +133,44 @@ class AddCost:
 @dataclass(frozen=True, slots=True)
 class ReadGateways:
     """Read every gateway's last heartbeat -> ``GatewaysRead``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGroupsLoaded:
+    """Read whether Redis holds every group member (``<ns>:groups-loaded``) ->
+    ``GroupsLoaded``."""
+
+
+# Requests of group membership (groups.py decides them, group_changes.py runs them)
+
+
+@dataclass(frozen=True, slots=True)
+class LockRebuild:
+    """Take the lock on asking the offline store for a rebuild, for ``lock_ms`` ->
+    ``Locked``."""
+
+    lock_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyMembers:
+    """Set each ``(uid, version, is_member)`` of ``group`` (and the reverse sets) unless Redis
+    holds a version at least as high for that uid -> ``Applied``."""
+
+    group: str
+    members: tuple[tuple[str, int, bool], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CountPage:
+    """Count page ``index`` of the rebuild ``rebuild_id`` applied; once all ``count`` are,
+    mark the groups loaded and release the rebuild's lock -> ``PagesCounted``."""
+
+    rebuild_id: str
+    index: int
+    count: int
+    expire_ms: int
+    """How long the rebuild's count of pages is kept."""
 
 
 # Requests made once a batch's deliveries are confirmed (plan.Plan)
@@ -215,9 +244,12 @@ Request = (
     | ReadVisibility
     | ReadGroup
     | ReadRoom
-    | ChangeGroup
     | AddCost
     | ReadGateways
+    | ReadGroupsLoaded
+    | LockRebuild
+    | ApplyMembers
+    | CountPage
     | MarkKnown
     | LockSweep
     | UnlockSweep

@@ -10,12 +10,14 @@ from typing import TypeVar
 
 from router.requests import (
     AddCost,
-    ChangeGroup,
+    ApplyMembers,
     ClaimClientId,
     ClaimDueOffline,
     CountInRoom,
     CountOutOfRoom,
+    CountPage,
     ForgetGateway,
+    LockRebuild,
     LockSweep,
     MarkKnown,
     OpenConnection,
@@ -24,6 +26,7 @@ from router.requests import (
     ReadGatewayRecord,
     ReadGateways,
     ReadGroup,
+    ReadGroupsLoaded,
     ReadRoom,
     ReadVisibility,
     RecordHeartbeat,
@@ -120,6 +123,26 @@ class GatewaysRead:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupsLoaded:
+    is_loaded: bool
+    """Redis holds every group member; False: it restarted empty, a rebuild is due."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    changed: int
+    """How many members the change or page changed (the others had a version as high)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PagesCounted:
+    applied: int
+    """How many distinct pages of the rebuild are applied, this one included."""
+    count: int
+    """How many pages the rebuild has."""
+
+
+@dataclass(frozen=True, slots=True)
 class Locked:
     is_locked: bool
     """This router holds the lock; False: another one does."""
@@ -162,6 +185,9 @@ Result = (
     | GatewayRecord
     | DueUids
     | DueClaim
+    | GroupsLoaded
+    | Applied
+    | PagesCounted
 )
 """What Redis answered to one ``Request``."""
 
@@ -176,9 +202,12 @@ RESULT_OF: Mapping[type[Request], type[Result]] = {
     ReadVisibility: Visibility,
     ReadGroup: GroupRead,
     ReadRoom: RoomCounts,
-    ChangeGroup: Written,
     AddCost: Counted,
     ReadGateways: GatewaysRead,
+    ReadGroupsLoaded: GroupsLoaded,
+    LockRebuild: Locked,
+    ApplyMembers: Applied,
+    CountPage: PagesCounted,
     MarkKnown: Written,
     LockSweep: Locked,
     UnlockSweep: Written,

@@ -13,6 +13,10 @@ What a batch becomes (docs/architecture.md, "The life of a message"):
   a room or broadcast message one item per gateway with no targets at all;
 * messages whose recipients have no connection on a live gateway go into one
   ``Delivery`` on the undeliverable exchange, for the offline store;
+* with history on, 1:1 and group messages (but transient ones) go instead into one
+  ``InboxBatch`` for the offline store's inbox, each with the connections of its
+  recipients and of its sender (``inbox_items.py``): the store numbers and then delivers
+  them;
 * what must wait until those deliveries are confirmed goes out after them: replay
   requests (``ready`` is queued before the offline store can push stored messages
   behind it), the router's answers to senders (``sent`` means "routed", and carries
@@ -30,7 +34,6 @@ from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
-    ApiGroupMembers,
     ApiKick,
     ApiPresence,
     ApiRoomCount,
@@ -44,7 +47,6 @@ from proto.envelopes import (
     GatewayStopped,
     Heartbeat,
     KickReply,
-    OkReply,
     Outgoing,
     PresenceAsked,
     PresenceReply,
@@ -81,6 +83,7 @@ from router.delivery_items import (
     too_many_connections_item,
 )
 from router.inbound import Call, Inbound, Refused, outgoing_of
+from router.inbox_items import is_inboxed
 from router.limits import Throttled
 from router.liveness import should_reannounce
 from router.plan import Duplicate, Plan, PlanBuilder
@@ -119,6 +122,7 @@ def route_batch(
     gateway_ttl_ms: int,
     debounce_ms: int,
     max_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+    history: bool = False,
 ) -> Plan:
     """Decide the publishes of one batch.
 
@@ -134,6 +138,9 @@ def route_batch(
             ``user.offline``.
         max_message_bytes: the most bytes of one delivery
             (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``); more items go in more messages.
+        history: ``SWITCHBOARD_HISTORY``: 1:1 and group messages (but transient ones) go to
+            the offline store's inbox in ``InboxBatch`` envelopes, not to gateways; the store
+            delivers them once numbered (``inbox_items.py``).
 
     Returns:
         The deliveries (one per gateway, plus one for the offline store; more when they
@@ -153,6 +160,7 @@ def route_batch(
         gateway_ttl_ms,
         offline_due_ms(now_ms, debounce_ms),
         max_message_bytes,
+        history,
     )
     for index, (envelope, answer) in enumerate(
         zip(batch, answers.per_envelope, strict=True)
@@ -291,8 +299,6 @@ def _route_call(plan: PlanBuilder, call: Call, answer: Answer) -> None:
             for item_gateway, item in kick_items(uid, reason, live):
                 plan.deliver(item_gateway, item)
             plan.reply(reply_to, KickReply(kicked=len(live)))
-        case ApiGroupMembers(), None:
-            plan.reply(reply_to, OkReply())
         case ApiPresence(), Connections(by_uid=by_uid):
             online = online_uids(by_uid, plan.is_live)
             plan.reply(reply_to, PresenceReply(online=online))
@@ -327,9 +333,18 @@ def _route_once(
         return None
     plan.routed_mids.add(outgoing.mid)
     match answer:
-        case Recipients(by_uid=by_uid):
+        case Recipients(by_uid=by_uid, own=own):
             recipients = [(uid, plan.live(held)) for uid, held in by_uid]
-            plan.deliver_message(outgoing, recipients)
+            if is_inboxed(
+                to=outgoing.to,
+                group=outgoing.group,
+                transient=outgoing.transient,
+                history=plan.history,
+            ):
+                live_own = None if own is None else plan.live(own)
+                plan.enter_inbox(outgoing, recipients, live_own)
+            else:
+                plan.deliver_message(outgoing, recipients)
         case RoomCounts(counts=counts):
             gateways = [
                 gid

@@ -84,3 +84,49 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return false
 """
+
+# Apply members of one group with their versions (a GroupChanged, or a rebuild page): each uid
+# whose version in the group's version hash is lower (or missing) gets the new one, and is
+# added to or removed from the group's set and the group to or from its reverse set. A version
+# as high or higher is a later change applied already: the member is left alone. So changes
+# and pages commute: applied in any order, each member ends as its highest version says.
+# Removed members keep their version in the hash (a change with a lower one must not bring
+# them back). KEYS: group(group), group-version(group), member-of(uid) for each uid, in order.
+# ARGV: group, then uid, version, is_member ("1" or "0") for each uid, in the same order.
+APPLY_MEMBERS = """
+local changed = 0
+for i = 3, #KEYS do
+  local at = (i - 3) * 3 + 2
+  local uid, version = ARGV[at], tonumber(ARGV[at + 1])
+  local current = tonumber(redis.call('HGET', KEYS[2], uid) or '0')
+  if version > current then
+    redis.call('HSET', KEYS[2], uid, version)
+    if ARGV[at + 2] == '1' then
+      redis.call('SADD', KEYS[1], uid)
+      redis.call('SADD', KEYS[i], ARGV[1])
+    else
+      redis.call('SREM', KEYS[1], uid)
+      redis.call('SREM', KEYS[i], ARGV[1])
+    end
+    changed = changed + 1
+  end
+end
+return changed
+"""
+
+# Count a rebuild page applied (a page applied twice counts once). When every page of the
+# rebuild is applied, Redis holds every member again: mark the groups loaded and release the
+# rebuild's lock. In the same transaction as the page's APPLY_MEMBERS: should Redis restart
+# empty in between, the count restarts too, and the groups are never marked loaded over an
+# empty copy. KEYS: groups-pages(rebuild_id), groups-loaded, groups-rebuild.
+# ARGV: index, count, expire_ms. Returns how many pages are applied.
+COUNT_PAGE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local applied = redis.call('SCARD', KEYS[1])
+if applied >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], '1')
+  redis.call('DEL', KEYS[3])
+end
+return applied
+"""

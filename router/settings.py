@@ -47,7 +47,7 @@ class Settings(ServiceSettings):
         return cls(
             **shared.service_fields(environ),
             retry_backoff_max_s=shared.retry_backoff_max_s(environ),
-            redis_url=env.text(environ, env.REDIS_URL, default=env.DEFAULT_REDIS_URL),
+            redis_url=env.url(environ, env.REDIS_URL, env.DEFAULT_REDIS_URL),
             batch_max=env.integer(environ, env.BATCH_MAX, default=500, minimum=1),
             dedup_ttl_s=env.integer(environ, env.DEDUP_TTL_S, default=600, minimum=1),
             gateway_ttl_s=env.seconds(environ, env.GATEWAY_TTL_S, default=15.0),

@@ -91,7 +91,7 @@ def names(environ: Mapping[str, str]) -> Names:
 
 
 def amqp_url(environ: Mapping[str, str]) -> str:
-    return env.text(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL)
+    return env.url(environ, env.AMQP_URL, env.DEFAULT_AMQP_URL)
 
 
 def queue_type(environ: Mapping[str, str]) -> str:

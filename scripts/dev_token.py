@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.ttl_s > 0:
         parser.error("--ttl-s must be positive")
     try:
-        secret = env.secret(os.environ, env.JWT_SECRET)
+        # Development tokens: the Makefile's public secret is what they are signed with.
+        secret = env.secret(os.environ, env.JWT_SECRET, allow_placeholder=True)
     except SettingsError as error:
         print(f"dev_token: {error}", file=sys.stderr)
         return 2

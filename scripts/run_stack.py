@@ -139,7 +139,13 @@ class Service:
 
 
 async def start(spec: ServiceSpec) -> Service:
-    environ = {**os.environ, **spec.environ, "PYTHONUNBUFFERED": "1"}
+    environ = {
+        **os.environ,
+        # A local stack: the Makefile's public development secret is accepted.
+        env.DEVELOPMENT: "on",
+        **spec.environ,
+        "PYTHONUNBUFFERED": "1",
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

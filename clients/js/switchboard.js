@@ -44,13 +44,17 @@ export const MAX_PRESENCE_UIDS = 100;
  *
  * @typedef {object} ClientOptions
  * @property {string[] | string} urls            Gateway URLs; each reconnect takes the next one.
- * @property {string | (() => string | Promise<string>)} token  Called before every connection.
+ * @property {string | (() => string | Promise<string>)} token  Called before every connection,
+ *                                              and before the token expires: the new one
+ *                                              replaces it on the open connection (`refresh`).
  * @property {any} [WebSocket]                   A WebSocket class (Node: `ws`); default: the global.
  * @property {number} [startIndex]               Which URL to try first (default 0).
  * @property {number} [pingIntervalMs]           A `ping` goes out this long after the last pong.
  * @property {number} [pongTimeoutMs]            No `pong` this long after a ping: the connection is dead.
  * @property {number} [replyTimeoutMs]           A request unanswered this long is sent again, same id.
  * @property {number} [openTimeoutMs]            Deadline from opening the socket to `ready`.
+ * @property {number} [refreshBeforeMs]          A new token is asked for this long before `exp`
+ *                                              (half the token's remaining life if shorter).
  * @property {number} [backoffBaseMs]            Ceiling of the first jittered reconnect delay.
  * @property {number} [backoffMaxMs]             Cap of every reconnect delay.
  * @property {number} [seenMids]                 How many recent mids are remembered (duplicates).
@@ -71,6 +75,49 @@ export function reconnectDelayMs(attempt, closeCode, baseMs, maxMs, random = Mat
   if (closeCode === GOING_AWAY && attempt === 0) return 0;
   const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 32));
   return ceiling * random();
+}
+
+/**
+ * The `exp` of a JWT in Unix milliseconds, read without verifying it (the gateway verifies);
+ * null when it has none.
+ * @param {string} token
+ * @returns {number | null}
+ */
+export function tokenExpiryMs(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const binary = atob(payload + "=".repeat((4 - (payload.length % 4)) % 4));
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    const exp = claims?.exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Delay before refreshing a token that expires at `expiresMs`: `beforeMs` ahead of it, or half
+ * of what is left when that is less than twice `beforeMs`.
+ * @param {number} expiresMs
+ * @param {number} nowMs
+ * @param {number} beforeMs
+ * @returns {number}
+ */
+export function refreshDelayMs(expiresMs, nowMs, beforeMs) {
+  const remainingMs = expiresMs - nowMs;
+  if (remainingMs > 2 * beforeMs) return remainingMs - beforeMs;
+  return Math.max(0, remainingMs / 2);
+}
+
+/**
+ * Delay before trying again after a refresh failed: half of what is left, at least a second.
+ * Past `exp`, the gateway closes the connection (4004) and the client reconnects.
+ * @param {number} expiresMs
+ * @param {number} nowMs
+ * @returns {number}
+ */
+export function refreshRetryDelayMs(expiresMs, nowMs) {
+  return Math.max(1000, (expiresMs - nowMs) / 2);
 }
 
 /** The most recent mids handed to the application, oldest forgotten first (an LRU). */
@@ -159,6 +206,7 @@ export class SwitchboardClient {
     this.pongTimeoutMs = options.pongTimeoutMs ?? 5_000;
     this.replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
     this.openTimeoutMs = options.openTimeoutMs ?? 5_000;
+    this.refreshBeforeMs = options.refreshBeforeMs ?? 30_000;
     this.backoffBaseMs = options.backoffBaseMs ?? 500;
     this.backoffMaxMs = options.backoffMaxMs ?? 30_000;
     this.random = options.random ?? Math.random;
@@ -171,7 +219,13 @@ export class SwitchboardClient {
     this.url = null;
     /** @type {ClientClosed | null} */
     this.closed = null;
-    this.stats = { reconnects: 0, duplicatesDropped: 0, resentRequests: 0, gateways: /** @type {string[]} */ ([]) };
+    this.stats = {
+      reconnects: 0,
+      duplicatesDropped: 0,
+      resentRequests: 0,
+      refreshes: 0,
+      gateways: /** @type {string[]} */ ([]),
+    };
 
     this._index = options.startIndex ?? 0;
     this._ids = 0;
@@ -202,7 +256,8 @@ export class SwitchboardClient {
   /**
    * Listen to "message" (message: Message; may return a promise: the ack waits for it),
    * "state" (state: ClientState), "ready" ({uid, url}), "kicked" (reason), "closed" (ClientClosed),
-   * "handlerError" (error, message).
+   * "handlerError" (error, message), "refreshed" (), "refreshError" (error: the connection
+   * keeps its token, and is closed with 4004 at its exp unless a later try succeeds).
    * @param {string} event
    * @param {Function} listener
    * @returns {() => void} removes the listener
@@ -399,6 +454,32 @@ export class SwitchboardClient {
     }
   }
 
+  /**
+   * Send `refresh` on this connection; resolves at `refreshed`, rejects with RequestFailed
+   * (the connection keeps its old token) or after `replyTimeoutMs`. Never sent again after a
+   * reconnect: a new connection sends `init` with a new token.
+   * @param {any} ws
+   * @param {string} token
+   * @returns {{clientId: string, answered: Promise<void>}}
+   */
+  _refresh(ws, token) {
+    const clientId = this._nextId("r");
+    const text = JSON.stringify({ type: "refresh", id: clientId, token });
+    const answered = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(clientId);
+        reject(new Error("refresh unanswered"));
+      }, this.replyTimeoutMs);
+      const settle = (/** @type {Function} */ then) => (/** @type {any} */ value) => {
+        clearTimeout(timer);
+        then(value);
+      };
+      this._pending.set(clientId, { text, resolve: settle(resolve), reject: settle(reject) });
+      this._sendText(ws, text);
+    });
+    return { clientId, answered };
+  }
+
   // Internals: messages
 
   /** @param {any} frame */
@@ -513,6 +594,10 @@ export class SwitchboardClient {
       let pingTimer = null;
       /** @type {any} */
       let pongTimer = null;
+      /** @type {any} */
+      let refreshTimer = null;
+      /** @type {string | null} the refresh waiting for its answer on this connection */
+      let refreshId = null;
 
       const end = (/** @type {number | null} */ code, /** @type {string} */ reason) => {
         if (ended) return;
@@ -520,6 +605,13 @@ export class SwitchboardClient {
         clearTimeout(openTimer);
         clearTimeout(pingTimer);
         clearTimeout(pongTimer);
+        clearTimeout(refreshTimer);
+        if (refreshId !== null) {
+          // Belongs to this connection: never sent again on the next one.
+          const refresh = this._pending.get(refreshId);
+          this._pending.delete(refreshId);
+          refresh?.reject?.(new Error("connection closed"));
+        }
         ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
         if (this._ws === ws) this._ws = null;
         this.url = null;
@@ -546,6 +638,34 @@ export class SwitchboardClient {
         }, this.pingIntervalMs);
       };
 
+      // Before exp, a new token from the token function replaces the connection's.
+      let expiresMs = tokenExpiryMs(token);
+      const scheduleRefresh = (/** @type {number} */ delayMs) => {
+        refreshTimer = setTimeout(refreshToken, delayMs);
+      };
+      const refreshToken = async () => {
+        let fresh;
+        try {
+          fresh = await this._getToken();
+          if (ended) return;
+          const { clientId, answered } = this._refresh(ws, fresh);
+          refreshId = clientId;
+          await answered;
+        } catch (error) {
+          if (ended || expiresMs === null) return;
+          this._emit("refreshError", error);
+          scheduleRefresh(refreshRetryDelayMs(expiresMs, Date.now()));
+          return;
+        } finally {
+          refreshId = null;
+        }
+        if (ended) return;
+        this.stats.refreshes += 1;
+        this._emit("refreshed");
+        expiresMs = tokenExpiryMs(fresh);
+        if (expiresMs !== null) scheduleRefresh(refreshDelayMs(expiresMs, Date.now(), this.refreshBeforeMs));
+      };
+
       ws.onopen = () => {
         this._sendText(ws, JSON.stringify({ type: "init", token }));
       };
@@ -567,6 +687,9 @@ export class SwitchboardClient {
             clearTimeout(openTimer);
             this._onReady(ws, url, frame);
             schedulePing();
+            if (typeof this.token === "function" && expiresMs !== null) {
+              scheduleRefresh(refreshDelayMs(expiresMs, Date.now(), this.refreshBeforeMs));
+            }
             break;
           case "message":
             this._onMessage(frame);
@@ -585,6 +708,7 @@ export class SwitchboardClient {
           case "joined":
           case "left":
           case "presence":
+          case "refreshed":
             this._onReply(frame);
             break;
           default:

@@ -106,6 +106,7 @@ def chromium() -> Path:
 @pytest.fixture
 async def web(stack: Stack, chromium: Path) -> AsyncIterator[Web]:
     stack.settings[env.JWT_SECRET] = DEVELOPMENT_JWT_SECRET
+    stack.settings[env.DEVELOPMENT] = "on"  # the gateways accept the public secret
     await stack.start(gateways=2)
     process, url = await start_web_server(
         [g.url for g in stack.gateways], DEVELOPMENT_JWT_SECRET

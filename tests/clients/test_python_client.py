@@ -7,6 +7,11 @@ from typing import Any
 import pytest
 
 from switchboard_client import Client, ClientClosed, Message, RequestFailed, State
+from switchboard_client.policy import (
+    refresh_delay_s,
+    refresh_retry_delay_s,
+    token_expiry_s,
+)
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 from tests.support.tokens import make_token
@@ -161,6 +166,54 @@ async def test_invalid_token_is_terminal(stack: Stack) -> None:
     assert closed.value.close_code == 4003
     assert client.state is State.CLOSED
     assert client.counters.reconnects == 0
+
+
+def test_the_token_exp_is_read_without_verifying_it() -> None:
+    assert token_expiry_s(make_token("ann", secret="x" * 40, exp=1_800_000_000)) == (
+        1_800_000_000.0
+    )
+    assert token_expiry_s(make_token("zoë", exp=1.5, name="Zoë ✓")) == 1.5
+    for no_exp in ("not a token", "a.%%%.c", make_token("ann", exp="soon")):
+        assert token_expiry_s(no_exp) is None
+
+
+def test_a_token_is_refreshed_ahead_of_exp_or_half_way_when_short_lived() -> None:
+    assert refresh_delay_s(600.0, 0.0, 30.0) == 570.0
+    assert refresh_delay_s(3.0, 0.0, 1.0) == 2.0
+    assert refresh_delay_s(2.0, 0.0, 1.0) == 1.0
+    assert refresh_delay_s(1.0, 2.0, 1.0) == 0.0
+    assert refresh_retry_delay_s(10.0, 0.0) == 5.0
+    assert refresh_retry_delay_s(1.0, 0.0) == 1.0
+
+
+async def test_the_token_function_refreshes_the_connection_before_exp(
+    stack: Stack,
+) -> None:
+    await stack.start(gateways=2)
+    issued: list[str] = []
+
+    def short_lived_token() -> str:
+        issued.append(
+            make_token("alice", ttl_s=3)
+        )  # 2 to 3 s left: exp is whole seconds
+        return issued[-1]
+
+    async with (
+        Client(stack.gateways[0].url, short_lived_token, refresh_before_s=1.0) as alice,
+        client_for(stack, "bob", 1) as bob,
+    ):
+        inbox = alice.messages()
+
+        async def refreshed_twice() -> bool | None:
+            return alice.counters.refreshes >= 2 or None
+
+        # Past the first token's exp and the second's: the gateway would have closed (4004).
+        await eventually(refreshed_twice, within_s=10)
+        assert len(issued) >= 3
+        assert alice.counters.reconnects == 0
+        assert alice.counters.gateways == [stack.gateways[0].url]
+        mid = await bob.send(to="alice", body="still the same connection")
+        assert (await next_message(inbox)).mid == mid
 
 
 async def test_going_away_reconnects_at_once_to_the_other_gateway(stack: Stack) -> None:

@@ -164,7 +164,8 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
         assert error["code"] == ErrorCode.INVALID_TOKEN
         assert await intruder.wait_closed() == CloseCode.INVALID_TOKEN
 
-    # Backends: over AMQP (the router refuses) and over HTTP (the gateway refuses).
+    # Backends: over AMQP (the router refuses, the offline store a group command) and over
+    # HTTP (the gateway refuses).
     commands: list[tuple[str, dict[str, Any], str]] = [
         ("send", {"to": "x\u0000y", "body": 1}, "$.to"),
         ("send", {"to": "carol", "from": "sys:tem", "body": 1}, "$.from"),
@@ -181,11 +182,14 @@ async def test_bad_names_are_refused_everywhere_and_the_offline_recipient_loses_
         assert (status, answer["error"]["code"]) == (400, ErrorCode.INVALID_FIELD)
         assert path in answer["error"]["message"]
     await stack.routers[0].wait_for_event("command_rejected", code="invalid_field")
+    await stack.stores[0].wait_for_event(
+        "command_rejected", code="invalid_field", routing_key="api.group.add"
+    )
     await grows(
         ports.router,
         metrics.ERRORS_TOTAL,
         before[ports.router],
-        by=4,
+        by=3,
         code=ErrorCode.INVALID_FIELD,
     )
     await grows(  # the HTTP commands

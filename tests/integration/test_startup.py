@@ -66,6 +66,15 @@ async def test_unreachable_postgresql_exits_1_with_one_line(stack: Stack) -> Non
     [
         ("gateway", env.JWT_SECRET, ""),
         ("gateway", env.JWT_SECRET, "too-short"),
+        # Public: the Makefile's development secret, k8s/base/secret.yaml's placeholders.
+        (
+            "gateway",
+            env.JWT_SECRET,
+            "switchboard-development-secret-not-for-production",
+        ),
+        ("gateway", env.JWT_SECRET, "CHANGE-ME-to-at-least-32-random-characters"),
+        ("router", env.REDIS_URL, "redis://:CHANGE-ME@127.0.0.1:6379/0"),
+        ("offline_store", env.POSTGRES_DSN, "postgresql://sb:CHANGE-ME@127.0.0.1/sb"),
         ("gateway", env.GATEWAY_PORT, "eighty"),
         ("gateway", env.IDLE_TIMEOUT_S, "1m"),
         ("router", env.QUEUE_TYPE, "mirrored"),

@@ -35,19 +35,36 @@ class Backend:
         self, command: str, body: Mapping[str, object] | bytes, within_s: float = 5.0
     ) -> dict[str, Any]:
         """Send a command and return its JSON reply."""
+        return await self.call_key(api_key(command), body, within_s)
+
+    async def call_key(
+        self,
+        routing_key: str,
+        body: Mapping[str, object] | bytes,
+        within_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Publish a body with this routing key and a reply_to; return the JSON reply."""
         correlation_id = uuid.uuid4().hex
         reply: asyncio.Future[dict[str, Any]] = (
             asyncio.get_running_loop().create_future()
         )
         self._waiting[correlation_id] = reply
-        await self.publish(
-            command, body, reply_to=self._replies.name, correlation_id=correlation_id
+        await self.publish_key(
+            routing_key,
+            body,
+            reply_to=self._replies.name,
+            correlation_id=correlation_id,
         )
         async with asyncio.timeout(scaled(within_s)):
             return await reply
 
     async def publish(
         self, command: str, body: Mapping[str, object] | bytes, **properties: Any
+    ) -> None:
+        await self.publish_key(api_key(command), body, **properties)
+
+    async def publish_key(
+        self, routing_key: str, body: Mapping[str, object] | bytes, **properties: Any
     ) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         inbound = await self.channel.get_exchange(
@@ -56,9 +73,7 @@ class Backend:
         message = aio_pika.Message(
             payload, content_type="application/json", **properties
         )
-        await inbound.publish(
-            message, api_key(command), mandatory=True, timeout=scaled(5)
-        )
+        await inbound.publish(message, routing_key, mandatory=True, timeout=scaled(5))
 
     async def events(self, *routing_keys: str) -> AbstractQueue:
         """An exclusive queue bound to the events exchange (gone with the connection)."""

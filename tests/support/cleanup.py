@@ -16,7 +16,7 @@ async def remove_namespace(names: Names, gateway_ids: list[str]) -> None:
 
 
 async def remove_amqp(names: Names, gateway_ids: list[str]) -> None:
-    topology = shared_topology(names, "quorum")
+    topology = shared_topology(names, "quorum", history=True)
     queues = [q.name for q in topology.queues] + [
         names.gateway_queue(g) for g in gateway_ids
     ]

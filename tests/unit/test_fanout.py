@@ -173,3 +173,37 @@ def test_only_a_reannounce_item_asks_for_reannouncements() -> None:
     assert not is_reannounce_requested(Delivery(items=[item(Target("bob", "k1"))]))
     request = DeliveryItem(frame=msgspec.Raw(b"null"), targets=[], reannounce=True)
     assert is_reannounce_requested(Delivery(items=[request]))
+
+
+def test_each_numbered_copy_gets_its_seq_written_first() -> None:
+    plan = planned(
+        [item(Target("bob", "c1", 7), Target("alice", "c2", 3), Target("bob", "c3"))],
+        {"c1", "c2", "c3"},
+    )
+    assert [(p.conn_id, p.frame) for p in plan.pushes] == [
+        ("c1", b'{"seq":7,"type":"message","mid":"m1"}'),
+        ("c2", b'{"seq":3,"type":"message","mid":"m1"}'),
+        ("c3", FRAME),
+    ]
+
+
+def test_a_numbered_copy_is_handed_over_with_its_seq() -> None:
+    plan = planned(
+        [item(Target("bob", "c1", 7), Target("bob", "gone", 7), Target("al", "x", 2))],
+        {"c1"},
+    )
+    assert [(bytes(h.frame), h.targets) for h in plan.handover] == [
+        (b'{"seq":7,"type":"message","mid":"m1"}', [Target("bob", "gone", 7)]),
+        (b'{"seq":2,"type":"message","mid":"m1"}', [Target("al", "x", 2)]),
+    ]
+
+
+def test_an_advance_item_pushes_nothing_and_hands_nothing_over() -> None:
+    advance = DeliveryItem(
+        frame=msgspec.Raw(b"null"),
+        targets=[Target("alice", "c1", 4), Target("alice", "gone", 4)],
+        mid="m1",
+        advance=True,
+    )
+    plan = planned([advance], {"c1"})
+    assert (plan.pushes, plan.handover, plan.stale) == ([], [], [])

@@ -1,5 +1,6 @@
 """The gateway's frame-type reading for its counters: from a frame's first bytes, never a decode."""
 
+import msgspec
 import pytest
 
 from gateway.observability import frame_type_of
@@ -28,3 +29,11 @@ def test_type_of_every_encoded_frame(frame: frames.ServerFrame) -> None:
 )
 def test_anything_else_is_unknown(raw: bytes) -> None:
     assert frame_type_of(raw) == FRAME_TYPE_UNKNOWN
+
+
+def test_a_numbered_copy_is_still_a_message() -> None:
+    frame = frames.encode(
+        frames.Message(mid="m", sender="a", body=msgspec.Raw(b"1"), ts=1, to="b")
+    )
+    assert frame_type_of(frames.with_seq(frame, 12)) == "message"
+    assert frame_type_of(b'{"seq":3,"mid":"m"}') == FRAME_TYPE_UNKNOWN

@@ -97,3 +97,11 @@ def test_a_public_key_file_is_read(tmp_path: Path) -> None:
         {env.JWT_ALGORITHM: "ES256", env.JWT_PUBLIC_KEY: str(pem)}
     )
     assert (settings.jwt_algorithm, settings.jwt_secret) == ("ES256", public_pem)
+
+
+def test_http_api_binds_its_own_host_or_the_gateways() -> None:
+    with_api = {**BASE, env.HTTP_PORT: "8080", env.API_KEY: "k" * 16}
+    default = Settings.from_env({**with_api, env.GATEWAY_HOST: "10.0.0.5"})
+    assert (default.host, default.http_host) == ("10.0.0.5", "10.0.0.5")
+    apart = Settings.from_env({**with_api, env.HTTP_HOST: "127.0.0.1"})
+    assert (apart.host, apart.http_host) == ("0.0.0.0", "127.0.0.1")

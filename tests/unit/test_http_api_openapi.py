@@ -11,6 +11,7 @@ import yaml
 
 from gateway import commands
 from proto import envelopes
+from proto.codes import ErrorCode
 from proto.schemagen import REPLIES, schema_components
 
 OPENAPI = Path(__file__).resolve().parents[2] / "proto" / "openapi.yaml"
@@ -155,3 +156,84 @@ def test_the_send_schema_and_the_edge_agree_on_targets(
     assert schema.is_valid(body) is is_valid
     checked = commands.check_command("send", msgspec.json.encode(body))
     assert isinstance(checked, commands.Forward) is is_valid
+
+
+@pytest.mark.parametrize(
+    ("body", "is_valid"),
+    [
+        ({"uid": "a", "with": "b"}, True),
+        ({"uid": "a", "group": "g", "with": None, "limit": 100}, True),
+        ({"uid": "a"}, False),
+        ({"uid": "a", "with": "b", "group": "g"}, False),
+        ({"uid": "a", "with": None, "group": None}, False),
+        ({"uid": "a", "group": "g", "limit": 101}, False),
+        ({"uid": "a", "group": "g", "before": 0}, False),
+    ],
+)
+def test_the_history_schema_and_the_edge_agree_on_the_conversation(
+    document: dict[str, Any], body: dict[str, object], is_valid: bool
+) -> None:
+    schema = jsonschema.Draft202012Validator(
+        {
+            **request_schema_of(document, "history"),
+            "components": document["components"],
+        }
+    )
+    assert schema.is_valid(body) is is_valid
+    checked = commands.check_command("history", msgspec.json.encode(body))
+    assert isinstance(checked, commands.Forward) is is_valid
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (ErrorCode.HISTORY_OFF, HTTPStatus.CONFLICT),
+        (ErrorCode.NOT_FOUND, HTTPStatus.NOT_FOUND),
+        (ErrorCode.INVALID_FIELD, HTTPStatus.BAD_REQUEST),
+    ],
+)
+def test_refusals_that_are_no_fault_of_the_body_have_their_status(
+    document: dict[str, Any], code: ErrorCode, status: HTTPStatus
+) -> None:
+    reply = envelopes.encode(
+        envelopes.ErrorReply(error=envelopes.ErrorDetail(code=code, message="m"))
+    )
+    answer = commands.answer_reply(reply)
+    assert (answer.status, answer.body) == (status, reply)
+    names = {
+        HTTPStatus.CONFLICT: ("history", "conversations", "message"),
+        HTTPStatus.NOT_FOUND: ("message",),
+    }.get(status, ())
+    for name in names:
+        responses = document["paths"][f"/api/{name}"]["post"]["responses"]
+        documented = resolve(document, responses[str(status.value)])
+        assert (
+            documented["content"]["application/json"]["example"]["error"]["code"]
+            == code
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("history", {"uid": "a", "group": "g", "limit": 95.0, "before": 3.0}),
+        ("conversations", {"uid": "a", "limit": 1.0}),
+    ],
+)
+def test_whole_floats_are_integers_in_commands(
+    document: dict[str, Any], name: str, body: dict[str, object]
+) -> None:
+    # JSON Schema counts 95.0 as an integer, so the document admits it: the edge does too.
+    schema = jsonschema.Draft202012Validator(
+        {**request_schema_of(document, name), "components": document["components"]}
+    )
+    assert schema.is_valid(body)
+    checked = commands.check_command(name, msgspec.json.encode(body))
+    assert isinstance(checked, commands.Forward)
+    command = msgspec.json.decode(checked.body, type=envelopes.COMMANDS[name])
+    assert type(command.limit) is int  # type: ignore[attr-defined]  # history or conversations
+    for bad in ({**body, "limit": 95.5}, {**body, "limit": True}):
+        assert not schema.is_valid(bad)
+        assert not isinstance(
+            commands.check_command(name, msgspec.json.encode(bad)), commands.Forward
+        )

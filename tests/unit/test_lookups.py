@@ -14,7 +14,6 @@ from proto.codes import ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
-    ApiGroupMembers,
     ApiKick,
     ApiPresence,
     ApiRoomCount,
@@ -48,7 +47,6 @@ from router.lookups import (
 )
 from router.requests import (
     AddCost,
-    ChangeGroup,
     ClaimClientId,
     CountInRoom,
     CountOutOfRoom,
@@ -419,19 +417,6 @@ def test_backend_queries_read_and_answer_with_the_result(
 
     assert requests == [request_]
     assert finish(lookup, [result]) == [result]
-
-
-def test_group_membership_changes_only_write() -> None:
-    added = call(ApiGroupMembers(group="g", uids=["a", "b"]), "group.add")
-    removed = call(ApiGroupMembers(group="g", uids=["a"]), "group.remove")
-    nobody = call(ApiGroupMembers(group="g", uids=[]), "group.add")
-    lookup, requests = look_up([added, removed, nobody])
-
-    assert requests == [
-        ChangeGroup("g", ("a", "b"), is_added=True),
-        ChangeGroup("g", ("a",), is_added=False),
-    ]
-    assert finish(lookup, [WRITTEN, WRITTEN]) == [None, None, None]
 
 
 def test_a_refused_command_reads_nothing() -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 import proto.names
-from proto import envelopes, frames
+from proto import envelopes, frames, sync
 from proto.codes import ErrorCode
 from proto.mids import MID_PATTERN, MidFactory, mid_time_ms
 from proto.names import (
@@ -18,20 +18,31 @@ from proto.names import (
     EVENT_MESSAGE_OFFLINE,
     EVENT_USER_OFFLINE,
     EVENT_USER_ONLINE,
+    GROUP_COMMANDS,
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_BATCH,
     KEY_CONN_CLOSED,
     KEY_CONN_OPENED,
+    KEY_CONVERSATIONS,
     KEY_GATEWAY_STOPPED,
+    KEY_GROUP_CHANGED,
+    KEY_GROUPS_PAGE,
+    KEY_GROUPS_REQUEST,
     KEY_HEARTBEAT,
+    KEY_HISTORY,
+    KEY_INBOX,
     KEY_PRESENCE,
+    KEY_READ,
+    KEY_RECEIPTS,
     KEY_REPLAY,
     KEY_REPLAY_MORE,
     KEY_ROOM_JOINED,
     KEY_ROOM_LEFT,
     KEY_SAVED,
     KEY_SEND,
+    KEY_SYNC,
+    KEY_SYNC_MORE,
     Names,
     api_key,
     is_valid_namespace,
@@ -130,6 +141,8 @@ def test_every_name_of_a_namespace() -> None:
         "offline_queue": "ns.offline",
         "store_control_queue": "ns.offline.control",
         "store_acks_queue": "ns.offline.acks",
+        "store_groups_queue": "ns.offline.groups",
+        "router_groups_queue": "ns.router.groups",
         "gateway_queue": "ns.gateway.x1",
         "presence_key": "ns:presence:x1",
         "gateway_key": "ns:gateway:x1",
@@ -138,6 +151,10 @@ def test_every_name_of_a_namespace() -> None:
         "api_dedup_key": "ns:dedup-api:x1:x1",
         "sweep_lock_key": "ns:sweep:x1",
         "group_key": "ns:group:x1",
+        "group_version_key": "ns:group-version:x1",
+        "groups_loaded_key": "ns:groups-loaded",
+        "groups_rebuild_key": "ns:groups-rebuild",
+        "groups_pages_key": "ns:groups-pages:x1",
         "room_key": "ns:room:x1",
         "gateway_rooms_key": "ns:gateway:x1:rooms",
         "room_members_key": "ns:room-members:x1:x1",
@@ -148,6 +165,14 @@ def test_every_name_of_a_namespace() -> None:
         "redis_pattern": "ns:*",
         "schema": "ns",
         "undelivered_table": "ns.undelivered",
+        "store_queries_queue": "ns.offline.queries",
+        "groups_table": "ns.groups",
+        "group_members_table": "ns.group_members",
+        "inbox_queue": "ns.inbox",
+        "messages_table": "ns.messages",
+        "inbox_table": "ns.inbox",
+        "inbox_heads_table": "ns.inbox_heads",
+        "conversations_table": "ns.conversations",
     }
 
 
@@ -261,7 +286,16 @@ ROUTING = {
     KEY_ACK_BATCH: SPACE.store_acks_queue,
     KEY_REPLAY: SPACE.store_control_queue,
     KEY_REPLAY_MORE: SPACE.store_control_queue,
+    KEY_GROUP_CHANGED: SPACE.router_groups_queue,
+    KEY_GROUPS_PAGE: SPACE.router_groups_queue,
+    KEY_GROUPS_REQUEST: SPACE.store_groups_queue,
+    KEY_INBOX: SPACE.inbox_queue,
 }
+NOT_BOUND_YET = frozenset(
+    (KEY_SYNC, KEY_SYNC_MORE, KEY_HISTORY, KEY_CONVERSATIONS, KEY_READ, KEY_RECEIPTS)
+)
+"""Keys of history and sync, named before anything consumes them: bound to no queue (one
+would fill up), so that a gateway publishing one with history on is told (a return)."""
 
 
 def test_topic_matcher() -> None:
@@ -281,7 +315,16 @@ def test_every_routing_key_has_an_expected_queue() -> None:
     declared = {
         value for key, value in vars(proto.names).items() if key.startswith("KEY_")
     }
-    assert declared == ROUTING.keys()
+    assert declared == ROUTING.keys() | NOT_BOUND_YET
+    assert not ROUTING.keys() & NOT_BOUND_YET
+
+
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+@pytest.mark.parametrize("routing_key", sorted(NOT_BOUND_YET))
+def test_history_keys_reach_no_queue_yet(routing_key: str, queue_type: str) -> None:
+    topology = shared_topology(SPACE, queue_type)
+    assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == set()
+    assert SPACE.store_queries_queue not in {q.name for q in topology.queues}
 
 
 @pytest.mark.parametrize("queue_type", QUEUE_TYPES)
@@ -289,8 +332,16 @@ def test_every_routing_key_has_an_expected_queue() -> None:
 def test_inbound_routing_key_reaches_exactly_its_queue(
     routing_key: str, queue: str, queue_type: str
 ) -> None:
-    topology = shared_topology(SPACE, queue_type)
+    topology = shared_topology(SPACE, queue_type, history=True)
     assert routed_queues(topology, SPACE.inbound_exchange, routing_key) == {queue}
+
+
+def test_the_inbox_queue_exists_only_with_history() -> None:
+    without = shared_topology(SPACE, "quorum")
+    assert SPACE.inbox_queue not in {queue.name for queue in without.queues}
+    assert routed_queues(without, SPACE.inbound_exchange, KEY_INBOX) == set()
+    queues = {q.name: q for q in shared_topology(SPACE, "quorum", history=True).queues}
+    assert queues[SPACE.inbox_queue].arguments["x-queue-type"] == "quorum"
 
 
 @pytest.mark.parametrize(
@@ -300,7 +351,10 @@ def test_inbound_routing_key_reaches_exactly_its_queue(
 def test_backend_commands_reach_the_router(routing_key: str) -> None:
     topology = shared_topology(SPACE, "quorum")
     routed = routed_queues(topology, SPACE.inbound_exchange, routing_key)
-    assert routed == {SPACE.router_queue}
+    # The offline store serves the group commands; the router leaves them to it.
+    served_by_store = routing_key.removeprefix("api.") in GROUP_COMMANDS
+    expected = {SPACE.store_groups_queue} if served_by_store else set()
+    assert routed == {SPACE.router_queue, *expected}
 
 
 @pytest.mark.parametrize(
@@ -333,6 +387,8 @@ def test_shared_queues_have_the_queue_type(queue_type: str) -> None:
         SPACE.offline_queue,
         SPACE.store_control_queue,
         SPACE.store_acks_queue,
+        SPACE.store_groups_queue,
+        SPACE.router_groups_queue,
         SPACE.dead_letter_queue,
     }
     assert all(q.arguments["x-queue-type"] == queue_type for q in topology.queues)
@@ -875,7 +931,8 @@ def test_delivery_targets_are_arrays_and_frame_is_raw() -> None:
         ]
     )
     encoded = envelopes.encode(delivery)
-    assert b'"targets":[["bob","k1"]]' in encoded
+    # No seq: null in its place (history off, or a copy that is not numbered).
+    assert b'"targets":[["bob","k1",null]]' in encoded
     assert b'"frame":' + bytes(RAW) in encoded
     item = envelopes.decode_delivery(encoded).items[0]
     assert (item.mid, item.durable, item.stored, item.close_code) == (
@@ -955,9 +1012,13 @@ def test_every_command_name_maps_to_a_command_class() -> None:
         "kick",
         "group.add",
         "group.remove",
+        "group.members",
         "presence",
         "connections",
         "room.count",
+        "history",
+        "conversations",
+        "message",
     }
     for name, command in envelopes.COMMANDS.items():
         assert issubclass(command, envelopes.Command), name
@@ -965,7 +1026,8 @@ def test_every_command_name_maps_to_a_command_class() -> None:
         assert api_key(name) == f"api.{name}"
     defined = {
         value
-        for value in vars(envelopes).values()
+        for module in (envelopes, sync)
+        for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, envelopes.Command)
         and value is not envelopes.Command

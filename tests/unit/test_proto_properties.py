@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proto import envelopes, frames
+from proto import envelopes, frames, sync
 from proto.mids import MID_PATTERN, MidFactory
 
 JSON_SCALARS = (
@@ -44,6 +44,11 @@ FIELD_NAMES = st.sampled_from(
         "from",
         "uid",
         "reason",
+        "since",
+        "before",
+        "limit",
+        "with",
+        "mid",
         "x",
     ]
 )
@@ -177,6 +182,128 @@ def test_command_like_objects_only_raise_decode_errors(
 ) -> None:
     with contextlib.suppress(msgspec.DecodeError):
         msgspec.json.decode(json.dumps(fields), type=envelopes.COMMANDS[name])
+
+
+NOT_INTEGERS = JSON_VALUES.filter(
+    lambda value: not isinstance(value, int) or isinstance(value, bool)
+)
+"""JSON values that are no integer (booleans are not integers)."""
+
+
+@given(value=st.integers(min_value=-(2**70), max_value=2**70) | NOT_INTEGERS)
+@example(value=True)
+@example(value=-1)
+@example(value=frames.MAX_SEQ + 1)
+def test_a_since_is_an_integer_from_0_or_refused_at_its_path(value: object) -> None:
+    text = json.dumps({"type": "init", "token": "t", "since": value})
+    is_valid = value is None or (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= frames.MAX_SEQ
+    )
+    if is_valid:
+        assert frames.decode_client_frame(text) == frames.Init(token="t", since=value)  # type: ignore[arg-type]  # an int or None here
+    else:
+        with pytest.raises(msgspec.ValidationError, match=r"\$\.since`$"):
+            frames.decode_client_frame(text)
+
+
+@given(
+    kind=st.sampled_from(["history", "conversations"]),
+    field=st.sampled_from(["limit", "before"]),
+    value=st.integers(min_value=-(2**70), max_value=2**70) | NOT_INTEGERS,
+)
+@example(kind="history", field="limit", value=101)
+@example(kind="conversations", field="before", value=0)
+@example(kind="history", field="limit", value=False)
+def test_limit_and_before_are_bounded_or_refused_at_their_path(
+    kind: str, field: str, value: object
+) -> None:
+    text = json.dumps({"type": kind, "id": "c1", "with": "bob", field: value})
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if field == "limit":
+        is_valid = is_int and 1 <= value <= frames.MAX_PAGE  # type: ignore[operator]  # an int here
+    else:
+        is_valid = value is None or (is_int and 1 <= value <= frames.MAX_SEQ)  # type: ignore[operator]  # an int here
+    if is_valid:
+        frame = frames.decode_client_frame(text)
+        assert getattr(frame, field) == value
+    else:
+        with pytest.raises(msgspec.ValidationError, match=rf"\$\.{field}`$"):
+            frames.decode_client_frame(text)
+
+
+@given(
+    client_id=IDS,
+    address=st.fixed_dictionaries(
+        {}, optional={"with": st.none() | IDS, "group": st.none() | IDS}
+    ),
+    limit=st.integers(min_value=1, max_value=frames.MAX_PAGE),
+)
+def test_history_needs_exactly_one_of_with_and_group(
+    client_id: str, address: dict[str, str | None], limit: int
+) -> None:
+    text = json.dumps({"type": "history", "id": client_id, **address, "limit": limit})
+    named = [value for value in address.values() if value is not None]
+    if len(named) == 1:
+        frame = frames.decode_client_frame(text)
+        assert frame == frames.HistoryQuery(
+            id=client_id,
+            peer=address.get("with"),
+            group=address.get("group"),
+            limit=limit,
+        )
+    else:
+        with pytest.raises(msgspec.ValidationError, match=r"at `\$`$"):
+            frames.decode_client_frame(text)
+
+
+@given(client_id=IDS, mid=IDS.filter(lambda mid: len(mid) <= 64))
+def test_read_frames_round_trip(client_id: str, mid: str) -> None:
+    text = json.dumps({"type": "read", "id": client_id, "mid": mid})
+    assert frames.decode_client_frame(text) == frames.Read(id=client_id, mid=mid)
+
+
+@given(
+    decode=st.sampled_from(
+        [
+            sync.decode_sync_request,
+            sync.decode_history_asked,
+            sync.decode_conversations_asked,
+            sync.decode_read_asked,
+            sync.decode_receipts,
+            envelopes.decode_conn_opened,
+            envelopes.decode_delivery,
+        ]
+    ),
+    fields=st.dictionaries(
+        st.sampled_from(
+            [
+                "uid",
+                "gateway_id",
+                "conn_id",
+                "client_id",
+                "since",
+                "limit",
+                "before",
+                "register",
+                "with",
+                "group",
+                "mid",
+                "items",
+                "sync",
+            ]
+        ),
+        JSON_VALUES,
+        max_size=8,
+    ),
+)
+def test_history_envelope_like_objects_only_raise_decode_errors(
+    decode: object, fields: dict[str, object]
+) -> None:
+    assert callable(decode)
+    with contextlib.suppress(msgspec.DecodeError):
+        decode(json.dumps(fields).encode())
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2**40), min_size=1, max_size=50))

@@ -14,7 +14,6 @@ from proto.codes import CloseCode, ErrorCode
 from proto.envelopes import (
     ApiBroadcast,
     ApiConnections,
-    ApiGroupMembers,
     ApiKick,
     ApiPresence,
     ApiRoomCount,
@@ -718,9 +717,6 @@ def test_query_commands_reply_from_live_gateways_only() -> None:
         last_seen_ms=live,
     )
     assert reply_of(count) == {"count": 7}
-
-    added = route([call(ApiGroupMembers(group="g", uids=["a"]), "group.add")], [None])
-    assert reply_of(added) == {"ok": True}
 
 
 def test_command_without_reply_to_gets_no_reply() -> None:

@@ -177,3 +177,19 @@ def test_rows_keep_the_origin_of_their_item() -> None:
     )
     (row,) = rows_from_body(encode(Delivery(items=[durable]))).rows
     assert row.origin == ORIGIN
+
+
+def test_a_numbered_copy_is_kept_with_its_seq_written_in() -> None:
+    # A store's delivery to a gateway whose queue is gone reaches the store again.
+    frame = message_frame(MID_1)
+    numbered = DeliveryItem(
+        frame=msgspec.Raw(frame),
+        targets=[Target("bob", "c1", 4), Target("alice", "c2", 9)],
+        mid=MID_1,
+        durable=True,
+    )
+    rows = rows_from_body(delivery_body(numbered)).rows
+    assert [(row.uid, row.frame.encode()) for row in rows] == [
+        ("bob", frames.with_seq(frame, 4)),
+        ("alice", frames.with_seq(frame, 9)),
+    ]

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 import proto.names
-from proto import envelopes, frames, schemagen
+from proto import envelopes, frames, schemagen, sync
 from proto.names import (
     KEY_CONN_OPENED,
     KEY_PRESENCE,
@@ -80,7 +80,8 @@ def test_schema_is_a_valid_draft_2020_12_schema(filename: str) -> None:
 def test_every_envelope_decoder_has_a_schema() -> None:
     decoded = {
         value.__self__.type
-        for name, value in vars(envelopes).items()
+        for module in (envelopes, sync)
+        for name, value in vars(module).items()
         if name.startswith("decode_")
     }
     described = {spec.root for spec in schemagen.SPECS}
@@ -90,7 +91,8 @@ def test_every_envelope_decoder_has_a_schema() -> None:
 def test_every_envelope_and_command_class_is_documented() -> None:
     defined = {
         value
-        for value in vars(envelopes).values()
+        for module in (envelopes, sync)
+        for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, (envelopes.Envelope, envelopes.Command))
         and value not in (envelopes.Envelope, envelopes.Command)
@@ -130,7 +132,8 @@ def test_every_frame_class_is_in_a_frame_schema() -> None:
     client = json.loads(RENDERED["client-frame.json"])["$defs"]
     server = json.loads(RENDERED["server-frame.json"])["$defs"]
     assert set(client) == {t.__name__ for t in frames.AnyClientFrame.__args__}
-    assert set(server) == {t.__name__ for t in frames.AnyServerFrame.__args__}
+    items = {frames.PeerConversation.__name__, frames.GroupConversation.__name__}
+    assert set(server) == {t.__name__ for t in frames.AnyServerFrame.__args__} | items
 
 
 # --- descriptions name the exchange and the routing key ---------------------------------
@@ -255,6 +258,11 @@ def test_schema_and_class_reject_the_same_bad_bodies(
         '{"type":"join","id":"c2","room":"lobby"}',
         '{"type":"presence","id":"c3","uids":["alice"]}',
         '{"type":"ack","mids":["m1"],"extra":1}',
+        '{"type":"init","token":"t","since":0}',
+        '{"type":"history","id":"h1","with":"bob","before":1,"limit":100}',
+        '{"type":"history","id":"h1","group":"team"}',
+        '{"type":"read","id":"r1","mid":"018bcfe5680000000123456789"}',
+        '{"type":"conversations","id":"v1","limit":1}',
     ],
 )
 def test_client_frame_schema_accepts_what_the_decoder_accepts(text: str) -> None:
@@ -270,12 +278,70 @@ def test_client_frame_schema_accepts_what_the_decoder_accepts(text: str) -> None
         '{"type":"join","id":"c2"}',
         '{"type":"ping","id":5}',
         '{"type":"nope"}',
+        '{"type":"init","token":"t","since":-1}',
+        '{"type":"init","token":"t","since":true}',
+        '{"type":"history","id":"h1","with":"bob","limit":0}',
+        '{"type":"history","id":"h1","with":"bob","limit":101}',
+        '{"type":"history","id":"h1","with":"bob","before":0}',
+        '{"type":"history","id":"h1","with":"a:b"}',
+        '{"type":"read","id":"r1","mid":"a b"}',
+        '{"type":"read","id":"r1"}',
+        '{"type":"conversations","id":"v1","before":1.5}',
     ],
 )
 def test_client_frame_schema_rejects_what_the_decoder_rejects(text: str) -> None:
     assert not validator("client-frame.json").is_valid(json.loads(text))
     with pytest.raises(msgspec.ValidationError):
         frames.decode_client_frame(text)
+
+
+_LAST = {"type": "message", "seq": 3, "mid": "m", "from": "a", "body": 1, "ts": 1}
+
+
+@pytest.mark.parametrize(
+    ("item", "is_valid"),
+    [
+        ({"with": "bob", "last": _LAST, "unread": 0, "read": None}, True),
+        ({"group": "team", "last": _LAST, "unread": 2, "read": "m"}, True),
+        ({"with": "bob", "last": _LAST, "unread": 0}, False),
+        ({"last": _LAST, "unread": 0, "read": None}, False),
+    ],
+)
+def test_server_schema_and_decoder_agree_on_conversation_items(
+    item: dict[str, object], is_valid: bool
+) -> None:
+    frame = {"type": "conversations", "id": "v1", "items": [item]}
+    assert validator("server-frame.json").is_valid(frame) is is_valid
+    raw = json.dumps(item).encode()
+    if is_valid:
+        frames.decode_conversation_item(raw)
+    else:
+        with pytest.raises(msgspec.ValidationError):
+            frames.decode_conversation_item(raw)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"with": "bob", "group": "t", "last": _LAST, "unread": 0, "read": None},
+        {"group": "team", "last": {"type": "ready"}, "unread": 0, "read": None},
+        {"group": "team", "last": _LAST, "unread": "1", "read": None},
+    ],
+)
+def test_server_schema_refuses_items_of_neither_shape(item: dict[str, object]) -> None:
+    frame = {"type": "conversations", "id": "v1", "items": [item]}
+    assert not validator("server-frame.json").is_valid(frame)
+
+
+def test_history_answers_refer_to_message_frames() -> None:
+    history = json.loads(RENDERED["server-frame.json"])["$defs"]["HistoryPage"]
+    assert history["properties"]["messages"]["items"] == {"$ref": "#/$defs/Message"}
+    assert history["required"] == ["type", "id", "messages", "more"]
+    reply = json.loads(RENDERED["reply.message.json"])
+    assert reply["$defs"]["MessageReply"]["properties"]["message"] == {
+        "$ref": "#/$defs/Message"
+    }
+    assert frames.SHAPES_KEY not in "".join(RENDERED.values())
 
 
 def test_send_schema_requires_only_id_and_body() -> None:

@@ -19,7 +19,7 @@ def token(uid: str = "alice", /, **claims: object) -> str:
 
 def test_a_token_without_claims_grants_no_room_and_no_broadcast() -> None:
     identity = verify_token(token(), TEST_JWT_SECRET, NOW_S)
-    assert identity == Identity("alice", (), False)
+    assert identity == Identity("alice", (), False, NOW_S + 60)
     assert not identity.may_join("live-1")
 
 
@@ -46,7 +46,7 @@ def test_room_patterns_are_case_sensitive_whatever_the_platform() -> None:
 
 def test_explicit_false_broadcast_and_empty_rooms_are_valid() -> None:
     identity = verify_token(token(rooms=[], broadcast=False), TEST_JWT_SECRET, NOW_S)
-    assert identity == Identity("alice")
+    assert identity == Identity("alice", expires_s=NOW_S + 60)
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ const secret = process.env.SWITCHBOARD_TEST_JWT_SECRET ?? "";
 const timeFactor = Number(process.env.SWITCHBOARD_TEST_TIME_FACTOR ?? "1");
 const skip = gateways.length < 3 ? "needs a stack: run tests/clients/test_js_client.py" : false;
 
-/** HS256 JWT, as a login service would sign it. */
-function makeToken(uid, key = secret) {
+/** HS256 JWT, as a login service would sign it, valid for `ttlS` seconds. */
+function makeToken(uid, key = secret, ttlS = 600) {
   const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const head = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub: uid, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  const head = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub: uid, exp: Math.floor(Date.now() / 1000) + ttlS })}`;
   return `${head}.${createHmac("sha256", key).update(head).digest("base64url")}`;
 }
 
@@ -188,6 +188,30 @@ test("an invalid token is terminal: no reconnect", { skip }, async () => {
   assert.equal(mallory.state, "closed");
   assert.equal(mallory.stats.reconnects, 0);
   assert.deepEqual(states, ["connecting", "closed"]);
+});
+
+test("the token function refreshes the connection before exp: no 4004, no reconnect", { skip }, async () => {
+  const [a, b] = [uid("alice"), uid("bob")];
+  let issued = 0;
+  // 2 to 3 s left (exp is whole seconds): without a refresh the gateway closes with 4004.
+  const shortLived = () => {
+    issued += 1;
+    return makeToken(a, secret, 3);
+  };
+  const alice = clientFor(a, [2], { token: shortLived, refreshBeforeMs: 1000 });
+  const bob = clientFor(b, [2]);
+  const aliceInbox = inbox(alice);
+  const refreshErrors = [];
+  alice.on("refreshError", (error) => refreshErrors.push(error));
+  await Promise.all([alice.start(), bob.start()]);
+
+  await until(() => alice.stats.refreshes >= 2, 10_000);
+  assert.ok(issued >= 3);
+  assert.deepEqual(refreshErrors, []);
+  assert.equal(alice.stats.reconnects, 0);
+  assert.deepEqual(alice.stats.gateways, [gateways[2].url]);
+  const mid = await bob.send({ to: a, body: "still the same connection" });
+  assert.equal((await aliceInbox.next())[0].mid, mid);
 });
 
 test("a going-away close reconnects at once to the next gateway", { skip }, async () => {

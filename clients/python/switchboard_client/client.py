@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import random as random_module
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,14 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from switchboard_client.policy import SeenMids, is_terminal, reconnect_delay_s
+from switchboard_client.policy import (
+    SeenMids,
+    is_terminal,
+    reconnect_delay_s,
+    refresh_delay_s,
+    refresh_retry_delay_s,
+    token_expiry_s,
+)
 
 log = logging.getLogger("switchboard_client")
 
@@ -116,6 +124,8 @@ class _Counters:
     reconnects: int = 0
     duplicates_dropped: int = 0
     resent_requests: int = 0
+    refreshes: int = 0
+    """Tokens replaced on an open connection (``refresh`` answered ``refreshed``)."""
     gateways: list[str] = field(default_factory=list)
     """The URL of every connection that reached ready, in order."""
 
@@ -125,12 +135,17 @@ class Client:
 
     Args:
         urls: gateway URLs (``ws://host:port/ws``); each reconnect goes to the next one.
-        token: a JWT, or a function (sync or async) returning one; called before each connection.
+        token: a JWT, or a function (sync or async) returning one; called before each
+            connection, and before the connection's token expires (``refresh_before_s``): the
+            new token replaces it on the open connection (a ``refresh`` frame), which the
+            gateway would otherwise close at ``exp`` (4004).
         ping_interval_s: an application ``ping`` goes out this long after the last pong.
         pong_timeout_s: a connection without ``pong`` this long after a ping is dead.
         reply_timeout_s: a request (send, join, leave, presence) unanswered this long is sent
             again with the same id, which the server carries out once.
         open_timeout_s: deadline from connecting to ``ready``.
+        refresh_before_s: how long before the token's ``exp`` a new one is asked for (half
+            the token's remaining life when that is shorter); only with a token function.
         backoff_base_s: ceiling of the first jittered reconnect delay; doubles per attempt.
         backoff_max_s: cap of every reconnect delay.
         seen_mids: how many recent mids are remembered to drop duplicates.
@@ -147,6 +162,7 @@ class Client:
         pong_timeout_s: float = 5.0,
         reply_timeout_s: float = 10.0,
         open_timeout_s: float = 5.0,
+        refresh_before_s: float = 30.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         seen_mids: int = 10_000,
@@ -161,6 +177,7 @@ class Client:
         self.pong_timeout_s = pong_timeout_s
         self.reply_timeout_s = reply_timeout_s
         self.open_timeout_s = open_timeout_s
+        self.refresh_before_s = refresh_before_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._on_state = on_state
@@ -500,6 +517,7 @@ class Client:
             await ws.send(json.dumps({"type": "init", "token": token}))
             async with asyncio.TaskGroup() as tasks:
                 keepalive = tasks.create_task(self._keep_alive(ws, url, ready, pong))
+                refresher = tasks.create_task(self._keep_token_fresh(ws, token, ready))
                 try:
                     async for text in ws:
                         try:
@@ -520,12 +538,20 @@ class Client:
                             kicked_reason = str(frame.get("reason", ""))
                         elif kind == "error" and frame.get("id") is None:
                             log.warning("gateway error: code=%s", frame.get("code"))
-                        elif kind in ("sent", "error", "joined", "left", "presence"):
+                        elif kind in (
+                            "sent",
+                            "error",
+                            "joined",
+                            "left",
+                            "presence",
+                            "refreshed",
+                        ):
                             self._on_reply(frame)
                 except ConnectionClosed:
                     pass
                 finally:
                     keepalive.cancel()
+                    refresher.cancel()
         finally:
             self._ws = None
             self.gateway_url = None
@@ -554,6 +580,58 @@ class Client:
             ws.transport.abort()  # close() would wait for a peer that does not answer
         except ConnectionClosed:
             pass
+
+    async def _keep_token_fresh(
+        self, ws: ClientConnection, token: str, ready: asyncio.Event
+    ) -> None:
+        """Replace the connection's token before it expires, with one from the token function."""
+        if isinstance(self._token, str):
+            return  # nothing to ask a new token from: the connection ends at exp (4004)
+        expires_s = token_expiry_s(token)
+        await ready.wait()
+        delay_s = (
+            None
+            if expires_s is None
+            else refresh_delay_s(expires_s, time.time(), self.refresh_before_s)
+        )
+        while expires_s is not None and delay_s is not None:
+            await asyncio.sleep(delay_s)
+            try:
+                fresh = await self._token_now()
+                await self._refresh(ws, fresh)
+            except (
+                Exception
+            ) as exc:  # the token function's failure, or the gateway's refusal
+                log.warning("token refresh failed: %r", exc)
+                delay_s = refresh_retry_delay_s(expires_s, time.time())
+                continue
+            self.counters.refreshes += 1
+            expires_s = token_expiry_s(fresh)
+            if expires_s is not None:
+                delay_s = refresh_delay_s(expires_s, time.time(), self.refresh_before_s)
+
+    async def _refresh(self, ws: ClientConnection, token: str) -> None:
+        """Send ``refresh`` on this connection and wait for ``refreshed``.
+
+        Raises:
+            RequestFailed: the gateway refused the token; the connection keeps the old one.
+            TimeoutError: no answer within ``reply_timeout_s``.
+        """
+        client_id = self._next_id("r")
+        text = json.dumps({"type": "refresh", "id": client_id, "token": token})
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # Not resent after a reconnect, unlike other requests: a new connection sends init
+        # with a new token, and this task ends with its connection.
+        self._pending[client_id] = _Request(text, future)
+        try:
+            await self._send_text(ws, text)
+            async with asyncio.timeout(self.reply_timeout_s):
+                await asyncio.shield(future)
+        finally:
+            self._pending.pop(client_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # seen: a failure that came as the wait ended
+            future.cancel()
 
     async def _on_ready(self, ws: ClientConnection, url: str) -> None:
         # Requests made from now on go out themselves; the snapshot below is everything before.

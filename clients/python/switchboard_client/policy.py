@@ -1,8 +1,13 @@
-"""Client decisions that need no socket: reconnect delays, close codes, the memory of seen mids.
+"""Client decisions that need no socket: reconnect delays, close codes, the memory of seen mids,
+when to refresh the token.
 
 Nothing here awaits, reads a clock or draws randomness itself; ``client.py`` does the I/O.
 """
 
+import base64
+import binascii
+import json
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -40,6 +45,45 @@ def reconnect_delay_s(
         return 0.0
     ceiling = min(max_s, base_s * 2.0 ** min(attempt, 32))
     return ceiling * random()
+
+
+def token_expiry_s(token: str) -> float | None:
+    """The ``exp`` of a JWT (Unix seconds), read without verifying it; None when it has none.
+
+    The client only schedules its refresh by it: the gateway verifies the token.
+    """
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    expires = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        return None
+    return float(expires) if math.isfinite(expires) else None
+
+
+def refresh_delay_s(expires_s: float, now_s: float, before_s: float) -> float:
+    """Seconds to wait before refreshing a token that expires at ``expires_s``.
+
+    ``before_s`` ahead of ``exp``; a token that has less than twice that left is refreshed
+    half-way through what it has left, so that a short-lived one is not refreshed at once.
+    """
+    remaining_s = expires_s - now_s
+    if remaining_s > 2 * before_s:
+        return remaining_s - before_s
+    return max(0.0, remaining_s / 2)
+
+
+def refresh_retry_delay_s(expires_s: float, now_s: float) -> float:
+    """Seconds to wait after a refresh failed: half of what is left, at least a second.
+
+    Once ``exp`` passes, the gateway closes the connection (4004) and the client reconnects
+    with a fresh token.
+    """
+    return max(1.0, (expires_s - now_s) / 2)
 
 
 class SeenMids:

@@ -1,0 +1,253 @@
+"""The inbox of each uid: a router's ``InboxItem``s in, the rows to write and then the deliveries
+to publish out.
+
+With ``SWITCHBOARD_HISTORY`` on, a 1:1 or group message is written before it is delivered
+(``docs/history.md``, section 4.2): one ``messages`` row (the frame once, without ``seq``), one
+``inbox`` row per uid it enters (each recipient and its sender), and for a recipient that had no
+connection a thin row of the undelivered table (``(uid, mid, seq)``, no frame) for its next
+``init`` without ``since``. Once the batch is committed and numbered (``numbering.py``), each
+copy goes to its gateway with its ``seq`` in its target, and the sending connection gets an
+``advance`` item instead of its own message.
+
+Pure: ``inbox_writer.py`` does the awaiting, ``inbox_tables.py`` the SQL.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from offline_store.numbering import EntryKey
+from offline_store.replay import MAX_ROUTING_KEY_BYTES, GatewayDelivery
+from offline_store.rows import RowKey, storable_problem
+from proto.envelopes import Delivery, DeliveryItem, MessageOffline, Target
+from proto.inbox import InboxItem, encode
+from proto.items import Decoded, RefusedItem, wrap_items
+from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
+
+NO_FRAME = msgspec.Raw(b"null")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One row of ``messages``: a message once."""
+
+    mid: str
+    sender: str
+    frame: str
+    """The ``message`` frame as the router encoded it, without ``seq``."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """One row of ``inbox`` but its ``seq``, which numbering gives at commit."""
+
+    uid: str
+    mid: str
+    conv: str
+    """The conversation: ``u:<peer>`` or ``g:<group>``."""
+    is_own: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRows:
+    """What one batch of ``InboxItem``s writes."""
+
+    items: list[InboxItem]
+    """The items kept, each mid once, in batch order: their deliveries follow the commit."""
+    messages: list[MessageRow]
+    entries: list[EntryRow]
+    """Each (uid, mid) once, in batch order: each uid's entries are numbered in this order."""
+    absent: list[EntryKey]
+    """Recipients that had no connection: a thin undelivered row each, within their cap."""
+    refused: list[RefusedItem]
+    """Items that can never be written, each to be dead-lettered alone."""
+
+    @property
+    def keys(self) -> list[EntryKey]:
+        return [EntryKey(entry.uid, entry.mid) for entry in self.entries]
+
+
+def conversation(item: InboxItem, uid: str) -> str:
+    """The conversation a message belongs to in ``uid``'s inbox: its group, or the other uid
+    (for the sender, the recipient; a message to oneself is a conversation with oneself)."""
+    if item.group is not None:
+        return f"g:{item.group}"
+    peer = item.to if uid == item.sender else item.sender
+    return f"u:{peer}"
+
+
+def rows_from_items(decoded: Decoded[InboxItem]) -> InboxRows:
+    """The rows a batch of items writes; an item that PostgreSQL could never keep is refused.
+
+    A mid that comes twice (a router batch redelivered into the same store batch) is written
+    once: its first item wins. An entry's uid that comes twice in one item is one entry.
+
+    Args:
+        decoded: the items of the batch's ``InboxBatch`` messages, in order.
+    """
+    rows = InboxRows([], [], [], [], list(decoded.refused))
+    seen: set[str] = set()
+    for index, item in enumerate(decoded.items):
+        if item.mid in seen:
+            continue
+        problem = _item_problem(item)
+        if problem is not None:
+            raw = wrap_items([encode(item)])
+            rows.refused.append(RefusedItem(raw, problem, decoded.position(index)))
+            continue
+        seen.add(item.mid)
+        rows.items.append(item)
+        rows.messages.append(
+            MessageRow(item.mid, item.sender, bytes(item.frame).decode())
+        )
+        uids: set[str] = set()
+        for entry in item.entries:
+            if entry.uid in uids:
+                continue
+            uids.add(entry.uid)
+            rows.entries.append(
+                EntryRow(entry.uid, item.mid, conversation(item, entry.uid), entry.own)
+            )
+            if not entry.targets and is_recipient(item, entry.uid, entry.own):
+                rows.absent.append(EntryKey(entry.uid, item.mid))
+    return rows
+
+
+def is_recipient(item: InboxItem, uid: str, own: bool) -> bool:
+    """Whether the entry is a recipient's (kept for its ``init`` when it has no connection):
+    not the sender's own, unless the message is to the sender itself."""
+    return not own or item.to == uid
+
+
+def _item_problem(item: InboxItem) -> str | None:
+    """Why PostgreSQL could never keep this item, or None."""
+    if (item.to is None) == (item.group is None):
+        return "exactly one of `to` and `group` is needed - at `$`"
+    try:
+        frame = bytes(item.frame).decode()
+    except UnicodeDecodeError:
+        return "$.frame is not UTF-8"
+    if "\x00" in frame:
+        return "$.frame contains a NUL character"
+    if not frame.startswith("{") or frame == "{}":
+        return "$.frame is not a message frame"
+    checks = [
+        (item.mid, "$.mid"),
+        (item.sender, "$.sender"),
+        (item.to or item.group or "", "$.to"),
+        *((entry.uid, "$.entries[].uid") for entry in item.entries),
+    ]
+    for value, path in checks:
+        problem = storable_problem(value, path)
+        if problem is not None:
+            return problem
+    for entry in item.entries:
+        for target in entry.targets:
+            if len(target.gateway_id.encode()) > MAX_ROUTING_KEY_BYTES:
+                return "$.entries[].targets[].gateway_id is longer than a routing key"
+    return None
+
+
+def inbox_deliveries(
+    items: Sequence[InboxItem],
+    seqs: Mapping[EntryKey, int],
+    max_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+) -> list[GatewayDelivery]:
+    """The deliveries of a committed batch: one per gateway (more when too large).
+
+    Each message is one durable item per gateway listing its copies there, each target with its
+    uid's ``seq``; the frame is the router's, byte for byte (the gateway writes each copy's
+    ``seq`` in). The sending connection, unless it is listed itself (a message to oneself), gets
+    an ``advance`` item with the sender's ``seq`` instead. Items keep batch order per gateway.
+
+    Args:
+        items: the batch's items (``InboxRows.items``).
+        seqs: each entry's ``seq`` (fresh entries numbered, redelivered ones read back); an
+            entry without one is not delivered.
+        max_bytes: the most bytes of one message (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``).
+    """
+    per_gateway: dict[str, list[DeliveryItem]] = {}
+    for item in items:
+        targets: dict[str, list[Target]] = {}
+        own_seq: int | None = None
+        is_origin_listed = False
+        origin = item.origin
+        for entry in item.entries:
+            seq = seqs.get(EntryKey(entry.uid, item.mid))
+            if seq is None:
+                continue
+            if entry.uid == item.sender:
+                own_seq = seq
+            for target in entry.targets:
+                targets.setdefault(target.gateway_id, []).append(
+                    Target(entry.uid, target.conn_id, seq)
+                )
+                if (
+                    origin is not None
+                    and entry.uid == origin.uid
+                    and (target.gateway_id, target.conn_id)
+                    == (origin.gateway_id, origin.conn_id)
+                ):
+                    is_origin_listed = True
+        for gateway_id, gateway_targets in targets.items():
+            per_gateway.setdefault(gateway_id, []).append(
+                DeliveryItem(
+                    frame=item.frame,
+                    targets=gateway_targets,
+                    mid=item.mid,
+                    durable=True,
+                    origin=origin,
+                )
+            )
+        if (
+            origin is not None
+            and origin.gateway_id
+            and origin.conn_id
+            and own_seq is not None
+            and not is_origin_listed
+            and len(origin.gateway_id.encode()) <= MAX_ROUTING_KEY_BYTES
+        ):
+            per_gateway.setdefault(origin.gateway_id, []).append(
+                DeliveryItem(
+                    frame=NO_FRAME,
+                    targets=[Target(origin.uid, origin.conn_id, own_seq)],
+                    mid=item.mid,
+                    advance=True,
+                )
+            )
+    return [
+        GatewayDelivery(gateway_id, Delivery(items=packed.items), packed.body)
+        for gateway_id, gateway_items in per_gateway.items()
+        for packed in pack_delivery(gateway_items, max_bytes)
+    ]
+
+
+def offline_events(
+    keys: Iterable[RowKey], items: Iterable[InboxItem], ts_ms: int
+) -> list[MessageOffline]:
+    """One ``message.offline`` event per new thin row, with the sender and the conversation.
+
+    Args:
+        keys: the rows kept for recipients without a connection (duplicates dropped here).
+        items: the batch's items, to find each row's message.
+        ts_ms: when they were stored, Unix milliseconds.
+    """
+    by_mid = {item.mid: item for item in items}
+    events: list[MessageOffline] = []
+    for uid, mid in dict.fromkeys((key.uid, key.mid) for key in keys):
+        item = by_mid.get(mid)
+        if item is None:
+            events.append(MessageOffline(uid=uid, mid=mid, ts=ts_ms))
+            continue
+        events.append(
+            MessageOffline(
+                uid=uid,
+                mid=mid,
+                ts=ts_ms,
+                sender=item.sender,
+                peer=item.sender if item.group is None else None,
+                group=item.group,
+            )
+        )
+    return events
