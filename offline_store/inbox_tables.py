@@ -50,6 +50,9 @@ def creation_statements(names: Names) -> tuple[str, ...]:
     heads = _table(names.inbox_heads_table)
     conversations = _table(names.conversations_table)
     undelivered = _table(names.undelivered_table)
+    receipts = _table(names.receipts_table)
+    expired = _table(names.conversation_expired_table)
+    syncs = _table(names.recent_syncs_table)
     prefix = names.inbox_table.partition(".")[2]
     return (
         f"CREATE TABLE IF NOT EXISTS {messages} ("
@@ -80,6 +83,30 @@ def creation_statements(names: Names) -> tuple[str, ...]:
         " read_seq bigint,"
         " read_received bigint NOT NULL DEFAULT 0,"
         " PRIMARY KEY (uid, conv)) WITH (fillfactor = 80)",
+        # A receipt entry: numbered in the reader's or the party's inbox like a message, in
+        # a table of its own (a receipt for a mid would collide with the message's inbox row).
+        f"CREATE TABLE IF NOT EXISTS {receipts} ("
+        ' uid text COLLATE "C" NOT NULL,'
+        " seq bigint NOT NULL,"
+        ' reader text COLLATE "C" NOT NULL,'
+        ' mid text COLLATE "C" NOT NULL,'
+        " PRIMARY KEY (uid, seq))",
+        f"CREATE INDEX IF NOT EXISTS {quote_identifier(prefix + '_receipts_mid')}"
+        f" ON {receipts} (mid)",
+        # Entries from others that retention deleted, per conversation (writers never touch it).
+        f"CREATE TABLE IF NOT EXISTS {expired} ("
+        ' uid text COLLATE "C" NOT NULL,'
+        ' conv text COLLATE "C" NOT NULL,'
+        " expired bigint NOT NULL,"
+        " PRIMARY KEY (uid, conv))",
+        f"CREATE TABLE IF NOT EXISTS {syncs} ("
+        ' uid text COLLATE "C" NOT NULL,'
+        ' conn_id text COLLATE "C" NOT NULL,'
+        ' gateway_id text COLLATE "C" NOT NULL,'
+        " until timestamptz NOT NULL,"
+        " PRIMARY KEY (uid, conn_id))",
+        f"CREATE INDEX IF NOT EXISTS {quote_identifier(prefix + '_recent_syncs_until')}"
+        f" ON {syncs} (until)",
         # Thin rows: (uid, mid, seq) pointing at messages, no frame of their own.
         f"ALTER TABLE {undelivered} ALTER COLUMN frame DROP NOT NULL,"
         " ADD COLUMN IF NOT EXISTS seq bigint",

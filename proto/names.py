@@ -355,3 +355,19 @@ class Names:
     def conversations_table(self) -> str:
         """One row per conversation of a uid: its last entry and the count from others."""
         return f"{self.namespace}.conversations"
+
+    @property
+    def receipts_table(self) -> str:
+        """Receipt entries (a read marker moved), numbered in the inbox like messages."""
+        return f"{self.namespace}.receipts"
+
+    @property
+    def conversation_expired_table(self) -> str:
+        """Per conversation of a uid, the entries from others that retention deleted."""
+        return f"{self.namespace}.conversation_expired"
+
+    @property
+    def recent_syncs_table(self) -> str:
+        """Connections that started a sync lately: added to messages routed before they
+        registered (``docs/history.md``, section 5.2)."""
+        return f"{self.namespace}.recent_syncs"

@@ -173,6 +173,9 @@ def test_every_name_of_a_namespace() -> None:
         "inbox_table": "ns.inbox",
         "inbox_heads_table": "ns.inbox_heads",
         "conversations_table": "ns.conversations",
+        "receipts_table": "ns.receipts",
+        "conversation_expired_table": "ns.conversation_expired",
+        "recent_syncs_table": "ns.recent_syncs",
     }
 
 
