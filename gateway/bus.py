@@ -192,7 +192,9 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
             ``SWITCHBOARD_QUEUE_TYPE``).
     """
     async with open_broker(settings, settings.publish_timeout_s) as broker:
-        await broker.declare(shared_topology(settings.names, settings.queue_type))
+        await broker.declare(
+            shared_topology(settings.names, settings.queue_type, settings.history)
+        )
         # Declared now, consumed once the hub is ready: a delivery waits in it till then.
         await broker.declare(own_topology(settings))
         bus = Bus(settings, broker)

@@ -115,6 +115,14 @@ class SyncCursor:
             effects.append(WatchGap())
         return effects
 
+    def on_dropped(self) -> list[Effect]:
+        """A live copy was not taken (the connection holds its cap of unacknowledged messages):
+        a window from the cursor brings it once the held copies are pushed."""
+        self._dropped = True
+        if self._synced and not self._held and not self._asked:
+            return [self._ask()]
+        return []
+
     def on_window(self, entries: list[Entry], to_seq: int, more: bool) -> list[Effect]:
         """A window of the store: ``entries`` (in ``seq`` order) are all the inbox kept of
         ``(since, to_seq]``; ``more``: entries follow ``to_seq`` in this sync.
@@ -131,6 +139,9 @@ class SyncCursor:
             self._held = {seq: e for seq, e in self._held.items() if seq > to_seq}
         for entry in entries:
             if entry.seq > self._cursor:
+                held = self._held.get(entry.seq)
+                if held is not None and held.frame is None:
+                    entry = held  # an advance came first: the connection sent it
                 effects.extend(self._advance_to(entry))
         self._cursor = max(self._cursor, to_seq)
         for seq in [seq for seq in self._held if seq <= self._cursor]:

@@ -21,15 +21,17 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.inbox           queue, bound to router.inbox (only with SWITCHBOARD_HISTORY on):
                               the 1:1 and group messages routers hand the offline stores to
                               number and keep before they are delivered
+      -> <ns>.offline.control also bound to router.sync and gateway.sync with history on: the
+                              sync windows of connections that sent init with since
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
     <ns>.undeliverable  fanout  whatever could not reach a client
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
 
-Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
-them: router.sync, gateway.sync, gateway.history, gateway.conversations, gateway.read,
-store.receipts, and the queue <ns>.offline.queries.
+Named for history (docs/history.md) but bound to no queue yet, since nothing consumes them:
+gateway.history, gateway.conversations, gateway.read, store.receipts, and the queue
+<ns>.offline.queries.
 
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
@@ -67,7 +69,8 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
-# History and sync (docs/history.md); no queue is bound to them yet.
+# History and sync (docs/history.md); the sync keys are bound to <ns>.offline.control with
+# history on, the others to no queue yet.
 KEY_SYNC = "router.sync"
 """A router's ``SyncRequest`` for a connection that sent ``init`` with ``since``."""
 KEY_SYNC_MORE = "gateway.sync"
@@ -122,6 +125,8 @@ STORE_GROUP_BINDINGS = (
 )
 ROUTER_GROUP_BINDINGS = (KEY_GROUP_CHANGED, KEY_GROUPS_PAGE)
 INBOX_BINDINGS = (KEY_INBOX,)
+STORE_SYNC_BINDINGS = (KEY_SYNC, KEY_SYNC_MORE)
+"""Bound to ``<ns>.offline.control`` with history on: sync windows, beside the replays."""
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 

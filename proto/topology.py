@@ -16,6 +16,7 @@ from proto.names import (
     STORE_ACK_BINDINGS,
     STORE_CONTROL_BINDINGS,
     STORE_GROUP_BINDINGS,
+    STORE_SYNC_BINDINGS,
     Names,
 )
 
@@ -130,6 +131,9 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
         bindings += tuple(
             BindingSpec(names.inbox_queue, names.inbound_exchange, key)
             for key in INBOX_BINDINGS
+        ) + tuple(
+            BindingSpec(names.store_control_queue, names.inbound_exchange, key)
+            for key in STORE_SYNC_BINDINGS
         )
     return Topology(exchanges, queues, bindings)
 

@@ -46,6 +46,7 @@ PURE_MODULES = (
     "gateway/acks.py",
     "gateway/admission.py",
     "gateway/cursor.py",
+    "gateway/sync_split.py",
     "gateway/queries.py",
     "router/inbound.py",
     "router/requests.py",
@@ -70,6 +71,7 @@ PURE_MODULES = (
     "offline_store/announcements.py",
     "offline_store/acked.py",
     "offline_store/replay.py",
+    "offline_store/windows.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
