@@ -285,10 +285,7 @@ class Hub:
             for effect in self._ledger.sweep(self._clock()):
                 await self._perform(effect)
             if self.syncs is not None:
-                for conn_id in list(self.syncs.states):
-                    connection = self.connections.get(conn_id)
-                    if connection is not None:
-                        self.syncs.continue_sync(connection)
+                self.syncs.continue_all(self.connections)
 
     async def _perform(self, effect: LedgerEffect) -> None:
         """Carry out what the ledger decided; awaits only to acknowledge a delivery."""

@@ -56,7 +56,7 @@ class SyncState:
     cursor: SyncCursor
     wants_window: bool = False
     """The cursor asked for a window; it is asked once the client has acknowledged enough."""
-    gap_watch: "asyncio.Task[None] | None" = None
+    is_watching_gap: bool = False
 
 
 @dataclass(eq=False)
@@ -87,9 +87,7 @@ class Syncs:
         return connection.session.since
 
     def forget(self, conn_id: str) -> None:
-        state = self.states.pop(conn_id, None)
-        if state is not None and state.gap_watch is not None:
-            state.gap_watch.cancel()
+        self.states.pop(conn_id, None)
 
     def _state(self, connection: Connection) -> SyncState:
         conn_id = connection.session.conn_id
@@ -150,6 +148,13 @@ class Syncs:
         )
         self.spawn(self._ask(connection, request))
 
+    def continue_all(self, connections: dict[str, Connection]) -> None:
+        """After the ack-timeout sweep: ask the windows that waited for room."""
+        for conn_id, state in list(self.states.items()):
+            connection = connections.get(conn_id)
+            if connection is not None and state.wants_window:
+                self.continue_sync(connection)
+
     def _is_full(self, connection: Connection) -> bool:
         return len(connection.account.unacked) >= self.max_unacked
 
@@ -167,10 +172,9 @@ class Syncs:
                     state.wants_window = True
                     self.continue_sync(connection)
                 case WatchGap():
-                    if state.gap_watch is None or state.gap_watch.done():
-                        state.gap_watch = asyncio.create_task(
-                            self._watch_gap(connection, state)
-                        )
+                    if not state.is_watching_gap:
+                        state.is_watching_gap = True
+                        self.spawn(self._watch_gap(connection, state))
 
     def _push(self, connection: Connection, entry: Entry) -> None:
         assert entry.frame is not None  # the cursor pushes entries with a frame only
@@ -191,6 +195,7 @@ class Syncs:
 
     async def _watch_gap(self, connection: Connection, state: SyncState) -> None:
         await asyncio.sleep(self.gap_wait_s)
+        state.is_watching_gap = False
         if self.states.get(connection.session.conn_id) is not state:
             return
         effects = state.cursor.on_gap_timeout()
