@@ -35,7 +35,8 @@ from proto.names import KEY_REPLAY, KEY_SYNC, Names
 from proto.packing import pack_delivery
 from proto.sync import SyncRequest, decode_sync_request
 from router import routing
-from router.answers import Answers, Opened
+from router.answers import Answers
+from router.results import Opened
 
 NAMES = Names("t")
 FRAME = b'{"type":"message","mid":"m","from":"bob","to":"alice","body":1,"ts":1}'
@@ -215,9 +216,20 @@ def test_recent_syncs_join_the_copies_but_the_sending_connection() -> None:
 # The gateway's split
 
 
-def item(mid: str, *targets: Target, **fields: object) -> DeliveryItem:
+def item(
+    mid: str,
+    *targets: Target,
+    durable: bool = False,
+    advance: bool = False,
+    stored: bool = False,
+) -> DeliveryItem:
     return DeliveryItem(
-        frame=msgspec.Raw(FRAME), targets=list(targets), mid=mid, **fields
+        frame=msgspec.Raw(FRAME),
+        targets=list(targets),
+        mid=mid,
+        durable=durable,
+        advance=advance,
+        stored=stored,
     )
 
 
