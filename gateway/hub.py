@@ -101,8 +101,9 @@ class Hub:
                 clock,
                 self._spawn,
             )
+        since_of = None if self.syncs is None else self.syncs.since_of
         self.liveness = Liveness(
-            bus, gateway_id, self.connections, self.rooms, self._since_of
+            bus, gateway_id, self.connections, self.rooms, since_of
         )
         self._messages: dict[int, AbstractIncomingMessage] = {}
         """The AMQP deliveries not yet acknowledged, by the number the ledger knows them by."""
@@ -115,9 +116,6 @@ class Hub:
 
     def add(self, connection: Connection) -> None:
         self.connections[connection.session.conn_id] = connection
-
-    def _since_of(self, connection: Connection) -> int | None:
-        return None if self.syncs is None else self.syncs.since_of(connection)
 
     async def remove(self, connection: Connection) -> None:
         """Forget a closed connection: hand over its unacknowledged messages, drop its presence."""

@@ -39,7 +39,7 @@ class Liveness:
         gateway_id: str,
         connections: dict[str, Connection],
         rooms: dict[str, set[str]],
-        since_of: Callable[[Connection], int | None] = lambda _: None,
+        since_of: Callable[[Connection], int | None] | None = None,
     ) -> None:
         self._bus = bus
         self._since_of = since_of
@@ -78,10 +78,12 @@ class Liveness:
             for conn_id, connection in self._connections.items()
             if connection.session.uid is not None and not connection.is_closing
         }
+        since_of = self._since_of
         since = {
             conn_id: cursor
             for conn_id in uids
-            if (cursor := self._since_of(self._connections[conn_id])) is not None
+            if since_of is not None
+            and (cursor := since_of(self._connections[conn_id])) is not None
         }
         pending = reannouncements(self._gateway_id, uids, self._rooms, since)
         # Retried until the broker takes them all: nobody asks again (the router marked this

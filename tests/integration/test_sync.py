@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 
 from proto import env
-from tests.support.api import Backend
 from tests.support.cleanup import remove_redis_keys
 from tests.support.clients import Frame, RawClient
 from tests.support.stack import Stack
@@ -185,6 +184,15 @@ async def test_reconnects_in_a_loop_while_a_sender_floods_see_every_seq_once_in_
     history: Stack,
 ) -> None:
     stack = history
+    # No gap is filled by waiting: the boundary alone must bring every message.
+    stack.settings[env.SYNC_GAP_WAIT_S] = "600"
+    for limit in (
+        env.RATE_LIMIT_PER_S,
+        env.RATE_LIMIT_BURST,
+        env.RATE_LIMIT_PER_UID_PER_S,
+        env.RATE_LIMIT_PER_UID_BURST,
+    ):
+        stack.settings[limit] = "1000"  # a flood, not an abuse
     await stack.start(gateways=2)
     bob = await stack.connect(0, uid="bob")
     total = 150
@@ -216,6 +224,29 @@ async def test_reconnects_in_a_loop_while_a_sender_floods_see_every_seq_once_in_
     final.check_order()
     seen = [seq for device in [*devices, final] for seq in device.seqs]
     assert seen == list(range(1, total + 1))
+
+
+async def test_messages_routed_while_init_is_in_flight_arrive_once_in_order(
+    history: Stack,
+) -> None:
+    stack = history
+    # No gap is filled by waiting: the boundary alone must bring every message.
+    stack.settings[env.SYNC_GAP_WAIT_S] = "600"
+    await stack.start(gateways=2)
+    bob = await stack.connect(0, uid="bob")
+    # Routed (sent) before alice's connection registers, written after her sync began: the
+    # store is stopped, so both wait in its queues.
+    stack.stores[0].pause()
+    try:
+        for i in range(100):
+            await send(bob, f"b{i}", to="alice", body=i)
+        device = await sync(stack, 1, "alice", 0)
+    finally:
+        stack.stores[0].resume()
+    await device.until_synced(within_s=20)
+    await device.until_seq(100, within_s=20)
+    device.check_order()
+    await device.client.expect_nothing("message", for_s=0.5)
 
 
 async def test_copies_held_during_a_sync_of_many_windows_follow_synced(
@@ -302,23 +333,30 @@ async def test_a_gateway_killed_mid_sync_loses_nothing(history: Stack) -> None:
 
 
 async def test_an_empty_redis_during_live_traffic_loses_nothing(
-    history: Stack, backend: Backend
+    history: Stack,
 ) -> None:
     stack = history
+    # No gap is filled by waiting: the re-announced connection's sync must bring what was
+    # routed while its presence was lost.
+    stack.settings[env.SYNC_GAP_WAIT_S] = "600"
+    # And the sync's registration no longer adds the connection to alice's messages.
+    stack.settings[env.SYNC_GRACE_S] = "0.2"
     await stack.start(gateways=2)
     device = await sync(stack, 1, "alice", 0)
     await device.until_synced()
+    await asyncio.sleep(0.5)  # past the grace
     bob = await stack.connect(0, uid="bob")
-    total = 60
-
-    async def flood() -> None:
-        for i in range(total):
-            await send(bob, f"f{i}", to="alice", body=i)
-
-    flooding = asyncio.create_task(flood())
+    for i in range(10):
+        await send(bob, f"before{i}", to="alice", body=i)
     await device.until_seq(10)
     await remove_redis_keys(stack.names)
-    await flooding
-    await device.until_seq(total, within_s=30)
+    # Routed while the routers know no connection of alice's (until the gateways' next
+    # heartbeat makes them ask for their connections again).
+    for i in range(10):
+        await send(bob, f"lost{i}", to="alice", body=i)
+    await stack.gateways[1].process.wait_for_event("presence_reannounced")
+    for i in range(10):
+        await send(bob, f"after{i}", to="alice", body=i)
+    await device.until_seq(30, within_s=20)
     device.check_order()
     await device.client.expect_nothing("synced", for_s=0.5)
