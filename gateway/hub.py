@@ -47,7 +47,7 @@ from gateway.fanout import (
 from gateway.handover import RETRY_S, Handover
 from gateway.liveness import Liveness
 from gateway.sync_split import split_sync
-from gateway.syncing import SyncingIds, Syncs
+from gateway.syncing import Syncs
 from proto import envelopes
 from proto.codes import CloseCode
 from proto.envelopes import Delivery, DeliveryItem
@@ -121,7 +121,7 @@ class Hub:
         """Forget a closed connection: hand over its unacknowledged messages, drop its presence."""
         self.connections.pop(connection.session.conn_id, None)
         if self.syncs is not None:
-            self.syncs.forget(connection.session.conn_id)
+            self.syncs.forget(connection)
         self._drop_rooms(connection)
         count = len(connection.account.unacked)
         for effect in self._ledger.forget(connection.account):
@@ -214,7 +214,7 @@ class Hub:
         split = None
         if self.syncs is not None:
             # Copies for syncing connections go to their cursors, pinning nothing.
-            split = split_sync(delivery, SyncingIds(self.connections))
+            split = split_sync(delivery, self.syncs.syncing_ids(self.connections))
             delivery = split.rest
         if is_reannounce_requested(delivery):
             self._spawn(self.liveness.reannounce())

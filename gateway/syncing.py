@@ -16,7 +16,8 @@ watch, and this module carries it out:
 """
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections import OrderedDict
+from collections.abc import Callable, Container, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,17 +37,28 @@ from proto.sync import SyncRequest, encode
 log = structlog.get_logger()
 
 
-class SyncingIds:
-    """The conn_ids of the syncing connections among ``connections``, looked up one by one."""
+MAX_CLOSED = 10_000
+"""Syncing connections that closed, remembered (the oldest go first): the store keeps adding
+them to their uid's messages for ``SWITCHBOARD_SYNC_GRACE_S`` (``recent_syncs``)."""
 
-    def __init__(self, connections: dict[str, Connection]) -> None:
+
+class SyncingIds:
+    """The conn_ids of the syncing connections among ``connections``, and of those that closed
+    lately, looked up one by one: their copies go to cursors, or nowhere, never to the store."""
+
+    def __init__(
+        self, connections: dict[str, Connection], closed: Container[str]
+    ) -> None:
         self._connections = connections
+        self._closed = closed
 
     def __contains__(self, conn_id: object) -> bool:
-        connection = (
-            self._connections.get(conn_id) if isinstance(conn_id, str) else None
-        )
-        return connection is not None and Syncs.is_syncing(connection)
+        if not isinstance(conn_id, str):
+            return False
+        connection = self._connections.get(conn_id)
+        if connection is None:
+            return conn_id in self._closed
+        return Syncs.is_syncing(connection)
 
 
 @dataclass(eq=False, slots=True)
@@ -71,6 +83,12 @@ class Syncs:
     clock: Callable[[], float]
     spawn: Callable[[Coroutine[Any, Any, None]], None]
     states: dict[str, SyncState] = field(default_factory=dict)
+    closed: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Syncing connections that closed lately (at most ``MAX_CLOSED``): a copy for one is
+    dropped, as history keeps it, instead of handed over."""
+
+    def syncing_ids(self, connections: dict[str, Connection]) -> SyncingIds:
+        return SyncingIds(connections, self.closed)
 
     @staticmethod
     def is_syncing(connection: Connection) -> bool:
@@ -86,8 +104,14 @@ class Syncs:
             return state.cursor.cursor
         return connection.session.since
 
-    def forget(self, conn_id: str) -> None:
+    def forget(self, connection: Connection) -> None:
+        """A connection closed: drop its cursor, and remember it if it was syncing."""
+        conn_id = connection.session.conn_id
         self.states.pop(conn_id, None)
+        if self.is_syncing(connection):
+            self.closed[conn_id] = None
+            if len(self.closed) > MAX_CLOSED:
+                self.closed.popitem(last=False)
 
     def _state(self, connection: Connection) -> SyncState:
         conn_id = connection.session.conn_id

@@ -360,3 +360,24 @@ async def test_an_empty_redis_during_live_traffic_loses_nothing(
     await device.until_seq(30, within_s=20)
     device.check_order()
     await device.client.expect_nothing("synced", for_s=0.5)
+
+
+async def test_a_closed_syncing_connection_gets_no_copy_handed_over(
+    history: Stack,
+) -> None:
+    stack = history
+    await stack.start(gateways=2)
+    laptop = await sync(stack, 0, "alice", 0)
+    phone = await sync(stack, 1, "alice", 0)
+    await laptop.until_synced()
+    await phone.until_synced()
+    await phone.client.close()
+    bob = await stack.connect(0, uid="bob")
+    mids = [await send(bob, f"b{i}", to="alice", body=i) for i in range(3)]
+    await laptop.until_seq(3)
+    assert laptop.mids == mids
+    # The store still lists the phone for its sync's grace: its gateway drops those copies
+    # (history has them) rather than keep them for alice's next init without since.
+    await asyncio.sleep(0.5)
+    assert await stack.stored_mids("alice") == []
+    assert stack.gateways[1].process.count_events("handover_published") == 0
