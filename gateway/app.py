@@ -45,6 +45,8 @@ async def main(settings: Settings) -> None:
             settings.max_unacked_per_connection,
             settings.max_amqp_message_bytes,
             max_pinned=settings.prefetch * 3 // 4,
+            history=settings.history,
+            sync_gap_wait_s=settings.sync_gap_wait_s,
         )
         observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)

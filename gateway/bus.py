@@ -192,7 +192,7 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
             ``SWITCHBOARD_QUEUE_TYPE``).
     """
     async with open_broker(settings, settings.publish_timeout_s) as broker:
-        shared = shared_topology(settings.names, settings.queue_type)
+        shared = shared_topology(settings.names, settings.queue_type, settings.history)
         # Declared by whichever service starts first, so that frames wait for the routers.
         # A gateway whose user may configure its own queue only (k8s/rabbitmq) finds them
         # imported with the definitions, and declares nothing shared.

@@ -68,6 +68,8 @@ def plan_delivery(
         delivery: a decoded body from this gateway's queue.
         connected: the connection ids this gateway holds now.
         rooms: room -> the ids of the connections here in that room.
+        since: conn_id -> the cursor of each syncing connection (history on): the routers
+            ask the store to sync it from there.
         initialized: the ids of the connections here that passed ``init`` (read only for
             broadcast items).
     """
@@ -168,6 +170,7 @@ def reannouncements(
     gateway_id: str,
     uids: Mapping[str, str],
     rooms: Mapping[str, Collection[str]],
+    since: Mapping[str, int] | None = None,
 ) -> list[Announcement]:
     """What a gateway publishes when the routers lost its presence (``DeliveryItem.reannounce``).
 
@@ -185,7 +188,11 @@ def reannouncements(
             KEY_CONN_OPENED,
             encode(
                 ConnOpened(
-                    uid=uid, conn_id=conn_id, gateway_id=gateway_id, reannounce=True
+                    uid=uid,
+                    conn_id=conn_id,
+                    gateway_id=gateway_id,
+                    reannounce=True,
+                    since=(since or {}).get(conn_id),
                 )
             ),
         )

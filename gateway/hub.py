@@ -46,6 +46,8 @@ from gateway.fanout import (
 )
 from gateway.handover import RETRY_S, Handover
 from gateway.liveness import Liveness
+from gateway.sync_split import split_sync
+from gateway.syncing import Syncs
 from proto import envelopes
 from proto.codes import CloseCode
 from proto.envelopes import Delivery, DeliveryItem
@@ -75,6 +77,8 @@ class Hub:
         max_unacked: int,
         max_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
         max_pinned: int = 500,
+        history: bool = False,
+        sync_gap_wait_s: float = 0.5,
     ) -> None:
         self._bus = bus
         self._ack_timeout_s = ack_timeout_s
@@ -84,11 +88,26 @@ class Hub:
         self.rooms: dict[str, set[str]] = {}
         """room -> the conn_ids here in that room; a room without connections has no entry."""
         self.handover = Handover(bus, max_message_bytes, self._release)
-        self.liveness = Liveness(bus, gateway_id, self.connections, self.rooms)
+        self._background: set[asyncio.Task[None]] = set()
+        self.syncs: Syncs | None = None
+        """History on: the connections that sent ``init`` with ``since`` (``syncing.py``)."""
+        if history:
+            self.syncs = Syncs(
+                bus,
+                gateway_id,
+                self._ledger,
+                max_unacked,
+                sync_gap_wait_s,
+                clock,
+                self._spawn,
+            )
+        since_of = None if self.syncs is None else self.syncs.since_of
+        self.liveness = Liveness(
+            bus, gateway_id, self.connections, self.rooms, since_of
+        )
         self._messages: dict[int, AbstractIncomingMessage] = {}
         """The AMQP deliveries not yet acknowledged, by the number the ledger knows them by."""
         self._delivery_ids = itertools.count()
-        self._background: set[asyncio.Task[None]] = set()
         self._throttled: dict[str, float] = {}
         """uid -> until when (``clock``) its frames are refused: the routers found it over its
         rate across gateways (``DeliveryItem.throttle_uid``)."""
@@ -101,6 +120,8 @@ class Hub:
     async def remove(self, connection: Connection) -> None:
         """Forget a closed connection: hand over its unacknowledged messages, drop its presence."""
         self.connections.pop(connection.session.conn_id, None)
+        if self.syncs is not None:
+            self.syncs.forget(connection)
         self._drop_rooms(connection)
         count = len(connection.account.unacked)
         for effect in self._ledger.forget(connection.account):
@@ -191,6 +212,11 @@ class Hub:
             return
         delivery, refused = _checked(decoded)
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
+        split = None
+        if self.syncs is not None:
+            # Copies for syncing connections go to their cursors, pinning nothing.
+            split = split_sync(delivery, self.syncs.syncing_ids(self.connections))
+            delivery = split.rest
         if is_reannounce_requested(delivery):
             self._spawn(self.liveness.reannounce())
         for uid, for_ms in throttles(delivery):
@@ -228,6 +254,8 @@ class Hub:
             admission.hand_over(item)
         for target in plan.stale:
             self._spawn(self.liveness.remove_stale(target))
+        if split is not None and self.syncs is not None:
+            self.syncs.handle(split, self.connections)
         effects = admission.finish(
             delivery.next_mid, refused, message.routing_key or ""
         )
@@ -244,6 +272,8 @@ class Hub:
         elsewhere, effects = self._ledger.on_client_ack(connection.account, mids)
         for effect in effects:
             await self._perform(effect)
+        if self.syncs is not None:
+            self.syncs.continue_sync(connection)
         return elsewhere
 
     async def run_ack_timeouts(self) -> None:
@@ -253,6 +283,8 @@ class Hub:
             await asyncio.sleep(interval_s)
             for effect in self._ledger.sweep(self._clock()):
                 await self._perform(effect)
+            if self.syncs is not None:
+                self.syncs.continue_all(self.connections)
 
     async def _perform(self, effect: LedgerEffect) -> None:
         """Carry out what the ledger decided; awaits only to acknowledge a delivery."""
@@ -355,10 +387,13 @@ def _checked(decoded: Decoded[DeliveryItem]) -> tuple[Delivery, list[RefusedItem
         else:
             body = wrap_items([envelopes.encode(item)])
             refused.append(RefusedItem(body, problem, decoded.position(index)))
-    return (
-        Delivery(items=items, next_mid=decoded.next_mid, from_mid=decoded.from_mid),
-        refused,
+    delivery = Delivery(
+        items=items,
+        next_mid=decoded.next_mid,
+        from_mid=decoded.from_mid,
+        sync=decoded.sync,
     )
+    return delivery, refused
 
 
 async def _settle(settling: Coroutine[Any, Any, None]) -> None:

@@ -7,6 +7,7 @@ says it stopped (``announce_stopped``), learn its presence again when they lost 
 """
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 from websockets.exceptions import ConnectionClosed
@@ -39,8 +40,10 @@ class Liveness:
         gateway_id: str,
         connections: dict[str, Connection],
         rooms: dict[str, set[str]],
+        since_of: Callable[[Connection], int | None] | None = None,
     ) -> None:
         self._bus = bus
+        self._since_of = since_of
         self._gateway_id = gateway_id
         self._connections = connections
         self._rooms = rooms
@@ -77,7 +80,14 @@ class Liveness:
             for conn_id, connection in self._connections.items()
             if connection.session.uid is not None and not connection.is_closing
         }
-        pending = reannouncements(self._gateway_id, uids, self._rooms)
+        since_of = self._since_of
+        since = {
+            conn_id: cursor
+            for conn_id in uids
+            if since_of is not None
+            and (cursor := since_of(self._connections[conn_id])) is not None
+        }
+        pending = reannouncements(self._gateway_id, uids, self._rooms, since)
         # Retried until the broker takes them all: nobody asks again (the router marked this
         # gateway as known once its request was confirmed).
         await publish_until_confirmed(

@@ -116,6 +116,8 @@ class Session:
         """Set by a verified ``init``; the only source of this connection's uid and rights."""
         self.rooms: set[str] = set()
         """The rooms whose join the broker confirmed, and whose leave it did not."""
+        self.since: int | None = None
+        """History on: the ``init``'s ``since`` (a syncing connection, ``syncing.py``)."""
         self.last_frame_type = ""
         """The ``type`` of the last frame handled (``unknown`` when it had none that is known,
         ``binary`` for a binary frame), for the frame counters; decided while decoding."""
@@ -301,11 +303,12 @@ class Session:
         if identity is Fetch.NEEDED:
             return [FetchKeys()]
         self.identity = identity
+        self.since = frame.since if self._is_history_on else None
         opened = envelopes.ConnOpened(
             uid=identity.uid,
             conn_id=self.conn_id,
             gateway_id=self.gateway_id,
-            since=frame.since if self._is_history_on else None,
+            since=self.since,
         )
         return [Publish(KEY_CONN_OPENED, envelopes.encode(opened))]
 

@@ -1,7 +1,8 @@
 """Wiring of the offline store: open PostgreSQL and RabbitMQ, run a consumer per queue and the
 retention sweep, stop.
 
-``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests,
+``<ns>.offline`` brings what is to be kept, ``<ns>.offline.control`` replay requests (and
+with history on sync requests, ``syncs.py``),
 ``<ns>.offline.acks`` acknowledged rows, ``<ns>.offline.groups`` group commands and rebuild
 requests and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the 1:1 and group messages to number
 (``inbox_writer.py``), ``<ns>.offline.reads`` the read markers (``readers.py``) and
@@ -30,6 +31,8 @@ from offline_store.readers import ReadServer
 from offline_store.retention import RetentionSweep
 from offline_store.settings import Settings
 from offline_store.store import open_store
+from offline_store.sync_tables import SyncTables
+from offline_store.syncs import SyncServer
 from proto.logs import READY_EVENT
 from runtime.batch_loop import Backoff, BatchLoop
 from runtime.health import METRICS_HOST, Health, serve_health
@@ -66,12 +69,23 @@ async def main(settings: Settings) -> None:
             settings.max_amqp_message_bytes,
             Backoff(settings.retry_backoff_max_s, stopping),
         )
+        sync_tables = SyncTables(store.pool, names)
         control = ControlServer(
             store,
             bus,
             settings.replay_page,
             settings.max_amqp_message_bytes,
             Backoff(settings.retry_backoff_max_s, stopping),
+            SyncServer(
+                sync_tables,
+                bus,
+                settings.sync_page,
+                settings.sync_grace_s,
+                settings.history_days,
+                settings.max_amqp_message_bytes,
+            )
+            if settings.history
+            else None,
         )
         # Its own backoff: a failing ack batch never pauses replays.
         acks = ControlServer(
@@ -109,6 +123,7 @@ async def main(settings: Settings) -> None:
         if settings.history:
             inbox = InboxWriter(
                 InboxTables(store.pool, names, settings.max_rows_per_uid),
+                sync_tables,
                 bus,
                 settings.max_amqp_message_bytes,
                 Backoff(settings.retry_backoff_max_s, stopping),

@@ -54,12 +54,22 @@ from offline_store.rows import (
     unique_rows,
 )
 from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS, InsertOutcome, Store
+from offline_store.syncs import SyncServer
+from offline_store.windows import sync_request_from_body
 from proto.codes import ErrorCode
 from proto.envelopes import Acked, ReplayRequest
 from proto.errors import BadEnvelope
 from proto.items import RefusedItem
 from proto.metrics import CODE_ENVELOPE_REJECTED
-from proto.names import KEY_ACK, KEY_ACK_BATCH, KEY_REPLAY, KEY_REPLAY_MORE
+from proto.names import (
+    KEY_ACK,
+    KEY_ACK_BATCH,
+    KEY_REPLAY,
+    KEY_REPLAY_MORE,
+    KEY_SYNC,
+    KEY_SYNC_MORE,
+)
+from proto.sync import SyncRequest
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
 from runtime.metrics import count_error
 from runtime.publish import confirm_all
@@ -192,20 +202,29 @@ class UndeliveredWriter:
 
 
 class ControlServer:
-    """Deletes acknowledged rows and replays stored rows to connections."""
+    """Deletes acknowledged rows and replays stored rows to connections; with history on,
+    sends sync windows too (``syncs.py``)."""
 
     def __init__(
-        self, store: Store, bus: Bus, replay_page: int, max_bytes: int, backoff: Backoff
+        self,
+        store: Store,
+        bus: Bus,
+        replay_page: int,
+        max_bytes: int,
+        backoff: Backoff,
+        syncs: SyncServer | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
         self._replay_page = replay_page
         self._max_bytes = max_bytes
         self._backoff = backoff
+        self._syncs = syncs
 
     async def serve_batch(self, batch: Messages) -> None:
         acks: list[tuple[AbstractIncomingMessage, list[Acked]]] = []
         replays: list[tuple[AbstractIncomingMessage, ReplayRequest]] = []
+        syncs: list[tuple[AbstractIncomingMessage, SyncRequest]] = []
         refused: list[tuple[str, RefusedItem]] = []  # (routing key, item)
         for message in batch:
             try:
@@ -220,6 +239,11 @@ class ControlServer:
                     replays.append(
                         (message, replay.replay_request_from_body(message.body))
                     )
+                elif self._syncs is not None and message.routing_key in (
+                    KEY_SYNC,
+                    KEY_SYNC_MORE,
+                ):
+                    syncs.append((message, sync_request_from_body(message.body)))
                 else:
                     raise BadEnvelope("unexpected routing key")
             except BadEnvelope as exc:
@@ -243,16 +267,39 @@ class ControlServer:
                     await self._replay(request, request.uid in holding)
                     await settle(message.ack())
                     replays.pop(0)
+                if syncs:
+                    await self._sync([r for _, r in syncs], syncs)
             except Exception as exc:
                 log_batch_failed(
-                    exc, EXPECTED_FAILURES, messages=len(acks) + len(replays)
+                    exc,
+                    EXPECTED_FAILURES,
+                    messages=len(acks) + len(replays) + len(syncs),
                 )
                 if await self._backoff.wait():
                     continue  # what is left of the batch again, its messages still held
-                await requeue([m for m, _ in acks] + [m for m, _ in replays])
+                await requeue(
+                    [m for m, _ in acks]
+                    + [m for m, _ in replays]
+                    + [m for m, _ in syncs]
+                )
                 return
             break
         self._backoff.reset()
+
+    async def _sync(
+        self,
+        requests: list[SyncRequest],
+        pending: list[tuple[AbstractIncomingMessage, SyncRequest]],
+    ) -> None:
+        """Register the syncing connections (committed), then send each request's window and
+        acknowledge it; ``pending`` keeps what is left should one fail."""
+        assert self._syncs is not None
+        await self._syncs.register(requests)
+        while pending:
+            message, request = pending[0]
+            await self._syncs.send_window(request)
+            await settle(message.ack())
+            pending.pop(0)
 
     async def _delete_acked(self, acks: Sequence[Acked]) -> None:
         uids, mids = acked_keys(acks)

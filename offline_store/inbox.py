@@ -153,6 +153,7 @@ def inbox_deliveries(
     items: Sequence[InboxItem],
     seqs: Mapping[EntryKey, int],
     max_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES,
+    syncing: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> list[GatewayDelivery]:
     """The deliveries of a committed batch: one per gateway (more when too large).
 
@@ -166,6 +167,11 @@ def inbox_deliveries(
         seqs: each entry's ``seq`` (fresh entries numbered, redelivered ones read back); an
             entry without one is not delivered.
         max_bytes: the most bytes of one message (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``).
+        syncing: uid -> ``(gateway_id, conn_id)`` of the connections that started a sync
+            lately (``recent_syncs``, read after the commit): each gets the copies of its uid
+            that the router did not list (a message routed before the connection registered,
+            committed after its window was read: ``docs/history.md``, section 5.2), but the
+            sending connection, which gets its ``advance``.
     """
     per_gateway: dict[str, list[DeliveryItem]] = {}
     for item in items:
@@ -179,6 +185,18 @@ def inbox_deliveries(
                 continue
             if entry.uid == item.sender:
                 own_seq = seq
+            listed = {(t.gateway_id, t.conn_id) for t in entry.targets}
+            for gateway_id, conn_id in (syncing or {}).get(entry.uid, ()):
+                is_origin = origin is not None and (
+                    entry.uid,
+                    gateway_id,
+                    conn_id,
+                ) == (origin.uid, origin.gateway_id, origin.conn_id)
+                if (gateway_id, conn_id) not in listed and not is_origin:
+                    listed.add((gateway_id, conn_id))
+                    targets.setdefault(gateway_id, []).append(
+                        Target(entry.uid, conn_id, seq)
+                    )
             for target in entry.targets:
                 targets.setdefault(target.gateway_id, []).append(
                     Target(entry.uid, target.conn_id, seq)

@@ -32,6 +32,7 @@ from offline_store.inbox import (
 from offline_store.inbox_tables import InboxTables, WrittenBatch
 from offline_store.rows import RowKey, UndeliveredRow
 from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS
+from offline_store.sync_tables import SyncTables
 from proto.codes import ErrorCode
 from proto.errors import BadEnvelope
 from proto.inbox import InboxItem, decode_inbox_items, encode
@@ -78,9 +79,15 @@ class InboxWriter:
     """
 
     def __init__(
-        self, tables: InboxTables, bus: Bus, max_bytes: int, backoff: Backoff
+        self,
+        tables: InboxTables,
+        syncs: SyncTables,
+        bus: Bus,
+        max_bytes: int,
+        backoff: Backoff,
     ) -> None:
         self._tables = tables
+        self._syncs = syncs
         self._bus = bus
         self._max_bytes = max_bytes
         self._backoff = backoff
@@ -142,8 +149,15 @@ class InboxWriter:
             started = time.perf_counter()
             attempt.written, attempt.unwritable = await self._write(rows)
             attempt.transaction_ms = (time.perf_counter() - started) * 1000
+            # After the commit: connections whose sync registered before it (section 5.2).
+            syncing: dict[str, list[tuple[str, str]]] = {}
+            uids = sorted({entry.uid for entry in rows.entries})
+            for found in await self._syncs.connections_of(uids):
+                syncing.setdefault(found.uid, []).append(
+                    (found.gateway_id, found.conn_id)
+                )
             deliveries = inbox_deliveries(
-                rows.items, attempt.written.seqs, self._max_bytes
+                rows.items, attempt.written.seqs, self._max_bytes, syncing
             )
             attempt.delivering = asyncio.create_task(
                 confirm_all(

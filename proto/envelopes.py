@@ -229,6 +229,8 @@ class SyncWindow(Envelope, frozen=True):
     more: bool
     """Entries above ``to_seq`` remain: the gateway asks for the next window. False: the
     window reached the head, ``to_seq``, which ``synced`` carries."""
+    conn_id: str = ""
+    """The connection the window is for (on this gateway): an empty window names no target."""
 
 
 class Delivery(Envelope, frozen=True):

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from proto.envelopes import Batch, Batched, Delivery, DeliveryItem
+from proto.envelopes import Batch, Batched, Delivery, DeliveryItem, SyncWindow
 from proto.errors import BadEnvelope
 
 T = TypeVar("T")
@@ -60,6 +60,8 @@ class Decoded(Generic[T]):
     """A ``Delivery``'s ``next_mid`` (a replay window's continuation), kept on both paths."""
     from_mid: str = ""
     """A ``Delivery``'s ``from_mid`` (where a replay window starts), kept on both paths."""
+    sync: SyncWindow | None = None
+    """A ``Delivery``'s ``sync`` (how far a sync window reaches), kept on both paths."""
 
     def position(self, index: int) -> int:
         """The position among the envelope's items of ``items[index]``."""
@@ -70,6 +72,7 @@ _DECODE_DELIVERY_ITEM = msgspec.json.Decoder(DeliveryItem).decode
 _DECODE_BATCHED = msgspec.json.Decoder(Batched).decode
 _DECODE_DELIVERY = msgspec.json.Decoder(Delivery).decode
 _DECODE_BATCH = msgspec.json.Decoder(Batch).decode
+_DECODE_SYNC = msgspec.json.Decoder(SyncWindow).decode
 
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]', re.DOTALL)
 """A JSON string, or a structural character: all the scan needs to see."""
@@ -101,9 +104,13 @@ def split_items(body: bytes) -> list[bytes]:
     return _scan(body)[0]
 
 
-def _scan(body: bytes) -> tuple[list[bytes], dict[str, str]]:
-    """``split_items``, and the top-level object's members whose value is a string."""
-    strings: dict[str, str] = {}
+def _scan(body: bytes) -> tuple[list[bytes], dict[str, str | bytes]]:
+    """``split_items``, and the top-level object's members whose value is a string (as a
+    ``str``) or an object (its raw JSON, as ``bytes``)."""
+    strings: dict[str, str | bytes] = {}
+    object_key: str | None = None
+    """The top-level member whose object value is being scanned; its start is ``object_at``."""
+    object_at = 0
     depth = 0
     expecting_key = False
     key: str | None = None
@@ -131,12 +138,17 @@ def _scan(body: bytes) -> tuple[list[bytes], dict[str, str]]:
                 raise BadEnvelope("the body is not a JSON object")
             if depth == 1 and key == "items" and char == 0x5B and items_at is None:
                 items_at, start, elements = 2, token.end(), []
+            if depth == 1 and key is not None and char == 0x7B:
+                object_key, object_at = key, token.start()
             depth += 1
             expecting_key = depth == 1
         elif char in b"]}":
             if depth == items_at and char == 0x5D:
                 _add_element(elements, body[start : token.start()])
                 found, items_at = elements, None
+            if depth == 2 and object_key is not None and char == 0x7D:
+                strings[object_key] = body[object_at : token.end()]
+                object_key = None
             depth -= 1
             if depth < 0:
                 raise BadEnvelope("the body is not JSON")
@@ -170,16 +182,32 @@ def decode_delivery_items(body: bytes) -> Decoded[DeliveryItem]:
             [],
             next_mid=delivery.next_mid,
             from_mid=delivery.from_mid,
+            sync=delivery.sync,
         )
     except DECODE_ERRORS:
         pass  # find which items are bad, below
-    raw_items, strings = _scan(body)
+    raw_items, members = _scan(body)
     decoded = _decode_each(raw_items, _DECODE_DELIVERY_ITEM)
     return dataclasses.replace(
         decoded,
-        next_mid=strings.get("next_mid", ""),
-        from_mid=strings.get("from_mid", ""),
+        next_mid=_string(members.get("next_mid")),
+        from_mid=_string(members.get("from_mid")),
+        sync=_sync(members.get("sync")),
     )
+
+
+def _string(member: str | bytes | None) -> str:
+    return member if isinstance(member, str) else ""
+
+
+def _sync(member: str | bytes | None) -> SyncWindow | None:
+    """A sync window's ``sync`` member, or None (absent, or not a ``SyncWindow``)."""
+    if not isinstance(member, bytes):
+        return None
+    try:
+        return _DECODE_SYNC(member)
+    except DECODE_ERRORS:
+        return None
 
 
 def decode_batch_items(body: bytes) -> Decoded[Batched]:

@@ -26,19 +26,17 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
                               neither delays the other
       (with history on, <ns>.router is also bound to store.receipts: the receipts of the
       read markers the offline stores committed, for the routers to deliver)
+      -> <ns>.offline.control also bound to router.sync and gateway.sync with history on: the
+                              sync windows of connections that sent init with since
+      -> <ns>.offline.queries queue (classic; only with SWITCHBOARD_HISTORY on), bound to
+                              gateway.history, gateway.conversations, api.history,
+                              api.conversations and api.message: offline stores answer them
+                              from the inbox (a lost query is asked again by its client)
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
                               longer than the orphan TTL are dead-lettered to <ns>.undeliverable
     <ns>.undeliverable  fanout  whatever could not reach a client
       -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
-
-      -> <ns>.offline.queries queue (classic; only with SWITCHBOARD_HISTORY on), bound to
-                              gateway.history, gateway.conversations, api.history,
-                              api.conversations and api.message: offline stores answer them
-                              from the inbox (a lost query is asked again by its client)
-
-Named for history and sync (docs/history.md) but bound to no queue yet, since nothing consumes
-them: router.sync and gateway.sync.
 
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
@@ -76,8 +74,7 @@ KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
-# History and sync (docs/history.md); no queue is bound to them yet, but to gateway.read and
-# store.receipts (history on).
+# History and sync (docs/history.md), bound with history on.
 KEY_SYNC = "router.sync"
 """A router's ``SyncRequest`` for a connection that sent ``init`` with ``since``."""
 KEY_SYNC_MORE = "gateway.sync"
@@ -145,6 +142,8 @@ STORE_QUERY_BINDINGS = (
     KEY_CONVERSATIONS,
     *(API_KEY_PREFIX + command for command in QUERY_COMMANDS),
 )
+STORE_SYNC_BINDINGS = (KEY_SYNC, KEY_SYNC_MORE)
+"""Bound to ``<ns>.offline.control`` with history on: sync windows, beside the replays."""
 RETIRED_STORE_CONTROL_BINDINGS = (KEY_ACK,)
 """Bindings of the control queue that earlier releases declared; the offline store removes them."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from proto.envelopes import DeliveryItem, Saved, SavedUid, encode
+from proto.envelopes import DeliveryItem, Saved, SavedUid, SyncWindow, encode
 
 DEFAULT_MAX_AMQP_MESSAGE_BYTES = 4 * 1024 * 1024
 """The default of ``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``: well under RabbitMQ's 16 MiB."""
@@ -32,6 +32,7 @@ class _RawItems(msgspec.Struct, omit_defaults=True):
     items: list[msgspec.Raw]
     next_mid: str = ""
     from_mid: str = ""
+    sync: SyncWindow | None = None
 
 
 class _Items(msgspec.Struct, omit_defaults=True):
@@ -40,6 +41,7 @@ class _Items(msgspec.Struct, omit_defaults=True):
     items: list[DeliveryItem]
     next_mid: str = ""
     from_mid: str = ""
+    sync: SyncWindow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class PackedDelivery:
     """``Delivery.next_mid``: set on the last message of a replay window only."""
     from_mid: str = ""
     """``Delivery.from_mid``: where this message's part of a replay window starts."""
+    sync: SyncWindow | None = None
+    """``Delivery.sync``: how far this message's part of a sync window reaches."""
 
 
 def runs_within(sizes: Sequence[int], max_bytes: int, overhead: int) -> list[range]:
@@ -102,6 +106,7 @@ def pack_delivery(
     max_bytes: int,
     next_mid: str = "",
     from_mid: str = "",
+    sync: SyncWindow | None = None,
 ) -> list[PackedDelivery]:
     """The ``Delivery`` messages carrying ``items`` in order, each at most ``max_bytes``.
 
@@ -112,6 +117,8 @@ def pack_delivery(
             so that a gateway asks for the next window after it has every row of this one.
         from_mid: a replay window's ``Delivery.from_mid``; the first message carries it, each
             later one starts where it starts (at its first item's mid).
+        sync: a sync window's ``Delivery.sync``; the last message carries it, each earlier
+            one a part of the window reaching its own last entry, with more to follow.
 
     Returns:
         One message when everything fits (the usual case), else as few as fit; none for no
@@ -119,26 +126,42 @@ def pack_delivery(
     """
     if not items:
         return []
-    whole = encode(_Items(list(items), next_mid, from_mid))
+    whole = encode(_Items(list(items), next_mid, from_mid, sync))
     if len(whole) <= max_bytes:  # the usual case: one message, encoded in one call
-        return [PackedDelivery(whole, list(items), next_mid, from_mid)]
+        return [PackedDelivery(whole, list(items), next_mid, from_mid, sync)]
     parts = [part for item in items for part in split_by_targets(item, max_bytes)]
     encoded = [encode(part) for part in parts]
-    overhead = len(encode(_RawItems([], next_mid, from_mid)))
+    overhead = len(encode(_RawItems([], next_mid, from_mid, sync)))
     runs = runs_within([len(e) for e in encoded], max_bytes, overhead)
     packed = []
     for number, run in enumerate(runs, start=1):
         run_next_mid = next_mid if number == len(runs) else ""
         run_from_mid = from_mid if number == 1 else parts[run.start].mid
+        run_items = [parts[i] for i in run]
+        run_sync = sync if number == len(runs) else _part_of_window(sync, run_items)
         body = encode(
             _RawItems(
-                [msgspec.Raw(encoded[i]) for i in run], run_next_mid, run_from_mid
+                [msgspec.Raw(encoded[i]) for i in run],
+                run_next_mid,
+                run_from_mid,
+                run_sync,
             )
         )
         packed.append(
-            PackedDelivery(body, [parts[i] for i in run], run_next_mid, run_from_mid)
+            PackedDelivery(body, run_items, run_next_mid, run_from_mid, run_sync)
         )
     return packed
+
+
+def _part_of_window(
+    sync: SyncWindow | None, items: Sequence[DeliveryItem]
+) -> SyncWindow | None:
+    """The ``sync`` of a message that carries the first part of a sync window: up to its last
+    entry's ``seq``, more following (the window's later messages)."""
+    if sync is None:
+        return None
+    seqs = [t.seq for item in items for t in item.targets if t.seq is not None]
+    return SyncWindow(to_seq=max(seqs, default=0), more=True, conn_id=sync.conn_id)
 
 
 def pack_saved(uids: Sequence[SavedUid], max_bytes: int) -> list[bytes]:

@@ -22,6 +22,7 @@ from proto.names import (
     STORE_GROUP_BINDINGS,
     STORE_QUERY_BINDINGS,
     STORE_READ_BINDINGS,
+    STORE_SYNC_BINDINGS,
     Names,
 )
 
@@ -166,6 +167,9 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
         bindings += tuple(
             BindingSpec(names.store_queries_queue, names.inbound_exchange, key)
             for key in STORE_QUERY_BINDINGS
+        ) + tuple(
+            BindingSpec(names.store_control_queue, names.inbound_exchange, key)
+            for key in STORE_SYNC_BINDINGS
         )
     return Topology(exchanges, queues, bindings)
 

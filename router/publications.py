@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from proto import envelopes
 from proto.envelopes import DeliveryItem, Envelope, ReplayRequest, ReplayTarget
 from proto.items import RefusedItem
-from proto.names import HEADER_REJECTED_REASON, KEY_REPLAY, Names
+from proto.names import HEADER_REJECTED_REASON, KEY_REPLAY, KEY_SYNC, Names
 from proto.packing import pack_delivery
+from proto.sync import SyncRequest
 from router.inbound import ReplyTo
 
 
@@ -72,6 +73,17 @@ def replay_publication(
     """Ask the offline store to replay ``uid``'s rows from ``from_mid`` to targets."""
     body = envelopes.encode(ReplayRequest(uid=uid, targets=targets, from_mid=from_mid))
     return Publication(names.inbound_exchange, KEY_REPLAY, body)
+
+
+def sync_publication(
+    names: Names, uid: str, gateway_id: str, conn_id: str, since: int
+) -> Publication:
+    """Ask the offline store to sync a connection that sent ``init`` with ``since`` (history
+    on): record it among its uid's recent syncs, then send the inbox after ``since``."""
+    request = SyncRequest(
+        uid=uid, gateway_id=gateway_id, conn_id=conn_id, since=since, register=True
+    )
+    return Publication(names.inbound_exchange, KEY_SYNC, envelopes.encode(request))
 
 
 def reply_publication(reply_to: ReplyTo, reply: Envelope) -> Publication:

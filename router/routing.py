@@ -89,7 +89,11 @@ from router.inbox_items import is_inboxed
 from router.limits import Throttled
 from router.liveness import should_reannounce
 from router.plan import Duplicate, Plan, PlanBuilder
-from router.publications import event_publication, replay_publication
+from router.publications import (
+    event_publication,
+    replay_publication,
+    sync_publication,
+)
 from router.receipts import receipt_items
 from router.requests import (
     MarkKnown,
@@ -238,7 +242,7 @@ def _route_envelope(plan: PlanBuilder, envelope: Inbound, answer: Answer) -> Non
 
 
 def _route_opened(plan: PlanBuilder, opened: ConnOpened, answer: Opened) -> None:
-    """A connection's ``ready`` and replay, and its uid's ``user.online``."""
+    """A connection's ``ready`` and replay (or sync), and its uid's ``user.online``."""
     uid, conn_id, gateway_id = opened.uid, opened.conn_id, opened.gateway_id
     if answer.is_over_connection_limit:
         # Not registered: an error and a close instead of ready, no replay.
@@ -246,9 +250,15 @@ def _route_opened(plan: PlanBuilder, opened: ConnOpened, answer: Opened) -> None
         return
     if not opened.reannounce:
         plan.deliver(gateway_id, ready_item(uid, conn_id))
-    # A re-announced connection gets what was stored while it was unknown.
-    target = ReplayTarget(gateway_id, conn_id)
-    plan.replays.append(replay_publication(plan.names, uid, [target], ""))
+    if plan.history and opened.since is not None:
+        # A syncing connection (init with since) gets its inbox after since, once ready is
+        # confirmed; re-announced, from its gateway's cursor (what was routed meanwhile).
+        request = sync_publication(plan.names, uid, gateway_id, conn_id, opened.since)
+        plan.replays.append(request)
+    else:
+        # A re-announced connection gets what was stored while it was unknown.
+        target = ReplayTarget(gateway_id, conn_id)
+        plan.replays.append(replay_publication(plan.names, uid, [target], ""))
     if answer.is_first_connection and not answer.has_flapped and not opened.reannounce:
         event = UserOnline(uid=uid, ts=plan.now_ms)
         plan.events.append(event_publication(plan.names, EVENT_USER_ONLINE, event))

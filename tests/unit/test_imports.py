@@ -54,6 +54,8 @@ PURE_MODULES = (
     "gateway/coalescing.py",
     "gateway/acks.py",
     "gateway/admission.py",
+    "gateway/cursor.py",
+    "gateway/sync_split.py",
     "gateway/queries.py",
     "router/inbound.py",
     "router/requests.py",
@@ -83,6 +85,7 @@ PURE_MODULES = (
     "offline_store/queries.py",
     "offline_store/migration_plan.py",
     "switchboard/cli.py",
+    "offline_store/windows.py",
 )
 # Attribute reads that consult the clock even without importing ``time``.
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})

@@ -252,11 +252,12 @@ def test_conn_opened_carries_since_and_decodes_without_it() -> None:
 
 
 def test_a_delivery_says_how_far_a_sync_window_reaches() -> None:
-    window = envelopes.SyncWindow(to_seq=1000, more=True)
+    window = envelopes.SyncWindow(to_seq=1000, more=True, conn_id="k")
     delivery = envelopes.Delivery(items=[], sync=window)
     assert json.loads(envelopes.encode(delivery))["sync"] == {
         "to_seq": 1000,
         "more": True,
+        "conn_id": "k",
     }
     assert envelopes.decode_delivery(envelopes.encode(delivery)).sync == window
     assert envelopes.decode_delivery(b'{"items":[]}').sync is None

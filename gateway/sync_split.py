@@ -1,0 +1,104 @@
+"""A delivery's copies for syncing connections, taken apart from the rest (history on).
+
+Pure, beside ``fanout.py``. A connection that sent ``init`` with ``since`` gets its uid's inbox
+by ``seq`` through its ``SyncCursor`` (``cursor.py``): live copies (targets with a ``seq``),
+``advance`` items (its own messages) and the store's sync windows (``Delivery.sync``) go to the
+cursor, not to the ledger's admission. Such copies never pin their AMQP delivery and are never
+handed to the offline store: history keeps them. Replayed rows of the undelivered table
+(``stored`` items) are dropped for a syncing connection: it gets every entry by ``seq``.
+Everything else (``ready``, ``sent``, errors, room and broadcast frames) takes today's path.
+"""
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from gateway.cursor import Entry
+from proto.envelopes import Delivery, DeliveryItem, SyncWindow
+from proto.frames import with_seq
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSplit:
+    """What one delivery brings to syncing connections, and what takes today's path."""
+
+    rest: Delivery
+    """The delivery without the syncing connections' copies."""
+    live: dict[str, list[Entry]] = field(default_factory=dict)
+    """conn_id -> the live copies (and advances) for that syncing connection, in order."""
+    window: SyncWindow | None = None
+    """Set when the delivery is a sync window: its entries are in ``window_entries``."""
+    window_entries: dict[str, list[Entry]] = field(default_factory=dict)
+    """conn_id -> the window's entries for it (a window is for one connection)."""
+
+
+def _entry(item: DeliveryItem, seq: int) -> Entry:
+    if item.advance:
+        return Entry(seq, item.mid, None)
+    frame = bytes(item.frame)
+    # A receipt entry has no mid and its frame no seq: the seq is for the cursor only.
+    return Entry(seq, item.mid, with_seq(frame, seq) if item.mid else frame)
+
+
+def split_sync(delivery: Delivery, syncing: Container[str]) -> SyncSplit:
+    """Take the copies for syncing connections (``syncing``: their conn_ids) out of a delivery.
+
+    A sync window (``Delivery.sync``) goes to its connection (``SyncWindow.conn_id``) whole;
+    a window for a connection that is not syncing here is dropped.
+    """
+    if delivery.sync is not None:
+        conn_id = delivery.sync.conn_id
+        if conn_id not in syncing:
+            return SyncSplit(Delivery(items=[]))
+        entries = [
+            _entry(item, target.seq)
+            for item in delivery.items
+            for target in item.targets
+            if target.seq is not None and target.conn_id == conn_id
+        ]
+        return SyncSplit(Delivery(items=[]), {}, delivery.sync, {conn_id: entries})
+    live: dict[str, list[Entry]] = {}
+    items: list[DeliveryItem] = []
+    for item in delivery.items:
+        if item.broadcast or item.room or not item.targets:
+            items.append(item)
+            continue
+        kept = []
+        for target in item.targets:
+            if target.conn_id not in syncing:
+                kept.append(target)
+            elif item.stored:
+                continue  # a replayed row: the connection gets it by seq
+            elif target.seq is not None:
+                live.setdefault(target.conn_id, []).append(_entry(item, target.seq))
+            else:
+                kept.append(target)
+        if len(kept) == len(item.targets):
+            items.append(item)
+        elif kept:
+            items.append(msgspec.structs.replace(item, targets=kept))
+    rest = msgspec.structs.replace(delivery, items=items)
+    return SyncSplit(rest, live)
+
+
+def fit_window(
+    entries: Sequence[Entry], to_seq: int, more: bool, free: int, cursor: int
+) -> tuple[list[Entry], int, bool]:
+    """A window cut to what the connection may still take (its cap of unacknowledged
+    messages): the entries past ``free`` are left for the next window, asked from the cursor.
+
+    Args:
+        entries: the window's entries, in ``seq`` order.
+        to_seq: how far the window reaches; more: whether entries follow it.
+        free: messages the connection may still take.
+        cursor: the connection's cursor: entries at or below it are pushed already.
+
+    Returns:
+        The entries to hand the cursor, how far they reach and whether more follows.
+    """
+    fresh = [entry for entry in entries if entry.seq > cursor]
+    if len(fresh) <= free:
+        return fresh, to_seq, more
+    kept = fresh[: max(free, 0)]
+    return kept, kept[-1].seq if kept else cursor, True
