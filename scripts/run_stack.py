@@ -10,6 +10,7 @@ http://127.0.0.1:8000/, with ``/config.json`` (the gateway URLs) and a developme
 ``POST /dev/token {"uid": ...} -> {"token": ...}``. The token endpoint is off unless turned on
 (this script turns it on) and refuses to sign with any secret but the development one.
 ``--web-only --gateway-url URL ...`` serves the page for gateways started elsewhere (tests).
+The stack keeps history (``SWITCHBOARD_HISTORY=on``) unless the environment says otherwise.
 """
 
 import argparse
@@ -143,6 +144,9 @@ async def start(spec: ServiceSpec) -> Service:
         **os.environ,
         # A local stack: the Makefile's public development secret is accepted.
         env.DEVELOPMENT: "on",
+        # The page shows the server's conversations and history; SWITCHBOARD_HISTORY=off in
+        # the environment shows it without (conversations of this browser only).
+        env.HISTORY: os.environ.get(env.HISTORY, "on"),
         **spec.environ,
         "PYTHONUNBUFFERED": "1",
     }
