@@ -364,7 +364,7 @@ class Client:
         """
         client_id = self._next_id("h")
         frame = history_frame(client_id, with_, group, before, limit)
-        return history_page(await self._request(client_id, frame))
+        return history_page(await self._request(client_id, frame), Message.from_frame)
 
     async def conversations(
         self, *, before: int | None = None, limit: int = 50
@@ -373,7 +373,9 @@ class Client:
         next page: ``before=items[-1].last.seq``."""
         client_id = self._next_id("v")
         frame = conversations_frame(client_id, before, limit)
-        return conversation_list(await self._request(client_id, frame))
+        return conversation_list(
+            await self._request(client_id, frame), Message.from_frame
+        )
 
     async def read(self, mid: str | Message) -> None:
         """Mark the conversation of ``mid`` read up to it: the peer (or a group message's

@@ -178,19 +178,19 @@ def conversations_frame(
     return frame
 
 
-def history_page(frame: dict[str, Any]) -> HistoryPage:
-    from switchboard_client.client import Message
-
-    messages = [Message.from_frame(m) for m in frame.get("messages", [])]
+def history_page(
+    frame: dict[str, Any], message_of: "Callable[[dict[str, Any]], Message]"
+) -> HistoryPage:
+    messages = [message_of(m) for m in frame.get("messages", [])]
     return HistoryPage(messages, frame.get("more") is True)
 
 
-def conversation_list(frame: dict[str, Any]) -> list[Conversation]:
-    from switchboard_client.client import Message
-
+def conversation_list(
+    frame: dict[str, Any], message_of: "Callable[[dict[str, Any]], Message]"
+) -> list[Conversation]:
     return [
         Conversation(
-            last=Message.from_frame(item["last"]),
+            last=message_of(item["last"]),
             unread=int(item.get("unread", 0)),
             read=item.get("read"),
             with_=item.get("with"),
