@@ -161,7 +161,10 @@ function renderConversationList() {
 /** @param {Conversation} target @param {Entry} entry */
 function addEntry(target, entry) {
   target.entries.push(entry);
-  if (!entry.system) target.last = { text: entry.text, seq: entry.seq ?? Math.max(target.last?.seq ?? 0, latestSeq()) + 0.5 };
+  // The list's preview and order: the newest entry (one without seq yet, being sent, is newest).
+  if (!entry.system && (entry.seq === undefined || entry.seq >= (target.last?.seq ?? 0))) {
+    target.last = { text: entry.text, seq: entry.seq ?? latestSeq() + 0.5 };
+  }
   if (target.key === page.openKey) {
     const list = $("#messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
