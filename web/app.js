@@ -3,12 +3,20 @@
 // The server tells the page where the gateways are (/config.json); a development server also
 // mints tokens (POST /dev/token). ?gw=N picks the first gateway (default: a random one); each
 // reconnect goes to the next one.
+//
+// With history on the server (SWITCHBOARD_HISTORY=on) the page loads the conversation list
+// (unread counts, last messages) after login and a conversation's history when it opens
+// (older pages as the list scrolls to its top), marks the open, visible conversation read, and
+// shows "Seen" under the last own message a peer read. A server without history answers
+// `history_off`: the page then keeps the conversations of this browser, as before.
 import { SwitchboardClient } from "/client/switchboard.js";
 
 const $ = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (document.querySelector(selector));
 const PRESENCE_INTERVAL_MS = 10_000;
 const TYPING_EVERY_MS = 2_000; // a "typing" ping at most this often while the user types
 const TYPING_SHOWN_MS = 4_000; // "typing…" stays this long after the last ping
+const HISTORY_PAGE = 50;
+const READ_DELAY_MS = 300; // messages arriving together are marked read with one frame
 const STATE_TEXT = {
   idle: "Signed out",
   connecting: "Connecting…",
@@ -18,12 +26,18 @@ const STATE_TEXT = {
 };
 
 /**
- * @typedef {{clientId?: string, mid?: string, from: string, text: string, ts: number,
+ * @typedef {{clientId?: string, mid?: string, seq?: number, from: string, text: string, ts: number,
  *   direction: "in" | "out", state: "received" | "sending" | "sent" | "failed", error?: string,
  *   system?: boolean, element?: HTMLElement}} Entry
  * @typedef {{key: string, kind: "user" | "group" | "room" | "broadcast", id: string,
  *   entries: Entry[], unread: number, online: boolean | null, element?: HTMLElement,
- *   typing: Map<string, any>}} Conversation  typing: uid -> the timer that stops showing it
+ *   typing: Map<string, any>, last?: {text: string, seq: number}, read?: string | null,
+ *   seen?: string, loaded?: boolean, more?: boolean, loading?: boolean, counted?: number}}
+ *   Conversation
+ *   typing: uid -> the timer that stops showing it; last: its last message (from the server's
+ *   list); read: the mid up to which this uid read it; seen: the mid up to which the peer read
+ *   it (from receipts); loaded: its newest page of history is on screen; more: older remain;
+ *   counted: the seq up to which the server's unread count covers it.
  */
 
 const page = {
@@ -42,6 +56,10 @@ const page = {
   presenceTimer: null,
   /** when this page last told the open conversation that its user types */
   typingSentAt: 0,
+  /** @type {boolean | null} whether the server keeps history (null: not known yet) */
+  history: null,
+  /** @type {any} the pending `read` of the open conversation */
+  readTimer: null,
 };
 
 // Conversations
@@ -95,13 +113,13 @@ function openConversation(key) {
   chosen.unread = 0;
   $("#conversation-title").textContent = title(chosen);
   $("#composer").hidden = chosen.kind === "broadcast";
-  const list = $("#messages");
-  list.replaceChildren(...chosen.entries.map(renderEntry));
-  list.scrollTop = list.scrollHeight;
+  renderMessages(chosen, false);
   renderTyping();
   $("#chat").classList.add("showing-conversation");
   renderConversationList();
   /** @type {HTMLInputElement} */ ($("#text")).focus();
+  if (!chosen.loaded) loadHistory(chosen);
+  markRead(chosen);
 }
 
 /** @param {Conversation} c */
@@ -110,7 +128,9 @@ function title(c) {
 }
 
 function renderConversationList() {
-  const items = [...page.conversations.values()].map((c) => {
+  // The most recently active first (the server's seq order); the rest as they were added.
+  const ordered = [...page.conversations.values()].sort((a, b) => (b.last?.seq ?? 0) - (a.last?.seq ?? 0));
+  const items = ordered.map((c) => {
     const item = document.createElement("li");
     item.className = "conversation-item";
     item.dataset.key = c.key;
@@ -126,7 +146,10 @@ function renderConversationList() {
     const unread = document.createElement("span");
     unread.className = "unread";
     unread.textContent = c.unread > 0 ? String(c.unread) : "";
-    item.append(dot, name, unread);
+    const last = document.createElement("span");
+    last.className = "last";
+    last.textContent = c.last?.text ?? "";
+    item.append(dot, name, unread, last);
     item.addEventListener("click", () => openConversation(c.key));
     return item;
   });
@@ -138,15 +161,31 @@ function renderConversationList() {
 /** @param {Conversation} target @param {Entry} entry */
 function addEntry(target, entry) {
   target.entries.push(entry);
+  // The list's preview and order: the newest entry (one without seq yet, being sent, is newest).
+  if (!entry.system && (entry.seq === undefined || entry.seq >= (target.last?.seq ?? 0))) {
+    target.last = { text: entry.text, seq: entry.seq ?? latestSeq() + 0.5 };
+  }
   if (target.key === page.openKey) {
     const list = $("#messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.append(renderEntry(entry));
     if (atBottom || entry.direction === "out") list.scrollTop = list.scrollHeight;
-  } else if (entry.direction === "in" && !entry.system) {
+    renderSeen(target);
+    if (entry.direction === "in") markRead(target);
+    renderConversationList();
+  } else if (entry.direction === "in" && !entry.system && !(entry.seq !== undefined && entry.seq <= (target.counted ?? 0))) {
     target.unread += 1;
     renderConversationList();
+  } else {
+    renderConversationList();
   }
+}
+
+/** The highest seq the page knows of (orders conversations whose last entry has none yet). */
+function latestSeq() {
+  let latest = 0;
+  for (const c of page.conversations.values()) latest = Math.max(latest, c.last?.seq ?? 0);
+  return latest;
 }
 
 /** @param {Entry} entry */
@@ -223,6 +262,7 @@ function onMessage(message) {
   stopTyping(target, message.from);
   addEntry(target, {
     mid: message.mid,
+    seq: message.seq,
     from: message.from,
     text: textOf(message.body),
     ts: message.ts,
@@ -301,6 +341,181 @@ function systemLine(target, text) {
   addEntry(target, { from: "", text, ts: Date.now(), direction: "in", state: "received", system: true });
 }
 
+// History, read markers and "Seen" (with history on the server)
+
+/** @param {any} message @returns {Entry} */
+function entryOf(message) {
+  const mine = message.from === page.uid;
+  return {
+    mid: message.mid,
+    seq: message.seq,
+    from: message.from,
+    text: textOf(message.body),
+    ts: message.ts,
+    direction: mine ? "out" : "in",
+    state: mine ? "sent" : "received",
+  };
+}
+
+/** @param {Conversation} c */
+function addressOf(c) {
+  return c.kind === "user" ? { with: c.id } : { group: c.id };
+}
+
+/** The server's conversation list: unread counts, last messages, this uid's read markers. */
+async function loadConversations() {
+  const client = page.client;
+  if (!client) return;
+  let items;
+  try {
+    items = await client.conversations({ limit: 100 });
+  } catch (error) {
+    if (/** @type {any} */ (error).code === "history_off") page.history = false;
+    return;
+  }
+  page.history = true;
+  for (const item of items) {
+    const c = item.with !== undefined ? conversation("user", item.with) : conversation("group", item.group);
+    c.last = { text: textOf(item.last.body), seq: item.last.seq ?? 0 };
+    c.read = item.read;
+    c.counted = c.last.seq;
+    if (c.key !== page.openKey) c.unread = item.unread;
+    if (!page.mids.has(item.last.mid) && c.loaded) c.loaded = false; // reload it when opened
+  }
+  loadSeen();
+  renderConversationList();
+  const open = page.openKey ? page.conversations.get(page.openKey) : undefined;
+  if (open && !open.loaded) loadHistory(open);
+}
+
+/** The newest page of a conversation's history, or the page before what is on screen.
+ * @param {Conversation} c @param {boolean} [older] */
+async function loadHistory(c, older = false) {
+  const client = page.client;
+  if (!client || page.history !== true || c.loading) return;
+  if (c.kind !== "user" && c.kind !== "group") return;
+  const onScreen = c.entries.map((e) => e.seq).filter((seq) => typeof seq === "number");
+  const before = older && onScreen.length > 0 ? Math.min(.../** @type {number[]} */ (onScreen)) : undefined;
+  if (older && before === undefined) return;
+  c.loading = true;
+  let result;
+  try {
+    result = await client.history({ ...addressOf(c), before, limit: HISTORY_PAGE });
+  } catch {
+    return; // shown as it is; the next open tries again
+  } finally {
+    c.loading = false;
+  }
+  if (!older) c.loaded = true;
+  c.more = result.more;
+  const fresh = result.messages.filter((m) => !page.mids.has(m.mid));
+  for (const m of fresh) page.mids.add(m.mid);
+  // Entries sort by mid, which sorts in send order; those still being sent (no mid) stay last.
+  c.entries = [...c.entries, ...fresh.map(entryOf)].sort((a, b) => {
+    if (!a.mid || !b.mid) return a.mid ? -1 : b.mid ? 1 : 0;
+    return a.mid < b.mid ? -1 : a.mid > b.mid ? 1 : 0;
+  });
+  if (c.key === page.openKey) renderMessages(c, older);
+  markRead(c);
+}
+
+/** @param {Conversation} c @param {boolean} keepPosition: older entries came in above */
+function renderMessages(c, keepPosition) {
+  const list = $("#messages");
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  const older = document.createElement("li");
+  older.className = "older";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Older messages";
+  button.addEventListener("click", () => loadHistory(c, true));
+  older.append(button);
+  older.hidden = !c.more;
+  list.replaceChildren(older, ...c.entries.map(renderEntry));
+  list.scrollTop = keepPosition ? list.scrollHeight - fromBottom : list.scrollHeight;
+  renderSeen(c);
+}
+
+/** Mark the open conversation read up to its last message from others, if the page is seen;
+ * a burst of messages takes one `read` (each costs a frame against the rate limits).
+ * @param {Conversation} c */
+function markRead(c) {
+  // The open conversation when the timer fires is the one marked.
+  if (page.history !== true || c.key !== page.openKey || page.readTimer !== null) return;
+  page.readTimer = setTimeout(() => {
+    page.readTimer = null;
+    const client = page.client;
+    const open = page.openKey ? page.conversations.get(page.openKey) : undefined;
+    if (!client || !open || document.visibilityState !== "visible") return;
+    if (open.kind !== "user" && open.kind !== "group") return;
+    readUpToLast(client, open);
+  }, READ_DELAY_MS);
+}
+
+/** @param {SwitchboardClient} client @param {Conversation} c */
+function readUpToLast(client, c) {
+  const last = [...c.entries].reverse().find((e) => e.direction === "in" && !e.system && e.mid);
+  if (!last?.mid || (c.read && c.read >= last.mid)) return;
+  c.read = last.mid;
+  client.read(last.mid).catch(() => {
+    c.read = null; // tried again at the next message or open
+  });
+}
+
+/** A receipt: a peer read up to one of this uid's messages, or another device of it read.
+ * @param {{by: string, mid: string}} receipt */
+function onReceipt(receipt) {
+  // The conversation that shows the mid; not loaded yet: the 1:1 conversation with the reader.
+  const c =
+    [...page.conversations.values()].find((x) => x.entries.some((e) => e.mid === receipt.mid)) ??
+    (receipt.by !== page.uid ? page.conversations.get(`user:${receipt.by}`) : undefined);
+  if (!c) return;
+  if (receipt.by === page.uid) {
+    // Read on another device: what came before the marker is read here too.
+    if (!c.read || receipt.mid > c.read) c.read = receipt.mid;
+    c.unread = c.entries.filter((e) => e.direction === "in" && !e.system && e.mid && e.mid > receipt.mid).length;
+    renderConversationList();
+    return;
+  }
+  if (c.seen && c.seen >= receipt.mid) return;
+  c.seen = receipt.mid;
+  saveSeen();
+  renderSeen(c);
+}
+
+/** "Seen" under the last own message at or before the peer's marker. @param {Conversation} c */
+function renderSeen(c) {
+  if (c.key !== page.openKey) return;
+  for (const old of $("#messages").querySelectorAll(".seen")) old.remove();
+  if (!c.seen) return;
+  const seen = /** @type {string} */ (c.seen);
+  const entry = [...c.entries].reverse().find((e) => e.direction === "out" && e.mid && e.mid <= seen);
+  if (!entry?.element) return;
+  const mark = document.createElement("span");
+  mark.className = "seen";
+  mark.textContent = "Seen";
+  entry.element.append(mark);
+}
+
+// The peer's marker is known from receipts only (the conversation list has this uid's own):
+// the page keeps the last one per conversation in this browser, for reloads.
+function saveSeen() {
+  const seen = Object.fromEntries([...page.conversations.values()].filter((c) => c.seen).map((c) => [c.key, c.seen]));
+  localStorage.setItem(`switchboard.seen.${page.uid}`, JSON.stringify(seen));
+}
+
+function loadSeen() {
+  try {
+    const seen = JSON.parse(localStorage.getItem(`switchboard.seen.${page.uid}`) ?? "{}");
+    for (const [key, mid] of Object.entries(seen)) {
+      const c = page.conversations.get(key);
+      if (c && typeof mid === "string" && !(c.seen && c.seen >= mid)) c.seen = mid;
+    }
+  } catch {
+    // nothing kept
+  }
+}
+
 // Presence
 
 async function refreshPresence() {
@@ -342,6 +557,7 @@ async function logIn(uid, pastedToken) {
   page.conversations.clear();
   page.openKey = null;
   loadContacts();
+  loadSeen();
   const token = pastedToken
     ? () => pastedToken
     : async () => {
@@ -364,7 +580,11 @@ async function logIn(uid, pastedToken) {
   window.switchboard = client;
   client.on("state", showState);
   client.on("message", onMessage);
-  client.on("ready", () => refreshPresence());
+  client.on("ready", () => {
+    refreshPresence();
+    if (page.history !== false) loadConversations();
+  });
+  client.on("receipt", onReceipt);
   client.on("closed", () => showState("closed"));
 
   $("#me").textContent = uid;
@@ -444,6 +664,14 @@ async function main() {
     sendText(text);
   });
   $("#text").addEventListener("input", () => sendTyping());
+  $("#messages").addEventListener("scroll", () => {
+    const open = page.openKey ? page.conversations.get(page.openKey) : undefined;
+    if (open?.more && $("#messages").scrollTop === 0) loadHistory(open, true);
+  });
+  document.addEventListener("visibilitychange", () => {
+    const open = page.openKey ? page.conversations.get(page.openKey) : undefined;
+    if (open) markRead(open);
+  });
 
   const remembered = sessionStorage.getItem("switchboard.uid");
   if (remembered && page.config.devTokens) logIn(remembered, "");

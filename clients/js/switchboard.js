@@ -10,6 +10,7 @@
 //   client.on("state", (state) => { ... });              // connecting, ready, reconnecting, closed
 //   await client.start();
 //   const mid = await client.send({ to: "bob", body: { text: "hi" } });
+//   const { messages, more } = await client.history({ with: "bob" }); // with history on
 
 /** Close codes after which the client must not reconnect on its own: invalid token, kicked. */
 export const TERMINAL_CLOSE_CODES = new Set([4003, 4005]);
@@ -31,6 +32,25 @@ export const MAX_PRESENCE_UIDS = 100;
  * @property {string} [room]
  * @property {boolean} [broadcast]
  * @property {boolean} [transient]  Sent transient: only to connections online then, never stored.
+ * @property {number} [seq]   Its place in the uid's inbox, with history on (none for room,
+ *                            broadcast and transient messages).
+ *
+ * @typedef {object} Receipt  `by` read the conversation of `mid` up to it: the peer read one of
+ *                            your messages, or another of your devices read one sent to you.
+ * @property {string} by
+ * @property {string} mid
+ * @property {number} [seq]
+ *
+ * @typedef {object} Conversation  One of the uid's conversations: `with` (1:1) or `group`.
+ * @property {string} [with]
+ * @property {string} [group]
+ * @property {Message & {type?: string}} last  Its last message, with the uid's `seq`.
+ * @property {number} unread  Messages from others after the read marker.
+ * @property {string | null} read  The mid of the uid's own read marker.
+ *
+ * @typedef {object} SeqStore  Where the highest `seq` processed is kept between connections.
+ * @property {() => number | null | undefined} load
+ * @property {(seq: number) => void} save
  *
  * @typedef {object} SendOptions  Exactly one of to, group, room, broadcast.
  * @property {unknown} body
@@ -59,7 +79,67 @@ export const MAX_PRESENCE_UIDS = 100;
  * @property {number} [backoffMaxMs]             Cap of every reconnect delay.
  * @property {number} [seenMids]                 How many recent mids are remembered (duplicates).
  * @property {() => number} [random]             A draw in [0, 1), for the jitter.
+ * @property {SeqStore | null} [seqStore]        Where the highest `seq` processed is kept (a
+ *                                              message's once its listeners resolved, a
+ *                                              receipt's once emitted); every `init` sends it as
+ *                                              `since`. Default: localStorage in browsers (key
+ *                                              `switchboard.seq.<uid>`, the uid from the token),
+ *                                              memory elsewhere.
  */
+
+/** A SeqStore in memory: this page or process only. */
+export class MemorySeqStore {
+  /** @param {number | null} [seq] */
+  constructor(seq = null) {
+    this.seq = seq;
+  }
+
+  load() {
+    return this.seq;
+  }
+
+  /** @param {number} seq */
+  save(seq) {
+    this.seq = seq;
+  }
+}
+
+/** A SeqStore in localStorage (shared by a browser's tabs of the same uid). */
+export class LocalStorageSeqStore {
+  /** @param {string} key @param {Storage} [storage] */
+  constructor(key, storage = globalThis.localStorage) {
+    this.key = key;
+    this.storage = storage;
+  }
+
+  load() {
+    const seq = Number(this.storage.getItem(this.key) ?? NaN);
+    return Number.isSafeInteger(seq) && seq >= 0 ? seq : null;
+  }
+
+  /** @param {number} seq */
+  save(seq) {
+    // Tabs of one uid share the key; each gets every entry, so one behind another costs only
+    // a few entries synced twice (dropped by mid).
+    this.storage.setItem(this.key, String(seq));
+  }
+}
+
+/**
+ * The uid (`sub`) of a JWT, read without verifying it; null when it has none.
+ * @param {string} token
+ * @returns {string | null}
+ */
+export function tokenSubject(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const binary = atob(payload + "=".repeat((4 - (payload.length % 4)) % 4));
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    return typeof claims?.sub === "string" ? claims.sub : null;
+  } catch {
+    return null;
+  }
+}
 
 /**
  * Delay before reconnect number `attempt` (0 is the first after a drop): exponential backoff
@@ -249,6 +329,10 @@ export class SwitchboardClient {
     /** @type {Array<{resolve: () => void, reject: (e: Error) => void}>} */
     this._readyWaiters = [];
     this._loop = null;
+    /** @type {SeqStore | null} given, or chosen at the first connection */
+    this._seqStore = options.seqStore ?? null;
+    /** @type {number | null} the highest seq processed */
+    this.seq = this._seqStore ? (this._seqStore.load() ?? null) : null;
   }
 
   // Events
@@ -257,7 +341,8 @@ export class SwitchboardClient {
    * Listen to "message" (message: Message; may return a promise: the ack waits for it),
    * "state" (state: ClientState), "ready" ({uid, url}), "kicked" (reason), "closed" (ClientClosed),
    * "handlerError" (error, message), "refreshed" (), "refreshError" (error: the connection
-   * keeps its token, and is closed with 4004 at its exp unless a later try succeeds).
+   * keeps its token, and is closed with 4004 at its exp unless a later try succeeds),
+   * "receipt" (Receipt), "synced" (the inbox's head: everything before it was pushed).
    * @param {string} event
    * @param {Function} listener
    * @returns {() => void} removes the listener
@@ -369,6 +454,58 @@ export class SwitchboardClient {
   }
 
   /**
+   * A page of the conversation with a uid (`with`) or a `group`, oldest first: the newest
+   * `limit` messages, or those below `seq` `before`. Rejects with RequestFailed `history_off`
+   * when the server keeps no history.
+   * @param {{with?: string, group?: string, before?: number, limit?: number}} query
+   * @returns {Promise<{messages: Message[], more: boolean}>}
+   */
+  async history(query) {
+    if ((query.with === undefined) === (query.group === undefined)) {
+      throw new TypeError("give exactly one of with, group");
+    }
+    const clientId = this._nextId("h");
+    /** @type {Record<string, unknown>} */
+    const frame = { type: "history", id: clientId };
+    if (query.with !== undefined) frame.with = query.with;
+    else frame.group = query.group;
+    if (query.before !== undefined) frame.before = query.before;
+    frame.limit = query.limit ?? 50;
+    const page = await this._request(clientId, frame);
+    const messages = (page.messages ?? []).map((/** @type {any} */ m) => {
+      const { type, ...message } = m;
+      return message;
+    });
+    return { messages, more: page.more === true };
+  }
+
+  /**
+   * The uid's conversations, the most recently active first, with unread counts; the next
+   * page: `before` = the last item's `last.seq`.
+   * @param {{before?: number, limit?: number}} [query]
+   * @returns {Promise<Conversation[]>}
+   */
+  async conversations(query = {}) {
+    const clientId = this._nextId("v");
+    /** @type {Record<string, unknown>} */
+    const frame = { type: "conversations", id: clientId, limit: query.limit ?? 50 };
+    if (query.before !== undefined) frame.before = query.before;
+    const page = await this._request(clientId, frame);
+    return page.items ?? [];
+  }
+
+  /**
+   * Mark the conversation of `mid` read up to it: the peer (a group message's sender) and the
+   * uid's other connections get a receipt. Rejects with RequestFailed `not_found`, `history_off`.
+   * @param {string} mid
+   * @returns {Promise<void>}
+   */
+  async read(mid) {
+    const clientId = this._nextId("m");
+    await this._request(clientId, { type: "read", id: clientId, mid });
+  }
+
+  /**
    * Acknowledge a message (done for you after the "message" listeners resolved).
    * @param {string} mid
    */
@@ -449,6 +586,8 @@ export class SwitchboardClient {
       request.resolve(frame.mid);
     } else if (frame.type === "presence") {
       request.resolve(Array.isArray(frame.online) ? frame.online : []);
+    } else if (frame.type === "history" || frame.type === "conversations" || frame.type === "marked") {
+      request.resolve(frame);
     } else {
       request.resolve(frame.room);
     }
@@ -491,7 +630,10 @@ export class SwitchboardClient {
     if (this.seen.has(mid)) {
       this.stats.duplicatesDropped += 1;
       // Handled already: ack this copy. Still being handled: that ack will cover it.
-      if (needsAck && this.seen.isHandled(mid)) this._sendAcks([mid]);
+      if (this.seen.isHandled(mid)) {
+        this._processed(frame.seq);
+        if (needsAck) this._sendAcks([mid]);
+      }
       return;
     }
     this.seen.add(mid);
@@ -509,7 +651,58 @@ export class SwitchboardClient {
       }
       if (needsAck) this.ack(mid);
       else this.seen.markHandled(mid);
+      this._processed(frame.seq);
     });
+  }
+
+  /** @param {any} frame */
+  _onReceipt(frame) {
+    if (typeof frame.by !== "string" || typeof frame.mid !== "string") return;
+    /** @type {Receipt} */
+    const receipt = { by: frame.by, mid: frame.mid };
+    if (Number.isSafeInteger(frame.seq)) receipt.seq = frame.seq;
+    // In order with the messages before it: its seq counts once they were handled.
+    this._handling = this._handling.then(() => {
+      try {
+        this._emit("receipt", receipt);
+      } catch (error) {
+        this._emit("handlerError", error, receipt);
+      }
+      this._processed(receipt.seq);
+    });
+  }
+
+  /** @param {any} frame */
+  _onSynced(frame) {
+    const head = frame.seq;
+    if (!Number.isSafeInteger(head)) return;
+    this._handling = this._handling.then(() => {
+      // A head below the cursor: not the inbox the client knew (a reset database).
+      if (this.seq !== null && head < this.seq) {
+        this.seq = head;
+        this._seqStore?.save(head);
+      }
+      this._emit("synced", head);
+    });
+  }
+
+  /** The highest seq processed rises to `seq` (a number), and is saved. @param {unknown} seq */
+  _processed(seq) {
+    if (typeof seq !== "number" || !Number.isSafeInteger(seq)) return;
+    if (this.seq !== null && seq <= this.seq) return;
+    this.seq = seq;
+    this._seqStore?.save(seq);
+  }
+
+  /** The store of the uid in `token`, at the first connection, when none was given. @param {string} token */
+  _chooseSeqStore(token) {
+    if (this._seqStore) return;
+    const uid = tokenSubject(token);
+    this._seqStore =
+      uid !== null && globalThis.localStorage ? new LocalStorageSeqStore(`switchboard.seq.${uid}`) : new MemorySeqStore();
+    const stored = this._seqStore.load() ?? null;
+    if (stored !== null && (this.seq === null || stored > this.seq)) this.seq = stored;
+    else if (this.seq !== null) this._seqStore.save(this.seq);
   }
 
   // Internals: connections
@@ -666,8 +859,12 @@ export class SwitchboardClient {
         if (expiresMs !== null) scheduleRefresh(refreshDelayMs(expiresMs, Date.now(), this.refreshBeforeMs));
       };
 
+      this._chooseSeqStore(token);
       ws.onopen = () => {
-        this._sendText(ws, JSON.stringify({ type: "init", token }));
+        /** @type {Record<string, unknown>} */
+        const init = { type: "init", token };
+        if (this.seq !== null) init.since = this.seq;
+        this._sendText(ws, JSON.stringify(init));
       };
       ws.onerror = () => {}; // the close event follows and decides
       ws.onclose = (/** @type {{code: number, reason: string}} */ event) => {
@@ -694,6 +891,12 @@ export class SwitchboardClient {
           case "message":
             this._onMessage(frame);
             break;
+          case "receipt":
+            this._onReceipt(frame);
+            break;
+          case "synced":
+            this._onSynced(frame);
+            break;
           case "pong":
             clearTimeout(pongTimer);
             clearTimeout(pingTimer);
@@ -709,6 +912,9 @@ export class SwitchboardClient {
           case "left":
           case "presence":
           case "refreshed":
+          case "history":
+          case "conversations":
+          case "marked":
             this._onReply(frame);
             break;
           default:

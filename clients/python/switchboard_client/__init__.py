@@ -18,13 +18,29 @@ from switchboard_client.client import (
     SwitchboardClientError,
     TokenSource,
 )
+from switchboard_client.history import (
+    CallbackSeqStore,
+    Conversation,
+    FileSeqStore,
+    HistoryPage,
+    MemorySeqStore,
+    Receipt,
+    SeqStore,
+)
 
 __all__ = [
+    "CallbackSeqStore",
     "Client",
     "ClientClosed",
+    "Conversation",
+    "FileSeqStore",
+    "HistoryPage",
+    "MemorySeqStore",
     "Message",
     "MessageStream",
+    "Receipt",
     "RequestFailed",
+    "SeqStore",
     "State",
     "SwitchboardClientError",
     "TokenSource",

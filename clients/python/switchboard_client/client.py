@@ -21,6 +21,19 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from switchboard_client.history import (
+    Conversation,
+    Cursor,
+    HistoryPage,
+    Receipt,
+    ReceiptStream,
+    SeqStoreOption,
+    conversation_list,
+    conversations_frame,
+    history_frame,
+    history_page,
+    seq_store_of,
+)
 from switchboard_client.policy import (
     SeenMids,
     is_terminal,
@@ -87,6 +100,8 @@ class Message:
     broadcast: bool = False
     transient: bool = False
     """Sent with ``transient=True``: only to connections online then, never stored."""
+    seq: int | None = None
+    """Its place in the uid's inbox, with history on (none for room, broadcast, transient)."""
 
     @classmethod
     def from_frame(cls, frame: dict[str, Any]) -> "Message":
@@ -100,6 +115,7 @@ class Message:
             room=frame.get("room"),
             broadcast=bool(frame.get("broadcast", False)),
             transient=frame.get("transient") is True,
+            seq=frame.get("seq") if isinstance(frame.get("seq"), int) else None,
         )
 
     @property
@@ -151,6 +167,12 @@ class Client:
         seen_mids: how many recent mids are remembered to drop duplicates.
         on_state: called with each new State.
         random: a draw in ``[0, 1)``, for the jitter.
+        seq_store: where the highest ``seq`` processed is kept (a message's once it is
+            acknowledged, a receipt's once delivered): a file path, a ``(load, save)`` pair of
+            functions, a ``SeqStore``, or None for memory. Every ``init`` carries it as
+            ``since`` once there is one, so that the gateway pushes what came after it.
+        on_receipt: called with each ``Receipt`` (see also ``receipts()``).
+        on_synced: called with the inbox's head at ``synced``: everything before it was pushed.
     """
 
     def __init__(
@@ -168,6 +190,9 @@ class Client:
         seen_mids: int = 10_000,
         on_state: Callable[[State], None] | None = None,
         random: Callable[[], float] = random_module.random,
+        seq_store: SeqStoreOption = None,
+        on_receipt: Callable[[Receipt], None] | None = None,
+        on_synced: Callable[[int], None] | None = None,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -196,6 +221,10 @@ class Client:
         self._runner: asyncio.Task[None] | None = None
         self._closed: ClientClosed | None = None
         self._unacked_by_streams: dict[int, Message] = {}
+        self.cursor = Cursor(seq_store_of(seq_store))
+        self._on_receipt = on_receipt
+        self._on_synced = on_synced
+        self._receipts: asyncio.Queue[Receipt | None] | None = None
         self.state = State.CONNECTING
         self.uid: str | None = None
         self.gateway_url: str | None = None
@@ -319,6 +348,57 @@ class Client:
             )
         return online
 
+    async def history(
+        self,
+        *,
+        with_: str | None = None,
+        group: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> HistoryPage:
+        """A page of the conversation with a uid (``with_``) or a ``group``, oldest first:
+        the newest ``limit`` messages, or those below ``seq`` ``before``.
+
+        Raises:
+            RequestFailed: ``history_off`` when the server keeps no history.
+        """
+        client_id = self._next_id("h")
+        frame = history_frame(client_id, with_, group, before, limit)
+        return history_page(await self._request(client_id, frame), Message.from_frame)
+
+    async def conversations(
+        self, *, before: int | None = None, limit: int = 50
+    ) -> list[Conversation]:
+        """The uid's conversations, the most recently active first, with unread counts; the
+        next page: ``before=items[-1].last.seq``."""
+        client_id = self._next_id("v")
+        frame = conversations_frame(client_id, before, limit)
+        return conversation_list(
+            await self._request(client_id, frame), Message.from_frame
+        )
+
+    async def read(self, mid: str | Message) -> None:
+        """Mark the conversation of ``mid`` read up to it: the peer (or a group message's
+        sender) and the uid's other connections get a receipt.
+
+        Raises:
+            RequestFailed: ``not_found`` (no such mid in the uid's inbox), ``history_off``.
+        """
+        mid = mid if isinstance(mid, str) else mid.mid
+        client_id = self._next_id("m")
+        await self._request(client_id, {"type": "read", "id": client_id, "mid": mid})
+
+    def receipts(self) -> "ReceiptStream":
+        """``async for receipt in client.receipts()``: receipts from now on, in arrival order."""
+        if self._receipts is None:
+            self._receipts = asyncio.Queue()
+        return ReceiptStream(self._receipts)
+
+    @property
+    def seq(self) -> int | None:
+        """The highest ``seq`` processed: the next ``init``'s ``since``."""
+        return self.cursor.seq
+
     # Messages
 
     def messages(self) -> "MessageStream":
@@ -332,6 +412,8 @@ class Client:
     async def ack(self, message: Message | str) -> None:
         """Acknowledge a message (done for you by ``messages()``)."""
         mid = message if isinstance(message, str) else message.mid
+        if isinstance(message, Message):
+            self.cursor.processed(message.seq)
         if isinstance(message, Message) and not message.needs_ack:
             self._seen.mark_handled(mid)
             return
@@ -423,6 +505,8 @@ class Client:
             future.set_result(frame["mid"])
         elif kind == "presence":
             future.set_result(list(frame.get("online", [])))
+        elif kind in ("history", "conversations", "marked"):
+            future.set_result(frame)
         else:
             future.set_result(frame.get("room"))
 
@@ -445,6 +529,8 @@ class Client:
                 request.future.set_exception(closed)
         self._pending.clear()
         self._inbox.put_nowait(None)
+        if self._receipts is not None:
+            self._receipts.put_nowait(None)
         self._became_ready.set()
         self._set_state(State.CLOSED)
 
@@ -514,7 +600,10 @@ class Client:
         pong = asyncio.Event()
         kicked_reason = ""
         try:
-            await ws.send(json.dumps({"type": "init", "token": token}))
+            init: dict[str, Any] = {"type": "init", "token": token}
+            if self.cursor.seq is not None:
+                init["since"] = self.cursor.seq
+            await ws.send(json.dumps(init))
             async with asyncio.TaskGroup() as tasks:
                 keepalive = tasks.create_task(self._keep_alive(ws, url, ready, pong))
                 refresher = tasks.create_task(self._keep_token_fresh(ws, token, ready))
@@ -532,6 +621,10 @@ class Client:
                             await self._on_ready(ws, url)
                         elif kind == "message":
                             await self._on_message(frame)
+                        elif kind == "receipt":
+                            self._on_receipt_frame(frame)
+                        elif kind == "synced":
+                            self._on_synced_frame(frame)
                         elif kind == "pong":
                             pong.set()
                         elif kind == "kicked":
@@ -545,6 +638,9 @@ class Client:
                             "left",
                             "presence",
                             "refreshed",
+                            "history",
+                            "conversations",
+                            "marked",
                         ):
                             self._on_reply(frame)
                 except ConnectionClosed:
@@ -658,12 +754,33 @@ class Client:
         message = Message.from_frame(frame)
         if message.mid in self._seen:
             self.counters.duplicates_dropped += 1
-            if self._seen.is_handled(message.mid) and message.needs_ack:
-                await self._send_acks([message.mid])
+            if self._seen.is_handled(message.mid):
+                self.cursor.processed(message.seq)
+                if message.needs_ack:
+                    await self._send_acks([message.mid])
             # Not handled yet: the application's ack will cover it.
             return
         self._seen.add(message.mid)
         self._inbox.put_nowait(message)
+
+    def _on_receipt_frame(self, frame: dict[str, Any]) -> None:
+        by, mid, seq = frame.get("by"), frame.get("mid"), frame.get("seq")
+        if not isinstance(by, str) or not isinstance(mid, str):
+            return
+        receipt = Receipt(by, mid, seq if isinstance(seq, int) else None)
+        if self._on_receipt is not None:
+            self._on_receipt(receipt)
+        if self._receipts is not None:
+            self._receipts.put_nowait(receipt)
+        self.cursor.processed(receipt.seq)
+
+    def _on_synced_frame(self, frame: dict[str, Any]) -> None:
+        head = frame.get("seq")
+        if not isinstance(head, int):
+            return
+        self.cursor.synced(head)
+        if self._on_synced is not None:
+            self._on_synced(head)
 
     async def _next_message(self) -> Message | None:
         message = await self._inbox.get()
