@@ -36,9 +36,10 @@ class SyncSplit:
 def _entry(item: DeliveryItem, seq: int) -> Entry:
     if item.advance:
         return Entry(seq, item.mid, None)
-    frame = bytes(item.frame)
-    # A receipt entry has no mid and its frame no seq: the seq is for the cursor only.
-    return Entry(seq, item.mid, with_seq(frame, seq) if item.mid else frame)
+    # Every pushed frame carries its seq, a receipt's too (as live ones do): a client keeps
+    # the highest it processed. A receipt entry has no mid, so the cursor never takes it for
+    # a message this connection sent.
+    return Entry(seq, item.mid, with_seq(bytes(item.frame), seq))
 
 
 def split_sync(delivery: Delivery, syncing: Container[str]) -> SyncSplit:

@@ -249,3 +249,36 @@ async def test_history_is_refused_with_history_off(stack: Stack) -> None:
             with pytest.raises(RequestFailed) as refused:
                 await request
             assert refused.value.code == "history_off"
+
+
+async def test_a_reconnect_syncs_what_another_device_took_meanwhile(
+    history: Stack, tmp_path: Path
+) -> None:
+    """The phone keeps its seq in a file; the laptop takes and reads two messages while the
+    phone is away; the phone's next init sends since and gets both, the receipt, synced."""
+    stack = history
+    await stack.start(gateways=2)
+    seq_file = tmp_path / "bob.seq"
+    heads: list[int] = []
+    async with client_for(stack, "alice", 0) as alice:
+        async with client_for(stack, "bob", 1, seq_store=seq_file) as phone:
+            first = await alice.send(to="bob", body=0)
+            assert [m.mid for m in await receive(phone, 1)] == [first]
+        assert seq_file.read_text() == "1"
+        async with client_for(stack, "bob", 0) as laptop:
+            later = [await alice.send(to="bob", body=n) for n in (1, 2)]
+            await receive(laptop, 2)
+            await laptop.read(later[1])
+        async with client_for(
+            stack, "bob", 1, seq_store=seq_file, on_synced=heads.append
+        ) as phone:
+            receipts = phone.receipts()
+            assert [m.mid for m in await receive(phone, 2)] == later
+            receipt = await anext(receipts)
+            assert (receipt.by, receipt.mid, receipt.seq) == ("bob", later[1], 4)
+
+            async def synced() -> list[int] | None:
+                return heads or None
+
+            assert await eventually(synced) == [4]
+    assert seq_file.read_text() == "4"

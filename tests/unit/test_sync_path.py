@@ -167,6 +167,16 @@ def test_window_deliveries_carry_each_entry_with_its_seq_and_the_window() -> Non
         "by": "bob",
         "mid": "m1",
     }
+    # At the gateway the receipt's frame gets its seq too, as a live receipt's does.
+    split = split_sync(decoded, {"k1"})
+    [_, pushed] = split.window_entries["k1"]
+    assert (pushed.seq, pushed.mid) == (2, "")
+    assert json.loads(pushed.frame or b"") == {
+        "seq": 2,
+        "type": "receipt",
+        "by": "bob",
+        "mid": "m1",
+    }
 
 
 def test_an_empty_window_still_names_its_connection() -> None:

@@ -121,3 +121,35 @@ test("a read sends receipts to the peer and the reader's other device; seq is sa
   await until(() => alice.seq === 3 && laptop.seq === 3);
   assert.deepEqual(saved, [3]);
 });
+
+test("a reconnect syncs what another device took meanwhile, then synced", async () => {
+  const [a, b] = [uid("alice"), uid("bob")];
+  const store = new MemorySeqStore();
+  const alice = clientFor(a, [0]);
+  await alice.start();
+  const phone = clientFor(b, [1], { seqStore: store });
+  const phoneGot = collect(phone, "message");
+  await phone.start();
+  await alice.send({ to: b, body: 0 });
+  await until(() => phoneGot.length === 1 && store.load() === 1);
+  await phone.close();
+
+  const laptop = clientFor(b, [0]);
+  const laptopGot = collect(laptop, "message");
+  await laptop.start();
+  const later = [await alice.send({ to: b, body: 1 }), await alice.send({ to: b, body: 2 })];
+  await until(() => laptopGot.length === 2 && laptop.seq === 3);
+  await laptop.read(later[1]);
+  await laptop.close();
+
+  const again = clientFor(b, [1], { seqStore: store });
+  const got = collect(again, "message");
+  const receipts = collect(again, "receipt");
+  const heads = collect(again, "synced");
+  await again.start();
+  await until(() => heads.length === 1);
+  assert.deepEqual(got.map((m) => m.mid), later);
+  assert.deepEqual(receipts, [{ by: b, mid: later[1], seq: 4 }]);
+  assert.deepEqual(heads, [4]);
+  await until(() => store.load() === 4);
+});
