@@ -2,6 +2,7 @@ from collections.abc import AsyncIterator, Generator
 
 import pytest
 
+from proto import env
 from tests.support.api import Backend, open_backend
 from tests.support.stack import Stack, new_namespace
 
@@ -30,6 +31,13 @@ async def stack(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
     if failed is not None and failed.failed:
         print(stack.output())
     assert not problems, f"{problems}\n{stack.output()}"
+
+
+@pytest.fixture
+def history(stack: Stack) -> Stack:
+    """The stack with ``SWITCHBOARD_HISTORY=on`` for every service it starts."""
+    stack.settings[env.HISTORY] = "on"
+    return stack
 
 
 @pytest.fixture

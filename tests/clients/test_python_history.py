@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from proto import env
 from switchboard_client import (
     Client,
     FileSeqStore,
@@ -27,12 +26,6 @@ from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def history(stack: Stack) -> Stack:
-    stack.settings[env.HISTORY] = "on"
-    return stack
 
 
 async def receive(client: Client, count: int) -> list[Message]:

@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from proto import env
@@ -20,24 +19,11 @@ from proto.codes import ErrorCode
 from proto.names import api_key
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
+from tests.support.postgres import query
 from tests.support.stack import Stack, free_port
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def history(stack: Stack) -> Stack:
-    stack.settings[env.HISTORY] = "on"
-    return stack
-
-
-async def query(sql: str, *args: object) -> list[asyncpg.Record]:
-    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
-    try:
-        return await pg.fetch(sql, *args)
-    finally:
-        await pg.close()
 
 
 async def inbox_of(stack: Stack, uid: str, conv: str) -> list[tuple[int, str]]:

@@ -23,6 +23,7 @@ from proto.mids import MidFactory
 from proto.names import KEY_INBOX
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
+from tests.support.postgres import query
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
@@ -43,14 +44,6 @@ def history(stack: Stack) -> Stack:
         }
     )
     return stack
-
-
-async def query(sql: str, *args: object) -> list[asyncpg.Record]:
-    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
-    try:
-        return await pg.fetch(sql, *args)
-    finally:
-        await pg.close()
 
 
 async def send(client: RawClient, **fields: Any) -> str:

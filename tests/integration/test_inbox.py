@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import aio_pika
-import asyncpg
 import msgspec
 import pytest
 
@@ -19,24 +18,11 @@ from proto.mids import MidFactory
 from proto.names import EVENT_MESSAGE_OFFLINE, KEY_INBOX
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
+from tests.support.postgres import query
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def history(stack: Stack) -> Stack:
-    stack.settings[env.HISTORY] = "on"
-    return stack
-
-
-async def query(sql: str, *args: object) -> list[asyncpg.Record]:
-    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
-    try:
-        return await pg.fetch(sql, *args)
-    finally:
-        await pg.close()
 
 
 async def inbox_of(stack: Stack, uid: str) -> dict[str, int]:

@@ -11,32 +11,17 @@ import asyncio
 from typing import Any
 
 import aio_pika
-import asyncpg
 import pytest
 
-from proto import env
 from proto.codes import ErrorCode
 from proto.names import KEY_READ
 from tests.support.api import Backend
 from tests.support.clients import Frame, RawClient
+from tests.support.postgres import query
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def history(stack: Stack) -> Stack:
-    stack.settings[env.HISTORY] = "on"
-    return stack
-
-
-async def query(sql: str, *args: object) -> list[asyncpg.Record]:
-    pg = await asyncpg.connect(env.DEFAULT_POSTGRES_DSN, timeout=scaled(10))
-    try:
-        return await pg.fetch(sql, *args)
-    finally:
-        await pg.close()
 
 
 async def send(client: RawClient, client_id: str, **fields: Any) -> str:

@@ -23,12 +23,6 @@ from tests.support.tokens import make_token
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def history(stack: Stack) -> Stack:
-    stack.settings[env.HISTORY] = "on"
-    return stack
-
-
 class Device:
     """One syncing connection, and the seqs it got in the order it got them."""
 
