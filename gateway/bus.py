@@ -26,6 +26,7 @@ from proto.names import (
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_BATCH,
+    KEY_HANDOVER,
 )
 from proto.topology import Topology, gateway_topology, shared_topology
 from runtime.bus import Broker, Consumer, OnMessage, open_broker
@@ -92,9 +93,10 @@ class Bus:
         await self._coalescer.close()
         await self._ack_coalescer.close()
 
-    async def publish_undeliverable(self, body: bytes) -> None:
+    async def publish_handover(self, body: bytes) -> None:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""
-        await self._publisher.publish(self._names.undeliverable_exchange, "", body)
+        observability.count_publish(KEY_HANDOVER)
+        await self._publisher.publish(self._names.inbound_exchange, KEY_HANDOVER, body)
 
     async def publish_dead_letter(
         self, routing_key: str, body: bytes, reason: str

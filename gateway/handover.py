@@ -1,8 +1,9 @@
 """Handover to the offline store: copies this gateway cannot deliver, gathered into ``Delivery``s.
 
 Which copies go, and when, is decided in ``acks.py`` (and ``fanout.py`` for connections that are
-not here); this publishes them to ``<ns>.undeliverable`` and, once the broker confirmed, releases
-the AMQP deliveries they held. What the broker does not take is published again after a pause.
+not here); this publishes them to ``<ns>.inbound`` with the key ``gateway.handover`` (bound to
+the offline stores' queue) and, once the broker confirmed, releases the AMQP deliveries they
+held. What the broker does not take is published again after a pause.
 """
 
 import asyncio
@@ -67,7 +68,7 @@ class Handover:
             for number, run in enumerate(runs):
                 body = b'{"items":[' + b",".join(encoded[i] for i in run) + b"]}"
                 try:
-                    await self._bus.publish_undeliverable(body)
+                    await self._bus.publish_handover(body)
                 except Exception:
                     log.warning("handover_failed", items=len(run), exc_info=True)
                     unsent = [

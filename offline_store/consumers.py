@@ -1,7 +1,8 @@
 """The consumers' work: batches of AMQP messages in, statements and confirmed publishes out.
 
 Messages reach the store's queue ``<ns>.offline``, through the fanout exchange
-``<ns>.undeliverable``, five ways; each is set up elsewhere:
+``<ns>.undeliverable`` (1 and 4) or as ``gateway.handover`` on ``<ns>.inbound`` (2, 3 and 5),
+five ways; each is set up elsewhere:
 
 1. A router routes a message to recipients with no connection on a live gateway (a user who is
    offline, a group's offline members): ``router/delivery_items.py`` (``add_message_items``)

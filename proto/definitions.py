@@ -14,9 +14,10 @@ so a queue added there is granted to its roles when the file is rendered again:
 
 - ``<ns>-gateway``: declares, binds and consumes ``<ns>.gateway.<gateway_id>`` (any gateway id:
   every replica of a Deployment shares one user, whose pod names are not known in advance),
-  publishes ``gateway.*`` to ``<ns>.inbound`` (a topic permission), hands deliveries to
-  ``<ns>.undeliverable`` and refused items to ``<ns>.dead-letter``; it configures no shared
-  name and reads no shared queue.
+  publishes ``gateway.*`` to ``<ns>.inbound`` (a topic permission; its handovers to the offline
+  store too, as ``gateway.handover``) and refused items to ``<ns>.dead-letter``; it configures no
+  shared name, reads no shared queue and writes neither ``<ns>.deliveries`` nor
+  ``<ns>.undeliverable``.
 - ``<ns>-router`` and ``<ns>-offline-store``: declare the shared topology (every service may
   start first), consume their own queues, publish their own keys (``router.*``, ``store.*``
   on ``<ns>.inbound``; their events on ``<ns>.events``) and replies (the default exchange).
@@ -148,17 +149,11 @@ def permissions(names: Names) -> dict[str, Permission]:
     return {
         GATEWAY: Permission(
             configure=gateway_queues,
-            # Its queue (the binding), frames, the handover to the offline store (also the
-            # dead-letter exchange its queue is declared with) and refused items.
+            # Its queue (the binding), frames and handovers (``<ns>.inbound`` is also the
+            # dead-letter exchange its queue is declared with), refused items.
             write=_either(
                 gateway_queues,
-                exactly(
-                    [
-                        names.inbound_exchange,
-                        names.undeliverable_exchange,
-                        names.dead_letter_exchange,
-                    ]
-                ),
+                exactly([names.inbound_exchange, names.dead_letter_exchange]),
             ),
             read=_either(gateway_queues, exactly([names.deliveries_exchange])),
         ),

@@ -34,9 +34,12 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
                               from the inbox (a lost query is asked again by its client)
     <ns>.deliveries     direct  routing key = gateway_id; alternate exchange <ns>.undeliverable
       -> <ns>.gateway.<gateway_id>  one queue per gateway process; deliveries that wait there
-                              longer than the orphan TTL are dead-lettered to <ns>.undeliverable
-    <ns>.undeliverable  fanout  whatever could not reach a client
-      -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL
+                              longer than the orphan TTL are dead-lettered to <ns>.inbound
+                              with the key gateway.handover
+    <ns>.undeliverable  fanout  deliveries for a gateway whose queue is gone
+      -> <ns>.offline         queue consumed by offline stores, which keep it in PostgreSQL;
+                              also bound to gateway.handover on <ns>.inbound: the copies a
+                              gateway could not push, and its queue's expired deliveries
 
 Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
 (hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
@@ -72,6 +75,11 @@ KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
 KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
+KEY_HANDOVER = "gateway.handover"
+"""A gateway's ``Delivery`` of the copies it could not push, for the offline stores (bound to
+``<ns>.offline``). The broker dead-letters a gateway queue's expired deliveries with this key
+too, so that a gateway's user writes no exchange but ``<ns>.inbound`` (its ``gateway.*`` keys)
+and the dead-letter exchange."""
 KEY_REPLAY_MORE = "gateway.replay"
 """A gateway's ``ReplayRequest`` for the next replay window of one connection."""
 # History and sync (docs/history.md), bound with history on.
@@ -122,6 +130,9 @@ BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
 """The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
 router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
+OFFLINE_BINDINGS = (KEY_HANDOVER,)
+"""Bindings of ``<ns>.offline`` on the inbound exchange (it is also bound to
+``<ns>.undeliverable``, the deliveries exchange's alternate exchange)."""
 STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
 STORE_GROUP_BINDINGS = (

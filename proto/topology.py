@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from proto.names import (
     INBOX_BINDINGS,
+    KEY_HANDOVER,
+    OFFLINE_BINDINGS,
     ROUTER_BINDINGS,
     ROUTER_GROUP_BINDINGS,
     ROUTER_HISTORY_BINDINGS,
@@ -147,6 +149,10 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
             for key in ROUTER_GROUP_BINDINGS
         ),
         BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
+        *(
+            BindingSpec(names.offline_queue, names.inbound_exchange, key)
+            for key in OFFLINE_BINDINGS
+        ),
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),
     )
     if history:
@@ -196,9 +202,12 @@ def gateway_topology(
         {
             "x-queue-type": "classic",
             # A delivery that waits longer goes to the offline store: one of the five ways
-            # into it (docs/architecture.md, "How messages reach the offline store").
+            # into it (docs/architecture.md, "How messages reach the offline store"). Through
+            # the inbound exchange, as the gateway's own handovers: a gateway's user may write
+            # no exchange of the offline store's (declaring a dead-letter exchange takes write).
             "x-message-ttl": orphan_ttl_ms,
-            "x-dead-letter-exchange": names.undeliverable_exchange,
+            "x-dead-letter-exchange": names.inbound_exchange,
+            "x-dead-letter-routing-key": KEY_HANDOVER,
             "x-expires": expires_ms,
         },
     )

@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractChannel
 
 from proto import definitions, env
 from proto.definitions import BACKEND, GATEWAY, MONITOR, ROLES, ROUTER, STORE
-from proto.names import KEY_REPLAY, KEY_SEND, Names, api_key
+from proto.names import KEY_HANDOVER, KEY_REPLAY, KEY_SEND, Names, api_key
 from tests.support.processes import run_until_exit
 from tests.support.stack import Stack, free_port
 from tests.support.timing import eventually, scaled
@@ -258,6 +258,7 @@ async def test_a_gateways_user_is_refused_all_but_its_own_part(
     await refused(url, publish(names.inbound_exchange, KEY_REPLAY))
     await refused(url, publish(names.inbound_exchange, "store.saved"))
     await refused(url, publish(names.deliveries_exchange, stack.gateway_ids[0]))
+    await refused(url, publish(names.undeliverable_exchange, ""))
     await refused(url, publish(names.events_exchange, "user.online"))
     await refused(url, publish("", names.router_queue))
     await refused(url, declare_queue(names.router_queue))
@@ -270,7 +271,7 @@ async def test_a_gateways_user_is_refused_all_but_its_own_part(
     await refused(url, bind_own_queue(own, names.events_exchange, "#"))
     # Its own part: frames to the routers, the handover to the offline store.
     await allowed(url, publish(names.inbound_exchange, KEY_SEND))
-    await allowed(url, publish(names.undeliverable_exchange, ""))
+    await allowed(url, publish(names.inbound_exchange, KEY_HANDOVER))
 
 
 async def test_a_gateway_that_may_not_declare_what_is_missing_exits_2_with_one_line(

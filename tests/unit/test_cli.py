@@ -148,6 +148,7 @@ def test_topology_lists_what_the_services_declare() -> None:
     ) in lines
     assert "binding  chat.inbound --api.#--> chat.router" in lines
     assert 'binding  chat.undeliverable --""--> chat.offline' in lines
+    assert "binding  chat.inbound --gateway.handover--> chat.offline" in lines
     assert (
         "exchange chat.deliveries direct alternate-exchange=chat.undeliverable" in lines
     )

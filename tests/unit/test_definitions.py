@@ -67,10 +67,11 @@ def test_a_gateway_configures_and_reads_only_gateway_queues() -> None:
 
 def test_a_gateway_writes_frames_and_handovers_never_deliveries() -> None:
     gateway = GRANTED[GATEWAY]
-    for allowed in (NAMES.inbound_exchange, NAMES.undeliverable_exchange):
+    for allowed in (NAMES.inbound_exchange, NAMES.dead_letter_exchange):
         assert allows(gateway.write, allowed)
     for refused in (
         NAMES.deliveries_exchange,
+        NAMES.undeliverable_exchange,
         NAMES.events_exchange,
         NAMES.router_queue,
         "amq.default",

@@ -29,6 +29,7 @@ from proto.names import (
     KEY_GROUP_CHANGED,
     KEY_GROUPS_PAGE,
     KEY_GROUPS_REQUEST,
+    KEY_HANDOVER,
     KEY_HEARTBEAT,
     KEY_HISTORY,
     KEY_INBOX,
@@ -301,6 +302,7 @@ ROUTING = {
     KEY_CONVERSATIONS: SPACE.store_queries_queue,
     KEY_SYNC: SPACE.store_control_queue,
     KEY_SYNC_MORE: SPACE.store_control_queue,
+    KEY_HANDOVER: SPACE.offline_queue,
 }
 HISTORY_ONLY = frozenset(
     (
@@ -530,9 +532,22 @@ def test_gateway_queue_arguments() -> None:
     assert queue.arguments == {
         "x-queue-type": "classic",
         "x-message-ttl": 30_000,
-        "x-dead-letter-exchange": SPACE.undeliverable_exchange,
+        "x-dead-letter-exchange": SPACE.inbound_exchange,
+        "x-dead-letter-routing-key": KEY_HANDOVER,
         "x-expires": 600_000,
     }
+
+
+def test_handovers_and_expired_deliveries_reach_only_the_offline_queue() -> None:
+    topology = shared_topology(SPACE, "quorum", history=True)
+    (queue,) = gateway_topology(SPACE, "gw1", 30_000, 600_000).queues
+    dead_letters = (
+        queue.arguments["x-dead-letter-exchange"],
+        queue.arguments["x-dead-letter-routing-key"],
+    )
+    assert dead_letters == (SPACE.inbound_exchange, KEY_HANDOVER)
+    routed = routed_queues(topology, SPACE.inbound_exchange, KEY_HANDOVER)
+    assert routed == {SPACE.offline_queue}
 
 
 def test_deliveries_reach_only_their_gateway_queue() -> None:
