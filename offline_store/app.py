@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from offline_store import observability
+from offline_store import migrator, observability
 from offline_store.bus import open_bus
 from offline_store.consumers import ControlServer, UndeliveredWriter
 from offline_store.group_commands import command_max_bytes
@@ -59,6 +59,8 @@ async def main(settings: Settings) -> None:
         health.add_check("postgresql", store.ping)
         groups = GroupStore(store.pool, names)
         await groups.create_tables()
+        async with store.pool.acquire() as connection:
+            await migrator.check_at_startup(connection, names)
         bus = await stack.enter_async_context(open_bus(settings))
         health.watch_broker(bus.connection)
         # Set at shutdown: a batch failing then is given back to the queue, not retried here.

@@ -5,7 +5,8 @@ Pure: no I/O. ``migrator.py`` reads the files and the ``<ns>.schema_migrations``
 what ``pending`` returns. A migration is ``NNNN_name.sql`` (``0001_add_receipts_index.sql``):
 numbers start at 1 and leave no gap, so that two branches that each add the next number conflict
 in review rather than in a database. The tables themselves are still created by the stores at
-startup (``CREATE ... IF NOT EXISTS``); migrations change what exists.
+startup (``CREATE ... IF NOT EXISTS``); migrations change what exists. A store checks at startup
+that none of the release's migrations is pending (``startup_problem``).
 """
 
 import re
@@ -52,6 +53,41 @@ def parse(files: Mapping[str, str]) -> tuple[Migration, ...]:
     return tuple(migrations)
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """A database's migrations against a release's."""
+
+    pending: tuple[Migration, ...]
+    """The release's migrations the database lacks, in order."""
+    newer: tuple[int, ...]
+    """The numbers of migrations the database has and the release does not know: a newer
+    release migrated it."""
+
+
+def compare(
+    migrations: tuple[Migration, ...], applied: Mapping[int, str]
+) -> SchemaState:
+    """What the database lacks and what it has beyond the release, given ``applied``
+    (number -> name).
+
+    Raises:
+        MigrationsInvalid: a migration was applied under another name (the files changed
+            after it was applied).
+    """
+    known = {migration.number: migration for migration in migrations}
+    for number, name in sorted(applied.items()):
+        migration = known.get(number)
+        if migration is not None and migration.name != name:
+            raise MigrationsInvalid(
+                f"migration {number} was applied as {name!r}, this release calls it "
+                f"{migration.name!r}: a released migration must never change"
+            )
+    return SchemaState(
+        pending=tuple(m for m in migrations if m.number not in applied),
+        newer=tuple(number for number in sorted(applied) if number not in known),
+    )
+
+
 def pending(
     migrations: tuple[Migration, ...], applied: Mapping[int, str]
 ) -> tuple[Migration, ...]:
@@ -62,17 +98,25 @@ def pending(
             release migrated it: deploy that one), or one of another name (the files changed
             after it was applied).
     """
-    known = {migration.number: migration for migration in migrations}
-    for number, name in sorted(applied.items()):
-        migration = known.get(number)
-        if migration is None:
-            raise MigrationsInvalid(
-                f"the database has migration {number} ({name}), which this release does not "
-                "know: a newer release migrated it"
-            )
-        if migration.name != name:
-            raise MigrationsInvalid(
-                f"migration {number} was applied as {name!r}, this release calls it "
-                f"{migration.name!r}: a released migration must never change"
-            )
-    return tuple(m for m in migrations if m.number not in applied)
+    state = compare(migrations, applied)
+    if state.newer:
+        number = state.newer[0]
+        raise MigrationsInvalid(
+            f"the database has migration {number} ({applied[number]}), which this release "
+            "does not know: a newer release migrated it"
+        )
+    return state.pending
+
+
+def startup_problem(state: SchemaState) -> str | None:
+    """Why a store of this release must not start on a database in ``state``, or None.
+
+    Migrations it lacks: the release's code may read what they add. Migrations from a newer
+    release do not stop it: a migration expands first and contracts a release later
+    (docs/operations.md, "Schema migrations"), so an older store works on a newer schema,
+    which is what a rollback needs.
+    """
+    if not state.pending:
+        return None
+    missing = ", ".join(f"{m.number:04d}_{m.name}" for m in state.pending)
+    return f"the database lacks the migrations {missing}"

@@ -7,8 +7,10 @@ recording it in the same transaction. The whole run holds the advisory lock that
 stores' ``CREATE ... IF NOT EXISTS`` at startup, so that two runs, or a run and a starting
 store, never interleave.
 
-``run`` is the whole of ``switchboard migrate``: the tables a store creates at startup (as
-``app.py`` does; tests/integration/test_migrations.py compares the two), then the migrations.
+``check`` is what a starting store asks: which of the release's migrations the database lacks
+(``check_at_startup`` refuses to start then). ``run`` is the whole of ``switchboard migrate``:
+the tables a store creates at startup (as ``app.py`` does; tests/integration/test_migrations.py
+compares the two), then the migrations.
 """
 
 from collections.abc import Sequence
@@ -20,9 +22,18 @@ from asyncpg.pool import PoolConnectionProxy
 
 from offline_store.group_store import GroupStore
 from offline_store.inbox_tables import creation_statements
-from offline_store.migration_plan import Migration, parse, pending
+from offline_store.migration_plan import (
+    Migration,
+    MigrationsInvalid,
+    SchemaState,
+    compare,
+    parse,
+    pending,
+    startup_problem,
+)
 from offline_store.settings import Settings
 from offline_store.store import open_store, quote_identifier, table_identifier
+from proto.errors import SettingsError
 from proto.names import Names
 
 log = structlog.get_logger()
@@ -79,6 +90,53 @@ async def migrate(
         return todo
     finally:
         await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", lock)
+
+
+async def check(
+    connection: "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]",
+    names: Names,
+    migrations: Sequence[Migration],
+) -> SchemaState:
+    """The database's migrations against ``migrations`` (a database never migrated has none).
+
+    Raises:
+        MigrationsInvalid: the database's record does not match the release's files.
+    """
+    table = table_identifier(names, names.schema_migrations_table)
+    exists = await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+    rows = await connection.fetch(f"SELECT number, name FROM {table}") if exists else []
+    return compare(tuple(migrations), {row["number"]: row["name"] for row in rows})
+
+
+async def check_at_startup(
+    connection: "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]",
+    names: Names,
+    migrations: Sequence[Migration] | None = None,
+) -> None:
+    """Refuse to start on a database that lacks a migration of this release.
+
+    Raises:
+        SettingsError: a migration is pending (run ``switchboard migrate`` with this release
+            first), or the database's record does not match the release's files.
+    """
+    try:
+        state = await check(
+            connection, names, load() if migrations is None else migrations
+        )
+    except MigrationsInvalid as exc:
+        raise SettingsError(f"schema {names.schema}: {exc}") from None
+    problem = startup_problem(state)
+    if problem is not None:
+        raise SettingsError(
+            f"schema {names.schema}: {problem}; run `switchboard migrate` with this "
+            'release\'s settings first (docs/operations.md, "Schema migrations")'
+        )
+    if state.newer:
+        log.warning(
+            "schema_newer",
+            migrations=list(state.newer),
+            hint="a newer release migrated this database; this one runs on it",
+        )
 
 
 async def run(

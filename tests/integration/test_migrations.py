@@ -11,9 +11,10 @@ import asyncpg
 import pytest
 
 from offline_store.migration_plan import Migration, MigrationsInvalid
-from offline_store.migrator import migrate
+from offline_store.migrator import check_at_startup, load, migrate
 from proto import env
 from proto.env import DEFAULT_POSTGRES_DSN
+from proto.errors import SettingsError
 from proto.names import Names
 from tests.support.processes import REPO_ROOT
 from tests.support.stack import Stack, new_namespace
@@ -88,6 +89,32 @@ async def test_a_database_migrated_by_a_newer_release_is_refused(
     await migrate(connection, stack.names, [CREATE, ADD])
     with pytest.raises(MigrationsInvalid, match="newer release"):
         await migrate(connection, stack.names, [CREATE])
+
+
+async def test_a_store_refuses_to_start_until_its_migrations_ran(
+    stack: Stack, connection: asyncpg.Connection
+) -> None:
+    names = stack.names
+    await migrate(connection, names, [CREATE])
+    with pytest.raises(SettingsError, match="lacks the migrations 0002_add_text"):
+        await check_at_startup(connection, names, [CREATE, ADD])
+    await migrate(connection, names, [CREATE, ADD])
+    await check_at_startup(connection, names, [CREATE, ADD])
+    # A release whose migration 2 has another name is refused too.
+    renamed = Migration(2, "add_title", ADD.sql)
+    with pytest.raises(SettingsError, match="must never change"):
+        await check_at_startup(connection, names, [CREATE, renamed])
+
+
+async def test_a_store_starts_on_a_database_a_newer_release_migrated(
+    stack: Stack, connection: asyncpg.Connection
+) -> None:
+    # As after a rollback: this release ships no migration numbered 9000.
+    later = Migration(9000, "from_a_later_release", "SELECT 1;")
+    await migrate(connection, stack.names, [*load(), later])
+    store = await stack.start_store()
+    seen = await store.wait_for_event("schema_newer")
+    assert seen["migrations"] == [9000]
 
 
 async def test_concurrent_runs_apply_each_migration_once(stack: Stack) -> None:

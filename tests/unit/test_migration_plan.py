@@ -2,7 +2,15 @@
 
 import pytest
 
-from offline_store.migration_plan import Migration, MigrationsInvalid, parse, pending
+from offline_store.migration_plan import (
+    Migration,
+    MigrationsInvalid,
+    SchemaState,
+    compare,
+    parse,
+    pending,
+    startup_problem,
+)
 from offline_store.migrator import load
 
 FILES = {
@@ -57,3 +65,26 @@ def test_a_released_migration_that_changed_name_is_refused() -> None:
 
 def test_the_release_ships_valid_migrations() -> None:
     load()  # raises on a bad file name, an empty file or a gap
+
+
+def test_a_store_starts_once_nothing_is_pending() -> None:
+    state = compare((FIRST, SECOND), {1: "first_index", 2: "add_column"})
+    assert state == SchemaState(pending=(), newer=())
+    assert startup_problem(state) is None
+
+
+def test_a_store_refuses_a_database_that_lacks_a_migration() -> None:
+    state = compare((FIRST, SECOND), {1: "first_index"})
+    assert state.pending == (SECOND,)
+    assert startup_problem(state) == "the database lacks the migrations 0002_add_column"
+
+
+def test_a_store_runs_on_a_database_a_newer_release_migrated() -> None:
+    state = compare((FIRST,), {1: "first_index", 2: "add_column", 3: "more"})
+    assert state == SchemaState(pending=(), newer=(2, 3))
+    assert startup_problem(state) is None
+
+
+def test_a_store_refuses_a_migration_applied_under_another_name() -> None:
+    with pytest.raises(MigrationsInvalid, match="must never change"):
+        compare((FIRST,), {1: "renamed"})
