@@ -30,6 +30,7 @@ from proto.names import (
 )
 from proto.topology import Topology, gateway_topology, shared_topology
 from runtime.bus import Broker, Consumer, OnMessage, open_broker
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -148,10 +149,12 @@ class Bus:
             try:
                 consumers = await self._count_consumers()
             except Exception as exc:
+                stop_if_cancelled()
                 # The broker is away: the robust connection deals with that.
                 log.info("consumer_check_failed", error=repr(exc))
                 misses = 0
                 continue
+            stop_if_cancelled()
             misses = 0 if consumers else misses + 1
             if misses >= 2:
                 log.error("consumer_missing", queue=self._queue_name)

@@ -16,6 +16,7 @@ from gateway.bus import Bus
 from proto import envelopes
 from proto.envelopes import Delivery, DeliveryItem
 from proto.packing import runs_within
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -70,6 +71,7 @@ class Handover:
                 try:
                     await self._bus.publish_handover(body)
                 except Exception:
+                    stop_if_cancelled()
                     log.warning("handover_failed", items=len(run), exc_info=True)
                     unsent = [
                         entry

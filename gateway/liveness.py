@@ -20,6 +20,7 @@ from proto import envelopes
 from proto.envelopes import Target
 from proto.names import KEY_CONN_CLOSED, KEY_GATEWAY_STOPPED, KEY_HEARTBEAT
 from runtime.publish import publish_until_confirmed
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -60,6 +61,7 @@ class Liveness:
                 )
                 observability.count_heartbeat()
             except Exception:
+                stop_if_cancelled()
                 log.warning("heartbeat_failed", exc_info=True)
             await asyncio.sleep(interval_s)
 

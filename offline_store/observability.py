@@ -14,6 +14,7 @@ from prometheus_client import Counter, Gauge
 from offline_store.store import Store
 from proto import metrics
 from runtime.metrics import REGISTRY
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -56,5 +57,6 @@ async def sample_backlog(store: Store, interval_s: float = BACKLOG_INTERVAL_S) -
         try:
             BACKLOG.set(await store.count_rows())
         except Exception as exc:
+            stop_if_cancelled()
             log.warning("backlog_sample_failed", error=repr(exc))
         await asyncio.sleep(interval_s)

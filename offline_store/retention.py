@@ -21,6 +21,7 @@ from offline_store.query_tables import QueryTables
 from offline_store.store import Store
 from proto.metrics import CODE_BATCH_FAILED
 from runtime.metrics import count_error
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -55,6 +56,7 @@ class RetentionSweep:
             try:
                 await self.sweep()
             except Exception:
+                stop_if_cancelled()
                 log.exception("retention_sweep_failed")
                 count_error(CODE_BATCH_FAILED)
             await asyncio.sleep(self._interval_s)

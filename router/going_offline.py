@@ -24,6 +24,7 @@ from router.results import (
     expect,
 )
 from router.settings import Settings
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -65,7 +66,9 @@ async def announce_offline_forever(
             for uid in uids:
                 log.info("user_offline_published", uid=uid)
         except EXPECTED_FAILURES as exc:
+            stop_if_cancelled()
             log.warning("offline_announcement_failed", error=repr(exc))
         except Exception:
+            stop_if_cancelled()
             log.exception("offline_announcement_failed")
         await asyncio.sleep(interval_s)  # a schedule, not a synchronisation

@@ -25,6 +25,7 @@ from router.results import (
     expect,
 )
 from router.settings import Settings
+from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
 
@@ -46,8 +47,10 @@ class Sweeper:
             try:
                 await self.sweep_dead_gateways()
             except (RedisError, OSError, TimeoutError) as exc:
+                stop_if_cancelled()
                 log.warning("sweep_failed", error=repr(exc))
             except Exception:
+                stop_if_cancelled()
                 log.exception("sweep_failed")
             await asyncio.sleep(interval_s)  # a schedule, not a synchronisation
 

@@ -26,6 +26,19 @@ DRAIN_MARGIN_S = 5.0
 """Added to ``SWITCHBOARD_SHUTDOWN_TIMEOUT_S`` for the last publishes and the close handshakes."""
 
 
+def stop_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was asked to stop.
+
+    For loops that run until cancelled and call into libraries between their sleeps: a cancel
+    that arrives inside aiormq, or inside ``asyncio.timeout`` as it expires (Python 3.11), can
+    come out as another exception or as none, and the loop would sleep on past its drain.
+    ``Task.cancelling()`` still counts the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def stop_on_signals(timeout_s: float) -> asyncio.Event:
     """Return an event set by the first SIGTERM or SIGINT, and arm the drain's deadline then.
 
