@@ -216,6 +216,21 @@ class Ledger:
         """When the client's ack is due for a message pushed ``now``."""
         return now + self._ack_timeout_s
 
+    def ack_waits(
+        self, account: Account, mids: Iterable[str], now: float
+    ) -> list[float]:
+        """How long each live message among ``mids`` waited for its client's ack, by ``now``
+        (seconds since its push; the deadline was set from the push). Stored messages, and
+        mids not held here, are left out. Ask before ``on_client_ack`` releases them."""
+        # deadline = pushed + ack timeout, so the wait is now - pushed.
+        due_now = now + self._ack_timeout_s
+        waits = []
+        for mid in mids:
+            unacked = account.unacked.get(mid)
+            if unacked is not None and unacked.held:
+                waits.append(max(0.0, due_now - unacked.deadline))
+        return waits
+
     def on_client_ack(
         self, account: Account, mids: Iterable[str]
     ) -> tuple[list[str], list[LedgerEffect]]:
