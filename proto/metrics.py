@@ -68,8 +68,9 @@ REDIS_SECONDS = "switchboard_router_redis_seconds"
 """Histogram by ``operation`` (``REDIS_OPERATIONS``): Redis round trips, one per pipeline."""
 ROUTER_QUEUE_WAIT_SECONDS = "switchboard_router_queue_wait_seconds"
 """Histogram: a message's age (from its ``ts``, when its gateway accepted it) when the router
-starts its batch: the gateway's ``Batch``, the broker, the router's queue and inbox. ``ts`` is
-in whole milliseconds: the age is up to 1 ms longer than the wait."""
+starts its batch: the gateway's ``Batch``, the broker, the router's queue and inbox. In whole
+milliseconds (``ts`` and the router's clock rounded down): each age within 1 ms, their mean
+right."""
 ROUTER_BATCH_SECONDS = "switchboard_router_batch_seconds"
 """Histogram by ``stage`` (``ROUTER_STAGES``): the stages of a batch the router routed, one
 observation per batch and stage."""

@@ -130,7 +130,7 @@ class BatchRouter:
         settles the batch waits for their confirms, then for the batch before it.
         """
         # The stages of the batch, for observability.BATCH_STAGES: a clock read per stage.
-        started_s, started = time.time(), time.monotonic()
+        started_ms, started = time.time_ns() // 1_000_000, time.monotonic()
         accepted: list[AbstractIncomingMessage] = []
         batch: list[Inbound] = []
         dead_letters: list[Publication] = []
@@ -142,7 +142,7 @@ class BatchRouter:
         if not batch:
             self._slots.release()
             return
-        observability.count_queue_waits(batch, started_s)
+        observability.count_queue_waits(batch, started_ms)
         decoded = time.monotonic()
         observability.STAGE_DECODE.observe(decoded - started)
         at_ms = now_ms()

@@ -40,7 +40,7 @@ REDIS_ROUND_TRIPS = Histogram(
 )
 QUEUE_WAIT = Histogram(
     metrics.ROUTER_QUEUE_WAIT_SECONDS,
-    "Age of a message (from its ts, whole milliseconds) when the router starts its batch.",
+    "Age of a message (from its ts, in whole ms) when the router starts its batch.",
     buckets=HOP_BUCKETS_S,
     registry=REGISTRY,
 )
@@ -86,14 +86,14 @@ def count_routed(batch: Sequence[Inbound], plan: Plan) -> None:
             ROUTED.labels(route_kind(message)).inc()
 
 
-def count_queue_waits(batch: Sequence[Inbound], started_s: float) -> None:
-    """Observe the age of each message of a batch (its ``ts``) when the batch started
-    (``started_s``, Unix seconds). Envelopes without a ``ts``, and backend commands (stamped
-    by the router itself), are left out."""
-    started_ms = started_s * 1000
+def count_queue_waits(batch: Sequence[Inbound], started_ms: int) -> None:
+    """Observe the age of each message of a batch (from its ``ts``) when the batch started
+    (``started_ms``, Unix ms rounded down like ``ts``: each age is within 1 ms, their mean
+    right). Envelopes without a ``ts``, and backend commands (stamped by the router itself),
+    are left out."""
     for envelope in batch:
         if isinstance(envelope, Outgoing) and envelope.ts:
-            QUEUE_WAIT.observe(max(0.0, started_ms - envelope.ts) / 1000)
+            QUEUE_WAIT.observe(max(0, started_ms - envelope.ts) / 1000)
 
 
 def count_throttled(plan: Plan) -> None:

@@ -235,7 +235,7 @@ def test_the_queue_wait_of_a_message_runs_from_its_ts_and_leaves_others_out() ->
 
     heartbeat = Heartbeat(gateway_id="gw", connections=1)
     router.observability.count_queue_waits(
-        [outgoing(1_000_000), heartbeat, outgoing(1_000_003), outgoing(0)], 1_000.005
+        [outgoing(1_000_000), heartbeat, outgoing(1_000_003), outgoing(0)], 1_000_005
     )
     assert _sample(count) == before[0] + 2
     assert _sample(total) == pytest.approx(before[1] + 0.005 + 0.002)
