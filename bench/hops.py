@@ -30,6 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from proto import metrics
 
 SCRAPE_TIMEOUT_S = 5.0
+CPU_SECONDS = "process_cpu_seconds_total"
+"""prometheus-client's process collector: user and system CPU of the process."""
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
@@ -138,6 +140,22 @@ def breakdown(
     return figures
 
 
+def cpu_seconds(
+    before: Mapping[str, Sequence[Samples]], after: Mapping[str, Sequence[Samples]]
+) -> dict[str, float]:
+    """The CPU each service's processes spent between the two scrapes, by module."""
+    spent = {}
+    for module, scrapes in after.items():
+        pairs = zip(before.get(module, ()), scrapes, strict=True)
+        spent[module] = sum(
+            value - b.get((name, labels), 0.0)
+            for b, a in pairs
+            for (name, labels), value in a.items()
+            if name == CPU_SECONDS
+        )
+    return spent
+
+
 def median_of(cumulative: Mapping[float, float]) -> float:
     """The median from cumulative bucket counts (upper bound -> count), linear in its bucket."""
     bounds = sorted(cumulative)
@@ -156,13 +174,19 @@ def median_of(cumulative: Mapping[float, float]) -> float:
     return math.nan
 
 
-def format_breakdown(figures: Sequence[Figure], rate: int) -> str:
+def format_breakdown(
+    figures: Sequence[Figure], cpu_us_per_message: Mapping[str, float], rate: int
+) -> str:
     lines = [f"  hops at {rate:,}/s (mean, median from buckets; count):"]
     for figure in figures:
         lines.append(
             f"    {figure.hop.name:42} {figure.mean_s * 1000:8.2f} ms "
             f"{figure.median_s * 1000:8.2f} ms {figure.count:8.0f}"
         )
+    lines.append(
+        "    CPU per message delivered: "
+        + ", ".join(f"{m} {us:.0f} us" for m, us in cpu_us_per_message.items())
+    )
     return "\n".join(lines)
 
 

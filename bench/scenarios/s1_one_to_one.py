@@ -175,8 +175,25 @@ async def measure_rate(
     )
     measured = []
     if ports is not None and before is not None:
-        figures = hops.breakdown(before, await hops.scrape_all(ports))
-        print(hops.format_breakdown(figures, rate), file=sys.stderr, flush=True)
+        after = await hops.scrape_all(ports)
+        figures = hops.breakdown(before, after)
+        cpu_us = {
+            module: seconds * 1e6 / max(1, paced.received)
+            for module, seconds in hops.cpu_seconds(before, after).items()
+        }
+        print(hops.format_breakdown(figures, cpu_us, rate), file=sys.stderr, flush=True)
+        measured += [
+            Measurement(
+                NAME,
+                system.name,
+                f"CPU us per message at {rate:,}/s, {module} processes",
+                us,
+                "us",
+                "lower",
+                note=f"{HOP_NOTE}; {note}",
+            )
+            for module, us in cpu_us.items()
+        ]
         measured += [
             Measurement(
                 NAME,

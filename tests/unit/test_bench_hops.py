@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bench.hops import HOPS, Samples, breakdown, median_of
+from bench.hops import HOPS, Labels, Samples, breakdown, cpu_seconds, median_of
 from proto import metrics
 
 
@@ -51,3 +51,15 @@ def test_a_hop_is_what_the_phase_added_over_every_process_of_its_service() -> No
 def test_every_hop_reads_a_histogram_the_services_declare() -> None:
     assert {hop.metric for hop in HOPS} <= set(metrics.ALL_NAMES)
     assert {hop.module for hop in HOPS} == {"gateway", "router"}
+
+
+def test_cpu_is_summed_over_the_processes_of_each_service() -> None:
+    cpu = "process_cpu_seconds_total"
+    gateway: Labels = (("service", "gateway"),)
+    before: dict[str, list[Samples]] = {
+        "gateway": [{(cpu, gateway): 1.0}, {(cpu, gateway): 2.0}]
+    }
+    after: dict[str, list[Samples]] = {
+        "gateway": [{(cpu, gateway): 1.5}, {(cpu, gateway): 2.25}]
+    }
+    assert cpu_seconds(before, after) == {"gateway": pytest.approx(0.75)}
