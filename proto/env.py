@@ -21,8 +21,8 @@ GATEWAY_PORT = "SWITCHBOARD_GATEWAY_PORT"
 GATEWAY_ID = "SWITCHBOARD_GATEWAY_ID"
 LOG_LEVEL = "SWITCHBOARD_LOG_LEVEL"
 EVENT_LOOP = "SWITCHBOARD_EVENT_LOOP"
-"""The services' event loop: ``uvloop`` (libuv, less CPU per message) or ``asyncio`` (the
-standard library's)."""
+"""The services' event loop: ``asyncio`` (the standard library's, the default) or ``uvloop``
+(libuv's)."""
 QUEUE_TYPE = "SWITCHBOARD_QUEUE_TYPE"
 INIT_TIMEOUT_S = "SWITCHBOARD_INIT_TIMEOUT_S"
 IDLE_TIMEOUT_S = "SWITCHBOARD_IDLE_TIMEOUT_S"

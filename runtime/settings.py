@@ -19,7 +19,7 @@ from proto.topology import QUEUE_TYPES
 LOG_LEVELS = ("debug", "info", "warning", "error")
 EVENT_LOOPS = ("uvloop", "asyncio")
 DEFAULT_EVENT_LOOP = "asyncio"
-"""Until uvloop is measured against it (bench s1)."""
+"""uvloop did not do consistently better in bench s1 (bench/README.md, "Event loop")."""
 MAX_PREFETCH = 65535
 """AMQP's prefetch count is a 16-bit number."""
 
