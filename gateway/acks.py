@@ -219,17 +219,13 @@ class Ledger:
     def ack_waits(
         self, account: Account, mids: Iterable[str], now: float
     ) -> list[float]:
-        """How long each live message among ``mids`` waited for its client's ack, by ``now``
-        (seconds since its push; the deadline was set from the push). Stored messages, and
-        mids not held here, are left out. Ask before ``on_client_ack`` releases them."""
-        # deadline = pushed + ack timeout, so the wait is now - pushed.
+        """Seconds from each live message's push (its deadline less the ack timeout) to ``now``,
+        among ``mids``; stored ones and others are left out. Ask before ``on_client_ack``."""
         due_now = now + self._ack_timeout_s
-        waits = []
-        for mid in mids:
-            unacked = account.unacked.get(mid)
-            if unacked is not None and unacked.held:
-                waits.append(max(0.0, due_now - unacked.deadline))
-        return waits
+        held = (account.unacked.get(mid) for mid in mids)
+        return [
+            max(0.0, due_now - u.deadline) for u in held if u is not None and u.held
+        ]
 
     def on_client_ack(
         self, account: Account, mids: Iterable[str]
