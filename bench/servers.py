@@ -9,6 +9,7 @@ stack waits for: its services are started with a metrics port instead, and are r
 import asyncio
 import sys
 import uuid
+from dataclasses import dataclass, field
 
 import aio_pika
 
@@ -74,10 +75,9 @@ async def wait_ready(service: ServiceProcess, port: int, within_s: float) -> Non
 
 
 async def start_quiet_service(
-    name: str, module: str, environ: dict[str, str]
+    name: str, module: str, environ: dict[str, str], metrics_port: int
 ) -> ServiceProcess:
     """Start ``python -m module`` with a metrics port; return once its /readyz answers 200."""
-    metrics_port = free_port()
     service = await spawn_service(
         name, module, {**environ, env.METRICS_PORT: str(metrics_port)}
     )
@@ -89,13 +89,25 @@ async def start_quiet_service(
     return service
 
 
+@dataclass
 class QuietStack(Stack):
     """A test stack whose services log warnings only, and are awaited through /readyz."""
+
+    metrics_ports: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Module (``gateway``, ``router``, ``offline_store``) -> process name -> its metrics
+    port (a restarted process keeps its name and takes a new port)."""
 
     async def start_process(
         self, name: str, module: str, environ: dict[str, str]
     ) -> ServiceProcess:
-        return await start_quiet_service(name, module, environ)
+        port = free_port()
+        self.metrics_ports.setdefault(module, {})[name] = port
+        return await start_quiet_service(name, module, environ, port)
+
+    def metrics_ports_by_module(self) -> dict[str, list[int]]:
+        return {
+            module: list(ports.values()) for module, ports in self.metrics_ports.items()
+        }
 
 
 def bench_stack(**settings: str) -> QuietStack:

@@ -216,6 +216,17 @@ class Ledger:
         """When the client's ack is due for a message pushed ``now``."""
         return now + self._ack_timeout_s
 
+    def ack_waits(
+        self, account: Account, mids: Iterable[str], now: float
+    ) -> list[float]:
+        """Seconds from each live message's push (its deadline less the ack timeout) to ``now``,
+        among ``mids``; stored ones and others are left out. Ask before ``on_client_ack``."""
+        due_now = now + self._ack_timeout_s
+        held = (account.unacked.get(mid) for mid in mids)
+        return [
+            max(0.0, due_now - u.deadline) for u in held if u is not None and u.held
+        ]
+
     def on_client_ack(
         self, account: Account, mids: Iterable[str]
     ) -> tuple[list[str], list[LedgerEffect]]:

@@ -50,7 +50,9 @@ class Bus:
         self._consumer: Consumer | None = None
         self._on_delivery: OnMessage | None = None
         max_batch_bytes = min(BATCH_MAX_BYTES, settings.max_amqp_message_bytes)
-        self._coalescer = Coalescer(self._publish_batch, max_batch_bytes)
+        self._coalescer = Coalescer(
+            self._publish_batch, max_batch_bytes, observability.BATCH_WAIT
+        )
         # Acks of stored messages, for the offline store, coalesced the same way on their own
         # routing key: a flood of acks costs one confirmed publish per Batch, not one per frame.
         self._ack_coalescer = Coalescer(self._publish_ack_batch, max_batch_bytes)

@@ -7,6 +7,7 @@ asks it to close. What the client has not acknowledged is its ``Account`` (``ack
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import structlog
 from websockets.asyncio.server import ServerConnection
@@ -27,6 +28,18 @@ class CloseRequest:
     reason: str
 
 
+class Delivered(NamedTuple):
+    """A frame of a delivery from the gateway's queue, for the push histogram
+    (``observability.PUSH``)."""
+
+    frame: bytes
+    consumed_at: float
+    """``time.monotonic()`` when the hub took the delivery from the queue."""
+
+
+OutboxItem = bytes | Delivered | CloseRequest
+
+
 class Outbox:
     """A connection's frames waiting for its writer: a bounded FIFO with one waiting reader.
 
@@ -38,11 +51,11 @@ class Outbox:
     __slots__ = ("_items", "_maxsize", "_waiter")
 
     def __init__(self, maxsize: int) -> None:
-        self._items: deque[bytes | CloseRequest] | None = None
+        self._items: deque[OutboxItem] | None = None
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
 
-    def put_nowait(self, item: "bytes | CloseRequest") -> bool:
+    def put_nowait(self, item: OutboxItem) -> bool:
         """Queue an item; False when ``maxsize`` items wait already."""
         if self._items is None:
             self._items = deque()
@@ -53,7 +66,7 @@ class Outbox:
             self._waiter.set_result(None)
         return True
 
-    async def get(self) -> "bytes | CloseRequest":
+    async def get(self) -> OutboxItem:
         """The oldest item, waiting for one if there is none."""
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
@@ -96,11 +109,17 @@ class Connection:
         if self.registration is not None and not self.registration.done():
             self.registration.set_result(None)
 
-    def push(self, frame: bytes) -> bool:
-        """Queue a frame for the writer; False when the client is too far behind."""
+    def push(self, frame: bytes, consumed_at: float | None = None) -> bool:
+        """Queue a frame for the writer; False when the client is too far behind.
+
+        ``consumed_at``: when the delivery that brings the frame was consumed, for the push
+        histogram; None for the gateway's own replies.
+        """
         if self.is_closing:
             return False
-        return self.outbox.put_nowait(frame)
+        if consumed_at is None:
+            return self.outbox.put_nowait(frame)
+        return self.outbox.put_nowait(Delivered(frame, consumed_at))
 
     def request_close(self, code: CloseCode, reason: str) -> None:
         """Close after the frames already queued."""

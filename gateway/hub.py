@@ -201,6 +201,7 @@ class Hub:
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """Push a delivery to its connections; runs without awaiting until every push is queued."""
+        consumed_at = time.monotonic()  # for the push histogram (observability.PUSH)
         try:
             decoded = decode_delivery_items(message.body)
         except BadEnvelope as exc:  # not even an object with items: nothing to save
@@ -237,7 +238,7 @@ class Hub:
             connection = self.connections[push.conn_id]
             if not admission.admit(connection.account, push):
                 continue
-            if not connection.push(push.frame):
+            if not connection.push(push.frame, consumed_at):
                 self._close(
                     connection, CloseCode.SLOW_CONSUMER, "too many frames waiting"
                 )
@@ -269,7 +270,11 @@ class Hub:
 
         Those are the mids not held here and the stored messages replayed here.
         """
-        elsewhere, effects = self._ledger.on_client_ack(connection.account, mids)
+        account = connection.account
+        observability.count_client_acks(
+            self._ledger.ack_waits(account, mids, self._clock())
+        )
+        elsewhere, effects = self._ledger.on_client_ack(account, mids)
         for effect in effects:
             await self._perform(effect)
         if self.syncs is not None:

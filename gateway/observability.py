@@ -5,8 +5,9 @@ Their names come from ``proto/metrics.py``; ``runtime/health.py`` serves them on
 this module decides nothing about connections or deliveries.
 """
 
+import time
 import typing
-from collections.abc import Sized
+from collections.abc import Iterable, Sized
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -14,7 +15,7 @@ from proto import envelopes, frames, metrics
 from proto.codes import CloseCode, ErrorCode
 from proto.mids import MID_PATTERN, mid_time_ms
 from proto.names import GATEWAY_TO_ROUTER_KEYS, KEY_ACK, KEY_ACK_BATCH, KEY_BATCH
-from runtime.metrics import ERRORS, REGISTRY
+from runtime.metrics import ERRORS, HOP_BUCKETS_S, REGISTRY
 
 LATENCY_BUCKETS_S = (
     0.005,
@@ -62,6 +63,25 @@ DELIVERY_LATENCY = Histogram(
     metrics.DELIVERY_LATENCY_SECONDS,
     "Time from a message's ts to its push to the recipient's connection (live messages).",
     buckets=LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+BATCH_WAIT = Histogram(
+    metrics.GATEWAY_BATCH_WAIT_SECONDS,
+    "Time an envelope for the routers waits for its Batch's publish (the Batch before it "
+    "waits for its confirm).",
+    buckets=HOP_BUCKETS_S,
+    registry=REGISTRY,
+)
+PUSH = Histogram(
+    metrics.GATEWAY_PUSH_SECONDS,
+    "Time from a delivery's consume to each of its frames' write to a client's socket.",
+    buckets=HOP_BUCKETS_S,
+    registry=REGISTRY,
+)
+CLIENT_ACK = Histogram(
+    metrics.GATEWAY_CLIENT_ACK_SECONDS,
+    "Time from a live message's push to its client's ack.",
+    buckets=HOP_BUCKETS_S,
     registry=REGISTRY,
 )
 PUBLISHES = Counter(
@@ -177,6 +197,19 @@ _PUBLISHED_KEYS = (
     KEY_ACK_BATCH,
 )
 _PUBLISHES_BY_KEY = {key: PUBLISHES.labels(key) for key in _PUBLISHED_KEYS}
+
+
+def count_pushed(frame: bytes, consumed_at: float) -> None:
+    """Count a frame of a delivery written to a client, and the time since its delivery was
+    consumed (``consumed_at``, ``time.monotonic()``)."""
+    PUSH.observe(time.monotonic() - consumed_at)
+    count_frame_sent(frame)
+
+
+def count_client_acks(waits_s: Iterable[float]) -> None:
+    """Observe how long each live message a client acknowledged waited for its ack."""
+    for wait_s in waits_s:
+        CLIENT_ACK.observe(wait_s)
 
 
 def count_publish(routing_key: str) -> None:

@@ -20,7 +20,7 @@ from websockets.typing import Origin
 
 from gateway import observability
 from gateway.bus import Bus
-from gateway.connection import CloseRequest, Connection, Outbox
+from gateway.connection import CloseRequest, Connection, Delivered, Outbox
 from gateway.credentials import Verifier
 from gateway.effects import Effect, FetchKeys
 from gateway.hub import Hub
@@ -242,6 +242,10 @@ class ClientServer:
                 if isinstance(item, CloseRequest):
                     await self._close(websocket, item.code, item.reason)
                     return
+                if isinstance(item, Delivered):
+                    await websocket.send(item.frame, text=True)
+                    observability.count_pushed(item.frame, item.consumed_at)
+                    continue
                 await websocket.send(item, text=True)
                 observability.count_frame_sent(item)
         except ConnectionClosed:

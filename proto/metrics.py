@@ -45,6 +45,18 @@ GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
 RATE_LIMITED_TOTAL = "switchboard_gateway_rate_limited_total"
 """Counter by ``limit``: frames answered ``rate_limited``, by the limit that refused them."""
 
+# The hops of a message, each a histogram observed per message: where its milliseconds go.
+GATEWAY_BATCH_WAIT_SECONDS = "switchboard_gateway_batch_wait_seconds"
+"""Histogram: from an envelope for the routers joining the next ``Batch`` to that ``Batch``'s
+publish (the wait for the ``Batch`` before it to be confirmed); its publish to its confirm is
+``PUBLISH_CONFIRM_SECONDS``."""
+GATEWAY_PUSH_SECONDS = "switchboard_gateway_push_seconds"
+"""Histogram: from a delivery's consume (from the gateway's queue) to each of its frames'
+write to a client's socket."""
+GATEWAY_CLIENT_ACK_SECONDS = "switchboard_gateway_client_ack_seconds"
+"""Histogram: from a live message's push (queued for its connection, as its delivery is
+consumed) to its client's ``ack``; stored messages replayed are left out."""
+
 # Router
 MESSAGES_ROUTED_TOTAL = "switchboard_router_messages_routed_total"
 """Counter by ``kind``: messages routed (client retries dropped are not counted)."""
@@ -54,6 +66,14 @@ throttle it."""
 
 REDIS_SECONDS = "switchboard_router_redis_seconds"
 """Histogram by ``operation`` (``REDIS_OPERATIONS``): Redis round trips, one per pipeline."""
+ROUTER_QUEUE_WAIT_SECONDS = "switchboard_router_queue_wait_seconds"
+"""Histogram: a message's age (from its ``ts``, when its gateway accepted it) when the router
+starts its batch: the gateway's ``Batch``, the broker, the router's queue and inbox. In whole
+milliseconds (``ts`` and the router's clock rounded down): each age within 1 ms, their mean
+right."""
+ROUTER_BATCH_SECONDS = "switchboard_router_batch_seconds"
+"""Histogram by ``stage`` (``ROUTER_STAGES``): the stages of a batch the router routed, one
+observation per batch and stage."""
 
 # Offline store
 OFFLINE_STORED_TOTAL = "switchboard_offline_messages_stored_total"
@@ -96,6 +116,7 @@ LABEL_SERVICE = "service"
 LABEL_OPERATION = "operation"
 LABEL_VERSION = "version"
 LABEL_PYTHON = "python"
+LABEL_STAGE = "stage"
 SERVICES = {"gateway": "gateway", "router": "router", "offline_store": "offline-store"}
 """The ``service`` label of each service, by its package."""
 DISTRIBUTION = "switchboard"
@@ -131,6 +152,10 @@ RATE_LIMITS = ("frames", "bytes", "uid")
 """Values of ``limit``: the connection's frames or bytes per second, or the uid's throttle."""
 
 ROUTE_KINDS = ("direct", "group", "room", "broadcast")
+ROUTER_STAGES = ("decode", "plan", "deliver", "settle")
+"""Values of ``stage``: ``decode`` the batch's messages; ``plan`` its Redis lookups and routing
+decision; ``deliver`` from the publish of its deliveries to their last confirm; ``settle`` from
+there to its ack (in batch order: the batch before it, Redis writes, replies such as ``sent``)."""
 FRAME_TYPE_BINARY = "binary"
 """A binary WebSocket frame (rejected: Switchboard speaks JSON text)."""
 FRAME_TYPE_UNKNOWN = "unknown"
@@ -176,4 +201,9 @@ ALL_NAMES = (
     POSTGRES_SECONDS,
     BUILD_INFO,
     PUBLISH_CONFIRM_SECONDS,
+    GATEWAY_BATCH_WAIT_SECONDS,
+    GATEWAY_PUSH_SECONDS,
+    GATEWAY_CLIENT_ACK_SECONDS,
+    ROUTER_QUEUE_WAIT_SECONDS,
+    ROUTER_BATCH_SECONDS,
 )

@@ -20,6 +20,7 @@ requests, replies, the ack or the requeue) happens strictly in batch order.
 """
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -128,6 +129,8 @@ class BatchRouter:
         Returns once the batch's deliveries are published (not yet confirmed): the task that
         settles the batch waits for their confirms, then for the batch before it.
         """
+        # The stages of the batch, for observability.BATCH_STAGES: a clock read per stage.
+        started_ms, started = time.time_ns() // 1_000_000, time.monotonic()
         accepted: list[AbstractIncomingMessage] = []
         batch: list[Inbound] = []
         dead_letters: list[Publication] = []
@@ -139,14 +142,19 @@ class BatchRouter:
         if not batch:
             self._slots.release()
             return
+        observability.count_queue_waits(batch, started_ms)
+        decoded = time.monotonic()
+        observability.STAGE_DECODE.observe(decoded - started)
         at_ms = now_ms()
         try:
             plan = await self._plan(batch, at_ms)
+            planned = time.monotonic()
+            observability.STAGE_PLAN.observe(planned - decoded)
             delivering: asyncio.Task[None] | None = asyncio.create_task(
                 self._bus.publish_all((*plan.deliveries, *plan.events, *dead_letters))
             )
         except Exception as exc:
-            plan, delivering = None, None
+            plan, delivering, planned = None, None, 0.0
             failure: Exception | None = exc
         else:
             failure = None
@@ -160,6 +168,7 @@ class BatchRouter:
                 failure,
                 at_ms,
                 self._last_settling,
+                planned,
             )
         )
         settling.add_done_callback(lambda _: self._slots.release())
@@ -175,6 +184,7 @@ class BatchRouter:
         failure: Exception | None,
         at_ms: int,
         previous: "asyncio.Task[None] | None",
+        planned: float,
     ) -> None:
         """Finish a batch once its deliveries are confirmed and the batch before it is settled;
         acknowledge it. Never raises.
@@ -189,12 +199,19 @@ class BatchRouter:
         would dead-letter messages already answered ``sent``. It is requeued only when the
         router is stopping, or when the failure is unexpected (a bug: the delivery limit then
         ends a loop).
+
+        ``planned``: when the deliveries were published (``time.monotonic()``); the deliver
+        and settle stages of a batch that went through at the first try are observed.
         """
+        delivered = 0.0
         if failure is None and delivering is not None:
             try:
                 await delivering
             except Exception as exc:
                 failure = exc
+            else:
+                delivered = time.monotonic()
+                observability.STAGE_DELIVER.observe(delivered - planned)
         if previous is not None:
             await asyncio.wait([previous])  # settles in order
         if failure is None and plan is not None:
@@ -202,6 +219,8 @@ class BatchRouter:
                 await self._after_confirms(batch, plan, at_ms)
             except Exception as exc:
                 failure = exc
+        if failure is not None:
+            delivered = 0.0  # its settle would count the retries
         while failure is not None:
             log_batch_failed(failure, EXPECTED_FAILURES, size=len(batch))
             if (
@@ -214,6 +233,8 @@ class BatchRouter:
         self._backoff.reset()
         # The batch before this one is settled already: settles are in delivery order.
         await ack_batch(accepted)
+        if delivered:
+            observability.STAGE_SETTLE.observe(time.monotonic() - delivered)
 
     async def _route_again(
         self, batch: Sequence[Inbound], dead_letters: Sequence[Publication]

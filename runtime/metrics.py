@@ -56,6 +56,10 @@ ROUND_TRIP_BUCKETS_S = (
 )
 """Buckets of the round-trip histograms (broker confirms, Redis, PostgreSQL): milliseconds
 apart at the bottom, up to the publish and command timeouts."""
+HOP_BUCKETS_S = (*ROUND_TRIP_BUCKETS_S, 10.0, 30.0)
+"""Buckets of the histograms of a message's hops (``proto.metrics``: the wait for a ``Batch``,
+a router's queue, a push, a client's ack): the round trips' and up to the ack timeout, since a
+hop lasts a millisecond or two when all is well, and seconds behind a backlog."""
 UNKNOWN_VERSION = "unknown"
 
 

@@ -17,6 +17,9 @@ from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, MIN_MAX_AMQP_MESSAGE_B
 from proto.topology import QUEUE_TYPES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+EVENT_LOOPS = ("uvloop", "asyncio")
+DEFAULT_EVENT_LOOP = "asyncio"
+"""uvloop did not do consistently better in bench s1 (bench/README.md, "Event loop")."""
 MAX_PREFETCH = 65535
 """AMQP's prefetch count is a 16-bit number."""
 
@@ -32,6 +35,8 @@ class ServiceSettings:
     log_level: str
     prefetch: int
     """Unacknowledged messages RabbitMQ hands this service at once (per consumer)."""
+    event_loop: str = DEFAULT_EVENT_LOOP
+    """``uvloop`` or ``asyncio``: the loop ``runtime.startup.run_service`` runs the service on."""
     publish_timeout_s: float
     connect_timeout_s: float
     """Deadline of connecting to a dependency, and of each declaration on the broker."""
@@ -56,6 +61,7 @@ class ServiceFields(TypedDict):
     queue_type: str
     log_level: str
     prefetch: int
+    event_loop: str
     publish_timeout_s: float
     connect_timeout_s: float
     shutdown_timeout_s: float
@@ -72,6 +78,7 @@ def service_fields(environ: Mapping[str, str]) -> ServiceFields:
         queue_type=queue_type(environ),
         log_level=log_level(environ),
         prefetch=prefetch(environ),
+        event_loop=event_loop(environ),
         publish_timeout_s=publish_timeout_s(environ),
         connect_timeout_s=connect_timeout_s(environ),
         shutdown_timeout_s=shutdown_timeout_s(environ),
@@ -100,6 +107,10 @@ def queue_type(environ: Mapping[str, str]) -> str:
 
 def log_level(environ: Mapping[str, str]) -> str:
     return env.choice(environ, env.LOG_LEVEL, LOG_LEVELS, "info")
+
+
+def event_loop(environ: Mapping[str, str]) -> str:
+    return env.choice(environ, env.EVENT_LOOP, EVENT_LOOPS, DEFAULT_EVENT_LOOP)
 
 
 def prefetch(environ: Mapping[str, str]) -> int:

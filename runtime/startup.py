@@ -1,8 +1,9 @@
-"""How a service process starts: settings, logging, ``asyncio.run``, and its exit code.
+"""How a service process starts: settings, logging, its event loop, and its exit code.
 
-Every ``python -m <service>`` calls ``run_service``. Exit codes: 0 after a clean shutdown; 2 for
-unusable settings (read from the environment, or found at startup, such as a queue declared with
-another type); 1 when a dependency cannot be reached at startup; 3 when the drain overran its
+Every ``python -m <service>`` calls ``run_service``, which runs the service on the event loop
+``SWITCHBOARD_EVENT_LOOP`` names (uvloop or asyncio's). Exit codes: 0 after a clean shutdown; 2
+for unusable settings (read from the environment, or found at startup, such as a queue declared
+with another type); 1 when a dependency cannot be reached at startup; 3 when the drain overran its
 deadline (``shutdown.EXIT_OVERRAN``). A startup error is one line on stderr, prefixed with the
 service's name, that says which variable to fix or which dependency is missing, where it was
 looked for, and how to start it; it never carries a password.
@@ -15,7 +16,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from proto.env import location
+from proto.env import EVENT_LOOP, location
 from proto.errors import DependencyUnavailable, SettingsError
 from proto.logs import configure_logging
 from proto.metrics import SERVICES
@@ -46,12 +47,33 @@ def run_service(
         return _fail(service, exc, EXIT_SETTINGS)
     configure_logging(settings.log_level)
     try:
-        asyncio.run(main(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(main(settings))
     except SettingsError as exc:
         return _fail(service, exc, EXIT_SETTINGS)
     except DependencyUnavailable as exc:
         return _fail(service, exc, EXIT_UNAVAILABLE)
     return EXIT_OK
+
+
+def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the service's event loop (``SWITCHBOARD_EVENT_LOOP``); None: asyncio's own.
+
+    uvloop is imported only when chosen (it is not built for Windows).
+
+    Raises:
+        SettingsError: uvloop is chosen and not installed.
+    """
+    if event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise SettingsError(
+            f"{EVENT_LOOP}=uvloop, but uvloop is not installed here: install it, or set "
+            f"{EVENT_LOOP}=asyncio"
+        ) from None
+    return uvloop.new_event_loop
 
 
 def _fail(service: str, exc: Exception, code: int) -> int:

@@ -15,20 +15,28 @@ The raw aio-pika rates (``bench/brokerrate.py``) are the broker client's ceiling
 """
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from bench import brokerrate, systems
+from bench import brokerrate, hops, systems
 from bench.harness import LoadWorker, load_workers, play
 from bench.report import Measurement
+from bench.servers import QuietStack
 
 NAME = "1:1 cross-gateway"
 RATES = (500, 1000, 2000)
 CLIENT_LIBRARY_RATE = 1000
 RAW_CLIENTS = "raw WebSocket clients"
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
+HOP_RATES = (500, 1000)
+"""The rates at which Switchboard's hops are read from its /metrics (``bench/hops.py``)."""
+HOP_NOTE = (
+    "the phase's observations (warmup included) summed over the service's processes, "
+    "from /metrics (bench/hops.py)"
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,15 @@ async def measure_rate(
     clients: str,
     metric_suffix: str = "",
 ) -> list[Measurement]:
-    """p50, p99 and p99.9 latency at ``rate`` messages per second in all, open loop."""
+    """p50, p99 and p99.9 latency at ``rate`` messages per second in all, open loop; for
+    Switchboard with raw clients at ``HOP_RATES``, the mean of each hop (``bench/hops.py``)."""
+    stack = system.stack
+    ports = (
+        stack.metrics_ports_by_module()
+        if isinstance(stack, QuietStack) and not metric_suffix and rate in HOP_RATES
+        else None
+    )
+    before = None if ports is None else await hops.scrape_all(ports)
     paced = await play(
         workers,
         {"cmd": "rate", "rate": rate / len(workers)},
@@ -157,7 +173,40 @@ async def measure_rate(
         f"open loop over {plan.pairs} pairs, {paced.delivered_per_s:,.0f}/s delivered, "
         f"{clients} ({paced.load_cpu_us_per_message:.0f} us load CPU/msg); {system.note}"
     )
-    return [
+    measured = []
+    if ports is not None and before is not None:
+        after = await hops.scrape_all(ports)
+        figures = hops.breakdown(before, after)
+        cpu_us = {
+            module: seconds * 1e6 / max(1, paced.received)
+            for module, seconds in hops.cpu_seconds(before, after).items()
+        }
+        print(hops.format_breakdown(figures, cpu_us, rate), file=sys.stderr, flush=True)
+        measured += [
+            Measurement(
+                NAME,
+                system.name,
+                f"CPU us per message at {rate:,}/s, {module} processes",
+                us,
+                "us",
+                "lower",
+                note=f"{HOP_NOTE}; {note}",
+            )
+            for module, us in cpu_us.items()
+        ]
+        measured += [
+            Measurement(
+                NAME,
+                system.name,
+                f"hop ms at {rate:,}/s, {figure.hop.name} (mean)",
+                figure.mean_s * 1000,
+                "ms",
+                "lower",
+                note=f"{HOP_NOTE}; {note}",
+            )
+            for figure in figures
+        ]
+    return measured + [
         Measurement(
             NAME,
             system.name,

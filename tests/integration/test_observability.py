@@ -30,6 +30,9 @@ GATEWAY_METRICS = (
     metrics.FRAMES_SENT_TOTAL,
     metrics.DELIVERIES_TOTAL,
     metrics.DELIVERY_LATENCY_SECONDS,
+    metrics.GATEWAY_BATCH_WAIT_SECONDS,
+    metrics.GATEWAY_PUSH_SECONDS,
+    metrics.GATEWAY_CLIENT_ACK_SECONDS,
     metrics.ERRORS_TOTAL,
     metrics.BROKER_RECONNECTS_TOTAL,
     metrics.READY,
@@ -37,6 +40,8 @@ GATEWAY_METRICS = (
 ROUTER_METRICS = (
     *SHARED_METRICS,
     metrics.REDIS_SECONDS,
+    metrics.ROUTER_QUEUE_WAIT_SECONDS,
+    metrics.ROUTER_BATCH_SECONDS,
     metrics.MESSAGES_ROUTED_TOTAL,
     metrics.ERRORS_TOTAL,
     metrics.BROKER_RECONNECTS_TOTAL,
@@ -214,6 +219,25 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
         operation="route",
     )
     await grows(ports["gw1"], metrics.HEARTBEATS_TOTAL, before["gw1"])
+    # Each hop of the message was observed: its wait for the sender's gateway's Batch, its
+    # age at the router and the stages of its batch there, its push, and the client's ack.
+    await grows(
+        ports["gw1"], f"{metrics.GATEWAY_BATCH_WAIT_SECONDS}_count", before["gw1"]
+    )
+    await grows(
+        ports["router"], f"{metrics.ROUTER_QUEUE_WAIT_SECONDS}_count", before["router"]
+    )
+    for stage in metrics.ROUTER_STAGES:
+        await grows(
+            ports["router"],
+            f"{metrics.ROUTER_BATCH_SECONDS}_count",
+            before["router"],
+            stage=stage,
+        )
+    await grows(ports["gw2"], f"{metrics.GATEWAY_PUSH_SECONDS}_count", before["gw2"])
+    await grows(
+        ports["gw2"], f"{metrics.GATEWAY_CLIENT_ACK_SECONDS}_count", before["gw2"]
+    )
 
     # A message for a uid that is offline goes to the store, is replayed, then acknowledged.
     stored = await alice.send_message("carol", {"text": "later"})

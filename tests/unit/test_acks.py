@@ -131,6 +131,17 @@ def test_a_delivery_is_acknowledged_once_every_copy_is_acknowledged() -> None:
     assert acks.pins.pinned == set()
 
 
+def test_the_wait_for_an_ack_runs_from_the_push_for_live_messages_only() -> None:
+    acks, bob = ledger(), account()
+    deliver(acks, 1, [(bob, live(mid(1)))], now=100.0)
+    deliver(acks, 2, [(bob, stored(mid(2)))], now=100.5)
+    deliver(acks, 3, [(bob, live(mid(3)))], now=101.0)
+    # A stored message and a mid not held here are left out.
+    assert acks.ack_waits(bob, [mid(1), mid(2), mid(3), mid(9)], 101.25) == [1.25, 0.25]
+    acks.on_client_ack(bob, [mid(1)])
+    assert acks.ack_waits(bob, [mid(1)], 102.0) == []  # released: not counted twice
+
+
 def test_a_delivery_that_holds_nothing_is_acknowledged_at_once() -> None:
     acks, bob = ledger(), account()
     pushed, effects = deliver(acks, 1, [(bob, room(mid(1)))])

@@ -80,3 +80,32 @@ async def test_a_failed_batch_fails_each_of_its_envelopes_and_no_other() -> None
     confirms.failure = None
     await coalescer.publish("k", b"{}")
     await coalescer.close()
+
+
+class Waits:
+    """An ``Observer`` that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def observe(self, amount: float) -> None:
+        self.seconds.append(amount)
+
+
+async def test_the_wait_of_each_envelope_for_its_batch_is_observed_as_it_leaves() -> (
+    None
+):
+    confirms = Confirms()
+    waits = Waits()
+    coalescer = Coalescer(confirms.publish, waits=waits)
+    first = asyncio.create_task(coalescer.publish("k", b"{}"))
+    await asyncio.sleep(0)
+    assert len(waits.seconds) == 1  # alone, at once
+    waiting = [asyncio.create_task(coalescer.publish("w", b"{}")) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert len(waits.seconds) == 1  # the three wait for the first batch's confirm
+    confirms.release.set()
+    await asyncio.gather(first, *waiting)
+    assert len(waits.seconds) == 4
+    assert waits.seconds[0] < 0.01 <= min(waits.seconds[1:])
+    await coalescer.close()

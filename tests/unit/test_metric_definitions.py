@@ -2,18 +2,21 @@
 round-trip histograms and their fixed label sets, the gateway's closes and heartbeats."""
 
 import platform
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 from prometheus_client import Counter, Gauge, Histogram
 
 import offline_store.latency
 import router.observability
 from gateway import observability as gateway_metrics
-from proto import metrics
+from proto import frames, metrics
 from proto.codes import CloseCode
+from proto.envelopes import Heartbeat, Outgoing
 from runtime.metrics import (
     PUBLISH_CONFIRM,
     REGISTRY,
@@ -197,3 +200,59 @@ def test_heartbeats_are_counted() -> None:
     before = gateway_metrics.HEARTBEATS._value.get()
     gateway_metrics.count_heartbeat()
     assert gateway_metrics.HEARTBEATS._value.get() == before + 1
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_router_exports_every_stage_of_a_batch_from_the_start() -> None:
+    stages = {
+        sample.labels[metrics.LABEL_STAGE]
+        for family in REGISTRY.collect()
+        if family.name == metrics.ROUTER_BATCH_SECONDS
+        for sample in family.samples
+    }
+    assert stages == set(metrics.ROUTER_STAGES)
+
+
+def test_the_queue_wait_of_a_message_runs_from_its_ts_and_leaves_others_out() -> None:
+    count = f"{metrics.ROUTER_QUEUE_WAIT_SECONDS}_count"
+    total = f"{metrics.ROUTER_QUEUE_WAIT_SECONDS}_sum"
+    before = _sample(count), _sample(total)
+
+    def outgoing(ts: int) -> Outgoing:
+        return Outgoing(
+            mid="m",
+            sender="a",
+            client_id="1",
+            body=msgspec.Raw(b"1"),
+            ts=ts,
+            gateway_id="gw",
+            conn_id="c",
+            to="b",
+        )
+
+    heartbeat = Heartbeat(gateway_id="gw", connections=1)
+    router.observability.count_queue_waits(
+        [outgoing(1_000_000), heartbeat, outgoing(1_000_003), outgoing(0)], 1_000_005
+    )
+    assert _sample(count) == before[0] + 2
+    assert _sample(total) == pytest.approx(before[1] + 0.005 + 0.002)
+
+
+def test_a_pushed_frame_is_counted_sent_and_its_push_observed() -> None:
+    count = f"{metrics.GATEWAY_PUSH_SECONDS}_count"
+    sent = gateway_metrics.FRAMES_SENT.labels("pong")
+    before = _sample(count), sent._value.get()
+    gateway_metrics.count_pushed(frames.encode(frames.Pong()), time.monotonic())
+    assert _sample(count) == before[0] + 1
+    assert sent._value.get() == before[1] + 1
+
+
+def test_client_acks_are_observed_one_per_message() -> None:
+    count = f"{metrics.GATEWAY_CLIENT_ACK_SECONDS}_count"
+    before = _sample(count)
+    gateway_metrics.count_client_acks([0.001, 0.002])
+    gateway_metrics.count_client_acks([])
+    assert _sample(count) == before + 2

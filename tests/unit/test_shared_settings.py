@@ -11,8 +11,14 @@ from offline_store.settings import Settings as StoreSettings
 from proto import env
 from proto.errors import SettingsError
 from router.settings import Settings as RouterSettings
-from runtime.settings import LOG_LEVELS, MAX_PREFETCH, ServiceSettings
-from runtime.startup import mask_password, unavailable
+from runtime.settings import (
+    DEFAULT_EVENT_LOOP,
+    EVENT_LOOPS,
+    LOG_LEVELS,
+    MAX_PREFETCH,
+    ServiceSettings,
+)
+from runtime.startup import loop_factory, mask_password, unavailable
 
 GATEWAY_ENV = {env.JWT_SECRET: "a-development-secret-of-32-chars!"}
 
@@ -37,6 +43,7 @@ def test_defaults_are_the_same_in_every_service(from_env: FromEnv) -> None:
     assert settings.shutdown_timeout_s == 10.0
     assert settings.metrics_port is None
     assert settings.history is False
+    assert settings.event_loop == DEFAULT_EVENT_LOOP
 
 
 @pytest.mark.parametrize("from_env", SERVICES.values(), ids=SERVICES.keys())
@@ -50,6 +57,7 @@ def test_shared_variables_are_read_alike(from_env: FromEnv) -> None:
             env.METRICS_PORT: "0",
             env.MAX_AMQP_MESSAGE_BYTES: "1048576",
             env.HISTORY: "on",
+            env.EVENT_LOOP: "asyncio",
         }
     )
     assert settings.names.namespace == "t1"
@@ -59,6 +67,7 @@ def test_shared_variables_are_read_alike(from_env: FromEnv) -> None:
     assert settings.metrics_port == 0
     assert settings.max_amqp_message_bytes == 1_048_576
     assert settings.history is True
+    assert settings.event_loop == "asyncio"
 
 
 @pytest.mark.parametrize("from_env", SERVICES.values(), ids=SERVICES.keys())
@@ -71,6 +80,7 @@ def test_shared_variables_are_read_alike(from_env: FromEnv) -> None:
         (env.NAMESPACE, "Bad-Namespace"),
         (env.METRICS_PORT, "65536"),
         (env.HISTORY, "yes"),
+        (env.EVENT_LOOP, "trio"),
     ],
 )
 def test_every_service_refuses_the_same_values(
@@ -83,6 +93,18 @@ def test_every_service_refuses_the_same_values(
 def test_every_log_level_is_one_the_logging_setup_knows() -> None:
     known = logging.getLevelNamesMapping()
     assert all(level.upper() in known for level in LOG_LEVELS)
+
+
+def test_each_event_loop_is_made_by_its_own_factory() -> None:
+    assert set(EVENT_LOOPS) == {"uvloop", "asyncio"}
+    assert loop_factory("asyncio") is None  # asyncio's default loop
+    uvloop_factory = loop_factory("uvloop")
+    assert uvloop_factory is not None
+    loop = uvloop_factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
 
 
 def test_a_startup_error_never_carries_the_password() -> None:
