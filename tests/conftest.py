@@ -41,6 +41,14 @@ def history(stack: Stack) -> Stack:
 
 
 @pytest.fixture
+def no_history(stack: Stack) -> Stack:
+    """The stack with ``SWITCHBOARD_HISTORY=off`` for every service it starts: the relay,
+    for tests of what a namespace without history does."""
+    stack.settings[env.HISTORY] = "off"
+    return stack
+
+
+@pytest.fixture
 async def backend(stack: Stack) -> AsyncIterator[Backend]:
     """A backend service on the stack's namespace: AMQP commands with replies, events."""
     async with open_backend(stack.names) as service:

@@ -47,8 +47,9 @@ async def answer(client: RawClient, client_id: str, frame: dict[str, Any]) -> Fr
 
 
 async def test_history_off_refuses_the_frames_and_the_commands_beside_other_traffic(
-    stack: Stack, backend: Backend
+    no_history: Stack, backend: Backend
 ) -> None:
+    stack = no_history
     # A small burst, nearly no refill: the history frames' cost is counted exactly.
     stack.settings.update({env.RATE_LIMIT_PER_S: "0.01", env.RATE_LIMIT_BURST: "12"})
     await stack.start(gateways=2)
