@@ -1,6 +1,6 @@
 """The history frames and commands end to end, before the offline store serves them.
 
-With ``SWITCHBOARD_HISTORY=off`` (the default) every gateway answers ``history``, ``read`` and
+With ``SWITCHBOARD_HISTORY=off`` every gateway answers ``history``, ``read`` and
 ``conversations`` with ``history_off`` (one frame each against the rate limits), ignores
 ``init``'s ``since``, and every router answers ``api.history``, ``api.conversations`` and
 ``api.message`` with ``history_off``, while the traffic of other users flows. With it on, the
