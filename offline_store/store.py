@@ -99,6 +99,7 @@ class Store:
         self._names = names
         self._max_rows_per_uid = max_rows_per_uid
         self._retention_s = retention_s
+        self._history = history
         table = table_identifier(names)
         self._create_table_sql = (
             f"CREATE TABLE IF NOT EXISTS {table} ("
@@ -161,43 +162,66 @@ class Store:
             " USING unnest($1::text[], $2::text[]) AS acked(uid, mid)"
             " WHERE stored.uid = acked.uid AND stored.mid = acked.mid"
         )
-        # Keyset pagination: the first page includes from_mid, the next ones start after the
-        # last mid seen; both walk the primary key's index.
-        # Rows older than the retention ($4 s) are never replayed, swept or not.
-        self._first_page_sql = (
-            f"SELECT mid, frame FROM {table}"
-            " WHERE uid = $1 AND mid >= $2"
-            " AND stored_at >= now() - make_interval(secs => $4)"
-            " ORDER BY mid LIMIT $3"
+        self._first_page_sql, self._next_page_sql = self._page_statements(
+            reads_thin_rows=history
         )
-        self._next_page_sql = (
-            f"SELECT mid, frame FROM {table}"
-            " WHERE uid = $1 AND mid > $2"
-            " AND stored_at >= now() - make_interval(secs => $4)"
-            " ORDER BY mid LIMIT $3"
-        )
-        if history:
-            # Thin rows (no frame) take the message's frame and carry their seq, to be
-            # written into it; rows with a frame (handed over by a gateway, or kept with
-            # history off) are replayed as they are.
-            messages = table_identifier(names, names.messages_table)
-            for bound, name in ((">=", "_first_page_sql"), (">", "_next_page_sql")):
-                setattr(
-                    self,
-                    name,
-                    "SELECT s.mid, coalesce(s.frame, m.frame) AS frame,"
-                    " CASE WHEN s.frame IS NULL THEN s.seq END AS seq"
-                    f" FROM {table} AS s LEFT JOIN {messages} AS m"
-                    " ON s.frame IS NULL AND m.mid = s.mid"
-                    f" WHERE s.uid = $1 AND s.mid {bound} $2"
-                    " AND s.stored_at >= now() - make_interval(secs => $4)"
-                    " AND (s.frame IS NOT NULL OR m.frame IS NOT NULL)"
-                    " ORDER BY s.mid LIMIT $3",
-                )
         self._count_sql = f"SELECT count(*) FROM {table}"
         self._holding_sql = (
             f"SELECT DISTINCT uid FROM {table} WHERE uid = ANY($1::text[])"
         )
+
+    def _page_statements(self, *, reads_thin_rows: bool) -> tuple[str, str]:
+        """The replay's first and next page statements.
+
+        Keyset pagination: the first page includes from_mid, the next ones start after the
+        last mid seen; both walk the primary key's index. Rows older than the retention ($4 s)
+        are never replayed, swept or not. With ``reads_thin_rows``, thin rows (no frame, history
+        on) take their message's frame, and with history on carry their seq, to be written into
+        it; rows with a frame (handed over by a gateway, or kept with history off) are replayed
+        as they are.
+        """
+        table = table_identifier(self._names)
+        messages = table_identifier(self._names, self._names.messages_table)
+        # With history off, frames carry no seq, even those the history kept.
+        seq = "CASE WHEN s.frame IS NULL THEN s.seq END" if self._history else "NULL"
+        first, following = (
+            (
+                f"SELECT s.mid, coalesce(s.frame, m.frame) AS frame, {seq} AS seq"
+                f" FROM {table} AS s LEFT JOIN {messages} AS m"
+                " ON s.frame IS NULL AND m.mid = s.mid"
+                f" WHERE s.uid = $1 AND s.mid {bound} $2"
+                " AND s.stored_at >= now() - make_interval(secs => $4)"
+                " AND (s.frame IS NOT NULL OR m.frame IS NOT NULL)"
+                " ORDER BY s.mid LIMIT $3"
+            )
+            if reads_thin_rows
+            else (
+                f"SELECT mid, frame FROM {table}"
+                f" WHERE uid = $1 AND mid {bound} $2"
+                " AND stored_at >= now() - make_interval(secs => $4)"
+                " ORDER BY mid LIMIT $3"
+            )
+            for bound in (">=", ">")
+        )
+        return first, following
+
+    async def find_kept_history(self) -> None:
+        """With history off, replay the thin rows that history left, if it was ever on.
+
+        A namespace that kept history and turned it off holds undelivered rows without a frame
+        (their message is in ``messages``, which the relay otherwise never reads): the replay
+        takes their frames from there, without ``seq``, rather than fail on every login of
+        their uids.
+        """
+        if self._history:
+            return
+        kept = await self._pool.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", self._names.messages_table
+        )
+        if kept:
+            self._first_page_sql, self._next_page_sql = self._page_statements(
+                reads_thin_rows=True
+            )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -336,6 +360,7 @@ async def open_store(
         )
         try:
             await store.create_table(extra_tables)
+            await store.find_kept_history()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DependencyUnavailable(
                 "PostgreSQL",

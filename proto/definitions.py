@@ -1,8 +1,8 @@
 """RabbitMQ definitions of a namespace: one user per role, its permissions, and the topology.
 
 ``python -m proto.definitions`` writes ``k8s/rabbitmq/definitions.json`` (the namespace
-``switchboard`` on the vhost ``/``, quorum queues, history off); ``--namespace``, ``--vhost``,
-``--queue-type``, ``--history`` and ``--output -`` render another. The file is what
+``switchboard`` on the vhost ``/``, quorum queues, history on); ``--namespace``, ``--vhost``,
+``--queue-type``, ``--no-history`` and ``--output -`` render another. The file is what
 ``rabbitmqctl import_definitions`` and the RabbitMQ Cluster Operator's definitions import take
 (https://www.rabbitmq.com/docs/definitions). A unit test renders it again and fails on any
 difference, as for the JSON Schemas.
@@ -195,7 +195,7 @@ def definitions(
     names: Names,
     vhost: str = DEFAULT_VHOST,
     queue_type: str = DEFAULT_QUEUE_TYPE,
-    history: bool = False,
+    history: bool = True,
 ) -> dict[str, Any]:
     """The definitions document of one namespace on one vhost.
 
@@ -204,7 +204,7 @@ def definitions(
         vhost: the virtual host the services connect to (their AMQP URLs' path).
         queue_type: ``SWITCHBOARD_QUEUE_TYPE`` of the deployment: the shared queues are
             declared here with the arguments the services declare them with.
-        history: ``SWITCHBOARD_HISTORY`` is on (the queue ``<ns>.inbox``).
+        history: ``SWITCHBOARD_HISTORY`` is on, the default (the queue ``<ns>.inbox``).
     """
     topology = shared_topology(names, queue_type, history)
     granted = permissions(names)
@@ -292,7 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     parser.add_argument("--vhost", default=DEFAULT_VHOST)
     parser.add_argument("--queue-type", choices=QUEUE_TYPES, default=DEFAULT_QUEUE_TYPE)
-    parser.add_argument("--history", action="store_true")
+    parser.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SWITCHBOARD_HISTORY on (the queue <ns>.inbox); --no-history: off",
+    )
     parser.add_argument("--output", default=str(DEFINITIONS_PATH), help="- for stdout")
     args = parser.parse_args(argv)
     text = render(

@@ -106,9 +106,9 @@ batches); larger ones are split. Keep it under the broker's ``max_message_size``
 RETRY_BACKOFF_MAX_S = "SWITCHBOARD_RETRY_BACKOFF_MAX_S"
 """Longest pause between two attempts at a batch that failed as a whole (a dependency down)."""
 HISTORY = "SWITCHBOARD_HISTORY"
-"""``on``: the offline store keeps every 1:1 and group message as history, numbers each uid's
-inbox (``seq``) and serves sync, history and read markers; ``off`` (the default for now): a relay
-that keeps a message only until it is acknowledged. Every service of a namespace must agree."""
+"""``on`` (the default): the offline store keeps every 1:1 and group message as history, numbers
+each uid's inbox (``seq``) and serves sync, history and read markers; ``off``: a relay that keeps
+a message only until it is acknowledged. Every service of a namespace must agree."""
 HISTORY_DAYS = "SWITCHBOARD_HISTORY_DAYS"
 """Days of history the offline store keeps (fractions allowed); older entries are not read and
 are deleted. 0 keeps everything."""

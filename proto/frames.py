@@ -16,7 +16,8 @@ Client -> gateway::
     {"type":"ping","id":CLIENT_ID?}                      -> pong {id?}
     {"type":"refresh","id":CLIENT_ID,"token":JWT}        -> refreshed {id} | error {id, code}
 
-With ``SWITCHBOARD_HISTORY=on`` (history frames are answered ``history_off`` while it is off)::
+With ``SWITCHBOARD_HISTORY=on``, the default (with it off, history frames are answered
+``history_off``)::
 
     {"type":"init","token":JWT,"since":SEQ}              -> ready, the inbox after SEQ, synced
     {"type":"history","id":CLIENT_ID,"with":UID,"before":SEQ?,"limit":N?}

@@ -45,7 +45,7 @@ class ServiceSettings:
     """Port of /livez, /readyz and /metrics; None: not served."""
     max_amqp_message_bytes: int = DEFAULT_MAX_AMQP_MESSAGE_BYTES
     """Largest AMQP message this service builds; more items go in more messages."""
-    history: bool = False
+    history: bool = True
     """``SWITCHBOARD_HISTORY``: the store keeps history and numbers inboxes (``proto/env.py``)."""
 
     @property
@@ -146,8 +146,8 @@ def max_amqp_message_bytes(environ: Mapping[str, str]) -> int:
 
 
 def history(environ: Mapping[str, str]) -> bool:
-    """``SWITCHBOARD_HISTORY``: ``on`` or ``off`` (the default)."""
-    return env.choice(environ, env.HISTORY, ("on", "off"), "off") == "on"
+    """``SWITCHBOARD_HISTORY``: ``on`` (the default) or ``off``."""
+    return env.choice(environ, env.HISTORY, ("on", "off"), "on") == "on"
 
 
 def retry_backoff_max_s(environ: Mapping[str, str]) -> float:

@@ -11,7 +11,9 @@ http://127.0.0.1:8000/, with ``/config.json`` (the gateway URLs) and a developme
 (this script turns it on) and refuses to sign with any secret but the development one.
 ``--web-only --gateway-url URL ...`` serves the page for gateways started elsewhere (tests, and
 docker-compose.yml with ``--web-host 0.0.0.0``).
-The stack keeps history (``SWITCHBOARD_HISTORY=on``) unless the environment says otherwise.
+The stack keeps history (``SWITCHBOARD_HISTORY`` is on by default); ``SWITCHBOARD_HISTORY=off``
+in the environment runs it as a relay, and the page then shows the conversations of this browser
+only.
 """
 
 import argparse
@@ -145,9 +147,6 @@ async def start(spec: ServiceSpec) -> Service:
         **os.environ,
         # A local stack: the Makefile's public development secret is accepted.
         env.DEVELOPMENT: "on",
-        # The page shows the server's conversations and history; SWITCHBOARD_HISTORY=off in
-        # the environment shows it without (conversations of this browser only).
-        env.HISTORY: os.environ.get(env.HISTORY, "on"),
         **spec.environ,
         "PYTHONUNBUFFERED": "1",
     }

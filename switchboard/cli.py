@@ -180,8 +180,8 @@ def build_parser(environ: Mapping[str, str], version: str) -> argparse.ArgumentP
     topology.add_argument(
         "--history",
         choices=("on", "off"),
-        default=environ.get(env.HISTORY) or "off",
-        help=f"with the inbox queue of {env.HISTORY}=on (default: {env.HISTORY} or off)",
+        default=environ.get(env.HISTORY) or "on",
+        help=f"with the inbox queue of {env.HISTORY}=on (default: {env.HISTORY} or on)",
     )
     return parser
 

@@ -35,8 +35,17 @@ async def stack(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
 
 @pytest.fixture
 def history(stack: Stack) -> Stack:
-    """The stack with ``SWITCHBOARD_HISTORY=on`` for every service it starts."""
+    """The stack with ``SWITCHBOARD_HISTORY=on`` for every service it starts: the default,
+    said explicitly by the tests of history, whatever the environment says."""
     stack.settings[env.HISTORY] = "on"
+    return stack
+
+
+@pytest.fixture
+def no_history(stack: Stack) -> Stack:
+    """The stack with ``SWITCHBOARD_HISTORY=off`` for every service it starts: the relay,
+    for tests of what a namespace without history does."""
+    stack.settings[env.HISTORY] = "off"
     return stack
 
 

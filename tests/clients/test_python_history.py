@@ -231,7 +231,8 @@ async def test_every_reconnect_sends_the_highest_seq_handled(
     assert receipts == [Receipt(by="alice", mid="m0", seq=6)]
 
 
-async def test_history_is_refused_with_history_off(stack: Stack) -> None:
+async def test_history_is_refused_with_history_off(no_history: Stack) -> None:
+    stack = no_history
     await stack.start(gateways=2)
     async with client_for(stack, "alice", 0) as alice:
         for request in (

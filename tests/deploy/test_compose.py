@@ -82,15 +82,24 @@ def test_each_public_default_is_refused_outside_development() -> None:
         ] == ("off")
 
 
-@pytest.mark.parametrize(
-    ("service", "from_env"),
-    [
-        ("router", RouterSettings.from_env),
-        ("offline-store", StoreSettings.from_env),
-        ("gateway-1", GatewaySettings.from_env),
-        ("gateway-2", GatewaySettings.from_env),
-    ],
-)
+SETTINGS_OF = [
+    ("router", RouterSettings.from_env),
+    ("offline-store", StoreSettings.from_env),
+    ("gateway-1", GatewaySettings.from_env),
+    ("gateway-2", GatewaySettings.from_env),
+]
+
+
+@pytest.mark.parametrize(("service", "from_env"), SETTINGS_OF)
+def test_every_service_keeps_history_unless_the_environment_says_off(
+    service: str, from_env: Any
+) -> None:
+    assert from_env(environment(service)).history is True
+    relay = environment(service, {"SWITCHBOARD_HISTORY": "off"})
+    assert from_env(relay).history is False
+
+
+@pytest.mark.parametrize(("service", "from_env"), SETTINGS_OF)
 def test_the_services_start_with_the_defaults_in_development_only(
     service: str, from_env: Any
 ) -> None:

@@ -125,14 +125,22 @@ def test_rabbitmq_is_scraped_per_object_for_what_switchboard_reads(
 
 
 def consumed_queues(manifests: list[Manifest]) -> dict[str, set[str]]:
-    """The shared queues each Deployment consumes, named for the ConfigMap's namespace."""
-    names = Names(config(manifests)["SWITCHBOARD_NAMESPACE"])
+    """The shared queues each Deployment consumes, named for the ConfigMap's namespace (with
+    history, the default, the stores' inbox too)."""
+    settings = config(manifests)
+    names = Names(settings["SWITCHBOARD_NAMESPACE"])
+    inbox = (
+        {names.inbox_queue}
+        if settings.get("SWITCHBOARD_HISTORY", "on") == "on"
+        else set()
+    )
     return {
         "switchboard-router": {names.router_queue},
         "switchboard-offline-store": {
             names.offline_queue,
             names.store_control_queue,
             names.store_acks_queue,
+            *inbox,
         },
     }
 

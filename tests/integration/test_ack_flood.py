@@ -16,6 +16,7 @@ from proto.mids import MidFactory
 from proto.names import KEY_ACK, KEY_ACK_BATCH
 from tests.integration.test_observability import grows, scrape, value
 from tests.support.stack import Stack, free_port
+from tests.support.stored import wait_for_rows_stored
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ async def test_ack_flood_is_batched_and_does_not_delay_a_replay(stack: Stack) ->
     store = stack.stores[0]
     alice = await stack.connect(other, uid="alice")
     stored = await alice.send_message("carol", {"text": "while you were away"})
-    await store.wait_for_event("undelivered_stored")
+    await wait_for_rows_stored(store)
     texts = flood_frames(FLOOD_FRAMES)
     before = await scrape(gateway_port)
 

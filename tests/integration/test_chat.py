@@ -12,6 +12,7 @@ from proto import env
 from proto.env import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from tests.support.clients import RawClient
 from tests.support.stack import Stack
+from tests.support.stored import wait_for_rows_stored
 from tests.support.timing import eventually
 from tests.support.tokens import make_token
 
@@ -90,7 +91,7 @@ async def test_offline_messages_are_replayed_until_acknowledged(stack: Stack) ->
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     mids = [(await alice.send_message("dave", {"n": n}))["mid"] for n in range(3)]
-    await stack.stores[0].wait_for_event("undelivered_stored")
+    await wait_for_rows_stored(stack.stores[0], rows=len(mids))
 
     # Logged in without acknowledging: everything comes, in order, and stays stored.
     dave = await stack.connect(1, uid="dave")

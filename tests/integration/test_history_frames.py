@@ -1,6 +1,6 @@
 """The history frames and commands end to end, before the offline store serves them.
 
-With ``SWITCHBOARD_HISTORY=off`` (the default) every gateway answers ``history``, ``read`` and
+With ``SWITCHBOARD_HISTORY=off`` every gateway answers ``history``, ``read`` and
 ``conversations`` with ``history_off`` (one frame each against the rate limits), ignores
 ``init``'s ``since``, and every router answers ``api.history``, ``api.conversations`` and
 ``api.message`` with ``history_off``, while the traffic of other users flows. With it on, the
@@ -47,8 +47,9 @@ async def answer(client: RawClient, client_id: str, frame: dict[str, Any]) -> Fr
 
 
 async def test_history_off_refuses_the_frames_and_the_commands_beside_other_traffic(
-    stack: Stack, backend: Backend
+    no_history: Stack, backend: Backend
 ) -> None:
+    stack = no_history
     # A small burst, nearly no refill: the history frames' cost is counted exactly.
     stack.settings.update({env.RATE_LIMIT_PER_S: "0.01", env.RATE_LIMIT_BURST: "12"})
     await stack.start(gateways=2)

@@ -240,13 +240,14 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
     )
 
     # A message for a uid that is offline goes to the store, is replayed, then acknowledged.
+    # With history on the store keeps it in the transaction of its inbox batch.
     stored = await alice.send_message("carol", {"text": "later"})
     await grows(ports["store"], metrics.OFFLINE_STORED_TOTAL, before["store"])
     await grows(
         ports["store"],
         f"{metrics.POSTGRES_SECONDS}_count",
         before["store"],
-        operation="insert",
+        operation="inbox_write",
     )
     carol = await stack.connect(gw2, uid="carol")
     replayed = await carol.expect_message(mid=stored["mid"])

@@ -221,13 +221,34 @@ async def wait_for_rows(
 # Schema and lifecycle
 
 
+UNDELIVERED_COLUMNS = [
+    ("uid", "text", "NO"),
+    ("mid", "text", "NO"),
+    ("frame", "text", "NO"),
+    ("stored_at", "timestamp with time zone", "NO"),
+]
+"""The undelivered table's columns with history off."""
+UNDELIVERED_COLUMNS_WITH_HISTORY = [
+    ("uid", "text", "NO"),
+    ("mid", "text", "NO"),
+    # A row of a message kept in the history has no frame of its own: it is in messages.
+    ("frame", "text", "YES"),
+    ("stored_at", "timestamp with time zone", "NO"),
+    ("seq", "bigint", "YES"),
+]
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [("off", UNDELIVERED_COLUMNS), ("on", UNDELIVERED_COLUMNS_WITH_HISTORY)],
+)
 async def test_schema_and_table_are_created_on_start(
-    stack: Stack, pg: asyncpg.Connection
+    stack: Stack, pg: asyncpg.Connection, history: str, expected: list[tuple[str, ...]]
 ) -> None:
     names = stack.names
     assert await pg.fetchval("SELECT to_regclass($1)", names.undelivered_table) is None
 
-    await stack.start_store()
+    await stack.start_store(**{env.HISTORY: history})
 
     columns = await pg.fetch(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
@@ -235,12 +256,9 @@ async def test_schema_and_table_are_created_on_start(
         names.schema,
         names.undelivered_table.partition(".")[2],
     )
-    assert [(c["column_name"], c["data_type"], c["is_nullable"]) for c in columns] == [
-        ("uid", "text", "NO"),
-        ("mid", "text", "NO"),
-        ("frame", "text", "NO"),
-        ("stored_at", "timestamp with time zone", "NO"),
-    ]
+    assert [
+        (c["column_name"], c["data_type"], c["is_nullable"]) for c in columns
+    ] == expected
     key = await pg.fetch(
         "SELECT a.attname FROM pg_index i"
         " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"

@@ -3,6 +3,10 @@
 The test poses as gateways (it publishes envelopes to the inbound exchange and consumes
 fake gateway queues) and as the offline store (it consumes the offline and control
 queues), so it sees exactly what the router publishes.
+
+Every router here relays (``SWITCHBOARD_HISTORY=off``): 1:1 and group messages go straight to
+their recipients' gateways, or to ``<ns>.offline``. With history on they go to the offline
+store's ``<ns>.inbox`` instead, which test_inbox.py follows with real stores and gateways.
 """
 
 import asyncio
@@ -70,7 +74,7 @@ from tests.support.processes import ServiceProcess
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_history")]
 
 ORPHAN_TTL_MS = 60_000
 QUEUE_EXPIRES_MS = 120_000

@@ -153,12 +153,14 @@ def test_topology_lists_what_the_services_declare() -> None:
         "exchange chat.deliveries direct alternate-exchange=chat.undeliverable" in lines
     )
     assert lines[-1].startswith("# and one classic queue per gateway, chat.gateway.")
-    assert not any("chat.inbox" in line for line in lines)
+    # History is on unless the environment says otherwise: the store's inbox queue.
+    assert any(line.startswith("queue    chat.inbox ") for line in lines)
 
 
 def test_topology_follows_the_queue_type_and_history_settings() -> None:
     request = parsed(
-        "topology", **{env.QUEUE_TYPE: "classic", env.HISTORY: "on", env.NAMESPACE: "c"}
+        "topology",
+        **{env.QUEUE_TYPE: "classic", env.HISTORY: "off", env.NAMESPACE: "c"},
     )
     assert isinstance(request, ShowTopology)
     lines = render_topology(request)
@@ -166,7 +168,12 @@ def test_topology_follows_the_queue_type_and_history_settings() -> None:
         "queue    c.router x-dead-letter-exchange=c.dead-letter x-queue-type=classic"
         in (lines)
     )
-    assert any(line.startswith("queue    c.inbox ") for line in lines)
+    assert not any("c.inbox" in line for line in lines)
+    on = parsed("topology", "--history", "on", **{env.HISTORY: "off"})
+    assert isinstance(on, ShowTopology)
+    assert any(
+        line.startswith("queue    switchboard.inbox ") for line in render_topology(on)
+    )
 
 
 def test_the_console_script_is_installed_from_pyproject() -> None:

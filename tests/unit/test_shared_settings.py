@@ -42,7 +42,7 @@ def test_defaults_are_the_same_in_every_service(from_env: FromEnv) -> None:
     assert settings.connect_timeout_s == 5.0
     assert settings.shutdown_timeout_s == 10.0
     assert settings.metrics_port is None
-    assert settings.history is False
+    assert settings.history is True
     assert settings.event_loop == DEFAULT_EVENT_LOOP
 
 
@@ -56,7 +56,7 @@ def test_shared_variables_are_read_alike(from_env: FromEnv) -> None:
             env.PREFETCH: str(MAX_PREFETCH),
             env.METRICS_PORT: "0",
             env.MAX_AMQP_MESSAGE_BYTES: "1048576",
-            env.HISTORY: "on",
+            env.HISTORY: "off",
             env.EVENT_LOOP: "asyncio",
         }
     )
@@ -66,7 +66,7 @@ def test_shared_variables_are_read_alike(from_env: FromEnv) -> None:
     assert settings.prefetch == MAX_PREFETCH
     assert settings.metrics_port == 0
     assert settings.max_amqp_message_bytes == 1_048_576
-    assert settings.history is True
+    assert settings.history is False
     assert settings.event_loop == "asyncio"
 
 
