@@ -12,6 +12,11 @@ and the figure is the messages delivered per second after a warmup. Latency is a
 500, 1,000 and 2,000 messages per second in all, each message timed from its scheduled send;
 above a system's capacity the queue, and so the latency, grows for as long as the phase lasts.
 The raw aio-pika rates (``bench/brokerrate.py``) are the broker client's ceiling.
+
+Switchboard runs twice, history off (``switchboard``) and on (``switchboard-history``), one
+right after the other in the same run: with history every message is written and numbered in
+PostgreSQL before it is delivered, on the same two cores, and the target compares the two
+saturations.
 """
 
 import dataclasses
@@ -76,6 +81,8 @@ async def run(quick: bool) -> list[Measurement]:
         measured += await measure(system, plan)
         with_client = dataclasses.replace(system, dialect="switchboard-client")
         measured += await measure_client_library(with_client, plan)
+    async with systems.switchboard(history=True) as system:
+        measured += await measure(system, plan)
     starters: list[Callable[[], AbstractAsyncContextManager[systems.System]]] = [
         systems.socketio_servers,
         systems.ws_relay,
