@@ -16,7 +16,9 @@ The raw aio-pika rates (``bench/brokerrate.py``) are the broker client's ceiling
 Switchboard runs twice, history off (``switchboard``) and on (``switchboard-history``), one
 right after the other in the same run: with history every message is written and numbered in
 PostgreSQL before it is delivered, on the same two cores, and the target compares the two
-saturations.
+saturations. The note of a Switchboard saturation gives the CPU its processes (and the offline
+store's PostgreSQL backends) spent per message in that phase (``bench/cpu.py``): on a busy
+machine, what the two configurations cost whatever CPU the machine had to give.
 """
 
 import dataclasses
@@ -25,7 +27,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from bench import brokerrate, systems
+from bench import brokerrate, cpu, systems
 from bench.harness import LoadWorker, load_workers, play
 from bench.report import Measurement
 
@@ -98,6 +100,7 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
     """Saturation, then latency at each rate, over the same connections."""
     measured = []
     async with load_workers(load_plans(system, plan)) as workers:
+        before = None if system.stack is None else await cpu.sample(system.stack)
         saturated = await play(
             workers,
             {"cmd": "saturate", "window": plan.window},
@@ -105,6 +108,10 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
             measure_s=plan.saturation_s,
             drain_s=plan.drain_s,
         )
+        servers = ""
+        if system.stack is not None and before is not None:
+            spent = cpu.used(before, await cpu.sample(system.stack))
+            servers = f", servers {cpu.per_message(spent, saturated.received)}"
         measured.append(
             Measurement(
                 NAME,
@@ -116,8 +123,8 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
                 lost=saturated.lost,
                 note=(
                     f"{plan.pairs} pairs x window {plan.window}, {RAW_CLIENTS} "
-                    f"({saturated.load_cpu_us_per_message:.0f} us load CPU/msg); "
-                    f"{system.note}"
+                    f"({saturated.load_cpu_us_per_message:.0f} us load CPU/msg"
+                    f"{servers}); {system.note}"
                 ),
             )
         )

@@ -16,6 +16,10 @@ production. Two sets of pairs, each in a fresh namespace:
 * 5,000 pairs of 10,000 uids: each batch touches 1,000 uids, and each uid's rows spread over
   more pages of the indexes (reported without a target).
 
+Each note gives the CPU that the store process and its PostgreSQL backends used per message
+meanwhile (``bench/cpu.py``), and their share of the interval: on a busy machine, the rate
+that CPU would allow when the two have their cores.
+
 Lost: messages whose entries were not all committed within the deadline.
 """
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bench import cpu
 from bench.inbox_batches import Pair, inbox_bodies, one_to_one_items, pairs_of
 from bench.inbox_feed import Heads, publish_bodies, sink
 from bench.report import SWITCHBOARD_HISTORY, Measurement
@@ -76,9 +81,11 @@ async def measure(case: Case) -> Measurement:
                 stack.names, items, PER_BATCH, DEFAULT_MAX_AMQP_MESSAGE_BYTES
             )
             expected = 2 * case.messages  # the recipient's entry and the sender's
+            before = await cpu.sample(stack)
             started = await publish_bodies(stack.names, bodies)
             published_s = time.monotonic() - started
             committed, committed_at = await heads.wait_for(expected, COMMIT_TIMEOUT_S)
+            spent = cpu.used(before, await cpu.sample(stack))
         kept: int = await database.fetchval(
             f"SELECT count(*) FROM {stack.names.messages_table}"
         )
@@ -89,9 +96,16 @@ async def measure(case: Case) -> Measurement:
     print(
         f"  {case.pairs:,} pairs: {len(bodies)} envelopes published in "
         f"{published_s:.2f} s; {committed:,} of {expected:,} entries committed after "
-        f"{elapsed_s:.2f} s",
+        f"{elapsed_s:.2f} s; CPU: store {spent['store']:.1f} s, its PostgreSQL backends "
+        f"{spent[cpu.POSTGRES]:.1f} s",
         file=sys.stderr,
     )
+    shares = ", ".join(
+        f"{role} {seconds / elapsed_s:.0%}"
+        for role, seconds in spent.items()
+        if seconds > 0
+    )
+    used = f"{cpu.per_message(spent, committed // 2)} ({shares} of a core)"
     target = "target >= 10,000; " if case.target else "no target; "
     return Measurement(
         NAME,
@@ -104,5 +118,5 @@ async def measure(case: Case) -> Measurement:
         note=f"{target}1 offline store alone; InboxBatch of {PER_BATCH} 1:1 messages "
         f"published straight to <ns>.inbox, {len(bodies)} of them; every uid online "
         "(copies delivered and confirmed); first publish to last entry committed "
-        "(inbox_heads polled)",
+        f"(inbox_heads polled); {used}",
     )
