@@ -27,7 +27,7 @@ help:
 	@echo "make chaos             every fault scenario under the full load; prints the README's table"
 	@echo "                       (restarts the local RabbitMQ, Redis and PostgreSQL)"
 	@echo "make bench             Switchboard against python-socketio, a websockets relay and raw"
-	@echo "                       aio-pika, 3 runs (~10 min); writes bench/RESULTS.md"
+	@echo "                       aio-pika, 3 runs (~20 min); writes bench/RESULTS.md"
 	@echo "make deploy-tools      check kubectl (1.27+) and install promtool (Debian prometheus)"
 	@echo "                       for tests/deploy/"
 	@echo "make lint              ruff format --check, ruff check, mypy"

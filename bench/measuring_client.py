@@ -4,7 +4,8 @@ A ``Member`` speaks the client frames of ``proto/frames.py`` over one WebSocket,
 websockets client's defaults, as a real client would. It acknowledges every message as it
 arrives (one ``ack`` per message, as ``switchboard_client`` does), counts each mid once (the
 delivery is at least once), and records the latency of messages whose body carries their send
-time (``{"t": monotonic_ns}``, one clock for every process of the host).
+time (``{"t": monotonic_ns}``, one clock for every process of the host). With history on, it
+may ``init`` with ``since`` (``synced`` is timed) and ask for ``history`` pages.
 """
 
 import asyncio
@@ -46,6 +47,10 @@ class Member:
         self.duplicates = 0
         self.latencies_ns: list[int] = []
         self.last_message_s = 0.0
+        self.synced_s: float | None = None
+        """When ``synced`` arrived, on the monotonic clock."""
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        """Frames awaiting their reply (``history``), by client id."""
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -55,10 +60,17 @@ class Member:
         websocket = await connect(url, open_timeout=OPEN_TIMEOUT_S)
         return cls(uid, websocket)
 
-    async def init(self, wait: bool = True) -> None:
-        """Send ``init``, start reading; with ``wait``, return once ``ready`` arrived."""
+    async def init(self, wait: bool = True, since: int | None = None) -> None:
+        """Send ``init`` (with ``since``: sync the inbox after it), start reading; with
+        ``wait``, return once ``ready`` arrived."""
         self._reader = asyncio.create_task(self._read())
-        await self._send({"type": "init", "token": make_token(self.uid, ttl_s=3600)})
+        frame: dict[str, Any] = {
+            "type": "init",
+            "token": make_token(self.uid, ttl_s=3600),
+        }
+        if since is not None:
+            frame["since"] = since
+        await self._send(frame)
         if wait:
             await self.wait_for(lambda: self.first_frame_s is not None, OPEN_TIMEOUT_S)
 
@@ -77,6 +89,31 @@ class Member:
             % (client_id.encode(), msgspec.json.encode(group), body),
             text=True,
         )
+
+    async def history(
+        self, peer: str, before: int | None, limit: int, within_s: float
+    ) -> dict[str, Any]:
+        """Ask for a page of the conversation with ``peer``; return the reply (``history``
+        or ``error``)."""
+        client_id = f"h{next(_client_ids)}"
+        frame: dict[str, Any] = {
+            "type": "history",
+            "id": client_id,
+            "with": peer,
+            "limit": limit,
+        }
+        if before is not None:
+            frame["before"] = before
+        reply: asyncio.Future[dict[str, Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._replies[client_id] = reply
+        try:
+            await self._send(frame)
+            async with asyncio.timeout(within_s):
+                return await reply
+        finally:
+            self._replies.pop(client_id, None)
 
     @property
     def answered(self) -> int:
@@ -122,6 +159,9 @@ class Member:
                 frame = msgspec.json.decode(text)
                 if self.first_frame_s is None:
                     self.first_frame_s = now_ns / 1e9
+                reply = self._replies.get(frame.get("id") or "")
+                if reply is not None and not reply.done():
+                    reply.set_result(frame)
                 match frame.get("type"):
                     case "message":
                         await self._on_message(frame, now_ns)
@@ -129,6 +169,8 @@ class Member:
                         self.receipts += 1
                     case "error":
                         self.refusals += 1
+                    case "synced":
+                        self.synced_s = now_ns / 1e9
                 self._changed.set()
         except ConnectionClosed:
             pass

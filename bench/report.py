@@ -11,6 +11,8 @@ from importlib import metadata
 from typing import Literal
 
 SWITCHBOARD = "switchboard"
+SWITCHBOARD_HISTORY = "switchboard-history"
+"""Switchboard with ``SWITCHBOARD_HISTORY=on``: every 1:1 and group message kept and numbered."""
 SOCKETIO = "socketio-aiopika"
 WS_RELAY = "websockets-relay"
 AIO_PIKA = "aio-pika-raw"
@@ -77,13 +79,19 @@ def summarize(measurements: Iterable[Measurement]) -> list[Row]:
 
 def ratio(row: Row, switchboard: Row | None) -> float | None:
     """Switchboard's advantage over this peer: above 1 means Switchboard does better."""
-    if switchboard is None or row.system == SWITCHBOARD or not row.median:
+    if switchboard is None or row.system == SWITCHBOARD:
         return None
-    if not switchboard.median:
+    return advantage(switchboard, row)
+
+
+def advantage(mine: Row, other: Row) -> float | None:
+    """How much better ``mine`` does than ``other`` on the same metric, whether it is higher-
+    or lower-is-better: above 1 means better; None when either median is 0."""
+    if not mine.median or not other.median:
         return None
-    if row.better == "higher":
-        return switchboard.median / row.median
-    return row.median / switchboard.median
+    if mine.better == "higher":
+        return mine.median / other.median
+    return other.median / mine.median
 
 
 @dataclass(frozen=True)
@@ -95,9 +103,12 @@ class Target:
     metric: str
     bound: float
     peer: str | None = None
-    """When set, the bound applies to ``ratio()`` against this peer; else to the median."""
+    """When set, the bound applies to ``system``'s ``advantage()`` over this peer; else to
+    the median."""
     at_most: bool = False
     """The figure must not exceed the bound (else: must reach it)."""
+    system: str = SWITCHBOARD
+    """Whose figure is checked: Switchboard as configured by default, or with history on."""
 
 
 TARGETS = (
@@ -162,21 +173,52 @@ TARGETS = (
         "init/s until ready (5,000 opening)",
         1000.0,
     ),
+    Target(
+        "history on: 1:1 saturation at least 80% of history off's, in the same run",
+        "1:1 cross-gateway",
+        "delivered/s at saturation",
+        0.8,
+        peer=SWITCHBOARD,
+        system=SWITCHBOARD_HISTORY,
+    ),
+    Target(
+        "history writes at least 10,000 messages/s (the 64 pairs of 1:1)",
+        "6 history writes",
+        "msg/s writing 100,000 between 64 pairs",
+        10_000.0,
+        system=SWITCHBOARD_HISTORY,
+    ),
+    Target(
+        "sync of 10,000 entries at init under 1 s",
+        "4 offline replay",
+        "sync of 10,000 on init (since 0)",
+        1.0,
+        at_most=True,
+        system=SWITCHBOARD_HISTORY,
+    ),
+    Target(
+        "history page of 50 under 20 ms at p99, 1,000,000 rows",
+        "7 history page",
+        "p99 ms of a page of 50 (1,000,000 rows)",
+        20.0,
+        at_most=True,
+        system=SWITCHBOARD_HISTORY,
+    ),
 )
 
 
 def check_targets(rows: list[Row]) -> list[tuple[Target, float | None, bool | None]]:
-    """Each target with Switchboard's figure (or ratio) and whether it is met (None: not run)."""
+    """Each target with its system's figure (or ratio) and whether it is met (None: not run)."""
     by_key = {(r.scenario, r.metric, r.system): r for r in rows}
     checked: list[tuple[Target, float | None, bool | None]] = []
     for target in TARGETS:
-        mine = by_key.get((target.scenario, target.metric, SWITCHBOARD))
+        mine = by_key.get((target.scenario, target.metric, target.system))
         figure: float | None = None
         if mine is not None and target.peer is None:
             figure = mine.median
         elif mine is not None and target.peer is not None:
             peer = by_key.get((target.scenario, target.metric, target.peer))
-            figure = None if peer is None else ratio(peer, mine)
+            figure = None if peer is None else advantage(mine, peer)
         if figure is None:
             checked.append((target, None, None))
             continue

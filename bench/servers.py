@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import aio_pika
 
+from bench.cpu import traced_dsn
 from proto import env
+from proto.env import DEFAULT_POSTGRES_DSN
 from tests.support.cleanup import remove_namespace
 from tests.support.processes import START_TIMEOUT_S, ServiceProcess, spawn_service
 from tests.support.stack import Stack, free_port
@@ -111,8 +113,14 @@ class QuietStack(Stack):
 
 
 def bench_stack(**settings: str) -> QuietStack:
-    """A quiet stack in a fresh namespace, with ``BENCH_SETTINGS`` and these on top."""
-    return QuietStack(bench_namespace(), settings={**BENCH_SETTINGS, **settings})
+    """A quiet stack in a fresh namespace, with ``BENCH_SETTINGS`` and these on top; its
+    services connect to PostgreSQL with the namespace as ``application_name`` (``cpu.py``)."""
+    namespace = bench_namespace()
+    dsn = traced_dsn(DEFAULT_POSTGRES_DSN, namespace)
+    return QuietStack(
+        namespace,
+        settings={**BENCH_SETTINGS, env.POSTGRES_DSN: dsn, **settings},
+    )
 
 
 async def close_stack(stack: Stack) -> None:

@@ -25,6 +25,11 @@ SWITCHBOARD_NOTE = (
     "warning, rate limits out of reach); quorum router queue, persistent confirmed "
     "publishes, client acks"
 )
+HISTORY_SETTINGS = {env.HISTORY: "on"}
+HISTORY_NOTE = (
+    "SWITCHBOARD_HISTORY=on: each message written and numbered in PostgreSQL before "
+    "it is delivered"
+)
 SOCKETIO_PREFETCH = 100
 
 
@@ -46,16 +51,19 @@ class System:
 
 @asynccontextmanager
 async def switchboard(
-    gateways: int = 2, dialect: str = "switchboard"
+    gateways: int = 2, dialect: str = "switchboard", history: bool = False
 ) -> AsyncIterator[System]:
-    stack = bench_stack()
+    """Switchboard as configured by default or, with ``history``, with
+    ``SWITCHBOARD_HISTORY=on`` (the system ``switchboard-history``)."""
+    stack = bench_stack(**HISTORY_SETTINGS) if history else bench_stack()
+    note = SWITCHBOARD_NOTE.format(gateways=gateways)
     try:
         await stack.start(gateways=gateways)
         yield System(
-            name=report.SWITCHBOARD,
+            name=report.SWITCHBOARD_HISTORY if history else report.SWITCHBOARD,
             dialect=dialect,
             urls=[gateway.url for gateway in stack.gateways],
-            note=SWITCHBOARD_NOTE.format(gateways=gateways),
+            note=f"{note}; {HISTORY_NOTE}" if history else note,
             stack=stack,
         )
     finally:

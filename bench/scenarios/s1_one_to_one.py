@@ -12,6 +12,13 @@ and the figure is the messages delivered per second after a warmup. Latency is a
 500, 1,000 and 2,000 messages per second in all, each message timed from its scheduled send;
 above a system's capacity the queue, and so the latency, grows for as long as the phase lasts.
 The raw aio-pika rates (``bench/brokerrate.py``) are the broker client's ceiling.
+
+Switchboard runs twice, history off (``switchboard``) and on (``switchboard-history``), one
+right after the other in the same run: with history every message is written and numbered in
+PostgreSQL before it is delivered, on the same two cores, and the target compares the two
+saturations. The note of a Switchboard saturation gives the CPU its processes (and the offline
+store's PostgreSQL backends) spent per message in that phase (``bench/cpu.py``): on a busy
+machine, what the two configurations cost whatever CPU the machine had to give.
 """
 
 import dataclasses
@@ -21,7 +28,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from bench import brokerrate, hops, systems
+from bench import brokerrate, cpu, hops, systems
 from bench.harness import LoadWorker, load_workers, play
 from bench.report import Measurement
 from bench.servers import QuietStack
@@ -84,6 +91,8 @@ async def run(quick: bool) -> list[Measurement]:
         measured += await measure(system, plan)
         with_client = dataclasses.replace(system, dialect="switchboard-client")
         measured += await measure_client_library(with_client, plan)
+    async with systems.switchboard(history=True) as system:
+        measured += await measure(system, plan)
     starters: list[Callable[[], AbstractAsyncContextManager[systems.System]]] = [
         systems.socketio_servers,
         systems.ws_relay,
@@ -99,6 +108,7 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
     """Saturation, then latency at each rate, over the same connections."""
     measured = []
     async with load_workers(load_plans(system, plan)) as workers:
+        before = None if system.stack is None else await cpu.sample(system.stack)
         saturated = await play(
             workers,
             {"cmd": "saturate", "window": plan.window},
@@ -106,6 +116,10 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
             measure_s=plan.saturation_s,
             drain_s=plan.drain_s,
         )
+        servers = ""
+        if system.stack is not None and before is not None:
+            spent = cpu.used(before, await cpu.sample(system.stack))
+            servers = f", servers {cpu.per_message(spent, saturated.received)}"
         measured.append(
             Measurement(
                 NAME,
@@ -117,8 +131,8 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
                 lost=saturated.lost,
                 note=(
                     f"{plan.pairs} pairs x window {plan.window}, {RAW_CLIENTS} "
-                    f"({saturated.load_cpu_us_per_message:.0f} us load CPU/msg); "
-                    f"{system.note}"
+                    f"({saturated.load_cpu_us_per_message:.0f} us load CPU/msg"
+                    f"{servers}); {system.note}"
                 ),
             )
         )

@@ -1,9 +1,11 @@
-"""bench/report.py: medians over runs and Switchboard's ratio to each peer."""
+"""bench/report.py: medians over runs, Switchboard's ratio to each peer, and the targets."""
 
 from bench.report import (
     SOCKETIO,
     SWITCHBOARD,
+    SWITCHBOARD_HISTORY,
     Measurement,
+    advantage,
     check_targets,
     markdown,
     ratio,
@@ -78,8 +80,61 @@ def test_targets_are_checked_on_medians_and_ratios() -> None:
         ]
     )
     checked = {
-        target.metric: (figure, met) for target, figure, met in check_targets(rows)
+        (target.metric, target.system): (figure, met)
+        for target, figure, met in check_targets(rows)
     }
-    assert checked["delivered/s at saturation"] == (3.5, True)
-    assert checked["KiB per idle connection at 10,000"] == (17, False)
-    assert checked["replay of 10,000 on init"] == (None, None)
+    assert checked[("delivered/s at saturation", SWITCHBOARD)] == (3.5, True)
+    assert checked[("KiB per idle connection at 10,000", SWITCHBOARD)] == (17, False)
+    assert checked[("replay of 10,000 on init", SWITCHBOARD)] == (None, None)
+    # History off alone: the comparison of history on with it is not run.
+    assert checked[("delivered/s at saturation", SWITCHBOARD_HISTORY)] == (None, None)
+
+
+def test_a_history_target_compares_history_on_with_off() -> None:
+    rows = summarize(
+        [
+            Measurement(
+                "1:1 cross-gateway",
+                SWITCHBOARD,
+                "delivered/s at saturation",
+                4000,
+                "msg/s",
+                "higher",
+            ),
+            Measurement(
+                "1:1 cross-gateway",
+                SWITCHBOARD_HISTORY,
+                "delivered/s at saturation",
+                3000,
+                "msg/s",
+                "higher",
+            ),
+            Measurement(
+                "7 history page",
+                SWITCHBOARD_HISTORY,
+                "p99 ms of a page of 50 (1,000,000 rows)",
+                12,
+                "ms",
+                "lower",
+            ),
+        ]
+    )
+    checked = {
+        target.text: (figure, met) for target, figure, met in check_targets(rows)
+    }
+    on_off = next(text for text in checked if text.startswith("history on: 1:1"))
+    assert checked[on_off] == (0.75, False)
+    page = next(text for text in checked if text.startswith("history page"))
+    assert checked[page] == (12, True)
+    assert "| 0.75x switchboard | >= 0.80 | **no** |" in markdown(rows, {}, runs=1)
+
+
+def test_the_advantage_reads_the_metric_either_way() -> None:
+    fast, slow = summarize(
+        [
+            Measurement("s", SWITCHBOARD, "p99", 10, "ms", "lower"),
+            Measurement("s", SWITCHBOARD_HISTORY, "p99", 20, "ms", "lower"),
+        ]
+    )
+    assert advantage(fast, slow) == 2
+    assert advantage(slow, fast) == 0.5

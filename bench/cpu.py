@@ -1,0 +1,90 @@
+"""CPU time of Switchboard's processes under test, and of the PostgreSQL backends they use.
+
+On a shared two-core machine a rate measures the machine as much as the code; the CPU time each
+process spent per message measures the code. The services of a bench stack connect to
+PostgreSQL with their namespace as ``application_name`` (``servers.bench_stack``), by which
+``pg_stat_activity`` tells their backends from everyone else's. RabbitMQ and Redis are shared
+with other work on the machine and are not counted.
+"""
+
+import os
+from dataclasses import dataclass
+
+import asyncpg
+
+from proto.env import DEFAULT_POSTGRES_DSN
+from tests.support.stack import Stack
+
+POSTGRES = "PostgreSQL"
+"""The role of the offline stores' PostgreSQL backends in a sample."""
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time a process has used, user and system, in seconds (``/proc/<pid>/stat``); 0 for
+    a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # The command name, in parentheses, may hold spaces: count fields after it.
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def traced_dsn(dsn: str, application_name: str) -> str:
+    """The DSN with an ``application_name``, by which ``pg_stat_activity`` tells a service's
+    PostgreSQL backends."""
+    separator = "&" if "?" in dsn else "?"
+    return f"{dsn}{separator}application_name={application_name}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """CPU seconds used so far: by role (``gateways``, ``router``, ``store``), and by backend."""
+
+    roles: dict[str, float]
+    backends: dict[int, float]
+
+
+async def sample(stack: Stack) -> Sample:
+    """The CPU time of the stack's processes and of its PostgreSQL backends now."""
+    connection = await asyncpg.connect(DEFAULT_POSTGRES_DSN, timeout=10)
+    try:
+        records = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            stack.namespace,
+        )
+    finally:
+        await connection.close()
+    return Sample(
+        {
+            "gateways": sum(cpu_s(g.process.process.pid) for g in stack.gateways),
+            "router": sum(cpu_s(r.process.pid) for r in stack.routers),
+            "store": sum(cpu_s(s.process.pid) for s in stack.stores),
+        },
+        {record["pid"]: cpu_s(record["pid"]) for record in records},
+    )
+
+
+def used(before: Sample, after: Sample) -> dict[str, float]:
+    """CPU seconds each role used between two samples; ``PostgreSQL`` for the backends (one
+    that opened meanwhile counts whole; one that closed is not counted)."""
+    spent = {
+        role: seconds - before.roles.get(role, 0.0)
+        for role, seconds in after.roles.items()
+    }
+    spent[POSTGRES] = sum(
+        seconds - before.backends.get(pid, 0.0)
+        for pid, seconds in after.backends.items()
+    )
+    return spent
+
+
+def per_message(spent: dict[str, float], messages: int) -> str:
+    """``gateways 150, router 70, ... us CPU/msg``: the roles that used any CPU."""
+    parts = [
+        f"{role} {seconds * 1e6 / messages:.0f}"
+        for role, seconds in spent.items()
+        if seconds > 0 and messages
+    ]
+    return ", ".join(parts) + " us CPU/msg"
