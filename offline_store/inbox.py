@@ -5,7 +5,7 @@ With ``SWITCHBOARD_HISTORY`` on, a 1:1 or group message is written before it is 
 (``docs/history.md``, section 4.2): one ``messages`` row (the frame once, without ``seq``), one
 ``inbox`` row per uid it enters (each recipient and its sender), and for a recipient that had no
 connection a thin row of the undelivered table (``(uid, mid, seq)``, no frame) for its next
-``init`` without ``since``. Once the batch is committed and numbered (``numbering.py``), each
+``init`` without ``since``. Once the batch is written and numbered (``numbering.py``), each
 copy goes to its gateway with its ``seq`` in its target, and the sending connection gets an
 ``advance`` item instead of its own message.
 
@@ -47,6 +47,8 @@ class EntryRow:
     conv: str
     """The conversation: ``u:<peer>`` or ``g:<group>``."""
     is_own: bool
+    is_absent: bool = False
+    """A recipient without a connection: a thin undelivered row too (``InboxRows.absent``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +64,6 @@ class InboxRows:
     """Recipients that had no connection: a thin undelivered row each, within their cap."""
     refused: list[RefusedItem]
     """Items that can never be written, each to be dead-lettered alone."""
-
-    @property
-    def keys(self) -> list[EntryKey]:
-        return [EntryKey(entry.uid, entry.mid) for entry in self.entries]
 
 
 def conversation(item: InboxItem, uid: str) -> str:
@@ -91,25 +89,32 @@ def rows_from_items(decoded: Decoded[InboxItem]) -> InboxRows:
     for index, item in enumerate(decoded.items):
         if item.mid in seen:
             continue
-        problem = _item_problem(item)
-        if problem is not None:
+        frame = _frame_text(item)
+        problem = _item_problem(item, frame)
+        if frame is None or problem is not None:
             raw = wrap_items([encode(item)])
-            rows.refused.append(RefusedItem(raw, problem, decoded.position(index)))
+            reason = problem or "$.frame is not UTF-8"
+            rows.refused.append(RefusedItem(raw, reason, decoded.position(index)))
             continue
         seen.add(item.mid)
         rows.items.append(item)
-        rows.messages.append(
-            MessageRow(item.mid, item.sender, bytes(item.frame).decode())
-        )
+        rows.messages.append(MessageRow(item.mid, item.sender, frame))
         uids: set[str] = set()
         for entry in item.entries:
             if entry.uid in uids:
                 continue
             uids.add(entry.uid)
+            is_absent = not entry.targets and is_recipient(item, entry.uid, entry.own)
             rows.entries.append(
-                EntryRow(entry.uid, item.mid, conversation(item, entry.uid), entry.own)
+                EntryRow(
+                    entry.uid,
+                    item.mid,
+                    conversation(item, entry.uid),
+                    entry.own,
+                    is_absent,
+                )
             )
-            if not entry.targets and is_recipient(item, entry.uid, entry.own):
+            if is_absent:
                 rows.absent.append(EntryKey(entry.uid, item.mid))
     return rows
 
@@ -120,13 +125,19 @@ def is_recipient(item: InboxItem, uid: str, own: bool) -> bool:
     return not own or item.to == uid
 
 
-def _item_problem(item: InboxItem) -> str | None:
-    """Why PostgreSQL could never keep this item, or None."""
+def _frame_text(item: InboxItem) -> str | None:
+    """The item's frame as text; None when it is not UTF-8."""
+    try:
+        return bytes(item.frame).decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _item_problem(item: InboxItem, frame: str | None) -> str | None:
+    """Why PostgreSQL could never keep this item (``frame``: its text), or None."""
     if (item.to is None) == (item.group is None):
         return "exactly one of `to` and `group` is needed - at `$`"
-    try:
-        frame = bytes(item.frame).decode()
-    except UnicodeDecodeError:
+    if frame is None:
         return "$.frame is not UTF-8"
     if "\x00" in frame:
         return "$.frame contains a NUL character"
@@ -185,8 +196,12 @@ def inbox_deliveries(
                 continue
             if entry.uid == item.sender:
                 own_seq = seq
-            listed = {(t.gateway_id, t.conn_id) for t in entry.targets}
-            for gateway_id, conn_id in (syncing or {}).get(entry.uid, ()):
+            # Most uids have no connection that synced lately: nothing to add.
+            added = syncing.get(entry.uid, ()) if syncing else ()
+            listed = (
+                {(t.gateway_id, t.conn_id) for t in entry.targets} if added else set()
+            )
+            for gateway_id, conn_id in added:
                 is_origin = origin is not None and (
                     entry.uid,
                     gateway_id,

@@ -1,25 +1,32 @@
 """PostgreSQL for the numbered inbox (``SWITCHBOARD_HISTORY`` on): its tables, and the one
-transaction that writes a batch (``docs/history.md``, sections 4.1 and 4.2).
+statement that writes a batch (``docs/history.md``, sections 4.1 and 4.2).
 
-A batch costs a fixed number of round trips whatever its size: ``BEGIN``, the numbering
-statement (``messages`` and ``inbox_heads``), the read-back of a redelivered batch's numbers
-(only when some mid was kept before), the advisory locks of the recipients without a connection
-(only when there are some: the same locks as ``store.py``'s capped insert), the entries
-statement (``inbox``, ``conversations`` and the thin undelivered rows), ``COMMIT``. Every
-statement takes arrays (``unnest``). What to write is decided in ``inbox.py`` and
-``numbering.py``; this module only runs SQL.
+A batch costs a fixed number of round trips whatever its size, on a connection the writer keeps
+(``held_connection.py``): one statement writes ``messages``, raises ``inbox_heads``, numbers the
+entries (``numbering.py``'s rule, in SQL) and writes ``inbox``, ``conversations`` and the thin
+undelivered rows, committed alone. When the batch has recipients without a connection, it runs
+in a transaction after a statement that takes their advisory locks (the same locks as
+``store.py``'s capped insert), so that its snapshot sees every row of those uids committed
+before. A redelivered batch's numbers are read back after (only when some mid was kept before).
+Every statement takes arrays (``unnest``). What to write is decided in ``inbox.py``; this module
+only runs SQL.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
+from offline_store.held_connection import HeldConnection
 from offline_store.inbox import InboxRows
 from offline_store.latency import postgres_call
 from offline_store.numbering import EntryKey, batch_seqs
 from offline_store.rows import RowKey
 from offline_store.store import quote_identifier
 from proto.names import Names
+
+if TYPE_CHECKING:
+    from offline_store.held_connection import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +122,11 @@ def creation_statements(names: Names) -> tuple[str, ...]:
 
 
 class InboxTables:
-    """The inbox tables of one namespace."""
+    """The inbox tables of one namespace, written on a connection kept between batches."""
 
     def __init__(self, pool: asyncpg.Pool, names: Names, max_rows_per_uid: int) -> None:
-        self._pool = pool
+        self.held = HeldConnection(pool)
+        """The writer's connection: its batches' statements, and its reads after them."""
         self._names = names
         self._max_rows_per_uid = max_rows_per_uid
         messages = _table(names.messages_table)
@@ -126,10 +134,14 @@ class InboxTables:
         heads = _table(names.inbox_heads_table)
         conversations = _table(names.conversations_table)
         undelivered = _table(names.undelivered_table)
-        # 1. Keep the new messages and raise their uids' heads, in uid order (one lock order
-        # for every store). A mid kept before (a redelivered batch) is not fresh: its entries
-        # are not counted, so not numbered again.
-        self._number_sql = (
+        # Keep the new messages; raise the heads of their entries' uids, in uid order (one
+        # lock order for every store), by their number of entries; number each uid's entries
+        # in batch order up to its new head; write them, the conversations, and the thin rows
+        # of recipients without a connection (store.py's capped insert, with seq instead of
+        # frame). A mid kept before (a redelivered batch) is not fresh: its entries are not
+        # counted, so not numbered again. Returns each fresh entry with its seq, each fresh
+        # mid (uid NULL), and each thin row kept or refused for its uid's cap.
+        self._write_sql = (
             "WITH incoming AS ("
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
             " AS m(mid, sender, frame)),"
@@ -137,16 +149,50 @@ class InboxTables:
             f" INSERT INTO {messages} (mid, sender, frame)"
             " SELECT mid, sender, frame FROM incoming ORDER BY mid"
             " ON CONFLICT (mid) DO NOTHING RETURNING mid),"
-            " counts AS ("
-            " SELECT e.uid, count(*) AS n FROM unnest($4::text[], $5::text[]) AS e(uid, mid)"
-            " WHERE e.mid IN (SELECT mid FROM fresh) GROUP BY e.uid),"
+            " entries AS ("
+            " SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::bool[],"
+            " $8::bool[]) WITH ORDINALITY AS e(uid, mid, conv, is_own, is_absent, ord)"
+            " WHERE e.mid IN (SELECT mid FROM fresh)),"
+            " counts AS (SELECT uid, count(*) AS n FROM entries GROUP BY uid),"
             " raised AS ("
             f" INSERT INTO {heads} AS h (uid, head)"
             " SELECT uid, n FROM counts ORDER BY uid"
             " ON CONFLICT (uid) DO UPDATE SET head = h.head + excluded.head"
-            " RETURNING uid, head)"
-            " SELECT uid AS key, head FROM raised"
-            " UNION ALL SELECT mid, NULL FROM fresh"
+            " RETURNING uid, head),"
+            " numbered AS ("
+            " SELECT e.uid, e.mid, e.conv, e.is_own, e.is_absent, e.ord,"
+            " r.head - c.n + row_number() OVER (PARTITION BY e.uid ORDER BY e.ord) AS seq"
+            " FROM entries AS e JOIN raised AS r USING (uid) JOIN counts AS c USING (uid)),"
+            " kept AS ("
+            f" INSERT INTO {inbox} (uid, seq, conv, mid, is_own)"
+            " SELECT uid, seq, conv, mid, is_own FROM numbered),"
+            " talks AS ("
+            f" INSERT INTO {conversations} AS c (uid, conv, last_seq, last_mid, received)"
+            " SELECT uid, conv, max(seq), (array_agg(mid ORDER BY seq DESC))[1],"
+            " count(*) FILTER (WHERE NOT is_own)"
+            " FROM numbered GROUP BY uid, conv ORDER BY uid, conv"
+            " ON CONFLICT (uid, conv) DO UPDATE SET"
+            " last_seq = excluded.last_seq, last_mid = excluded.last_mid,"
+            " received = c.received + excluded.received),"
+            " absent AS ("
+            " SELECT * FROM numbered AS i WHERE i.is_absent AND NOT EXISTS"
+            f" (SELECT 1 FROM {undelivered} AS s WHERE s.uid = i.uid AND s.mid = i.mid)),"
+            " held AS ("
+            " SELECT u.uid, (SELECT count(*) FROM"
+            f" (SELECT 1 FROM {undelivered} AS s WHERE s.uid = u.uid LIMIT $9) AS c) AS n"
+            " FROM (SELECT DISTINCT uid FROM absent) AS u),"
+            " ranked AS ("
+            " SELECT a.uid, a.mid, a.seq, a.ord,"
+            " held.n + row_number() OVER (PARTITION BY a.uid ORDER BY a.ord) AS position"
+            " FROM absent AS a JOIN held USING (uid)),"
+            " inserted AS ("
+            f" INSERT INTO {undelivered} (uid, mid, seq)"
+            " SELECT uid, mid, seq FROM ranked WHERE position <= $9 ORDER BY ord"
+            " ON CONFLICT DO NOTHING RETURNING uid, mid)"
+            " SELECT 'e' AS kind, uid, mid, seq FROM numbered"
+            " UNION ALL SELECT 'f', NULL, mid, NULL FROM fresh"
+            " UNION ALL SELECT 'k', uid, mid, NULL FROM inserted"
+            " UNION ALL SELECT 'r', uid, mid, NULL FROM ranked WHERE position > $9"
         )
         # The numbers a redelivered batch's entries were given.
         self._read_seqs_sql = (
@@ -161,103 +207,61 @@ class InboxTables:
             " (SELECT DISTINCT hashtext(uid) AS key FROM unnest($2::text[]) AS u(uid)"
             " ORDER BY key) AS keys"
         )
-        # 2. The entries, the conversations, and the thin rows of recipients without a
-        # connection (store.py's capped insert, with seq instead of frame).
-        self._entries_sql = (
-            "WITH entries AS ("
-            " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[],"
-            " $5::bool[]) AS e(uid, seq, conv, mid, is_own)),"
-            " kept AS ("
-            f" INSERT INTO {inbox} (uid, seq, conv, mid, is_own)"
-            " SELECT uid, seq, conv, mid, is_own FROM entries),"
-            " talks AS ("
-            f" INSERT INTO {conversations} AS c (uid, conv, last_seq, last_mid, received)"
-            " SELECT uid, conv, max(seq), (array_agg(mid ORDER BY seq DESC))[1],"
-            " count(*) FILTER (WHERE NOT is_own)"
-            " FROM entries GROUP BY uid, conv ORDER BY uid, conv"
-            " ON CONFLICT (uid, conv) DO UPDATE SET"
-            " last_seq = excluded.last_seq, last_mid = excluded.last_mid,"
-            " received = c.received + excluded.received),"
-            " incoming AS ("
-            " SELECT uid, mid, seq, ord"
-            " FROM unnest($6::text[], $7::text[], $8::int8[])"
-            " WITH ORDINALITY AS i(uid, mid, seq, ord)),"
-            " fresh AS ("
-            " SELECT * FROM incoming AS i WHERE NOT EXISTS"
-            f" (SELECT 1 FROM {undelivered} AS s WHERE s.uid = i.uid AND s.mid = i.mid)),"
-            " held AS ("
-            " SELECT u.uid, (SELECT count(*) FROM"
-            f" (SELECT 1 FROM {undelivered} AS s WHERE s.uid = u.uid LIMIT $9) AS c) AS n"
-            " FROM (SELECT DISTINCT uid FROM fresh) AS u),"
-            " ranked AS ("
-            " SELECT f.uid, f.mid, f.seq, f.ord,"
-            " held.n + row_number() OVER (PARTITION BY f.uid ORDER BY f.ord) AS position"
-            " FROM fresh AS f JOIN held USING (uid)),"
-            " inserted AS ("
-            f" INSERT INTO {undelivered} (uid, mid, seq)"
-            " SELECT uid, mid, seq FROM ranked WHERE position <= $9 ORDER BY ord"
-            " ON CONFLICT DO NOTHING RETURNING uid, mid)"
-            " SELECT uid, mid, true AS is_kept FROM inserted"
-            " UNION ALL SELECT uid, mid, false FROM ranked WHERE position > $9"
-        )
 
     @postgres_call("inbox_write")
-    async def write_batch(self, rows: InboxRows) -> WrittenBatch:
-        """Write one batch in one transaction and number its entries.
+    async def write_batch(
+        self, connection: "Connection", rows: InboxRows
+    ) -> WrittenBatch:
+        """Write one batch and number its entries, committed (``held.use()``'s connection).
 
         Raises:
-            asyncpg.PostgresError: the transaction failed (it was rolled back: no head moved).
+            asyncpg.PostgresError: the write failed (it was rolled back: no head moved).
         """
-        keys = rows.keys
-        async with self._pool.acquire() as connection, connection.transaction():
-            records = await connection.fetch(
-                self._number_sql,
-                [m.mid for m in rows.messages],
-                [m.sender for m in rows.messages],
-                [m.frame for m in rows.messages],
-                [k.uid for k in keys],
-                [k.mid for k in keys],
-            )
-            heads: dict[str, int] = {}
-            fresh_mids: set[str] = set()
-            for record in records:
-                if record["head"] is None:
-                    fresh_mids.add(record["key"])
-                else:
-                    heads[record["key"]] = record["head"]
-            old = [k for k in keys if k.mid not in fresh_mids]
-            kept_seqs: dict[EntryKey, int] = {}
-            if old:
-                for record in await connection.fetch(
-                    self._read_seqs_sql, [k.uid for k in old], [k.mid for k in old]
-                ):
-                    kept_seqs[EntryKey(record["uid"], record["mid"])] = record["seq"]
-            seqs = batch_seqs(keys, fresh_mids, heads, kept_seqs)
-            fresh_entries = [e for e in rows.entries if e.mid in fresh_mids]
-            absent = [a for a in rows.absent if a.mid in fresh_mids]
-            if absent:
+        messages, entries = rows.messages, rows.entries
+        arguments = (
+            [m.mid for m in messages],
+            [m.sender for m in messages],
+            [m.frame for m in messages],
+            [e.uid for e in entries],
+            [e.mid for e in entries],
+            [e.conv for e in entries],
+            [e.is_own for e in entries],
+            [e.is_absent for e in entries],
+            self._max_rows_per_uid,
+        )
+        if rows.absent:
+            async with connection.transaction():
+                # Granted before the write's snapshot: it sees every row of these uids that
+                # the writers holding them before committed.
                 await connection.execute(
                     self._lock_sql,
                     self._names.undelivered_table,
-                    [a.uid for a in absent],
+                    [a.uid for a in rows.absent],
                 )
-            kept: list[RowKey] = []
-            refused: list[RowKey] = []
-            if fresh_entries:
-                for record in await connection.fetch(
-                    self._entries_sql,
-                    [e.uid for e in fresh_entries],
-                    [seqs[EntryKey(e.uid, e.mid)] for e in fresh_entries],
-                    [e.conv for e in fresh_entries],
-                    [e.mid for e in fresh_entries],
-                    [e.is_own for e in fresh_entries],
-                    [a.uid for a in absent],
-                    [a.mid for a in absent],
-                    [seqs[a] for a in absent],
-                    self._max_rows_per_uid,
-                ):
-                    key = RowKey(record["uid"], record["mid"])
-                    (kept if record["is_kept"] else refused).append(key)
+                records = await connection.fetch(self._write_sql, *arguments)
+        else:
+            records = await connection.fetch(self._write_sql, *arguments)
+        numbered: dict[EntryKey, int] = {}
+        fresh_mids: set[str] = set()
+        kept: list[RowKey] = []
+        refused: list[RowKey] = []
+        for kind, uid, mid, seq in records:
+            if kind == "e":
+                numbered[EntryKey(uid, mid)] = seq
+            elif kind == "f":
+                fresh_mids.add(mid)
+            elif kind == "k":
+                kept.append(RowKey(uid, mid))
+            else:
+                refused.append(RowKey(uid, mid))
+        kept_seqs: dict[EntryKey, int] = {}
+        old = [e for e in entries if e.mid not in fresh_mids]
+        if old:
+            for record in await connection.fetch(
+                self._read_seqs_sql, [e.uid for e in old], [e.mid for e in old]
+            ):
+                kept_seqs[EntryKey(record["uid"], record["mid"])] = record["seq"]
+        seqs = batch_seqs(numbered, kept_seqs)
         retried = [
             RowKey(a.uid, a.mid)
             for a in rows.absent

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -40,6 +41,9 @@ from proto.items import Decoded, RefusedItem, wrap_items
 from proto.names import KEY_INBOX
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue
 from runtime.publish import confirm_all
+
+if TYPE_CHECKING:
+    from offline_store.held_connection import Connection
 
 log = structlog.get_logger()
 
@@ -113,9 +117,11 @@ class InboxWriter:
                 self._last_settling = settling
 
     async def drain(self) -> None:
-        """Wait until every batch started is settled (acknowledged or given back)."""
+        """Wait until every batch started is settled (acknowledged or given back), then give
+        the writer's connection back to the pool."""
         if self._last_settling is not None:
             await asyncio.wait([self._last_settling])
+        await self._tables.held.close()
 
     async def _start(
         self, batch: Sequence[AbstractIncomingMessage]
@@ -146,16 +152,20 @@ class InboxWriter:
         """Write the batch and start publishing its deliveries; never raises."""
         attempt = Attempt()
         try:
-            started = time.perf_counter()
-            attempt.written, attempt.unwritable = await self._write(rows)
-            attempt.transaction_ms = (time.perf_counter() - started) * 1000
-            # After the commit: connections whose sync registered before it (section 5.2).
             syncing: dict[str, list[tuple[str, str]]] = {}
-            uids = sorted({entry.uid for entry in rows.entries})
-            for found in await self._syncs.connections_of(uids):
-                syncing.setdefault(found.uid, []).append(
-                    (found.gateway_id, found.conn_id)
+            async with self._tables.held.use() as connection:
+                started = time.perf_counter()
+                attempt.written, attempt.unwritable = await self._write(
+                    connection, rows
                 )
+                attempt.transaction_ms = (time.perf_counter() - started) * 1000
+                # After the commit: connections whose sync registered before it (section
+                # 5.2).
+                uids = sorted({entry.uid for entry in rows.entries})
+                for found in await self._syncs.connections_of(uids, connection):
+                    syncing.setdefault(found.uid, []).append(
+                        (found.gateway_id, found.conn_id)
+                    )
             deliveries = inbox_deliveries(
                 rows.items, attempt.written.seqs, self._max_bytes, syncing
             )
@@ -218,15 +228,15 @@ class InboxWriter:
         observability.STORED.inc(len(written.kept))
 
     async def _write(
-        self, rows: InboxRows
+        self, connection: "Connection", rows: InboxRows
     ) -> tuple[WrittenBatch, list[tuple[str, RefusedItem]]]:
-        """Write the batch in one transaction. Should PostgreSQL refuse it for what an item
-        holds, write the items one by one: those it refuses are returned to be dead-lettered.
+        """Write the batch at once. Should PostgreSQL refuse it for what an item holds, write
+        the items one by one: those it refuses are returned to be dead-lettered.
         """
         if not rows.items:
             return WrittenBatch({}, set(), [], [], []), []
         try:
-            return await self._tables.write_batch(rows), []
+            return await self._tables.write_batch(connection, rows), []
         except ROW_ERRORS as exc:
             log.warning(
                 "inbox_batch_refused", messages=len(rows.items), error=repr(exc)
@@ -236,7 +246,7 @@ class InboxWriter:
         for index, item in enumerate(rows.items):
             try:
                 one = await self._tables.write_batch(
-                    rows_from_items(Decoded([item], []))
+                    connection, rows_from_items(Decoded([item], []))
                 )
             except ROW_ERRORS as exc:
                 body = wrap_items([encode(item)])

@@ -10,6 +10,7 @@ runs SQL; the windows are shaped in ``windows.py``.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -17,6 +18,9 @@ from offline_store.store import quote_identifier
 from offline_store.windows import WindowRow
 from proto.names import Names
 from proto.sync import SyncRequest
+
+if TYPE_CHECKING:
+    from offline_store.held_connection import Connection
 
 
 def _table(qualified: str) -> str:
@@ -107,12 +111,14 @@ class SyncTables:
                 )
         return rows, head
 
-    async def connections_of(self, uids: Sequence[str]) -> list[SyncingConnection]:
-        """The connections of these uids that started a sync within their grace."""
+    async def connections_of(
+        self, uids: Sequence[str], connection: "Connection"
+    ) -> list[SyncingConnection]:
+        """The connections of these uids that started a sync within their grace, read on this
+        connection (the inbox writer's, after its batch's commit)."""
         if not uids:
             return []
-        async with self._pool.acquire() as connection:
-            records = await connection.fetch(self._recent_sql, list(uids))
+        records = await connection.fetch(self._recent_sql, list(uids))
         return [
             SyncingConnection(r["uid"], r["gateway_id"], r["conn_id"]) for r in records
         ]

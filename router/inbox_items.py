@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from proto.envelopes import Outgoing
 from proto.inbox import EntryTarget, InboxBatch, InboxEntry, InboxItem, encode
+from proto.items import wrap_items
 from proto.names import KEY_INBOX, Names
 from router.delivery_items import message_frame, origin_of
 from router.publications import Publication
@@ -98,22 +99,28 @@ def inbox_publications(
 ) -> list[Publication]:
     """The ``InboxBatch`` messages carrying these items, in order, each at most ``max_bytes``
     (an item larger than that alone); none for no items."""
+    if not items:
+        return []
+    whole = encode(InboxBatch(items=list(items)))
+    if len(whole) <= max_bytes:  # the usual case: one message, encoded in one call
+        return [_publication(names, items, whole)]
     publications: list[Publication] = []
-    chunk: list[InboxItem] = []
-    size = len(b'{"items":[]}')
-    for item in items:
-        item_bytes = len(encode(item)) + 1  # its comma
+    chunk: list[bytes] = []
+    start, size = 0, len(wrap_items([]))
+    for index, item in enumerate(items):
+        encoded = encode(item)
+        item_bytes = len(encoded) + 1  # its comma
         if chunk and size + item_bytes > max_bytes:
-            publications.append(_publication(names, chunk))
-            chunk, size = [], len(b'{"items":[]}')
-        chunk.append(item)
+            publications.append(
+                _publication(names, items[start:index], wrap_items(chunk))
+            )
+            start, chunk, size = index, [], len(wrap_items([]))
+        chunk.append(encoded)
         size += item_bytes
-    if chunk:
-        publications.append(_publication(names, chunk))
+    publications.append(_publication(names, items[start:], wrap_items(chunk)))
     return publications
 
 
-def _publication(names: Names, items: list[InboxItem]) -> Publication:
+def _publication(names: Names, items: Sequence[InboxItem], body: bytes) -> Publication:
     mid = items[0].mid if len(items) == 1 else ""
-    body = encode(InboxBatch(items=items))
     return Publication(names.inbound_exchange, KEY_INBOX, body, mid)

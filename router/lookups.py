@@ -278,15 +278,20 @@ class BatchLookup:
 
         ``from_client``: a client's frame (the sender's membership of a group is checked,
         its id claimed in the uid's keyspace), not a backend's ``api.send``. With history on,
-        a 1:1 or group message reads its sender's connections too, last.
+        a 1:1 or group message reads its sender's connections too, last. A 1:1 message with a
+        client id reads its connections in the claim's command (``ClaimClientId.reads``).
         """
         is_own_read = reads_own(outgoing, from_client, self._rules.history)
         if is_own_read:
             self._own.add(index)
         requests: list[Request] = []
+        reads: tuple[str, ...] = ()
+        if outgoing.to is not None:
+            reads = (outgoing.to, outgoing.sender) if is_own_read else (outgoing.to,)
         if claims:
             ttl_ms = self._rules.dedup_ttl_ms
             window = self._at_ms // ttl_ms
+            # A 1:1 message's reads go in its claim: one command for both.
             requests.append(
                 ClaimClientId(
                     outgoing.sender,
@@ -295,12 +300,14 @@ class BatchLookup:
                     window,
                     (window + 2) * ttl_ms,
                     from_backend=not from_client,
+                    reads=reads,
                 )
             )
+        elif reads:
+            requests.append(ReadConnections(reads))
         if outgoing.to is not None:
-            uids = (outgoing.to, outgoing.sender) if is_own_read else (outgoing.to,)
-            requests.append(ReadConnections(uids))
-        elif outgoing.group is not None:
+            return requests
+        if outgoing.group is not None:
             member = outgoing.sender if from_client else None
             requests.append(ReadGroup(outgoing.group, member))
         elif outgoing.room is not None:
@@ -357,6 +364,8 @@ class BatchLookup:
         for result in results:
             if isinstance(result, Claimed):
                 first_mid = result.first_mid
+                if result.connections is not None:
+                    audience = result.connections  # a 1:1 message's reads
             else:
                 audience = result
         if isinstance(audience, GroupRead) and not audience.is_member:

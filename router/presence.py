@@ -195,16 +195,18 @@ class Presence:
                 dedup_key = (
                     names.api_dedup_key if request.from_backend else names.dedup_key
                 )
+                reads = request.reads
                 pipeline.eval(
                     scripts.CLAIM_CLIENT_ID,
-                    2,
+                    2 + len(reads),
                     dedup_key(sender, window),
                     dedup_key(sender, window - 1),
+                    *map(names.presence_key, reads),
                     client_id,
                     mid,
                     expire_at_ms,
                 )
-                return _read_claimed
+                return lambda replies: _read_claimed(reads, replies[0])
             case ReadConnections(uids=uids):
                 for uid in uids:
                     pipeline.hgetall(names.presence_key(uid))
@@ -356,9 +358,12 @@ def _read_heartbeat(replies: list[Any]) -> Result:
     return HeartbeatRecorded(was_known=bool(is_known))
 
 
-def _read_claimed(replies: list[Any]) -> Result:
-    [first_mid] = replies  # the mid, or None: Lua's false
-    return Claimed(first_mid)
+def _read_claimed(reads: Sequence[str], reply: list[Any]) -> Result:
+    first_mid, *hashes = reply  # the mid, or None: Lua's false; then flat HGETALLs
+    if not reads:
+        return Claimed(first_mid)
+    by_uid = tuple(zip(reads, map(_flat_connections, hashes), strict=True))
+    return Claimed(first_mid, Connections(by_uid))
 
 
 def _read_room(replies: list[Any]) -> Result:
@@ -392,3 +397,8 @@ def _counts(room: Mapping[str, str]) -> dict[str, int]:
 def _connections(presence: Mapping[str, str]) -> tuple[PresenceEntry, ...]:
     """The connections of one ``<ns>:presence:<uid>`` hash (conn_id -> gateway_id)."""
     return tuple(starmap(PresenceEntry, presence.items()))
+
+
+def _flat_connections(presence: Sequence[str]) -> tuple[PresenceEntry, ...]:
+    """The connections of one presence hash as a script returns it: conn_id, gateway_id, ..."""
+    return tuple(map(PresenceEntry, presence[::2], presence[1::2]))

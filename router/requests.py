@@ -86,6 +86,9 @@ class ClaimClientId:
     expire_at_ms: int
     from_backend: bool = False
     """An ``api.send``'s id: backends have a keyspace of their own."""
+    reads: tuple[str, ...] = ()
+    """Uids whose connections are read in the same command (``Claimed.connections``): a 1:1
+    message's recipient, and its sender with history on. Empty: none are read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,14 +76,16 @@ class HeartbeatRecorded:
 
 
 @dataclass(frozen=True, slots=True)
-class Claimed:
-    first_mid: str | None
-    """The mid that claimed the client id first; None: this mid claimed it now."""
+class Connections:
+    by_uid: UidConnections
 
 
 @dataclass(frozen=True, slots=True)
-class Connections:
-    by_uid: UidConnections
+class Claimed:
+    first_mid: str | None
+    """The mid that claimed the client id first; None: this mid claimed it now."""
+    connections: Connections | None = None
+    """The connections of the claim's ``reads``, in order; None when it read none."""
 
 
 @dataclass(frozen=True, slots=True)

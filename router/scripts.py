@@ -74,15 +74,22 @@ return count
 # each expires when the window after it ends. So a uid holds at most two dedup keys whatever its
 # rate (a key per id cost ~600,000 keys per uid at full rate), and a retry is recognised when it
 # comes within one TTL of the first frame (at most two TTLs; later it counts as new).
-# KEYS: this window's hash, the previous window's. ARGV: client_id, mid, expire_at_ms.
+# Then read the presence hashes of KEYS[3..] (a 1:1 message's recipient, and its sender with
+# history on), so that a message costs the router one command, not one per uid it reads.
+# KEYS: this window's hash, the previous window's, then presence(uid) for each uid to read.
+# ARGV: client_id, mid, expire_at_ms.
+# Returns {the first mid or false, the flat HGETALL of each presence key, in order}.
 CLAIM_CLIENT_ID = """
 local first = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[2], ARGV[1])
-if first then
-  return first
+if not first then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return false
+local replies = {first or false}
+for i = 3, #KEYS do
+  replies[i - 1] = redis.call('HGETALL', KEYS[i])
+end
+return replies
 """
 
 # Apply members of one group with their versions (a GroupChanged, or a rebuild page): each uid

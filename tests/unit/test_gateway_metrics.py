@@ -3,9 +3,11 @@
 import msgspec
 import pytest
 
-from gateway.observability import frame_type_of
-from proto import frames
-from proto.metrics import FRAME_TYPE_UNKNOWN
+from gateway.observability import count_delivery, frame_type_of
+from proto import envelopes, frames
+from proto.metrics import DELIVERY_LATENCY_SECONDS, FRAME_TYPE_UNKNOWN
+from proto.mids import mid_time_ms
+from runtime.metrics import REGISTRY
 
 
 @pytest.mark.parametrize(
@@ -37,3 +39,19 @@ def test_a_numbered_copy_is_still_a_message() -> None:
     )
     assert frame_type_of(frames.with_seq(frame, 12)) == "message"
     assert frame_type_of(b'{"seq":3,"mid":"m"}') == FRAME_TYPE_UNKNOWN
+
+
+def test_an_advance_is_not_timed_as_a_delivered_message() -> None:
+    mid = "018f0a1b2c3d" + "0" * 14  # 12 hex digits of Unix ms, then the rest
+    pushed = envelopes.DeliveryItem(frame=msgspec.Raw(b"{}"), targets=[], mid=mid)
+    advance = envelopes.DeliveryItem(
+        frame=msgspec.Raw(b"null"), targets=[], mid=mid, advance=True
+    )
+    before = _latency_count()
+    count_delivery(envelopes.Delivery(items=[pushed, advance]), mid_time_ms(mid) + 5)
+    assert _latency_count() == before + 1
+
+
+def _latency_count() -> float:
+    value = REGISTRY.get_sample_value(f"{DELIVERY_LATENCY_SECONDS}_count")
+    return value or 0.0

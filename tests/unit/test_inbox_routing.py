@@ -66,12 +66,18 @@ def route(batch: list[Inbound], answers: list[Answer], history: bool = True) -> 
     )
 
 
-def test_a_one_to_one_message_reads_the_senders_connections_too() -> None:
+def reads(request: object) -> tuple[str, ...]:
+    """The uids whose connections a message's claim reads."""
+    assert isinstance(request, ClaimClientId)
+    return request.reads
+
+
+def test_a_one_to_one_message_reads_the_senders_connections_too_in_its_claim() -> None:
     lookup = BatchLookup([send()], AT_MS, HISTORY)
-    assert lookup.requests()[1] == ReadConnections(("bob", "alice"))
-    answers = lookup_answers(
-        [send()], [Claimed(None), Connections((("bob", BOB), ("alice", ALICE)))]
-    )
+    [claim] = lookup.requests()
+    assert reads(claim) == ("bob", "alice")
+    both = Connections((("bob", BOB), ("alice", ALICE)))
+    answers = lookup_answers([send()], [Claimed(None, both)])
     assert answers == [Recipients((("bob", BOB),), ALICE)]
 
 
@@ -86,10 +92,10 @@ def test_a_group_message_reads_the_sender_last_even_alone_in_the_group() -> None
 
 def test_without_history_transient_or_to_oneself_the_sender_is_not_read() -> None:
     off = LookupRules(dedup_ttl_ms=60_000, debounce_ms=2_000)
-    assert BatchLookup([send()], AT_MS, off).requests()[1] == ReadConnections(("bob",))
+    assert reads(BatchLookup([send()], AT_MS, off).requests()[0]) == ("bob",)
     for message in (send(transient=True), send(to="alice")):
         requests = BatchLookup([message], AT_MS, HISTORY).requests()
-        assert requests[1] == ReadConnections((message.to or "",))
+        assert reads(requests[0]) == (message.to or "",)
 
 
 def test_api_send_as_system_enters_no_inbox_of_the_sender() -> None:

@@ -1,7 +1,6 @@
 """The offline store's inbox decisions: numbering, items to rows, rows to deliveries."""
 
 import msgspec
-import pytest
 
 from offline_store.inbox import (
     conversation,
@@ -9,12 +8,7 @@ from offline_store.inbox import (
     offline_events,
     rows_from_items,
 )
-from offline_store.numbering import (
-    EntryKey,
-    batch_seqs,
-    entry_counts,
-    number_entries,
-)
+from offline_store.numbering import EntryKey, batch_seqs
 from offline_store.rows import RowKey
 from proto import envelopes, frames
 from proto.envelopes import MessageOffline, Origin, Target
@@ -74,36 +68,14 @@ def decoded(*items: InboxItem) -> Decoded[InboxItem]:
 # --- numbering ---------------------------------------------------------------------
 
 
-def test_each_uids_entries_end_at_its_new_head_in_batch_order() -> None:
-    entries = [
-        EntryKey("bob", "m1"),
-        EntryKey("alice", "m1"),
-        EntryKey("bob", "m2"),
-        EntryKey("carol", "m3"),
-        EntryKey("bob", "m3"),
-    ]
-    heads = {"bob": 13, "alice": 1, "carol": 4}
-    assert number_entries(entries, heads) == {
-        EntryKey("bob", "m1"): 11,
-        EntryKey("alice", "m1"): 1,
-        EntryKey("bob", "m2"): 12,
-        EntryKey("carol", "m3"): 4,
-        EntryKey("bob", "m3"): 13,
+def test_fresh_entries_take_their_numbers_and_kept_ones_keep_theirs() -> None:
+    numbered = {EntryKey("alice", "m1"): 4, EntryKey("bob", "m2"): 9}
+    kept = {EntryKey("bob", "m1"): 8}
+    assert batch_seqs(numbered, kept) == {
+        EntryKey("bob", "m1"): 8,
+        EntryKey("alice", "m1"): 4,
+        EntryKey("bob", "m2"): 9,
     }
-    assert entry_counts(entries) == {"bob": 3, "alice": 1, "carol": 1}
-
-
-def test_two_batches_of_a_uid_number_without_gap() -> None:
-    first = number_entries([EntryKey("u", "a"), EntryKey("u", "b")], {"u": 2})
-    second = number_entries([EntryKey("u", "c")], {"u": 3})
-    assert sorted([*first.values(), *second.values()]) == [1, 2, 3]
-
-
-def test_a_head_that_cannot_hold_the_entries_is_an_error() -> None:
-    with pytest.raises(ValueError, match="head"):
-        number_entries([EntryKey("u", "a"), EntryKey("u", "b")], {"u": 1})
-    with pytest.raises(ValueError, match="head"):
-        number_entries([EntryKey("u", "a")], {})
 
 
 # --- items to rows -----------------------------------------------------------------
@@ -119,7 +91,6 @@ def test_a_one_to_one_message_is_one_message_row_and_two_entries() -> None:
         ("alice", "u:bob", True),
     ]
     assert rows.absent == []
-    assert rows.keys == [EntryKey("bob", "m1"), EntryKey("alice", "m1")]
 
 
 def test_a_group_message_is_stored_once_for_every_member() -> None:
@@ -242,18 +213,12 @@ def test_message_offline_events_name_the_sender_and_the_conversation() -> None:
 
 def test_a_redelivered_batch_is_numbered_once() -> None:
     keys = [EntryKey("bob", "m1"), EntryKey("alice", "m1"), EntryKey("bob", "m2")]
-    first = batch_seqs(keys, {"m1", "m2"}, {"bob": 9, "alice": 4}, {})
-    assert first == {
-        EntryKey("bob", "m1"): 8,
-        EntryKey("alice", "m1"): 4,
-        EntryKey("bob", "m2"): 9,
-    }
+    first = batch_seqs(dict(zip(keys, (8, 4, 9), strict=True)), {})
     # The same batch again: nothing is fresh, no head moved, the numbers read back stand.
-    again = batch_seqs(keys, set(), {}, first)
+    again = batch_seqs({}, first)
     assert again == first
 
 
 def test_a_batch_mixing_fresh_and_kept_mids_numbers_only_the_fresh() -> None:
-    keys = [EntryKey("bob", "m1"), EntryKey("bob", "m2")]
-    seqs = batch_seqs(keys, {"m2"}, {"bob": 6}, {EntryKey("bob", "m1"): 5})
+    seqs = batch_seqs({EntryKey("bob", "m2"): 6}, {EntryKey("bob", "m1"): 5})
     assert seqs == {EntryKey("bob", "m1"): 5, EntryKey("bob", "m2"): 6}

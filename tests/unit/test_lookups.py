@@ -101,9 +101,17 @@ def send(mid: str = "m1", client_id: str = "c1", **addressing: object) -> Outgoi
     )
 
 
-def claim(mid: str = "m1", client_id: str = "c1") -> ClaimClientId:
-    """The claim of a client's message from alice, in this batch's dedup window."""
-    return ClaimClientId("alice", client_id, mid, WINDOW, EXPIRE_AT_MS)
+def claim(
+    mid: str = "m1", client_id: str = "c1", reads: tuple[str, ...] = ()
+) -> ClaimClientId:
+    """The claim of a client's message from alice, in this batch's dedup window, reading the
+    connections of ``reads`` (a 1:1 message's)."""
+    return ClaimClientId("alice", client_id, mid, WINDOW, EXPIRE_AT_MS, reads=reads)
+
+
+def to_bob(first_mid: str | None = None) -> Claimed:
+    """The claim of a message to bob, bob online."""
+    return Claimed(first_mid, BOB_ONLINE)
 
 
 def look_up(
@@ -131,9 +139,9 @@ def finish(lookup: BatchLookup, *rounds: list[Result]) -> list[Answer]:
 def test_a_batch_takes_two_rounds_and_then_answers() -> None:
     lookup, requests = look_up([send()])
 
-    assert requests == [claim(), ReadConnections(("bob",))]
+    assert requests == [claim(reads=("bob",))]
     assert not lookup.is_done
-    lookup.receive([Claimed(None), BOB_ONLINE])
+    lookup.receive([to_bob()])
     assert not lookup.is_done
     assert lookup.requests() == []  # nothing left to read: no round trip
     lookup.receive([])
@@ -148,8 +156,7 @@ def test_every_envelope_is_read_in_batch_order_in_one_round() -> None:
 
     assert requests == [
         OpenConnection("bob", "k1", "gw1", 0, AT_MS),
-        claim(),
-        ReadConnections(("bob",)),
+        claim(reads=("bob",)),
         RecordHeartbeat("gw1", AT_MS),
     ]
 
@@ -158,7 +165,7 @@ def test_results_must_match_the_requests() -> None:
     lookup, _ = look_up([send()])
 
     with pytest.raises(ValueError, match="one result per request"):
-        lookup.receive([Claimed(None)])
+        lookup.receive([to_bob(), BOB_ONLINE])
 
 
 def test_answers_wait_for_every_round_and_rounds_end() -> None:
@@ -166,7 +173,7 @@ def test_answers_wait_for_every_round_and_rounds_end() -> None:
     with pytest.raises(ValueError, match="a round of requests is left"):
         lookup.answers()
 
-    finish(lookup, [Claimed(None), BOB_ONLINE])
+    finish(lookup, [to_bob()])
     with pytest.raises(ValueError, match="every round was received"):
         lookup.receive([])
 
@@ -244,27 +251,23 @@ def test_saved_rows_read_the_connections_of_each_uid_in_order() -> None:
 # Messages: retries, group members, rooms, broadcasts
 
 
-def test_a_message_to_a_uid_claims_its_id_and_reads_the_recipient() -> None:
+def test_a_message_to_a_uid_claims_its_id_and_reads_the_recipient_at_once() -> None:
     lookup, requests = look_up([send()])
 
-    assert requests == [claim(), ReadConnections(("bob",))]
-    assert finish(lookup, [Claimed(None), BOB_ONLINE]) == [
-        Recipients(BOB_ONLINE.by_uid)
-    ]
+    assert requests == [claim(reads=("bob",))]  # one command
+    assert finish(lookup, [to_bob()]) == [Recipients(BOB_ONLINE.by_uid)]
 
 
 def test_a_retry_is_answered_with_the_mid_that_claimed_its_id_first() -> None:
     lookup, _ = look_up([send("m2", client_id="c7")])
 
-    assert finish(lookup, [Claimed("m1"), BOB_ONLINE]) == [Retried("m1")]
+    assert finish(lookup, [to_bob("m1")]) == [Retried("m1")]
 
 
 def test_a_redelivery_with_the_same_mid_is_routed_again() -> None:
     lookup, _ = look_up([send("m1")])
 
-    assert finish(lookup, [Claimed("m1"), BOB_ONLINE]) == [
-        Recipients(BOB_ONLINE.by_uid)
-    ]
+    assert finish(lookup, [to_bob("m1")]) == [Recipients(BOB_ONLINE.by_uid)]
 
 
 def test_a_group_message_reads_its_members_but_the_sender_in_a_second_round() -> None:
@@ -314,8 +317,7 @@ def test_the_members_of_every_group_message_are_read_in_one_round() -> None:
         [
             Claimed(None),
             GroupRead(True, frozenset({"bob"})),
-            Claimed(None),
-            BOB_ONLINE,
+            to_bob(),
             Claimed(None),
             GroupRead(True, frozenset({"carol", "dave"})),
         ]
@@ -504,11 +506,9 @@ def test_each_uid_adds_its_cost_once_per_batch_after_the_envelopes() -> None:
     window = AT_MS // RATE.window_ms
     assert requests[-1:] == [AddCost("alice", window, 3, 2 * RATE.window_ms)]
     assert requests[:-1] == [
-        claim("m1"),
-        ReadConnections(("bob",)),
+        claim("m1", reads=("bob",)),
         ReadConnections(("bob", "carol")),
-        claim("m2", "c2"),
-        ReadConnections(("bob",)),
+        claim("m2", "c2", reads=("bob",)),
     ]
 
 
@@ -524,11 +524,9 @@ def test_the_batch_that_takes_a_uid_over_its_rate_throttles_it_at_its_last_envel
     seen = HeartbeatRecorded(was_known=True)
     lookup.receive(
         [
-            Claimed(None),
-            BOB_ONLINE,
+            to_bob(),
             seen,
-            Claimed(None),
-            BOB_ONLINE,
+            to_bob(),
             Counted("alice", 11),
         ]
     )
@@ -542,7 +540,7 @@ def test_the_batch_that_takes_a_uid_over_its_rate_throttles_it_at_its_last_envel
 
 def test_a_uid_under_its_rate_is_not_throttled() -> None:
     lookup, _ = look_up([send()], RATED)
-    lookup.receive([Claimed(None), BOB_ONLINE, Counted("alice", 10)])
+    lookup.receive([to_bob(), Counted("alice", 10)])
     lookup.receive([])
 
     assert lookup.answers().throttles == {}
