@@ -146,11 +146,13 @@ HOARDERS = 6
 100 pin 600 deliveries, more than the 500 RabbitMQ lets the gateway hold."""
 
 
+@pytest.mark.parametrize("history", ["off", "on"])
 async def test_many_clients_that_never_ack_do_not_stall_their_gateway(
-    stack: Stack,
+    stack: Stack, history: str
 ) -> None:
     stack.settings.update(UNLIMITED_RATE)
     stack.settings[env.PREFETCH] = str(PREFETCH)
+    stack.settings[env.HISTORY] = history
     await stack.start(gateways=2)
     hoarders = [await stack.connect(0, uid=f"hoarder-{n}") for n in range(HOARDERS)]
     alice = await stack.connect(0, uid="alice")
@@ -176,8 +178,13 @@ async def test_many_clients_that_never_ack_do_not_stall_their_gateway(
         received = await receive_acking(again, len(mids), within_s=60, ack_every=50)
         assert sorted(received) == sorted(mids)
         await again.close()
-    gateway = stack.gateways[0].process
-    assert gateway.count_events("pinned_deliveries_relieved") > 0
+    # The relay's router publishes a delivery per message sent one by one, so the hoarders pin
+    # more deliveries than three quarters of the prefetch and the gateway must relieve them.
+    # With history on the store's deliveries carry what it wrote in one batch, as many as it
+    # took (more on a busy machine): fewer deliveries, which may pin less than that.
+    if history == "off":
+        gateway = stack.gateways[0].process
+        assert gateway.count_events("pinned_deliveries_relieved") > 0
 
 
 # Replay in windows
