@@ -11,7 +11,9 @@ Each asker connects (4 per gateway) and asks for 250 pages in turn, one at a tim
 from the ``history`` frame to its reply, through the gateway, the store's queries queue, one
 statement and the delivery back; 2,000 pages in all.
 
-For comparison, the same 2,000 pages are then read by the store's own statement
+The note gives the pages answered per second and the CPU that the stack's processes and the
+store's PostgreSQL backends spent per page meanwhile (``bench/cpu.py``). For comparison, the
+same 2,000 pages are then read by the store's own statement
 (``offline_store.query_tables.QueryTables.history``) from one connection, one at a time: what
 PostgreSQL takes, without the broker hops and the processes on the way.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bench import cpu
 from bench.harness import percentile
 from bench.history_load import inbox_megabytes, load
 from bench.history_rows import History, Shape, asker
@@ -154,9 +157,13 @@ async def run(quick: bool) -> list[Measurement]:
             member.uid: pages_to_ask(history, member.uid, plan.pages_per_asker)
             for member in members
         }
+        before = await cpu.sample(stack)
+        started = time.monotonic()
         results = await asyncio.gather(
             *(ask(member, asks[member.uid]) for member in members)
         )
+        asked_s = time.monotonic() - started
+        spent = cpu.used(before, await cpu.sample(stack))
         direct = await read_directly(stack.names, asks)
     finally:
         await asyncio.gather(*(member.abort() for member in members))
@@ -169,14 +176,20 @@ async def run(quick: bool) -> list[Measurement]:
     print(
         f"  {shape.inbox_rows:,} inbox rows loaded in {load_s:.1f} s ({inbox_mb:.0f} MB "
         f"with indexes); {answered:,} pages answered, {unanswered} not, "
-        f"{mean_entries:.1f} entries per page",
+        f"{mean_entries:.1f} entries per page, {answered / asked_s:.0f} pages/s",
         file=sys.stderr,
+    )
+    per_page = ", ".join(
+        f"{role} {seconds * 1e3 / max(1, answered):.2f}"
+        for role, seconds in spent.items()
+        if seconds > 0
     )
     note = (
         f"{shape.inbox_rows:,} inbox rows ({shape.messages:,} 1:1 messages) loaded by COPY; "
         f"{len(members)} clients, {plan.pages_per_asker} pages each, one at a time; "
         f"random conversation and before, {mean_entries:.0f} entries per page on average; "
-        "history frame to reply"
+        f"history frame to reply; {answered / asked_s:.0f} pages/s, {per_page} ms "
+        "CPU/page"
     )
     rows = f"({shape.inbox_rows:,} rows)"
     return [
