@@ -8,9 +8,9 @@ import aio_pika
 import pytest
 import redis.asyncio as redis
 
-from proto import env
 from proto.env import DEFAULT_AMQP_URL, DEFAULT_REDIS_URL
 from tests.support.clients import RawClient
+from tests.support.rates import UNLIMITED_RATE
 from tests.support.stack import Stack
 from tests.support.stored import wait_for_rows_stored
 from tests.support.timing import eventually
@@ -271,8 +271,9 @@ async def test_unacknowledged_messages_of_a_killed_gateway_come_back(
 async def test_sends_without_waiting_are_answered_and_delivered_in_order(
     stack: Stack,
 ) -> None:
-    # A burst above the default rate limit's bucket: the frames are not refused for it.
-    stack.settings[env.RATE_LIMIT_BURST] = "1000"
+    # A burst above the default rate limits' buckets (the connection's and the uid's): the
+    # frames are not refused for it, however fast this host sends them.
+    stack.settings.update(UNLIMITED_RATE)
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     bob = await stack.connect(1, uid="bob")
@@ -291,8 +292,8 @@ def receipt_of(client_id: str) -> Callable[[dict[str, Any]], bool]:
 
 
 async def test_restarted_router_delivers_every_sent_message(stack: Stack) -> None:
-    # 150 sends as fast as the receipts come back: above the default rate limit.
-    stack.settings[env.RATE_LIMIT_PER_S] = "1000"
+    # 150 sends as fast as the receipts come back: above the default rate limits.
+    stack.settings.update(UNLIMITED_RATE)
     await stack.start(gateways=2)
     alice = await stack.connect(0, uid="alice")
     leo = await stack.connect(1, uid="leo")

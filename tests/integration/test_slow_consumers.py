@@ -18,6 +18,7 @@ from proto import env, frames
 from proto.mids import MidFactory
 from proto.names import Names
 from tests.support.clients import Frame, RawClient
+from tests.support.rates import UNLIMITED_RATE
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 
@@ -29,13 +30,6 @@ the test's time). The flood is twice as many messages: the router combines a few
 delivery, and more deliveries than the prefetch must reach the gateway."""
 INNOCENT_BOUND_S = 2.0
 """How late an innocent message may arrive beside the abuse: generous for a loaded 2-core host."""
-UNLIMITED_RATE = {
-    env.RATE_LIMIT_PER_S: "100000",
-    env.RATE_LIMIT_BURST: "100000",
-    env.RATE_LIMIT_BYTES_PER_S: "0",
-    env.RATE_LIMIT_PER_UID_PER_S: "0",
-}
-"""The sender of the abuse is a test, not the subject: no rate limit slows it down."""
 
 
 def table(names: Names) -> str:
