@@ -47,6 +47,7 @@ async def main(settings: Settings) -> None:
             max_pinned=settings.prefetch * 3 // 4,
             history=settings.history,
             sync_gap_wait_s=settings.sync_gap_wait_s,
+            sync_window=settings.sync_window,
         )
         observability.count_connections(hub.connections)
         stack.push_async_callback(hub.close)

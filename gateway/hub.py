@@ -79,6 +79,7 @@ class Hub:
         max_pinned: int = 500,
         history: bool = False,
         sync_gap_wait_s: float = 0.5,
+        sync_window: int = 500,
     ) -> None:
         self._bus = bus
         self._ack_timeout_s = ack_timeout_s
@@ -97,6 +98,7 @@ class Hub:
                 gateway_id,
                 self._ledger,
                 max_unacked,
+                sync_window,
                 sync_gap_wait_s,
                 clock,
                 self._spawn,

@@ -22,6 +22,8 @@ from runtime import settings as shared
 from runtime.settings import ServiceSettings
 
 GATEWAY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_SYNC_WINDOW = 500
+"""Half of the default ``SWITCHBOARD_OUTBOX_FRAMES``: a sync of 10,000 takes about 30 windows."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +93,11 @@ class Settings(ServiceSettings):
     sync_gap_wait_s: float = 0.5
     """History on: how long a live copy that came out of order waits for the missing ``seq``
     before the gateway asks the store for a window."""
+    sync_window: int = DEFAULT_SYNC_WINDOW
+    """History on: messages a connection may leave unacknowledged until ``synced``. Sync
+    entries pin no AMQP delivery (history keeps them), so the cap that protects the prefetch
+    does not apply; larger windows take fewer round trips to the store. At most half of
+    ``outbox_frames``, so that a window never fills the outbox of a client that reads."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -120,6 +127,19 @@ class Settings(ServiceSettings):
             raise SettingsError(
                 f"{env.MAX_UNACKED_PER_CONNECTION} must be less than {env.PREFETCH} "
                 f"({prefetch}), got {max_unacked}"
+            )
+        outbox_frames = env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1)
+        most_sync_window = max(1, outbox_frames // 2)
+        sync_window = env.integer(
+            environ,
+            env.SYNC_WINDOW,
+            min(DEFAULT_SYNC_WINDOW, most_sync_window),
+            minimum=1,
+        )
+        if sync_window > most_sync_window:
+            raise SettingsError(
+                f"{env.SYNC_WINDOW} must be at most half of {env.OUTBOX_FRAMES} "
+                f"({outbox_frames}), got {sync_window}"
             )
         jwks = jwks_url(environ)
         jwt_algorithm = env.choice(
@@ -176,7 +196,7 @@ class Settings(ServiceSettings):
             gateway_queue_expires_s=expires_s,
             heartbeat_interval_s=env.seconds(environ, env.HEARTBEAT_INTERVAL_S, 5.0),
             max_frame_bytes=max_frame_bytes,
-            outbox_frames=env.integer(environ, env.OUTBOX_FRAMES, 1000, minimum=1),
+            outbox_frames=outbox_frames,
             consumer_check_s=env.seconds(environ, env.CONSUMER_CHECK_S, 5.0),
             http_port=http_port,
             http_host=env.text(environ, env.HTTP_HOST, host),
@@ -196,6 +216,7 @@ class Settings(ServiceSettings):
             ),
             max_unacked_per_connection=max_unacked,
             sync_gap_wait_s=env.seconds(environ, env.SYNC_GAP_WAIT_S, 0.5),
+            sync_window=sync_window,
         )
 
     @property

@@ -9,8 +9,11 @@ watch, and this module carries it out:
   (held in the ledger like a replayed row: never handed over, its ack goes on to the store,
   which deletes the uid's undelivered row as for any ack);
 * a window is asked for (``gateway.sync``, from the cursor) once the client has acknowledged
-  half of what the connection holds, as replay windows are paced; a window that brings more
-  than the connection may take is cut (``sync_split.fit_window``) and the rest asked again;
+  half of what the connection may hold, as replay windows are paced; a window that brings more
+  than the connection may take is cut (``sync_split.fit_window``) and the rest asked again.
+  Until ``synced`` a connection may hold ``window`` messages (``SWITCHBOARD_SYNC_WINDOW``),
+  after it ``max_unacked`` as any: sync entries pin no AMQP delivery, and a larger window
+  takes fewer round trips to the store;
 * a live copy that finds the connection at its cap is not taken: a window brings it later;
 * a gap after ``synced`` is watched for ``SWITCHBOARD_SYNC_GAP_WAIT_S``, then a window is asked.
 """
@@ -79,6 +82,8 @@ class Syncs:
     gateway_id: str
     ledger: Ledger
     max_unacked: int
+    window: int
+    """What a connection may hold unacknowledged until ``synced`` (``SWITCHBOARD_SYNC_WINDOW``)."""
     gap_wait_s: float
     clock: Callable[[], float]
     spawn: Callable[[Coroutine[Any, Any, None]], None]
@@ -129,7 +134,7 @@ class Syncs:
             if connection is None or split.window is None:
                 continue
             state = self._state(connection)
-            free = self.max_unacked - len(connection.account.unacked)
+            free = self._room(state) - len(connection.account.unacked)
             fitted, to_seq, more = fit_window(
                 entries,
                 split.window.to_seq,
@@ -146,7 +151,7 @@ class Syncs:
                 continue
             state = self._state(connection)
             for entry in entries:
-                if self._is_full(connection) and entry.frame is not None:
+                if self._is_full(connection, state) and entry.frame is not None:
                     effects = state.cursor.on_dropped()
                 else:
                     effects = state.cursor.on_live(entry)
@@ -158,7 +163,8 @@ class Syncs:
         state = self.states.get(connection.session.conn_id)
         if state is None or not state.wants_window:
             return
-        if len(connection.account.unacked) > self.max_unacked // 2:
+        room = self._room(state)
+        if len(connection.account.unacked) > room // 2:
             return
         if connection.is_closing or connection.session.uid is None:
             return
@@ -168,7 +174,7 @@ class Syncs:
             gateway_id=self.gateway_id,
             conn_id=connection.session.conn_id,
             since=state.cursor.cursor,
-            limit=max(1, self.max_unacked - len(connection.account.unacked)),
+            limit=max(1, room - len(connection.account.unacked)),
         )
         self.spawn(self._ask(connection, request))
 
@@ -179,8 +185,12 @@ class Syncs:
             if connection is not None and state.wants_window:
                 self.continue_sync(connection)
 
-    def _is_full(self, connection: Connection) -> bool:
-        return len(connection.account.unacked) >= self.max_unacked
+    def _room(self, state: SyncState) -> int:
+        """Messages the connection may hold unacknowledged: a window's worth until ``synced``."""
+        return self.max_unacked if state.cursor.is_synced else self.window
+
+    def _is_full(self, connection: Connection, state: SyncState) -> bool:
+        return len(connection.account.unacked) >= self._room(state)
 
     def _perform(
         self, connection: Connection, state: SyncState, effects: list[Effect]

@@ -120,6 +120,9 @@ registered; longer than any routed message waits for the store."""
 SYNC_GAP_WAIT_S = "SWITCHBOARD_SYNC_GAP_WAIT_S"
 """How long a gateway holds an out-of-order live copy for the missing ``seq`` before it asks
 for a sync window."""
+SYNC_WINDOW = "SWITCHBOARD_SYNC_WINDOW"
+"""Messages a connection may leave unacknowledged while it syncs (until ``synced``), in place
+of ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION``; at most half of ``SWITCHBOARD_OUTBOX_FRAMES``."""
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

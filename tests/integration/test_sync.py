@@ -16,6 +16,7 @@ import pytest
 from proto import env
 from tests.support.cleanup import remove_redis_keys
 from tests.support.clients import Frame, RawClient
+from tests.support.rates import UNLIMITED_RATE
 from tests.support.stack import Stack
 from tests.support.timing import eventually, scaled
 from tests.support.tokens import make_token
@@ -265,6 +266,42 @@ async def test_copies_held_during_a_sync_of_many_windows_follow_synced(
     await sending
     await device.until_seq(60)
     device.check_order()
+
+
+async def test_a_syncing_connection_holds_a_sync_window_then_the_cap(
+    history: Stack,
+) -> None:
+    stack = history
+    stack.settings.update(UNLIMITED_RATE)
+    stack.settings[env.MAX_UNACKED_PER_CONNECTION] = "10"
+    stack.settings[env.SYNC_WINDOW] = "30"
+    await stack.start(gateways=2)
+    bob = await stack.connect(0, uid="bob")
+    for i in range(50):
+        await send(bob, f"b{i}", to="alice", body=i)
+    await head_reaches(stack, "alice", 50)
+    client = await RawClient.open(stack.gateways[1].url)
+    stack.clients.append(client)
+    await client.send_frame({"type": "init", "token": make_token("alice"), "since": 0})
+    await client.expect("ready")
+    # Unacknowledged, the sync stops at the window: 30, not the cap of 10.
+    window = [await client.expect("message") for _ in range(30)]
+    assert [m["seq"] for m in window] == list(range(1, 31))
+    await client.expect_nothing("message", for_s=0.5)
+    await client.ack(*(m["mid"] for m in window))
+    rest = [await client.expect("message") for _ in range(20)]
+    assert [m["seq"] for m in rest] == list(range(31, 51))
+    assert (await client.expect("synced"))["seq"] == 50
+    # Synced: the connection's cap applies again.
+    await client.ack(*(m["mid"] for m in rest))
+    for i in range(50, 65):
+        await send(bob, f"b{i}", to="alice", body=i)
+    live = [await client.expect("message") for _ in range(10)]
+    assert [m["seq"] for m in live] == list(range(51, 61))
+    await client.expect_nothing("message", for_s=0.5)
+    await client.ack(*(m["mid"] for m in live))
+    after = [await client.expect("message") for _ in range(5)]
+    assert [m["seq"] for m in after] == list(range(61, 66))
 
 
 async def test_a_store_killed_mid_sync_loses_nothing(history: Stack) -> None:

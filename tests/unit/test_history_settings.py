@@ -18,7 +18,8 @@ def test_defaults() -> None:
         1000,
         300.0,
     )
-    assert GatewaySettings.from_env(GATEWAY).sync_gap_wait_s == 0.5
+    gateway = GatewaySettings.from_env(GATEWAY)
+    assert (gateway.sync_gap_wait_s, gateway.sync_window) == (0.5, 500)
 
 
 def test_values_are_read() -> None:
@@ -26,8 +27,25 @@ def test_values_are_read() -> None:
         {env.HISTORY_DAYS: "0.5", env.SYNC_PAGE: "10", env.SYNC_GRACE_S: "60"}
     )
     assert (store.history_days, store.sync_page, store.sync_grace_s) == (0.5, 10, 60.0)
-    gateway = GatewaySettings.from_env({**GATEWAY, env.SYNC_GAP_WAIT_S: "0.05"})
-    assert gateway.sync_gap_wait_s == 0.05
+    gateway = GatewaySettings.from_env(
+        {**GATEWAY, env.SYNC_GAP_WAIT_S: "0.05", env.SYNC_WINDOW: "50"}
+    )
+    assert (gateway.sync_gap_wait_s, gateway.sync_window) == (0.05, 50)
+
+
+def test_the_sync_window_fits_in_half_the_outbox() -> None:
+    small = GatewaySettings.from_env({**GATEWAY, env.OUTBOX_FRAMES: "100"})
+    assert small.sync_window == 50  # the default, lowered to fit
+    at_most = {**GATEWAY, env.OUTBOX_FRAMES: "2000", env.SYNC_WINDOW: "1000"}
+    assert GatewaySettings.from_env(at_most).sync_window == 1000
+    with pytest.raises(SettingsError, match=f"^{env.SYNC_WINDOW} must be at most half"):
+        GatewaySettings.from_env({**at_most, env.SYNC_WINDOW: "1001"})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
+def test_gateway_sync_window_errors_name_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{env.SYNC_WINDOW} "):
+        GatewaySettings.from_env({**GATEWAY, env.SYNC_WINDOW: value})
 
 
 @pytest.mark.parametrize("days", ["0", "0.0", "1e-3", "36500"])
