@@ -21,13 +21,16 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from offline_store import observability
-from offline_store.announcements import refusals, saved_envelope
+from offline_store.announcements import (
+    message_offline_events,
+    refusals,
+    saved_envelope,
+)
 from offline_store.bus import Bus
 from offline_store.consumers import dead_letter, log_refused, reject
 from offline_store.inbox import (
     InboxRows,
     inbox_deliveries,
-    offline_events,
     rows_from_items,
 )
 from offline_store.inbox_tables import InboxTables, WrittenBatch
@@ -271,7 +274,7 @@ class InboxWriter:
         if saved is not None:
             await self._bus.publish_saved(saved.uids)
             await self._bus.publish_message_offline_events(
-                offline_events(new, rows.items, stored_ms)
+                message_offline_events(new, stored_ms, rows.items)
             )
         if written.refused:
             await self._refuse(rows.items, written.refused, stored_ms)
