@@ -44,12 +44,14 @@ PURE_FORBIDDEN = IO_LIBRARIES | {
 }
 PURE_MODULES = (
     "gateway/session.py",
+    "gateway/frame_envelopes.py",
     "gateway/effects.py",
     "gateway/decoding.py",
     "gateway/tokens.py",
     "gateway/keyset.py",
     "gateway/credentials.py",
     "gateway/fanout.py",
+    "gateway/throttles.py",
     "gateway/commands.py",
     "gateway/coalescing.py",
     "gateway/acks.py",
