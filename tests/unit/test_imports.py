@@ -63,6 +63,7 @@ PURE_MODULES = (
     "router/requests.py",
     "router/results.py",
     "router/lookups.py",
+    "router/message_lookups.py",
     "router/answers.py",
     "router/routing.py",
     "router/plan.py",
