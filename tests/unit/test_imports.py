@@ -66,6 +66,7 @@ PURE_MODULES = (
     "router/message_lookups.py",
     "router/answers.py",
     "router/routing.py",
+    "router/message_routing.py",
     "router/plan.py",
     "router/limits.py",
     "router/liveness.py",
