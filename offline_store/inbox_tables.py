@@ -26,7 +26,7 @@ from offline_store.store import quote_identifier
 from proto.names import Names
 
 if TYPE_CHECKING:
-    from offline_store.held_connection import Connection
+    from offline_store.held_connection import PoolConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +210,7 @@ class InboxTables:
 
     @postgres_call("inbox_write")
     async def write_batch(
-        self, connection: "Connection", rows: InboxRows
+        self, connection: "PoolConnection", rows: InboxRows
     ) -> WrittenBatch:
         """Write one batch and number its entries, committed (``held.use()``'s connection).
 

@@ -46,7 +46,7 @@ from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue
 from runtime.publish import confirm_all
 
 if TYPE_CHECKING:
-    from offline_store.held_connection import Connection
+    from offline_store.held_connection import PoolConnection
 
 log = structlog.get_logger()
 
@@ -231,7 +231,7 @@ class InboxWriter:
         observability.STORED.inc(len(written.kept))
 
     async def _write(
-        self, connection: "Connection", rows: InboxRows
+        self, connection: "PoolConnection", rows: InboxRows
     ) -> tuple[WrittenBatch, list[tuple[str, RefusedItem]]]:
         """Write the batch at once. Should PostgreSQL refuse it for what an item holds, write
         the items one by one: those it refuses are returned to be dead-lettered.

@@ -20,7 +20,7 @@ from proto.names import Names
 from proto.sync import SyncRequest
 
 if TYPE_CHECKING:
-    from offline_store.held_connection import Connection
+    from offline_store.held_connection import PoolConnection
 
 
 def _table(qualified: str) -> str:
@@ -112,7 +112,7 @@ class SyncTables:
         return rows, head
 
     async def connections_of(
-        self, uids: Sequence[str], connection: "Connection"
+        self, uids: Sequence[str], connection: "PoolConnection"
     ) -> list[SyncingConnection]:
         """The connections of these uids that started a sync within their grace, read on this
         connection (the inbox writer's, after its batch's commit)."""
