@@ -10,7 +10,8 @@ each role's user, which let a gateway configure its own queue only. The I/O live
 
 The ways a message reaches the offline store are declared once, in ``store_paths``: the
 topology below binds the store's queues, sets the deliveries exchange's alternate exchange and
-a gateway queue's dead-lettering from them.
+a gateway queue's dead-lettering from them, and the senders publish with them (the router's
+``plan.py`` and ``inbox_items.py``, the gateway's ``bus.py``).
 """
 
 from collections.abc import Mapping
