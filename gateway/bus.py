@@ -22,7 +22,6 @@ from gateway.coalescing import BATCH_MAX_BYTES
 from gateway.settings import Settings
 from proto.names import (
     BATCHABLE_KEYS,
-    HEADER_REJECTED_REASON,
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_BATCH,
@@ -105,11 +104,8 @@ class Bus:
         self, routing_key: str, body: bytes, reason: str
     ) -> None:
         """Dead-letter one refused item, with why; returns once the broker confirmed."""
-        await self._publisher.publish(
-            self._names.dead_letter_exchange,
-            routing_key,
-            body,
-            headers={HEADER_REJECTED_REASON: reason},
+        await self._publisher.publish_dead_letter(
+            self._names.dead_letter_exchange, routing_key, body, reason
         )
 
     async def consume(self, on_delivery: OnMessage) -> None:
