@@ -22,13 +22,11 @@ from gateway.coalescing import BATCH_MAX_BYTES
 from gateway.settings import Settings
 from proto.names import (
     BATCHABLE_KEYS,
-    HEADER_REJECTED_REASON,
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_BATCH,
-    KEY_HANDOVER,
 )
-from proto.topology import Topology, gateway_topology, shared_topology
+from proto.topology import Topology, gateway_topology, shared_topology, store_paths
 from runtime.bus import Broker, Consumer, OnMessage, open_broker
 from runtime.shutdown import stop_if_cancelled
 
@@ -98,18 +96,16 @@ class Bus:
 
     async def publish_handover(self, body: bytes) -> None:
         """Hand a ``Delivery`` to the offline store; returns once the broker confirmed."""
-        observability.count_publish(KEY_HANDOVER)
-        await self._publisher.publish(self._names.inbound_exchange, KEY_HANDOVER, body)
+        handover = store_paths(self._names).handover
+        observability.count_publish(handover.routing_key)
+        await self._publisher.publish(handover.exchange, handover.routing_key, body)
 
     async def publish_dead_letter(
         self, routing_key: str, body: bytes, reason: str
     ) -> None:
         """Dead-letter one refused item, with why; returns once the broker confirmed."""
-        await self._publisher.publish(
-            self._names.dead_letter_exchange,
-            routing_key,
-            body,
-            headers={HEADER_REJECTED_REASON: reason},
+        await self._publisher.publish_dead_letter(
+            self._names.dead_letter_exchange, routing_key, body, reason
         )
 
     async def consume(self, on_delivery: OnMessage) -> None:

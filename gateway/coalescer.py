@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from gateway.coalescing import BATCH_MAX_BYTES, Coalescing, SealedBatch
+from gateway.coalescing import BATCH_MAX_BYTES, Coalesced, Coalescing
 from runtime.metrics import Observer
 
 
@@ -45,20 +45,20 @@ class Coalescer:
         await self.submit(key, body)
 
     def submit(self, key: str, body: bytes) -> asyncio.Future[None]:
-        """Queue an envelope now; the future resolves when its batch is confirmed."""
+        """Queue an envelope now; the future resolves when its ``Batch`` is confirmed."""
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ticket = _Ticket(confirmed, time.monotonic())
         self._start(self._coalescing.submit(key, body, ticket))
         return confirmed
 
-    def _start(self, batch: SealedBatch[_Ticket] | None) -> None:
-        if batch is None:
+    def _start(self, coalesced: Coalesced[_Ticket] | None) -> None:
+        if coalesced is None:
             return
         if self._waits is not None:
             now = time.monotonic()
-            for ticket in batch.tickets:
+            for ticket in coalesced.tickets:
                 self._waits.observe(now - ticket.queued_at)
-        task = asyncio.create_task(self._send(batch))
+        task = asyncio.create_task(self._send(coalesced))
         self._in_flight.add(task)
         task.add_done_callback(self._on_sent)
 
@@ -66,19 +66,19 @@ class Coalescer:
         self._in_flight.discard(task)
         self._start(self._coalescing.on_sent())
 
-    async def _send(self, batch: SealedBatch[_Ticket]) -> None:
+    async def _send(self, coalesced: Coalesced[_Ticket]) -> None:
         try:
-            await self._publish_batch(batch.body)
+            await self._publish_batch(coalesced.body)
         except Exception as exc:
-            for confirmed, _ in batch.tickets:
+            for confirmed, _ in coalesced.tickets:
                 if not confirmed.done():  # else its caller was cancelled
                     confirmed.set_exception(exc)
         else:
-            for confirmed, _ in batch.tickets:
+            for confirmed, _ in coalesced.tickets:
                 if not confirmed.done():
                     confirmed.set_result(None)
 
     async def close(self) -> None:
-        """Wait for the batches in flight (each under the publish timeout)."""
+        """Wait for the ``Batch`` envelopes in flight (each under the publish timeout)."""
         while self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)

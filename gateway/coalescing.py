@@ -17,12 +17,12 @@ import msgspec
 from proto.envelopes import Batch, Batched
 
 BATCHES_IN_FLIGHT = 1
-"""Batches waiting for their confirms at once; more envelopes wait for the next batch. One
-costs a confirm round trip of latency under load and gives the largest batches: under a
+"""``Batch`` envelopes waiting for their confirms at once; more envelopes wait for the next one.
+One costs a confirm round trip of latency under load and gives the largest ``Batch``es: under a
 saturating 1:1 load, 2 and 4 spent 1.5 and 1.8 times the gateway CPU per message."""
 BATCH_MAX_ITEMS = 500
 BATCH_MAX_BYTES = 1 << 20
-"""A batch closes at this many envelopes or bytes (or ``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``
+"""A ``Batch`` closes at this many envelopes or bytes (or ``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``
 if smaller), whichever comes first (a frame is at most ``SWITCHBOARD_MAX_FRAME_BYTES``, so one
 envelope alone may exceed this, and goes alone)."""
 _EMPTY_BATCH_BYTES = len(b'{"items":[]}')
@@ -33,8 +33,9 @@ Ticket = TypeVar("Ticket")
 
 
 @dataclass(frozen=True, slots=True)
-class SealedBatch(Generic[Ticket]):
-    """A batch that leaves now: its ``Batch`` body, and the tickets of its envelopes, in order."""
+class Coalesced(Generic[Ticket]):
+    """Envelopes coalesced into a ``Batch`` that leaves now: its body, and the tickets of its
+    envelopes, in order."""
 
     body: bytes
     tickets: list[Ticket]
@@ -48,10 +49,10 @@ class _Waiting(Generic[Ticket]):
 
 
 class Coalescing(Generic[Ticket]):
-    """The envelopes waiting for a batch, and the batches in flight.
+    """The envelopes waiting for a ``Batch``, and the ``Batch`` envelopes in flight.
 
     Args:
-        max_bytes: the largest batch body, but for an envelope that alone is larger.
+        max_bytes: the largest ``Batch`` body, but for an envelope that alone is larger.
     """
 
     def __init__(self, max_bytes: int = BATCH_MAX_BYTES) -> None:
@@ -59,24 +60,22 @@ class Coalescing(Generic[Ticket]):
         self._waiting: list[_Waiting[Ticket]] = []
         self._in_flight = 0
 
-    def submit(
-        self, key: str, body: bytes, ticket: Ticket
-    ) -> SealedBatch[Ticket] | None:
-        """Queue an envelope; returns the batch to publish now, if a batch may leave."""
+    def submit(self, key: str, body: bytes, ticket: Ticket) -> Coalesced[Ticket] | None:
+        """Queue an envelope; returns the ``Batch`` to publish now, if one may leave."""
         self._waiting.append(_Waiting(key, body, ticket))
         if self._in_flight < BATCHES_IN_FLIGHT:
             return self._seal()
         return None
 
-    def on_sent(self) -> SealedBatch[Ticket] | None:
-        """A batch was confirmed, or failed; returns the next batch to publish, if any waits."""
+    def on_sent(self) -> Coalesced[Ticket] | None:
+        """A ``Batch`` was confirmed, or failed; returns the next one to publish, if any waits."""
         self._in_flight -= 1
         if self._waiting and self._in_flight < BATCHES_IN_FLIGHT:
             return self._seal()
         return None
 
-    def _seal(self) -> SealedBatch[Ticket]:
-        """The envelopes that wait, in order, up to a batch's limits."""
+    def _seal(self) -> Coalesced[Ticket]:
+        """The envelopes that wait, in order, up to a ``Batch``'s limits."""
         size, count = _EMPTY_BATCH_BYTES, 0
         for waiting in self._waiting:
             # As encoded: ["<key>",<body>] and a comma.
@@ -87,9 +86,9 @@ class Coalescing(Generic[Ticket]):
                 break
             size += item_size
             count += 1
-        batch, self._waiting = self._waiting[:count], self._waiting[count:]
+        leaving, self._waiting = self._waiting[:count], self._waiting[count:]
         self._in_flight += 1
         body = _encode(
-            Batch(items=[Batched(w.key, msgspec.Raw(w.body)) for w in batch])
+            Batch(items=[Batched(w.key, msgspec.Raw(w.body)) for w in leaving])
         )
-        return SealedBatch(body, [w.ticket for w in batch])
+        return Coalesced(body, [w.ticket for w in leaving])

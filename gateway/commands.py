@@ -11,8 +11,9 @@ from http import HTTPStatus
 
 import msgspec
 
-from proto import envelopes, rules
+from proto import envelopes
 from proto.codes import ErrorCode
+from proto.commands import RefusedCommand, decode_command_body
 from proto.names import api_key
 
 BEARER_SCHEME = "bearer"
@@ -132,22 +133,10 @@ def check_command(command: str, body: bytes) -> Forward | HttpAnswer:
             ErrorCode.UNKNOWN_COMMAND,
             f"no command {api_key(command)}",
         )
-    too_deep = rules.nesting_violation(body)
-    if too_deep is not None:
-        return refuse(
-            HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_FIELD, f"$.body {too_deep}"
-        )
-    try:
-        decoder.decode(body)  # validation only: the body is forwarded as it is
-    # ValidationError first: it is a subclass of DecodeError.
-    except msgspec.ValidationError as exc:
-        return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_FIELD, str(exc))
-    except msgspec.DecodeError as exc:
-        return refuse(HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, str(exc))
-    except RecursionError:  # deep in an unknown field, which the decoder skips
-        return refuse(
-            HTTPStatus.BAD_REQUEST, ErrorCode.INVALID_JSON, "nested too deeply"
-        )
+    # Validation only: the body is forwarded as it is. Its size was bounded before.
+    refused = decode_command_body(decoder, body, max_bytes=None)
+    if isinstance(refused, RefusedCommand):
+        return refuse(HTTPStatus.BAD_REQUEST, refused.code, refused.reason)
     return Forward(command, api_key(command), body)
 
 

@@ -10,7 +10,8 @@ An item reaches either its ``targets``, or every connection here in its ``room``
 frame with its ``seq`` written first (``proto.frames.with_seq``: no decoding); an ``advance``
 item (the sending connection's own message) pushes nothing. Room and broadcast frames never
 wait for an ``ack``: they are for whoever is there now, and nothing of them goes to the offline
-store.
+store. An item this gateway cannot carry out is refused alone (``checked_delivery``), for the
+hub to dead-letter.
 """
 
 from collections.abc import Collection, Container, Mapping
@@ -28,6 +29,7 @@ from proto.envelopes import (
     encode,
 )
 from proto.frames import with_seq
+from proto.items import Decoded, RefusedItem, wrap_items
 from proto.names import KEY_CONN_OPENED, KEY_ROOM_JOINED
 
 
@@ -212,3 +214,25 @@ def reannouncements(
         if conn_id in uids
     ]
     return opened + joined
+
+
+def checked_delivery(
+    decoded: Decoded[DeliveryItem],
+) -> tuple[Delivery, list[RefusedItem]]:
+    """The items this gateway can carry out, and the others refused one by one."""
+    refused = list(decoded.refused)
+    items: list[DeliveryItem] = []
+    for index, item in enumerate(decoded.items):
+        problem = item_problem(item)
+        if problem is None:
+            items.append(item)
+        else:
+            body = wrap_items([encode(item)])
+            refused.append(RefusedItem(body, problem, decoded.position(index)))
+    delivery = Delivery(
+        items=items,
+        next_mid=decoded.next_mid,
+        from_mid=decoded.from_mid,
+        sync=decoded.sync,
+    )
+    return delivery, refused

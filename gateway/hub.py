@@ -5,7 +5,8 @@ accounted in ``acks.py`` (what to hold until clients acknowledge, what to hand o
 acknowledge it to RabbitMQ); the hub carries out both: it queues frames on the connections
 (``connection.py``; the sockets live in ``ws.py``), hands copies to the offline store
 (``handover.py``), asks the store for replay windows, and acknowledges deliveries.
-Announcements to the routers and pings to the clients are in ``liveness.py``.
+Announcements to the routers and pings to the clients are in ``liveness.py``; the uids the
+routers throttled, in ``throttles.py``.
 
 The room index (room -> conn_ids) is local: it lists the connections of this gateway whose join
 the broker confirmed, so that one room delivery per gateway reaches them without a lookup.
@@ -38,9 +39,9 @@ from gateway.admission import Admission
 from gateway.bus import Bus
 from gateway.connection import Connection
 from gateway.fanout import (
+    checked_delivery,
     is_ready,
     is_reannounce_requested,
-    item_problem,
     plan_delivery,
     throttles,
 )
@@ -48,11 +49,11 @@ from gateway.handover import RETRY_S, Handover
 from gateway.liveness import Liveness
 from gateway.sync_split import split_sync
 from gateway.syncing import Syncs
+from gateway.throttles import Throttles
 from proto import envelopes
 from proto.codes import CloseCode
-from proto.envelopes import Delivery, DeliveryItem
 from proto.errors import BadEnvelope
-from proto.items import Decoded, RefusedItem, decode_delivery_items, wrap_items
+from proto.items import decode_delivery_items
 from proto.metrics import CODE_ENVELOPE_REJECTED
 from proto.names import KEY_REPLAY_MORE
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES
@@ -60,9 +61,6 @@ from runtime.publish import publish_until_confirmed
 from runtime.refusals import log_refused_item
 
 log = structlog.get_logger()
-
-THROTTLED_PRUNE_AT = 1024
-"""Throttled uids remembered before the expired ones are dropped."""
 
 
 class Hub:
@@ -110,9 +108,9 @@ class Hub:
         self._messages: dict[int, AbstractIncomingMessage] = {}
         """The AMQP deliveries not yet acknowledged, by the number the ledger knows them by."""
         self._delivery_ids = itertools.count()
-        self._throttled: dict[str, float] = {}
-        """uid -> until when (``clock``) its frames are refused: the routers found it over its
-        rate across gateways (``DeliveryItem.throttle_uid``)."""
+        self.throttles = Throttles(clock)
+        """The uids whose frames are refused for a while (the per-uid rate limit, counted by
+        the routers)."""
 
     # Connections
 
@@ -176,29 +174,6 @@ class Hub:
             if connection.session.is_initialized
         }
 
-    # The per-uid rate limit, counted by the routers
-
-    def is_throttled(self, uid: str | None) -> bool:
-        """Whether the routers asked, a moment ago, to refuse this uid's frames."""
-        if uid is None or not self._throttled:
-            return False
-        until = self._throttled.get(uid)
-        if until is None:
-            return False
-        if until > self._clock():
-            return True
-        del self._throttled[uid]
-        return False
-
-    def throttle(self, uid: str, for_ms: int) -> None:
-        """Refuse the uid's frames for ``for_ms`` from now (on every connection here)."""
-        now = self._clock()
-        if len(self._throttled) >= THROTTLED_PRUNE_AT:
-            self._throttled = {u: t for u, t in self._throttled.items() if t > now}
-        until = now + for_ms / 1000
-        self._throttled[uid] = max(until, self._throttled.get(uid, until))
-        log.info("uid_throttle_received", uid=uid, throttle_ms=for_ms)
-
     # Deliveries from the gateway's queue, and the clients' acks
 
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
@@ -213,7 +188,7 @@ class Hub:
             )
             await _settle(message.reject(requeue=False))
             return
-        delivery, refused = _checked(decoded)
+        delivery, refused = checked_delivery(decoded)
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
         split = None
         if self.syncs is not None:
@@ -223,7 +198,8 @@ class Hub:
         if is_reannounce_requested(delivery):
             self._spawn(self.liveness.reannounce())
         for uid, for_ms in throttles(delivery):
-            self.throttle(uid, for_ms)
+            self.throttles.throttle(uid, for_ms)
+            log.info("uid_throttle_received", uid=uid, throttle_ms=for_ms)
         # Only a broadcast needs the initialized connections: not worth a pass otherwise.
         initialized = (
             self._initialized_ids()
@@ -381,26 +357,6 @@ class Hub:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _checked(decoded: Decoded[DeliveryItem]) -> tuple[Delivery, list[RefusedItem]]:
-    """The items this gateway can carry out, and the others refused one by one."""
-    refused = list(decoded.refused)
-    items: list[DeliveryItem] = []
-    for index, item in enumerate(decoded.items):
-        problem = item_problem(item)
-        if problem is None:
-            items.append(item)
-        else:
-            body = wrap_items([envelopes.encode(item)])
-            refused.append(RefusedItem(body, problem, decoded.position(index)))
-    delivery = Delivery(
-        items=items,
-        next_mid=decoded.next_mid,
-        from_mid=decoded.from_mid,
-        sync=decoded.sync,
-    )
-    return delivery, refused
 
 
 async def _settle(settling: Coroutine[Any, Any, None]) -> None:

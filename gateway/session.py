@@ -3,7 +3,8 @@
 ``ws.py`` feeds it the frames a client sends, and ``perform.py`` carries out the effects it
 returns (``effects.py``): replies to the client, publishes to the broker, room changes for the
 hub's index, a close. Time and mids come in as arguments. A frame is decoded and checked in
-``decoding.py``; what a verified token allows is read in ``tokens.py``.
+``decoding.py``; what a verified token allows is read in ``tokens.py``; the envelopes of the
+frames that are published are built in ``frame_envelopes.py`` and ``queries.py``.
 
 Answers to the frames that are published (every ``id`` gets exactly one):
 
@@ -39,11 +40,12 @@ from gateway.effects import (
     Reply,
     error_frame,
 )
+from gateway.frame_envelopes import outgoing, presence_asked, room_joined, room_left
 from gateway.keyset import Fetch
 from gateway.limits import Limit
 from gateway.queries import history_asked
 from gateway.tokens import DEFAULT_ALGORITHM, Identity, TokenRules
-from proto import envelopes, frames, limits, rules
+from proto import envelopes, frames, limits
 from proto.codes import CloseCode, ErrorCode
 from proto.errors import FrameRejected
 from proto.metrics import FRAME_TYPE_BINARY, FRAME_TYPE_UNKNOWN
@@ -52,10 +54,8 @@ from proto.names import (
     KEY_ACK,
     KEY_CONN_CLOSED,
     KEY_CONN_OPENED,
-    KEY_PRESENCE,
     KEY_ROOM_JOINED,
     KEY_ROOM_LEFT,
-    KEY_SEND,
 )
 
 _PONG = frames.encode(frames.Pong())
@@ -270,15 +270,46 @@ class Session:
             )
         match frame:
             case frames.Send():
-                return [self._outgoing(frame, self.identity, now_ms)]
+                return [
+                    outgoing(
+                        frame,
+                        self.identity,
+                        self.rooms,
+                        self._mids.next_mid,
+                        now_ms,
+                        conn_id=self.conn_id,
+                        gateway_id=self.gateway_id,
+                    )
+                ]
             case frames.Ack():
                 return [Acknowledge(tuple(frame.mids))] if frame.mids else []
             case frames.Join():
-                return self._on_join(frame, self.identity)
+                prefix = self._public_room_prefix
+                return room_joined(
+                    frame,
+                    self.identity,
+                    self.rooms,
+                    is_public=bool(prefix) and frame.room.startswith(prefix),
+                    max_rooms=self._max_rooms,
+                    conn_id=self.conn_id,
+                    gateway_id=self.gateway_id,
+                )
             case frames.Leave():
-                return self._on_leave(frame, self.identity)
+                return room_left(
+                    frame,
+                    self.identity,
+                    self.rooms,
+                    conn_id=self.conn_id,
+                    gateway_id=self.gateway_id,
+                )
             case frames.PresenceQuery():
-                return [self._presence_asked(frame, self.identity)]
+                asked = presence_asked(
+                    frame,
+                    self.identity,
+                    conn_id=self.conn_id,
+                    gateway_id=self.gateway_id,
+                )
+                return [asked]
             case frames.HistoryQuery() | frames.Read() | frames.ConversationsQuery():
                 uid, history_on = self.identity.uid, self._is_history_on
                 return [
@@ -327,135 +358,6 @@ class Session:
             return [FetchKeys()]
         self.identity = refreshed
         return [Reply(frames.encode(frames.Refreshed(id=frame.id)))]
-
-    def _outgoing(self, frame: frames.Send, sender: Identity, now_ms: int) -> Publish:
-        """Check a send's addressing and the sender's right to it; build its envelope.
-
-        Raises:
-            FrameRejected: ``invalid_field`` unless exactly one of ``to``, ``group``, ``room``
-                and ``broadcast`` is set; ``not_member`` for a room this connection has not
-                joined; ``forbidden`` for a broadcast without the token's ``broadcast`` claim;
-                ``invalid_field`` for a body that breaks the rules of ``proto/rules.py``.
-        """
-        addresses = (
-            frame.to is not None,
-            frame.group is not None,
-            frame.room is not None,
-            frame.broadcast,
-        )
-        if sum(addresses) != 1:
-            raise FrameRejected(
-                ErrorCode.INVALID_FIELD,
-                "send needs exactly one of to, group, room and broadcast: true",
-                frame.id,
-            )
-        if frame.room is not None and frame.room not in self.rooms:
-            raise FrameRejected(
-                ErrorCode.NOT_MEMBER, "join the room before sending to it", frame.id
-            )
-        if frame.broadcast and not sender.may_broadcast:
-            raise FrameRejected(
-                ErrorCode.FORBIDDEN, "the token does not allow broadcasts", frame.id
-            )
-        violation = rules.body_violation(bytes(frame.body))
-        if violation is not None:
-            raise FrameRejected(
-                ErrorCode.INVALID_FIELD, f"$.body {violation}", frame.id
-            )
-        mid = self._mids.next_mid(now_ms)
-        outgoing = envelopes.Outgoing(
-            mid=mid,
-            sender=sender.uid,
-            client_id=frame.id,
-            to=frame.to,
-            group=frame.group,
-            room=frame.room,
-            broadcast=frame.broadcast,
-            transient=frame.transient,
-            body=frame.body,
-            ts=now_ms,
-            gateway_id=self.gateway_id,
-            conn_id=self.conn_id,
-        )
-        # The router answers: only it knows whether the id was used before (a retry gets
-        # the first mid) and who the members of a group are.
-        return Publish(
-            KEY_SEND, envelopes.encode(outgoing), mid=mid, client_id=frame.id
-        )
-
-    def _on_join(self, frame: frames.Join, identity: Identity) -> list[Effect]:
-        """Publish a join the token allows; a room already joined is answered at once.
-
-        Raises:
-            FrameRejected: ``forbidden`` when no pattern of the ``rooms`` claim matches and the
-                room is not public, or when the connection is in ``max_rooms`` rooms already
-                (leave one first).
-        """
-        is_public = bool(self._public_room_prefix) and frame.room.startswith(
-            self._public_room_prefix
-        )
-        if not (is_public or identity.may_join(frame.room)):
-            raise FrameRejected(
-                ErrorCode.FORBIDDEN, "the token does not allow this room", frame.id
-            )
-        joined = frames.encode(frames.Joined(id=frame.id, room=frame.room))
-        if frame.room in self.rooms:
-            return [Reply(joined)]
-        if len(self.rooms) >= self._max_rooms:
-            raise FrameRejected(
-                ErrorCode.FORBIDDEN,
-                f"a connection may be in at most {self._max_rooms} rooms; leave one first",
-                frame.id,
-            )
-        room_joined = envelopes.RoomJoined(
-            uid=identity.uid,
-            conn_id=self.conn_id,
-            gateway_id=self.gateway_id,
-            room=frame.room,
-        )
-        return [
-            Publish(
-                KEY_ROOM_JOINED,
-                envelopes.encode(room_joined),
-                client_id=frame.id,
-                answer=joined,
-                room=frame.room,
-            )
-        ]
-
-    def _on_leave(self, frame: frames.Leave, identity: Identity) -> list[Effect]:
-        """Publish the leave of a joined room; any other room is answered ``left`` at once."""
-        left = frames.encode(frames.Left(id=frame.id, room=frame.room))
-        if frame.room not in self.rooms:
-            return [Reply(left)]
-        room_left = envelopes.RoomLeft(
-            uid=identity.uid,
-            conn_id=self.conn_id,
-            gateway_id=self.gateway_id,
-            room=frame.room,
-        )
-        return [
-            Publish(
-                KEY_ROOM_LEFT,
-                envelopes.encode(room_left),
-                client_id=frame.id,
-                answer=left,
-                room=frame.room,
-            )
-        ]
-
-    def _presence_asked(
-        self, frame: frames.PresenceQuery, identity: Identity
-    ) -> Publish:
-        asked = envelopes.PresenceAsked(
-            uid=identity.uid,
-            conn_id=self.conn_id,
-            gateway_id=self.gateway_id,
-            client_id=frame.id,
-            uids=frame.uids,
-        )
-        # The router answers with a delivery to this connection.
-        return Publish(KEY_PRESENCE, envelopes.encode(asked), client_id=frame.id)
 
     def _uid_throttled(self, client_id: str) -> list[Effect]:
         code = ErrorCode.RATE_LIMITED

@@ -165,7 +165,7 @@ class ClientServer:
             elif isinstance(text, bytes):
                 effects = session.on_binary()
             else:
-                is_throttled = self._hub.is_throttled(session.uid)
+                is_throttled = self._hub.throttles.is_throttled(session.uid)
                 effects = session.on_text(text, now_ms(), is_throttled)
                 if effects and isinstance(effects[0], FetchKeys):
                     # The token names a key not held yet (the provider rotated its keys).

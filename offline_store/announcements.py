@@ -23,6 +23,7 @@ from proto.envelopes import (
     SavedUid,
     Target,
 )
+from proto.inbox import InboxItem
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
 
@@ -45,15 +46,35 @@ def saved_envelope(keys: Iterable[RowKey]) -> Saved | None:
     return Saved(uids=[SavedUid(uid, first_mids[uid]) for uid in sorted(first_mids)])
 
 
-def message_offline_events(keys: Iterable[RowKey], ts_ms: int) -> list[MessageOffline]:
+def message_offline_events(
+    keys: Iterable[RowKey], ts_ms: int, items: Iterable[InboxItem] = ()
+) -> list[MessageOffline]:
     """One ``message.offline`` event per new row, for backends that notify offline users.
 
     Args:
         keys: the keys of the rows that were committed (duplicates dropped here).
         ts_ms: when they were stored, Unix milliseconds.
+        items: history on, the inbox batch's items: an event names its row's sender and
+            conversation. Without its message here (the relay's rows), it names neither.
     """
-    unique = dict.fromkeys((key.uid, key.mid) for key in keys)
-    return [MessageOffline(uid=uid, mid=mid, ts=ts_ms) for uid, mid in unique]
+    by_mid = {item.mid: item for item in items}
+    events: list[MessageOffline] = []
+    for uid, mid in dict.fromkeys((key.uid, key.mid) for key in keys):
+        item = by_mid.get(mid)
+        if item is None:
+            events.append(MessageOffline(uid=uid, mid=mid, ts=ts_ms))
+            continue
+        events.append(
+            MessageOffline(
+                uid=uid,
+                mid=mid,
+                ts=ts_ms,
+                sender=item.sender,
+                peer=item.sender if item.group is None else None,
+                group=item.group,
+            )
+        )
+    return events
 
 
 def refusals(

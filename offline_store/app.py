@@ -7,8 +7,10 @@ with history on sync requests, ``syncs.py``),
 requests and, with ``SWITCHBOARD_HISTORY`` on, ``<ns>.inbox`` the 1:1 and group messages to number
 (``inbox_writer.py``), ``<ns>.offline.reads`` the read markers (``readers.py``) and
 ``<ns>.offline.queries`` history and conversations (``query_server.py``); consumers.py, groups.py,
-readers.py and query_server.py say what each consumer does, and consumers.py the five ways a
-message reaches ``<ns>.offline``.
+readers.py and query_server.py say what each consumer does.
+
+Every way a message reaches ``<ns>.offline`` and ``<ns>.inbox`` (who sends it, on which exchange,
+with which routing key) is declared once, in ``proto/topology.py``: ``store_paths``.
 """
 
 import asyncio

@@ -16,7 +16,6 @@ from proto.envelopes import MessageOffline, MessageRefused, SavedUid, encode
 from proto.names import (
     EVENT_MESSAGE_OFFLINE,
     EVENT_MESSAGE_REFUSED,
-    HEADER_REJECTED_REASON,
     KEY_GROUP_CHANGED,
     KEY_GROUPS_PAGE,
     KEY_RECEIPTS,
@@ -86,11 +85,8 @@ class Bus:
         self, routing_key: str, body: bytes, reason: str
     ) -> None:
         """Dead-letter one refused item, with why; returns once the broker confirmed."""
-        await self._publisher.publish(
-            self._names.dead_letter_exchange,
-            routing_key,
-            body,
-            headers={HEADER_REJECTED_REASON: reason},
+        await self._publisher.publish_dead_letter(
+            self._names.dead_letter_exchange, routing_key, body, reason
         )
 
     async def publish_message_offline_events(

@@ -1,26 +1,11 @@
 """The consumers' work: batches of AMQP messages in, statements and confirmed publishes out.
 
-Messages reach the store's queue ``<ns>.offline``, through the fanout exchange
-``<ns>.undeliverable`` (1 and 4) or as ``gateway.handover`` on ``<ns>.inbound`` (2, 3 and 5),
-five ways; each is set up elsewhere:
-
-1. A router routes a message to recipients with no connection on a live gateway (a user who is
-   offline, a group's offline members): ``router/delivery_items.py`` (``add_message_items``)
-   lists them in one item, ``router/plan.py`` (``PlanBuilder.build``) puts the batch's such
-   items in one ``Delivery`` for ``<ns>.undeliverable``.
-2. A gateway hands a copy over instead of pushing it: its connection is not on this gateway,
-   holds ``SWITCHBOARD_MAX_UNACKED_PER_CONNECTION`` unacknowledged messages, or is too far
-   behind to take it (``gateway/admission.py``); ``gateway/handover.py`` publishes it.
-3. A gateway hands over a copy it pushed: the client did not acknowledge it within
-   ``SWITCHBOARD_ACK_TIMEOUT_S``, its connection closed, or the gateway's unacknowledged AMQP
-   deliveries neared its prefetch (``gateway/acks.py``: ``Ledger.sweep``, ``Ledger.forget``,
-   ``Ledger.pin``); ``gateway/handover.py`` publishes it.
-4. The broker sends a delivery for a gateway whose queue is gone (deleted after
-   ``SWITCHBOARD_GATEWAY_QUEUE_EXPIRES_S`` without a consumer) to the alternate exchange of
-   ``<ns>.deliveries``: ``proto/topology.py``, ``shared_topology``.
-5. The broker dead-letters a delivery that waited in a gateway's queue longer than
-   ``SWITCHBOARD_ORPHAN_TTL_S`` (its gateway died, or is far behind): ``proto/topology.py``,
-   ``gateway_topology``.
+Messages reach the store's queue ``<ns>.offline`` (and, history on, ``<ns>.inbox``) by the
+ways that ``proto/topology.py`` declares in ``store_paths``, each with the exchange and routing
+key it takes and who sends it: a router's undeliverable ``Delivery``, the alternate exchange of
+``<ns>.deliveries``, a gateway's ``gateway.handover``, the dead-lettering of an expired delivery
+in a gateway's queue, and (history on) a router's ``InboxBatch``. The topology binds the store's
+queues from that declaration, so a way named there is a way bound.
 
 Only the durable items of these deliveries become rows (``rows.py``): a replayed item that
 comes back this way (``stored``) has its row already.

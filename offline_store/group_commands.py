@@ -5,8 +5,7 @@ Pure: no I/O. The commands reach the store's queue ``<ns>.offline.groups`` (the 
 gets them too, through ``api.#``, and leaves them here). A change is committed by
 ``group_store.py``; its reply comes from the router that applies the ``GroupChanged``
 (``router/group_changes.py``), so that a send after the reply finds the member. A refused
-command is answered here, as the router answers one: ``too_large``, ``invalid_json``,
-``invalid_field`` with its JSON path.
+command is answered here, as the router answers one (``proto/commands.py``).
 """
 
 from dataclasses import dataclass
@@ -15,7 +14,8 @@ import msgspec
 
 from proto import envelopes
 from proto.codes import ErrorCode
-from proto.envelopes import ApiGroupList, ApiGroupMembers, ErrorDetail, ErrorReply
+from proto.commands import RefusedCommand, decode_command_body, error_reply
+from proto.envelopes import ApiGroupList, ApiGroupMembers
 from proto.names import API_KEY_PREFIX, GROUP_COMMANDS
 
 COMMAND_ENVELOPE_BYTES = 1024
@@ -43,15 +43,6 @@ class ListMembers:
     group: str
 
 
-@dataclass(frozen=True, slots=True)
-class RefusedCommand:
-    """A command that cannot be served: answered with ``code`` (or dead-lettered without a
-    ``reply_to``)."""
-
-    code: ErrorCode
-    reason: str
-
-
 GroupCommand = ChangeMembers | ListMembers | RefusedCommand
 
 
@@ -70,26 +61,16 @@ def decode_group_command(routing_key: str, body: bytes, max_bytes: int) -> Group
         max_bytes: the largest body decoded (``command_max_bytes``).
 
     Returns:
-        What to do, or why it is refused: ``unknown_command`` (another routing key),
-        ``too_large``, ``invalid_json``, ``invalid_field`` with msgspec's message (it names
-        the JSON path: ``$.uids[3]``).
+        What to do, or why it is refused: ``unknown_command`` (another routing key), or
+        what ``proto.commands.decode_command_body`` refuses.
     """
     name = routing_key.removeprefix(API_KEY_PREFIX)
     decoder = _DECODERS.get(name) if routing_key.startswith(API_KEY_PREFIX) else None
     if decoder is None:
         return RefusedCommand(ErrorCode.UNKNOWN_COMMAND, "no such group command")
-    if len(body) > max_bytes:
-        return RefusedCommand(
-            ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes"
-        )
-    try:
-        command = decoder.decode(body)
-    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-        return RefusedCommand(ErrorCode.INVALID_FIELD, str(exc))
-    except msgspec.DecodeError:
-        return RefusedCommand(ErrorCode.INVALID_JSON, "the body is not JSON")
-    except RecursionError:  # msgspec's decoder recurses per nesting level
-        return RefusedCommand(ErrorCode.INVALID_JSON, "the body is nested too deeply")
+    command = decode_command_body(decoder, body, max_bytes)
+    if isinstance(command, RefusedCommand):
+        return command
     match command:
         case ApiGroupMembers(group=group, uids=uids):
             is_added = name == "group.add"
@@ -98,11 +79,6 @@ def decode_group_command(routing_key: str, body: bytes, max_bytes: int) -> Group
             return ListMembers(group)
         case _:
             raise ValueError(f"{name!r} is no group command")
-
-
-def error_reply(refused: RefusedCommand) -> bytes:
-    """The ``ErrorReply`` body of a refused command."""
-    return envelopes.encode(ErrorReply(error=ErrorDetail(refused.code, refused.reason)))
 
 
 def members_reply(uids: list[str], max_bytes: int) -> bytes:

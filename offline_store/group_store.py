@@ -14,17 +14,12 @@ import asyncpg
 
 from offline_store.group_pages import page_count
 from offline_store.latency import postgres_call
-from offline_store.store import quote_identifier
+from offline_store.store import quote_identifier, quoted_table
 from proto.groups import GroupMember
 from proto.names import Names
 
 TOMBSTONE_TTL_S = 24 * 3600.0
 """How long a removed member's row is kept: longer than any change waits in a queue."""
-
-
-def _qualified(name: str) -> str:
-    schema, _, table = name.partition(".")
-    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
 
 
 class GroupStore:
@@ -33,8 +28,8 @@ class GroupStore:
     def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
         self._pool = pool
         self._names = names
-        groups = _qualified(names.groups_table)
-        members = _qualified(names.group_members_table)
+        groups = quoted_table(names.groups_table)
+        members = quoted_table(names.group_members_table)
         tombstones = quote_identifier(
             names.group_members_table.partition(".")[2] + "_tombstones"
         )

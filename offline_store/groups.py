@@ -27,15 +27,14 @@ from offline_store.consumers import reject
 from offline_store.group_commands import (
     ChangeMembers,
     ListMembers,
-    RefusedCommand,
     decode_group_command,
-    error_reply,
     members_reply,
 )
 from offline_store.group_pages import page_body, page_rows, requests_to_serve
 from offline_store.group_store import GroupStore
 from offline_store.store import EXPECTED_FAILURES
 from proto import envelopes
+from proto.commands import RefusedCommand, error_reply
 from proto.errors import BadEnvelope
 from proto.groups import GroupChanged, GroupsRequest, decode_groups_request
 from proto.items import DECODE_ERRORS, reason_of

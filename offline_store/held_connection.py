@@ -17,7 +17,7 @@ import asyncpg
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+    PoolConnection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
 
 class HeldConnection:
@@ -25,11 +25,11 @@ class HeldConnection:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._connection: Connection | None = None
+        self._connection: PoolConnection | None = None
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
-    async def use(self) -> AsyncIterator["Connection"]:
+    async def use(self) -> AsyncIterator["PoolConnection"]:
         """The kept connection (taken from the pool at the first call, or after a failure)."""
         async with self._lock:
             if self._connection is None:

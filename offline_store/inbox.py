@@ -12,15 +12,15 @@ copy goes to its gateway with its ``seq`` in its target, and the sending connect
 Pure: ``inbox_writer.py`` does the awaiting, ``inbox_tables.py`` the SQL.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from offline_store.numbering import EntryKey
 from offline_store.replay import MAX_ROUTING_KEY_BYTES, GatewayDelivery
-from offline_store.rows import RowKey, storable_problem
-from proto.envelopes import Delivery, DeliveryItem, MessageOffline, Target
+from offline_store.rows import storable_problem
+from proto.envelopes import Delivery, DeliveryItem, Target
 from proto.inbox import InboxItem, encode
 from proto.items import Decoded, RefusedItem, wrap_items
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
@@ -254,33 +254,3 @@ def inbox_deliveries(
         for gateway_id, gateway_items in per_gateway.items()
         for packed in pack_delivery(gateway_items, max_bytes)
     ]
-
-
-def offline_events(
-    keys: Iterable[RowKey], items: Iterable[InboxItem], ts_ms: int
-) -> list[MessageOffline]:
-    """One ``message.offline`` event per new thin row, with the sender and the conversation.
-
-    Args:
-        keys: the rows kept for recipients without a connection (duplicates dropped here).
-        items: the batch's items, to find each row's message.
-        ts_ms: when they were stored, Unix milliseconds.
-    """
-    by_mid = {item.mid: item for item in items}
-    events: list[MessageOffline] = []
-    for uid, mid in dict.fromkeys((key.uid, key.mid) for key in keys):
-        item = by_mid.get(mid)
-        if item is None:
-            events.append(MessageOffline(uid=uid, mid=mid, ts=ts_ms))
-            continue
-        events.append(
-            MessageOffline(
-                uid=uid,
-                mid=mid,
-                ts=ts_ms,
-                sender=item.sender,
-                peer=item.sender if item.group is None else None,
-                group=item.group,
-            )
-        )
-    return events

@@ -22,11 +22,11 @@ from offline_store.inbox import InboxRows
 from offline_store.latency import postgres_call
 from offline_store.numbering import EntryKey, batch_seqs
 from offline_store.rows import RowKey
-from offline_store.store import quote_identifier
+from offline_store.store import quote_identifier, quoted_table
 from proto.names import Names
 
 if TYPE_CHECKING:
-    from offline_store.held_connection import Connection
+    from offline_store.held_connection import PoolConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +45,17 @@ class WrittenBatch:
     """Thin rows of mids kept before: announced again, since a ``Saved`` may have been lost."""
 
 
-def _table(qualified: str) -> str:
-    schema, _, table = qualified.partition(".")
-    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
-
-
 def creation_statements(names: Names) -> tuple[str, ...]:
     """The statements that create the inbox tables and thin the undelivered table, unless done
     (``store.py`` runs them in its creation transaction, under its lock)."""
-    messages = _table(names.messages_table)
-    inbox = _table(names.inbox_table)
-    heads = _table(names.inbox_heads_table)
-    conversations = _table(names.conversations_table)
-    undelivered = _table(names.undelivered_table)
-    receipts = _table(names.receipts_table)
-    expired = _table(names.conversation_expired_table)
-    syncs = _table(names.recent_syncs_table)
+    messages = quoted_table(names.messages_table)
+    inbox = quoted_table(names.inbox_table)
+    heads = quoted_table(names.inbox_heads_table)
+    conversations = quoted_table(names.conversations_table)
+    undelivered = quoted_table(names.undelivered_table)
+    receipts = quoted_table(names.receipts_table)
+    expired = quoted_table(names.conversation_expired_table)
+    syncs = quoted_table(names.recent_syncs_table)
     prefix = names.inbox_table.partition(".")[2]
     return (
         f"CREATE TABLE IF NOT EXISTS {messages} ("
@@ -129,11 +124,11 @@ class InboxTables:
         """The writer's connection: its batches' statements, and its reads after them."""
         self._names = names
         self._max_rows_per_uid = max_rows_per_uid
-        messages = _table(names.messages_table)
-        inbox = _table(names.inbox_table)
-        heads = _table(names.inbox_heads_table)
-        conversations = _table(names.conversations_table)
-        undelivered = _table(names.undelivered_table)
+        messages = quoted_table(names.messages_table)
+        inbox = quoted_table(names.inbox_table)
+        heads = quoted_table(names.inbox_heads_table)
+        conversations = quoted_table(names.conversations_table)
+        undelivered = quoted_table(names.undelivered_table)
         # Keep the new messages; raise the heads of their entries' uids, in uid order (one
         # lock order for every store), by their number of entries; number each uid's entries
         # in batch order up to its new head; write them, the conversations, and the thin rows
@@ -210,7 +205,7 @@ class InboxTables:
 
     @postgres_call("inbox_write")
     async def write_batch(
-        self, connection: "Connection", rows: InboxRows
+        self, connection: "PoolConnection", rows: InboxRows
     ) -> WrittenBatch:
         """Write one batch and number its entries, committed (``held.use()``'s connection).
 

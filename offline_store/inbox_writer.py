@@ -21,13 +21,16 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from offline_store import observability
-from offline_store.announcements import refusals, saved_envelope
+from offline_store.announcements import (
+    message_offline_events,
+    refusals,
+    saved_envelope,
+)
 from offline_store.bus import Bus
 from offline_store.consumers import dead_letter, log_refused, reject
 from offline_store.inbox import (
     InboxRows,
     inbox_deliveries,
-    offline_events,
     rows_from_items,
 )
 from offline_store.inbox_tables import InboxTables, WrittenBatch
@@ -43,7 +46,7 @@ from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue
 from runtime.publish import confirm_all
 
 if TYPE_CHECKING:
-    from offline_store.held_connection import Connection
+    from offline_store.held_connection import PoolConnection
 
 log = structlog.get_logger()
 
@@ -228,7 +231,7 @@ class InboxWriter:
         observability.STORED.inc(len(written.kept))
 
     async def _write(
-        self, connection: "Connection", rows: InboxRows
+        self, connection: "PoolConnection", rows: InboxRows
     ) -> tuple[WrittenBatch, list[tuple[str, RefusedItem]]]:
         """Write the batch at once. Should PostgreSQL refuse it for what an item holds, write
         the items one by one: those it refuses are returned to be dead-lettered.
@@ -271,7 +274,7 @@ class InboxWriter:
         if saved is not None:
             await self._bus.publish_saved(saved.uids)
             await self._bus.publish_message_offline_events(
-                offline_events(new, rows.items, stored_ms)
+                message_offline_events(new, stored_ms, rows.items)
             )
         if written.refused:
             await self._refuse(rows.items, written.refused, stored_ms)

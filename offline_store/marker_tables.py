@@ -15,15 +15,9 @@ import asyncpg
 
 from offline_store.latency import postgres_call
 from offline_store.markers import Found, ReadPlan, plan_reads, uids_to_lock
-from offline_store.store import quote_identifier
+from offline_store.store import quoted_table
 from proto.names import Names
 from proto.sync import ReadAsked
-
-
-def table_name(qualified: str) -> str:
-    """``schema.table``, each part quoted."""
-    schema, _, table = qualified.partition(".")
-    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
 
 
 class MarkerTables:
@@ -31,11 +25,11 @@ class MarkerTables:
 
     def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
         self._pool = pool
-        messages = table_name(names.messages_table)
-        inbox = table_name(names.inbox_table)
-        heads = table_name(names.inbox_heads_table)
-        conversations = table_name(names.conversations_table)
-        receipts = table_name(names.receipts_table)
+        messages = quoted_table(names.messages_table)
+        inbox = quoted_table(names.inbox_table)
+        heads = quoted_table(names.inbox_heads_table)
+        conversations = quoted_table(names.conversations_table)
+        receipts = quoted_table(names.receipts_table)
         # Each read's mid in its reader's inbox (docs/history.md, 4.3), by position.
         self._find_sql = (
             "SELECT k.ord, i.seq, i.conv, m.sender"

@@ -17,7 +17,8 @@ import msgspec
 
 from proto import envelopes, frames, sync
 from proto.codes import ErrorCode
-from proto.envelopes import Delivery, DeliveryItem, ErrorDetail, ErrorReply, Target
+from proto.commands import RefusedCommand, decode_command_body, error_reply
+from proto.envelopes import Delivery, DeliveryItem, Target
 from proto.errors import BadEnvelope
 from proto.frames import (
     ConversationsPage,
@@ -88,14 +89,6 @@ class ReadMessage:
     uid: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A command that cannot be served: answered with ``code`` on its ``reply_to``."""
-
-    code: ErrorCode
-    reason: str
-
-
 Read = ReadHistory | ReadConversations | ReadMessage
 
 
@@ -103,7 +96,7 @@ Read = ReadHistory | ReadConversations | ReadMessage
 class Query:
     """One message of the queue: what to read (or why not), and who gets the answer."""
 
-    read: Read | Refused
+    read: Read | RefusedCommand
     to: Asker | Caller | None
     """None: a command without ``reply_to`` (served for nothing; only a refusal is logged)."""
 
@@ -165,9 +158,9 @@ def decode_query(
         max_command_bytes: the largest command body decoded (``SWITCHBOARD_MAX_COMMAND_BYTES``).
 
     Returns:
-        The query; a command that cannot be served is ``Refused`` (``unknown_command``,
-        ``too_large``, ``invalid_json``, ``invalid_field`` with its JSON path), as the router
-        refuses other commands.
+        The query; a command that cannot be served is ``RefusedCommand``
+        (``unknown_command``, or what ``proto.commands.decode_command_body`` refuses), as the
+        router refuses other commands.
 
     Raises:
         BadEnvelope: a gateway's envelope that does not decode (it is dead-lettered).
@@ -200,25 +193,18 @@ def _asker(asked: sync.HistoryAsked | sync.ConversationsAsked) -> Asker:
     return Asker(asked.uid, asked.gateway_id, asked.conn_id, asked.client_id)
 
 
-def _decode_command(routing_key: str, body: bytes, max_bytes: int) -> Read | Refused:
+def _decode_command(
+    routing_key: str, body: bytes, max_bytes: int
+) -> Read | RefusedCommand:
     name = routing_key.removeprefix(API_KEY_PREFIX)
     decoder = (
         _COMMAND_DECODERS.get(name) if routing_key.startswith(API_KEY_PREFIX) else None
     )
     if decoder is None:
-        return Refused(ErrorCode.UNKNOWN_COMMAND, "no such command")
-    if len(body) > max_bytes:
-        return Refused(
-            ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes"
-        )
-    try:
-        command = decoder.decode(body)
-    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-        return Refused(ErrorCode.INVALID_FIELD, str(exc))
-    except msgspec.DecodeError:
-        return Refused(ErrorCode.INVALID_JSON, "the body is not JSON")
-    except RecursionError:  # msgspec's decoder recurses per nesting level
-        return Refused(ErrorCode.INVALID_JSON, "the body is nested too deeply")
+        return RefusedCommand(ErrorCode.UNKNOWN_COMMAND, "no such command")
+    command = decode_command_body(decoder, body, max_bytes)
+    if isinstance(command, RefusedCommand):
+        return command
     match command:
         case sync.ApiHistory() as history:
             conv = conversation_key(history.peer, history.group)
@@ -320,7 +306,7 @@ def message_answer(frame: str | None, seq: int | None) -> bytes:
     ``not_found`` when none was read."""
     if frame is None:
         return error_answer(
-            None, Refused(ErrorCode.NOT_FOUND, "no such message in that inbox")
+            None, RefusedCommand(ErrorCode.NOT_FOUND, "no such message in that inbox")
         )
     encoded = frame.encode()
     if seq is not None:
@@ -328,13 +314,13 @@ def message_answer(frame: str | None, seq: int | None) -> bytes:
     return envelopes.encode(sync.MessageReply(message=msgspec.Raw(encoded)))
 
 
-def error_answer(to: Asker | Caller | None, refused: Refused) -> bytes:
+def error_answer(to: Asker | Caller | None, refused: RefusedCommand) -> bytes:
     """An ``error`` frame for a connection, or an ``ErrorReply`` for a backend."""
     if isinstance(to, Asker):
         return frames.encode(
             frames.Error(code=refused.code, message=refused.reason, id=to.client_id)
         )
-    return envelopes.encode(ErrorReply(error=ErrorDetail(refused.code, refused.reason)))
+    return error_reply(refused)
 
 
 def delivery_to(asker: Asker, frame: bytes) -> bytes:

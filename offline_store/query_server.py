@@ -32,7 +32,6 @@ from offline_store.queries import (
     ReadConversations,
     ReadHistory,
     ReadMessage,
-    Refused,
     conversation_items,
     conversations_answer,
     cutoff_mid,
@@ -46,6 +45,7 @@ from offline_store.queries import (
 )
 from offline_store.query_tables import QueryTables
 from offline_store.store import EXPECTED_FAILURES
+from proto.commands import RefusedCommand
 from proto.errors import BadEnvelope
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
 from runtime.metrics import count_error
@@ -93,7 +93,7 @@ class QueryServer:
             except BadEnvelope as exc:
                 await reject(message, exc)
                 continue
-            if isinstance(query.read, Refused):
+            if isinstance(query.read, RefusedCommand):
                 log.info(
                     "command_rejected",
                     routing_key=message.routing_key,
@@ -151,7 +151,7 @@ class QueryServer:
                 async with self._connections:
                     frame, seq = await self._tables.message(mid, uid, cutoff)
                 answer = message_answer(frame, seq)
-            case Refused() as refused:
+            case RefusedCommand() as refused:
                 answer = error_answer(to, refused)
         await self._publish(to, answer)
 

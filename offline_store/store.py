@@ -78,10 +78,15 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quoted_table(qualified: str) -> str:
+    """A ``schema.table`` name of ``proto.names.Names`` with each part quoted, for SQL."""
+    schema, _, table = qualified.partition(".")
+    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
+
+
 def table_identifier(names: Names, qualified: str = "") -> str:
     """The quoted, schema-qualified name of a table (by default the undelivered table)."""
-    schema, _, table = (qualified or names.undelivered_table).partition(".")
-    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
+    return quoted_table(qualified or names.undelivered_table)
 
 
 class Store:

@@ -14,18 +14,13 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from offline_store.store import quote_identifier
+from offline_store.store import quoted_table
 from offline_store.windows import WindowRow
 from proto.names import Names
 from proto.sync import SyncRequest
 
 if TYPE_CHECKING:
-    from offline_store.held_connection import Connection
-
-
-def _table(qualified: str) -> str:
-    schema, _, table = qualified.partition(".")
-    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
+    from offline_store.held_connection import PoolConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +37,11 @@ class SyncTables:
 
     def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
         self._pool = pool
-        syncs = _table(names.recent_syncs_table)
-        inbox = _table(names.inbox_table)
-        messages = _table(names.messages_table)
-        receipts = _table(names.receipts_table)
-        heads = _table(names.inbox_heads_table)
+        syncs = quoted_table(names.recent_syncs_table)
+        inbox = quoted_table(names.inbox_table)
+        messages = quoted_table(names.messages_table)
+        receipts = quoted_table(names.receipts_table)
+        heads = quoted_table(names.inbox_heads_table)
         # One statement, committed alone: the rows exist before any window is read.
         self._register_sql = (
             f"INSERT INTO {syncs} (uid, conn_id, gateway_id, until)"
@@ -112,7 +107,7 @@ class SyncTables:
         return rows, head
 
     async def connections_of(
-        self, uids: Sequence[str], connection: "Connection"
+        self, uids: Sequence[str], connection: "PoolConnection"
     ) -> list[SyncingConnection]:
         """The connections of these uids that started a sync within their grace, read on this
         connection (the inbox writer's, after its batch's commit)."""

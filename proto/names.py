@@ -130,9 +130,6 @@ BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
 """The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
 router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
-OFFLINE_BINDINGS = (KEY_HANDOVER,)
-"""Bindings of ``<ns>.offline`` on the inbound exchange (it is also bound to
-``<ns>.undeliverable``, the deliveries exchange's alternate exchange)."""
 STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
 STORE_GROUP_BINDINGS = (
@@ -140,7 +137,6 @@ STORE_GROUP_BINDINGS = (
     KEY_GROUPS_REQUEST,
 )
 ROUTER_GROUP_BINDINGS = (KEY_GROUP_CHANGED, KEY_GROUPS_PAGE)
-INBOX_BINDINGS = (KEY_INBOX,)
 STORE_READ_BINDINGS = (KEY_READ,)
 """Bindings of ``<ns>.offline.reads`` (history on)."""
 ROUTER_HISTORY_BINDINGS = (KEY_RECEIPTS,)

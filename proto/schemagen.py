@@ -467,16 +467,16 @@ def schema_components(
 
 def _shape_names(schemas: Sequence[object]) -> set[str]:
     """The names under ``frames.SHAPES_KEY`` anywhere in these schemas."""
-    names: set[str] = set()
+    shape_names: set[str] = set()
     pending = list(schemas)
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
-            names.update(value.get(frames.SHAPES_KEY, ()))
+            shape_names.update(value.get(frames.SHAPES_KEY, ()))
             pending += value.values()
         elif isinstance(value, list):
             pending += value
-    return names
+    return shape_names
 
 
 def _referred(schema: dict[str, object], ref_template: str) -> dict[str, object]:
@@ -489,9 +489,9 @@ def _referred(schema: dict[str, object], ref_template: str) -> dict[str, object]
         if not isinstance(value, dict):
             return value
         result = {k: refer(v) for k, v in value.items() if k != frames.SHAPES_KEY}
-        names = value.get(frames.SHAPES_KEY)
-        if isinstance(names, list):
-            refs = [{"$ref": ref_template.format(name=name)} for name in names]
+        shape_names = value.get(frames.SHAPES_KEY)
+        if isinstance(shape_names, list):
+            refs = [{"$ref": ref_template.format(name=name)} for name in shape_names]
             result.update(refs[0] if len(refs) == 1 else {"oneOf": refs})
         return result
 

@@ -7,15 +7,19 @@ RabbitMQ definitions (``definitions.py``) carry the shared part too, with the pe
 each role's user, which let a gateway configure its own queue only. The I/O lives in
 ``runtime/bus.py``; this module only says what to declare. Argument names are RabbitMQ's
 (https://www.rabbitmq.com/docs/queues#optional-arguments).
+
+The ways a message reaches the offline store are declared once, in ``store_paths``: the
+topology below binds the store's queues, sets the deliveries exchange's alternate exchange and
+a gateway queue's dead-lettering from them, and the senders publish with them (the router's
+``plan.py`` and ``inbox_items.py``, the gateway's ``bus.py``).
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proto.names import (
-    INBOX_BINDINGS,
     KEY_HANDOVER,
-    OFFLINE_BINDINGS,
+    KEY_INBOX,
     ROUTER_BINDINGS,
     ROUTER_GROUP_BINDINGS,
     ROUTER_HISTORY_BINDINGS,
@@ -66,6 +70,107 @@ class Topology:
     bindings: tuple[BindingSpec, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StorePath:
+    """One way a message reaches the offline store: who sends it, through which exchange with
+    which routing key (the binding's: "" on a fanout exchange), to which of the store's queues."""
+
+    sender: str
+    """Who publishes, and where in the code (or the broker, and the argument that makes it)."""
+    exchange: str
+    routing_key: str
+    queue: str
+    is_history_only: bool = False
+    """Declared only with ``SWITCHBOARD_HISTORY`` on."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorePaths:
+    """Every way a message reaches the offline store; docs/architecture.md, "How messages
+    reach the offline store", tells them in prose."""
+
+    undeliverable: StorePath
+    gone_gateway: StorePath
+    handover: StorePath
+    orphaned: StorePath
+    inbox: StorePath
+
+    @property
+    def all(self) -> tuple[StorePath, ...]:
+        return (
+            self.undeliverable,
+            self.gone_gateway,
+            self.handover,
+            self.orphaned,
+            self.inbox,
+        )
+
+
+def store_paths(names: Names) -> StorePaths:
+    """The ways into the offline store's queues ``<ns>.offline`` and (history on) ``<ns>.inbox``.
+
+    ``<ns>.offline`` takes what is to be kept until it is delivered (``offline_store/consumers.py``,
+    ``UndeliveredWriter``), ``<ns>.inbox`` the 1:1 and group messages to number first
+    (``offline_store/inbox_writer.py``). A gateway's RabbitMQ user writes no exchange of the
+    store's, so the gateways' copies (and their queues' dead-lettering) come as
+    ``gateway.handover`` on ``<ns>.inbound``.
+    """
+    return StorePaths(
+        undeliverable=StorePath(
+            "a router, for recipients with no connection on a live gateway: the batch's such "
+            "items in one Delivery (router/plan.py, PlanBuilder.build)",
+            names.undeliverable_exchange,
+            "",
+            names.offline_queue,
+        ),
+        gone_gateway=StorePath(
+            "the broker, for a delivery to a gateway whose queue is gone (deleted after "
+            "SWITCHBOARD_GATEWAY_QUEUE_EXPIRES_S without a consumer): the alternate exchange "
+            "of <ns>.deliveries (shared_topology)",
+            names.undeliverable_exchange,
+            "",
+            names.offline_queue,
+        ),
+        handover=StorePath(
+            "a gateway, for a copy it does not push (its connection is not there, holds "
+            "SWITCHBOARD_MAX_UNACKED_PER_CONNECTION messages, or is behind: "
+            "gateway/admission.py) or that its client did not acknowledge (in time, before "
+            "closing, or under pressure of the prefetch: gateway/acks.py): "
+            "gateway/handover.py",
+            names.inbound_exchange,
+            KEY_HANDOVER,
+            names.offline_queue,
+        ),
+        orphaned=StorePath(
+            "the broker, dead-lettering a delivery that waited in a gateway's queue longer "
+            "than SWITCHBOARD_ORPHAN_TTL_S (its gateway died, or is far behind): "
+            "gateway_topology",
+            names.inbound_exchange,
+            KEY_HANDOVER,
+            names.offline_queue,
+        ),
+        inbox=StorePath(
+            "a router, for a batch's 1:1 and group messages (history on): one InboxBatch "
+            "(router/inbox_items.py, router/plan.py)",
+            names.inbound_exchange,
+            KEY_INBOX,
+            names.inbox_queue,
+            is_history_only=True,
+        ),
+    )
+
+
+def _store_bindings(names: Names, is_history_only: bool) -> tuple[BindingSpec, ...]:
+    """The bindings of the store's paths that are (or are not) history's alone; paths that
+    share one binding share it once."""
+    bindings = (
+        BindingSpec(path.queue, path.exchange, path.routing_key)
+        for path in store_paths(names).all
+        if path.is_history_only == is_history_only
+    )
+    return tuple(dict.fromkeys(bindings))
+
+
 def shared_topology(names: Names, queue_type: str, history: bool = False) -> Topology:
     """The exchanges and the shared queues every service declares.
 
@@ -96,10 +201,8 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
         ExchangeSpec(
             names.deliveries_exchange,
             "direct",
-            # A delivery for a gateway whose queue is gone goes to the offline store: one of
-            # the five ways into it (docs/architecture.md, "How messages reach the offline
-            # store").
-            {"alternate-exchange": names.undeliverable_exchange},
+            # A delivery for a gateway whose queue is gone goes to the offline store.
+            {"alternate-exchange": store_paths(names).gone_gateway.exchange},
         ),
     )
     queues: tuple[QueueSpec, ...] = (
@@ -148,19 +251,12 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
             BindingSpec(names.router_groups_queue, names.inbound_exchange, key)
             for key in ROUTER_GROUP_BINDINGS
         ),
-        BindingSpec(names.offline_queue, names.undeliverable_exchange, ""),
-        *(
-            BindingSpec(names.offline_queue, names.inbound_exchange, key)
-            for key in OFFLINE_BINDINGS
-        ),
+        *_store_bindings(names, is_history_only=False),
         BindingSpec(names.dead_letter_queue, names.dead_letter_exchange, ""),
     )
     if history:
         bindings += (
-            *(
-                BindingSpec(names.inbox_queue, names.inbound_exchange, key)
-                for key in INBOX_BINDINGS
-            ),
+            *_store_bindings(names, is_history_only=True),
             *(
                 BindingSpec(names.store_reads_queue, names.inbound_exchange, key)
                 for key in STORE_READ_BINDINGS
@@ -197,17 +293,17 @@ def gateway_topology(
         raise ValueError(
             "the gateway queue must outlive the orphan TTL of its messages"
         )
+    orphaned = store_paths(names).orphaned
     queue = QueueSpec(
         names.gateway_queue(gateway_id),
         {
             "x-queue-type": "classic",
-            # A delivery that waits longer goes to the offline store: one of the five ways
-            # into it (docs/architecture.md, "How messages reach the offline store"). Through
+            # A delivery that waits longer goes to the offline store (store_paths). Through
             # the inbound exchange, as the gateway's own handovers: a gateway's user may write
             # no exchange of the offline store's (declaring a dead-letter exchange takes write).
             "x-message-ttl": orphan_ttl_ms,
-            "x-dead-letter-exchange": names.inbound_exchange,
-            "x-dead-letter-routing-key": KEY_HANDOVER,
+            "x-dead-letter-exchange": orphaned.exchange,
+            "x-dead-letter-routing-key": orphaned.routing_key,
             "x-expires": expires_ms,
         },
     )

@@ -15,6 +15,7 @@ import msgspec
 
 from proto import envelopes, rules, sync
 from proto.codes import ErrorCode
+from proto.commands import RefusedCommand, decode_command_body
 from proto.envelopes import (
     ApiBroadcast,
     ApiSend,
@@ -212,33 +213,18 @@ def decode_command(
             commands (``proto.sync.HISTORY_COMMANDS``).
 
     Returns:
-        The ``Call``, or why it is ``Refused``: ``unknown_command``, ``too_large``,
-        ``invalid_json``, or ``invalid_field`` with msgspec's message (it names the JSON
-        path): a field of the wrong type, a name that breaks ``proto/rules.py``'s identifier
-        rule, a ``body`` that breaks its body rules; ``history_off`` for a valid history
-        command while history is off. With it on, such a command is ``ServedByStore``.
+        The ``Call``, or why it is ``Refused``: ``unknown_command``, or what
+        ``proto.commands.decode_command_body`` refuses (``too_large``, ``invalid_field``,
+        ``invalid_json``); ``history_off`` for a valid history command while history is
+        off. With it on, such a command is ``ServedByStore``.
     """
     name = command_name(routing_key)
     decoder = _COMMAND_DECODERS.get(name)
     if decoder is None:
         return Refused(ErrorCode.UNKNOWN_COMMAND, "no such command", reply_to)
-    if max_bytes is not None and len(body) > max_bytes:
-        return Refused(
-            ErrorCode.TOO_LARGE, f"the body is larger than {max_bytes} bytes", reply_to
-        )
-    too_deep = rules.nesting_violation(body)
-    if too_deep is not None:
-        return Refused(ErrorCode.INVALID_FIELD, f"$.body {too_deep}", reply_to)
-    try:
-        command = decoder.decode(body)
-    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
-        return Refused(ErrorCode.INVALID_FIELD, str(exc), reply_to)
-    except msgspec.DecodeError:
-        return Refused(ErrorCode.INVALID_JSON, "the body is not JSON", reply_to)
-    except RecursionError:  # msgspec's decoder recurses per nesting level
-        return Refused(
-            ErrorCode.INVALID_JSON, "the body is nested too deeply", reply_to
-        )
+    command = decode_command_body(decoder, body, max_bytes)
+    if isinstance(command, RefusedCommand):
+        return Refused(command.code, command.reason, reply_to)
     if name in sync.HISTORY_COMMANDS:
         if is_history_on:
             return ServedByStore(name)

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from proto.envelopes import Outgoing
 from proto.inbox import EntryTarget, InboxBatch, InboxEntry, InboxItem, encode
 from proto.items import wrap_items
-from proto.names import KEY_INBOX, Names
+from proto.names import Names
+from proto.topology import store_paths
 from router.delivery_items import message_frame, origin_of
 from router.publications import Publication
 from router.results import PresenceEntry
@@ -123,4 +124,5 @@ def inbox_publications(
 
 def _publication(names: Names, items: Sequence[InboxItem], body: bytes) -> Publication:
     mid = items[0].mid if len(items) == 1 else ""
-    return Publication(names.inbound_exchange, KEY_INBOX, body, mid)
+    inbox = store_paths(names).inbox
+    return Publication(inbox.exchange, inbox.routing_key, body, mid)

@@ -13,11 +13,9 @@ routing.py. presence.py runs each round in one pipeline:
 2. the connections of the members of the group messages that will be routed (a round with
    no request costs no round trip).
 
-Decided here, once: what each envelope reads and writes; that a message whose client id
-already carries another mid is a retry (``answers.Retried``: answered with that mid, routed
-by nobody); that a client's group message from a non-member is refused
-(``answers.NotMember``); that a group message goes to its members but its sender; what a
-presence query may see.
+Decided here, once: what each envelope reads and writes, and what a presence query may see.
+What a message reads, and what its results say (a retry, a refused group message, its
+recipients), is decided in message_lookups.py.
 """
 
 from collections.abc import Iterable, Sequence
@@ -43,29 +41,28 @@ from proto.envelopes import (
 from proto.limits import PresencePolicy
 from proto.sync import Receipts
 from router.answers import (
-    EVERYONE,
-    NOT_MEMBER,
     PRESENCE_FORBIDDEN,
     Answer,
     Answers,
-    MessageAnswer,
-    Recipients,
-    Retried,
 )
 from router.debounce import offline_due_ms
 from router.inbound import Call, Inbound, Refused, outgoing_of
 from router.inbox_items import reads_own
 from router.limits import Throttled, UidRate, sees_presence, throttle_for_ms, uid_costs
+from router.message_lookups import (
+    is_broadcast,
+    message_answer,
+    message_requests,
+    recipients,
+)
 from router.receipts import receipt_uids
 from router.requests import (
     AddCost,
-    ClaimClientId,
     CountInRoom,
     CountOutOfRoom,
     OpenConnection,
     ReadConnections,
     ReadGateways,
-    ReadGroup,
     ReadRoom,
     ReadVisibility,
     RecordHeartbeat,
@@ -73,16 +70,13 @@ from router.requests import (
     Request,
 )
 from router.results import (
-    Claimed,
     Connections,
     Counted,
     GatewaysRead,
-    GroupRead,
     HeartbeatRecorded,
     Opened,
     Result,
     RoomCounts,
-    UidConnections,
     Visibility,
     Written,
     check_results,
@@ -172,7 +166,7 @@ class BatchLookup:
         else:
             for index, result in zip(self._members, results, strict=True):
                 by_uid = expect(Connections, result).by_uid
-                self._answers[index] = self._recipients(index, by_uid)
+                self._answers[index] = recipients(by_uid, reads_own=index in self._own)
             self._requests = []
 
     def answers(self) -> Answers:
@@ -274,54 +268,29 @@ class BatchLookup:
     def _message_requests(
         self, index: int, outgoing: Outgoing, *, from_client: bool, claims: bool
     ) -> list[Request]:
-        """Claim the client id (if any), and read what the addressing needs.
-
-        ``from_client``: a client's frame (the sender's membership of a group is checked,
-        its id claimed in the uid's keyspace), not a backend's ``api.send``. With history on,
-        a 1:1 or group message reads its sender's connections too, last. A 1:1 message with a
-        client id reads its connections in the claim's command (``ClaimClientId.reads``).
-        """
-        is_own_read = reads_own(outgoing, from_client, self._rules.history)
-        if is_own_read:
+        """A message's requests (``message_lookups.message_requests``); a broadcast's
+        gateways are read once for the whole batch."""
+        if reads_own(outgoing, from_client, self._rules.history):
             self._own.add(index)
-        requests: list[Request] = []
-        reads: tuple[str, ...] = ()
-        if outgoing.to is not None:
-            reads = (outgoing.to, outgoing.sender) if is_own_read else (outgoing.to,)
-        if claims:
-            ttl_ms = self._rules.dedup_ttl_ms
-            window = self._at_ms // ttl_ms
-            # A 1:1 message's reads go in its claim: one command for both.
-            requests.append(
-                ClaimClientId(
-                    outgoing.sender,
-                    outgoing.client_id,
-                    outgoing.mid,
-                    window,
-                    (window + 2) * ttl_ms,
-                    from_backend=not from_client,
-                    reads=reads,
-                )
-            )
-        elif reads:
-            requests.append(ReadConnections(reads))
-        if outgoing.to is not None:
-            return requests
-        if outgoing.group is not None:
-            member = outgoing.sender if from_client else None
-            requests.append(ReadGroup(outgoing.group, member))
-        elif outgoing.room is not None:
-            requests.append(ReadRoom(outgoing.room))
-        else:
-            self._reads_gateways = True  # a broadcast: once for the whole batch
-        return requests
+        if is_broadcast(outgoing):
+            self._reads_gateways = True
+        return message_requests(
+            outgoing,
+            from_client=from_client,
+            claims=claims,
+            reads_own=index in self._own,
+            at_ms=self._at_ms,
+            dedup_ttl_ms=self._rules.dedup_ttl_ms,
+        )
 
     def _read_first_round(self, results: Sequence[Result]) -> None:
         messages = self._messages
         for index, (start, end) in enumerate(self._spans):
             outgoing = messages.get(index)
             if outgoing is not None:
-                answer = self._message_answer(index, outgoing, results[start:end])
+                answer = message_answer(
+                    outgoing, results[start:end], reads_own=index in self._own
+                )
                 if isinstance(answer, ReadConnections):
                     self._members[index] = answer
                 else:
@@ -345,49 +314,6 @@ class BatchLookup:
                 pass  # presence.py mirrors them: routing reads liveness from there
             case _:
                 raise ValueError(f"unexpected {type(result).__name__} for the batch")
-
-    def _recipients(self, index: int, by_uid: UidConnections) -> Recipients:
-        """The recipients of a message, its sender's connections apart when they were read
-        (last) for its own entry."""
-        if index not in self._own:
-            return Recipients(by_uid)
-        *others, (_, own) = by_uid
-        return Recipients(tuple(others), own)
-
-    def _message_answer(
-        self, index: int, outgoing: Outgoing, results: Iterable[Result]
-    ) -> MessageAnswer | ReadConnections:
-        """What to do with a message; the read of its members' connections when it is a
-        group message to route to some."""
-        first_mid: str | None = None
-        audience: Result | None = None
-        for result in results:
-            if isinstance(result, Claimed):
-                first_mid = result.first_mid
-                if result.connections is not None:
-                    audience = result.connections  # a 1:1 message's reads
-            else:
-                audience = result
-        if isinstance(audience, GroupRead) and not audience.is_member:
-            return NOT_MEMBER
-        if first_mid is not None and first_mid != outgoing.mid:
-            # Its client id already carries another mid. (The same mid again is a
-            # redelivery after a failure: route it.)
-            return Retried(first_mid)
-        match audience:
-            case Connections(by_uid=by_uid):
-                return self._recipients(index, by_uid)
-            case GroupRead(members=members):
-                others = tuple(sorted(m for m in members if m != outgoing.sender))
-                if index in self._own:
-                    return ReadConnections((*others, outgoing.sender))
-                return ReadConnections(others) if others else Recipients(())
-            case RoomCounts():
-                return audience
-            case None:
-                return EVERYONE
-            case _:
-                raise ValueError(f"unexpected {type(audience).__name__} for a message")
 
 
 def _answer_of(results: Sequence[Result]) -> Answer:

@@ -11,6 +11,7 @@ from proto import frames
 from proto.envelopes import DeliveryItem, Envelope, Outgoing, Target
 from proto.inbox import InboxItem
 from proto.names import Names
+from proto.topology import store_paths
 from router.delivery_items import add_message_items, frame_item
 from router.inbound import ReplyTo
 from router.inbox_items import inbox_item, inbox_publications
@@ -149,8 +150,9 @@ class PlanBuilder:
                 self.names.deliveries_exchange, gateway_id, items, limit
             )
         ]
+        undeliverable = store_paths(self.names).undeliverable
         deliveries += delivery_publications(
-            self.names.undeliverable_exchange, "", self._offline, limit
+            undeliverable.exchange, undeliverable.routing_key, self._offline, limit
         )
         deliveries += inbox_publications(self.names, self._inbox, limit)
         answers = [

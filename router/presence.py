@@ -6,8 +6,10 @@ requests.py, a list of them in one pipeline (one round trip), and reads each one
 into its typed result. What to read and write is decided in lookups.py (a batch),
 routing.py (what follows its confirms), liveness.py and debounce.py (the periodic work).
 It also keeps a mirror of every gateway's last heartbeat, so that routing needs no round
-trip to tell a dead gateway. Keys are described in docs/architecture.md ("Presence in
-Redis") and proto/names.py, the Lua scripts in scripts.py.
+trip to tell a dead gateway. The commands of the group requests are queued by group_redis.py,
+those of the liveness requests (gateways, sweeps, the going-offline set) by liveness_redis.py.
+Keys are described in docs/architecture.md ("Presence in Redis") and proto/names.py, the Lua
+scripts in scripts.py.
 """
 
 import asyncio
@@ -16,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from itertools import starmap
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
@@ -27,6 +29,7 @@ from proto.errors import DependencyUnavailable
 from proto.names import Names
 from router import scripts
 from router.group_redis import queue_group_request
+from router.liveness_redis import queue_liveness_request
 from router.observability import REDIS_BY_OPERATION
 from router.requests import (
     AddCost,
@@ -59,13 +62,9 @@ from router.results import (
     Claimed,
     Connections,
     Counted,
-    DueClaim,
-    DueUids,
-    GatewayRecord,
     GatewaysRead,
     GroupRead,
     HeartbeatRecorded,
-    Locked,
     Opened,
     PresenceEntry,
     Result,
@@ -279,44 +278,17 @@ class Presence:
                 )
             case ReadGroupsLoaded() | LockRebuild() | ApplyMembers() | CountPage():
                 return queue_group_request(pipeline, names, request)
-            case ReadGateways():
-                pipeline.zrange(
-                    names.gateways_key, 0, -1, withscores=True, score_cast_func=int
-                )
-                return _read_gateways
-            case MarkKnown(gateway_id=gateway_id):
-                pipeline.set(names.gateway_known_key(gateway_id), "1")
-                return _read_written
-            case LockSweep(gateway_id=gateway_id, lock_s=lock_s):
-                lock_key = names.sweep_lock_key(gateway_id)
-                pipeline.set(lock_key, "1", nx=True, ex=lock_s)
-                return lambda replies: Locked(bool(replies[0]))
-            case UnlockSweep(gateway_id=gateway_id):
-                pipeline.delete(names.sweep_lock_key(gateway_id))
-                return _read_written
-            case ReadGatewayRecord(gateway_id=gateway_id):
-                pipeline.zscore(names.gateways_key, gateway_id)
-                pipeline.hgetall(names.gateway_key(gateway_id))
-                pipeline.smembers(names.gateway_rooms_key(gateway_id))
-                return _read_gateway_record
-            case ForgetGateway(gateway_id=gateway_id, rooms=rooms):
-                for room in rooms:
-                    pipeline.hdel(names.room_key(room), gateway_id)
-                    pipeline.delete(names.room_members_key(room, gateway_id))
-                pipeline.delete(names.gateway_rooms_key(gateway_id))
-                pipeline.delete(names.gateway_key(gateway_id))
-                pipeline.delete(names.gateway_known_key(gateway_id))
-                pipeline.zrem(names.gateways_key, gateway_id)
-                return _read_written
-            case ReadDueOffline(due_ms=due_ms, limit=limit):
-                pipeline.zrangebyscore(
-                    names.going_offline_key, "-inf", due_ms, start=0, num=limit
-                )
-                return lambda replies: DueUids(tuple(replies[0]))
-            case ClaimDueOffline(uid=uid):
-                pipeline.zrem(names.going_offline_key, uid)
-                pipeline.hlen(names.presence_key(uid))
-                return lambda replies: DueClaim(bool(replies[0]), int(replies[1]))
+            case (
+                ReadGateways()
+                | MarkKnown()
+                | LockSweep()
+                | UnlockSweep()
+                | ReadGatewayRecord()
+                | ForgetGateway()
+                | ReadDueOffline()
+                | ClaimDueOffline()
+            ):
+                return queue_liveness_request(pipeline, names, request)
 
     def _queue_room(
         self,
@@ -368,18 +340,6 @@ def _read_claimed(reads: Sequence[str], reply: list[Any]) -> Result:
 
 def _read_room(replies: list[Any]) -> Result:
     return RoomCounts(_counts(replies[0]))
-
-
-def _read_gateways(replies: list[Any]) -> Result:
-    # withscores, int scores and decoded responses make it (member, score) pairs
-    pairs = cast(list[tuple[str, int]], replies[0])
-    return GatewaysRead(dict(pairs))
-
-
-def _read_gateway_record(replies: list[Any]) -> Result:
-    score, connections, rooms = replies
-    last_seen_ms = None if score is None else int(score)
-    return GatewayRecord(last_seen_ms, dict(connections), frozenset(rooms))
 
 
 def _by_uid(

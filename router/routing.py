@@ -25,7 +25,8 @@ What a batch becomes (docs/architecture.md, "The life of a message"):
   its recipients got), and the replies to backend commands (``api.<command>``);
   and the Redis writes that must wait as well (kicked connections, known gateways).
 
-A first connection publishes ``user.online`` unless the uid only flapped (debounce.py).
+A first connection publishes ``user.online`` unless the uid only flapped (debounce.py). One
+message (a client's or a backend's) is routed in message_routing.py.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +68,6 @@ from router.answers import (
     Answer,
     Answers,
     Everyone,
-    MessageAnswer,
     NotMember,
     PresenceForbidden,
     Recipients,
@@ -75,19 +75,17 @@ from router.answers import (
 )
 from router.debounce import offline_due_ms
 from router.delivery_items import (
-    broadcast_items,
     frame_item,
     kick_items,
     ready_item,
     reannounce_item,
-    room_items,
     throttle_item,
     too_many_connections_item,
 )
 from router.inbound import Call, Inbound, Refused, outgoing_of
-from router.inbox_items import is_inboxed
 from router.limits import Throttled
 from router.liveness import should_reannounce
+from router.message_routing import route_once, route_outgoing
 from router.plan import Duplicate, Plan, PlanBuilder
 from router.publications import (
     event_publication,
@@ -194,7 +192,7 @@ def _route_envelope(plan: PlanBuilder, envelope: Inbound, answer: Answer) -> Non
             Outgoing(),
             Recipients() | Retried() | RoomCounts() | Everyone() | NotMember(),
         ):
-            _route_outgoing(plan, envelope, answer)
+            route_outgoing(plan, envelope, answer)
         case Call(), _:
             _route_call(plan, envelope, answer)
         case Refused(code=code, reason=reason, reply_to=reply_to), None:
@@ -278,23 +276,6 @@ def _presence_answer(
     return frames.PresenceResult(id=asked.client_id, online=online)
 
 
-def _route_outgoing(
-    plan: PlanBuilder, outgoing: Outgoing, answer: MessageAnswer
-) -> None:
-    """A client's message, and the sender's ``sent`` (the first mid, for a retry)."""
-    if isinstance(answer, NotMember):
-        error = frames.Error(
-            code=ErrorCode.NOT_MEMBER,
-            message="only members may send to a group",
-            id=outgoing.client_id,
-        )
-        plan.answer(outgoing, error)
-        return
-    mid = _route_once(plan, outgoing, answer)
-    if mid is not None:
-        plan.answer(outgoing, frames.Sent(id=outgoing.client_id, mid=mid))
-
-
 def _route_call(plan: PlanBuilder, call: Call, answer: Answer) -> None:
     """A backend command: its effects, and its reply."""
     reply_to = call.reply_to
@@ -304,7 +285,7 @@ def _route_call(plan: PlanBuilder, call: Call, answer: Answer) -> None:
         ):
             outgoing = outgoing_of(call)
             assert outgoing is not None  # a send or a broadcast makes a message
-            mid = _route_once(plan, outgoing, answer)
+            mid = route_once(plan, outgoing, answer)
             if mid is not None:
                 plan.reply(reply_to, SendReply(mid=mid))
         case ApiKick(uid=uid, reason=reason), Connections(by_uid=((_, connections),)):
@@ -330,51 +311,6 @@ def _route_call(plan: PlanBuilder, call: Call, answer: Answer) -> None:
             plan.reply(reply_to, RoomCountReply(count=count))
         case _:
             raise ValueError(f"no routing for command {call.name!r}")
-
-
-def _route_once(
-    plan: PlanBuilder,
-    outgoing: Outgoing,
-    answer: Retried | Recipients | RoomCounts | Everyone,
-) -> str | None:
-    """Route a message unless it is a retry; return the mid to answer with.
-
-    None: the same mid was routed earlier in this batch (a redelivery), and
-    answered then.
-    """
-    if isinstance(answer, Retried):
-        duplicate = Duplicate(outgoing.mid, outgoing.client_id, answer.first_mid)
-        plan.duplicates.append(duplicate)
-        return answer.first_mid
-    if outgoing.mid in plan.routed_mids:
-        return None
-    plan.routed_mids.add(outgoing.mid)
-    match answer:
-        case Recipients(by_uid=by_uid, own=own):
-            recipients = [(uid, plan.live(held)) for uid, held in by_uid]
-            if is_inboxed(
-                to=outgoing.to,
-                group=outgoing.group,
-                transient=outgoing.transient,
-                history=plan.history,
-            ):
-                live_own = None if own is None else plan.live(own)
-                plan.enter_inbox(outgoing, recipients, live_own)
-            else:
-                plan.deliver_message(outgoing, recipients)
-        case RoomCounts(counts=counts):
-            gateways = [
-                gid
-                for gid, count in sorted(counts.items())
-                if count > 0 and plan.is_live(gid)
-            ]
-            room = outgoing.room or ""  # a room message: it is set
-            for gateway_id, item in room_items(outgoing, room, gateways):
-                plan.deliver(gateway_id, item)
-        case Everyone():
-            for gateway_id, item in broadcast_items(outgoing, plan.live_gateways()):
-                plan.deliver(gateway_id, item)
-    return outgoing.mid
 
 
 def online_uids(

@@ -72,9 +72,9 @@ class ServiceRegistry(CollectorRegistry):
     def collect(self) -> Iterator[Metric]:
         return self.labelled(super().collect())
 
-    def restricted_registry(self, names: Iterable[str]) -> "_Restricted":  # type: ignore[override]
-        """A scrape that asks for some names (``name[]=``) gets the label too."""
-        return _Restricted(self, super().restricted_registry(names))
+    def restricted_registry(self, metric_names: Iterable[str]) -> "_Restricted":  # type: ignore[override]
+        """A scrape that asks for some metrics (``name[]=``) gets the label too."""
+        return _Restricted(self, super().restricted_registry(metric_names))
 
     def labelled(self, families: Iterable[Metric]) -> Iterator[Metric]:
         service = self.service

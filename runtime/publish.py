@@ -15,6 +15,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from pamqp.common import FieldTable
 
+from proto.names import HEADER_REJECTED_REASON
 from runtime.metrics import PUBLISH_CONFIRM
 
 CONTENT_TYPE = "application/json"
@@ -90,6 +91,18 @@ class Publisher:
                 wait=False,
             )
             PUBLISH_CONFIRM.observe(time.perf_counter() - start)
+
+    async def publish_dead_letter(
+        self, dead_letter_exchange: str, routing_key: str, body: bytes, reason: str
+    ) -> None:
+        """Dead-letter one refused item with why (``HEADER_REJECTED_REASON``), under the
+        routing key it came with; returns once the broker confirmed."""
+        await self.publish(
+            dead_letter_exchange,
+            routing_key,
+            body,
+            headers={HEADER_REJECTED_REASON: reason},
+        )
 
 
 async def confirm_all(publishes: Iterable[Awaitable[None]]) -> None:

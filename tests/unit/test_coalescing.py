@@ -5,18 +5,18 @@ import msgspec
 from gateway.coalescing import (
     BATCH_MAX_ITEMS,
     BATCHES_IN_FLIGHT,
+    Coalesced,
     Coalescing,
-    SealedBatch,
 )
 from proto.envelopes import decode_batch
 
 
-def keys(batch: SealedBatch[int] | None) -> list[str]:
+def keys(batch: Coalesced[int] | None) -> list[str]:
     assert batch is not None
     return [item.key for item in decode_batch(batch.body).items]
 
 
-def tickets(batch: SealedBatch[int] | None) -> list[int]:
+def tickets(batch: Coalesced[int] | None) -> list[int]:
     assert batch is not None
     return batch.tickets
 

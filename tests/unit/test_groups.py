@@ -4,17 +4,17 @@ decisions, the store's group commands and rebuild pages. No I/O."""
 import msgspec
 import pytest
 
-from offline_store import group_commands, group_pages
+from offline_store import group_pages
 from offline_store.group_commands import (
     ChangeMembers,
     ListMembers,
-    RefusedCommand,
     command_max_bytes,
     decode_group_command,
     members_reply,
 )
 from proto import envelopes
 from proto.codes import ErrorCode
+from proto.commands import RefusedCommand, error_reply
 from proto.groups import (
     GroupChanged,
     GroupMember,
@@ -231,6 +231,13 @@ def test_an_add_or_remove_becomes_one_change_with_each_uid_once() -> None:
         ),
         ("api.group.remove", b"{nope", ErrorCode.INVALID_JSON, ""),
         ("api.group.add", b" " * 1025, ErrorCode.TOO_LARGE, "1024"),
+        # Too deep is refused by the body rule, as the router refuses it.
+        (
+            "api.group.add",
+            b'{"group": "g", "uids": ["a"], "x": ' + b"[" * 200 + b"]" * 200 + b"}",
+            ErrorCode.INVALID_FIELD,
+            "levels deep",
+        ),
         ("api.send", b"{}", ErrorCode.UNKNOWN_COMMAND, ""),
         ("router.groups", b"{}", ErrorCode.UNKNOWN_COMMAND, ""),
     ],
@@ -242,7 +249,7 @@ def test_a_bad_group_command_is_refused_with_its_code_and_path(
     assert isinstance(refused, RefusedCommand)
     assert refused.code == code
     assert path in refused.reason
-    reply = msgspec.json.decode(group_commands.error_reply(refused))
+    reply = msgspec.json.decode(error_reply(refused))
     assert reply["error"]["code"] == code
 
 

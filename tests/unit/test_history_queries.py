@@ -15,7 +15,6 @@ from offline_store.queries import (
     ReadConversations,
     ReadHistory,
     ReadMessage,
-    Refused,
     conversation_items,
     conversations_answer,
     cutoff_mid,
@@ -30,12 +29,15 @@ from offline_store.queries import (
 )
 from proto import envelopes, frames, sync
 from proto.codes import ErrorCode
+from proto.commands import RefusedCommand
 from proto.errors import BadEnvelope
 from proto.mids import MidFactory
 from proto.names import KEY_CONVERSATIONS, KEY_HISTORY, QUERY_COMMANDS
 
 ASKER = Asker("carol", "gw1", "c1", "q1")
 CALLER = Caller("replies", "corr")
+TOO_DEEP = b'{"mid": "m", "x": ' + b"[" * 100 + b"]" * 100 + b"}"
+"""A command whose unknown field nests deeper than a body may (``rules.MAX_BODY_DEPTH``)."""
 
 
 def frame(mid: str, body: str = "1") -> str:
@@ -100,9 +102,11 @@ def test_commands_become_reads_or_refusals() -> None:
         ("api.message", b"{nope", ErrorCode.INVALID_JSON, ""),
         ("api.nothing", {}, ErrorCode.UNKNOWN_COMMAND, ""),
         ("api.message", b"{" + b" " * 20_000 + b"}", ErrorCode.TOO_LARGE, ""),
+        # Too deep is refused by the body rule, as the router refuses it.
+        ("api.message", TOO_DEEP, ErrorCode.INVALID_FIELD, "levels deep"),
     ):
         refused = decode(key, body).read
-        assert isinstance(refused, Refused)
+        assert isinstance(refused, RefusedCommand)
         assert refused.code == code
         assert refused.reason.endswith(path)
     assert decode("api.message", {"mid": "m"}, reply_to="").to is None
@@ -181,7 +185,7 @@ def test_answers_go_to_the_connection_or_the_backend() -> None:
     assert "seq" not in json.loads(message_answer(frame("m1"), None))["message"]
     missing = json.loads(message_answer(None, None))
     assert missing["error"]["code"] == ErrorCode.NOT_FOUND
-    error = json.loads(error_answer(ASKER, Refused(ErrorCode.NOT_FOUND, "no")))
+    error = json.loads(error_answer(ASKER, RefusedCommand(ErrorCode.NOT_FOUND, "no")))
     assert (error["type"], error["id"], error["code"]) == ("error", "q1", "not_found")
     delivery = envelopes.decode_delivery(delivery_to(ASKER, b'{"type":"pong"}'))
     (item,) = delivery.items

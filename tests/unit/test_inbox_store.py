@@ -2,10 +2,10 @@
 
 import msgspec
 
+from offline_store.announcements import message_offline_events
 from offline_store.inbox import (
     conversation,
     inbox_deliveries,
-    offline_events,
     rows_from_items,
 )
 from offline_store.numbering import EntryKey, batch_seqs
@@ -205,7 +205,7 @@ def test_message_offline_events_name_the_sender_and_the_conversation() -> None:
     one = one_to_one("m1")
     group = group_message("m2", {"bob": []})
     keys = [RowKey("bob", "m1"), RowKey("bob", "m2"), RowKey("bob", "m1")]
-    assert offline_events(keys, [one, group], 9) == [
+    assert message_offline_events(keys, 9, [one, group]) == [
         MessageOffline(uid="bob", mid="m1", ts=9, sender="alice", peer="alice"),
         MessageOffline(uid="bob", mid="m2", ts=9, sender="alice", group="team"),
     ]

@@ -56,6 +56,7 @@ from proto.topology import (
     Topology,
     gateway_topology,
     shared_topology,
+    store_paths,
 )
 
 NODE = "0123456789"
@@ -430,6 +431,41 @@ def test_deliveries_fall_back_to_the_offline_store() -> None:
     deliveries = exchanges[SPACE.deliveries_exchange]
     assert deliveries.kind == "direct"
     assert deliveries.arguments["alternate-exchange"] == SPACE.undeliverable_exchange
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_each_way_into_the_offline_store_is_bound_to_its_queue(history: bool) -> None:
+    topology = shared_topology(SPACE, "quorum", history)
+    store_queues = {SPACE.offline_queue, SPACE.inbox_queue}
+    for path in store_paths(SPACE).all:
+        if path.is_history_only and not history:
+            assert path.queue not in {queue.name for queue in topology.queues}
+            continue
+        routed = routed_queues(topology, path.exchange, path.routing_key)
+        # Only the store's queue: nothing else consumes what is on its way there.
+        assert routed & store_queues == {path.queue}, path.sender
+        assert path.queue in {queue.name for queue in topology.queues}
+
+
+def test_a_gone_gateways_deliveries_take_the_declared_way_to_the_store() -> None:
+    gone = store_paths(SPACE).gone_gateway
+    exchanges = {e.name: e for e in shared_topology(SPACE, "quorum").exchanges}
+    alternate = exchanges[SPACE.deliveries_exchange].arguments["alternate-exchange"]
+    assert alternate == gone.exchange
+    routed = routed_queues(shared_topology(SPACE, "quorum"), alternate, "gw-gone")
+    assert routed == {gone.queue}
+
+
+def test_an_orphaned_delivery_takes_the_declared_way_to_the_store() -> None:
+    orphaned = store_paths(SPACE).orphaned
+    (queue,) = gateway_topology(SPACE, "gw1", 30_000, 600_000).queues
+    exchange = queue.arguments["x-dead-letter-exchange"]
+    routing_key = queue.arguments["x-dead-letter-routing-key"]
+    assert (exchange, routing_key) == (orphaned.exchange, orphaned.routing_key)
+    topology = shared_topology(SPACE, "quorum")
+    assert isinstance(exchange, str)
+    assert isinstance(routing_key, str)
+    assert routed_queues(topology, exchange, routing_key) == {orphaned.queue}
 
 
 @pytest.mark.parametrize("queue_type", QUEUE_TYPES)
