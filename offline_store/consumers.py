@@ -146,19 +146,7 @@ class UndeliveredWriter:
         """
         keys = set(refused)
         refused_rows = [row for row in rows if RowKey(row.uid, row.mid) in keys]
-        deliveries, events = refusals(refused_rows, ts_ms, self._max_bytes)
-        for outbound in deliveries:
-            await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
-        await self._bus.publish_message_refused_events(events)
-        for row in refused_rows:
-            log.warning(
-                "undelivered_refused",
-                code=ErrorCode.RECIPIENT_FULL,
-                uid=row.uid,
-                mid=row.mid,
-                sender=row.origin.uid if row.origin else "",
-            )
-        observability.REFUSED.inc(len(refused_rows))
+        await tell_refused(self._bus, refused_rows, ts_ms, self._max_bytes)
 
     async def _insert(
         self, rows: list[UndeliveredRow]
@@ -318,6 +306,26 @@ class ControlServer:
                 is_complete=not next_mid,
             )
             observability.REPLAYED.inc(rows)
+
+
+async def tell_refused(
+    bus: Bus, refused_rows: Sequence[UndeliveredRow], ts_ms: int, max_bytes: int
+) -> None:
+    """Tell the sending connections (``recipient_full``) and backends (``message.refused``)
+    of rows over their uid's cap, confirmed; one log line and count per row."""
+    deliveries, events = refusals(refused_rows, ts_ms, max_bytes)
+    for outbound in deliveries:
+        await bus.publish_delivery(outbound.gateway_id, outbound.body)
+    await bus.publish_message_refused_events(events)
+    for row in refused_rows:
+        log.warning(
+            "undelivered_refused",
+            code=ErrorCode.RECIPIENT_FULL,
+            uid=row.uid,
+            mid=row.mid,
+            sender=row.origin.uid if row.origin else "",
+        )
+    observability.REFUSED.inc(len(refused_rows))
 
 
 def log_refused(refused: Sequence[tuple[str, RefusedItem]]) -> None:

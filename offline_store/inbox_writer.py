@@ -23,11 +23,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from offline_store import observability
 from offline_store.announcements import (
     message_offline_events,
-    refusals,
     saved_envelope,
 )
 from offline_store.bus import Bus
-from offline_store.consumers import dead_letter, log_refused, reject
+from offline_store.consumers import dead_letter, log_refused, reject, tell_refused
 from offline_store.inbox import (
     InboxRows,
     inbox_deliveries,
@@ -37,7 +36,6 @@ from offline_store.inbox_tables import InboxTables, WrittenBatch
 from offline_store.rows import RowKey, UndeliveredRow
 from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS
 from offline_store.sync_tables import SyncTables
-from proto.codes import ErrorCode
 from proto.errors import BadEnvelope
 from proto.inbox import InboxItem, decode_inbox_items, encode
 from proto.items import Decoded, RefusedItem, wrap_items
@@ -289,16 +287,4 @@ class InboxWriter:
             UndeliveredRow(key.uid, key.mid, "", origins.get(key.mid))
             for key in refused
         ]
-        deliveries, events = refusals(refused_rows, ts_ms, self._max_bytes)
-        for outbound in deliveries:
-            await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
-        await self._bus.publish_message_refused_events(events)
-        for row in refused_rows:
-            log.warning(
-                "undelivered_refused",
-                code=ErrorCode.RECIPIENT_FULL,
-                uid=row.uid,
-                mid=row.mid,
-                sender=row.origin.uid if row.origin else "",
-            )
-        observability.REFUSED.inc(len(refused_rows))
+        await tell_refused(self._bus, refused_rows, ts_ms, self._max_bytes)
