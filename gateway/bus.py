@@ -49,11 +49,16 @@ class Bus:
         self._on_delivery: OnMessage | None = None
         max_batch_bytes = min(BATCH_MAX_BYTES, settings.max_amqp_message_bytes)
         self._coalescer = Coalescer(
-            self._publish_batch, max_batch_bytes, observability.BATCH_WAIT
+            self._publish_batch,
+            settings.publish_timeout_s,
+            max_batch_bytes,
+            observability.BATCH_WAIT,
         )
         # Acks of stored messages, for the offline store, coalesced the same way on their own
         # routing key: a flood of acks costs one confirmed publish per Batch, not one per frame.
-        self._ack_coalescer = Coalescer(self._publish_ack_batch, max_batch_bytes)
+        self._ack_coalescer = Coalescer(
+            self._publish_ack_batch, settings.publish_timeout_s, max_batch_bytes
+        )
 
     async def publish_inbound(
         self, routing_key: str, body: bytes, mid: str = ""
@@ -82,13 +87,17 @@ class Bus:
         assert routing_key in BATCHABLE_KEYS
         return self._coalescer.submit(routing_key, body)
 
-    async def _publish_batch(self, body: bytes) -> None:
+    async def _publish_batch(self, body: bytes, timeout_s: float) -> None:
         observability.count_publish(KEY_BATCH)
-        await self._publisher.publish(self._names.inbound_exchange, KEY_BATCH, body)
+        await self._publisher.publish(
+            self._names.inbound_exchange, KEY_BATCH, body, timeout_s=timeout_s
+        )
 
-    async def _publish_ack_batch(self, body: bytes) -> None:
+    async def _publish_ack_batch(self, body: bytes, timeout_s: float) -> None:
         observability.count_publish(KEY_ACK_BATCH)
-        await self._publisher.publish(self._names.inbound_exchange, KEY_ACK_BATCH, body)
+        await self._publisher.publish(
+            self._names.inbound_exchange, KEY_ACK_BATCH, body, timeout_s=timeout_s
+        )
 
     async def close(self) -> None:
         await self._coalescer.close()

@@ -28,15 +28,23 @@ class Coalescer:
     raises what publishing it raised. Envelopes leave in the order they were given. With
     ``waits``, each envelope's wait from its ``submit`` to its ``Batch``'s publish is observed
     there (one clock read per envelope, and one per ``Batch``).
+
+    Each envelope is answered within ``timeout_s`` of its ``submit``, however long the
+    ``Batch`` before it hung: a ``Batch`` is published with what is left of its oldest
+    envelope's time (``publish_batch`` gets it), and one whose oldest envelope has none left
+    fails with ``TimeoutError`` unpublished. Without this, while the broker stalls, each
+    ``Batch`` that waited behind another would wait a whole timeout more.
     """
 
     def __init__(
         self,
-        publish_batch: Callable[[bytes], Awaitable[None]],
+        publish_batch: Callable[[bytes, float], Awaitable[None]],
+        timeout_s: float,
         max_bytes: int = BATCH_MAX_BYTES,
         waits: Observer | None = None,
     ) -> None:
         self._publish_batch = publish_batch
+        self._timeout_s = timeout_s
         self._coalescing: Coalescing[_Ticket] = Coalescing(max_bytes)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._waits = waits
@@ -67,8 +75,12 @@ class Coalescer:
         self._start(self._coalescing.on_sent())
 
     async def _send(self, coalesced: Coalesced[_Ticket]) -> None:
+        oldest = coalesced.tickets[0]
+        left_s = oldest.queued_at + self._timeout_s - time.monotonic()
         try:
-            await self._publish_batch(coalesced.body)
+            if left_s <= 0:
+                raise TimeoutError("the publish timeout passed behind an earlier Batch")
+            await self._publish_batch(coalesced.body, left_s)
         except Exception as exc:
             for confirmed, _ in coalesced.tickets:
                 if not confirmed.done():  # else its caller was cancelled

@@ -53,8 +53,10 @@ class Publisher:
         correlation_id: str = "",
         reply_to: str = "",
         headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        """Publish one message and return once the broker confirmed it.
+        """Publish one message and return once the broker confirmed it, within ``timeout_s``
+        (by default the publish timeout).
 
         Through the AMQP channel under aio-pika's, with ``wait=False``: aio-pika's publish
         holds the channel until its frames are written, one message per pass of the writer;
@@ -78,7 +80,7 @@ class Publisher:
             reply_to=reply_to or None,
             headers=fields,
         )
-        async with asyncio.timeout(self._timeout_s):
+        async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
             channel = await self.channel.get_underlay_channel()
             assert isinstance(channel, aiormq.Channel)  # ``wait`` is aiormq.Channel's
             start = time.perf_counter()

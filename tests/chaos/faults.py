@@ -31,12 +31,16 @@ class CuttableProxy:
 
     After the cut, both sides see an open TCP connection that carries nothing: the gateway's
     AMQP connection dies only by its heartbeat, as it would behind a broken network path.
+    ``hold()`` stalls the link instead: nothing passes until ``release()``, then everything
+    held passes in order, as from a broker that stopped answering for a while.
     """
 
     def __init__(self, target_port: int) -> None:
         self._target_port = target_port
         self._server: asyncio.Server | None = None
         self._is_cut = False
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._writers: list[asyncio.StreamWriter] = []
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -51,6 +55,12 @@ class CuttableProxy:
 
     def cut(self) -> None:
         self._is_cut = True
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     def mend(self) -> None:
         """Forward again, for new connections (the old ones stay dead, as after a cut link)."""
@@ -83,6 +93,7 @@ class CuttableProxy:
     ) -> None:
         try:
             while chunk := await source.read(65536):
+                await self._flowing.wait()
                 if self._is_cut:
                     continue  # swallowed: the peer waits for bytes that never come
                 sink.write(chunk)

@@ -15,18 +15,23 @@ from gateway.coalescer import Coalescer
 from gateway.coalescing import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT
 from proto.envelopes import decode_batch
 
+TIMEOUT_S = 60.0
+"""Longer than any test: only the test of the timeout reaches it (with its own)."""
+
 
 class Confirms:
-    """Records each batch published and confirms it when told to."""
+    """Records each batch published and confirms it when told to, within the time it is given
+    (as ``Publisher.publish`` does)."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.release = asyncio.Event()
         self.failure: Exception | None = None
 
-    async def publish(self, body: bytes) -> None:
+    async def publish(self, body: bytes, timeout_s: float) -> None:
         self.bodies.append(body)
-        await self.release.wait()
+        async with asyncio.timeout(timeout_s):
+            await self.release.wait()
         if self.failure is not None:
             raise self.failure
 
@@ -36,7 +41,7 @@ class Confirms:
 
 async def test_envelopes_wait_for_a_free_slot_then_go_together_in_order() -> None:
     confirms = Confirms()
-    coalescer = Coalescer(confirms.publish)
+    coalescer = Coalescer(confirms.publish, TIMEOUT_S)
     first = [
         asyncio.create_task(coalescer.publish(f"k{i}", b"{}"))
         for i in range(BATCHES_IN_FLIGHT)
@@ -60,7 +65,7 @@ async def test_envelopes_wait_for_a_free_slot_then_go_together_in_order() -> Non
 async def test_a_batch_never_holds_more_than_its_limit() -> None:
     confirms = Confirms()
     confirms.release.set()
-    coalescer = Coalescer(confirms.publish)
+    coalescer = Coalescer(confirms.publish, TIMEOUT_S)
     await asyncio.gather(
         *(coalescer.publish("k", b"{}") for _ in range(3 * BATCH_MAX_ITEMS))
     )
@@ -70,7 +75,7 @@ async def test_a_batch_never_holds_more_than_its_limit() -> None:
 
 async def test_a_failed_batch_fails_each_of_its_envelopes_and_no_other() -> None:
     confirms = Confirms()
-    coalescer = Coalescer(confirms.publish)
+    coalescer = Coalescer(confirms.publish, TIMEOUT_S)
     confirms.failure = TimeoutError()
     failing = asyncio.create_task(coalescer.publish("k", b"{}"))
     await asyncio.sleep(0)
@@ -79,6 +84,22 @@ async def test_a_failed_batch_fails_each_of_its_envelopes_and_no_other() -> None
         await failing
     confirms.failure = None
     await coalescer.publish("k", b"{}")
+    await coalescer.close()
+
+
+async def test_envelopes_behind_a_hung_batch_fail_by_their_own_timeout_unpublished() -> (
+    None
+):
+    confirms = Confirms()  # never released: the broker does not answer
+    coalescer = Coalescer(confirms.publish, timeout_s=0.2)
+    hung = asyncio.create_task(coalescer.publish("k", b"{}"))
+    await asyncio.sleep(0)
+    behind = [asyncio.create_task(coalescer.publish("w", b"{}")) for _ in range(3)]
+    results = await asyncio.gather(hung, *behind, return_exceptions=True)
+    assert all(isinstance(result, TimeoutError) for result in results), results
+    # Their time was spent waiting behind the first batch: they fail without being published,
+    # rather than waiting a whole timeout more in a batch of their own.
+    assert confirms.batch_keys() == [["k"]]
     await coalescer.close()
 
 
@@ -97,7 +118,7 @@ async def test_the_wait_of_each_envelope_for_its_batch_is_observed_as_it_leaves(
 ):
     confirms = Confirms()
     waits = Waits()
-    coalescer = Coalescer(confirms.publish, waits=waits)
+    coalescer = Coalescer(confirms.publish, TIMEOUT_S, waits=waits)
     first = asyncio.create_task(coalescer.publish("k", b"{}"))
     await asyncio.sleep(0)
     assert len(waits.seconds) == 1  # alone, at once
