@@ -90,7 +90,7 @@ token: venv
 	@SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/dev_token.py '$(USER)'
 
 test: venv services js-deps browser-deps deploy-tools
-	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest --durations=40
 
 unit: venv
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest tests/unit
