@@ -13,6 +13,12 @@ from proto.placeholders import is_placeholder
 
 AMQP_URL = "SWITCHBOARD_AMQP_URL"
 REDIS_URL = "SWITCHBOARD_REDIS_URL"
+REDIS_SENTINELS = "SWITCHBOARD_REDIS_SENTINELS"
+"""``host:port`` of each Redis Sentinel, comma-separated; set, the router finds the master
+named ``SWITCHBOARD_REDIS_MASTER`` through them, follows its failovers, and takes only the
+database number and credentials from ``SWITCHBOARD_REDIS_URL``."""
+REDIS_MASTER = "SWITCHBOARD_REDIS_MASTER"
+"""The name the Sentinels monitor the master under (``sentinel monitor <name> ...``)."""
 POSTGRES_DSN = "SWITCHBOARD_POSTGRES_DSN"
 NAMESPACE = "SWITCHBOARD_NAMESPACE"
 JWT_SECRET = "SWITCHBOARD_JWT_SECRET"
@@ -193,6 +199,17 @@ def text_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(
         item.strip() for item in environ.get(name, "").split(",") if item.strip()
     )
+
+
+def host_ports(environ: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    """Return a comma-separated list of ``host:port`` as pairs; unset: empty."""
+    pairs = []
+    for item in text_list(environ, name):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name} must be host:port items separated by commas")
+        pairs.append((host.strip("[]"), int(port)))
+    return tuple(pairs)
 
 
 def integer(

@@ -43,9 +43,7 @@ async def main(settings: Settings) -> None:
         presence = await stack.enter_async_context(open_presence(settings))
         health.add_check(
             "redis",
-            await stack.enter_async_context(
-                observability.redis_check(settings.redis_url, settings.redis_timeout_s)
-            ),
+            await stack.enter_async_context(observability.redis_check(settings)),
         )
         # The node part of the mids of backend sends: random per router process.
         mids = MidFactory(secrets.token_hex(NODE_HEX_DIGITS // 2))

@@ -9,12 +9,13 @@ Metric names come from ``proto/metrics.py``; ``runtime/health.py`` serves them o
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
-import redis.asyncio as redis
 from prometheus_client import Counter, Histogram
 
 from proto import metrics
 from proto.envelopes import Outgoing
+from router.redis_client import open_redis
 from router.routing import Call, Inbound, Plan, outgoing_of
+from router.settings import Settings
 from runtime.metrics import HOP_BUCKETS_S, REGISTRY, ROUND_TRIP_BUCKETS_S
 
 # consumer.py counts through here.
@@ -104,11 +105,12 @@ def count_throttled(plan: Plan) -> None:
 
 @asynccontextmanager
 async def redis_check(
-    redis_url: str, timeout_s: float
+    settings: Settings,
 ) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
     """A readiness probe of Redis, on a connection of its own (closed on exit)."""
-    client = redis.Redis.from_url(
-        redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+    timeout_s = settings.redis_timeout_s
+    client = open_redis(
+        settings, connect_timeout_s=timeout_s, reply_timeout_s=timeout_s
     )
 
     async def is_answering() -> bool:

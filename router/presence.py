@@ -24,13 +24,13 @@ import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from proto.env import location
 from proto.errors import DependencyUnavailable
 from proto.names import Names
 from router import scripts
 from router.group_redis import queue_group_request
 from router.liveness_redis import queue_liveness_request
 from router.observability import REDIS_BY_OPERATION
+from router.redis_client import open_redis, redis_location
 from router.requests import (
     AddCost,
     ApplyMembers,
@@ -92,20 +92,20 @@ async def open_presence(settings: Settings) -> AsyncIterator["Presence"]:
     Raises:
         DependencyUnavailable: Redis does not answer within the connect timeout.
     """
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=settings.connect_timeout_s,
+    client = open_redis(
+        settings,
+        connect_timeout_s=settings.connect_timeout_s,
         # No per-reply timer (it costs one timer per reply, 1000 per batch): every
         # call below runs under one deadline, see Presence.command_timeout_s.
-        socket_timeout=None,
+        reply_timeout_s=None,
+        decode_responses=True,
     )
     try:
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
                 await client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
-            where = location(settings.redis_url)
+            where = redis_location(settings)
             raise DependencyUnavailable("Redis", where, REDIS_HINT) from exc
         # Redis answers a batch's pipeline in milliseconds; one that takes longer than
         # SWITCHBOARD_REDIS_TIMEOUT_S means Redis is gone.

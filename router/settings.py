@@ -6,8 +6,10 @@ The fields every service shares, and their readers, are in ``runtime/settings.py
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from proto import env
+from proto.errors import SettingsError
 from proto.limits import PresencePolicy
 from runtime import settings as shared
 from runtime.settings import ServiceSettings
@@ -16,6 +18,10 @@ from runtime.settings import ServiceSettings
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings(ServiceSettings):
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    """Where the Redis Sentinels listen; empty: ``redis_url`` is the server itself."""
+    redis_master: str = ""
+    """The master's name at the Sentinels (with ``redis_sentinels`` only)."""
     batch_max: int
     """Most envelopes routed with one Redis pipeline and one round of publishes."""
     dedup_ttl_s: int
@@ -48,6 +54,7 @@ class Settings(ServiceSettings):
             **shared.service_fields(environ),
             retry_backoff_max_s=shared.retry_backoff_max_s(environ),
             redis_url=env.url(environ, env.REDIS_URL, env.DEFAULT_REDIS_URL),
+            **redis_sentinel_fields(environ),
             batch_max=env.integer(environ, env.BATCH_MAX, default=500, minimum=1),
             dedup_ttl_s=env.integer(environ, env.DEDUP_TTL_S, default=600, minimum=1),
             gateway_ttl_s=env.seconds(environ, env.GATEWAY_TTL_S, default=15.0),
@@ -79,3 +86,15 @@ class Settings(ServiceSettings):
                 environ, env.RATE_LIMIT_PER_UID_BURST, default=200, minimum=1
             ),
         )
+
+
+def redis_sentinel_fields(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SWITCHBOARD_REDIS_SENTINELS`` and ``SWITCHBOARD_REDIS_MASTER``: both or neither."""
+    sentinels = env.host_ports(environ, env.REDIS_SENTINELS)
+    master = environ.get(env.REDIS_MASTER, "")
+    if bool(sentinels) != bool(master):
+        raise SettingsError(
+            f"{env.REDIS_SENTINELS} and {env.REDIS_MASTER} go together: "
+            "set both (Redis through Sentinel) or neither"
+        )
+    return {"redis_sentinels": sentinels, "redis_master": master}

@@ -16,6 +16,7 @@ from tests.chaos import faults
 from tests.chaos.checker import Report, report
 from tests.chaos.load import Load, LoadShape, Probes, members
 from tests.support.api import open_backend
+from tests.support.redis_sentinel import RedisSentinels
 from tests.support.stack import Stack, new_namespace
 
 AMQP_PORT = 5672
@@ -33,6 +34,7 @@ class Run:
 
     stack: Stack
     proxy: faults.CuttableProxy | None = None
+    sentinels: RedisSentinels | None = None
     fault_at: float = 0.0
     repaired_at: float = 0.0
 
@@ -56,6 +58,8 @@ class Scenario:
     """The first gateway reaches RabbitMQ through a CuttableProxy."""
     restarts_shared: bool = False
     """Stops a shared backing service: waits for other test runs first."""
+    has_sentinels: bool = False
+    """The routers reach a Redis of their own through three Sentinels (RedisSentinels)."""
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -155,6 +159,15 @@ async def redis_restart_empty(run: Run) -> None:
     run.repaired()
 
 
+async def redis_sentinel_failover(run: Run) -> None:
+    assert run.sentinels is not None
+    run.fault()
+    killed = await run.sentinels.kill_master()
+    await run.sentinels.wait_for_failover(killed)
+    await run.sentinels.restart(killed)  # empty; the Sentinels make it a replica
+    run.repaired()
+
+
 async def no_fault(run: Run) -> None:
     run.fault()
     run.repaired()
@@ -188,6 +201,11 @@ SCENARIOS = (
     Scenario("RabbitMQ full restart", rabbitmq_restart, restarts_shared=True),
     Scenario("PostgreSQL restart", postgres_restart, restarts_shared=True),
     Scenario("Redis restart, empty", redis_restart_empty, restarts_shared=True),
+    Scenario(
+        "Redis Sentinel failover: SIGKILL the master, the replica promoted",
+        redis_sentinel_failover,
+        has_sentinels=True,
+    ),
 )
 
 
@@ -209,7 +227,10 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
     """Run one scenario on a fresh stack; the stack is stopped and removed whatever happens."""
     stack = Stack(new_namespace(), settings=dict(scenario.settings))
     proxy = faults.CuttableProxy(AMQP_PORT) if scenario.is_proxied else None
-    run = Run(stack, proxy)
+    sentinels = RedisSentinels() if scenario.has_sentinels else None
+    if sentinels is not None:
+        stack.settings.update(sentinels.settings())
+    run = Run(stack, proxy, sentinels)
     load: Load | None = None
     probes: Probes | None = None
     if scenario.restarts_shared:
@@ -219,6 +240,8 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
     try:
         if proxy is not None:
             await proxy.start()
+        if sentinels is not None:
+            await sentinels.start()
         await start_stack(stack, scenario, proxy.port if proxy else None)
         async with open_backend(stack.names) as backend:
             for group, uids in members(shape).items():
@@ -251,5 +274,7 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
         problems = await stack.close()
         if proxy is not None:
             await proxy.close()
+        if sentinels is not None:
+            await sentinels.close()
         if problems:
             print("\n".join(problems))

@@ -66,3 +66,35 @@ def test_connection_and_command_limits() -> None:
     assert (settings.max_connections_per_uid, settings.max_command_bytes) == (3, 4096)
     with pytest.raises(SettingsError, match=env.MAX_CONNECTIONS_PER_UID):
         Settings.from_env({env.MAX_CONNECTIONS_PER_UID: "many"})
+
+
+def test_redis_through_sentinels() -> None:
+    settings = Settings.from_env(
+        {
+            env.REDIS_SENTINELS: "10.0.0.1:26379, sentinel-2:26379,[::1]:26380",
+            env.REDIS_MASTER: "switchboard",
+        }
+    )
+
+    assert settings.redis_sentinels == (
+        ("10.0.0.1", 26379),
+        ("sentinel-2", 26379),
+        ("::1", 26380),
+    )
+    assert settings.redis_master == "switchboard"
+    assert Settings.from_env({}).redis_sentinels == ()
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {env.REDIS_SENTINELS: "10.0.0.1:26379"},
+        {env.REDIS_MASTER: "switchboard"},
+        {env.REDIS_SENTINELS: "10.0.0.1", env.REDIS_MASTER: "switchboard"},
+        {env.REDIS_SENTINELS: "10.0.0.1:0", env.REDIS_MASTER: "switchboard"},
+        {env.REDIS_SENTINELS: ":26379", env.REDIS_MASTER: "switchboard"},
+    ],
+)
+def test_sentinel_settings_are_complete_or_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="SWITCHBOARD_REDIS_"):
+        Settings.from_env(environ)
