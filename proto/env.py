@@ -291,6 +291,9 @@ def location(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
+        hosts = parts.netloc.rpartition("@")[2]
+        if "," in hosts:  # several hosts (libpq's multi-host DSN): all of them
+            return hosts
         port = parts.port
     except ValueError:
         return "an unparsable URL"

@@ -10,12 +10,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from proto import env
 from tests.chaos import faults
 from tests.chaos.checker import Report, report
 from tests.chaos.load import Load, LoadShape, Probes, members
 from tests.support.api import open_backend
+from tests.support.postgres_pair import PostgresPair
 from tests.support.redis_sentinel import RedisSentinels
 from tests.support.stack import Stack, new_namespace
 
@@ -34,7 +36,7 @@ class Run:
 
     stack: Stack
     proxy: faults.CuttableProxy | None = None
-    sentinels: RedisSentinels | None = None
+    backing: "OwnBacking | None" = None
     fault_at: float = 0.0
     repaired_at: float = 0.0
 
@@ -48,6 +50,16 @@ class Run:
 Inject = Callable[[Run], Awaitable[None]]
 
 
+class OwnBacking(Protocol):
+    """A backing service a scenario starts for itself (RedisSentinels, PostgresPair)."""
+
+    def settings(self) -> dict[str, str]: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -58,8 +70,9 @@ class Scenario:
     """The first gateway reaches RabbitMQ through a CuttableProxy."""
     restarts_shared: bool = False
     """Stops a shared backing service: waits for other test runs first."""
-    has_sentinels: bool = False
-    """The routers reach a Redis of their own through three Sentinels (RedisSentinels)."""
+    own_backing: "Callable[[], OwnBacking] | None" = None
+    """Makes the backing service of the scenario's own that the stack uses (its settings)
+    instead of the machine's, started before the stack and removed after it."""
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -160,11 +173,20 @@ async def redis_restart_empty(run: Run) -> None:
 
 
 async def redis_sentinel_failover(run: Run) -> None:
-    assert run.sentinels is not None
+    sentinels = run.backing
+    assert isinstance(sentinels, RedisSentinels)
     run.fault()
-    killed = await run.sentinels.kill_master()
-    await run.sentinels.wait_for_failover(killed)
-    await run.sentinels.restart(killed)  # empty; the Sentinels make it a replica
+    killed = await sentinels.kill_master()
+    await sentinels.wait_for_failover(killed)
+    await sentinels.restart(killed)  # empty; the Sentinels make it a replica
+    run.repaired()
+
+
+async def postgres_primary_switch(run: Run) -> None:
+    pair = run.backing
+    assert isinstance(pair, PostgresPair)
+    run.fault()
+    await pair.switch()
     run.repaired()
 
 
@@ -204,7 +226,12 @@ SCENARIOS = (
     Scenario(
         "Redis Sentinel failover: SIGKILL the master, the replica promoted",
         redis_sentinel_failover,
-        has_sentinels=True,
+        own_backing=RedisSentinels,
+    ),
+    Scenario(
+        "PostgreSQL primary crash, synchronous standby promoted",
+        postgres_primary_switch,
+        own_backing=PostgresPair,
     ),
 )
 
@@ -227,10 +254,10 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
     """Run one scenario on a fresh stack; the stack is stopped and removed whatever happens."""
     stack = Stack(new_namespace(), settings=dict(scenario.settings))
     proxy = faults.CuttableProxy(AMQP_PORT) if scenario.is_proxied else None
-    sentinels = RedisSentinels() if scenario.has_sentinels else None
-    if sentinels is not None:
-        stack.settings.update(sentinels.settings())
-    run = Run(stack, proxy, sentinels)
+    backing = scenario.own_backing() if scenario.own_backing else None
+    if backing is not None:
+        stack.settings.update(backing.settings())
+    run = Run(stack, proxy, backing)
     load: Load | None = None
     probes: Probes | None = None
     if scenario.restarts_shared:
@@ -240,8 +267,8 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
     try:
         if proxy is not None:
             await proxy.start()
-        if sentinels is not None:
-            await sentinels.start()
+        if backing is not None:
+            await backing.start()
         await start_stack(stack, scenario, proxy.port if proxy else None)
         async with open_backend(stack.names) as backend:
             for group, uids in members(shape).items():
@@ -274,7 +301,7 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
         problems = await stack.close()
         if proxy is not None:
             await proxy.close()
-        if sentinels is not None:
-            await sentinels.close()
+        if backing is not None:
+            await backing.close()
         if problems:
             print("\n".join(problems))

@@ -188,6 +188,10 @@ def test_default_urls_point_at_local_services() -> None:
         ("redis://cache.example/0", "cache.example"),
         ("unix:///run/redis.sock", "/run/redis.sock"),
         ("http://[::1", "an unparsable URL"),
+        (
+            "postgresql://u:p@db1:5432,db2:5433/x?target_session_attrs=read-write",
+            "db1:5432,db2:5433",
+        ),
     ],
 )
 def test_location_leaves_out_credentials(url: str, where: str) -> None:
