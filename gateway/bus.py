@@ -226,4 +226,5 @@ def own_topology(settings: Settings) -> Topology:
         settings.gateway_id,
         orphan_ttl_ms=int(settings.orphan_ttl_s * 1000),
         expires_ms=int(settings.gateway_queue_expires_s * 1000),
+        queue_type=settings.gateway_queue_type,
     )

@@ -18,6 +18,7 @@ from gateway import tokens
 from gateway.session import DEFAULT_MAX_ROOMS_PER_CONNECTION
 from proto import env
 from proto.errors import SettingsError
+from proto.topology import QUEUE_TYPES
 from runtime import settings as shared
 from runtime.settings import ServiceSettings
 
@@ -38,6 +39,8 @@ class Settings(ServiceSettings):
     ack_timeout_s: float
     orphan_ttl_s: float
     gateway_queue_expires_s: float
+    gateway_queue_type: str
+    """``classic`` or ``quorum``: this gateway's own queue (``SWITCHBOARD_GATEWAY_QUEUE_TYPE``)."""
     heartbeat_interval_s: float
     max_frame_bytes: int
     outbox_frames: int
@@ -194,6 +197,9 @@ class Settings(ServiceSettings):
             ack_timeout_s=env.seconds(environ, env.ACK_TIMEOUT_S, 30.0),
             orphan_ttl_s=orphan_ttl_s,
             gateway_queue_expires_s=expires_s,
+            gateway_queue_type=env.choice(
+                environ, env.GATEWAY_QUEUE_TYPE, QUEUE_TYPES, "classic"
+            ),
             heartbeat_interval_s=env.seconds(environ, env.HEARTBEAT_INTERVAL_S, 5.0),
             max_frame_bytes=max_frame_bytes,
             outbox_frames=outbox_frames,

@@ -277,7 +277,11 @@ def shared_topology(names: Names, queue_type: str, history: bool = False) -> Top
 
 
 def gateway_topology(
-    names: Names, gateway_id: str, orphan_ttl_ms: int, expires_ms: int
+    names: Names,
+    gateway_id: str,
+    orphan_ttl_ms: int,
+    expires_ms: int,
+    queue_type: str = "classic",
 ) -> Topology:
     """The queue of one gateway process, bound to the deliveries exchange by its ``gateway_id``.
 
@@ -285,27 +289,36 @@ def gateway_topology(
     is dead-lettered to the offline store; a queue without a consumer for ``expires_ms`` is deleted
     by the broker. Deliveries that the gateway holds unacknowledged do not expire.
 
+    ``queue_type`` (``SWITCHBOARD_GATEWAY_QUEUE_TYPE``): ``classic`` lives on one broker node,
+    and its expired deliveries are dead-lettered at most once; what it holds is out of reach
+    while that node is down, and lost with it. ``quorum``, for a RabbitMQ cluster, is replicated
+    on the cluster's nodes and dead-letters at least once (``x-dead-letter-strategy``, which
+    needs ``x-overflow: reject-publish``; no length limit is set, so nothing is refused for it).
+
     Raises:
         ValueError: ``expires_ms`` is not longer than ``orphan_ttl_ms``: the queue would be deleted
             with messages still in it, and those would be lost.
     """
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
     if expires_ms <= orphan_ttl_ms:
         raise ValueError(
             "the gateway queue must outlive the orphan TTL of its messages"
         )
     orphaned = store_paths(names).orphaned
-    queue = QueueSpec(
-        names.gateway_queue(gateway_id),
-        {
-            "x-queue-type": "classic",
-            # A delivery that waits longer goes to the offline store (store_paths). Through
-            # the inbound exchange, as the gateway's own handovers: a gateway's user may write
-            # no exchange of the offline store's (declaring a dead-letter exchange takes write).
-            "x-message-ttl": orphan_ttl_ms,
-            "x-dead-letter-exchange": orphaned.exchange,
-            "x-dead-letter-routing-key": orphaned.routing_key,
-            "x-expires": expires_ms,
-        },
-    )
+    arguments: dict[str, str | int] = {
+        "x-queue-type": queue_type,
+        # A delivery that waits longer goes to the offline store (store_paths). Through
+        # the inbound exchange, as the gateway's own handovers: a gateway's user may write
+        # no exchange of the offline store's (declaring a dead-letter exchange takes write).
+        "x-message-ttl": orphan_ttl_ms,
+        "x-dead-letter-exchange": orphaned.exchange,
+        "x-dead-letter-routing-key": orphaned.routing_key,
+        "x-expires": expires_ms,
+    }
+    if queue_type == "quorum":
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    queue = QueueSpec(names.gateway_queue(gateway_id), arguments)
     binding = BindingSpec(queue.name, names.deliveries_exchange, gateway_id)
     return Topology(exchanges=(), queues=(queue,), bindings=(binding,))

@@ -25,6 +25,7 @@ from aiormq.exceptions import ChannelAccessRefused
 from proto import env
 from proto.errors import SettingsError
 from proto.topology import Topology
+from runtime.nodes import NodeFollower, connect_first, node_urls
 from runtime.publish import Publisher
 from runtime.settings import ServiceSettings
 from runtime.shutdown import finish_within
@@ -51,16 +52,23 @@ async def connect(
 ) -> AsyncIterator[AbstractRobustConnection]:
     """A robust connection (it reconnects by itself), closed on exit within ``close_timeout_s``.
 
+    ``url`` may name several nodes of a cluster, separated by commas: the connection goes to
+    the first that answers, and to the next ones in turn while it is lost (``nodes.py``).
+
     Raises:
-        DependencyUnavailable: the broker cannot be reached, or refuses the connection, in time.
+        DependencyUnavailable: no node can be reached, or accepts the connection, in time.
     """
+    urls = node_urls(url)
     try:
-        connection = await aio_pika.connect_robust(url, timeout=connect_timeout_s)
+        connection, index = await connect_first(urls, connect_timeout_s)
     except Exception as exc:
-        raise unavailable(name, url, exc, hint) from exc
+        raise unavailable(name, urls[-1], exc, hint) from exc
+    follower = NodeFollower(connection, urls, index) if len(urls) > 1 else None
     try:
         yield connection
     finally:
+        if follower is not None:
+            await follower.close()
         await finish_within(
             close_timeout_s, connection.close(), "connection_close_failed"
         )

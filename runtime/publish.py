@@ -25,6 +25,10 @@ RETRY_S = 1.0
 T = TypeVar("T")
 
 
+class ChannelLost(ConnectionError):
+    """The publishing channel closed (its connection was lost) before the broker confirmed."""
+
+
 class Publisher:
     """Publishes on one channel with confirms, each publish under the publish timeout."""
 
@@ -68,7 +72,8 @@ class Publisher:
         Raises:
             Exception: no confirm within the publish timeout (``TimeoutError``, which covers
                 the wait for a reconnecting channel too), a nack, a return (``mandatory`` and
-                no queue took it), or a closed channel.
+                no queue took it), or a closed channel (``ChannelLost`` when it closed
+                while the confirm was awaited).
         """
         fields: FieldTable | None = dict(headers.items()) if headers else None
         # Fresh properties per message: aiormq writes a message id into them.
@@ -80,19 +85,33 @@ class Publisher:
             reply_to=reply_to or None,
             headers=fields,
         )
-        async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
-            channel = await self.channel.get_underlay_channel()
-            assert isinstance(channel, aiormq.Channel)  # ``wait`` is aiormq.Channel's
-            start = time.perf_counter()
-            await channel.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=mandatory,
-                wait=False,
-            )
-            PUBLISH_CONFIRM.observe(time.perf_counter() - start)
+        try:
+            async with asyncio.timeout(
+                self._timeout_s if timeout_s is None else timeout_s
+            ):
+                channel = await self.channel.get_underlay_channel()
+                assert isinstance(
+                    channel, aiormq.Channel
+                )  # ``wait`` is aiormq.Channel's
+                start = time.perf_counter()
+                await channel.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=mandatory,
+                    wait=False,
+                )
+                PUBLISH_CONFIRM.observe(time.perf_counter() - start)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task was asked to stop
+            # The connection was lost and aiormq cancelled the confirms its channel owed: a
+            # failed publish, not a cancelled caller (whose loop would end without a word).
+            raise ChannelLost(
+                "the channel closed before the broker confirmed"
+            ) from None
 
     async def publish_dead_letter(
         self, dead_letter_exchange: str, routing_key: str, body: bytes, reason: str

@@ -586,6 +586,23 @@ def test_handovers_and_expired_deliveries_reach_only_the_offline_queue() -> None
     assert routed == {SPACE.offline_queue}
 
 
+def test_a_gateway_queue_is_classic_or_a_quorum_queue_that_dead_letters_at_least_once() -> (
+    None
+):
+    (classic,) = gateway_topology(SPACE, "gw1", 30_000, 600_000).queues
+    assert classic.arguments["x-queue-type"] == "classic"
+    assert "x-dead-letter-strategy" not in classic.arguments
+    (quorum,) = gateway_topology(SPACE, "gw1", 30_000, 600_000, "quorum").queues
+    assert quorum.arguments == {
+        **classic.arguments,
+        "x-queue-type": "quorum",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    with pytest.raises(ValueError, match="queue_type"):
+        gateway_topology(SPACE, "gw1", 30_000, 600_000, "stream")
+
+
 def test_deliveries_reach_only_their_gateway_queue() -> None:
     shared = shared_topology(SPACE, "quorum")
     gateways = [gateway_topology(SPACE, g, 30_000, 600_000) for g in ("gw1", "gw2")]

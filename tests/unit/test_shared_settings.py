@@ -11,6 +11,7 @@ from offline_store.settings import Settings as StoreSettings
 from proto import env
 from proto.errors import SettingsError
 from router.settings import Settings as RouterSettings
+from runtime.nodes import node_urls
 from runtime.settings import (
     DEFAULT_EVENT_LOOP,
     EVENT_LOOPS,
@@ -123,3 +124,20 @@ def test_a_startup_error_never_carries_the_password() -> None:
 def test_mask_password_leaves_text_without_a_password_alone() -> None:
     assert mask_password("timed out", "amqp://127.0.0.1/") == "timed out"
     assert mask_password("timed out", "not a [url") == "timed out"
+
+
+def test_the_gateway_queue_type_is_classic_unless_set_to_quorum() -> None:
+    assert GatewaySettings.from_env(GATEWAY_ENV).gateway_queue_type == "classic"
+    quorum = {**GATEWAY_ENV, env.GATEWAY_QUEUE_TYPE: "quorum"}
+    assert GatewaySettings.from_env(quorum).gateway_queue_type == "quorum"
+    with pytest.raises(SettingsError, match=env.GATEWAY_QUEUE_TYPE):
+        GatewaySettings.from_env({**GATEWAY_ENV, env.GATEWAY_QUEUE_TYPE: "stream"})
+
+
+def test_several_amqp_nodes_are_read_from_one_url_list() -> None:
+    assert node_urls("amqp://a:5672/") == ["amqp://a:5672/"]
+    assert node_urls(" amqp://a:5672/, amqp://b:5672/ ,amqp://c:5672/") == [
+        "amqp://a:5672/",
+        "amqp://b:5672/",
+        "amqp://c:5672/",
+    ]
