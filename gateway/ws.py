@@ -1,8 +1,9 @@
 """The WebSocket server: the only place that awaits on a client's socket.
 
 Each connection runs a reader (frames in, through ``Session``; its effects carried out by
-``perform.py``) and a writer (its outbox to the socket, so that a slow client never blocks
-deliveries to the others).
+``perform.py``) and, while frames wait in its outbox, a writer (the outbox to the socket, so that
+a slow client never blocks deliveries to the others). An idle connection holds its reader alone:
+its memory is what the target of 12 KiB per idle connection is about (``bench/README.md``).
 """
 
 import asyncio
@@ -105,18 +106,23 @@ class ClientServer:
             is_history_on=self._settings.history,
         )
         connection = Connection(
-            session, websocket, Outbox(self._settings.outbox_frames)
+            session, websocket, Outbox(self._settings.outbox_frames), _write
         )
         self._hub.add(connection)
         structlog.contextvars.bind_contextvars(conn_id=conn_id)
         log.info("connection_opened")
         try:
             async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(self._write(connection))
-                await self._read(connection, tasks)
+                connection.start_writing(tasks)
+                try:
+                    await self._read(connection, tasks)
+                finally:
+                    # No writer may join the group once it ends (or aborts).
+                    connection.stop_writing()
+                writer = connection.writer
                 if connection.is_closing:
                     await self._finish_writing(connection, writer)
-                else:
+                elif writer is not None:
                     writer.cancel()
         finally:
             # Runs on cancellation too (shutdown): the unacknowledged messages must reach the store.
@@ -126,7 +132,6 @@ class ClientServer:
     async def _read(self, connection: Connection, tasks: asyncio.TaskGroup) -> None:
         websocket = connection.websocket
         assert isinstance(websocket, TrackedConnection)
-        session = connection.session
         init_deadline = websocket.loop.time() + self._settings.init_timeout_s
         limits = ConnectionLimits(
             self._settings.rate_limit_per_s,
@@ -135,11 +140,29 @@ class ClientServer:
             self._settings.rate_limit_bytes_burst,
         )
         while True:
+            text = await self._receive(connection, websocket, init_deadline)
+            if text is None:
+                return
+            if not await self._on_frame(connection, text, limits, tasks):
+                return
+            # An idle reader holds no frame: the last one may be an init with its token.
+            del text
+
+    async def _receive(
+        self,
+        connection: Connection,
+        websocket: TrackedConnection,
+        init_deadline: float,
+    ) -> str | bytes | None:
+        """The client's next frame; None once the connection is closed, or closed here
+        because a deadline passed (init, idle, token expiry)."""
+        session = connection.session
+        while True:
             try:
                 async with asyncio.timeout_at(
                     self._deadline(websocket, session, init_deadline)
                 ):
-                    text = await websocket.recv()
+                    return await websocket.recv()
             except TimeoutError:
                 if (
                     self._deadline(websocket, session, init_deadline)
@@ -153,41 +176,48 @@ class ClientServer:
                 else:
                     code = CloseCode.INIT_TIMEOUT
                 log.info("connection_timed_out", code=code.name.lower())
-                await self._close(websocket, code, code.name.lower())
-                return
+                await _close(websocket, code, code.name.lower())
+                return None
             except ConnectionClosed:
-                return
-            now_s = websocket.loop.time()
-            size = utf8_length(text) if limits.counts_bytes else 0
-            decision = limits.on_frame(now_s, size)
+                return None
+
+    async def _on_frame(
+        self,
+        connection: Connection,
+        text: str | bytes,
+        limits: ConnectionLimits,
+        tasks: asyncio.TaskGroup,
+    ) -> bool:
+        """Carry out one frame from the client; False once the connection is to be closed."""
+        session = connection.session
+        now_s = connection.websocket.loop.time()
+        size = utf8_length(text) if limits.counts_bytes else 0
+        decision = limits.on_frame(now_s, size)
+        if not decision.is_accepted:
+            effects = self._rate_limited(session, text, decision)
+        elif isinstance(text, bytes):
+            effects = session.on_binary()
+        else:
+            is_throttled = self._hub.throttles.is_throttled(session.uid)
+            effects = session.on_text(text, now_ms(), is_throttled)
+            if effects and isinstance(effects[0], FetchKeys):
+                # The token names a key not held yet (the provider rotated its keys).
+                if self._jwks is not None:
+                    await self._jwks.fetch()
+                effects = session.on_text(
+                    text, now_ms(), is_throttled, may_fetch_keys=False
+                )
+            # A presence frame costs a frame per ten uids, an ack a tenth: settled once decoded.
+            decision = limits.on_cost(now_s, session.last_frame_cost - 1)
             if not decision.is_accepted:
+                frame_type = session.last_frame_type
                 effects = self._rate_limited(session, text, decision)
-            elif isinstance(text, bytes):
-                effects = session.on_binary()
-            else:
-                is_throttled = self._hub.throttles.is_throttled(session.uid)
-                effects = session.on_text(text, now_ms(), is_throttled)
-                if effects and isinstance(effects[0], FetchKeys):
-                    # The token names a key not held yet (the provider rotated its keys).
-                    if self._jwks is not None:
-                        await self._jwks.fetch()
-                    effects = session.on_text(
-                        text, now_ms(), is_throttled, may_fetch_keys=False
-                    )
-                # A presence frame costs a frame per ten uids, an ack a tenth: settled once decoded.
-                decision = limits.on_cost(now_s, session.last_frame_cost - 1)
-                if not decision.is_accepted:
-                    frame_type = session.last_frame_type
-                    effects = self._rate_limited(session, text, decision)
-                    # Decoded: counted as what it is.
-                    session.last_frame_type = frame_type
-            observability.count_frame_received(session.last_frame_type)
-            if not await self._performer.perform(connection, effects, tasks):
-                return
-            if connection.registration is not None and not await self._registered(
-                connection
-            ):
-                return
+                # Decoded: counted as what it is.
+                session.last_frame_type = frame_type
+        observability.count_frame_received(session.last_frame_type)
+        if not await self._performer.perform(connection, effects, tasks):
+            return False
+        return connection.registration is None or await self._registered(connection)
 
     def _rate_limited(
         self, session: Session, text: str | bytes, decision: Decision
@@ -234,25 +264,8 @@ class ClientServer:
         expires_in_s = session.expires_s - time.time()
         return min(idle_deadline, websocket.loop.time() + expires_in_s)
 
-    async def _write(self, connection: Connection) -> None:
-        websocket = connection.websocket
-        try:
-            while True:
-                item = await connection.outbox.get()
-                if isinstance(item, CloseRequest):
-                    await self._close(websocket, item.code, item.reason)
-                    return
-                if isinstance(item, Delivered):
-                    await websocket.send(item.frame, text=True)
-                    observability.count_pushed(item.frame, item.consumed_at)
-                    continue
-                await websocket.send(item, text=True)
-                observability.count_frame_sent(item)
-        except ConnectionClosed:
-            return
-
     async def _finish_writing(
-        self, connection: Connection, writer: asyncio.Task[None]
+        self, connection: Connection, writer: asyncio.Task[None] | None
     ) -> None:
         """Let the writer push what is queued and the close frame, within a deadline.
 
@@ -263,21 +276,41 @@ class ClientServer:
         discarding = asyncio.create_task(_discard_incoming(connection.websocket))
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await writer
+                if writer is not None:  # None: it wrote the close already
+                    await writer
                 await discarding
         except TimeoutError:
             connection.websocket.transport.abort()
         finally:
             discarding.cancel()
 
-    async def _close(
-        self, websocket: ServerConnection, code: CloseCode, reason: str
-    ) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await websocket.close(code, reason)
-        except TimeoutError:
-            websocket.transport.abort()
+
+async def _write(connection: Connection) -> None:
+    """Write the outbox to the socket until it is empty, or the connection is closed."""
+    websocket = connection.websocket
+    try:
+        while (item := connection.outbox.pop()) is not None:
+            if isinstance(item, CloseRequest):
+                await _close(websocket, item.code, item.reason)
+                return
+            if isinstance(item, Delivered):
+                await websocket.send(item.frame, text=True)
+                observability.count_pushed(item.frame, item.consumed_at)
+                continue
+            await websocket.send(item, text=True)
+            observability.count_frame_sent(item)
+    except ConnectionClosed:
+        return
+    # Empty, with no await since the last look: the next frame queued starts a writer.
+    connection.writer = None
+
+
+async def _close(websocket: ServerConnection, code: CloseCode, reason: str) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await websocket.close(code, reason)
+    except TimeoutError:
+        websocket.transport.abort()
 
 
 async def _discard_incoming(websocket: ServerConnection) -> None:
