@@ -100,6 +100,10 @@ class Connection:
     """The task writing the outbox, while one runs; it is set back to None when it finds the
     outbox empty, and stays once it ended the connection (a close, or the socket closed)."""
     _sending: asyncio.Semaphore | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+    """Closes the connection when its init, idle or token deadline passes (``ws.py``)."""
+    is_timed_out: bool = False
+    """A deadline passed: the connection is being closed, and no frame of it is read."""
     registration: asyncio.Future[None] | None = None
     """From ``init`` until the router's ``ready`` (or its refusal, a close): the reader reads
     no frame meanwhile, so a connection over the uid's connection cap sends nothing."""
