@@ -155,6 +155,10 @@ class ClientServer:
                     return
                 if connection.is_timed_out:
                     return  # being closed: nothing more is read
+                if not connection.session.is_initialized:
+                    # The init deadline is for the init to come: one read in time is not cut
+                    # while its keys are fetched or the router's ready awaited.
+                    _unwatch_deadline(connection)
                 if not await self._on_frame(connection, text, limits, tasks):
                     return
                 # An idle reader holds no frame: the last one may be an init with its token.
@@ -162,9 +166,7 @@ class ClientServer:
                 # An init or a refresh may bring the deadline forward.
                 self._watch_deadline(connection, init_deadline)
         finally:
-            if connection.deadline_timer is not None:
-                connection.deadline_timer.cancel()
-                connection.deadline_timer = None
+            _unwatch_deadline(connection)
 
     def _watch_deadline(self, connection: Connection, init_deadline: float) -> None:
         """Have the connection closed once its deadline (``_deadline``) passes, unless a timer
@@ -331,6 +333,12 @@ async def _write(connection: Connection) -> None:
         return
     # Empty, with no await since the last look: the next frame queued starts a writer.
     connection.writer = None
+
+
+def _unwatch_deadline(connection: Connection) -> None:
+    if connection.deadline_timer is not None:
+        connection.deadline_timer.cancel()
+        connection.deadline_timer = None
 
 
 async def _close(websocket: ServerConnection, code: CloseCode, reason: str) -> None:
