@@ -148,10 +148,10 @@ TARGETS = (
         peer=SOCKETIO,
     ),
     Target(
-        "idle authenticated connection at most 16 KiB",
+        "idle authenticated connection at most 12 KiB",
         "5 connections",
         "KiB per idle connection at 10,000",
-        16.0,
+        12.0,
         at_most=True,
     ),
     Target(

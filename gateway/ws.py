@@ -1,8 +1,9 @@
 """The WebSocket server: the only place that awaits on a client's socket.
 
 Each connection runs a reader (frames in, through ``Session``; its effects carried out by
-``perform.py``) and a writer (its outbox to the socket, so that a slow client never blocks
-deliveries to the others).
+``perform.py``) and, while frames wait in its outbox, a writer (the outbox to the socket, so that
+a slow client never blocks deliveries to the others). An idle connection holds its reader alone:
+its memory is what the target of 12 KiB per idle connection is about (``bench/README.md``).
 """
 
 import asyncio
@@ -43,6 +44,13 @@ class TrackedConnection(ServerConnection):
     """A server connection that records when the client last sent anything: data, ping or pong."""
 
     last_activity: float = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # Futures waiting for the client to read (ServerConnection.drain), appended and
+        # removed one by one: a list does what the library's deque does here, and an empty
+        # list costs 56 bytes where an empty deque costs 760, on every idle connection.
+        self.drain_waiters = []  # type: ignore[assignment]  # deque -> list: see above
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -105,18 +113,23 @@ class ClientServer:
             is_history_on=self._settings.history,
         )
         connection = Connection(
-            session, websocket, Outbox(self._settings.outbox_frames)
+            session, websocket, Outbox(self._settings.outbox_frames), _write
         )
         self._hub.add(connection)
         structlog.contextvars.bind_contextvars(conn_id=conn_id)
         log.info("connection_opened")
         try:
             async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(self._write(connection))
-                await self._read(connection, tasks)
+                connection.start_writing(tasks)
+                try:
+                    await self._read(connection, tasks)
+                finally:
+                    # No writer may join the group once it ends (or aborts).
+                    connection.stop_writing()
+                writer = connection.writer
                 if connection.is_closing:
                     await self._finish_writing(connection, writer)
-                else:
+                elif writer is not None:
                     writer.cancel()
         finally:
             # Runs on cancellation too (shutdown): the unacknowledged messages must reach the store.
@@ -126,7 +139,6 @@ class ClientServer:
     async def _read(self, connection: Connection, tasks: asyncio.TaskGroup) -> None:
         websocket = connection.websocket
         assert isinstance(websocket, TrackedConnection)
-        session = connection.session
         init_deadline = websocket.loop.time() + self._settings.init_timeout_s
         limits = ConnectionLimits(
             self._settings.rate_limit_per_s,
@@ -134,60 +146,108 @@ class ClientServer:
             self._settings.rate_limit_bytes_per_s,
             self._settings.rate_limit_bytes_burst,
         )
-        while True:
-            try:
-                async with asyncio.timeout_at(
-                    self._deadline(websocket, session, init_deadline)
-                ):
+        self._watch_deadline(connection, init_deadline)
+        try:
+            while True:
+                try:
                     text = await websocket.recv()
-            except TimeoutError:
-                if (
-                    self._deadline(websocket, session, init_deadline)
-                    > websocket.loop.time()
-                ):
-                    continue  # the client sent a ping or a pong meanwhile
-                if session.expires_s <= time.time():
-                    code = CloseCode.TOKEN_EXPIRED  # no refresh came in time
-                elif session.is_initialized:
-                    code = CloseCode.IDLE_TIMEOUT
-                else:
-                    code = CloseCode.INIT_TIMEOUT
-                log.info("connection_timed_out", code=code.name.lower())
-                await self._close(websocket, code, code.name.lower())
-                return
-            except ConnectionClosed:
-                return
-            now_s = websocket.loop.time()
-            size = utf8_length(text) if limits.counts_bytes else 0
-            decision = limits.on_frame(now_s, size)
+                except ConnectionClosed:
+                    return
+                if connection.is_timed_out:
+                    return  # being closed: nothing more is read
+                if not connection.session.is_initialized:
+                    # The init deadline is for the init to come: one read in time is not cut
+                    # while its keys are fetched or the router's ready awaited.
+                    _unwatch_deadline(connection)
+                if not await self._on_frame(connection, text, limits, tasks):
+                    return
+                # An idle reader holds no frame: the last one may be an init with its token.
+                del text
+                # An init or a refresh may bring the deadline forward.
+                self._watch_deadline(connection, init_deadline)
+        finally:
+            _unwatch_deadline(connection)
+
+    def _watch_deadline(self, connection: Connection, init_deadline: float) -> None:
+        """Have the connection closed once its deadline (``_deadline``) passes, unless a timer
+        set already fires before it.
+
+        A timer, rather than a timeout around each ``recv``: a timeout adds an object, a
+        context and bound methods to the timer, about 0.3 KiB of each idle connection.
+        """
+        websocket = connection.websocket
+        assert isinstance(websocket, TrackedConnection)
+        when = self._deadline(websocket, connection.session, init_deadline)
+        timer = connection.deadline_timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # it looks again then, and waits on if the client sent something
+            timer.cancel()
+        connection.deadline_timer = websocket.loop.call_at(
+            when, self._on_deadline, connection, init_deadline
+        )
+
+    def _on_deadline(self, connection: Connection, init_deadline: float) -> None:
+        """The timer of ``_watch_deadline``: close the connection if its deadline passed."""
+        connection.deadline_timer = None
+        websocket = connection.websocket
+        assert isinstance(websocket, TrackedConnection)
+        session = connection.session
+        if self._deadline(websocket, session, init_deadline) > websocket.loop.time():
+            # The client sent something meanwhile (a ping or a pong too).
+            self._watch_deadline(connection, init_deadline)
+            return
+        if connection.tasks is None:
+            return  # the reader is done: the connection is going already
+        if session.expires_s <= time.time():
+            code = CloseCode.TOKEN_EXPIRED  # no refresh came in time
+        elif session.is_initialized:
+            code = CloseCode.IDLE_TIMEOUT
+        else:
+            code = CloseCode.INIT_TIMEOUT
+        log.info("connection_timed_out", code=code.name.lower())
+        connection.is_timed_out = True
+        # At once, ahead of the frames queued (the client may not be reading them); the
+        # reader stops at the close, and the writer is cancelled then.
+        connection.tasks.create_task(_close(websocket, code, code.name.lower()))
+
+    async def _on_frame(
+        self,
+        connection: Connection,
+        text: str | bytes,
+        limits: ConnectionLimits,
+        tasks: asyncio.TaskGroup,
+    ) -> bool:
+        """Carry out one frame from the client; False once the connection is to be closed."""
+        session = connection.session
+        now_s = connection.websocket.loop.time()
+        size = utf8_length(text) if limits.counts_bytes else 0
+        decision = limits.on_frame(now_s, size)
+        if not decision.is_accepted:
+            effects = self._rate_limited(session, text, decision)
+        elif isinstance(text, bytes):
+            effects = session.on_binary()
+        else:
+            is_throttled = self._hub.throttles.is_throttled(session.uid)
+            effects = session.on_text(text, now_ms(), is_throttled)
+            if effects and isinstance(effects[0], FetchKeys):
+                # The token names a key not held yet (the provider rotated its keys).
+                if self._jwks is not None:
+                    await self._jwks.fetch()
+                effects = session.on_text(
+                    text, now_ms(), is_throttled, may_fetch_keys=False
+                )
+            # A presence frame costs a frame per ten uids, an ack a tenth: settled once decoded.
+            decision = limits.on_cost(now_s, session.last_frame_cost - 1)
             if not decision.is_accepted:
+                frame_type = session.last_frame_type
                 effects = self._rate_limited(session, text, decision)
-            elif isinstance(text, bytes):
-                effects = session.on_binary()
-            else:
-                is_throttled = self._hub.throttles.is_throttled(session.uid)
-                effects = session.on_text(text, now_ms(), is_throttled)
-                if effects and isinstance(effects[0], FetchKeys):
-                    # The token names a key not held yet (the provider rotated its keys).
-                    if self._jwks is not None:
-                        await self._jwks.fetch()
-                    effects = session.on_text(
-                        text, now_ms(), is_throttled, may_fetch_keys=False
-                    )
-                # A presence frame costs a frame per ten uids, an ack a tenth: settled once decoded.
-                decision = limits.on_cost(now_s, session.last_frame_cost - 1)
-                if not decision.is_accepted:
-                    frame_type = session.last_frame_type
-                    effects = self._rate_limited(session, text, decision)
-                    # Decoded: counted as what it is.
-                    session.last_frame_type = frame_type
-            observability.count_frame_received(session.last_frame_type)
-            if not await self._performer.perform(connection, effects, tasks):
-                return
-            if connection.registration is not None and not await self._registered(
-                connection
-            ):
-                return
+                # Decoded: counted as what it is.
+                session.last_frame_type = frame_type
+        observability.count_frame_received(session.last_frame_type)
+        if not await self._performer.perform(connection, effects, tasks):
+            return False
+        return connection.registration is None or await self._registered(connection)
 
     def _rate_limited(
         self, session: Session, text: str | bytes, decision: Decision
@@ -234,25 +294,8 @@ class ClientServer:
         expires_in_s = session.expires_s - time.time()
         return min(idle_deadline, websocket.loop.time() + expires_in_s)
 
-    async def _write(self, connection: Connection) -> None:
-        websocket = connection.websocket
-        try:
-            while True:
-                item = await connection.outbox.get()
-                if isinstance(item, CloseRequest):
-                    await self._close(websocket, item.code, item.reason)
-                    return
-                if isinstance(item, Delivered):
-                    await websocket.send(item.frame, text=True)
-                    observability.count_pushed(item.frame, item.consumed_at)
-                    continue
-                await websocket.send(item, text=True)
-                observability.count_frame_sent(item)
-        except ConnectionClosed:
-            return
-
     async def _finish_writing(
-        self, connection: Connection, writer: asyncio.Task[None]
+        self, connection: Connection, writer: asyncio.Task[None] | None
     ) -> None:
         """Let the writer push what is queued and the close frame, within a deadline.
 
@@ -263,21 +306,47 @@ class ClientServer:
         discarding = asyncio.create_task(_discard_incoming(connection.websocket))
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await writer
+                if writer is not None:  # None: it wrote the close already
+                    await writer
                 await discarding
         except TimeoutError:
             connection.websocket.transport.abort()
         finally:
             discarding.cancel()
 
-    async def _close(
-        self, websocket: ServerConnection, code: CloseCode, reason: str
-    ) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await websocket.close(code, reason)
-        except TimeoutError:
-            websocket.transport.abort()
+
+async def _write(connection: Connection) -> None:
+    """Write the outbox to the socket until it is empty, or the connection is closed."""
+    websocket = connection.websocket
+    try:
+        while (item := connection.outbox.pop()) is not None:
+            if isinstance(item, CloseRequest):
+                await _close(websocket, item.code, item.reason)
+                return
+            if isinstance(item, Delivered):
+                await websocket.send(item.frame, text=True)
+                observability.count_pushed(item.frame, item.consumed_at)
+                continue
+            await websocket.send(item, text=True)
+            observability.count_frame_sent(item)
+    except ConnectionClosed:
+        return
+    # Empty, with no await since the last look: the next frame queued starts a writer.
+    connection.writer = None
+
+
+def _unwatch_deadline(connection: Connection) -> None:
+    if connection.deadline_timer is not None:
+        connection.deadline_timer.cancel()
+        connection.deadline_timer = None
+
+
+async def _close(websocket: ServerConnection, code: CloseCode, reason: str) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await websocket.close(code, reason)
+    except TimeoutError:
+        websocket.transport.abort()
 
 
 async def _discard_incoming(websocket: ServerConnection) -> None:

@@ -394,6 +394,28 @@ async def test_connection_without_init_is_closed(stack: Stack) -> None:
     assert await client.wait_closed(within_s=5) == 4001
 
 
+async def test_an_init_waiting_for_ready_past_the_init_deadline_is_not_cut(
+    stack: Stack,
+) -> None:
+    await stack.start(gateways=0)
+    await stack.start_gateway(**{"SWITCHBOARD_INIT_TIMEOUT_S": "0.5"})
+    router = stack.routers[0]
+    # A frozen router: the broker confirms the init's conn.opened, no ready comes yet.
+    router.pause()
+    try:
+        alice = await stack.connect(0)
+        await alice.send_frame({"type": "init", "token": make_token("alice")})
+        # Opened after alice and never initialized: once it is closed, alice's init deadline
+        # has passed too.
+        silent = await stack.connect(0)
+        assert await silent.wait_closed(within_s=5) == 4001
+    finally:
+        router.resume()
+    ready = await alice.expect(lambda f: f.get("type") in ("ready", "error"))
+    assert ready["type"] == "ready", ready
+    assert alice.close_code is None
+
+
 async def test_server_pings_keep_a_quiet_client_open(stack: Stack) -> None:
     await stack.start(gateways=0)
     await stack.start_gateway(

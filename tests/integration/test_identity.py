@@ -12,6 +12,7 @@ from tests.support.clients import Frame, RawClient
 from tests.support.idp import AUDIENCE, ISSUER, IdentityProvider, new_key
 from tests.support.jwks_server import serve_jwks
 from tests.support.stack import Stack
+from tests.support.timing import eventually
 from tests.support.tokens import make_token
 
 pytestmark = pytest.mark.integration
@@ -97,6 +98,43 @@ async def test_an_outage_of_the_provider_closes_no_healthy_connection(
         sent = await dan.send_message("alice", {"text": "me too"})
         await alice.expect_message(mid=sent["mid"])
         assert "jwks_fetch_failed" in stack.gateways[0].process.output()
+
+
+async def test_an_init_in_time_is_not_cut_while_its_key_is_fetched(
+    stack: Stack,
+) -> None:
+    idp = IdentityProvider()
+    async with serve_jwks(idp) as url:
+        stack.settings.update(
+            {
+                env.JWKS_URL: url,
+                env.JWT_AUDIENCE: AUDIENCE,
+                env.JWT_ISSUER: ISSUER,
+                env.JWKS_TIMEOUT_S: "30",
+                env.INIT_TIMEOUT_S: "0.5",
+            }
+        )
+        await stack.start(gateways=1)
+        idp.rotate()  # a kid the gateway has not seen: the init waits for a fetch
+        idp.answering = asyncio.Event()
+        try:
+            fetches = idp.fetches
+            alice = await stack.connect(0)
+            await alice.send_frame({"type": "init", "token": idp.token("alice")})
+
+            async def fetching() -> bool | None:
+                return True if idp.fetches > fetches else None
+
+            await eventually(fetching)
+            # Opened after alice and never initialized: once it is closed, alice's init
+            # deadline has passed too.
+            silent = await stack.connect(0)
+            assert await silent.wait_closed() == CloseCode.INIT_TIMEOUT
+        finally:
+            idp.answering.set()
+        ready = await alice.expect(lambda f: f.get("type") in ("ready", "error"))
+        assert ready["type"] == "ready", ready
+        assert alice.close_code is None
 
 
 async def wait_until(unix_s: float) -> None:

@@ -1,6 +1,7 @@
 """A Keycloak-like identity provider for tests: RS256 / ES256 keys with a ``kid``, their JWKS
 document, tokens with ``aud`` and ``iss``, key rotation. ``jwks_server.py`` serves it."""
 
+import asyncio
 import json
 import time
 import uuid
@@ -46,6 +47,8 @@ class IdentityProvider:
     """While True, its JWKS endpoint answers 503 (``jwks_server.py``)."""
     fetches: int = 0
     """Requests its JWKS endpoint got, answered or not."""
+    answering: asyncio.Event | None = None
+    """When set to an event, its JWKS endpoint answers once the event is set."""
 
     def __post_init__(self) -> None:
         if not self.keys:

@@ -15,6 +15,8 @@ async def serve_jwks(provider: IdentityProvider) -> AsyncIterator[str]:
 
     async def certs(request: web.Request) -> web.Response:
         provider.fetches += 1
+        if provider.answering is not None:
+            await provider.answering.wait()
         if provider.is_down:
             return web.Response(status=503)
         return web.json_response(provider.jwks())
