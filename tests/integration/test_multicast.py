@@ -59,10 +59,9 @@ async def test_each_recipient_gets_its_own_message_once_online_or_replayed(
     assert sorted(mids) == ["ann", "ben", "cat"]
     assert len(set(mids.values())) == 3
     await expect_each({"ann": ann, "ben": ben}, mids, {"text": "digest"}, "billing")
-    if history == "off":
-        # Stored before cat connects: a row committed while it connects is pushed to it by
-        # the store's announcement as well as by its init's replay (clients dedupe by mid).
-        await eventually(lambda: stored(stack, "cat", mids["cat"]))
+    # Stored before cat connects: a row committed while it connects is pushed to it by the
+    # store's announcement as well as by its init's replay (clients dedupe by mid).
+    await eventually(lambda: stored(stack, "cat", mids["cat"]))
     cat = await stack.connect(1, uid="cat")  # offline until now: replayed at init
     await expect_each({"cat": cat}, mids, {"text": "digest"}, "billing")
 
