@@ -34,12 +34,14 @@ events: message.refused      MessageRefused       offline store -> backend servi
 ==========================  ===================  =====================================
 """
 
+from typing import Annotated
+
 import msgspec
 
 from proto import sync
 from proto.bases import Command as Command  # re-exported: every envelope's base
 from proto.bases import Envelope as Envelope
-from proto.frames import Seq
+from proto.frames import MAX_SEND_UIDS, Seq
 from proto.rules import Identifier, OptionalIdentifier, body_violation
 
 # Every name in an envelope the router consumes from gateways, and in every backend command,
@@ -298,15 +300,28 @@ def _check_body(body: msgspec.Raw) -> None:
         raise ValueError(f"the body {violation} - at `$.body`")
 
 
+SendUids = Annotated[
+    list[Identifier],
+    msgspec.Meta(
+        min_length=1, max_length=MAX_SEND_UIDS, extra_json_schema={"uniqueItems": True}
+    ),
+]
+"""The uids of a multicast ``api.send``: 1 to ``MAX_SEND_UIDS``, each once."""
+
+
 class ApiSend(Command, frozen=True):
     """``api.send``: send ``body`` to a uid, a group or a room, as ``from`` (default "system").
 
-    ``id``, when given, makes retries idempotent like a client's ``id``. ``transient``: only
-    the connections online now get it, and nothing of it is stored (as a client's ``send``).
+    ``to`` may also be a list of 1 to 1,000 distinct uids (``proto.frames.MAX_SEND_UIDS``):
+    each gets a message of its own, with its own mid, as if sent to it alone, and the reply is
+    ``mids`` (each uid's mid). ``id``, when given, makes retries idempotent like a client's
+    ``id`` (for a list, per uid: a retry gets the same mids back and delivers nothing twice).
+    ``transient``: only the connections online now get it, and nothing of it is stored (as a
+    client's ``send``).
     """
 
     body: msgspec.Raw
-    to: Identifier | None = None
+    to: Identifier | SendUids | None = None
     group: Identifier | None = None
     room: Identifier | None = None
     sender: Identifier = msgspec.field(name="from", default="system")
@@ -320,6 +335,8 @@ class ApiSend(Command, frozen=True):
             raise ValueError(
                 "exactly one of `to`, `group` and `room` is needed - at `$`"
             )
+        if isinstance(self.to, list) and len(set(self.to)) != len(self.to):
+            raise ValueError("the uids must be distinct - at `$.to`")
         _check_body(self.body)
 
 
@@ -371,8 +388,12 @@ class ApiRoomCount(Command, frozen=True):
     room: Identifier
 
 
-class SendReply(Envelope, frozen=True):
-    mid: str
+class SendReply(Envelope, frozen=True, omit_defaults=True):
+    """The reply to ``api.send`` and ``api.broadcast``: ``mid``, or for an ``api.send`` to a
+    list of uids ``mids`` (each uid's mid) instead."""
+
+    mid: str = ""
+    mids: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class KickReply(Envelope, frozen=True):

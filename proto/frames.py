@@ -71,6 +71,9 @@ MAX_ACK_MIDS = 1000
 MAX_PRESENCE_UIDS = 100
 """Uids one ``presence`` frame may ask about; it costs one frame per ten of them against the
 rate limits (``proto.limits.frame_cost``)."""
+MAX_SEND_UIDS = 1000
+"""Uids one backend ``api.send`` may name in ``to`` (a list: one message per uid, each with its
+own mid); more is refused with ``invalid_field``."""
 
 # Every name a client sends follows proto/rules.py (a documented character set and length),
 # checked while the frame decodes; ``body`` follows its body rules, checked by the gateway.

@@ -113,7 +113,10 @@ REPLIES: Mapping[str, type[envelopes.Envelope]] = {
     "message": sync.MessageReply,
 }
 REPLY_SUMMARIES: Mapping[type[envelopes.Envelope], str] = {
-    envelopes.SendReply: "The message was accepted; `mid` is its server message id.",
+    envelopes.SendReply: (
+        "The message was accepted; `mid` is its server message id (`mids`: each uid's, for"
+        " an `api.send` to a list of uids)."
+    ),
     envelopes.KickReply: "`kicked` connections of the uid are being closed.",
     envelopes.OkReply: "The change is done.",
     envelopes.GroupMembersReply: "The group's members, sorted; none for an unknown group.",
@@ -154,6 +157,7 @@ _MESSAGE = {
 COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     "send": (
         {"to": "bob", "body": {"text": "hi"}},
+        {"to": ["bob", "carol"], "body": {"text": "hi"}, "id": "digest-7"},
         {"group": "team", "body": "hello", "from": "billing", "id": "invoice-42"},
         {"room": "lobby", "body": {"text": "maintenance at 18:00"}, "from": "ops"},
     ),
@@ -176,7 +180,10 @@ COMMAND_EXAMPLES: Mapping[str, tuple[object, ...]] = {
     "message": ({"mid": _MID}, {"mid": _MID, "uid": "bob"}),
 }
 REPLY_EXAMPLES: Mapping[type[envelopes.Envelope], tuple[object, ...]] = {
-    envelopes.SendReply: ({"mid": _MID},),
+    envelopes.SendReply: (
+        {"mid": _MID},
+        {"mids": {"bob": _MID, "carol": "018bcfe5680000010123456789"}},
+    ),
     envelopes.KickReply: ({"kicked": 2}, {"kicked": 0}),
     envelopes.OkReply: ({"ok": True},),
     envelopes.GroupMembersReply: ({"uids": ["alice", "bob"]}, {"uids": []}),

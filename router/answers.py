@@ -49,6 +49,14 @@ class Everyone:
     """A broadcast: one item per live gateway."""
 
 
+@dataclass(frozen=True, slots=True)
+class Multicast:
+    """An ``api.send`` to a list of uids: the answer about each of its messages, in the
+    order of its uids (``multicast.py``)."""
+
+    per_message: tuple[Retried | Recipients, ...]
+
+
 NOT_MEMBER = NotMember()
 EVERYONE = Everyone()
 
@@ -70,6 +78,7 @@ Answer = (
     | RoomCounts
     | PresenceForbidden
     | MessageAnswer
+    | Multicast
     | None
 )
 """What routing needs to know about one envelope; None: nothing (its requests only write).

@@ -315,6 +315,11 @@ class BatchRouter:
         if isinstance(command, ServedByStore):
             await settle(message.ack())
             return None
+        if isinstance(command, Call):
+            uids = inbound.multicast_uids(command) or []
+            if uids:  # one message per uid, each with its own mid
+                mids = [self._mids.next_mid(at_ms) for _ in uids]
+                command = inbound.with_mids(command, mids)
         if isinstance(command, Refused):
             log.info(
                 "command_rejected",

@@ -8,8 +8,8 @@ without a ``reply_to``). What the router reads for an envelope is decided in loo
 it publishes in routing.py.
 """
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import msgspec
 
@@ -67,6 +67,9 @@ class Call:
     """The mid of the message a ``send`` or ``broadcast`` makes (drawn by the caller)."""
     ts: int = 0
     """When the command was received, Unix ms: the ``ts`` of the message it makes."""
+    mids: tuple[str, ...] = ()
+    """The mids of the messages a ``send`` to a list of uids makes, one per uid in its order
+    (``with_mids``); ``mid`` is then unused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,13 +241,71 @@ def decode_command(
     return Call(name, command, reply_to, mid, ts)
 
 
+MULTICAST_ID_SEPARATOR = "/"
+"""Joins a multicast's ``id`` and a uid into the client id claimed for that uid's message: not
+an identifier character (``proto/rules.py``), so it meets no ``api.send``'s own ``id``."""
+
+
+def multicast_uids(call: Call) -> list[str] | None:
+    """The uids of an ``api.send`` to a list of uids; None for any other command."""
+    match call.command:
+        case ApiSend(to=list() as uids):
+            return uids
+        case _:
+            return None
+
+
+def with_mids(call: Call, mids: Sequence[str]) -> Call:
+    """The call with the mids of a multicast's messages (one per uid, drawn by the caller).
+
+    Raises:
+        ValueError: not one mid per uid.
+    """
+    uids = multicast_uids(call) or []
+    if len(mids) != len(uids):
+        raise ValueError("one mid per uid is needed")
+    return replace(call, mids=tuple(mids))
+
+
+def outgoings_of(call: Call) -> list[Outgoing]:
+    """The messages a backend command makes: one per uid for an ``api.send`` to a list (its
+    client id, if any, joined with the uid: ``MULTICAST_ID_SEPARATOR``), else ``outgoing_of``'s
+    one, or none."""
+    uids = multicast_uids(call)
+    if uids is None:
+        outgoing = outgoing_of(call)
+        return [] if outgoing is None else [outgoing]
+    send = call.command
+    assert isinstance(send, ApiSend)  # multicast_uids said so
+    return [
+        Outgoing(
+            mid=mid,
+            sender=send.sender,
+            client_id=""
+            if send.id is None
+            else f"{send.id}{MULTICAST_ID_SEPARATOR}{uid}",
+            body=send.body,
+            ts=call.ts,
+            gateway_id="",
+            conn_id="",
+            to=uid,
+            transient=send.transient,
+        )
+        for uid, mid in zip(uids, call.mids, strict=True)
+    ]
+
+
 def outgoing_of(call: Call) -> Outgoing | None:
-    """The message an ``api.send`` or ``api.broadcast`` makes; None for other commands.
+    """The message an ``api.send`` (to one uid, a group or a room) or ``api.broadcast``
+    makes; None for other commands, and for an ``api.send`` to a list (``outgoings_of``).
 
     It has no ``gateway_id`` or ``conn_id``: its sender is a backend, answered by a reply.
     """
     match call.command:
+        case ApiSend(to=list()):
+            return None
         case ApiSend() as send:
+            assert not isinstance(send.to, list)  # the case above
             return Outgoing(
                 mid=call.mid,
                 sender=send.sender,

@@ -46,7 +46,7 @@ from router.answers import (
     Answers,
 )
 from router.debounce import offline_due_ms
-from router.inbound import Call, Inbound, Refused, outgoing_of
+from router.inbound import Call, Inbound, Refused, outgoing_of, outgoings_of
 from router.inbox_items import reads_own
 from router.limits import Throttled, UidRate, sees_presence, throttle_for_ms, uid_costs
 from router.message_lookups import (
@@ -55,6 +55,7 @@ from router.message_lookups import (
     message_requests,
     recipients,
 )
+from router.multicast import multicast_answer, multicast_requests
 from router.receipts import receipt_uids
 from router.requests import (
     AddCost,
@@ -120,6 +121,8 @@ class BatchLookup:
         self._messages: dict[int, Outgoing] = {}
         """The messages of the batch, by index (those of ``api.send`` and ``api.broadcast``
         included)."""
+        self._multicasts: dict[int, list[Outgoing]] = {}
+        """The messages of each ``api.send`` to a list of uids, by index."""
         self._costs = uid_costs(batch) if rules.uid_rate is not None else {}
         self._throttles: dict[int, Throttled] = {}
         self._members: dict[int, ReadConnections] = {}
@@ -241,6 +244,14 @@ class BatchLookup:
 
     def _call_requests(self, index: int, call: Call) -> list[Request]:
         match call.command:
+            case ApiSend(to=list()):
+                outgoings = self._multicasts[index] = outgoings_of(call)
+                return multicast_requests(
+                    outgoings,
+                    history=self._rules.history,
+                    at_ms=self._at_ms,
+                    dedup_ttl_ms=self._rules.dedup_ttl_ms,
+                )
             case ApiSend(id=client_id):
                 return self._backend_message_requests(
                     index, call, client_id is not None
@@ -287,7 +298,12 @@ class BatchLookup:
         messages = self._messages
         for index, (start, end) in enumerate(self._spans):
             outgoing = messages.get(index)
-            if outgoing is not None:
+            multicast = self._multicasts.get(index)
+            if multicast is not None:
+                self._answers[index] = multicast_answer(
+                    multicast, results[start:end], history=self._rules.history
+                )
+            elif outgoing is not None:
                 answer = message_answer(
                     outgoing, results[start:end], reads_own=index in self._own
                 )

@@ -5,16 +5,25 @@ Pure, like routing.py, which calls it: a retry is answered with the first mid an
 nobody; a mid already routed in this batch (a redelivery) is routed once; a 1:1 or group
 message goes to its recipients' gateways (``PlanBuilder.deliver_message``: those without a
 connection on a live gateway to the offline store) or, with history on, into the batch's
-``InboxBatch`` (``PlanBuilder.enter_inbox``); a room message to the gateways with connections in
+``InboxBatch`` (``PlanBuilder.enter_inbox``); each message of an ``api.send`` to a list of
+uids like a 1:1 one; a room message to the gateways with connections in
 the room, a broadcast to every live gateway. A client's ``send`` is answered ``sent`` (or
 ``not_member``).
 """
 
 from proto import frames
 from proto.codes import ErrorCode
-from proto.envelopes import Outgoing
-from router.answers import Everyone, MessageAnswer, NotMember, Recipients, Retried
+from proto.envelopes import Outgoing, SendReply
+from router.answers import (
+    Everyone,
+    MessageAnswer,
+    Multicast,
+    NotMember,
+    Recipients,
+    Retried,
+)
 from router.delivery_items import broadcast_items, room_items
+from router.inbound import Call, outgoings_of
 from router.inbox_items import is_inboxed
 from router.plan import Duplicate, PlanBuilder
 from router.results import RoomCounts
@@ -35,6 +44,24 @@ def route_outgoing(
     mid = route_once(plan, outgoing, answer)
     if mid is not None:
         plan.answer(outgoing, frames.Sent(id=outgoing.client_id, mid=mid))
+
+
+def route_multicast(plan: PlanBuilder, call: Call, answer: Multicast) -> None:
+    """An ``api.send`` to a list of uids: each message routed as a 1:1 one (its items join
+    the batch's one delivery per gateway), and one reply naming each uid's mid (the first
+    ones, for a retry)."""
+    mids: dict[str, str] = {}
+    is_redelivered = False
+    for outgoing, message_answer in zip(
+        outgoings_of(call), answer.per_message, strict=True
+    ):
+        mid = route_once(plan, outgoing, message_answer)
+        if mid is None:
+            is_redelivered = True
+        else:
+            mids[outgoing.to or ""] = mid
+    if not is_redelivered:  # else answered by its first copy in this batch
+        plan.reply(call.reply_to, SendReply(mids=mids))
 
 
 def route_once(

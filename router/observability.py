@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from proto import metrics
 from proto.envelopes import Outgoing
 from router.redis_client import open_redis
-from router.routing import Call, Inbound, Plan, outgoing_of
+from router.routing import Call, Inbound, Plan, outgoings_of
 from router.settings import Settings
 from runtime.metrics import HOP_BUCKETS_S, REGISTRY, ROUND_TRIP_BUCKETS_S
 
@@ -82,9 +82,10 @@ def count_routed(batch: Sequence[Inbound], plan: Plan) -> None:
     dropped = {duplicate.mid for duplicate in plan.duplicates}
     for envelope in batch:
         # A backend's api.send or api.broadcast is routed like a client's send.
-        message = outgoing_of(envelope) if isinstance(envelope, Call) else envelope
-        if isinstance(message, Outgoing) and message.mid not in dropped:
-            ROUTED.labels(route_kind(message)).inc()
+        messages = outgoings_of(envelope) if isinstance(envelope, Call) else [envelope]
+        for message in messages:
+            if isinstance(message, Outgoing) and message.mid not in dropped:
+                ROUTED.labels(route_kind(message)).inc()
 
 
 def count_queue_waits(batch: Sequence[Inbound], started_ms: int) -> None:

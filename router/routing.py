@@ -68,6 +68,7 @@ from router.answers import (
     Answer,
     Answers,
     Everyone,
+    Multicast,
     NotMember,
     PresenceForbidden,
     Recipients,
@@ -82,10 +83,10 @@ from router.delivery_items import (
     throttle_item,
     too_many_connections_item,
 )
-from router.inbound import Call, Inbound, Refused, outgoing_of
+from router.inbound import Call, Inbound, Refused, outgoing_of, outgoings_of
 from router.limits import Throttled
 from router.liveness import should_reannounce
-from router.message_routing import route_once, route_outgoing
+from router.message_routing import route_multicast, route_once, route_outgoing
 from router.plan import Duplicate, Plan, PlanBuilder
 from router.publications import (
     event_publication,
@@ -112,6 +113,7 @@ __all__ = [  # the plan's vocabulary: observability.py reads it from here
     "Plan",
     "online_uids",
     "outgoing_of",
+    "outgoings_of",
     "room_count",
     "route_batch",
 ]
@@ -280,6 +282,8 @@ def _route_call(plan: PlanBuilder, call: Call, answer: Answer) -> None:
     """A backend command: its effects, and its reply."""
     reply_to = call.reply_to
     match call.command, answer:
+        case ApiSend(), Multicast():
+            route_multicast(plan, call, answer)
         case ApiSend() | ApiBroadcast(), (
             Retried() | Recipients() | RoomCounts() | Everyone()
         ):

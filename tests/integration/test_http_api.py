@@ -207,6 +207,33 @@ async def test_a_command_the_router_refuses_is_400(routed: ApiClient) -> None:
     assert json.loads(reply)["error"]["code"] == "invalid_field"
 
 
+async def test_a_send_to_a_list_of_uids_answers_each_mid(
+    stack: Stack, routed: ApiClient
+) -> None:
+    ann = await stack.connect(uid="ann")
+    bob = await stack.connect(uid="bob")
+
+    status, reply, _ = await routed.post(
+        "send", {"to": ["ann", "bob"], "body": "hi", "from": "ops", "id": "n-1"}
+    )
+
+    assert status == 200, reply
+    mids = json.loads(reply)["mids"]
+    assert sorted(mids) == ["ann", "bob"]
+    for uid, client in (("ann", ann), ("bob", bob)):
+        message = await client.expect_message(mid=mids[uid])
+        assert (message["to"], message["from"], message["body"]) == (uid, "ops", "hi")
+    status, again, _ = await routed.post(
+        "send", {"to": ["ann", "bob"], "body": "hi", "from": "ops", "id": "n-1"}
+    )
+    assert (status, json.loads(again)) == (200, {"mids": mids})
+    status, refused, _ = await routed.post(
+        "send", {"to": ["ann", "not a uid"], "body": "hi"}
+    )
+    assert status == 400, refused
+    assert json.loads(refused)["error"]["code"] == "invalid_field"
+
+
 # --- the edge: nothing is published -----------------------------------------------------
 
 
