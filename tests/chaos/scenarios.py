@@ -18,6 +18,7 @@ from tests.chaos.checker import Report, report
 from tests.chaos.load import Load, LoadShape, Probes, members
 from tests.support.api import open_backend
 from tests.support.postgres_pair import PostgresPair
+from tests.support.rabbitmq_cluster import RabbitMQCluster
 from tests.support.redis_sentinel import RedisSentinels
 from tests.support.stack import Stack, new_namespace
 
@@ -182,6 +183,19 @@ async def redis_sentinel_failover(run: Run) -> None:
     run.repaired()
 
 
+async def rabbitmq_cluster_nodes_lost(run: Run) -> None:
+    cluster = run.backing
+    assert isinstance(cluster, RabbitMQCluster)
+    names = run.stack.names
+    run.fault()
+    for queue in (names.router_queue, names.gateway_queue(run.stack.gateway_ids[0])):
+        leader = await cluster.leader_of(queue)
+        await cluster.stop_node(leader)
+        await asyncio.sleep(OUTAGE_S)  # the node's outage
+        await cluster.start_node(leader)
+    run.repaired()
+
+
 async def postgres_primary_switch(run: Run) -> None:
     pair = run.backing
     assert isinstance(pair, PostgresPair)
@@ -229,6 +243,12 @@ SCENARIOS = (
         own_backing=RedisSentinels,
     ),
     Scenario(
+        "RabbitMQ cluster of 3, quorum gateway queues: the router queue's leader node "
+        "stopped and started, then a gateway queue's",
+        rabbitmq_cluster_nodes_lost,
+        own_backing=RabbitMQCluster,
+    ),
+    Scenario(
         "PostgreSQL primary crash, synchronous standby promoted",
         postgres_primary_switch,
         own_backing=PostgresPair,
@@ -270,7 +290,8 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
         if backing is not None:
             await backing.start()
         await start_stack(stack, scenario, proxy.port if proxy else None)
-        async with open_backend(stack.names) as backend:
+        amqp_url = stack.env()[env.AMQP_URL].split(",")[0]
+        async with open_backend(stack.names, amqp_url) as backend:
             for group, uids in members(shape).items():
                 await backend.call("group.add", {"group": group, "uids": uids})
         urls = [gateway.url for gateway in stack.gateways]

@@ -94,8 +94,10 @@ class Backend:
 
 
 @asynccontextmanager
-async def open_backend(names: Names) -> AsyncIterator[Backend]:
-    connection = await aio_pika.connect(DEFAULT_AMQP_URL, timeout=scaled(10))
+async def open_backend(
+    names: Names, amqp_url: str = DEFAULT_AMQP_URL
+) -> AsyncIterator[Backend]:
+    connection = await aio_pika.connect(amqp_url, timeout=scaled(10))
     async with connection:
         channel = await connection.channel(
             publisher_confirms=True, on_return_raises=True

@@ -8,6 +8,7 @@ configuration file and environment file, so that the machine's node (``rabbit@lo
 
 import asyncio
 import contextlib
+import json
 import secrets
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from proto import env
 from tests.support.stack import free_port
 
 RABBITMQ_USER = "rabbitmq"
@@ -72,6 +74,28 @@ class RabbitMQCluster:
     def amqp_url(self) -> str:
         """Every node's URL, comma-separated (``SWITCHBOARD_AMQP_URL``)."""
         return ",".join(node.url for node in self.nodes)
+
+    def settings(self) -> dict[str, str]:
+        """Every service on the cluster, each gateway with a replicated queue."""
+        return {
+            env.AMQP_URL: self.amqp_url(),
+            env.API_AMQP_URL: self.amqp_url(),
+            env.GATEWAY_QUEUE_TYPE: "quorum",
+        }
+
+    async def leader_of(self, queue: str) -> int:
+        """The index of the node that leads a quorum queue, as a running node says."""
+        for node in self.nodes:
+            if node.name not in self._running:
+                continue
+            listed = await self.ctl(
+                node, "list_queues", "-q", "--formatter", "json", "name", "leader"
+            )
+            for row in json.loads(listed):
+                if row["name"] == queue:
+                    return [n.name for n in self.nodes].index(row["leader"])
+            raise LookupError(f"no queue {queue} on the cluster")
+        raise RuntimeError("no node runs")
 
     async def start(self) -> None:
         for node in self.nodes:
