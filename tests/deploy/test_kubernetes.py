@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.settings import Settings as GatewaySettings
 from proto import env, metrics
+from router.settings import Settings as RouterSettings
 from tests.deploy.tools import (
     CRD_KINDS,
     DEPLOYMENTS,
@@ -334,3 +336,27 @@ def test_gateways_probe_the_metrics_port_and_drain_in_their_grace_period(
         spec = pod_spec(manifests, name)
         assert spec["terminationGracePeriodSeconds"] > shutdown_s
         assert spec["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_the_production_backing_example_runs_a_cluster_and_sets_known_variables() -> (
+    None
+):
+    documents = list(
+        yaml.safe_load_all((K8S / "examples" / "production-backing.yaml").read_text())
+    )
+    by_kind = {document["kind"]: document for document in documents}
+    assert set(by_kind) == {"RabbitmqCluster", "ConfigMap"}
+    assert by_kind["RabbitmqCluster"]["spec"]["replicas"] == 3
+    settings = by_kind["ConfigMap"]["data"]
+    known = {
+        value
+        for name, value in vars(env).items()
+        if name.isupper() and isinstance(value, str)
+    }
+    assert set(settings) <= known, set(settings) - known
+    assert settings[env.GATEWAY_QUEUE_TYPE] == settings[env.QUEUE_TYPE] == "quorum"
+    gateway = GatewaySettings.from_env(
+        {**settings, env.JWT_SECRET: "a-development-secret-of-32-chars!"}
+    )
+    assert gateway.gateway_queue_type == "quorum"
+    assert len(RouterSettings.from_env(settings).redis_sentinels) == 3
