@@ -290,7 +290,7 @@ async def run_scenario(scenario: Scenario, shape: LoadShape) -> Report:
         if backing is not None:
             await backing.start()
         await start_stack(stack, scenario, proxy.port if proxy else None)
-        amqp_url = stack.env()[env.AMQP_URL].split(",")[0]
+        amqp_url = stack.env().get(env.AMQP_URL, env.DEFAULT_AMQP_URL).split(",")[0]
         async with open_backend(stack.names, amqp_url) as backend:
             for group, uids in members(shape).items():
                 await backend.call("group.add", {"group": group, "uids": uids})
