@@ -55,15 +55,12 @@ def message_requests(
     if outgoing.to is not None:
         reads = (outgoing.to, outgoing.sender) if reads_own else (outgoing.to,)
     if claims:
-        window = at_ms // dedup_ttl_ms
         # A 1:1 message's reads go in its claim: one command for both.
         requests.append(
-            ClaimClientId(
-                outgoing.sender,
-                outgoing.client_id,
-                outgoing.mid,
-                window,
-                (window + 2) * dedup_ttl_ms,
+            ClaimClientId.at(
+                outgoing,
+                at_ms,
+                dedup_ttl_ms,
                 from_backend=not from_client,
                 reads=reads,
             )

@@ -34,18 +34,10 @@ def multicast_requests(
         dedup_ttl_ms: how long a client id keeps the mid of its first message.
     """
     requests: list[Request] = []
-    window = at_ms // dedup_ttl_ms
     for outgoing in outgoings:
         if outgoing.client_id:
             requests.append(
-                ClaimClientId(
-                    outgoing.sender,
-                    outgoing.client_id,
-                    outgoing.mid,
-                    window,
-                    (window + 2) * dedup_ttl_ms,
-                    from_backend=True,
-                )
+                ClaimClientId.at(outgoing, at_ms, dedup_ttl_ms, from_backend=True)
             )
     uids = tuple(outgoing.to or "" for outgoing in outgoings)
     if _reads_sender(outgoings, history):

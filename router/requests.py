@@ -13,6 +13,8 @@ layer that does the awaiting.
 
 from dataclasses import dataclass
 
+from proto.envelopes import Outgoing
+
 # Requests made for the envelopes of a batch (lookups.py), in batch order
 
 
@@ -89,6 +91,30 @@ class ClaimClientId:
     reads: tuple[str, ...] = ()
     """Uids whose connections are read in the same command (``Claimed.connections``): a 1:1
     message's recipient, and its sender with history on. Empty: none are read."""
+
+    @classmethod
+    def at(
+        cls,
+        outgoing: Outgoing,
+        at_ms: int,
+        dedup_ttl_ms: int,
+        *,
+        from_backend: bool,
+        reads: tuple[str, ...] = (),
+    ) -> "ClaimClientId":
+        """The claim of ``outgoing``'s client id at ``at_ms``: its window is ``at_ms`` in
+        ``dedup_ttl_ms`` steps, and it outlives the next window, so that the window after
+        still reads it."""
+        window = at_ms // dedup_ttl_ms
+        return cls(
+            outgoing.sender,
+            outgoing.client_id,
+            outgoing.mid,
+            window,
+            (window + 2) * dedup_ttl_ms,
+            from_backend=from_backend,
+            reads=reads,
+        )
 
 
 @dataclass(frozen=True, slots=True)
