@@ -3,8 +3,12 @@ from collections.abc import AsyncIterator, Generator
 import pytest
 
 from proto import env
+from tests.chaos.faults import CuttableProxy
 from tests.support.api import Backend, open_backend
 from tests.support.stack import Stack, new_namespace
+
+AMQP_PORT = 5672
+"""The machine's RabbitMQ, behind the ``proxy`` fixture."""
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -54,3 +58,13 @@ async def backend(stack: Stack) -> AsyncIterator[Backend]:
     """A backend service on the stack's namespace: AMQP commands with replies, events."""
     async with open_backend(stack.names) as service:
         yield service
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[CuttableProxy]:
+    """A proxy to the machine's RabbitMQ that a test can cut or hold (tests/chaos/faults.py)."""
+    proxy = CuttableProxy(AMQP_PORT)
+    await proxy.start()
+    yield proxy
+    proxy.release()  # a held link passes again, so that the stack can stop
+    await proxy.close()

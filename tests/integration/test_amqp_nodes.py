@@ -7,7 +7,6 @@ gateway queues, is in the chaos scenario "RabbitMQ cluster" (tests/chaos/scenari
 """
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,14 +26,6 @@ RETRY_PAUSE_S = 0.5
 
 def node(port: int) -> str:
     return f"amqp://guest:guest@127.0.0.1:{port}/?heartbeat={HEARTBEAT_S}"
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[CuttableProxy]:
-    proxy = CuttableProxy(AMQP_PORT)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 async def send_until_delivered(

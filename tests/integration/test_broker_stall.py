@@ -8,7 +8,7 @@ disk that does not keep up); after ``release`` what was held passes in order.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -19,7 +19,6 @@ from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-AMQP_PORT = 5672
 SILENT_HEARTBEAT_S = 120
 """Longer than the test: the stall is not taken for a dead link."""
 PUBLISH_TIMEOUT_S = 2.0
@@ -34,15 +33,6 @@ LARGE_FRAMES = 5
 def through(proxy: CuttableProxy) -> dict[str, str]:
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/?heartbeat={SILENT_HEARTBEAT_S}"
     return {env.AMQP_URL: url, env.PUBLISH_TIMEOUT_S: str(PUBLISH_TIMEOUT_S)}
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[CuttableProxy]:
-    proxy = CuttableProxy(AMQP_PORT)
-    await proxy.start()
-    yield proxy
-    proxy.release()
-    await proxy.close()
 
 
 def has_id(client_id: str) -> Callable[[Frame], bool]:

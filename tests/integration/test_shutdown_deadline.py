@@ -8,7 +8,6 @@ looks open and carries nothing, so the broker answers no cancel, no publish and 
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,7 +20,6 @@ from tests.support.timing import scaled
 
 pytestmark = pytest.mark.integration
 
-AMQP_PORT = 5672
 SILENT_HEARTBEAT_S = 120
 """Longer than the test: the client never finds out, by heartbeat, that the link is dead."""
 DEADLINE_S = float(TEST_SETTINGS[env.SHUTDOWN_TIMEOUT_S]) + DRAIN_MARGIN_S
@@ -38,14 +36,6 @@ async def cut_and_stop(proxy: CuttableProxy, *processes: ServiceProcess) -> floa
     async with asyncio.timeout(scaled(DEADLINE_S + EXIT_SLACK_S)):
         await asyncio.gather(*(process.wait_exit() for process in processes))
     return time.monotonic() - started
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[CuttableProxy]:
-    proxy = CuttableProxy(AMQP_PORT)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 def through(proxy: CuttableProxy) -> dict[str, str]:
