@@ -89,8 +89,14 @@ run: venv services
 token: venv
 	@SWITCHBOARD_JWT_SECRET='$(SWITCHBOARD_JWT_SECRET)' $(BIN)/python scripts/dev_token.py '$(USER)'
 
+# Two passes: the tests that may share the machine in $(TEST_WORKERS) processes (pytest-xdist, one
+# file per process at a time), then the exclusive ones (tests/chaos: they restart RabbitMQ, Redis
+# and PostgreSQL or start clusters of their own) alone, one after another.
+TEST_WORKERS ?= 3
+
 test: venv services js-deps browser-deps deploy-tools
-	PYTHONASYNCIODEBUG=1 $(BIN)/pytest --durations=40
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -m "not exclusive" -n $(TEST_WORKERS) --dist loadfile --durations=30
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -m exclusive --durations=10
 
 unit: venv
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest tests/unit

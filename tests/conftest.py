@@ -1,3 +1,4 @@
+import os
 from collections.abc import AsyncIterator, Generator
 
 import pytest
@@ -18,6 +19,15 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """An ``exclusive`` test restarts what the machine shares: never beside other tests."""
+    if item.get_closest_marker("exclusive") and "PYTEST_XDIST_WORKER" in os.environ:
+        pytest.fail(
+            "exclusive tests run alone: `pytest -m exclusive`, without -n (make test does)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from tests.chaos.faults import SharedServiceBusy
 from tests.chaos.load import LoadShape
 from tests.chaos.scenarios import SCENARIOS, Scenario, run_scenario
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 SHORT_LOAD = LoadShape(
     users=8, group_size=4, rate_per_user=2.0, warmup_s=2.0, after_s=4.0, quiet_s=2.0

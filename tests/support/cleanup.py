@@ -1,5 +1,7 @@
 """Remove everything one namespace created in RabbitMQ, Redis and PostgreSQL, and nothing else."""
 
+import asyncio
+
 import aio_pika
 import asyncpg
 import redis.asyncio as redis
@@ -10,9 +12,9 @@ from proto.topology import shared_topology
 
 
 async def remove_namespace(names: Names, gateway_ids: list[str]) -> None:
-    await remove_amqp(names, gateway_ids)
-    await remove_redis_keys(names)
-    await remove_schema(names)
+    await asyncio.gather(
+        remove_amqp(names, gateway_ids), remove_redis_keys(names), remove_schema(names)
+    )
 
 
 async def remove_amqp(names: Names, gateway_ids: list[str]) -> None:

@@ -45,6 +45,22 @@ def free_port() -> int:
         return port
 
 
+async def stop_all(processes: list[ServiceProcess]) -> list[str]:
+    """SIGTERM to each running process at once; a problem description per unclean exit."""
+    running = [process for process in processes if process.is_running]
+    codes = await asyncio.gather(
+        *(process.stop() for process in running), return_exceptions=True
+    )
+    for code in codes:
+        if isinstance(code, BaseException):
+            raise code  # a hang, once every other process has exited
+    return [
+        f"{process.name} exited with {code}"
+        for process, code in zip(running, codes, strict=True)
+        if code != 0
+    ]
+
+
 @dataclass
 class Gateway:
     gateway_id: str
@@ -173,14 +189,12 @@ class Stack:
 
     async def close(self) -> list[str]:
         """Stop everything; return a problem description per process that did not exit cleanly."""
-        problems = []
-        for client in self.clients:
-            await client.close()
-        for process in reversed(self.processes):
-            if process.is_running:
-                code = await process.stop()
-                if code != 0:
-                    problems.append(f"{process.name} exited with {code}")
+        await asyncio.gather(*(client.close() for client in self.clients))
+        # The gateways first, all at once, as a rollout would; then the routers and stores.
+        gateways = {id(gateway.process) for gateway in self.gateways}
+        first = [p for p in self.processes if id(p) in gateways]
+        then = [p for p in self.processes if id(p) not in gateways]
+        problems = await stop_all(first) + await stop_all(then)
         await remove_namespace(self.names, self.gateway_ids)
         return problems
 
