@@ -51,10 +51,10 @@ RETIRED_KUSTOMIZE_FIELDS = frozenset(
         "imageTags",
     }
 )
-# bench/CAPACITY.md: a gateway process holds ~60 MiB plus 15 KiB per idle connection, and about
-# 35,000 connections at the target cluster's size.
+# bench/CAPACITY.md: a gateway process holds ~60 MiB plus 12 KiB per idle connection (11.6
+# measured), and about 35,000 connections at the target cluster's size.
 GATEWAY_BASE_BYTES = 60 * 2**20
-CONNECTION_BYTES = 15 * 2**10
+CONNECTION_BYTES = 12 * 2**10
 CONNECTIONS_PER_GATEWAY = 35_000
 
 
