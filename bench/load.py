@@ -18,10 +18,14 @@ command line on stdin with one JSON line on stdout:
     scheduled time whatever the replies (a late one carries its scheduled time).
 ``{"cmd": "room", "rate": R, "start_ns", "warmup_s", "measure_s"}``
     Open loop: the room's sender (in one worker) sends ``R`` room messages per second.
+``{"cmd": "listen", "start_ns", "warmup_s", "measure_s"}``
+    Sends nothing: the room members (a room without a name joins none) count what another
+    process sends them in this phase, a backend's ``api.send`` (``bench/peers/api_send.py``).
 
 Each answers ``{"sent": N}`` when its sending ends. Then ``{"cmd": "collect", "expected": N,
 "drain_s": S}`` waits until every message owed arrived (room members are owed ``expected``
-messages each) or ``S`` seconds passed, and answers with the counts and the latencies.
+messages each; with ``"owed": N`` instead, N in all) or ``S`` seconds passed, and answers
+with the counts and the latencies.
 ``{"cmd": "quit"}`` closes the connections.
 
 Each body is ``{"k": phase, "n": sequence, "t": send time}``: ``time.monotonic_ns()``, one
@@ -543,6 +547,11 @@ class Worker:
 
         return {"sent": await pace(command["rate"], start_ns, end_ns, send_one)}
 
+    async def listen(self, command: dict[str, Any]) -> dict[str, Any]:
+        _, end_ns = self._new_phase(command)
+        await asyncio.sleep(max(0.0, (end_ns - time.monotonic_ns()) / 1e9))
+        return {"sent": 0}
+
     def _sent(self, sent: int) -> dict[str, Any]:
         self.phase.owed = sent
         if self.phase.unique >= sent:
@@ -551,11 +560,13 @@ class Worker:
 
     async def collect(self, command: dict[str, Any]) -> dict[str, Any]:
         phase = self.phase
-        if self.members:
+        if "owed" in command:
+            phase.owed = command["owed"]
+        elif self.members:
             phase.owed = command["expected"] * len(self.members)
+        if phase.owed:
             if phase.unique >= phase.owed:
                 phase.done.set()
-        if phase.owed:
             try:
                 async with asyncio.timeout(command["drain_s"]):
                     await phase.done.wait()
@@ -629,6 +640,8 @@ async def main() -> None:
                     answer(await worker.rate(command))
                 case "room":
                     answer(await worker.room_rate(command))
+                case "listen":
+                    answer(await worker.listen(command))
                 case "collect":
                     answer(await worker.collect(command))
                 case "quit":
