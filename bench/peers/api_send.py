@@ -16,9 +16,9 @@ prints one JSON line. ``MODE``:
     holds one mid per recipient.
 
 The line: ``{"sent": commands, "answered": N, "refused": R, "recipients": mids (or sends)
-answered, "per_s": commands answered in the window / S, "recipients_per_s": recipients answered
-in the window / S}``. Each body is ``{"k": K, "n": n, "t": send time}``, as the load processes
-(``bench/load.py``) count them.
+answered, "per_s": commands answered in the window / S, "recipients_per_s": recipients
+answered in the window / S, "cpu_s": this process's CPU time from the start}``. Each body is
+``{"k": K, "n": n, "t": send time}``, as the load processes (``bench/load.py``) count them.
 """
 
 import argparse
@@ -129,6 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 await command(n)
 
         await asyncio.sleep(max(0.0, (args.start_ns - time.monotonic_ns()) / 1e9))
+        cpu_start_s = time.process_time()
         senders = [asyncio.create_task(keep_sending()) for _ in range(args.in_flight)]
         # Sending ends with the window; the last answers get the drain time.
         done, pending = await asyncio.wait(
@@ -145,6 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "recipients": counts.recipients,
         "per_s": counts.answered_in_window / args.measure_s,
         "recipients_per_s": counts.recipients_in_window / args.measure_s,
+        "cpu_s": time.process_time() - cpu_start_s,
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from bench import brokerrate, report, systems
+from bench import brokerrate, cpu, report, systems
 from bench.harness import (
     START_DELAY_S,
     LoadWorker,
@@ -80,6 +80,7 @@ class Sent(msgspec.Struct, frozen=True):
     recipients: int
     per_s: float
     recipients_per_s: float
+    cpu_s: float
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ async def measure(
         "measure_s": plan.measure_s,
     }
     length_s = START_DELAY_S + plan.warmup_s + plan.measure_s
+    before = await cpu.sample(system.stack)
     _, sent = await asyncio.gather(
         asyncio.gather(*(w.request(listen, length_s) for w in workers)),
         send(
@@ -180,6 +182,8 @@ async def measure(
     parts = await asyncio.gather(
         *(w.request(c, plan.drain_s) for w, c in zip(workers, collects, strict=True))
     )
+    spent = {"backend": sent.cpu_s, **cpu.used(before, await cpu.sample(system.stack))}
+    messages = sent.recipients if multicast else sent.answered
     lost = sum(p["lost"] for p in parts)
     delivered_per_s = sum(p["in_window"] for p in parts) / plan.measure_s
     value = delivered_per_s if multicast else sent.per_s
@@ -201,7 +205,8 @@ async def measure(
             f"{mode.label}; {in_flight} awaiting their answer; {len(uids):,} recipients "
             f"online, raw WebSocket clients acking each message; {sent.sent:,} commands, "
             f"{sent.refused} refused; answered {sent.recipients_per_s:,.0f} recipients/s, "
-            f"delivered {delivered_per_s:,.0f}/s; {system.note}"
+            f"delivered {delivered_per_s:,.0f}/s; {cpu.per_message(spent, messages)}; "
+            f"{system.note}"
         ),
     )
 
