@@ -12,12 +12,16 @@ Keys are described in docs/architecture.md ("Presence in Redis") and proto/names
 scripts in scripts.py.
 
 The same requests run on one server (or the Sentinels' master) and on a Redis Cluster, with
-the same scripts (scripts.py says how each stays in one slot). Two things differ on a
-cluster, where a command goes to the node of its key's slot: a claim reads its recipients'
-presence with ``HGETALL`` beside its script, not inside it (other uids' slots), and no
-transaction spans several requests (group_changes.py counts a rebuild page once its writes
-are answered). A removal that leaves a uid going offline costs a second round trip on both:
-its going-offline entry is written once the removal is answered (debounce.py says why).
+the same scripts (scripts.py says how each stays in one slot). On a cluster, where a command
+goes to the node of its key's slot, what a script cannot reach in another slot goes beside it:
+
+* a claim reads its recipients' presence with ``HGETALL`` (on one server, in the script: one
+  command per message);
+* a removal, a join or a leave writes the gateway's keys with commands of their own, and a
+  removal that leaves a uid going offline writes its going-offline entry in a second round
+  trip, once the removal is answered (debounce.py says why); on one server, in the script;
+* no transaction spans several requests (group_changes.py counts a rebuild page once its
+  writes are answered).
 """
 
 import asyncio
@@ -165,8 +169,9 @@ class Presence:
         ``transaction``: in MULTI/EXEC, so that no other client's command runs between
         them (one server only: a Redis Cluster has no transaction across slots). No
         request: no round trip. ``operation``: which of ``proto.metrics.REDIS_OPERATIONS``
-        the round trip is observed as. The going-offline entries of the uids whose last
-        connection a removal took go in a second round trip, once the first answered.
+        the round trip is observed as. On a Redis Cluster, the going-offline entries of the
+        uids whose last connection a removal took go in a second round trip, once the first
+        answered.
 
         Raises:
             ValueError: a transaction on a Redis Cluster.
@@ -298,17 +303,22 @@ class Presence:
                 pipeline.zadd(names.gateways_key, {gateway_id: seen_ms})
                 return _read_opened
             case RemoveConnection(uid, conn_id, gateway_id, offline_due_ms, rooms):
-                # First: execute() reads the script's reply (the uid's offline-due time).
+                # First: execute() reads the script's reply (on a cluster, the uid's
+                # offline-due time, for its going-offline entry).
+                keys = [names.presence_key(uid), names.offline_due_key(uid)]
+                if not self.is_cluster:  # one command: the script writes them too
+                    keys += [names.gateway_key(gateway_id), names.going_offline_key]
                 pipeline.eval(
                     scripts.REMOVE_CONNECTION,
-                    2,
-                    names.presence_key(uid),
-                    names.offline_due_key(uid),
+                    len(keys),
+                    *keys,
                     conn_id,
                     gateway_id,
                     offline_due_ms,
+                    uid,
                 )
-                pipeline.hdel(names.gateway_key(gateway_id), conn_id)
+                if self.is_cluster:
+                    pipeline.hdel(names.gateway_key(gateway_id), conn_id)
                 for room in rooms:
                     self._queue_room(pipeline, room, request, is_join=False)
                 return _read_written
@@ -357,18 +367,24 @@ class Presence:
         is_join: bool,
     ) -> None:
         """Queue a join or a leave of one connection: the room's count
-        (``scripts.JOIN_ROOM``, ``scripts.LEAVE_ROOM``), then the gateway's entry."""
+        (``scripts.JOIN_ROOM``, ``scripts.LEAVE_ROOM``) and the gateway's entry, in the
+        script on one server, beside it on a cluster (another slot)."""
         names = self._names
         gateway_id = member.gateway_id
+        entry = room_entry(room, member.conn_id)
+        keys = [names.room_members_key(room, gateway_id), names.room_key(room)]
+        if not self.is_cluster:
+            keys.append(names.gateway_rooms_key(gateway_id))
         pipeline.eval(
             scripts.JOIN_ROOM if is_join else scripts.LEAVE_ROOM,
-            2,
-            names.room_members_key(room, gateway_id),
-            names.room_key(room),
+            len(keys),
+            *keys,
             member.conn_id,
             gateway_id,
+            entry,
         )
-        entry = room_entry(room, member.conn_id)
+        if not self.is_cluster:
+            return
         if is_join:
             pipeline.sadd(names.gateway_rooms_key(gateway_id), entry)
         else:

@@ -20,6 +20,10 @@ order they land in, queued in the same pipeline:
 * a group change: the group's members and versions here (``APPLY_MEMBERS``), each member's
   reverse set apart, under versions of its own (``APPLY_MEMBERSHIPS``), so that both sides end
   as the highest version says whatever the order.
+
+On one server (or the Sentinels' master) a removal, a join and a leave are still one command
+each: presence.py gives their scripts the gateway's key (and the going-offline set) as
+optional last keys, and the script writes them too, in the same step.
 """
 
 # Register a connection and tell, atomically, whether it is the uid's first one and,
@@ -40,39 +44,63 @@ end
 return {1, redis.call('DEL', KEYS[2]), 0}
 """
 
+# The going-offline entry of a uid, written to at least `due`: to `due`, or, if the entry is
+# there already at that time or later, 1 ms past it. So every write moves the entry (DROP_DUE
+# drops only one that did not move since it was read) and an entry is never earlier than the
+# offline-due key it stands for.
+_MOVE_ENTRY = """
+local function move_entry(key, uid, due)
+  local current = redis.call('ZSCORE', key, uid)
+  if current and tonumber(current) >= due then
+    due = tonumber(current) + 1
+  end
+  redis.call('ZADD', key, due, uid)
+end
+"""
+
 # Remove a connection: HDEL presence(uid) conn_id, but only while that field still names
 # this gateway (a conn_id is made by one gateway, so it should never name another; the
 # check keeps a sweep from removing anything a later writer put there all the same).
 # When it was the uid's last connection, the uid is going offline: its offline-due key is
-# set to ARGV[3]. Returns the key's due time if it is set (by this removal or an earlier one:
-# a removal redelivered after a failure must still write the going-offline entry), else false.
-# KEYS: presence(uid), offline-due(uid). ARGV: conn_id, gateway_id, due_ms.
-REMOVE_CONNECTION = """
+# set to ARGV[3]. With KEYS[3] and KEYS[4] (one server), the conn_id leaves the gateway's hash
+# and, if the offline-due key is set, the uid's going-offline entry is written here; then it
+# returns false. Else (a Redis Cluster) it returns the key's due time if it is set (by this
+# removal or an earlier one: a removal redelivered after a failure must still write the entry),
+# for MARK_GOING_OFFLINE once Redis answered, else false.
+# KEYS: presence(uid), offline-due(uid), [gateway(gateway_id), going-offline].
+# ARGV: conn_id, gateway_id, due_ms, uid.
+REMOVE_CONNECTION = (
+    _MOVE_ENTRY
+    + """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   if redis.call('HLEN', KEYS[1]) == 0 then
     redis.call('SET', KEYS[2], ARGV[3])
   end
 end
-return redis.call('GET', KEYS[2])
+local due = redis.call('GET', KEYS[2])
+if not KEYS[3] then
+  return due
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+if due then
+  move_entry(KEYS[4], ARGV[4], tonumber(due))
+end
+return false
 """
+)
 
-# Write the going-offline entry of each uid whose offline-due key a removal found set, once
-# Redis answered that removal: to its due time, or, if the entry is there already at that time
-# or later, 1 ms past it. So every write moves the entry (DROP_DUE drops only one that did not
-# move since it was read) and an entry is never earlier than the key it stands for.
-# KEYS: going-offline. ARGV: uid, due_ms for each uid.
-MARK_GOING_OFFLINE = """
+# Write the going-offline entry of each uid whose offline-due key a removal found set (a Redis
+# Cluster), once Redis answered that removal. KEYS: going-offline. ARGV: uid, due_ms, ...
+MARK_GOING_OFFLINE = (
+    _MOVE_ENTRY
+    + """
 for at = 1, #ARGV, 2 do
-  local due = tonumber(ARGV[at + 1])
-  local current = redis.call('ZSCORE', KEYS[1], ARGV[at])
-  if current and tonumber(current) >= due then
-    due = tonumber(current) + 1
-  end
-  redis.call('ZADD', KEYS[1], due, ARGV[at])
+  move_entry(KEYS[1], ARGV[at], tonumber(ARGV[at + 1]))
 end
 return 0
 """
+)
 
 # Announce a due uid offline, or not: the router whose script deletes the uid's offline-due
 # key, due by ARGV[1], is the one that publishes user.offline (exactly one); returns that, the
@@ -105,12 +133,17 @@ return 0
 """
 
 # A connection joined a room: one more for its gateway. The count in the room's hash is the
-# size of the members' set, so a join or a leave handled twice changes nothing.
-# KEYS: room-members(room, gateway_id), room(room). ARGV: conn_id, gateway_id.
+# size of the members' set, so a join or a leave handled twice changes nothing. With KEYS[3]
+# (one server), the connection's entry joins the gateway's list too (else the caller adds it).
+# KEYS: room-members(room, gateway_id), room(room), [gateway-rooms(gateway_id)].
+# ARGV: conn_id, gateway_id, the entry <room>:<conn_id>.
 JOIN_ROOM = """
 redis.call('SADD', KEYS[1], ARGV[1])
 local count = redis.call('SCARD', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[2], count)
+if KEYS[3] then
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
 return count
 """
 
@@ -123,6 +156,9 @@ if count == 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
 else
   redis.call('HSET', KEYS[2], ARGV[2], count)
+end
+if KEYS[3] then
+  redis.call('SREM', KEYS[3], ARGV[3])
 end
 return count
 """

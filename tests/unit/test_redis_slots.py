@@ -207,3 +207,21 @@ def test_a_claim_without_reads_reads_no_connections(is_cluster: bool) -> None:
     pipeline, read = queue(claim, is_cluster=is_cluster)
     assert [command for command, _ in pipeline.commands] == ["eval"]
     assert read([[None]]) == Claimed(None)
+
+
+@pytest.mark.parametrize(
+    ("request_type", "on_one_server", "on_a_cluster"),
+    [
+        # a removal with its two rooms
+        (RemoveConnection, ["eval"] * 3, ["eval", "hdel"] + ["eval", "srem"] * 2),
+        (CountInRoom, ["eval"], ["eval", "sadd"]),
+        (CountOutOfRoom, ["eval"], ["eval", "srem"]),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else "",
+)
+def test_one_server_writes_a_connection_s_keys_in_one_script(
+    request_type: type, on_one_server: list[str], on_a_cluster: list[str]
+) -> None:
+    request = SAMPLES[request_type]
+    assert [c for c, _ in queued(request, is_cluster=False)] == on_one_server
+    assert [c for c, _ in queued(request, is_cluster=True)] == on_a_cluster
