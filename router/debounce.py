@@ -6,9 +6,10 @@ publishes nothing:
 
 * when a uid's LAST connection goes (closed, kicked, or its gateway swept), nothing is
   announced: the same script sets the uid's ``<ns>:offline-due:{<uid>}`` key to when its
-  event is due, ``SWITCHBOARD_PRESENCE_DEBOUNCE_S`` later (``offline_due_ms``); once Redis
-  answered, the uid's entry in ``<ns>:going-offline`` (where routers look for due uids) is
-  written to at least that time, and moved on by every write;
+  event is due, ``SWITCHBOARD_PRESENCE_DEBOUNCE_S`` later (``offline_due_ms``), and the uid's
+  entry in ``<ns>:going-offline`` (where routers look for due uids) is written to at least
+  that time, moved on by every write: in the same script on one server, once Redis answered
+  the removal on a Redis Cluster;
 * when a uid's FIRST connection opens, the same script deletes that key: if it was there, the
   uid only flapped and nothing is published, else routing.py publishes ``user.online``;
 * a periodic task reads the due entries (``due_offline_request``), then claims each uid
@@ -19,9 +20,9 @@ publishes nothing:
 
 The uid's own keys and the going-offline set may be on two nodes of a Redis Cluster (scripts.py),
 so no step spans both, and the order of the steps keeps every due key in the set: an entry is
-written after its key, and dropped only if no write came after its read, when the claim that
-followed the read saw the key (and took it, or found none), or saw a key due later (and left
-the entry).
+written after its key (or with it), and dropped only if no write came after its read, when the
+claim that followed the read saw the key (and took it, or found none), or saw a key due later
+(and left the entry).
 """
 
 from collections.abc import Iterable, Sequence

@@ -164,7 +164,8 @@ class Presence:
         operation: str = "other",
     ) -> list[Result]:
         """Run the requests in one pipeline, in order, so that each sees the writes of the
-        ones before it; return one result per request, in the same order.
+        ones before it (on a Redis Cluster, the ones to its keys' slot: each node gets its
+        commands in order); return one result per request, in the same order.
 
         ``transaction``: in MULTI/EXEC, so that no other client's command runs between
         them (one server only: a Redis Cluster has no transaction across slots). No
