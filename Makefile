@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The services refuse it unless SWITCHBOARD_DEVELOPMENT=on, which `make run` sets.
 SWITCHBOARD_JWT_SECRET ?= switchboard-development-secret-not-for-production
 
-.PHONY: help venv lock services run token test unit chaos bench lint fmt schemas js-deps browser-deps deploy-tools
+.PHONY: help venv lock services run token test unit chaos chaos-cluster bench lint fmt schemas js-deps browser-deps deploy-tools
 
 help:
 	@echo "make run               start RabbitMQ/Redis/PostgreSQL if needed, then a router,"
@@ -26,6 +26,9 @@ help:
 	@echo "make unit              unit tests only (no services needed)"
 	@echo "make chaos             every fault scenario under the full load; prints the README's table"
 	@echo "                       (restarts the local RabbitMQ, Redis and PostgreSQL)"
+	@echo "make chaos-cluster     the scenarios on engines they start themselves, full load:"
+	@echo "                       Redis Sentinel, Redis Cluster, a RabbitMQ cluster, a PostgreSQL"
+	@echo "                       pair (the local services keep running)"
 	@echo "make bench             Switchboard against python-socketio, a websockets relay and raw"
 	@echo "                       aio-pika, 3 runs (~20 min); writes bench/RESULTS.md"
 	@echo "make deploy-tools      check kubectl (1.27+) and install promtool (Debian prometheus)"
@@ -103,6 +106,9 @@ unit: venv
 
 chaos: venv services
 	$(BIN)/python -m tests.chaos
+
+chaos-cluster: venv services
+	$(BIN)/python -m tests.chaos --own-engines
 
 bench: venv services
 	$(BIN)/python -m bench

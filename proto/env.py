@@ -19,6 +19,10 @@ named ``SWITCHBOARD_REDIS_MASTER`` through them, follows its failovers, and take
 database number and credentials from ``SWITCHBOARD_REDIS_URL``."""
 REDIS_MASTER = "SWITCHBOARD_REDIS_MASTER"
 """The name the Sentinels monitor the master under (``sentinel monitor <name> ...``)."""
+REDIS_CLUSTER = "SWITCHBOARD_REDIS_CLUSTER"
+"""``true``: Redis is a Redis Cluster and ``SWITCHBOARD_REDIS_URL`` one of its nodes (a seed:
+the router learns the others and which slots each serves from it); ``false`` (the default): one
+server, or the master that Sentinels name."""
 POSTGRES_DSN = "SWITCHBOARD_POSTGRES_DSN"
 NAMESPACE = "SWITCHBOARD_NAMESPACE"
 JWT_SECRET = "SWITCHBOARD_JWT_SECRET"
@@ -195,6 +199,18 @@ def url(environ: Mapping[str, str], name: str, default: str) -> str:
 def is_development(environ: Mapping[str, str]) -> bool:
     """``SWITCHBOARD_DEVELOPMENT``: ``on`` or ``off`` (the default)."""
     return choice(environ, DEVELOPMENT, ("on", "off"), "off") == "on"
+
+
+def switch(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """Return a yes-or-no variable: ``true`` or ``on``, ``false`` or ``off``; unset: ``default``."""
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("true", "on"):
+        return True
+    if raw in ("false", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {environ[name]!r}")
 
 
 def text_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:

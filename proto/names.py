@@ -41,11 +41,13 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
                               also bound to gateway.handover on <ns>.inbound: the copies a
                               gateway could not push, and its queue's expired deliveries
 
-Redis keys: ``<ns>:presence:<uid>`` (hash conn_id -> gateway_id), ``<ns>:gateway:<gateway_id>``
-(hash conn_id -> uid), ``<ns>:gateways`` (sorted set gateway_id -> last heartbeat, ms),
-``<ns>:dedup:<uid>:<window>`` (hash client_id -> mid of the first frame with that id, per dedup
-window), ``<ns>:dedup-api:<from>:<window>`` (the same for ``api.send``), group members and their
-versions (``group_key``, ``member_of_key``, ``group_version_key``, ``groups_loaded_key``).
+Redis keys: ``<ns>:presence:{<uid>}`` (hash conn_id -> gateway_id),
+``<ns>:gateway:{<gateway_id>}`` (hash conn_id -> uid), ``<ns>:gateways`` (sorted set
+gateway_id -> last heartbeat, ms), ``<ns>:dedup:{<uid>}:<window>`` (hash client_id -> mid of the
+first frame with that id, per dedup window), ``<ns>:dedup-api:{<from>}:<window>`` (the same for
+``api.send``), group members and their versions (``group_key``, ``member_of_key``,
+``group_version_key``, ``groups_loaded_key``). The braces are hash tags: every key of one uid,
+gateway, room or group is in one Redis Cluster slot (docs/architecture.md, "Presence in Redis").
 
 PostgreSQL: schema ``<ns>``, tables ``<ns>.undelivered``, ``<ns>.groups``, ``<ns>.group_members``;
 with history on also ``messages``, ``inbox``, ``inbox_heads`` and ``conversations``
@@ -161,6 +163,11 @@ dead-letter exchange with this header (and the item's routing key); the rest of 
 handled. A message refused whole is rejected, and the broker's ``x-death`` header says so."""
 
 
+GROUPS_TAG = "groups"
+"""The hash tag of the keys of a rebuild of the group members, which one script writes
+together (``groups_loaded_key``, ``groups_rebuild_key``, ``groups_pages_key``)."""
+
+
 def api_key(command: str) -> str:
     """The routing key of a backend command: ``api.<command>``."""
     return f"{API_KEY_PREFIX}{command}"
@@ -263,12 +270,22 @@ class Names:
     def gateway_queue(self, gateway_id: str) -> str:
         return f"{self.namespace}.gateway.{gateway_id}"
 
-    # Redis keys
+    # Redis keys. The part in braces is the key's hash tag (Redis Cluster specification,
+    # "Hash tags": https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/):
+    # on a Redis Cluster only it chooses the slot, so every key of one uid, one gateway, one room
+    # or one group is in one slot, and a script or transaction on them runs on one node. An
+    # identifier has no brace (proto/rules.py), so the tag is always the whole id. A key that no
+    # script or transaction shares with another (<ns>:gateways, <ns>:going-offline) has none.
     def presence_key(self, uid: str) -> str:
-        return f"{self.namespace}:presence:{uid}"
+        return f"{self.namespace}:presence:{{{uid}}}"
+
+    def offline_due_key(self, uid: str) -> str:
+        """When ``uid``'s ``user.offline`` is due (Unix ms): set when its last connection went,
+        deleted by its next first connection (a flap) or by the router that announces it."""
+        return f"{self.namespace}:offline-due:{{{uid}}}"
 
     def gateway_key(self, gateway_id: str) -> str:
-        return f"{self.namespace}:gateway:{gateway_id}"
+        return f"{self.namespace}:gateway:{{{gateway_id}}}"
 
     @property
     def gateways_key(self) -> str:
@@ -280,72 +297,82 @@ class Names:
         A uid has no ``:`` (``proto/rules.py``), so the key names one uid and one window, and
         the client id, a field, is never part of a key: no two (uid, id) pairs can meet.
         """
-        return f"{self.namespace}:dedup:{uid}:{window}"
+        return f"{self.namespace}:dedup:{{{uid}}}:{window}"
 
     def api_dedup_key(self, sender: str, window: int) -> str:
         """Like ``dedup_key``, for ``api.send``'s ids: backends have a keyspace of their own,
         so a user whose ``sub`` is ``system`` (``api.send``'s default ``from``) meets none."""
-        return f"{self.namespace}:dedup-api:{sender}:{window}"
+        return f"{self.namespace}:dedup-api:{{{sender}}}:{window}"
 
     def gateway_known_key(self, gateway_id: str) -> str:
         """Set by a gateway's heartbeat; missing while the gateway has connections means the
         routers lost its presence (Redis restarted empty, or it was swept) and ask it again."""
-        return f"{self.namespace}:gateway:{gateway_id}:known"
+        return f"{self.namespace}:gateway:{{{gateway_id}}}:known"
 
     def sweep_lock_key(self, gateway_id: str) -> str:
-        return f"{self.namespace}:sweep:{gateway_id}"
+        return f"{self.namespace}:sweep:{{{gateway_id}}}"
 
     def group_key(self, group: str) -> str:
         """Set of the group's member uids."""
-        return f"{self.namespace}:group:{group}"
+        return f"{self.namespace}:group:{{{group}}}"
 
     def group_version_key(self, group: str) -> str:
         """Hash uid -> the version of the group's change that last added or removed the uid:
         a change or a rebuild page is applied to a member only with a higher version."""
-        return f"{self.namespace}:group-version:{group}"
+        return f"{self.namespace}:group-version:{{{group}}}"
 
     @property
     def groups_loaded_key(self) -> str:
         """Set once Redis holds every group member (a rebuild finished, or a first start):
         missing after an empty restart, and routing of group messages waits for it."""
-        return f"{self.namespace}:groups-loaded"
+        return f"{self.namespace}:groups-loaded:{{{GROUPS_TAG}}}"
 
     @property
     def groups_rebuild_key(self) -> str:
         """Held (``SET NX PX``) by the router that asked the offline store for a rebuild."""
-        return f"{self.namespace}:groups-rebuild"
+        return f"{self.namespace}:groups-rebuild:{{{GROUPS_TAG}}}"
 
     def groups_pages_key(self, rebuild_id: str) -> str:
         """Set of the page indexes of a rebuild applied so far."""
-        return f"{self.namespace}:groups-pages:{rebuild_id}"
+        return f"{self.namespace}:groups-pages:{{{GROUPS_TAG}}}:{rebuild_id}"
 
     def room_key(self, room: str) -> str:
         """Hash gateway_id -> number of that gateway's connections in the room."""
-        return f"{self.namespace}:room:{room}"
+        return f"{self.namespace}:room:{{{room}}}"
 
     def room_members_key(self, room: str, gateway_id: str) -> str:
         """Set of the ids of a gateway's connections in a room. Its size is the gateway's count
-        in ``room_key``: a join or leave handled twice (a redelivered batch) changes nothing."""
-        return f"{self.namespace}:room-members:{gateway_id}:{room}"
+        in ``room_key`` (in the room's slot, beside it): a join or leave handled twice (a
+        redelivered batch) changes nothing."""
+        return f"{self.namespace}:room-members:{{{room}}}:{gateway_id}"
 
     def gateway_rooms_key(self, gateway_id: str) -> str:
-        """Set of the rooms with members on a gateway, to clean them when it dies."""
-        return f"{self.namespace}:gateway:{gateway_id}:rooms"
+        """Set of ``<room>:<conn_id>``, one per connection of the gateway in a room, to clean
+        the rooms when the gateway dies (in the gateway's slot: a join or a leave writes it
+        apart from the room's keys, and, one entry per connection, needs no count)."""
+        return f"{self.namespace}:gateway:{{{gateway_id}}}:rooms"
 
     def member_of_key(self, uid: str) -> str:
         """Set of the groups ``uid`` is a member of: the reverse of ``group_key``, kept beside it
         by ``api.group.add`` and ``api.group.remove``, read by the ``shared_group`` presence
         policy."""
-        return f"{self.namespace}:member-of:{uid}"
+        return f"{self.namespace}:member-of:{{{uid}}}"
+
+    def member_of_version_key(self, uid: str) -> str:
+        """Hash group -> the version of the change that last added ``uid`` to the group or
+        removed it: ``member_of_key`` is written only with a higher version (the group's own
+        versions are in another slot)."""
+        return f"{self.namespace}:member-of-version:{{{uid}}}"
 
     def rate_key(self, uid: str, window: int) -> str:
         """The cost of ``uid``'s frames (all gateways) in one window of the per-uid rate limit;
         ``window`` (a number, last) is the window's index since the epoch."""
-        return f"{self.namespace}:rate:{uid}:{window}"
+        return f"{self.namespace}:rate:{{{uid}}}:{window}"
 
     @property
     def going_offline_key(self) -> str:
-        """Sorted set uid -> when its ``user.offline`` event is due (debounce, Unix ms)."""
+        """Sorted set uid -> when its ``user.offline`` may be due (debounce, Unix ms): where the
+        routers look for due uids. ``offline_due_key`` says whether one is."""
         return f"{self.namespace}:going-offline"
 
     @property

@@ -14,8 +14,10 @@ ids in envelopes): 1 to ``MAX_ID_LENGTH`` characters, each an ASCII letter or di
 - It keeps the usual uids: e-mail addresses (``ann@example.com``, ``ann+test@example.com``),
   UUIDs, and the subjects identity providers mint (Auth0's ``auth0|5f7c...``, base64url ids
   with ``-`` and ``_``, padded ones with ``=``).
-- No ``:``: it separates the parts of every Redis key (``<ns>:presence:<uid>``,
-  ``<ns>:dedup:<uid>:<window>``), so a uid without one can never make another uid's key.
+- No ``:``: it separates the parts of every Redis key (``<ns>:presence:{<uid>}``,
+  ``<ns>:dedup:{<uid>}:<window>``), so a uid without one can never make another uid's key.
+- No ``{`` or ``}``: the id in braces is the key's hash tag, which places every key of one uid,
+  gateway, room or group in one Redis Cluster slot; a brace inside would cut the tag short.
 - No ``*``, ``?``, ``[`` or ``#``: glob and topic-pattern characters (Redis ``SCAN`` patterns,
   the ``rooms`` claim's globs, AMQP topic wildcards) could otherwise match more than the one name.
 - No space, no control character, no NUL, nothing outside ASCII: PostgreSQL ``text`` refuses NUL,

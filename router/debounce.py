@@ -5,14 +5,24 @@ debounced, so that a page reload (the last connection closes, a new one opens at
 publishes nothing:
 
 * when a uid's LAST connection goes (closed, kicked, or its gateway swept), nothing is
-  announced: the uid goes into ``<ns>:going-offline``, due ``SWITCHBOARD_PRESENCE_DEBOUNCE_S``
-  later (``offline_due_ms``);
-* when a uid's FIRST connection opens, the same script takes the uid out of that set: if it
-  was there, the uid only flapped and nothing is published, else routing.py publishes
-  ``user.online``;
-* a periodic task takes the due uids (``due_offline_request``); for each, the router whose
-  ``ZREM`` removed it (exactly one) publishes ``user.offline`` if the uid still has no
-  connection (``gone_offline``).
+  announced: the same script sets the uid's ``<ns>:offline-due:{<uid>}`` key to when its
+  event is due, ``SWITCHBOARD_PRESENCE_DEBOUNCE_S`` later (``offline_due_ms``), and the uid's
+  entry in ``<ns>:going-offline`` (where routers look for due uids) is written to at least
+  that time, moved on by every write: in the same script on one server, once Redis answered
+  the removal on a Redis Cluster;
+* when a uid's FIRST connection opens, the same script deletes that key: if it was there, the
+  uid only flapped and nothing is published, else routing.py publishes ``user.online``;
+* a periodic task reads the due entries (``due_offline_request``), then claims each uid
+  (``claim_requests``): the router whose script deletes its offline-due key, due by now,
+  publishes ``user.offline`` (exactly one) if the uid still has no connection
+  (``gone_offline``); then it drops the entries (``drop_requests``), each only if it was not
+  written again since it was read.
+
+The uid's own keys and the going-offline set may be on two nodes of a Redis Cluster (scripts.py),
+so no step spans both, and the order of the steps keeps every due key in the set: an entry is
+written after its key (or with it), and dropped only if no write came after its read, when the
+claim that followed the read saw the key (and took it, or found none), or saw a key due later
+(and left the entry).
 """
 
 from collections.abc import Iterable, Sequence
@@ -22,10 +32,12 @@ from proto.names import EVENT_USER_OFFLINE, Names
 from router.publications import Publication, event_publication
 from router.requests import (
     ClaimDueOffline,
+    DropDueOffline,
     ReadDueOffline,
 )
 from router.results import (
     DueClaim,
+    DueUids,
 )
 
 DUE_OFFLINE_PAGE = 500
@@ -42,11 +54,19 @@ def due_offline_request(now_ms: int) -> ReadDueOffline:
     return ReadDueOffline(now_ms, DUE_OFFLINE_PAGE)
 
 
-def claim_requests(due_uids: Sequence[str]) -> list[ClaimDueOffline]:
-    """Take each due uid out of the going-offline set (in one transaction: a first
-    connection opening between a uid's removal and its count would otherwise be announced
-    online and leave this uid's offline unannounced)."""
-    return [ClaimDueOffline(uid) for uid in due_uids]
+def claim_requests(due: DueUids, now_ms: int) -> list[ClaimDueOffline]:
+    """Claim each due uid's ``user.offline``."""
+    return [ClaimDueOffline(uid, now_ms) for uid in due.uids]
+
+
+def drop_requests(due: DueUids, claims: Sequence[DueClaim]) -> list[DropDueOffline]:
+    """Drop the entries read (unless written again since), but those of uids that left again
+    after them: theirs stay until their own time."""
+    return [
+        DropDueOffline(uid, due_ms)
+        for uid, due_ms, claim in zip(due.uids, due.due_ms, claims, strict=True)
+        if not claim.is_pending
+    ]
 
 
 def gone_offline(due_uids: Sequence[str], claims: Sequence[DueClaim]) -> list[str]:
@@ -54,10 +74,10 @@ def gone_offline(due_uids: Sequence[str], claims: Sequence[DueClaim]) -> list[st
 
     Args:
         due_uids: uids whose debounce is over.
-        claims: for each, whether this router's ``ZREM`` removed it from the
-            going-offline set (so no other router announces it, and it did not
-            come back meanwhile: a new first connection removes it as well), and how
-            many connections it holds now (read in the same transaction as the ``ZREM``).
+        claims: for each, whether this router's script deleted its offline-due key (so no
+            other router announces it, and it did not come back meanwhile: a new first
+            connection deletes it as well), and how many connections it holds now (read
+            in the same script).
     """
     return [
         uid

@@ -6,7 +6,8 @@ rebuild request after an empty Redis.
   ``{"ok": true}`` on the ``reply_to`` the store passed on. A send published after that reply
   finds the member.
 * ``GroupsPage`` (``store.groups``): a page of a rebuild, applied the same way and counted, in
-  one Redis transaction per page; the page that completes the rebuild marks the groups loaded.
+  one Redis transaction per page (on a Redis Cluster, counted once its writes are answered);
+  the page that completes the rebuild marks the groups loaded.
 
 This queue is consumed apart from the router's batches, which may wait for a rebuild
 (``GroupsNotLoaded``): a waiting batch never stands in front of the pages it waits for. A
@@ -46,7 +47,7 @@ from router.inbound import ReplyTo
 from router.presence import Presence
 from router.publications import Publication, reply_publication
 from router.requests import LockRebuild
-from router.results import Applied, Locked, PagesCounted, expect
+from router.results import Applied, Locked, PagesCounted, Result, expect
 from runtime.batch_loop import Backoff, ack_batch, log_batch_failed, requeue, settle
 
 log = structlog.get_logger()
@@ -149,9 +150,7 @@ class GroupApplier:
         changes = changes_requests([change for _, change in decoded.changes])
         await self._presence.execute(changes, operation="groups")
         for page in decoded.pages:
-            *applied, counted = await self._presence.execute(
-                page_requests(page), transaction=True, operation="groups"
-            )
+            *applied, counted = await self._apply_page(page)
             pages = expect(PagesCounted, counted)
             log.info(
                 "groups_page_applied",
@@ -178,6 +177,19 @@ class GroupApplier:
                 uids=len(change.uids),
                 version=change.version,
             )
+
+    async def _apply_page(self, page: GroupsPage) -> list[Result]:
+        """A page's writes and its count: in one transaction on one server (scripts.COUNT_PAGE
+        says why); on a Redis Cluster, which has none across slots, the count once the
+        writes are answered, so that a page is never counted before its members are in."""
+        requests = page_requests(page)
+        if not self._presence.is_cluster:
+            return await self._presence.execute(
+                requests, transaction=True, operation="groups"
+            )
+        *writes, count = requests
+        applied = await self._presence.execute(writes, operation="groups")
+        return [*applied, *await self._presence.execute([count], operation="groups")]
 
 
 def _decode_envelope(decode: Callable[[bytes], T], body: bytes) -> T:

@@ -8,10 +8,9 @@ replies with the function it returns. The scripts are in scripts.py, the decisio
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from proto.names import Names
 from router import scripts
+from router.redis_client import RedisPipeline
 from router.requests import ApplyMembers, CountPage, LockRebuild, ReadGroupsLoaded
 from router.results import Applied, GroupsLoaded, Locked, PagesCounted, Result
 
@@ -20,7 +19,7 @@ GroupRequest = ReadGroupsLoaded | LockRebuild | ApplyMembers | CountPage
 
 
 def queue_group_request(
-    pipeline: "Pipeline", names: Names, request: GroupRequest
+    pipeline: RedisPipeline, names: Names, request: GroupRequest
 ) -> Callable[[list[Any]], Result]:
     """Queue one group request's commands; return how to read their replies."""
     match request:
@@ -31,12 +30,28 @@ def queue_group_request(
             pipeline.set(names.groups_rebuild_key, "1", nx=True, px=lock_ms)
             return lambda replies: Locked(bool(replies[0]))
         case ApplyMembers(group=group, members=members):
-            keys = [names.group_key(group), names.group_version_key(group)]
-            keys += [names.member_of_key(uid) for uid, _, _ in members]
-            values: list[str | int] = [group]
+            # The group's side in its slot, then each member's side in the member's
+            # (scripts.py): each under its own versions, so both end alike.
+            values: list[str | int] = []
             for uid, version, is_member in members:
-                values += [uid, version, "1" if is_member else "0"]
-            pipeline.eval(scripts.APPLY_MEMBERS, len(keys), *keys, *values)
+                values += [uid, version, _flag(is_member)]
+            pipeline.eval(
+                scripts.APPLY_MEMBERS,
+                2,
+                names.group_key(group),
+                names.group_version_key(group),
+                *values,
+            )
+            for uid, version, is_member in members:
+                pipeline.eval(
+                    scripts.APPLY_MEMBERSHIPS,
+                    2,
+                    names.member_of_key(uid),
+                    names.member_of_version_key(uid),
+                    group,
+                    version,
+                    _flag(is_member),
+                )
             return lambda replies: Applied(int(replies[0]))
         case CountPage(rebuild_id, index, count, expire_ms):
             pipeline.eval(
@@ -50,3 +65,7 @@ def queue_group_request(
                 expire_ms,
             )
             return lambda replies: PagesCounted(int(replies[0]), count)
+
+
+def _flag(is_member: bool) -> str:
+    return "1" if is_member else "0"

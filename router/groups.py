@@ -1,15 +1,17 @@
 """Group membership in the router: the decisions about Redis's copy of the members.
 
 Pure: no I/O. The offline store owns the members (PostgreSQL); Redis holds a copy for routing
-(``<ns>:group:<group>``, the reverse ``<ns>:member-of:<uid>``), with the version of the change
-that last touched each member (``<ns>:group-version:<group>``). Decided here:
+(``<ns>:group:{<group>}``, the reverse ``<ns>:member-of:{<uid>}``), with the version of the
+change that last touched each member (``<ns>:group-version:{<group>}``, and on the uid's side
+``<ns>:member-of-version:{<uid>}``). Decided here:
 
 * what a ``GroupChanged`` or a ``GroupsPage`` writes: each member with its version, a uid once
-  (the highest version of it), group by group (``member_requests``); the Lua script
-  (``scripts.APPLY_MEMBERS``) writes a member only over a lower version, so that changes and
-  pages applied in any order, by any router, leave each member as its highest version says;
-* when the copy is missing (``<ns>:groups-loaded`` is not set: Redis restarted empty, or the
-  namespace is new): a router asks the store for a rebuild, under a lock
+  (the highest version of it), group by group (``member_requests``); the Lua scripts
+  (``scripts.APPLY_MEMBERS`` on the group's side, ``scripts.APPLY_MEMBERSHIPS`` on each
+  member's) write a member only over a lower version, so that changes and pages applied in
+  any order, by any router, leave each member as its highest version says;
+* when the copy is missing (``<ns>:groups-loaded:{groups}`` is not set: Redis restarted empty,
+  or the namespace is new): a router asks the store for a rebuild, under a lock
   (``should_ask_rebuild``), and a batch that reads members waits, its messages held
   (``must_wait``);
 * when a rebuild is over (``is_rebuild_complete``): every page of it applied.

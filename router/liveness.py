@@ -78,7 +78,8 @@ def sweep_requests(
     gateway_id: str, record: GatewayRecord, offline_due_ms: int
 ) -> list[Request]:
     """Remove a gateway's connections from presence (their uids going offline, due at
-    ``offline_due_ms``), then its rooms and its own keys."""
+    ``offline_due_ms``), then its rooms and its own keys (the last request, which sweeping.py
+    runs once the removals are done)."""
     removals: list[Request] = [
         RemoveConnection(uid, conn_id, gateway_id, offline_due_ms)
         for conn_id, uid in record.connections.items()

@@ -38,7 +38,8 @@ class RemoveConnection:
     """Take a connection out of presence, and out of its rooms -> ``Written``.
 
     A uid left without a connection is going offline, its ``user.offline`` due at
-    ``offline_due_ms`` (debounce.py)."""
+    ``offline_due_ms`` (debounce.py). Its entry in the going-offline set is written once Redis
+    answered the removal (presence.py: a second round trip, only for such a uid)."""
 
     uid: str
     conn_id: str
@@ -166,7 +167,7 @@ class ReadGateways:
 
 @dataclass(frozen=True, slots=True)
 class ReadGroupsLoaded:
-    """Read whether Redis holds every group member (``<ns>:groups-loaded``) ->
+    """Read whether Redis holds every group member (``<ns>:groups-loaded:{groups}``) ->
     ``GroupsLoaded``."""
 
 
@@ -256,10 +257,20 @@ class ReadDueOffline:
 
 @dataclass(frozen=True, slots=True)
 class ClaimDueOffline:
-    """Take a due uid out of the going-offline set, and count its connections now ->
-    ``DueClaim``."""
+    """Claim a uid's ``user.offline`` if it is due by ``now_ms`` (its offline-due key, deleted
+    by one router only), and count its connections now -> ``DueClaim``."""
 
     uid: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropDueOffline:
+    """Take a uid out of the going-offline set, unless its entry moved from ``due_ms`` (a later
+    removal wrote it again) -> ``Written``."""
+
+    uid: str
+    due_ms: int
 
 
 Request = (
@@ -286,5 +297,6 @@ Request = (
     | ForgetGateway
     | ReadDueOffline
     | ClaimDueOffline
+    | DropDueOffline
 )
 """Everything the router asks of Redis."""

@@ -16,6 +16,7 @@ from router.requests import (
     CountInRoom,
     CountOutOfRoom,
     CountPage,
+    DropDueOffline,
     ForgetGateway,
     LockRebuild,
     LockSweep,
@@ -38,7 +39,7 @@ from router.requests import (
 
 @dataclass(frozen=True, slots=True)
 class PresenceEntry:
-    """One connection of a uid: an entry of ``<ns>:presence:<uid>`` (conn_id -> gateway_id)."""
+    """One connection of a uid: an entry of ``<ns>:presence:{<uid>}`` (conn_id -> gateway_id)."""
 
     conn_id: str
     gateway_id: str
@@ -162,14 +163,19 @@ class GatewayRecord:
 @dataclass(frozen=True, slots=True)
 class DueUids:
     uids: tuple[str, ...]
+    due_ms: tuple[int, ...]
+    """When each one's entry in the going-offline set falls due, in the same order."""
 
 
 @dataclass(frozen=True, slots=True)
 class DueClaim:
     was_claimed: bool
-    """This router's removal took the uid out of the going-offline set."""
+    """This router deleted the uid's offline-due key: it announces the uid offline."""
     connection_count: int
-    """The connections the uid holds now (read in the same transaction)."""
+    """The connections the uid holds now (read in the same script)."""
+    is_pending: bool = False
+    """The uid has an offline-due key due later (it left again since its entry was
+    written): its entry stays for then."""
 
 
 Result = (
@@ -217,6 +223,7 @@ RESULT_OF: Mapping[type[Request], type[Result]] = {
     ForgetGateway: Written,
     ReadDueOffline: DueUids,
     ClaimDueOffline: DueClaim,
+    DropDueOffline: Written,
 }
 """The type of the result each request gets back."""
 

@@ -22,6 +22,8 @@ class Settings(ServiceSettings):
     """Where the Redis Sentinels listen; empty: ``redis_url`` is the server itself."""
     redis_master: str = ""
     """The master's name at the Sentinels (with ``redis_sentinels`` only)."""
+    redis_cluster: bool = False
+    """Redis is a Redis Cluster, ``redis_url`` one of its nodes (a seed)."""
     batch_max: int
     """Most envelopes routed with one Redis pipeline and one round of publishes."""
     dedup_ttl_s: int
@@ -54,7 +56,7 @@ class Settings(ServiceSettings):
             **shared.service_fields(environ),
             retry_backoff_max_s=shared.retry_backoff_max_s(environ),
             redis_url=env.url(environ, env.REDIS_URL, env.DEFAULT_REDIS_URL),
-            **redis_sentinel_fields(environ),
+            **redis_topology_fields(environ),
             batch_max=env.integer(environ, env.BATCH_MAX, default=500, minimum=1),
             dedup_ttl_s=env.integer(environ, env.DEDUP_TTL_S, default=600, minimum=1),
             gateway_ttl_s=env.seconds(environ, env.GATEWAY_TTL_S, default=15.0),
@@ -88,8 +90,9 @@ class Settings(ServiceSettings):
         )
 
 
-def redis_sentinel_fields(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``SWITCHBOARD_REDIS_SENTINELS`` and ``SWITCHBOARD_REDIS_MASTER``: both or neither."""
+def redis_topology_fields(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SWITCHBOARD_REDIS_SENTINELS`` and ``SWITCHBOARD_REDIS_MASTER``: both or neither;
+    ``SWITCHBOARD_REDIS_CLUSTER``: not with them (a Redis Cluster fails over by itself)."""
     sentinels = env.host_ports(environ, env.REDIS_SENTINELS)
     master = environ.get(env.REDIS_MASTER, "")
     if bool(sentinels) != bool(master):
@@ -97,4 +100,14 @@ def redis_sentinel_fields(environ: Mapping[str, str]) -> dict[str, Any]:
             f"{env.REDIS_SENTINELS} and {env.REDIS_MASTER} go together: "
             "set both (Redis through Sentinel) or neither"
         )
-    return {"redis_sentinels": sentinels, "redis_master": master}
+    is_cluster = env.switch(environ, env.REDIS_CLUSTER)
+    if is_cluster and sentinels:
+        raise SettingsError(
+            f"{env.REDIS_CLUSTER}=true and {env.REDIS_SENTINELS} exclude each other: "
+            "a Redis Cluster fails over without Sentinels"
+        )
+    return {
+        "redis_sentinels": sentinels,
+        "redis_master": master,
+        "redis_cluster": is_cluster,
+    }

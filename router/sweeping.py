@@ -104,7 +104,9 @@ class Sweeper:
         if not is_to_sweep(record.last_seen_ms, stale_before_ms):
             return None  # swept by another router already, or alive again
         due_ms = offline_due_ms(now_ms(), self._debounce_ms)
-        await self._presence.execute(
-            sweep_requests(gateway_id, record, due_ms), operation="sweep"
-        )
+        *removals, forget = sweep_requests(gateway_id, record, due_ms)
+        # The gateway's record goes last, once every removal is done (their going-offline
+        # entries written): a sweep that fails before finds it again next time.
+        await self._presence.execute(removals, operation="sweep")
+        await self._presence.execute([forget], operation="sweep")
         return len(record.connections), len(record.rooms)

@@ -1,7 +1,12 @@
-"""``python -m tests.chaos [name-substring ...]``: run the scenarios with the full load.
+"""``python -m tests.chaos [--own-engines] [name-substring ...]``: run the scenarios with the
+full load.
 
-Prints the markdown table of the README's "Reliability" section; exits 1 when any scenario lost
-a message (or misrouted one, or broke the mid order), 2 when one could not run.
+Without a name, every scenario; with names, those whose name contains one of them.
+``--own-engines`` keeps the scenarios that start engines of their own (a Redis Sentinel set, a
+Redis Cluster, a RabbitMQ cluster, a PostgreSQL pair: ``make chaos-cluster``), which leave the
+machine's services running. Prints the markdown table of the README's "Reliability" section;
+exits 1 when any scenario lost a message (or misrouted one, or broke the mid order), 2 when one
+could not run.
 """
 
 import asyncio
@@ -17,11 +22,19 @@ from tests.chaos.scenarios import SCENARIOS, run_scenario
 FULL_LOAD = LoadShape(users=20, rate_per_user=2.0, warmup_s=10.0, after_s=15.0)
 
 
-async def main(selected: list[str]) -> int:
+OWN_ENGINES = "--own-engines"
+
+
+async def main(arguments: list[str]) -> int:
     reports: list[Report] = []
     is_lost = is_skipped = False
+    is_own_only = OWN_ENGINES in arguments
+    selected = [argument for argument in arguments if argument != OWN_ENGINES]
     chosen = [
-        s for s in SCENARIOS if not selected or any(n in s.name for n in selected)
+        s
+        for s in SCENARIOS
+        if (not selected or any(n in s.name for n in selected))
+        and (not is_own_only or s.own_backing is not None)
     ]
     if not chosen:
         known = ", ".join(scenario.name for scenario in SCENARIOS)

@@ -15,10 +15,11 @@ from typing import Protocol
 from proto import env
 from tests.chaos import faults
 from tests.chaos.checker import Report, report
-from tests.chaos.load import Load, LoadShape, Probes, members
+from tests.chaos.load import Load, LoadShape, Probes, members, uid_of
 from tests.support.api import open_backend
 from tests.support.postgres_pair import PostgresPair
 from tests.support.rabbitmq_cluster import RabbitMQCluster
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_sentinel import RedisSentinels
 from tests.support.stack import Stack, new_namespace
 
@@ -52,7 +53,8 @@ Inject = Callable[[Run], Awaitable[None]]
 
 
 class OwnBacking(Protocol):
-    """A backing service a scenario starts for itself (RedisSentinels, PostgresPair)."""
+    """A backing service a scenario starts for itself (RedisSentinels, PostgresPair,
+    RabbitMQCluster, RedisCluster)."""
 
     def settings(self) -> dict[str, str]: ...
 
@@ -196,6 +198,34 @@ async def rabbitmq_cluster_nodes_lost(run: Run) -> None:
     run.repaired()
 
 
+def busy_key(run: Run) -> str:
+    """A key of the first user of the load, who sends and receives all along: its slot is
+    the one the Redis Cluster scenarios fail."""
+    return run.stack.names.presence_key(uid_of(0))
+
+
+async def redis_cluster_failover(run: Run) -> None:
+    cluster = run.backing
+    assert isinstance(cluster, RedisCluster)
+    key = busy_key(run)
+    run.fault()
+    killed = await cluster.kill_master(key)
+    await cluster.wait_for_failover(key, killed)
+    await cluster.restart(killed.port)  # empty; the cluster makes it a replica
+    await cluster.wait_until_whole(RECOVERY_WITHIN_S)
+    run.repaired()
+
+
+async def redis_cluster_reshard(run: Run) -> None:
+    cluster = run.backing
+    assert isinstance(cluster, RedisCluster)
+    source = await cluster.owner_of(busy_key(run))
+    target = next(master for master in await cluster.masters() if master != source)
+    run.fault()
+    await cluster.reshard(source, target)
+    run.repaired()
+
+
 async def postgres_primary_switch(run: Run) -> None:
     pair = run.backing
     assert isinstance(pair, PostgresPair)
@@ -252,6 +282,18 @@ SCENARIOS = (
         "PostgreSQL primary crash, synchronous standby promoted",
         postgres_primary_switch,
         own_backing=PostgresPair,
+    ),
+    Scenario(
+        "Redis Cluster of 3 masters with a replica each: SIGKILL the master of a busy "
+        "uid's slot, its replica promoted",
+        redis_cluster_failover,
+        own_backing=RedisCluster,
+    ),
+    Scenario(
+        "Redis Cluster of 3 masters with a replica each: every slot of a busy uid's "
+        "master resharded to another master",
+        redis_cluster_reshard,
+        own_backing=RedisCluster,
     ),
 )
 

@@ -7,10 +7,12 @@ from proto.names import EVENT_USER_OFFLINE, Names
 from router import debounce
 from router.requests import (
     ClaimDueOffline,
+    DropDueOffline,
     ReadDueOffline,
 )
 from router.results import (
     DueClaim,
+    DueUids,
 )
 
 NAMES = Names("tunit")
@@ -25,9 +27,23 @@ def test_due_uids_are_read_a_page_at_a_time_and_claimed_each() -> None:
     assert debounce.due_offline_request(NOW_MS) == ReadDueOffline(
         NOW_MS, debounce.DUE_OFFLINE_PAGE
     )
-    assert debounce.claim_requests(["a", "b"]) == [
-        ClaimDueOffline("a"),
-        ClaimDueOffline("b"),
+    due = DueUids(("a", "b"), (NOW_MS - 5, NOW_MS))
+    assert debounce.claim_requests(due, NOW_MS) == [
+        ClaimDueOffline("a", NOW_MS),
+        ClaimDueOffline("b", NOW_MS),
+    ]
+
+
+def test_entries_are_dropped_at_the_time_read_but_those_due_later() -> None:
+    due = DueUids(("a", "b", "c"), (NOW_MS - 5, NOW_MS - 3, NOW_MS))
+    claims = [
+        DueClaim(was_claimed=True, connection_count=0),
+        DueClaim(was_claimed=False, connection_count=0, is_pending=True),  # left again
+        DueClaim(was_claimed=False, connection_count=1),  # came back: nothing due
+    ]
+    assert debounce.drop_requests(due, claims) == [
+        DropDueOffline("a", NOW_MS - 5),
+        DropDueOffline("c", NOW_MS),
     ]
 
 

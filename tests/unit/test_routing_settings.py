@@ -98,3 +98,28 @@ def test_redis_through_sentinels() -> None:
 def test_sentinel_settings_are_complete_or_refused(environ: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="SWITCHBOARD_REDIS_"):
         Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("value", "is_cluster"),
+    [("", False), ("true", True), ("on", True), ("TRUE", True), ("false", False)],
+)
+def test_redis_cluster(value: str, is_cluster: bool) -> None:
+    settings = Settings.from_env({env.REDIS_CLUSTER: value})
+    assert settings.redis_cluster is is_cluster
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {env.REDIS_CLUSTER: "yes"},
+        {
+            env.REDIS_CLUSTER: "true",
+            env.REDIS_SENTINELS: "10.0.0.1:26379",
+            env.REDIS_MASTER: "switchboard",
+        },
+    ],
+)
+def test_redis_cluster_settings_are_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=env.REDIS_CLUSTER):
+        Settings.from_env(environ)
