@@ -120,6 +120,14 @@ class Bus:
         """Send a delivery to one gateway's queue; returns once the broker confirmed."""
         await self._publisher.publish(self._names.deliveries_exchange, gateway_id, body)
 
+    async def publish_answer(self, gateway_id: str, body: bytes) -> None:
+        """Send a query's answer to one gateway's queue, not persistent: a broker that
+        restarts loses it, and the client asks again (its page is read again, nothing else is
+        lost). The broker confirms it without writing it to disk."""
+        await self._publisher.publish(
+            self._names.deliveries_exchange, gateway_id, body, persistent=False
+        )
+
     async def publish_receipts(self, body: bytes) -> None:
         """Hand the routers committed read markers (``Receipts``) to deliver; returns once
         the broker confirmed."""
