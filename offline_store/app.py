@@ -193,8 +193,9 @@ async def main(settings: Settings) -> None:
             for task in pending:
                 log.warning("shutdown_timed_out", service=SERVICE)
                 task.cancel()
+            # The kept reading connections go back before the pool closes.
+            await sync_tables.held.close()
             if history is not None:
-                # The kept reading connections go back before the pool closes.
                 await history.close()
     log.info("service_stopped", service=SERVICE)
 
