@@ -42,10 +42,12 @@ class QueryTables:
     four statements per page, a third of the store's time per page).
     """
 
-    def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, names: Names, readers: int = READERS
+    ) -> None:
         self._pool = pool
         self._readers: asyncio.Queue[HeldConnection] = asyncio.Queue()
-        self._all_readers = [HeldConnection(pool) for _ in range(READERS)]
+        self._all_readers = [HeldConnection(pool) for _ in range(readers)]
         for reader in self._all_readers:
             self._readers.put_nowait(reader)
         self._sweep_lock = names.conversation_expired_table
