@@ -48,10 +48,9 @@ class Performer:
         A ``send`` is pipelined: it joins the bus's next ``Batch`` at once, and the reader goes on
         while up to ``SENDS_IN_FLIGHT`` sends wait for their confirms (each answered by a task of
         the connection's group, in order, since ``Batch``es are confirmed in order). Acks of stored
-        messages go to the offline store the same way, in any order, gathered
-        (``_queue_acks``). Other frames wait for
-        their confirm before the next frame is read: a join, say, must be recorded before a
-        room send that follows it is checked.
+        messages go to the offline store the same way, in any order, gathered (``_queue_acks``).
+        Other frames wait for their confirm before the next frame is read: a join, say, must be
+        recorded before a room send that follows it is checked.
         """
         for effect in effects:
             match effect:

@@ -239,9 +239,8 @@ class Syncs:
                     self._push_frame(connection, frames.encode(frames.Synced(seq=seq)))
                     log.info("synced", conn_id=connection.session.conn_id, seq=seq)
                 case AskWindow():
-                    state.wants_window = (
-                        True  # the caller carries it out (continue_sync)
-                    )
+                    # Carried out by the caller, in continue_sync.
+                    state.wants_window = True
                 case WatchGap():
                     if not state.is_watching_gap:
                         state.is_watching_gap = True

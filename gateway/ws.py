@@ -72,7 +72,7 @@ class TrackedConnection(ServerConnection):
             if data:
                 continue
             if index > start:
-                self.transport.write(b"".join(chunks[start:index]))
+                self.transport.write(_joined(chunks[start:index]))
             start = index + 1
             # Half-close the TCP connection when possible (no TLS), else close it.
             if self.transport.can_write_eof():
@@ -82,7 +82,12 @@ class TrackedConnection(ServerConnection):
             else:
                 self.transport.close()
         if len(chunks) > start:
-            self.transport.write(b"".join(chunks[start:]))
+            self.transport.write(_joined(chunks[start:]))
+
+
+def _joined(chunks: list[bytes]) -> bytes:
+    """One bytes of several (a lone chunk as it is, not copied)."""
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def now_ms() -> int:
