@@ -5,7 +5,9 @@ the inbound exchange with ``router.inbox``, persistent, mandatory and confirmed,
 ``Heads`` reads ``<ns>.inbox_heads``: the store raises a uid's head in the transaction that
 writes its entries, so the sum of the heads is the number of entries committed, read from a
 table of one row per uid. ``sink`` stands for the gateway that the online uids are connected to:
-a queue that takes the store's deliveries and keeps only the last few.
+a queue that takes the store's deliveries and keeps only the last few. ``offline_events`` counts
+the ``message.offline`` events: the store announces the entries kept for uids without a
+connection after their commit, and a batch is done once they are confirmed.
 """
 
 import asyncio
@@ -18,7 +20,7 @@ import aio_pika
 import asyncpg
 
 from proto.env import DEFAULT_AMQP_URL
-from proto.names import KEY_INBOX, Names
+from proto.names import EVENT_MESSAGE_OFFLINE, KEY_INBOX, Names
 from tests.support.stack import Stack
 
 PUBLISHES_IN_FLIGHT = 8
@@ -73,6 +75,47 @@ async def sink(stack: Stack) -> AsyncIterator[str]:
         )
         await queue.bind(names.deliveries_exchange, gateway_id)
     yield gateway_id
+
+
+class OfflineEvents:
+    """The ``message.offline`` events of one namespace, counted as they come."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = asyncio.Event()
+
+    def on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.count += 1
+        self._changed.set()
+
+    async def wait_for(self, expected: int, within_s: float) -> int:
+        """Wait until ``expected`` events came; return the count (less when time ran out)."""
+        try:
+            async with asyncio.timeout(within_s):
+                while self.count < expected:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return self.count
+
+
+@contextlib.asynccontextmanager
+async def offline_events(names: Names) -> AsyncIterator[OfflineEvents]:
+    """Count the namespace's ``message.offline`` events from now on, on a queue of the
+    bench's own that goes with its connection."""
+    events = OfflineEvents()
+    connection = await aio_pika.connect(DEFAULT_AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(names.events_exchange, EVENT_MESSAGE_OFFLINE)
+
+        async def counted(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            events.on_event(message)
+
+        await queue.consume(counted, no_ack=True)
+        yield events
 
 
 class Heads:

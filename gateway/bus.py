@@ -1,8 +1,8 @@
 """The gateway's RabbitMQ side: publish frames to the inbound exchange, consume its own queue.
 
-A gateway talks to RabbitMQ only. Publishes are persistent, mandatory and confirmed; the channel
-raises when the broker returns or nacks a message, so a caller that gets no exception knows the
-broker holds it.
+A gateway talks to RabbitMQ only. Publishes are persistent (but for queries), mandatory and
+confirmed; the channel raises when the broker returns or nacks a message, so a caller that gets
+no exception knows the broker holds it.
 
 Envelopes for the router travel coalesced in ``Batch`` envelopes (routing key ``gateway.batch``),
 acks of stored messages for the offline store in ``Batch``es of their own (``gateway.acks``):
@@ -25,12 +25,18 @@ from proto.names import (
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_BATCH,
+    KEY_CONVERSATIONS,
+    KEY_HISTORY,
 )
 from proto.topology import Topology, gateway_topology, shared_topology, store_paths
 from runtime.bus import Broker, Consumer, OnMessage, open_broker
 from runtime.shutdown import stop_if_cancelled
 
 log = structlog.get_logger()
+
+QUERY_KEYS = frozenset((KEY_HISTORY, KEY_CONVERSATIONS))
+"""Reads, published not persistent: a broker that restarts loses them, and their clients ask
+again (the store answers a query, it changes nothing). Confirmed at once, not after a write."""
 
 
 class Bus:
@@ -76,7 +82,11 @@ class Bus:
             return
         observability.count_publish(routing_key)
         await self._publisher.publish(
-            self._names.inbound_exchange, routing_key, body, message_id=mid
+            self._names.inbound_exchange,
+            routing_key,
+            body,
+            message_id=mid,
+            persistent=routing_key not in QUERY_KEYS,
         )
 
     def submit_inbound(self, routing_key: str, body: bytes) -> asyncio.Future[None]:

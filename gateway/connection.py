@@ -74,6 +74,23 @@ class Outbox:
             self._items = None
         return item
 
+    def pop_frames(self, most: int, most_bytes: int) -> list[bytes | Delivered]:
+        """The oldest frames, up to ``most`` of them and about ``most_bytes`` (at least one),
+        stopping before a close request; empty when none waits before it."""
+        frames: list[bytes | Delivered] = []
+        items = self._items
+        size = 0
+        while items and len(frames) < most and size < most_bytes:
+            item = items[0]
+            if isinstance(item, CloseRequest):
+                break
+            items.popleft()
+            frames.append(item)
+            size += len(item.frame if isinstance(item, Delivered) else item)
+        if items is not None and not items:
+            self._items = None
+        return frames
+
     def __bool__(self) -> bool:
         return self._items is not None
 
@@ -107,6 +124,11 @@ class Connection:
     registration: asyncio.Future[None] | None = None
     """From ``init`` until the router's ``ready`` (or its refusal, a close): the reader reads
     no frame meanwhile, so a connection over the uid's connection cap sends nothing."""
+    acks_waiting: list[str] | None = None
+    """Acknowledged mids for the offline store that no forwarder has taken yet
+    (``perform.Performer``); None until the first."""
+    ack_forwarders: int = 0
+    """Forwarders of acks running for this connection (one, unless the broker is slow)."""
 
     def __post_init__(self) -> None:
         self.account = Account(self.session)

@@ -255,10 +255,13 @@ def count_delivery(delivery: envelopes.Delivery, now_ms: int) -> None:
 
     The latency runs from the mid's time (when a gateway or router accepted the message) to
     now, just before the push. Replayed messages (``stored``) are left out: their age is their
-    wait in the offline store, not a delivery time. So are ``advance`` items (history on): the
-    sender's own message, which is not pushed; observed, each message would count twice.
+    wait in the offline store, not a delivery time. So are the entries of a sync window (history
+    on), for the same reason, and ``advance`` items: the sender's own message, which is not
+    pushed; observed, each message would count twice.
     """
     DELIVERIES.inc()
+    if delivery.sync is not None:
+        return  # a window of up to a page of old entries: no time to observe, nor to spend
     for item in delivery.items:
         # A mid made by another producer may not carry a time: it is not observed.
         if not item.stored and not item.advance and MID_PATTERN.fullmatch(item.mid):

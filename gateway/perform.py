@@ -23,10 +23,14 @@ from gateway.effects import (
     Reply,
 )
 from gateway.hub import Hub
+from proto import frames
 from proto.codes import CloseCode, ErrorCode
 from proto.names import KEY_CONN_OPENED, KEY_SEND
 
 log = structlog.get_logger()
+
+MAX_FORWARDED_ACKS = frames.MAX_ACK_MIDS
+"""Mids in one ``Acked`` for the offline store: as many as one ``ack`` frame may carry."""
 
 
 class Performer:
@@ -44,9 +48,9 @@ class Performer:
         A ``send`` is pipelined: it joins the bus's next ``Batch`` at once, and the reader goes on
         while up to ``SENDS_IN_FLIGHT`` sends wait for their confirms (each answered by a task of
         the connection's group, in order, since ``Batch``es are confirmed in order). Acks of stored
-        messages go to the offline store the same way, in any order. Other frames wait for
-        their confirm before the next frame is read: a join, say, must be recorded before a
-        room send that follows it is checked.
+        messages go to the offline store the same way, in any order, gathered (``_queue_acks``).
+        Other frames wait for their confirm before the next frame is read: a join, say, must be
+        recorded before a room send that follows it is checked.
         """
         for effect in effects:
             match effect:
@@ -82,13 +86,7 @@ class Performer:
                 case Acknowledge():
                     elsewhere = await self._hub.on_client_ack(connection, effect.mids)
                     if elsewhere:
-                        # Acks of stored messages, for the offline store: in any order.
-                        await connection.sending.acquire()
-                        tasks.create_task(
-                            self._forward_acks(
-                                connection, connection.session.acked_envelope(elsewhere)
-                            )
-                        )
+                        await self._queue_acks(connection, elsewhere, tasks)
                 case Close():
                     log.info("connection_refused", code=effect.reason)
                     connection.request_close(effect.code, effect.reason)
@@ -107,10 +105,37 @@ class Performer:
         finally:
             connection.sending.release()
 
-    async def _forward_acks(self, connection: Connection, publish: Publish) -> None:
+    async def _queue_acks(
+        self, connection: Connection, mids: list[str], tasks: asyncio.TaskGroup
+    ) -> None:
+        """Acks of stored messages, for the offline store, in any order: they join the mids
+        that wait for the connection's forwarder, which takes all that wait at each publish
+        (one ``Acked`` for many acks, where a client acks each message alone). Another
+        forwarder starts only when none runs, or when ``MAX_FORWARDED_ACKS`` wait: each holds
+        one of the connection's ``SENDS_IN_FLIGHT``, so a client whose acks outrun the broker
+        is read no further."""
+        if connection.acks_waiting is None:
+            connection.acks_waiting = []
+        connection.acks_waiting.extend(mids)
+        if (
+            connection.ack_forwarders
+            and len(connection.acks_waiting) < MAX_FORWARDED_ACKS
+        ):
+            return  # the running forwarder takes them at its next publish
+        await connection.sending.acquire()
+        connection.ack_forwarders += 1
+        tasks.create_task(self._forward_acks(connection))
+
+    async def _forward_acks(self, connection: Connection) -> None:
+        """Publish the acks that wait, ``MAX_FORWARDED_ACKS`` at most in each ``Acked``, until
+        none waits."""
         try:
-            await self._publish(connection, publish)
+            while connection.acks_waiting:
+                mids = connection.acks_waiting[:MAX_FORWARDED_ACKS]
+                del connection.acks_waiting[:MAX_FORWARDED_ACKS]
+                await self._publish(connection, connection.session.acked_envelope(mids))
         finally:
+            connection.ack_forwarders -= 1
             connection.sending.release()
 
     async def _publish(self, connection: Connection, publish: Publish) -> None:

@@ -99,8 +99,9 @@ class Settings(ServiceSettings):
     sync_window: int = DEFAULT_SYNC_WINDOW
     """History on: messages a connection may leave unacknowledged until ``synced``. Sync
     entries pin no AMQP delivery (history keeps them), so the cap that protects the prefetch
-    does not apply; larger windows take fewer round trips to the store. At most half of
-    ``outbox_frames``, so that a window never fills the outbox of a client that reads."""
+    does not apply; larger windows take fewer round trips to the store. The gateway keeps as
+    many entries ahead (``syncing.py``). At most half of ``outbox_frames``, so that a window
+    never fills the outbox of a client that reads."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":

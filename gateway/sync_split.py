@@ -9,7 +9,7 @@ handed to the offline store: history keeps them. Replayed rows of the undelivere
 Everything else (``ready``, ``sent``, errors, room and broadcast frames) takes today's path.
 """
 
-from collections.abc import Container, Sequence
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import msgspec
@@ -83,23 +83,54 @@ def split_sync(delivery: Delivery, syncing: Container[str]) -> SyncSplit:
     return SyncSplit(rest, live)
 
 
-def fit_window(
-    entries: Sequence[Entry], to_seq: int, more: bool, free: int, cursor: int
-) -> tuple[list[Entry], int, bool]:
-    """A window cut to what the connection may still take (its cap of unacknowledged
-    messages): the entries past ``free`` are left for the next window, asked from the cursor.
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """Entries of the store's windows that a syncing connection has no room for yet: the
+    gateway keeps them and hands them to the cursor as the client acknowledges, instead of
+    reading them again. They are what the store read of ``(cursor, to_seq]``."""
+
+    entries: list[Entry]
+    to_seq: int
+    """How far the windows they came in reach."""
+    more: bool
+    """Whether entries follow ``to_seq`` in this sync."""
+
+
+def with_window(
+    ahead: Ahead | None, entries: list[Entry], to_seq: int, more: bool
+) -> Ahead:
+    """What is kept ahead once a window of the store came (``entries`` in ``seq`` order, all
+    the inbox kept of the window's range).
+
+    A window asked for the entries after the ones kept goes after them; one that reaches no
+    further (a request answered twice) brings nothing new.
+    """
+    if ahead is None:
+        return Ahead(entries, to_seq, more)
+    if to_seq <= ahead.to_seq:
+        return ahead
+    later = [entry for entry in entries if entry.seq > ahead.to_seq]
+    return Ahead(ahead.entries + later, to_seq, more)
+
+
+def take_ahead(
+    ahead: Ahead, free: int, cursor: int
+) -> tuple[list[Entry], int, bool, Ahead | None]:
+    """The part of the entries kept ahead that the connection may take now (its cap of
+    unacknowledged messages), as a window for the cursor, and what stays ahead.
 
     Args:
-        entries: the window's entries, in ``seq`` order.
-        to_seq: how far the window reaches; more: whether entries follow it.
+        ahead: the entries kept, in ``seq`` order.
         free: messages the connection may still take.
         cursor: the connection's cursor: entries at or below it are pushed already.
 
     Returns:
-        The entries to hand the cursor, how far they reach and whether more follows.
+        The entries to hand the cursor, how far they reach, whether more follows, and what
+        stays ahead (None: nothing; the cursor gets the windows' own end).
     """
-    fresh = [entry for entry in entries if entry.seq > cursor]
+    fresh = [entry for entry in ahead.entries if entry.seq > cursor]
     if len(fresh) <= free:
-        return fresh, to_seq, more
+        return fresh, ahead.to_seq, ahead.more, None
     kept = fresh[: max(free, 0)]
-    return kept, kept[-1].seq if kept else cursor, True
+    reach = kept[-1].seq if kept else cursor
+    return kept, reach, True, Ahead(fresh[len(kept) :], ahead.to_seq, ahead.more)

@@ -8,12 +8,14 @@ watch, and this module carries it out:
 * a push is queued on the connection and counts against its cap of unacknowledged messages
   (held in the ledger like a replayed row: never handed over, its ack goes on to the store,
   which deletes the uid's undelivered row as for any ack);
-* a window is asked for (``gateway.sync``, from the cursor) once the client has acknowledged
-  half of what the connection may hold, as replay windows are paced; a window that brings more
-  than the connection may take is cut (``sync_split.fit_window``) and the rest asked again.
-  Until ``synced`` a connection may hold ``window`` messages (``SWITCHBOARD_SYNC_WINDOW``),
-  after it ``max_unacked`` as any: sync entries pin no AMQP delivery, and a larger window
-  takes fewer round trips to the store;
+* the store's windows are kept ahead of the cursor (``sync_split.Ahead``): the cursor gets
+  what the connection has room for, and the rest once the client has acknowledged half of
+  what the connection may hold, as replay windows are paced. The next window is asked
+  (``gateway.sync``) as soon as no more than half of that is kept ahead, from where the entries
+  kept end: it comes while the client acknowledges, and the store's round trip is not waited
+  for between windows. Until ``synced`` a connection may hold ``window`` messages
+  (``SWITCHBOARD_SYNC_WINDOW``) and keep as many ahead, after it ``max_unacked`` as any: sync
+  entries pin no AMQP delivery, and a larger window takes fewer round trips to the store;
 * a live copy that finds the connection at its cap is not taken: a window brings it later;
 * a gap after ``synced`` is watched for ``SWITCHBOARD_SYNC_GAP_WAIT_S``, then a window is asked.
 """
@@ -31,7 +33,7 @@ from gateway.bus import Bus
 from gateway.connection import Connection
 from gateway.cursor import AskWindow, Effect, Entry, Push, SyncCursor, Synced, WatchGap
 from gateway.handover import RETRY_S
-from gateway.sync_split import SyncSplit, fit_window
+from gateway.sync_split import Ahead, SyncSplit, take_ahead, with_window
 from proto import frames
 from proto.codes import CloseCode
 from proto.names import KEY_SYNC_MORE
@@ -70,7 +72,12 @@ class SyncState:
 
     cursor: SyncCursor
     wants_window: bool = False
-    """The cursor asked for a window; it is asked once the client has acknowledged enough."""
+    """The cursor asked for a window: it gets the entries kept ahead once the client has
+    acknowledged enough, or the store is asked for them."""
+    ahead: Ahead | None = None
+    """Entries the store sent that the connection had no room for yet."""
+    is_asking: bool = False
+    """A window was asked of the store and has not come."""
     is_watching_gap: bool = False
 
 
@@ -134,17 +141,12 @@ class Syncs:
             if connection is None or split.window is None:
                 continue
             state = self._state(connection)
-            free = self._room(state) - len(connection.account.unacked)
-            fitted, to_seq, more = fit_window(
-                entries,
-                split.window.to_seq,
-                split.window.more,
-                free,
-                state.cursor.cursor,
+            state.is_asking = False
+            state.ahead = with_window(
+                state.ahead, entries, split.window.to_seq, split.window.more
             )
-            self._perform(
-                connection, state, state.cursor.on_window(fitted, to_seq, more)
-            )
+            self._feed(connection, state)
+            self.continue_sync(connection)
         for conn_id, entries in split.live.items():
             connection = connections.get(conn_id)
             if connection is None:
@@ -156,25 +158,59 @@ class Syncs:
                 else:
                     effects = state.cursor.on_live(entry)
                 self._perform(connection, state, effects)
+            self.continue_sync(connection)
 
     def continue_sync(self, connection: Connection) -> None:
-        """The client acknowledged (or timed out) some: ask the window it waits for, if the
-        connection holds no more than half its cap."""
+        """The client acknowledged (or timed out) some, or entries came: once the connection
+        holds no more than half its cap, hand the cursor what it waits for from the entries
+        kept ahead; and ask the store for the next entries while no more than half a cap's
+        worth is kept ahead, so that they are here when the client has acknowledged these."""
         state = self.states.get(connection.session.conn_id)
-        if state is None or not state.wants_window:
-            return
-        room = self._room(state)
-        if len(connection.account.unacked) > room // 2:
+        if state is None or (not state.wants_window and state.ahead is None):
             return
         if connection.is_closing or connection.session.uid is None:
             return
+        room = self._room(state)
+        while (
+            state.wants_window
+            and state.ahead is not None
+            and len(connection.account.unacked) <= room // 2
+            and not connection.is_closing
+        ):
+            self._feed(connection, state)
+        self._ask_ahead(connection, state, room)
+
+    def _feed(self, connection: Connection, state: SyncState) -> None:
+        """Hand the cursor the entries kept ahead that the connection has room for."""
+        assert state.ahead is not None
+        free = self._room(state) - len(connection.account.unacked)
+        entries, to_seq, more, state.ahead = take_ahead(
+            state.ahead, free, state.cursor.cursor
+        )
         state.wants_window = False
+        self._perform(connection, state, state.cursor.on_window(entries, to_seq, more))
+
+    def _ask_ahead(self, connection: Connection, state: SyncState, room: int) -> None:
+        """Ask the store for the entries that follow what the cursor has or what is kept
+        ahead, unless a window is on its way, or enough is kept ahead already."""
+        uid = connection.session.uid
+        if state.is_asking or uid is None or connection.is_closing:
+            return
+        if state.ahead is None:
+            if not state.wants_window:
+                return
+            since, limit = state.cursor.cursor, room
+        else:
+            if not state.ahead.more or len(state.ahead.entries) > room // 2:
+                return
+            since, limit = state.ahead.to_seq, room - len(state.ahead.entries)
+        state.is_asking = True
         request = SyncRequest(
-            uid=connection.session.uid,
+            uid=uid,
             gateway_id=self.gateway_id,
             conn_id=connection.session.conn_id,
-            since=state.cursor.cursor,
-            limit=max(1, room - len(connection.account.unacked)),
+            since=since,
+            limit=limit,
         )
         self.spawn(self._ask(connection, request))
 
@@ -203,8 +239,8 @@ class Syncs:
                     self._push_frame(connection, frames.encode(frames.Synced(seq=seq)))
                     log.info("synced", conn_id=connection.session.conn_id, seq=seq)
                 case AskWindow():
+                    # Carried out by the caller, in continue_sync.
                     state.wants_window = True
-                    self.continue_sync(connection)
                 case WatchGap():
                     if not state.is_watching_gap:
                         state.is_watching_gap = True
@@ -240,6 +276,7 @@ class Syncs:
                 held=state.cursor.held,
             )
         self._perform(connection, state, effects)
+        self.continue_sync(connection)
 
     async def _ask(self, connection: Connection, request: SyncRequest) -> None:
         body = encode(request)

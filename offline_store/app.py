@@ -141,6 +141,7 @@ async def main(settings: Settings) -> None:
             )
             loops.append(BatchLoop(reads.serve_batch, settings.batch_max))
         queries: BatchLoop | None = None
+        query_server: QueryServer | None = None
         if history is not None:
             query_server = QueryServer(
                 history,
@@ -158,7 +159,8 @@ async def main(settings: Settings) -> None:
                 tasks.append(tg.create_task(run_then_drain(loops[4], inbox)))
                 tasks.append(tg.create_task(loops[5].run()))
             if queries is not None:
-                tasks.append(tg.create_task(queries.run()))
+                assert query_server is not None
+                tasks.append(tg.create_task(run_then_drain(queries, query_server)))
             sampler = tg.create_task(observability.sample_backlog(store))
             sweeper = tg.create_task(sweep.run())
             await bus.consume(names.offline_queue, loops[0].accept)
@@ -191,10 +193,17 @@ async def main(settings: Settings) -> None:
             for task in pending:
                 log.warning("shutdown_timed_out", service=SERVICE)
                 task.cancel()
+            # The kept reading connections go back before the pool closes.
+            await sync_tables.held.close()
+            if history is not None:
+                await history.close()
     log.info("service_stopped", service=SERVICE)
 
 
-async def run_then_drain(batch_loop: BatchLoop, writer: InboxWriter) -> None:
-    """The inbox's loop, then the batches it started that still wait for their confirms."""
+async def run_then_drain(
+    batch_loop: BatchLoop, server: InboxWriter | QueryServer
+) -> None:
+    """A loop whose batches go on after it returns (the inbox's, the queries'), then those
+    batches: they still wait for their confirms."""
     await batch_loop.run()
-    await writer.drain()
+    await server.drain()

@@ -278,7 +278,7 @@ class ControlServer:
     async def _delete_acked(self, acks: Sequence[Acked]) -> None:
         uids, mids = acked_keys(acks)
         count = await self._store.delete_rows(uids, mids)
-        log.info("undelivered_deleted", count=count, acks=len(acks))
+        log.info("undelivered_deleted", count=count, acks=len(acks), mids=len(mids))
         observability.ACKNOWLEDGED.inc(count)
 
     async def _replay(self, request: ReplayRequest, has_rows: bool) -> None:

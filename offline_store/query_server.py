@@ -9,8 +9,9 @@ are. Backends' ``api.history``, ``api.conversations`` and ``api.message`` are an
 reply (or is dead-lettered without a ``reply_to``), a gateway's envelope that does not decode is
 dead-lettered, alone: the rest of the batch is served.
 
-The batch's reads run a few at a time (the pool is shared with the writers), every answer is
-published, and the batch is acknowledged once all are confirmed. When PostgreSQL or the broker
+The batch's reads run a few at a time, on the connections ``query_tables.py`` keeps, every
+answer is published, and the batch is acknowledged once all are confirmed; a few batches are
+answered at once (``BATCHES_IN_FLIGHT``), acknowledged in order. When PostgreSQL or the broker
 fails, the batch is tried again after a backoff, its messages held: a query has no effect, so an
 answer given twice costs only a duplicate the client drops by its id. Decisions are in
 ``queries.py``, SQL in ``query_tables.py``.
@@ -53,9 +54,9 @@ from runtime.publish import confirm_all
 
 log = structlog.get_logger()
 
-QUERY_CONNECTIONS = 2
-"""PostgreSQL connections one batch of queries uses at once: the rest of the pool stays for
-the writers, the replays and the acks."""
+BATCHES_IN_FLIGHT = 4
+"""Batches answered at once: a query that arrives while a batch waits for its confirms (or for
+a reading connection) is read at once, not after that batch. Their acks keep the queue's order."""
 
 
 class QueryServer:
@@ -76,9 +77,13 @@ class QueryServer:
         self._max_command_bytes = max_command_bytes
         self._budget = page_budget(max_message_bytes)
         self._backoff = backoff
-        self._connections = asyncio.Semaphore(QUERY_CONNECTIONS)
+        self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self._last: asyncio.Task[None] | None = None
+        """The latest batch being answered; each is acknowledged after the one before it."""
 
     async def serve_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        """Decode a batch and start answering it; returns once it is started (or, with
+        ``BATCHES_IN_FLIGHT`` batches under way, once one of them is done)."""
         accepted: list[AbstractIncomingMessage] = []
         queries: list[Query] = []
         for message in batch:
@@ -112,19 +117,44 @@ class QueryServer:
             queries.append(query)
         if not accepted:
             return
+        await self._slots.acquire()
+        answering = asyncio.create_task(
+            self._answer_batch(accepted, queries, self._last)
+        )
+        answering.add_done_callback(lambda _: self._slots.release())
+        self._last = answering
+
+    async def drain(self) -> None:
+        """Wait until every batch started is answered and settled."""
+        if self._last is not None:
+            await asyncio.wait([self._last])
+
+    async def _answer_batch(
+        self,
+        accepted: list[AbstractIncomingMessage],
+        queries: list[Query],
+        previous: "asyncio.Task[None] | None",
+    ) -> None:
+        """Answer a batch's queries, then settle it once the batch before it is settled (one
+        multiple ack covers exactly this batch)."""
+        is_answered = False
         while True:
             cutoff = cutoff_mid(int(time.time() * 1000), self._history_days)
             try:
                 await confirm_all(
                     [self._answer(query, cutoff) for query in queries]  # all at once
                 )
+                is_answered = True
             except Exception as exc:
                 log_batch_failed(exc, EXPECTED_FAILURES, messages=len(accepted))
                 if await self._backoff.wait():
                     continue  # the batch again, its messages held
-                await requeue(accepted)
-                return
             break
+        if previous is not None:
+            await asyncio.wait([previous])
+        if not is_answered:
+            await requeue(accepted)
+            return
         self._backoff.reset()
         await ack_batch(accepted)
         log.info("queries_answered", count=len(accepted))
@@ -135,21 +165,16 @@ class QueryServer:
         assert to is not None  # serve_batch keeps only queries with someone to answer
         match query.read:
             case ReadHistory(uid=uid, conv=conv, before=before, limit=limit):
-                async with self._connections:
-                    rows = await self._tables.history(
-                        uid, conv, before, limit + 1, cutoff
-                    )
+                rows = await self._tables.history(uid, conv, before, limit + 1, cutoff)
                 page, more = history_page(rows, limit, self._budget)
                 answer = history_answer(to, page, more)
             case ReadConversations(uid=uid, before=before, limit=limit):
-                async with self._connections:
-                    found = await self._tables.conversations(uid, before, limit, cutoff)
+                found = await self._tables.conversations(uid, before, limit, cutoff)
                 answer = conversations_answer(
                     to, conversation_items(found, self._budget)
                 )
             case ReadMessage(mid=mid, uid=uid):
-                async with self._connections:
-                    frame, seq = await self._tables.message(mid, uid, cutoff)
+                frame, seq = await self._tables.message(mid, uid, cutoff)
                 answer = message_answer(frame, seq)
             case RefusedCommand() as refused:
                 answer = error_answer(to, refused)
@@ -157,6 +182,6 @@ class QueryServer:
 
     async def _publish(self, to: Asker | Caller, answer: bytes) -> None:
         if isinstance(to, Asker):
-            await self._bus.publish_delivery(to.gateway_id, delivery_to(to, answer))
+            await self._bus.publish_answer(to.gateway_id, delivery_to(to, answer))
         else:
             await self._bus.publish_reply(to.reply_to, to.correlation_id, answer)

@@ -10,12 +10,14 @@ decided in ``queries.py``; this module only runs SQL. One store sweeps at a time
 lock): two sweeps would count the same conversation's expired entries against each other.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
+from offline_store.held_connection import HeldConnection
 from offline_store.latency import postgres_call
 from offline_store.queries import ConversationRow, HistoryRow
 from offline_store.store import table_identifier
@@ -25,13 +27,29 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     SweepConnection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+    from offline_store.held_connection import PoolConnection
+
+READERS = 2
+"""PostgreSQL connections the queries keep and read on, one query at a time each: the rest of
+the pool stays for the writers, the replays and the acks."""
 
 
 class QueryTables:
-    """The inbox tables of one namespace, as queries and the retention sweep see them."""
+    """The inbox tables of one namespace, as queries and the retention sweep see them.
 
-    def __init__(self, pool: asyncpg.Pool, names: Names) -> None:
+    Queries read on ``READERS`` connections kept from the pool (``held_connection.py``): a
+    connection acquired per page would cost a reset on its release (one more round trip and
+    four statements per page, a third of the store's time per page).
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, names: Names, readers: int = READERS
+    ) -> None:
         self._pool = pool
+        self._readers: asyncio.Queue[HeldConnection] = asyncio.Queue()
+        self._all_readers = [HeldConnection(pool) for _ in range(readers)]
+        for reader in self._all_readers:
+            self._readers.put_nowait(reader)
         self._sweep_lock = names.conversation_expired_table
         """Names the advisory lock that lets one store at a time sweep the inbox tables."""
         messages = table_identifier(names, names.messages_table)
@@ -97,14 +115,30 @@ class QueryTables:
         self._expire_messages_sql = _bounded_delete(messages, "mid < $1")
         self._expire_syncs_sql = _bounded_delete(syncs, "until < now()")
 
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator["PoolConnection"]:
+        """A kept connection, for one query (waits while every one is in use)."""
+        reader = await self._readers.get()
+        try:
+            async with reader.use() as connection:
+                yield connection
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def close(self) -> None:
+        """Give the kept connections back to the pool (before the pool closes)."""
+        for reader in self._all_readers:
+            await reader.close()
+
     @postgres_call("history")
     async def history(
         self, uid: str, conv: str, before: int, limit: int, cutoff: str
     ) -> list[HistoryRow]:
         """Up to ``limit`` entries of ``uid``'s conversation below ``before``, newest first."""
-        records = await self._pool.fetch(
-            self._history_sql, uid, conv, before, limit, cutoff
-        )
+        async with self._reading() as connection:
+            records = await connection.fetch(
+                self._history_sql, uid, conv, before, limit, cutoff
+            )
         return [HistoryRow(record["seq"], record["frame"]) for record in records]
 
     @postgres_call("history")
@@ -113,9 +147,10 @@ class QueryTables:
     ) -> list[ConversationRow]:
         """Up to ``limit`` of ``uid``'s conversations last active below ``before``, the most
         recent first."""
-        records = await self._pool.fetch(
-            self._conversations_sql, uid, before, limit, cutoff
-        )
+        async with self._reading() as connection:
+            records = await connection.fetch(
+                self._conversations_sql, uid, before, limit, cutoff
+            )
         return [
             ConversationRow(
                 record["conv"],
@@ -135,12 +170,15 @@ class QueryTables:
     ) -> tuple[str | None, int | None]:
         """A message's frame, and its ``seq`` in ``uid``'s inbox when a uid is given; the
         frame is None when there is no such message (or not in that inbox)."""
-        if uid is None:
-            frame: str | None = await self._pool.fetchval(
-                self._message_sql, mid, cutoff
+        async with self._reading() as connection:
+            if uid is None:
+                frame: str | None = await connection.fetchval(
+                    self._message_sql, mid, cutoff
+                )
+                return frame, None
+            record = await connection.fetchrow(
+                self._inbox_message_sql, mid, uid, cutoff
             )
-            return frame, None
-        record = await self._pool.fetchrow(self._inbox_message_sql, mid, uid, cutoff)
         if record is None:
             return None, None
         return record["frame"], record["seq"]

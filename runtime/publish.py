@@ -2,7 +2,7 @@
 
 The publishing channel has publisher confirms, and a mandatory message that no queue takes
 raises rather than vanishing (https://www.rabbitmq.com/docs/confirms). Every message is
-persistent JSON.
+JSON, persistent unless the caller says its message may be lost with the broker.
 """
 
 import asyncio
@@ -58,9 +58,14 @@ class Publisher:
         reply_to: str = "",
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        persistent: bool = True,
     ) -> None:
         """Publish one message and return once the broker confirmed it, within ``timeout_s``
         (by default the publish timeout).
+
+        ``persistent=False`` for what nobody loses by a broker restart (a query's answer, which
+        its client asks again): a classic queue keeps it in memory only and confirms it at
+        once, where a persistent message is confirmed after its write to disk.
 
         Through the AMQP channel under aio-pika's, with ``wait=False``: aio-pika's publish
         holds the channel until its frames are written, one message per pass of the writer;
@@ -79,7 +84,11 @@ class Publisher:
         # Fresh properties per message: aiormq writes a message id into them.
         properties = aiormq.spec.Basic.Properties(
             content_type=CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT
+                if persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ).value,
             message_id=message_id or None,
             correlation_id=correlation_id or None,
             reply_to=reply_to or None,

@@ -13,9 +13,10 @@ Switchboard only: the peers keep nothing for a user who is not connected.
    per message, where clients' frames travel in the gateways' batches.
 4. With history on (``switchboard-history``, a stack of its own): 10,000 messages to an offline
    uid are written to its inbox (the router's ``InboxBatch`` envelopes published straight to
-   ``<ns>.inbox``, ``bench/inbox_batches.py``, until its head reaches 10,000), then the uid
-   connects with ``init`` and ``"since": 0``: from the ``init`` frame to ``synced``, each
-   message acknowledged as it arrives. Phases 1 to 3 keep history off: ``init`` without
+   ``<ns>.inbox``, ``bench/inbox_batches.py``, until its head reaches 10,000 and the store has
+   announced every entry with its ``message.offline`` event), then the uid connects with
+   ``init`` and ``"since": 0``: from the ``init`` frame to ``synced``, each message
+   acknowledged as it arrives. Phases 1 to 3 keep history off: ``init`` without
    ``since`` replays what no device acknowledged, as before.
 
 Lost: messages owed to the replayed or synced uid and not received within the drain timeout,
@@ -31,7 +32,7 @@ import aio_pika
 import asyncpg
 
 from bench.inbox_batches import inbox_bodies, one_to_one_items
-from bench.inbox_feed import Heads, publish_bodies
+from bench.inbox_feed import Heads, offline_events, publish_bodies
 from bench.measuring_client import Member, body_now
 from bench.report import SWITCHBOARD, SWITCHBOARD_HISTORY, Measurement
 from bench.servers import bench_stack, close_stack
@@ -221,10 +222,15 @@ async def measure_sync(stored: int) -> Measurement:
         bodies = inbox_bodies(
             stack.names, items, PER_BATCH, DEFAULT_MAX_AMQP_MESSAGE_BYTES
         )
-        await publish_bodies(stack.names, bodies)
-        entries, _ = await Heads(database, stack.names).wait_for(
-            stored, ROWS_TIMEOUT_S, SYNCER
-        )
+        async with offline_events(stack.names) as events:
+            await publish_bodies(stack.names, bodies)
+            entries, _ = await Heads(database, stack.names).wait_for(
+                stored, ROWS_TIMEOUT_S, SYNCER
+            )
+            # The entries are committed; the store is done with them once it has announced
+            # them (one message.offline event each, confirmed before the batch's ack). The
+            # sync starts then: what it measures is the sync, not the tail of the writes.
+            announced = await events.wait_for(stored, ROWS_TIMEOUT_S)
         syncer = await Member.open(stack.gateways[1].url, SYNCER)
         members.append(syncer)
         init_sent = time.monotonic()
@@ -239,7 +245,8 @@ async def measure_sync(stored: int) -> Measurement:
         await database.close()
         await close_stack(stack)
     print(
-        f"  history: {entries:,} of {stored:,} entries written; sync: {received:,} "
+        f"  history: {entries:,} of {stored:,} entries written, {announced:,} announced; "
+        f"sync: {received:,} "
         f"received before synced, {duplicates} duplicates",
         file=sys.stderr,
     )

@@ -124,8 +124,8 @@ async def read_directly(names: Names, asks: dict[str, list[Ask]]) -> list[int]:
     return each one's latency (ns)."""
     latencies: list[int] = []
     pool = await asyncpg.create_pool(DEFAULT_POSTGRES_DSN, min_size=1, max_size=1)
+    tables = QueryTables(pool, names, readers=1)
     try:
-        tables = QueryTables(pool, names)
         cutoff = cutoff_mid(time.time_ns() // 1_000_000, DEFAULT_HISTORY_DAYS)
         for uid, pages in asks.items():
             for peer, before in pages:
@@ -134,6 +134,7 @@ async def read_directly(names: Names, asks: dict[str, list[Ask]]) -> list[int]:
                 await tables.history(uid, f"u:{peer}", before, PAGE + 1, cutoff)
                 latencies.append(time.perf_counter_ns() - started)
     finally:
+        await tables.close()  # its kept connection goes back first
         await pool.close()
     return latencies
 

@@ -52,6 +52,17 @@ def test_an_advance_is_not_timed_as_a_delivered_message() -> None:
     assert _latency_count() == before + 1
 
 
+def test_the_entries_of_a_sync_window_are_not_timed() -> None:
+    mid = "018f0a1b2c3d" + "0" * 14
+    entry = envelopes.DeliveryItem(frame=msgspec.Raw(b"{}"), targets=[], mid=mid)
+    window = envelopes.SyncWindow(to_seq=1, more=False, conn_id="c1")
+    before = _latency_count()
+    count_delivery(
+        envelopes.Delivery(items=[entry], sync=window), mid_time_ms(mid) + 86_400_000
+    )
+    assert _latency_count() == before
+
+
 def _latency_count() -> float:
     value = REGISTRY.get_sample_value(f"{DELIVERY_LATENCY_SECONDS}_count")
     return value or 0.0

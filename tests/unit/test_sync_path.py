@@ -8,7 +8,7 @@ import msgspec
 
 from gateway.cursor import AskWindow, Entry, Push, SyncCursor, Synced
 from gateway.fanout import reannouncements
-from gateway.sync_split import fit_window, split_sync
+from gateway.sync_split import Ahead, split_sync, take_ahead, with_window
 from offline_store.inbox import inbox_deliveries
 from offline_store.numbering import EntryKey
 from offline_store.windows import (
@@ -280,13 +280,38 @@ def test_a_window_goes_whole_to_its_connection_or_nowhere() -> None:
     assert (gone.window, gone.window_entries, gone.rest.items) == (None, {}, [])
 
 
-def test_a_window_is_cut_to_what_the_connection_may_take() -> None:
+def test_entries_kept_ahead_are_cut_to_what_the_connection_may_take() -> None:
     entries = [Entry(seq, f"m{seq}", b"{}") for seq in range(1, 8)]
-    assert fit_window(entries, 7, False, 10, 0) == (entries, 7, False)
-    assert fit_window(entries, 7, False, 3, 0) == (entries[:3], 3, True)
-    assert fit_window(entries, 7, False, 0, 2) == ([], 2, True)
+    ahead = Ahead(entries, 7, False)
+    assert take_ahead(ahead, 10, 0) == (entries, 7, False, None)
+    assert take_ahead(ahead, 3, 0) == (
+        entries[:3],
+        3,
+        True,
+        Ahead(entries[3:], 7, False),
+    )
+    assert take_ahead(ahead, 0, 2) == ([], 2, True, Ahead(entries[2:], 7, False))
     # entries it has already take no room
-    assert fit_window(entries, 7, False, 2, 5) == (entries[5:], 7, False)
+    assert take_ahead(ahead, 2, 5) == (entries[5:], 7, False, None)
+    # the rest keeps the windows' end, and comes next
+    rest = take_ahead(ahead, 3, 0)[3]
+    assert rest is not None
+    assert take_ahead(rest, 10, 3) == (entries[3:], 7, False, None)
+
+
+def test_a_window_asked_ahead_goes_after_the_entries_kept() -> None:
+    entries = [Entry(seq, f"m{seq}", b"{}") for seq in range(1, 8)]
+    first = with_window(None, entries[:4], 4, True)
+    assert first == Ahead(entries[:4], 4, True)
+    # the next window, from the end of the first
+    assert with_window(first, entries[4:], 7, False) == Ahead(entries, 7, False)
+    # a window answered twice brings nothing new, nor does one that reaches less far
+    assert with_window(first, entries[:4], 4, True) == first
+    assert with_window(first, entries[:2], 2, True) == first
+    # one that overlaps adds only what follows
+    assert with_window(first, entries[2:6], 6, True) == Ahead(entries[:6], 6, True)
+    # an empty last window still says where the sync ends
+    assert with_window(None, [], 3, False) == Ahead([], 3, False)
 
 
 def test_a_copy_over_the_cap_is_fetched_by_a_window_once_synced() -> None:
