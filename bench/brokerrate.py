@@ -6,14 +6,13 @@ quorum queue, as Switchboard's router queue, and then a classic one, as its gate
 it is declared here and deleted afterwards.
 """
 
-import asyncio
 import uuid
 
 import aio_pika
 import msgspec
 
 from bench import report
-from bench.harness import spawn, stop_process
+from bench.harness import run_to_result
 from bench.report import Measurement
 from bench.systems import AMQP_URL
 
@@ -114,14 +113,12 @@ async def measure_queue(
 
 async def run_role(role: str, *args: str, within_s: float) -> RoleResult:
     """Run ``amqp_rate`` to its end; return the JSON line it printed."""
-    process = await spawn("bench.peers.amqp_rate", role, "--amqp-url", AMQP_URL, *args)
-    try:
-        async with asyncio.timeout(within_s):
-            output, _ = await process.communicate()
-    finally:
-        await stop_process(process)
-    text = output.decode(errors="replace")
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            return msgspec.json.decode(line, type=RoleResult)
-    raise RuntimeError(f"amqp_rate {role} exited with {process.returncode}:\n{text}")
+    return await run_to_result(
+        "bench.peers.amqp_rate",
+        role,
+        "--amqp-url",
+        AMQP_URL,
+        *args,
+        within_s=within_s,
+        result=RoleResult,
+    )

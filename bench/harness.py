@@ -16,7 +16,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 30.0
@@ -63,6 +65,28 @@ async def stop_process(process: asyncio.subprocess.Process) -> int:
     except TimeoutError:
         process.kill()
         return await process.wait()
+
+
+Result = TypeVar("Result")
+
+
+async def run_to_result(
+    module: str, *args: str, within_s: float, result: type[Result]
+) -> Result:
+    """Run ``python -m module args`` to its end; decode the last JSON line it printed."""
+    process = await spawn(module, *args)
+    try:
+        async with asyncio.timeout(within_s):
+            output, _ = await process.communicate()
+    finally:
+        await stop_process(process)
+    text = output.decode(errors="replace")
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            return msgspec.json.decode(line, type=result)
+    raise RuntimeError(
+        f"{module} {' '.join(args[:1])} exited with {process.returncode}:\n{text}"
+    )
 
 
 @dataclass

@@ -25,13 +25,7 @@ from typing import Any
 import msgspec
 
 from bench import brokerrate, cpu, report, systems
-from bench.harness import (
-    START_DELAY_S,
-    LoadWorker,
-    load_workers,
-    spawn,
-    stop_process,
-)
+from bench.harness import START_DELAY_S, LoadWorker, load_workers, run_to_result
 from bench.report import Measurement
 
 NAME = "8 backend sends"
@@ -231,7 +225,7 @@ async def send(
 ) -> Sent:
     """Run one ``api_send`` process to its end; return the JSON line it printed."""
     assert system.stack is not None
-    process = await spawn(
+    return await run_to_result(
         "bench.peers.api_send",
         mode,
         "--amqp-url",
@@ -252,16 +246,6 @@ async def send(
         str(in_flight),
         "--drain-s",
         str(plan.drain_s),
+        within_s=START_DELAY_S + plan.warmup_s + plan.measure_s + plan.drain_s + 30,
+        result=Sent,
     )
-    try:
-        async with asyncio.timeout(
-            START_DELAY_S + plan.warmup_s + plan.measure_s + plan.drain_s + 30
-        ):
-            output, _ = await process.communicate()
-    finally:
-        await stop_process(process)
-    text = output.decode(errors="replace")
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            return msgspec.json.decode(line, type=Sent)
-    raise RuntimeError(f"api_send {mode} exited with {process.returncode}:\n{text}")

@@ -28,6 +28,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from proto import env
+from tests.support.redis_sentinel import wait_for_ping
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 1000
@@ -67,7 +68,7 @@ class RedisCluster:
         for port in self.ports:
             self._start_server(port)
         for port in self.ports:
-            await _wait_for_ping(port)
+            await wait_for_ping(port, START_WITHIN_S)
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         await _run(
             "redis-cli",
@@ -114,7 +115,7 @@ class RedisCluster:
     async def restart(self, port: int) -> None:
         """Start a killed server again with its cluster configuration (it rejoins)."""
         self._start_server(port)
-        await _wait_for_ping(port)
+        await wait_for_ping(port, START_WITHIN_S)
 
     async def reshard(self, source: SlotOwner, target: SlotOwner) -> int:
         """Move every slot ``source`` serves, with its keys, to ``target``; return how many."""
@@ -281,20 +282,3 @@ async def _run(*command: str, timeout_s: float = START_WITHIN_S) -> str:
             f"{' '.join(command[:3])} exited {process.returncode}: {output.decode()}"
         )
     return output.decode()
-
-
-async def _wait_for_ping(port: int) -> None:
-    deadline = time.monotonic() + START_WITHIN_S
-    while True:
-        client = redis.Redis(port=port, socket_timeout=1)
-        try:
-            if await client.ping():
-                return
-        except (RedisError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(
-                0.1
-            )  # polling a starting server under the deadline above
-        finally:
-            await client.aclose()

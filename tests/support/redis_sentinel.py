@@ -58,7 +58,7 @@ class RedisSentinels:
         for port in self.sentinel_ports:
             self._start_sentinel(port, master)
         for port in (*self.server_ports, *self.sentinel_ports):
-            await _wait_for_ping(port)
+            await wait_for_ping(port)
         await self._wait_until(
             lambda master_port, replicas: master_port == master and replicas == 1
         )
@@ -91,7 +91,7 @@ class RedisSentinels:
 
     async def restart(self, port: int) -> None:
         self._start_server(port)
-        await _wait_for_ping(port)
+        await wait_for_ping(port)
 
     async def close(self) -> None:
         for process in self._processes.values():
@@ -158,8 +158,9 @@ class RedisSentinels:
             await asyncio.sleep(0.2)  # polling the Sentinels under the deadline above
 
 
-async def _wait_for_ping(port: int) -> None:
-    deadline = time.monotonic() + START_WITHIN_S
+async def wait_for_ping(port: int, within_s: float = START_WITHIN_S) -> None:
+    """Poll a starting Redis server (or Sentinel) on ``port`` until it answers PING."""
+    deadline = time.monotonic() + within_s
     while True:
         client = redis.Redis(port=port, socket_timeout=1)
         try:
