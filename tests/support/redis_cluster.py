@@ -14,7 +14,6 @@ of the new master). ``reshard`` moves every slot of one master to another with
 
 import asyncio
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from proto import env
-from tests.support.redis_sentinel import wait_for_ping
+from tests.support.redis_servers import kill_all, start_redis_server, wait_for_ping
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 1000
@@ -156,12 +155,7 @@ class RedisCluster:
         await self._wait_until(within_s, with_replicas=False)
 
     async def close(self) -> None:
-        for process in self._processes.values():
-            process.send_signal(signal.SIGKILL)
-        for process in self._processes.values():
-            process.wait()
-        self._processes.clear()
-        shutil.rmtree(self._directory, ignore_errors=True)
+        kill_all(self._processes, self._directory)
 
     async def _wait_until(self, within_s: float, *, with_replicas: bool) -> None:
         deadline = time.monotonic() + within_s
@@ -212,32 +206,18 @@ class RedisCluster:
 
     def _start_server(self, port: int) -> None:
         directory = self._directory / str(port)
-        directory.mkdir(exist_ok=True)
-        self._processes[port] = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(directory / "nodes.conf"),
-                "--cluster-node-timeout",
-                str(NODE_TIMEOUT_MS),
-                # A replica takes over however long it was cut from its master.
-                "--cluster-replica-validity-factor",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-                "--logfile",
-                str(directory / "redis.log"),
-            ]
+        self._processes[port] = start_redis_server(
+            self._directory,
+            port,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(directory / "nodes.conf"),
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            # A replica takes over however long it was cut from its master.
+            "--cluster-replica-validity-factor",
+            "0",
         )
 
 

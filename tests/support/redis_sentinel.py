@@ -8,7 +8,6 @@ a replica of the new master).
 """
 
 import asyncio
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from proto import env
+from tests.support.redis_servers import kill_all, start_redis_server, wait_for_ping
 from tests.support.stack import free_port
 
 MASTER_NAME = "switchboard"
@@ -58,7 +58,7 @@ class RedisSentinels:
         for port in self.sentinel_ports:
             self._start_sentinel(port, master)
         for port in (*self.server_ports, *self.sentinel_ports):
-            await wait_for_ping(port)
+            await wait_for_ping(port, START_WITHIN_S)
         await self._wait_until(
             lambda master_port, replicas: master_port == master and replicas == 1
         )
@@ -91,37 +91,13 @@ class RedisSentinels:
 
     async def restart(self, port: int) -> None:
         self._start_server(port)
-        await wait_for_ping(port)
+        await wait_for_ping(port, START_WITHIN_S)
 
     async def close(self) -> None:
-        for process in self._processes.values():
-            process.send_signal(signal.SIGKILL)
-        for process in self._processes.values():
-            process.wait()
-        self._processes.clear()
-        shutil.rmtree(self._directory, ignore_errors=True)
+        kill_all(self._processes, self._directory)
 
     def _start_server(self, port: int, *arguments: str) -> None:
-        directory = self._directory / str(port)
-        directory.mkdir(exist_ok=True)
-        self._processes[port] = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-                "--logfile",
-                str(directory / "redis.log"),
-                *arguments,
-            ]
-        )
+        self._processes[port] = start_redis_server(self._directory, port, *arguments)
 
     def _start_sentinel(self, port: int, master_port: int) -> None:
         config = self._directory / f"sentinel-{port}.conf"
@@ -156,21 +132,3 @@ class RedisSentinels:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Sentinels still name {master_port}")
             await asyncio.sleep(0.2)  # polling the Sentinels under the deadline above
-
-
-async def wait_for_ping(port: int, within_s: float = START_WITHIN_S) -> None:
-    """Poll a starting Redis server (or Sentinel) on ``port`` until it answers PING."""
-    deadline = time.monotonic() + within_s
-    while True:
-        client = redis.Redis(port=port, socket_timeout=1)
-        try:
-            if await client.ping():
-                return
-        except (RedisError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(
-                0.1
-            )  # polling a starting server under the deadline above
-        finally:
-            await client.aclose()
