@@ -44,7 +44,7 @@ def queue_group_request(
             )
             for uid, version, is_member in members:
                 pipeline.eval(
-                    scripts.APPLY_MEMBERSHIPS,
+                    scripts.APPLY_MEMBERS,
                     2,
                     names.member_of_key(uid),
                     names.member_of_version_key(uid),

@@ -17,8 +17,8 @@ order they land in, queued in the same pipeline:
   that no set ``offline-due`` key is ever left without an entry (debounce.py);
 * a join or a leave: the room's count and member set here, the gateway's list of memberships
   (one ``<room>:<conn_id>`` each, ``SADD``/``SREM``: no count to keep in step) apart;
-* a group change: the group's members and versions here (``APPLY_MEMBERS``), each member's
-  reverse set apart, under versions of its own (``APPLY_MEMBERSHIPS``), so that both sides end
+* a group change: the group's members and versions here, each member's reverse set apart,
+  under versions of its own, by the same script (``APPLY_MEMBERS``), so that both sides end
   as the highest version says whatever the order.
 
 On one server (or the Sentinels' master) a removal, a join and a leave are still one command
@@ -188,49 +188,32 @@ end
 return replies
 """
 
-# Apply members of one group with their versions (a GroupChanged, or a rebuild page): each uid
-# whose version in the group's version hash is lower (or missing) gets the new one, and is
-# added to or removed from the group's set. A version as high or higher is a later change
-# applied already: the member is left alone. So changes and pages commute: applied in any
-# order, by any router, each member ends as its highest version says. Removed members keep
-# their version in the hash (a change with a lower one must not bring them back).
-# KEYS: group(group), group-version(group). ARGV: uid, version, is_member ("1" or "0") for
-# each uid. Returns how many members changed.
+# Apply members with their versions, on either side of a group's membership: the group's
+# members (a GroupChanged, or a rebuild page), or one uid's groups (the reverse set). Each
+# member whose version in the version hash is lower (or missing) gets the new one, and is added
+# to or removed from the set. A version as high or higher is a later change applied already: the
+# member is left alone. So changes and pages commute: applied in any order, by any router, each
+# member ends as its highest version says, and both sides end alike. Removed members keep their
+# version in the hash (a change with a lower one must not bring them back).
+# KEYS: the set, its version hash: group(group), group-version(group); or member-of(uid),
+# member-of-version(uid). ARGV: member, version, is_member ("1" or "0") for each member.
+# Returns how many members changed.
 APPLY_MEMBERS = """
 local changed = 0
 for at = 1, #ARGV, 3 do
-  local uid, version = ARGV[at], tonumber(ARGV[at + 1])
-  local current = tonumber(redis.call('HGET', KEYS[2], uid) or '0')
+  local member, version = ARGV[at], tonumber(ARGV[at + 1])
+  local current = tonumber(redis.call('HGET', KEYS[2], member) or '0')
   if version > current then
-    redis.call('HSET', KEYS[2], uid, version)
+    redis.call('HSET', KEYS[2], member, version)
     if ARGV[at + 2] == '1' then
-      redis.call('SADD', KEYS[1], uid)
+      redis.call('SADD', KEYS[1], member)
     else
-      redis.call('SREM', KEYS[1], uid)
+      redis.call('SREM', KEYS[1], member)
     end
     changed = changed + 1
   end
 end
 return changed
-"""
-
-# The same for one uid's side: its groups (the reverse of the group's set), each under the
-# version of the change that last touched it in the uid's own version hash.
-# KEYS: member-of(uid), member-of-version(uid). ARGV: group, version, is_member for each group.
-APPLY_MEMBERSHIPS = """
-for at = 1, #ARGV, 3 do
-  local group, version = ARGV[at], tonumber(ARGV[at + 1])
-  local current = tonumber(redis.call('HGET', KEYS[2], group) or '0')
-  if version > current then
-    redis.call('HSET', KEYS[2], group, version)
-    if ARGV[at + 2] == '1' then
-      redis.call('SADD', KEYS[1], group)
-    else
-      redis.call('SREM', KEYS[1], group)
-    end
-  end
-end
-return 0
 """
 
 # Count a rebuild page applied (a page applied twice counts once). When every page of the
