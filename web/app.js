@@ -631,6 +631,8 @@ async function main() {
     if (page.config.devTokens) sessionStorage.setItem("switchboard.uid", uid);
     logIn(uid, pasted);
   });
+  // Until now a click would submit the form to the server and reload the page.
+  /** @type {HTMLButtonElement} */ ($("#login-form button[type=submit]")).disabled = false;
   $("#logout").addEventListener("click", () => logOut());
   $("#back").addEventListener("click", () => $("#chat").classList.remove("showing-conversation"));
 
