@@ -30,6 +30,8 @@ HISTORY_NOTE = (
     "SWITCHBOARD_HISTORY=on: each message written and numbered in PostgreSQL before "
     "it is delivered"
 )
+RELAY_SETTINGS = {env.HISTORY: "off"}
+RELAY_NOTE = "SWITCHBOARD_HISTORY=off: a relay, messages kept only until acknowledged"
 SOCKETIO_PREFETCH = 100
 
 
@@ -53,9 +55,11 @@ class System:
 async def switchboard(
     gateways: int = 2, dialect: str = "switchboard", history: bool = False
 ) -> AsyncIterator[System]:
-    """Switchboard as configured by default or, with ``history``, with
-    ``SWITCHBOARD_HISTORY=on`` (the system ``switchboard-history``)."""
-    stack = bench_stack(**HISTORY_SETTINGS) if history else bench_stack()
+    """Switchboard as a relay (``SWITCHBOARD_HISTORY=off``, the system ``switchboard``, like
+    the peers) or, with ``history``, as configured by default (``SWITCHBOARD_HISTORY=on``,
+    the system ``switchboard-history``). Both are set explicitly: a default that changes must
+    not change what a system's name measures."""
+    stack = bench_stack(**(HISTORY_SETTINGS if history else RELAY_SETTINGS))
     note = SWITCHBOARD_NOTE.format(gateways=gateways)
     try:
         await stack.start(gateways=gateways)
@@ -63,7 +67,7 @@ async def switchboard(
             name=report.SWITCHBOARD_HISTORY if history else report.SWITCHBOARD,
             dialect=dialect,
             urls=[gateway.url for gateway in stack.gateways],
-            note=f"{note}; {HISTORY_NOTE}" if history else note,
+            note=f"{note}; {HISTORY_NOTE if history else RELAY_NOTE}",
             stack=stack,
         )
     finally:

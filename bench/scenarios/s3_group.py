@@ -24,6 +24,7 @@ from bench.harness import percentile
 from bench.measuring_client import Member, body_now
 from bench.report import SWITCHBOARD, Measurement
 from bench.servers import bench_stack, close_stack
+from bench.systems import RELAY_SETTINGS
 from proto.env import DEFAULT_POSTGRES_DSN
 from proto.names import Names
 from tests.support.api import open_backend
@@ -90,7 +91,7 @@ async def run(quick: bool) -> list[Measurement]:
     uids = [f"s3-member-{n}" for n in range(MEMBERS)]
     offline_uids = uids[::OFFLINE_EVERY]
     online_uids = [uid for n, uid in enumerate(uids) if n % OFFLINE_EVERY]
-    stack = bench_stack()
+    stack = bench_stack(**RELAY_SETTINGS)
     database = await asyncpg.connect(DEFAULT_POSTGRES_DSN, timeout=10)
     members: list[Member] = []
     stop_counting = asyncio.Event()

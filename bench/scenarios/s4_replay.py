@@ -36,7 +36,7 @@ from bench.inbox_feed import Heads, offline_events, publish_bodies
 from bench.measuring_client import Member, body_now
 from bench.report import SWITCHBOARD, SWITCHBOARD_HISTORY, Measurement
 from bench.servers import bench_stack, close_stack
-from bench.systems import HISTORY_SETTINGS
+from bench.systems import HISTORY_SETTINGS, RELAY_SETTINGS
 from proto.env import DEFAULT_AMQP_URL, DEFAULT_POSTGRES_DSN
 from proto.mids import MidFactory
 from proto.names import Names, api_key
@@ -122,7 +122,7 @@ async def send_from_client(sender: Member, to: str, count: int) -> None:
 
 async def run(quick: bool) -> list[Measurement]:
     stored = QUICK_STORED if quick else STORED
-    stack = bench_stack()
+    stack = bench_stack(**RELAY_SETTINGS)
     database = await asyncpg.connect(DEFAULT_POSTGRES_DSN, timeout=10)
     members: list[Member] = []
     try:
