@@ -4,7 +4,9 @@ A delivery from the gateway's queue is planned in ``fanout.py`` (what to push wh
 accounted in ``acks.py`` (what to hold until clients acknowledge, what to hand over, when to
 acknowledge it to RabbitMQ); the hub carries out both: it queues frames on the connections
 (``connection.py``; the sockets live in ``ws.py``), hands copies to the offline store
-(``handover.py``), asks the store for replay windows, and acknowledges deliveries.
+(``handover.py``), asks the store for replay windows, and acknowledges deliveries: those
+finished in one turn of the event loop together, with one multiple ack where their order allows
+(``delivery_acks.py``).
 Announcements to the routers and pings to the clients are in ``liveness.py``; the uids the
 routers throttled, in ``throttles.py``.
 
@@ -38,6 +40,7 @@ from gateway.acks import (
 from gateway.admission import Admission
 from gateway.bus import Bus
 from gateway.connection import Connection
+from gateway.delivery_acks import ChannelAcks
 from gateway.fanout import (
     checked_delivery,
     is_ready,
@@ -106,7 +109,15 @@ class Hub:
             bus, gateway_id, self.connections, self.rooms, since_of
         )
         self._messages: dict[int, AbstractIncomingMessage] = {}
-        """The AMQP deliveries not yet acknowledged, by the number the ledger knows them by."""
+        """The AMQP deliveries the ledger holds, by the number it knows them by."""
+        self._unacked: dict[
+            int, tuple[ChannelAcks, dict[int, AbstractIncomingMessage]]
+        ] = {}
+        """Per channel (by ``id``): its deliveries not yet acknowledged, and their messages by
+        delivery tag. A channel reopened after a reconnect is another entry."""
+        self._acks_due = False
+        """Deliveries finished in this turn of the event loop: acknowledged at its end."""
+        self._acking: set[asyncio.Task[None]] = set()
         self._delivery_ids = itertools.count()
         self.throttles = Throttles(clock)
         """The uids whose frames are refused for a while (the per-uid rate limit, counted by
@@ -179,6 +190,9 @@ class Hub:
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """Push a delivery to its connections; runs without awaiting until every push is queued."""
         consumed_at = time.monotonic()  # for the push histogram (observability.PUSH)
+        acks, by_tag = self._unacked.setdefault(
+            id(message.channel), (ChannelAcks(), {})
+        )
         try:
             decoded = decode_delivery_items(message.body)
         except BadEnvelope as exc:  # not even an object with items: nothing to save
@@ -188,6 +202,8 @@ class Hub:
             )
             await _settle(message.reject(requeue=False))
             return
+        acks.delivered(_tag(message))
+        by_tag[_tag(message)] = message
         delivery, refused = checked_delivery(decoded)
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
         split = None
@@ -275,7 +291,7 @@ class Hub:
             case HandOver():
                 self.handover.queue(effect.item, effect.held)
             case AckDelivery():
-                await _ack(self._messages.pop(effect.delivery_id))
+                self._finish(self._messages.pop(effect.delivery_id))
             case DeadLetter():
                 self._spawn(self._dead_letter(effect))
             case AskReplay():
@@ -302,6 +318,33 @@ class Hub:
                     copies=effect.copies,
                     deliveries=effect.deliveries,
                 )
+
+    def _finish(self, message: AbstractIncomingMessage) -> None:
+        """Acknowledge this delivery at the end of this turn of the event loop."""
+        acks, _ = self._unacked[id(message.channel)]
+        acks.finish(_tag(message))
+        if not self._acks_due:
+            self._acks_due = True
+            asyncio.get_running_loop().call_soon(self._ack_finished)
+
+    def _ack_finished(self) -> None:
+        """Acknowledge the deliveries finished since the last call (``delivery_acks.py``)."""
+        self._acks_due = False
+        for channel_id, (acks, by_tag) in list(self._unacked.items()):
+            taken = acks.take()
+            sending: list[tuple[AbstractIncomingMessage, bool]] = []
+            if taken.up_to is not None:
+                sending.append((by_tag[taken.up_to], True))
+                # The multiple ack covers the front of the channel's messages up to it.
+                while by_tag and next(iter(by_tag)) <= taken.up_to:
+                    del by_tag[next(iter(by_tag))]
+            sending += ((by_tag.pop(tag), False) for tag in taken.singles)
+            if acks.is_empty:
+                del self._unacked[channel_id]
+            if sending:
+                task = asyncio.create_task(_ack_all(sending))
+                self._acking.add(task)
+                task.add_done_callback(self._acking.discard)
 
     async def _release(self, held: Held) -> None:
         """One copy of this delivery is done: acknowledge it if it was the last."""
@@ -354,6 +397,10 @@ class Hub:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
+        # The deliveries finished last are acknowledged, not left for the broker to redeliver.
+        if self._acks_due:
+            self._ack_finished()
+        await asyncio.gather(*self._acking, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -367,9 +414,18 @@ async def _settle(settling: Coroutine[Any, Any, None]) -> None:
         log.warning("delivery_settle_failed", exc_info=True)
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
-    try:
-        await message.ack()
-    except Exception:
-        # The channel was lost: the broker requeued the delivery, and it comes back (at least once).
-        log.warning("delivery_ack_failed", exc_info=True)
+def _tag(message: AbstractIncomingMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None  # a consumed message has one (a returned message has not)
+    return tag
+
+
+async def _ack_all(acks: list[tuple[AbstractIncomingMessage, bool]]) -> None:
+    """Send these acks (each a message and whether it is a multiple ack)."""
+    for message, multiple in acks:
+        try:
+            await message.ack(multiple=multiple)
+        except Exception:
+            # The channel was lost: the broker requeued the deliveries, and they come back
+            # (at least once).
+            log.warning("delivery_ack_failed", multiple=multiple, exc_info=True)
