@@ -113,7 +113,7 @@ def test_a_history_target_compares_history_on_with_off() -> None:
             Measurement(
                 "7 history page",
                 SWITCHBOARD_HISTORY,
-                "p99 ms of a page of 50 (1,000,000 rows)",
+                "p99 ms of a page of 50 at 250/s (1,000,000 rows)",
                 12,
                 "ms",
                 "lower",
