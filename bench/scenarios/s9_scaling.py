@@ -9,9 +9,9 @@ topology to deliver more.
 
 Both run on the same cores as RabbitMQ, Redis, PostgreSQL and the load: besides the rate, each
 topology's figures are the CPU each role spent per message (RabbitMQ and Redis whole, whoever
-else used them; ``bench/cpu.py``), the share of the machine's cores that were busy, and the
-machine's context switches per message, and the batches' sizes (messages per gateway ``Batch``
-and per router batch, from the services' /metrics), from which ``CAPACITY.md`` sizes a cluster.
+else used them; ``bench/cpu.py``), the share of the machine's cores that were busy, the
+machine's context switches per message and the batches' sizes (messages per gateway ``Batch``
+and per router batch, from the services' /metrics): ``CAPACITY.md`` sizes a cluster from them.
 """
 
 import sys
