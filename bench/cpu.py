@@ -4,7 +4,8 @@ On a shared two-core machine a rate measures the machine as much as the code; th
 process spent per message measures the code. The services of a bench stack connect to
 PostgreSQL with their namespace as ``application_name`` (``servers.bench_stack``), by which
 ``pg_stat_activity`` tells their backends from everyone else's. RabbitMQ and Redis are shared
-with other work on the machine and are not counted.
+with other work on the machine: they are counted only when asked (``services``), whole, whoever
+their CPU served.
 """
 
 import os
@@ -17,6 +18,8 @@ from tests.support.stack import Stack
 
 POSTGRES = "PostgreSQL"
 """The role of the offline stores' PostgreSQL backends in a sample."""
+SERVICES = {"RabbitMQ": "beam.smp", "Redis": "redis-server"}
+"""The machine's shared servers as roles, by the command name of their processes."""
 
 
 def cpu_s(pid: int) -> float:
@@ -38,6 +41,46 @@ def traced_dsn(dsn: str, application_name: str) -> str:
     return f"{dsn}{separator}application_name={application_name}"
 
 
+def service_pids() -> dict[str, list[int]]:
+    """The pids of each of ``SERVICES`` running on this machine (``/proc/<pid>/comm``)."""
+    roles = {command: role for role, command in SERVICES.items()}
+    found: dict[str, list[int]] = {role: [] for role in SERVICES}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/comm", encoding="utf-8") as comm:
+                role = roles.get(comm.read().strip())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+        if role is not None:
+            found[role].append(int(name))
+    return found
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The whole machine's CPU time so far, over all cores (``/proc/stat``)."""
+
+    busy_s: float
+    """User, system, interrupts and steal: everything but idle and I/O wait."""
+    total_s: float
+    context_switches: int
+
+
+def machine() -> Machine:
+    """The machine's CPU time and context switches since boot."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        lines = stat.read().splitlines()
+    # "cpu  user nice system idle iowait irq softirq steal guest guest_nice": guest time is
+    # already inside user and nice.
+    ticks = [int(field) for field in lines[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]
+    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+    per_s = os.sysconf("SC_CLK_TCK")
+    return Machine((sum(ticks) - idle) / per_s, sum(ticks) / per_s, switches)
+
+
 @dataclass(frozen=True)
 class Sample:
     """CPU seconds used so far: by role (``gateways``, ``router``, ``store``), and by backend."""
@@ -46,8 +89,9 @@ class Sample:
     backends: dict[int, float]
 
 
-async def sample(stack: Stack) -> Sample:
-    """The CPU time of the stack's processes and of its PostgreSQL backends now."""
+async def sample(stack: Stack, services: bool = False) -> Sample:
+    """The CPU time of the stack's processes and of its PostgreSQL backends now; with
+    ``services``, of RabbitMQ and Redis too."""
     connection = await asyncpg.connect(DEFAULT_POSTGRES_DSN, timeout=10)
     try:
         records = await connection.fetch(
@@ -56,14 +100,15 @@ async def sample(stack: Stack) -> Sample:
         )
     finally:
         await connection.close()
-    return Sample(
-        {
-            "gateways": sum(cpu_s(g.process.process.pid) for g in stack.gateways),
-            "router": sum(cpu_s(r.process.pid) for r in stack.routers),
-            "store": sum(cpu_s(s.process.pid) for s in stack.stores),
-        },
-        {record["pid"]: cpu_s(record["pid"]) for record in records},
-    )
+    roles = {
+        "gateways": sum(cpu_s(g.process.process.pid) for g in stack.gateways),
+        "router": sum(cpu_s(r.process.pid) for r in stack.routers),
+        "store": sum(cpu_s(s.process.pid) for s in stack.stores),
+    }
+    if services:
+        for role, pids in service_pids().items():
+            roles[role] = sum(cpu_s(pid) for pid in pids)
+    return Sample(roles, {record["pid"]: cpu_s(record["pid"]) for record in records})
 
 
 def used(before: Sample, after: Sample) -> dict[str, float]:

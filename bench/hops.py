@@ -156,6 +156,18 @@ def cpu_seconds(
     return spent
 
 
+def grown(
+    before: Mapping[str, Sequence[Samples]],
+    after: Mapping[str, Sequence[Samples]],
+    module: str,
+    name: str,
+    labels: Labels = (),
+) -> float:
+    """How much one sample grew between the two scrapes, over the module's processes."""
+    pairs = zip(before.get(module, ()), after.get(module, ()), strict=True)
+    return sum(_delta(b, a, name, labels) for b, a in pairs)
+
+
 def median_of(cumulative: Mapping[float, float]) -> float:
     """The median from cumulative bucket counts (upper bound -> count), linear in its bucket."""
     bounds = sorted(cumulative)

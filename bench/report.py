@@ -13,6 +13,8 @@ from typing import Literal
 SWITCHBOARD = "switchboard"
 SWITCHBOARD_HISTORY = "switchboard-history"
 """Switchboard with ``SWITCHBOARD_HISTORY=on``: every 1:1 and group message kept and numbered."""
+SWITCHBOARD_4_2 = "switchboard-4g-2r"
+"""The relay with 4 gateways and 2 routers (and 1 offline store), against 2 and 1 (s9)."""
 SOCKETIO = "socketio-aiopika"
 WS_RELAY = "websockets-relay"
 AIO_PIKA = "aio-pika-raw"
@@ -193,6 +195,14 @@ TARGETS = (
         0.8,
         peer=SWITCHBOARD,
         system=SWITCHBOARD_HISTORY,
+    ),
+    Target(
+        "4 gateways and 2 routers deliver more than 2 and 1 at saturation",
+        "9 scaling on one machine",
+        "delivered/s at saturation",
+        1.0,
+        peer=SWITCHBOARD,
+        system=SWITCHBOARD_4_2,
     ),
     Target(
         "history writes at least 10,000 messages/s (the 64 pairs of 1:1)",

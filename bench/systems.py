@@ -21,7 +21,7 @@ from tests.support.stack import Stack, free_port
 AMQP_URL = env.DEFAULT_AMQP_URL
 
 SWITCHBOARD_NOTE = (
-    "1 router, 1 offline store, {gateways} gateways (bench/servers.py settings: log level "
+    "{routers}, 1 offline store, {gateways} gateways (bench/servers.py settings: log level "
     "warning, rate limits out of reach); quorum router queue, persistent confirmed "
     "publishes, client acks"
 )
@@ -53,16 +53,22 @@ class System:
 
 @asynccontextmanager
 async def switchboard(
-    gateways: int = 2, dialect: str = "switchboard", history: bool = False
+    gateways: int = 2,
+    dialect: str = "switchboard",
+    history: bool = False,
+    routers: int = 1,
 ) -> AsyncIterator[System]:
     """Switchboard as a relay (``SWITCHBOARD_HISTORY=off``, the system ``switchboard``, like
     the peers) or, with ``history``, as configured by default (``SWITCHBOARD_HISTORY=on``,
     the system ``switchboard-history``). Both are set explicitly: a default that changes must
     not change what a system's name measures."""
     stack = bench_stack(**(HISTORY_SETTINGS if history else RELAY_SETTINGS))
-    note = SWITCHBOARD_NOTE.format(gateways=gateways)
+    note = SWITCHBOARD_NOTE.format(
+        gateways=gateways,
+        routers="1 router" if routers == 1 else f"{routers} routers",
+    )
     try:
-        await stack.start(gateways=gateways)
+        await stack.start(gateways=gateways, routers=routers)
         yield System(
             name=report.SWITCHBOARD_HISTORY if history else report.SWITCHBOARD,
             dialect=dialect,

@@ -25,62 +25,22 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any
 
 from bench import brokerrate, cpu, hops, systems
 from bench.harness import LoadWorker, load_workers, play
+from bench.pairs import FULL, QUICK, RAW_CLIENTS, Plan, load_plans, saturate
 from bench.report import Measurement
 from bench.servers import QuietStack
 
 NAME = "1:1 cross-gateway"
 RATES = (500, 1000, 2000)
 CLIENT_LIBRARY_RATE = 1000
-RAW_CLIENTS = "raw WebSocket clients"
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
 HOP_RATES = (500, 1000)
 """The rates at which Switchboard's hops are read from its /metrics (``bench/hops.py``)."""
 HOP_NOTE = (
     "the phase's observations (warmup included) summed over the service's processes, "
     "from /metrics (bench/hops.py)"
-)
-
-
-@dataclass(frozen=True)
-class Plan:
-    pairs: int
-    workers: int
-    window: int
-    """Messages each sender keeps on their way at saturation."""
-    saturation_warmup_s: float
-    saturation_s: float
-    rate_warmup_s: float
-    rate_s: float
-    drain_s: float
-    broker_s: float
-
-
-FULL = Plan(
-    pairs=64,
-    workers=2,
-    window=8,
-    saturation_warmup_s=1.5,
-    saturation_s=3.0,
-    rate_warmup_s=0.5,
-    rate_s=3.0,
-    drain_s=15.0,
-    broker_s=2.0,
-)
-QUICK = Plan(
-    pairs=64,
-    workers=2,
-    window=8,
-    saturation_warmup_s=0.5,
-    saturation_s=1.0,
-    rate_warmup_s=0.2,
-    rate_s=1.0,
-    drain_s=10.0,
-    broker_s=0.7,
 )
 
 
@@ -108,18 +68,13 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
     """Saturation, then latency at each rate, over the same connections."""
     measured = []
     async with load_workers(load_plans(system, plan)) as workers:
-        before = None if system.stack is None else await cpu.sample(system.stack)
-        saturated = await play(
-            workers,
-            {"cmd": "saturate", "window": plan.window},
-            warmup_s=plan.saturation_warmup_s,
-            measure_s=plan.saturation_s,
-            drain_s=plan.drain_s,
+        saturation = await saturate(system, workers, plan)
+        saturated = saturation.phase
+        servers = (
+            f", servers {cpu.per_message(saturation.cpu_s, saturated.received)}"
+            if saturation.cpu_s
+            else ""
         )
-        servers = ""
-        if system.stack is not None and before is not None:
-            spent = cpu.used(before, await cpu.sample(system.stack))
-            servers = f", servers {cpu.per_message(spent, saturated.received)}"
         measured.append(
             Measurement(
                 NAME,
@@ -232,27 +187,4 @@ async def measure_rate(
             note=note,
         )
         for label, quantile in QUANTILES
-    ]
-
-
-def load_plans(
-    system: systems.System, plan: Plan, uid_prefix: str = ""
-) -> list[dict[str, Any]]:
-    """The load processes' plans, each with its share of the pairs.
-
-    A second set of workers on the same stack takes another ``uid_prefix``: the router
-    drops a frame whose (uid, client id) it saw already, and client ids restart with them.
-    """
-    sides = len(system.urls)
-    pairs = [
-        [f"{uid_prefix}s{i}", i % sides, f"{uid_prefix}r{i}", (i + 1) % sides]
-        for i in range(plan.pairs)
-    ]
-    return [
-        {
-            "dialect": system.dialect,
-            "urls": system.urls,
-            "pairs": pairs[index :: plan.workers],
-        }
-        for index in range(plan.workers)
     ]

@@ -154,9 +154,12 @@ class Stack:
         self.stores.append(process)
         return process
 
-    async def start(self, gateways: int = 2) -> "Stack":
-        """Start a router and an offline store, then ``gateways`` gateways (each group at once)."""
-        await asyncio.gather(self.start_router(), self.start_store())
+    async def start(self, gateways: int = 2, routers: int = 1) -> "Stack":
+        """Start ``routers`` routers and an offline store, then ``gateways`` gateways (each
+        group at once)."""
+        await asyncio.gather(
+            *(self.start_router() for _ in range(routers)), self.start_store()
+        )
         await asyncio.gather(*(self.start_gateway() for _ in range(gateways)))
         return self
 

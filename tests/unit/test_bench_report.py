@@ -4,6 +4,7 @@ from bench.report import (
     AIO_PIKA,
     SOCKETIO,
     SWITCHBOARD,
+    SWITCHBOARD_4_2,
     SWITCHBOARD_HISTORY,
     Measurement,
     advantage,
@@ -160,3 +161,23 @@ def test_the_backend_targets_compare_with_raw_publishes_of_the_same_run() -> Non
     }
     assert checked[answered] == (0.5, False)
     assert checked[delivered] == (1.25, True)
+
+
+def test_the_scaling_target_compares_4_gateways_and_2_routers_with_2_and_1() -> None:
+    def saturation(system: str, value: float) -> Measurement:
+        return Measurement(
+            "9 scaling on one machine",
+            system,
+            "delivered/s at saturation",
+            value,
+            "msg/s",
+            "higher",
+        )
+
+    rows = summarize([saturation(SWITCHBOARD, 2500), saturation(SWITCHBOARD_4_2, 2000)])
+    checked = {
+        target.text: (figure, met) for target, figure, met in check_targets(rows)
+    }
+    assert checked[
+        "4 gateways and 2 routers deliver more than 2 and 1 at saturation"
+    ] == (0.8, False)
