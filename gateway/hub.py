@@ -425,6 +425,7 @@ async def _ack_all(acks: list[tuple[AbstractIncomingMessage, bool]]) -> None:
     for message, multiple in acks:
         try:
             await message.ack(multiple=multiple)
+            observability.DELIVERY_ACKS.labels("true" if multiple else "false").inc()
         except Exception:
             # The channel was lost: the broker requeued the deliveries, and they come back
             # (at least once).

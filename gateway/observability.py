@@ -84,6 +84,12 @@ CLIENT_ACK = Histogram(
     buckets=HOP_BUCKETS_S,
     registry=REGISTRY,
 )
+DELIVERY_ACKS = Counter(
+    metrics.GATEWAY_DELIVERY_ACKS_TOTAL,
+    "Acks sent to the broker for this gateway's deliveries; multiple: one for a run of them.",
+    [metrics.LABEL_MULTIPLE],
+    registry=REGISTRY,
+)
 PUBLISHES = Counter(
     metrics.GATEWAY_PUBLISHES_TOTAL,
     "Messages published to the inbound exchange, by routing key.",

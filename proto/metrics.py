@@ -40,6 +40,9 @@ HEARTBEATS_TOTAL = "switchboard_gateway_heartbeats_total"
 """Counter: heartbeats this gateway published and the broker confirmed (the routers route to a
 gateway while they come)."""
 
+GATEWAY_DELIVERY_ACKS_TOTAL = "switchboard_gateway_delivery_acks_total"
+"""Counter by ``multiple``: acks this gateway sent RabbitMQ for the deliveries of its queue;
+``true``, one multiple ack for a run of them (``gateway/delivery_acks.py``)."""
 GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
 """Counter by ``routing_key``: messages this gateway published to the inbound exchange."""
 RATE_LIMITED_TOTAL = "switchboard_gateway_rate_limited_total"
@@ -117,6 +120,7 @@ LABEL_OPERATION = "operation"
 LABEL_VERSION = "version"
 LABEL_PYTHON = "python"
 LABEL_STAGE = "stage"
+LABEL_MULTIPLE = "multiple"
 SERVICES = {"gateway": "gateway", "router": "router", "offline_store": "offline-store"}
 """The ``service`` label of each service, by its package."""
 DISTRIBUTION = "switchboard"
@@ -191,6 +195,7 @@ ALL_NAMES = (
     BROKER_RECONNECTS_TOTAL,
     READY,
     GATEWAY_PUBLISHES_TOTAL,
+    GATEWAY_DELIVERY_ACKS_TOTAL,
     OFFLINE_REFUSED_TOTAL,
     OFFLINE_EXPIRED_TOTAL,
     UNACKED_CAPPED_TOTAL,
