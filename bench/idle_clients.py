@@ -7,7 +7,8 @@
                ``--concurrency`` handshakes at a time; answers {"ready", "failed",
                "compressed", "started", "finished", "errors"} (times on the system-wide
                monotonic clock)
-    status     answers {"open": connections still open}
+    status     answers {"open": connections still open, "with_message": connections that
+               have received a ``message`` frame}
     storm S    waits until every connection opened has come back after its close (below),
                at most S seconds; answers {"back": when each came back, "attempts",
                "errors"}
@@ -88,6 +89,7 @@ class StatusAnswer(msgspec.Struct, frozen=True):
     """A worker's answer to ``status``."""
 
     open: int
+    with_message: int
 
 
 class StormAnswer(msgspec.Struct, frozen=True):
@@ -128,6 +130,8 @@ class Worker:
         # One reader per connection: it answers Engine.IO pings and notices a close.
         self._readers: set[asyncio.Task[None]] = set()
         self._held = 0
+        self._with_message = 0
+        """Connections of an ``open`` that have received a ``message`` (switchboard)."""
         """Connections that reached ``ready`` in an ``open``."""
         self._back: list[float] = []
         self._ready: list[float] = []
@@ -157,7 +161,8 @@ class Worker:
 
     def status(self) -> StatusAnswer:
         return StatusAnswer(
-            sum(1 for ws in self._connections if ws.state is State.OPEN)
+            sum(1 for ws in self._connections if ws.state is State.OPEN),
+            self._with_message,
         )
 
     async def storm(self, within_s: float) -> StormAnswer:
@@ -227,10 +232,14 @@ class Worker:
                     raise RuntimeError("Socket.IO connect refused")
 
     async def _read(self, websocket: ClientConnection, uid: str, number: int) -> None:
+        has_message = False
         try:
             async for packet in websocket:
                 if self._protocol == "socketio" and packet == ENGINEIO_PING:
                     await websocket.send(ENGINEIO_PONG)
+                elif self._protocol == "switchboard" and not has_message:
+                    has_message = json.loads(packet).get("type") == "message"
+                    self._with_message += has_message
         except ConnectionClosed:
             pass
         if self._reconnect_urls:
@@ -486,9 +495,16 @@ class ClientWorkers:
             errors=dict(errors),
         )
 
-    async def count_open(self) -> int:
+    async def _status(self) -> list[StatusAnswer]:
         lines = await self._ask_all(["status"] * len(self.processes))
-        return sum(msgspec.json.decode(line, type=StatusAnswer).open for line in lines)
+        return [msgspec.json.decode(line, type=StatusAnswer) for line in lines]
+
+    async def count_open(self) -> int:
+        return sum(answer.open for answer in await self._status())
+
+    async def count_with_message(self) -> int:
+        """Connections that have received a ``message`` frame."""
+        return sum(answer.with_message for answer in await self._status())
 
     async def storm(self, within_s: float) -> Storm:
         """Wait, at most ``within_s``, for every connection to come back after its close."""
