@@ -189,7 +189,10 @@ async def measure_storm(connections: int) -> list[Measurement]:
     lost = opened.ready - len(back_s)
     last_s = back_s[-1] if back_s and not lost else STORM_TIMEOUT_S
     back = percentiles(back_s)
-    ready_note = f"ready alone: p50 {ready[50]:.2f} s, p99 {ready[99]:.2f} s"
+    ready_note = (
+        f"of the {len(back_s):,} back; ready alone: p50 {ready[50]:.2f} s, "
+        f"p99 {ready[99]:.2f} s"
+    )
     print(
         f"  storm: {stored:,} stored, {opened.ready:,} on the killed gateway "
         f"({opened.per_s:.0f} init/s, failed {opened.failed}, {replayed:,} replayed); "
