@@ -34,6 +34,22 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pids_named(command: str) -> list[int]:
+    """The processes whose command name (``/proc/<pid>/comm``) is ``command``, such as the
+    shared RabbitMQ's ``beam.smp``."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/comm", encoding="utf-8") as comm:
+                if comm.read().strip() == command:
+                    pids.append(int(name))
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # gone meanwhile
+    return pids
+
+
 def traced_dsn(dsn: str, application_name: str) -> str:
     """The DSN with an ``application_name``, by which ``pg_stat_activity`` tells a service's
     PostgreSQL backends."""
@@ -125,11 +141,12 @@ def used(before: Sample, after: Sample) -> dict[str, float]:
     return spent
 
 
-def per_message(spent: dict[str, float], messages: int) -> str:
-    """``gateways 150, router 70, ... us CPU/msg``: the roles that used any CPU."""
+def per_message(spent: dict[str, float], messages: int, per: str = "msg") -> str:
+    """``gateways 150, router 70, ... us CPU/msg``: the roles that used any CPU (``per``
+    names what was counted, such as ``login``)."""
     parts = [
         f"{role} {seconds * 1e6 / messages:.0f}"
         for role, seconds in spent.items()
         if seconds > 0 and messages
     ]
-    return ", ".join(parts) + " us CPU/msg"
+    return ", ".join(parts) + f" us CPU/{per}"

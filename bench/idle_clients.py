@@ -7,8 +7,22 @@
                ``--concurrency`` handshakes at a time; answers {"ready", "failed",
                "compressed", "started", "finished", "errors"} (times on the system-wide
                monotonic clock)
-    status     answers {"open": connections still open}
+    status     answers {"open": connections still open, "with_message": connections that
+               have received a ``message`` frame}
+    storm S    waits until every connection opened has come back after its close (below),
+               at most S seconds; answers {"back": when each came back, "attempts",
+               "errors"}
     exit       leaves at once: the kernel closes the sockets, as when clients vanish
+
+With ``--reconnect-url`` (switchboard only), a connection that closes comes back as
+``switchboard_client.Client`` would: the library's own reconnect delays
+(``policy.reconnect_delay_s``, its default base and cap), its open deadline for the handshake
+and again for ``ready``, and its turn through the URLs (the next one each attempt: this
+connection's URL first, then the reconnect URLs, rotated by the connection's number so that the
+clients of a lost gateway spread over the others, as applications shuffle their lists). It is
+back once ``ready`` and then one ``message`` (the replay of what it left unacknowledged) have
+arrived. Raw connections stand for the library's clients: thousands of ``Client`` objects, each
+with its keepalive and token tasks, would take the CPU the servers are measured with.
 
 Protocols, each as a real client of that server speaks it:
 
@@ -23,8 +37,10 @@ Protocols, each as a real client of that server speaks it:
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
+import random
 import sys
 import time
 from collections import Counter
@@ -32,9 +48,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
+from switchboard_client import Client
+from switchboard_client.policy import reconnect_delay_s
 from tests.support.processes import REPO_ROOT, service_environment
 from tests.support.tokens import make_token
 
@@ -48,6 +66,11 @@ ENGINEIO_PING = "2"
 ENGINEIO_PONG = "3"
 SOCKETIO_CONNECT = "40"
 SOCKETIO_CONNECT_ERROR = "44"
+CLIENT_DEFAULTS = inspect.signature(Client).parameters
+"""The library's defaults, so that a reconnect here follows the same schedule."""
+BACKOFF_BASE_S: float = CLIENT_DEFAULTS["backoff_base_s"].default
+BACKOFF_MAX_S: float = CLIENT_DEFAULTS["backoff_max_s"].default
+CLIENT_OPEN_TIMEOUT_S: float = CLIENT_DEFAULTS["open_timeout_s"].default
 
 
 class OpenAnswer(msgspec.Struct, frozen=True):
@@ -66,6 +89,20 @@ class StatusAnswer(msgspec.Struct, frozen=True):
     """A worker's answer to ``status``."""
 
     open: int
+    with_message: int
+
+
+class StormAnswer(msgspec.Struct, frozen=True):
+    """A worker's answer to ``storm``."""
+
+    back: list[float]
+    """When each connection that came back had its replayed message (monotonic clock)."""
+    ready: list[float]
+    """When each of them had its ``ready``."""
+    attempts: int
+    """Reconnects tried, successful or not."""
+    errors: dict[str, int]
+    """Failed attempts by what went wrong."""
 
 
 # The worker
@@ -75,10 +112,16 @@ class Worker:
     """The connections of one worker process, all to one URL."""
 
     def __init__(
-        self, protocol: str, url: str, uid_prefix: str, concurrency: int
+        self,
+        protocol: str,
+        url: str,
+        uid_prefix: str,
+        concurrency: int,
+        reconnect_urls: list[str],
     ) -> None:
         self._protocol = protocol
         self._url = url
+        self._reconnect_urls = reconnect_urls
         self._uid_prefix = uid_prefix
         self._handshakes = asyncio.Semaphore(concurrency)
         self._opened = 0
@@ -86,6 +129,16 @@ class Worker:
         self._connections: list[ClientConnection] = []
         # One reader per connection: it answers Engine.IO pings and notices a close.
         self._readers: set[asyncio.Task[None]] = set()
+        self._held = 0
+        self._with_message = 0
+        """Connections of an ``open`` that have received a ``message`` (switchboard)."""
+        """Connections that reached ``ready`` in an ``open``."""
+        self._back: list[float] = []
+        self._ready: list[float] = []
+        self._attempts = 0
+        self._reconnect_errors: Counter[str] = Counter()
+        self._all_back = asyncio.Event()
+        """Set once every connection opened has come back (``storm``)."""
 
     async def open(self, count: int) -> OpenAnswer:
         first = self._opened
@@ -108,7 +161,21 @@ class Worker:
 
     def status(self) -> StatusAnswer:
         return StatusAnswer(
-            sum(1 for ws in self._connections if ws.state is State.OPEN)
+            sum(1 for ws in self._connections if ws.state is State.OPEN),
+            self._with_message,
+        )
+
+    async def storm(self, within_s: float) -> StormAnswer:
+        try:
+            async with asyncio.timeout(within_s):
+                await self._all_back.wait()
+        except TimeoutError:
+            pass
+        return StormAnswer(
+            list(self._back),
+            list(self._ready),
+            self._attempts,
+            dict(self._reconnect_errors),
         )
 
     async def _open_one(self, uid: str) -> str:
@@ -127,9 +194,10 @@ class Worker:
             except Exception as exc:
                 return type(exc).__name__
         self._connections.append(websocket)
+        self._held += 1
         if websocket.protocol.extensions:
             self._compressed += 1
-        reader = asyncio.create_task(self._read(websocket))
+        reader = asyncio.create_task(self._read(websocket, uid, len(self._connections)))
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
         return ""
@@ -163,12 +231,82 @@ class Worker:
                 ):
                     raise RuntimeError("Socket.IO connect refused")
 
-    async def _read(self, websocket: ClientConnection) -> None:
+    async def _read(self, websocket: ClientConnection, uid: str, number: int) -> None:
+        has_message = False
         try:
             async for packet in websocket:
                 if self._protocol == "socketio" and packet == ENGINEIO_PING:
                     await websocket.send(ENGINEIO_PONG)
+                elif self._protocol == "switchboard" and not has_message:
+                    has_message = json.loads(packet).get("type") == "message"
+                    self._with_message += has_message
         except ConnectionClosed:
+            pass
+        if self._reconnect_urls:
+            close_code = websocket.close_code
+            await self._come_back(
+                uid, number, None if close_code == 1006 else close_code
+            )
+
+    async def _come_back(self, uid: str, number: int, close_code: int | None) -> None:
+        """Reconnect as ``switchboard_client.Client._reconnect_forever`` does, until ``ready``
+        and the replayed message."""
+        shift = number % len(self._reconnect_urls)
+        urls = [
+            self._url,
+            *self._reconnect_urls[shift:],
+            *self._reconnect_urls[:shift],
+        ]
+        index = 1  # the library's turn: the connection that closed used urls[0]
+        attempt = 0
+        while True:
+            await asyncio.sleep(
+                reconnect_delay_s(
+                    attempt, close_code, BACKOFF_BASE_S, BACKOFF_MAX_S, random.random
+                )
+            )
+            attempt += 1
+            self._attempts += 1
+            url = urls[index % len(urls)]
+            index += 1
+            close_code = None
+            try:
+                websocket = await connect(
+                    url,
+                    open_timeout=CLIENT_OPEN_TIMEOUT_S,
+                    ping_interval=None,
+                    compression=None,
+                )
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+                self._reconnect_errors[type(exc).__name__] += 1
+                continue
+            try:
+                await self._wait_for_replay(websocket, uid)
+            except (TimeoutError, RuntimeError) as exc:
+                self._reconnect_errors[str(exc) or "no ready in time"] += 1
+                websocket.transport.abort()
+                continue
+            except ConnectionClosed:
+                self._reconnect_errors["closed before the replay"] += 1
+                close_code = websocket.close_code
+                continue
+            self._back.append(time.monotonic())
+            self._connections.append(websocket)
+            if len(self._back) >= self._held:
+                self._all_back.set()
+            return
+
+    async def _wait_for_replay(self, websocket: ClientConnection, uid: str) -> None:
+        """``init``, ``ready`` within the library's open deadline, then one ``message``."""
+        await websocket.send(
+            json.dumps({"type": "init", "token": make_token(uid, ttl_s=3600)})
+        )
+        async with asyncio.timeout(CLIENT_OPEN_TIMEOUT_S):
+            reply = json.loads(await websocket.recv())
+        if reply.get("type") != "ready":
+            raise RuntimeError(f"init refused: {reply.get('code')}")
+        self._ready.append(time.monotonic())
+        while json.loads(await websocket.recv()).get("type") != "message":
             pass
 
 
@@ -180,12 +318,14 @@ async def serve_commands(worker: Worker) -> None:
     )
     print("started", flush=True)
     while line := (await commands.readline()).decode().split():  # until stdin closes
-        answer: OpenAnswer | StatusAnswer
+        answer: OpenAnswer | StatusAnswer | StormAnswer
         match line:
             case ["open", count]:
                 answer = await worker.open(int(count))
             case ["status"]:
                 answer = worker.status()
+            case ["storm", within_s]:
+                answer = await worker.storm(float(within_s))
             case ["exit"]:
                 # Thousands of closing handshakes would load the server after the
                 # measurement, and nothing here needs cleaning: leave at once, and let the
@@ -203,9 +343,21 @@ def worker_main() -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, required=True)
     parser.add_argument("--uid-prefix", required=True)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--reconnect-url",
+        action="append",
+        default=[],
+        help="switchboard: where a connection that closes reconnects (repeat for more)",
+    )
     parser.add_argument("url")
     args = parser.parse_args()
-    worker = Worker(args.protocol, args.url, args.uid_prefix, args.concurrency)
+    worker = Worker(
+        args.protocol,
+        args.url,
+        args.uid_prefix,
+        args.concurrency,
+        args.reconnect_url,
+    )
     asyncio.run(serve_commands(worker))
 
 
@@ -228,18 +380,42 @@ class Opened:
         return self.ready / self.duration_s if self.duration_s > 0 else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Storm:
+    """What ``storm`` across every worker gave."""
+
+    back: list[float]
+    """When each connection came back with its replayed message, in order."""
+    ready: list[float]
+    """When each had its ``ready``, in order."""
+    attempts: int
+    errors: dict[str, int]
+
+
 @dataclass
 class ClientWorkers:
     """Worker processes, each holding connections to one URL."""
 
     processes: list[asyncio.subprocess.Process]
+    uid_prefix: str
 
     @classmethod
     async def start(
-        cls, protocol: str, urls: list[str], uid_prefix: str, concurrency: int = 50
+        cls,
+        protocol: str,
+        urls: list[str],
+        uid_prefix: str,
+        concurrency: int = 50,
+        reconnect_urls: list[str] | None = None,
     ) -> "ClientWorkers":
-        """Start one worker per URL (repeat a URL for several workers on one server)."""
-        workers = cls([])
+        """Start one worker per URL (repeat a URL for several workers on one server); with
+        ``reconnect_urls``, their connections come back there when closed."""
+        workers = cls([], uid_prefix)
+        reconnecting = [
+            argument
+            for url in reconnect_urls or []
+            for argument in ("--reconnect-url", url)
+        ]
         try:
             for n, url in enumerate(urls):
                 process = await asyncio.create_subprocess_exec(
@@ -252,6 +428,7 @@ class ClientWorkers:
                     f"{uid_prefix}w{n}",
                     "--concurrency",
                     str(concurrency),
+                    *reconnecting,
                     url,
                     cwd=REPO_ROOT,
                     env=service_environment({}),
@@ -288,13 +465,23 @@ class ClientWorkers:
             raise RuntimeError(f"client worker exited with {await process.wait()}")
         return line
 
-    async def open(self, total: int) -> Opened:
-        """Open ``total`` more connections, shared evenly, every worker at once."""
-        shares = [
+    def _shares(self, total: int) -> list[int]:
+        return [
             total // len(self.processes) + (1 if n < total % len(self.processes) else 0)
             for n in range(len(self.processes))
         ]
-        lines = await self._ask_all([f"open {share}" for share in shares])
+
+    def uids(self, total: int) -> list[str]:
+        """The uids of the connections a first ``open(total)`` authenticates."""
+        return [
+            f"{self.uid_prefix}w{worker}-{n}"
+            for worker, share in enumerate(self._shares(total))
+            for n in range(share)
+        ]
+
+    async def open(self, total: int) -> Opened:
+        """Open ``total`` more connections, shared evenly, every worker at once."""
+        lines = await self._ask_all([f"open {share}" for share in self._shares(total)])
         answers = [msgspec.json.decode(line, type=OpenAnswer) for line in lines]
         errors: Counter[str] = Counter()
         for answer in answers:
@@ -308,9 +495,30 @@ class ClientWorkers:
             errors=dict(errors),
         )
 
-    async def count_open(self) -> int:
+    async def _status(self) -> list[StatusAnswer]:
         lines = await self._ask_all(["status"] * len(self.processes))
-        return sum(msgspec.json.decode(line, type=StatusAnswer).open for line in lines)
+        return [msgspec.json.decode(line, type=StatusAnswer) for line in lines]
+
+    async def count_open(self) -> int:
+        return sum(answer.open for answer in await self._status())
+
+    async def count_with_message(self) -> int:
+        """Connections that have received a ``message`` frame."""
+        return sum(answer.with_message for answer in await self._status())
+
+    async def storm(self, within_s: float) -> Storm:
+        """Wait, at most ``within_s``, for every connection to come back after its close."""
+        lines = await self._ask_all([f"storm {within_s}"] * len(self.processes))
+        answers = [msgspec.json.decode(line, type=StormAnswer) for line in lines]
+        errors: Counter[str] = Counter()
+        for answer in answers:
+            errors.update(answer.errors)
+        return Storm(
+            sorted(when for answer in answers for when in answer.back),
+            sorted(when for answer in answers for when in answer.ready),
+            sum(answer.attempts for answer in answers),
+            dict(errors),
+        )
 
     async def stop(self) -> None:
         """Ask every worker to leave; kill one that does not within the deadline."""

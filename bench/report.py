@@ -175,6 +175,20 @@ TARGETS = (
         1000.0,
     ),
     Target(
+        "logins: at least 2,000 init/s on one gateway",
+        "10 logins",
+        "init/s on one gateway (5,000 opening)",
+        2000.0,
+    ),
+    Target(
+        "reconnect storm: 10,000 connections of a killed gateway ready and replayed "
+        "within 10 s",
+        "10 logins",
+        "s from a gateway's kill to all 10,000 ready and replayed",
+        10.0,
+        at_most=True,
+    ),
+    Target(
         "a backend's api.send with reply_to at least 60% of raw aio-pika confirmed publishes",
         "8 backend sends",
         "messages/s from one backend process, answered",

@@ -24,6 +24,7 @@ SQL is in ``store.py``, AMQP calls in ``bus.py``; expired rows are deleted by ``
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -175,6 +176,21 @@ class UndeliveredWriter:
         return outcome, unstorable
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """One replay request's window, read and not yet published."""
+
+    uid: str
+    deliveries: list[replay.GatewayDelivery]
+    rows: int
+    gateways: int
+    is_complete: bool
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(outbound.body) for outbound in self.deliveries)
+
+
 class ControlServer:
     """Deletes acknowledged rows and replays stored rows to connections; with history on,
     sends sync windows too (``syncs.py``)."""
@@ -234,13 +250,11 @@ class ControlServer:
                     for message, _ in acks:
                         await settle(message.ack())
                     acks = []
-                # Most logins find nothing stored: one statement tells which uids to page.
-                holding = await self._store.uids_with_rows([r.uid for _, r in replays])
-                while replays:
-                    message, request = replays[0]
-                    await self._replay(request, request.uid in holding)
-                    await settle(message.ack())
-                    replays.pop(0)
+                if replays:
+                    await self._replay([r for _, r in replays])
+                    for message, _ in replays:
+                        await settle(message.ack())
+                    replays = []
                 if syncs:
                     await self._sync([r for _, r in syncs], syncs)
             except Exception as exc:
@@ -281,31 +295,68 @@ class ControlServer:
         log.info("undelivered_deleted", count=count, acks=len(acks), mids=len(mids))
         observability.ACKNOWLEDGED.inc(count)
 
-    async def _replay(self, request: ReplayRequest, has_rows: bool) -> None:
-        """Publish one window of the uid's rows; the gateways ask for the next as clients ack."""
-        with structlog.contextvars.bound_contextvars(uid=request.uid):
-            gateways = replay.targets_by_gateway(request)
-            rows = 0
-            next_mid = ""
-            if gateways and has_rows:
-                limit = replay.window_rows(request.limit, self._replay_page)
-                # One row more than the window tells whether rows remain, and where.
-                page = await self._store.fetch_page(
-                    request.uid, request.from_mid, is_first=True, limit=limit + 1
-                )
-                window, next_mid = replay.split_window(page, limit)
-                for outbound in replay.replay_deliveries(
-                    window, gateways, next_mid, self._max_bytes, request.from_mid
-                ):
-                    await self._bus.publish_delivery(outbound.gateway_id, outbound.body)
-                rows = len(window)
+    async def _replay(self, requests: Sequence[ReplayRequest]) -> None:
+        """Publish one window of each request's uid; the gateways ask for the next as
+        clients ack.
+
+        The windows are read in order and published together, up to ``max_bytes`` of them
+        awaiting their confirms at a time: a confirm awaited per request made a reconnect
+        storm's thousands of replays one broker round trip each. Should a publish fail, the
+        batch's replays go again, whole: a window published twice is dropped by the client,
+        which remembers the mids it saw.
+        """
+        # Most logins find nothing stored: one statement tells which uids to page.
+        holding = await self._store.uids_with_rows([r.uid for r in requests])
+        read: list[ReplayWindow] = []
+        read_bytes = 0
+        for request in requests:
+            window = await self._read_window(request, request.uid in holding)
+            read.append(window)
+            read_bytes += window.size_bytes
+            if read_bytes >= self._max_bytes:
+                await self._publish_windows(read)
+                read, read_bytes = [], 0
+        await self._publish_windows(read)
+
+    async def _publish_windows(self, windows: Sequence[ReplayWindow]) -> None:
+        await confirm_all(
+            self._bus.publish_delivery(outbound.gateway_id, outbound.body)
+            for window in windows
+            for outbound in window.deliveries
+        )
+        for window in windows:
             log.info(
                 "replay_finished",
-                rows=rows,
-                gateways=len(gateways),
-                is_complete=not next_mid,
+                uid=window.uid,
+                rows=window.rows,
+                gateways=window.gateways,
+                is_complete=window.is_complete,
             )
-            observability.REPLAYED.inc(rows)
+            observability.REPLAYED.inc(window.rows)
+
+    async def _read_window(
+        self, request: ReplayRequest, has_rows: bool
+    ) -> ReplayWindow:
+        """The deliveries of one window of the uid's rows, one per gateway."""
+        gateways = replay.targets_by_gateway(request)
+        if not (gateways and has_rows):
+            return ReplayWindow(request.uid, [], 0, len(gateways), is_complete=True)
+        limit = replay.window_rows(request.limit, self._replay_page)
+        # One row more than the window tells whether rows remain, and where.
+        page = await self._store.fetch_page(
+            request.uid, request.from_mid, is_first=True, limit=limit + 1
+        )
+        window, next_mid = replay.split_window(page, limit)
+        deliveries = replay.replay_deliveries(
+            window, gateways, next_mid, self._max_bytes, request.from_mid
+        )
+        return ReplayWindow(
+            request.uid,
+            list(deliveries),
+            len(window),
+            len(gateways),
+            is_complete=not next_mid,
+        )
 
 
 async def tell_refused(

@@ -27,6 +27,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
@@ -60,23 +61,28 @@ PER_BATCH = 500
 
 
 class Rows:
-    """Counts the undelivered rows of a uid, straight from PostgreSQL."""
+    """Counts undelivered rows, of a uid or of every uid, straight from PostgreSQL."""
 
     def __init__(self, connection: asyncpg.Connection, names: Names) -> None:
         self._connection = connection
         # The namespace is a plain SQL identifier (see proto.names.NAMESPACE_PATTERN).
-        self._count_sql = (
-            f"SELECT count(*) FROM {names.undelivered_table} WHERE uid = $1"
-        )
+        self._count_all_sql = f"SELECT count(*) FROM {names.undelivered_table}"
+        self._count_sql = f"{self._count_all_sql} WHERE uid = $1"
 
-    async def count(self, uid: str) -> int:
-        count: int = await self._connection.fetchval(self._count_sql, uid)
+    async def count(self, uid: str | None) -> int:
+        """Rows of ``uid``; of every uid in the namespace when None."""
+        count: int
+        if uid is None:
+            count = await self._connection.fetchval(self._count_all_sql)
+        else:
+            count = await self._connection.fetchval(self._count_sql, uid)
         return count
 
     async def wait_for(
-        self, uid: str, expected: int, within_s: float
+        self, uid: str | None, expected: int, within_s: float
     ) -> tuple[int, float]:
-        """Poll until ``uid`` has ``expected`` rows; return the count and when it was reached."""
+        """Poll until ``uid`` (every uid when None) has ``expected`` rows; return the count
+        and when it was reached."""
         count = 0
         try:
             async with asyncio.timeout(within_s):
@@ -88,15 +94,16 @@ class Rows:
         return count, time.monotonic()
 
 
-async def publish_from_backend(names: Names, to: str, count: int) -> float:
-    """Send ``count`` messages with ``api.send``, keeping some in flight; return the start."""
+async def publish_from_backend(names: Names, recipients: Sequence[str]) -> float:
+    """Send one message to each of ``recipients`` (a uid may repeat) with ``api.send``,
+    keeping some in flight; return the start."""
     connection = await aio_pika.connect(DEFAULT_AMQP_URL, timeout=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         inbound = await channel.get_exchange(names.inbound_exchange, ensure=False)
         in_flight = asyncio.Semaphore(PUBLISHES_IN_FLIGHT)
 
-        async def publish(n: int) -> None:
+        async def publish(n: int, to: str) -> None:
             async with in_flight:
                 body = b'{"to":"%b","from":"backend","body":%b}' % (
                     to.encode(),
@@ -108,7 +115,7 @@ async def publish_from_backend(names: Names, to: str, count: int) -> float:
                 )
 
         started = time.monotonic()
-        await asyncio.gather(*(publish(n) for n in range(count)))
+        await asyncio.gather(*(publish(n, to) for n, to in enumerate(recipients)))
     return started
 
 
@@ -150,7 +157,9 @@ async def run(quick: bool) -> list[Measurement]:
         rows_left = await rows.count(READER)
 
         # 3. Store from a backend.
-        backend_started = await publish_from_backend(stack.names, OTHER_READER, stored)
+        backend_started = await publish_from_backend(
+            stack.names, [OTHER_READER] * stored
+        )
         backend_written, backend_written_at = await rows.wait_for(
             OTHER_READER, stored, ROWS_TIMEOUT_S
         )
