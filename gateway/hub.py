@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.exceptions import ChannelInvalidStateError
 
 from gateway import observability
 from gateway.acks import (
@@ -108,8 +109,9 @@ class Hub:
         self.liveness = Liveness(
             bus, gateway_id, self.connections, self.rooms, since_of
         )
-        self._messages: dict[int, AbstractIncomingMessage] = {}
-        """The AMQP deliveries the ledger holds, by the number it knows them by."""
+        self._messages: dict[int, tuple[AbstractIncomingMessage, int | None]] = {}
+        """The AMQP deliveries the ledger holds, by the number it knows them by, each with the
+        key of its channel in ``_unacked`` (None: its channel closed before it came here)."""
         self._unacked: dict[
             int, tuple[ChannelAcks, dict[int, AbstractIncomingMessage]]
         ] = {}
@@ -117,7 +119,10 @@ class Hub:
         delivery tag. A channel reopened after a reconnect is another entry."""
         self._acks_due = False
         """Deliveries finished in this turn of the event loop: acknowledged at its end."""
-        self._acking: set[asyncio.Task[None]] = set()
+        self._last_acks: asyncio.Task[None] | None = None
+        """The latest acks sent; each waits for the ones before it, since the broker must see
+        them in the order ``ChannelAcks`` took them: a multiple ack sent ahead of an ack of one
+        delivery that it covers would acknowledge that delivery twice (a channel error)."""
         self._delivery_ids = itertools.count()
         self.throttles = Throttles(clock)
         """The uids whose frames are refused for a while (the per-uid rate limit, counted by
@@ -190,9 +195,6 @@ class Hub:
     async def on_delivery(self, message: AbstractIncomingMessage) -> None:
         """Push a delivery to its connections; runs without awaiting until every push is queued."""
         consumed_at = time.monotonic()  # for the push histogram (observability.PUSH)
-        acks, by_tag = self._unacked.setdefault(
-            id(message.channel), (ChannelAcks(), {})
-        )
         try:
             decoded = decode_delivery_items(message.body)
         except BadEnvelope as exc:  # not even an object with items: nothing to save
@@ -202,8 +204,7 @@ class Hub:
             )
             await _settle(message.reject(requeue=False))
             return
-        acks.delivered(_tag(message))
-        by_tag[_tag(message)] = message
+        channel_key = self._track(message)
         delivery, refused = checked_delivery(decoded)
         observability.count_delivery(delivery, time.time_ns() // 1_000_000)
         split = None
@@ -224,7 +225,7 @@ class Hub:
         )
         plan = plan_delivery(delivery, self.connections, self.rooms, initialized)
         delivery_id = next(self._delivery_ids)
-        self._messages[delivery_id] = message
+        self._messages[delivery_id] = (message, channel_key)
         admission = Admission(
             self._ledger, delivery_id, self._clock(), delivery.from_mid
         )
@@ -291,7 +292,7 @@ class Hub:
             case HandOver():
                 self.handover.queue(effect.item, effect.held)
             case AckDelivery():
-                self._finish(self._messages.pop(effect.delivery_id))
+                self._finish(*self._messages.pop(effect.delivery_id))
             case DeadLetter():
                 self._spawn(self._dead_letter(effect))
             case AskReplay():
@@ -319,9 +320,24 @@ class Hub:
                     deliveries=effect.deliveries,
                 )
 
-    def _finish(self, message: AbstractIncomingMessage) -> None:
+    def _track(self, message: AbstractIncomingMessage) -> int | None:
+        """Count a delivery among its channel's unacknowledged ones; return its channel's key."""
+        try:
+            channel_key = id(message.channel)
+        except ChannelInvalidStateError:
+            return None  # the broker redelivers it: nothing to acknowledge
+        acks, by_tag = self._unacked.setdefault(channel_key, (ChannelAcks(), {}))
+        acks.delivered(_tag(message))
+        by_tag[_tag(message)] = message
+        return channel_key
+
+    def _finish(
+        self, message: AbstractIncomingMessage, channel_key: int | None
+    ) -> None:
         """Acknowledge this delivery at the end of this turn of the event loop."""
-        acks, _ = self._unacked[id(message.channel)]
+        if channel_key is None:
+            return
+        acks, _ = self._unacked[channel_key]
         acks.finish(_tag(message))
         if not self._acks_due:
             self._acks_due = True
@@ -342,9 +358,9 @@ class Hub:
             if acks.is_empty:
                 del self._unacked[channel_id]
             if sending:
-                task = asyncio.create_task(_ack_all(sending))
-                self._acking.add(task)
-                task.add_done_callback(self._acking.discard)
+                self._last_acks = asyncio.create_task(
+                    _ack_all(sending, self._last_acks)
+                )
 
     async def _release(self, held: Held) -> None:
         """One copy of this delivery is done: acknowledge it if it was the last."""
@@ -400,7 +416,8 @@ class Hub:
         # The deliveries finished last are acknowledged, not left for the broker to redeliver.
         if self._acks_due:
             self._ack_finished()
-        await asyncio.gather(*self._acking, return_exceptions=True)
+        if self._last_acks is not None:
+            await asyncio.wait([self._last_acks])
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -420,8 +437,14 @@ def _tag(message: AbstractIncomingMessage) -> int:
     return tag
 
 
-async def _ack_all(acks: list[tuple[AbstractIncomingMessage, bool]]) -> None:
-    """Send these acks (each a message and whether it is a multiple ack)."""
+async def _ack_all(
+    acks: list[tuple[AbstractIncomingMessage, bool]],
+    previous: "asyncio.Task[None] | None",
+) -> None:
+    """Send these acks (each a message and whether it is a multiple ack), in order, once the
+    ones before them are sent."""
+    if previous is not None:
+        await asyncio.wait([previous])
     for message, multiple in acks:
         try:
             await message.ack(multiple=multiple)
