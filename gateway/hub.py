@@ -448,7 +448,7 @@ async def _ack_all(
     for message, multiple in acks:
         try:
             await message.ack(multiple=multiple)
-            observability.DELIVERY_ACKS.labels("true" if multiple else "false").inc()
+            observability.count_delivery_ack(multiple)
         except Exception:
             # The channel was lost: the broker requeued the deliveries, and they come back
             # (at least once).

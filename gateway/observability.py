@@ -203,6 +203,14 @@ _PUBLISHED_KEYS = (
     KEY_ACK_BATCH,
 )
 _PUBLISHES_BY_KEY = {key: PUBLISHES.labels(key) for key in _PUBLISHED_KEYS}
+_DELIVERY_ACKS = {
+    multiple: DELIVERY_ACKS.labels(str(multiple).lower()) for multiple in (True, False)
+}
+"""Labelled at import, so that both series exist from the start."""
+
+
+def count_delivery_ack(multiple: bool) -> None:
+    _DELIVERY_ACKS[multiple].inc()
 
 
 def count_pushed(frame: bytes, consumed_at: float) -> None:
