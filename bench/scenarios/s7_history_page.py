@@ -244,6 +244,30 @@ async def run(quick: bool) -> list[Measurement]:
         f"per page on average; history frame to reply; {per_page} ms CPU/page"
     )
     rows = f"({shape.inbox_rows:,} rows)"
+
+    def latencies(
+        what: str,
+        latencies_ns: list[int],
+        quantiles: tuple[tuple[str, float], ...],
+        note: str,
+        lost: int = 0,
+        target: str = "",
+    ) -> list[Measurement]:
+        """One row per quantile of ``latencies_ns``, ``target`` in front of the p99's note."""
+        return [
+            Measurement(
+                NAME,
+                SWITCHBOARD_HISTORY,
+                f"{label} ms of {what} {rows}",
+                percentile(latencies_ns, quantile) / 1e6,
+                "ms",
+                "lower",
+                lost=lost,
+                note=(target if label == "p99" else "") + note,
+            )
+            for label, quantile in quantiles
+        ]
+
     measurements = [
         Measurement(
             NAME,
@@ -254,20 +278,14 @@ async def run(quick: bool) -> list[Measurement]:
             "higher",
             lost=saturated.unanswered,
             note=saturation_note,
-        )
-    ]
-    measurements += [
-        Measurement(
-            NAME,
-            SWITCHBOARD_HISTORY,
-            f"{label} ms of a page of {PAGE} at saturation {rows}",
-            percentile(saturated.latencies_ns, quantile) / 1e6,
-            "ms",
-            "lower",
+        ),
+        *latencies(
+            f"a page of {PAGE} at saturation",
+            saturated.latencies_ns,
+            QUANTILES[:2],
+            saturation_note,
             lost=saturated.unanswered,
-            note=saturation_note,
-        )
-        for label, quantile in QUANTILES[:2]
+        ),
     ]
     for rate, pages in at_rates.items():
         rate_note = (
@@ -275,30 +293,19 @@ async def run(quick: bool) -> list[Measurement]:
             f"{plan.rate_s:g} s, each page timed from its scheduled time; "
             f"{len(pages.latencies_ns):,} answered"
         )
-        measurements += [
-            Measurement(
-                NAME,
-                SWITCHBOARD_HISTORY,
-                f"{label} ms of a page of {PAGE} at {rate}/s {rows}",
-                percentile(pages.latencies_ns, quantile) / 1e6,
-                "ms",
-                "lower",
-                lost=pages.unanswered,
-                note=("target < 20 ms; " if label == "p99" else "") + rate_note,
-            )
-            for label, quantile in QUANTILES
-        ]
-    measurements += [
-        Measurement(
-            NAME,
-            SWITCHBOARD_HISTORY,
-            f"{label} ms of a page's statement alone {rows}",
-            percentile(direct, quantile) / 1e6,
-            "ms",
-            "lower",
-            note="the same pages read with the store's statement (QueryTables.history) "
-            "from one connection, one at a time",
+        measurements += latencies(
+            f"a page of {PAGE} at {rate}/s",
+            pages.latencies_ns,
+            QUANTILES,
+            rate_note,
+            lost=pages.unanswered,
+            target="target < 20 ms; ",
         )
-        for label, quantile in QUANTILES[:2]
-    ]
+    measurements += latencies(
+        "a page's statement alone",
+        direct,
+        QUANTILES[:2],
+        "the same pages read with the store's statement (QueryTables.history) from one "
+        "connection, one at a time",
+    )
     return measurements
