@@ -2,6 +2,7 @@
 rotation, an outage), connections closed when their token expires, and ``refresh``."""
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -143,7 +144,8 @@ async def wait_until(unix_s: float) -> None:
 
 
 def exp_of(seconds_from_now: float) -> int:
-    return int(time.time() + seconds_from_now)
+    """A token's ``exp`` at least this far ahead (``exp`` is whole seconds)."""
+    return math.ceil(time.time() + seconds_from_now)
 
 
 async def chat(sender: RawClient, recipient: RawClient, text: str) -> None:
@@ -157,10 +159,11 @@ async def test_a_connection_is_closed_with_4004_when_its_token_expires(
     stack: Stack,
 ) -> None:
     await stack.start(gateways=2)
-    expires = exp_of(3)
-    alice = await stack.connect(0, token=make_token("alice", exp=expires))
     bob = await stack.connect(0, uid="bob")
     carol = await stack.connect(1, uid="carol")
+    # Time for alice's login and first message on a busy machine, before her token expires.
+    expires = exp_of(4)
+    alice = await stack.connect(0, token=make_token("alice", exp=expires))
     await chat(alice, carol, "before")
     assert await alice.wait_closed(within_s=7) == CloseCode.TOKEN_EXPIRED
     assert time.time() >= expires
@@ -178,9 +181,9 @@ async def refresh(client: RawClient, token: str, client_id: str) -> Frame:
 
 async def test_a_refresh_extends_the_connection(stack: Stack) -> None:
     await stack.start(gateways=2)
-    expires = exp_of(2)
-    alice = await stack.connect(0, token=make_token("alice", exp=expires))
     bob = await stack.connect(1, uid="bob")
+    expires = exp_of(3)
+    alice = await stack.connect(0, token=make_token("alice", exp=expires))
     answer = await refresh(alice, make_token("alice", ttl_s=600), "r1")
     assert answer == {"type": "refreshed", "id": "r1"}
     await wait_until(expires + 1.5)
@@ -191,9 +194,9 @@ async def test_a_refresh_extends_the_connection(stack: Stack) -> None:
 
 async def test_a_refused_refresh_keeps_the_old_expiry(stack: Stack) -> None:
     await stack.start(gateways=2)
-    expires = exp_of(3)
-    alice = await stack.connect(0, token=make_token("alice", exp=expires))
     bob = await stack.connect(1, uid="bob")
+    expires = exp_of(4)
+    alice = await stack.connect(0, token=make_token("alice", exp=expires))
     other_sub = await refresh(alice, make_token("bob", ttl_s=600), "r1")
     forged = await refresh(alice, make_token("alice", "x" * 40, ttl_s=600), "r2")
     for answer in (other_sub, forged):
