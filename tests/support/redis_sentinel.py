@@ -62,6 +62,7 @@ class RedisSentinels:
         await self._wait_until(
             lambda master_port, replicas: master_port == master and replicas == 1
         )
+        await self._wait_for_sentinels_to_know_each_other()
 
     async def master_port(self) -> int:
         """The master's port as the first Sentinel that answers names it."""
@@ -113,6 +114,32 @@ class RedisSentinels:
         self._processes[port] = subprocess.Popen(
             ["redis-server", str(config), "--sentinel"]
         )
+
+    async def _wait_for_sentinels_to_know_each_other(self) -> None:
+        """Wait until every Sentinel knows the replica and the two other Sentinels.
+
+        A Sentinel learns of a replica from the master's INFO and of the other Sentinels from
+        their hello messages, seconds after it starts: a master killed before that has no
+        replica to promote, or no majority to elect the Sentinel that would promote it.
+        """
+        others = len(self.sentinel_ports) - 1
+        deadline = time.monotonic() + START_WITHIN_S
+        for port in self.sentinel_ports:
+            client = redis.Redis(port=port, socket_timeout=1)
+            try:
+                while True:
+                    state = await client.sentinel_master(MASTER_NAME)
+                    assert isinstance(state, dict), state
+                    if (
+                        int(state["num-slaves"]) >= 1
+                        and int(state["num-other-sentinels"]) >= others
+                    ):
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"Sentinel {port} knows only {state}")
+                    await asyncio.sleep(0.2)  # polling the Sentinel under the deadline
+            finally:
+                await client.aclose()
 
     async def _wait_until(self, holds: MasterCheck) -> None:
         deadline = time.monotonic() + FAILOVER_WITHIN_S
