@@ -2,10 +2,10 @@
 
 A client's ``ack`` of a stored message reaches the store as an ``Acked`` envelope, alone or in a
 ``Batch`` of them; each names rows to delete. Pure: ``consumers.py`` does the awaiting,
-``store.py`` the deletes, at most ``MAX_KEYS_PER_DELETE`` keys per statement (``chunks``).
+``store.py`` the deletes, at most ``MAX_KEYS_PER_DELETE`` keys per statement (``key_pieces``).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 
 from offline_store.rows import require_storable
 from proto.envelopes import Acked, decode_acked, decode_batch, encode
@@ -58,25 +58,28 @@ def acks_from_batch_body(body: bytes) -> tuple[list[Acked], list[RefusedItem]]:
     return acks, refused
 
 
-def acked_keys(acks: Iterable[Acked]) -> tuple[list[str], list[str]]:
-    """Flatten acks into two parallel lists (uids, mids), one entry per distinct row key."""
+def key_pieces(
+    acks: Iterable[Acked], size: int
+) -> Iterator[tuple[list[str], list[str]]]:
+    """The distinct (uid, mid) keys of these acks, as parallel lists (uids, mids) of at most
+    ``size`` keys: one delete statement each.
+
+    Lazy, a piece at a time: the store awaits its statement between pieces, so a batch of a
+    million acked mids never holds the event loop (and the replays beside it) for longer than
+    one piece's work.
+    """
     uids: list[str] = []
     mids: list[str] = []
     seen: set[tuple[str, str]] = set()
     for acked in acks:
         for mid in acked.mids:
-            if (acked.uid, mid) not in seen:
-                seen.add((acked.uid, mid))
-                uids.append(acked.uid)
-                mids.append(mid)
-    return uids, mids
-
-
-def chunks(
-    uids: Sequence[str], mids: Sequence[str], size: int
-) -> list[tuple[Sequence[str], Sequence[str]]]:
-    """Split parallel key lists into pieces of at most ``size`` keys (one statement each)."""
-    return [
-        (uids[start : start + size], mids[start : start + size])
-        for start in range(0, len(uids), size)
-    ]
+            if (acked.uid, mid) in seen:
+                continue
+            seen.add((acked.uid, mid))
+            uids.append(acked.uid)
+            mids.append(mid)
+            if len(mids) == size:
+                yield uids, mids
+                uids, mids = [], []
+    if mids:
+        yield uids, mids

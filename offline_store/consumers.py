@@ -22,6 +22,7 @@ The decisions are pure modules: the rows to keep in ``rows.py``, what is announc
 SQL is in ``store.py``, AMQP calls in ``bus.py``; expired rows are deleted by ``retention.py``.
 """
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from offline_store import observability, replay
-from offline_store.acked import acked_from_body, acked_keys, acks_from_batch_body
+from offline_store.acked import acked_from_body, acks_from_batch_body, key_pieces
 from offline_store.announcements import message_offline_events, refusals, saved_envelope
 from offline_store.bus import Bus
 from offline_store.rows import (
@@ -40,7 +41,13 @@ from offline_store.rows import (
     rows_from_body,
     unique_rows,
 )
-from offline_store.store import EXPECTED_FAILURES, ROW_ERRORS, InsertOutcome, Store
+from offline_store.store import (
+    EXPECTED_FAILURES,
+    MAX_KEYS_PER_DELETE,
+    ROW_ERRORS,
+    InsertOutcome,
+    Store,
+)
 from offline_store.syncs import SyncServer
 from offline_store.windows import sync_request_from_body
 from proto.codes import ErrorCode
@@ -238,6 +245,9 @@ class ControlServer:
                     raise BadEnvelope("unexpected routing key")
             except BadEnvelope as exc:
                 await reject(message, exc)
+            # One message decoded per turn of the loop: a batch of ack floods (thousands of
+            # mids a message) never holds the replays of the other loops for its whole decode.
+            await asyncio.sleep(0)
         log_refused(refused)
         while True:
             try:
@@ -290,9 +300,11 @@ class ControlServer:
             pending.pop(0)
 
     async def _delete_acked(self, acks: Sequence[Acked]) -> None:
-        uids, mids = acked_keys(acks)
-        count = await self._store.delete_rows(uids, mids)
-        log.info("undelivered_deleted", count=count, acks=len(acks), mids=len(mids))
+        count = keys = 0
+        for uids, mids in key_pieces(acks, MAX_KEYS_PER_DELETE):
+            count += await self._store.delete_rows(uids, mids)
+            keys += len(mids)
+        log.info("undelivered_deleted", count=count, acks=len(acks), mids=keys)
         observability.ACKNOWLEDGED.inc(count)
 
     async def _replay(self, requests: Sequence[ReplayRequest]) -> None:

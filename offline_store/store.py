@@ -15,7 +15,6 @@ import aiormq
 import asyncpg
 import structlog
 
-from offline_store.acked import chunks
 from offline_store.latency import postgres_block, postgres_call
 from offline_store.rows import RowKey, StoredRow, UndeliveredRow
 from offline_store.settings import (
@@ -280,15 +279,11 @@ class Store:
 
     @postgres_call("delete")
     async def delete_rows(self, uids: Sequence[str], mids: Sequence[str]) -> int:
-        """Delete the rows with these (uid, mid) keys; return how many went.
-
-        One statement per ``MAX_KEYS_PER_DELETE`` keys, each committed on its own.
-        """
-        count = 0
-        for uid_chunk, mid_chunk in chunks(uids, mids, MAX_KEYS_PER_DELETE):
-            status = await self._pool.execute(self._delete_sql, uid_chunk, mid_chunk)
-            count += int(status.rpartition(" ")[2])  # "DELETE <count>"
-        return count
+        """Delete the rows with these (uid, mid) keys, at most ``MAX_KEYS_PER_DELETE`` of them
+        (``acked.key_pieces``), in one statement; return how many went."""
+        assert len(mids) <= MAX_KEYS_PER_DELETE
+        status = await self._pool.execute(self._delete_sql, uids, mids)
+        return int(status.rpartition(" ")[2])  # "DELETE <count>"
 
     @postgres_call("expire")
     async def expire_rows(self, limit: int) -> int:

@@ -1,13 +1,14 @@
 """acked.py: ack bodies in, the keys of the rows to delete out. No I/O."""
 
+from collections.abc import Iterator
+
 import msgspec
 import pytest
 
 from offline_store.acked import (
     acked_from_body,
-    acked_keys,
     acks_from_batch_body,
-    chunks,
+    key_pieces,
 )
 from proto.envelopes import (
     Acked,
@@ -28,7 +29,9 @@ def test_acked_keys_are_flattened_without_duplicates() -> None:
         Acked(uid="carol", mids=[MID_1]),
         Acked(uid="bob", mids=[MID_2]),
     ]
-    assert acked_keys(acks) == (["bob", "bob", "carol"], [MID_1, MID_2, MID_1])
+    assert list(key_pieces(acks, 10)) == [
+        (["bob", "bob", "carol"], [MID_1, MID_2, MID_1])
+    ]
 
 
 def test_acked_body_is_decoded_and_checked() -> None:
@@ -59,12 +62,28 @@ def test_ack_batch_that_is_not_a_batch_is_a_bad_envelope() -> None:
 
 
 def test_delete_keys_are_cut_into_bounded_statements() -> None:
-    uids = [f"u{n}" for n in range(5)]
-    mids = [f"m{n}" for n in range(5)]
-    pieces = chunks(uids, mids, 2)
-    assert [(list(u), list(m)) for u, m in pieces] == [
-        (["u0", "u1"], ["m0", "m1"]),
-        (["u2", "u3"], ["m2", "m3"]),
-        (["u4"], ["m4"]),
+    acks = [
+        Acked(uid="bob", mids=["m0", "m1", "m2"]),
+        Acked(uid="carol", mids=["m0", "m1"]),
+        Acked(uid="bob", mids=["m1"]),  # a duplicate is not counted against the piece
     ]
-    assert chunks([], [], 2) == []
+    assert list(key_pieces(acks, 2)) == [
+        (["bob", "bob"], ["m0", "m1"]),
+        (["bob", "carol"], ["m2", "m0"]),
+        (["carol"], ["m1"]),
+    ]
+    assert list(key_pieces([], 2)) == []
+
+
+def test_key_pieces_are_made_one_at_a_time() -> None:
+    """The store awaits a statement between pieces; the next is not computed before."""
+    seen: list[str] = []
+
+    def acks() -> Iterator[Acked]:
+        for n in range(4):
+            seen.append(f"u{n}")
+            yield Acked(uid=f"u{n}", mids=[MID_1])
+
+    pieces = key_pieces(acks(), 2)
+    assert next(pieces) == (["u0", "u1"], [MID_1, MID_1])
+    assert seen == ["u0", "u1"]
