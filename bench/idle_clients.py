@@ -62,6 +62,9 @@ OPEN_TIMEOUT_S = 60.0
 WORKER_START_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 180.0
 EXIT_TIMEOUT_S = 10.0
+ANSWER_LINE_LIMIT = 16 * 1024 * 1024
+"""Longest answer line read from a worker: a storm answer lists each connection's times, about
+20 bytes each (asyncio's default of 64 KiB held about 3,000)."""
 ENGINEIO_PING = "2"
 ENGINEIO_PONG = "3"
 SOCKETIO_CONNECT = "40"
@@ -434,6 +437,7 @@ class ClientWorkers:
                     env=service_environment({}),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
+                    limit=ANSWER_LINE_LIMIT,
                 )
                 workers.processes.append(process)
             async with asyncio.timeout(WORKER_START_TIMEOUT_S):
