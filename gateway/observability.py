@@ -117,16 +117,6 @@ HEARTBEATS = Counter(
     "Heartbeats published to the routers and confirmed by the broker.",
     registry=REGISTRY,
 )
-HANDSHAKES_REFUSED = Counter(
-    metrics.GATEWAY_HANDSHAKES_REFUSED_TOTAL,
-    "WebSocket handshakes answered 503: too many logins waited for their ready.",
-    registry=REGISTRY,
-)
-LOGINS_PENDING = Gauge(
-    metrics.GATEWAY_LOGINS_PENDING,
-    "Logins between their init and the router's ready.",
-    registry=REGISTRY,
-)
 RATE_LIMITED = Counter(
     metrics.RATE_LIMITED_TOTAL,
     "Frames answered rate_limited, by the limit that refused them.",

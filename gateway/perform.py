@@ -23,7 +23,6 @@ from gateway.effects import (
     Reply,
 )
 from gateway.hub import Hub
-from gateway.logins import PendingLogins
 from proto import frames
 from proto.codes import CloseCode, ErrorCode
 from proto.names import KEY_CONN_OPENED, KEY_SEND
@@ -37,10 +36,9 @@ MAX_FORWARDED_ACKS = frames.MAX_ACK_MIDS
 class Performer:
     """Carries out the effects of every connection's session, on one bus and one hub."""
 
-    def __init__(self, bus: Bus, hub: Hub, logins: PendingLogins) -> None:
+    def __init__(self, bus: Bus, hub: Hub) -> None:
         self._bus = bus
         self._hub = hub
-        self._logins = logins
 
     async def perform(
         self, connection: Connection, effects: list[Effect], tasks: asyncio.TaskGroup
@@ -80,10 +78,8 @@ class Performer:
                 case Publish() if effect.routing_key == KEY_CONN_OPENED:
                     # Created first: the router's ready may come before the confirm.
                     connection.registration = asyncio.get_running_loop().create_future()
-                    self._logins.track(connection.registration)
                     await self._publish(connection, effect)
                     if not connection.session.is_initialized:
-                        connection.registration.cancel()
                         connection.registration = None  # not published: init again
                 case Publish():
                     await self._publish(connection, effect)

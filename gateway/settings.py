@@ -24,10 +24,6 @@ from runtime.settings import ServiceSettings
 
 GATEWAY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEFAULT_SYNC_WINDOW = 500
-DEFAULT_MAX_PENDING_LOGINS = 500
-"""A gateway here logs in 300 to 400 connections a second (``bench/s10_logins.py``): 500 waiting
-are through in under 2 s, well within the client libraries' 5 s for the handshake and 5 s more
-for ``ready``."""
 """Half of the default ``SWITCHBOARD_OUTBOX_FRAMES``: a sync of 10,000 takes about 30 windows."""
 
 
@@ -62,8 +58,6 @@ class Settings(ServiceSettings):
     public_room_prefix: str = ""
     """Rooms whose name starts with it may be joined without a ``rooms`` claim; empty: none."""
     max_rooms_per_connection: int = DEFAULT_MAX_ROOMS_PER_CONNECTION
-    max_pending_logins: int = DEFAULT_MAX_PENDING_LOGINS
-    """Logins waiting for their ``ready`` past which handshakes are answered 503."""
     jwt_algorithm: str = tokens.DEFAULT_ALGORITHM
     """The one algorithm ``init`` tokens may use; ``jwt_secret`` holds its key (an HMAC
     secret, or the PEM public key read from ``SWITCHBOARD_JWT_PUBLIC_KEY``), unless the keys
@@ -225,12 +219,6 @@ class Settings(ServiceSettings):
                 environ,
                 env.MAX_ROOMS_PER_CONNECTION,
                 DEFAULT_MAX_ROOMS_PER_CONNECTION,
-                minimum=1,
-            ),
-            max_pending_logins=env.integer(
-                environ,
-                env.MAX_PENDING_LOGINS,
-                DEFAULT_MAX_PENDING_LOGINS,
                 minimum=1,
             ),
             max_unacked_per_connection=max_unacked,

@@ -28,7 +28,6 @@ from gateway.effects import Effect, FetchKeys
 from gateway.hub import Hub
 from gateway.jwks import JwksClient
 from gateway.limits import ConnectionLimits, Decision, Verdict, utf8_length
-from gateway.logins import PendingLogins
 from gateway.perform import Performer
 from gateway.session import Session
 from gateway.settings import Settings
@@ -40,9 +39,6 @@ log = structlog.get_logger()
 WEBSOCKET_PATH = "/ws"
 CLOSE_TIMEOUT_S = 5.0
 REMOVE_TIMEOUT_S = 10.0
-RETRY_AFTER_S = 1
-"""The ``Retry-After`` of a handshake refused for the logins in progress: the client libraries
-back off with jitter anyway, from half a second and doubling."""
 WRITE_FRAMES = 64
 WRITE_BYTES = 256 * 1024
 """A writer hands the socket at most ``WRITE_FRAMES`` frames at once, and stops adding
@@ -112,8 +108,7 @@ class ClientServer:
         self._settings = settings
         self._hub = hub
         self._mids = mids
-        self._logins = PendingLogins(settings.max_pending_logins)
-        self._performer = Performer(bus, hub, self._logins)
+        self._performer = Performer(bus, hub)
         self._jwks = jwks
         self._verifier = Verifier(
             settings.jwt_secret if jwks is None else jwks.keyset, settings.token_rules
@@ -122,9 +117,7 @@ class ClientServer:
     def check_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        """Refuse other paths (404), origins outside the allowlist (403), and any handshake while
-        the gateway holds its cap of logins waiting for ``ready`` (503, ``logins.py``), before
-        upgrading."""
+        """Refuse other paths (404) and origins outside the allowlist (403), before upgrading."""
         allowed = self._settings.allowed_origins
         if allowed is not None and request.headers.get("Origin") not in allowed:
             # websockets' own origins= check would answer 403 too, but logs nothing here.
@@ -134,14 +127,6 @@ class ClientServer:
             return connection.respond(
                 HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {WEBSOCKET_PATH}\n"
             )
-        if self._logins.is_full:
-            log.info("handshake_refused", pending_logins=self._logins.count)
-            observability.HANDSHAKES_REFUSED.inc()
-            response = connection.respond(
-                HTTPStatus.SERVICE_UNAVAILABLE, "Too many logins in progress, retry\n"
-            )
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-            return response
         return None
 
     async def serve_connection(self, websocket: ServerConnection) -> None:
@@ -180,8 +165,6 @@ class ClientServer:
                 elif writer is not None:
                     writer.cancel()
         finally:
-            if connection.registration is not None:
-                connection.registration.cancel()  # ended before its ready: not pending
             # Runs on cancellation too (shutdown): the unacknowledged messages must reach the store.
             async with asyncio.timeout(REMOVE_TIMEOUT_S):
                 await asyncio.shield(self._hub.remove(connection))
@@ -324,7 +307,6 @@ class ClientServer:
             )
         finally:
             closed.cancel()
-            registration.cancel()  # a login not done (the client left) is not pending any more
             connection.registration = None
         if connection.is_closing or closed in done:
             return False

@@ -43,11 +43,6 @@ gateway while they come)."""
 GATEWAY_DELIVERY_ACKS_TOTAL = "switchboard_gateway_delivery_acks_total"
 """Counter by ``multiple``: acks this gateway sent RabbitMQ for the deliveries of its queue;
 ``true``, one multiple ack for a run of them (``gateway/delivery_acks.py``)."""
-GATEWAY_HANDSHAKES_REFUSED_TOTAL = "switchboard_gateway_handshakes_refused_total"
-"""Counter: WebSocket handshakes answered 503, the gateway holding
-``SWITCHBOARD_MAX_PENDING_LOGINS`` logins that wait for their ``ready``."""
-GATEWAY_LOGINS_PENDING = "switchboard_gateway_logins_pending"
-"""Gauge: logins between their ``init`` and the router's ``ready`` on this gateway."""
 GATEWAY_PUBLISHES_TOTAL = "switchboard_gateway_broker_publishes_total"
 """Counter by ``routing_key``: messages this gateway published to the inbound exchange."""
 RATE_LIMITED_TOTAL = "switchboard_gateway_rate_limited_total"
@@ -201,8 +196,6 @@ ALL_NAMES = (
     READY,
     GATEWAY_PUBLISHES_TOTAL,
     GATEWAY_DELIVERY_ACKS_TOTAL,
-    GATEWAY_HANDSHAKES_REFUSED_TOTAL,
-    GATEWAY_LOGINS_PENDING,
     OFFLINE_REFUSED_TOTAL,
     OFFLINE_EXPIRED_TOTAL,
     UNACKED_CAPPED_TOTAL,
