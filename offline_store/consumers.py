@@ -36,6 +36,7 @@ from offline_store.announcements import message_offline_events, refusals, saved_
 from offline_store.bus import Bus
 from offline_store.rows import (
     RowKey,
+    StoredRow,
     UndeliveredRow,
     refused_row,
     rows_from_body,
@@ -319,15 +320,28 @@ class ControlServer:
         """
         # Most logins find nothing stored: one statement tells which uids to page.
         holding = await self._store.uids_with_rows([r.uid for r in requests])
+        # One row more than the window tells whether rows remain, and where.
+        limits = [
+            replay.window_rows(r.limit, self._replay_page) + 1
+            if r.uid in holding and r.targets
+            else 0
+            for r in requests
+        ]
         read: list[ReplayWindow] = []
         read_bytes = 0
-        for request in requests:
-            window = await self._read_window(request, request.uid in holding)
-            read.append(window)
-            read_bytes += window.size_bytes
-            if read_bytes >= self._max_bytes:
-                await self._publish_windows(read)
-                read, read_bytes = [], 0
+        for piece in replay.read_pieces(limits, replay.MAX_ROWS_PER_READ):
+            asked = [index for index in piece if limits[index]]
+            pages = await self._store.fetch_first_pages(
+                [(requests[i].uid, requests[i].from_mid, limits[i]) for i in asked]
+            )
+            read_pages = dict(zip(asked, pages, strict=True))
+            for index in piece:
+                window = self._window(requests[index], read_pages.get(index))
+                read.append(window)
+                read_bytes += window.size_bytes
+                if read_bytes >= self._max_bytes:
+                    await self._publish_windows(read)
+                    read, read_bytes = [], 0
         await self._publish_windows(read)
 
     async def _publish_windows(self, windows: Sequence[ReplayWindow]) -> None:
@@ -346,18 +360,15 @@ class ControlServer:
             )
             observability.REPLAYED.inc(window.rows)
 
-    async def _read_window(
-        self, request: ReplayRequest, has_rows: bool
+    def _window(
+        self, request: ReplayRequest, page: Sequence[StoredRow] | None
     ) -> ReplayWindow:
-        """The deliveries of one window of the uid's rows, one per gateway."""
+        """The deliveries of one window of the uid's rows, one per gateway; ``page``: the rows
+        read for it (one more than the window), None when there was nothing to read."""
         gateways = replay.targets_by_gateway(request)
-        if not (gateways and has_rows):
+        if not gateways or page is None:
             return ReplayWindow(request.uid, [], 0, len(gateways), is_complete=True)
         limit = replay.window_rows(request.limit, self._replay_page)
-        # One row more than the window tells whether rows remain, and where.
-        page = await self._store.fetch_page(
-            request.uid, request.from_mid, is_first=True, limit=limit + 1
-        )
         window, next_mid = replay.split_window(page, limit)
         deliveries = replay.replay_deliveries(
             window, gateways, next_mid, self._max_bytes, request.from_mid

@@ -26,6 +26,9 @@ from proto.items import DECODE_ERRORS, reason_of
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
 MAX_ROUTING_KEY_BYTES = 255
+MAX_ROWS_PER_READ = 25_000
+"""Most rows one statement of a replay batch reads (``read_pieces``): 50 windows of the
+default page, or thousands of logins with a few rows each."""
 """AMQP 0-9-1 routing keys are short strings; a longer gateway_id could never be published to."""
 
 
@@ -87,6 +90,25 @@ def window_rows(request_limit: int, page: int) -> int:
     if request_limit <= 0:
         return page
     return min(request_limit, page)
+
+
+def read_pieces(limits: Sequence[int], max_rows: int) -> list[range]:
+    """Cut a batch's requests, in order, into pieces each read with one statement.
+
+    ``limits``: the rows each request reads (0: nothing to read). A piece's limits add up to at
+    most ``max_rows``, or it holds one request alone; what is read and not yet published stays
+    bounded by it.
+    """
+    pieces: list[range] = []
+    start, rows = 0, 0
+    for index, limit in enumerate(limits):
+        if rows and rows + limit > max_rows:
+            pieces.append(range(start, index))
+            start, rows = index, 0
+        rows += limit
+    if start < len(limits):
+        pieces.append(range(start, len(limits)))
+    return pieces
 
 
 def split_window(

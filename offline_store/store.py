@@ -166,48 +166,51 @@ class Store:
             " USING unnest($1::text[], $2::text[]) AS acked(uid, mid)"
             " WHERE stored.uid = acked.uid AND stored.mid = acked.mid"
         )
-        self._first_page_sql, self._next_page_sql = self._page_statements(
-            reads_thin_rows=history
-        )
+        self._first_pages_sql = self._pages_statement(reads_thin_rows=history)
         self._count_sql = f"SELECT count(*) FROM {table}"
         self._holding_sql = (
             f"SELECT DISTINCT uid FROM {table} WHERE uid = ANY($1::text[])"
         )
 
-    def _page_statements(self, *, reads_thin_rows: bool) -> tuple[str, str]:
-        """The replay's first and next page statements.
+    def _pages_statement(self, *, reads_thin_rows: bool) -> str:
+        """The replay's statement: the first page of each of many uids, in one round trip.
 
-        Keyset pagination: the first page includes from_mid, the next ones start after the
-        last mid seen; both walk the primary key's index. Rows older than the retention ($4 s)
-        are never replayed, swept or not. With ``reads_thin_rows``, thin rows (no frame, history
-        on) take their message's frame, and with history on carry their seq, to be written into
-        it; rows with a frame (handed over by a gateway, or kept with history off) are replayed
-        as they are.
+        It takes parallel arrays (uids $1, from_mids $2, limits $3): a reconnect storm's
+        thousands of logins are tens of statements, not one each. A page starts at its from_mid
+        and walks the primary key's index (keyset pagination); rows older than the retention
+        ($4 s) are never replayed, swept or not. With ``reads_thin_rows``, thin rows (no frame,
+        history on) take their message's frame, and with history on carry their seq, to be
+        written into it; rows with a frame (handed over by a gateway, or kept with history off)
+        are replayed as they are. Rows come by request (``ord``, from 1), each page's in mid
+        order.
         """
         table = table_identifier(self._names)
         messages = table_identifier(self._names, self._names.messages_table)
         # With history off, frames carry no seq, even those the history kept.
         seq = "CASE WHEN s.frame IS NULL THEN s.seq END" if self._history else "NULL"
-        first, following = (
+        page = (
             (
                 f"SELECT s.mid, coalesce(s.frame, m.frame) AS frame, {seq} AS seq"
                 f" FROM {table} AS s LEFT JOIN {messages} AS m"
                 " ON s.frame IS NULL AND m.mid = s.mid"
-                f" WHERE s.uid = $1 AND s.mid {bound} $2"
+                " WHERE s.uid = r.uid AND s.mid >= r.from_mid"
                 " AND s.stored_at >= now() - make_interval(secs => $4)"
                 " AND (s.frame IS NOT NULL OR m.frame IS NOT NULL)"
-                " ORDER BY s.mid LIMIT $3"
+                " ORDER BY s.mid LIMIT r.page_limit"
             )
             if reads_thin_rows
             else (
-                f"SELECT mid, frame FROM {table}"
-                f" WHERE uid = $1 AND mid {bound} $2"
-                " AND stored_at >= now() - make_interval(secs => $4)"
-                " ORDER BY mid LIMIT $3"
+                f"SELECT s.mid, s.frame FROM {table} AS s"
+                " WHERE s.uid = r.uid AND s.mid >= r.from_mid"
+                " AND s.stored_at >= now() - make_interval(secs => $4)"
+                " ORDER BY s.mid LIMIT r.page_limit"
             )
-            for bound in (">=", ">")
         )
-        return first, following
+        return (
+            "SELECT r.ord, p.* FROM unnest($1::text[], $2::text[], $3::int[])"
+            " WITH ORDINALITY AS r(uid, from_mid, page_limit, ord)"
+            f" CROSS JOIN LATERAL ({page}) AS p ORDER BY r.ord, p.mid"
+        )
 
     async def find_kept_history(self) -> None:
         """With history off, replay the thin rows that history left, if it was ever on.
@@ -223,9 +226,7 @@ class Store:
             "SELECT to_regclass($1) IS NOT NULL", self._names.messages_table
         )
         if kept:
-            self._first_page_sql, self._next_page_sql = self._page_statements(
-                reads_thin_rows=True
-            )
+            self._first_pages_sql = self._pages_statement(reads_thin_rows=True)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -292,21 +293,26 @@ class Store:
         return int(status.rpartition(" ")[2])  # "DELETE <count>"
 
     @postgres_call("replay")
-    async def fetch_page(
-        self,
-        uid: str,
-        from_mid: str,
-        *,
-        is_first: bool,
-        limit: int,
-    ) -> list[StoredRow]:
-        """Return up to ``limit`` unexpired rows of ``uid`` by mid, from or after ``from_mid``."""
-        sql = self._first_page_sql if is_first else self._next_page_sql
-        records = await self._pool.fetch(sql, uid, from_mid, limit, self._retention_s)
-        return [
-            StoredRow(record["mid"], record["frame"], record.get("seq"))
-            for record in records
-        ]
+    async def fetch_first_pages(
+        self, pages: Sequence[tuple[str, str, int]]
+    ) -> list[list[StoredRow]]:
+        """For each (uid, from_mid, limit), up to ``limit`` unexpired rows of ``uid`` by mid,
+        from ``from_mid`` on, in one statement; the pages in the order asked."""
+        if not pages:
+            return []
+        records = await self._pool.fetch(
+            self._first_pages_sql,
+            [uid for uid, _, _ in pages],
+            [from_mid for _, from_mid, _ in pages],
+            [limit for _, _, limit in pages],
+            self._retention_s,
+        )
+        found: list[list[StoredRow]] = [[] for _ in pages]
+        for record in records:
+            found[record["ord"] - 1].append(
+                StoredRow(record["mid"], record["frame"], record.get("seq"))
+            )
+        return found
 
     async def uids_with_rows(self, uids: Sequence[str]) -> set[str]:
         """Of these uids, those that have stored rows (one statement for a batch of logins)."""

@@ -44,3 +44,28 @@ def test_each_gateway_learns_where_the_next_window_starts() -> None:
 def test_the_last_window_carries_no_next_mid_on_the_wire() -> None:
     (sent,) = replay.replay_deliveries(ROWS, GATEWAYS)
     assert decode_delivery(encode(sent.delivery)).next_mid == ""
+
+
+def test_a_batch_of_replays_is_read_in_pieces_of_bounded_rows() -> None:
+    # Logins with nothing stored read nothing, and ride along in the piece they fall in.
+    limits = [501, 0, 501, 2, 0, 501, 501]
+    pieces = replay.read_pieces(limits, max_rows=1003)
+    assert [list(piece) for piece in pieces] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(sum(limits[i] for i in piece) <= 1003 for piece in pieces)
+
+
+def test_a_request_over_the_bound_is_read_alone() -> None:
+    assert [list(p) for p in replay.read_pieces([5, 20, 5], max_rows=10)] == [
+        [0],
+        [1],
+        [2],
+    ]
+    assert replay.read_pieces([], max_rows=10) == []
+    assert [list(p) for p in replay.read_pieces([0, 0], max_rows=10)] == [[0, 1]]
+
+
+def test_a_storm_of_logins_is_read_in_a_few_statements() -> None:
+    default_page = 500
+    limits = [default_page + 1] * 500
+    pieces = replay.read_pieces(limits, replay.MAX_ROWS_PER_READ)
+    assert len(pieces) == 11  # 49 requests a statement, against one each
