@@ -258,13 +258,11 @@ class ControlServer:
                 # Deletes go first: a row acknowledged in this batch need not be replayed.
                 if acks:
                     await self._delete_acked([a for _, each in acks for a in each])
-                    for message, _ in acks:
-                        await settle(message.ack())
+                    await ack_done([m for m, _ in acks], is_last=not (replays or syncs))
                     acks = []
                 if replays:
                     await self._replay([r for _, r in replays])
-                    for message, _ in replays:
-                        await settle(message.ack())
+                    await ack_done([m for m, _ in replays], is_last=not syncs)
                     replays = []
                 if syncs:
                     await self._sync([r for _, r in syncs], syncs)
@@ -380,6 +378,23 @@ class ControlServer:
             len(gateways),
             is_complete=not next_mid,
         )
+
+
+async def ack_done(
+    messages: Sequence[AbstractIncomingMessage], *, is_last: bool
+) -> None:
+    """Acknowledge the messages of a batch that are done.
+
+    With one multiple ack when they are the last of their batch still held (the messages
+    before them are settled, as every batch before this one): a reconnect storm's replay
+    requests are one ack a batch, not one each. Otherwise one by one, so that the batch's
+    messages still to be done stay held.
+    """
+    if is_last:
+        await ack_batch(messages)
+    else:
+        for message in messages:
+            await settle(message.ack())
 
 
 async def tell_refused(
