@@ -193,6 +193,9 @@ class ReplayWindow:
     rows: int
     gateways: int
     is_complete: bool
+    is_whole: bool = False
+    """Every row of the uid from its first, in one message per gateway: it may share its
+    messages with other whole windows (``replay.merge_whole_windows``)."""
 
     @property
     def size_bytes(self) -> int:
@@ -343,10 +346,20 @@ class ControlServer:
         await self._publish_windows(read)
 
     async def _publish_windows(self, windows: Sequence[ReplayWindow]) -> None:
+        """Publish the windows in order; consecutive whole windows share their messages."""
+        outbound: list[replay.GatewayDelivery] = []
+        whole: list[list[replay.GatewayDelivery]] = []
+        for window in windows:
+            if window.is_whole:
+                whole.append(window.deliveries)
+                continue
+            outbound += replay.merge_whole_windows(whole, self._max_bytes)
+            whole = []
+            outbound += window.deliveries
+        outbound += replay.merge_whole_windows(whole, self._max_bytes)
         await confirm_all(
-            self._bus.publish_delivery(outbound.gateway_id, outbound.body)
-            for window in windows
-            for outbound in window.deliveries
+            self._bus.publish_delivery(delivery.gateway_id, delivery.body)
+            for delivery in outbound
         )
         for window in windows:
             log.info(
@@ -377,6 +390,11 @@ class ControlServer:
             len(window),
             len(gateways),
             is_complete=not next_mid,
+            is_whole=(
+                not request.from_mid
+                and not next_mid
+                and len(deliveries) == len(gateways)
+            ),
         )
 
 

@@ -187,3 +187,47 @@ def replay_deliveries(
             from_mid,
         )
     ]
+
+
+def merge_whole_windows(
+    windows: Sequence[Sequence[GatewayDelivery]], max_bytes: int
+) -> list[GatewayDelivery]:
+    """Whole windows of several uids in as few messages per gateway as fit in ``max_bytes``.
+
+    A whole window holds every stored row of its uid from the first (``from_mid`` "", no
+    ``next_mid``) in one message per gateway: the usual login's replay. A gateway admits such a
+    window's rows connection by connection (``gateway/admission.py``), whatever else the
+    ``Delivery`` holds, so windows of many uids can share one: a reconnect storm's thousands of
+    replays are tens of broker messages, not one each. Each window stays whole in one message
+    (a connection cut short in a window must not get its later rows from the next message),
+    and each gateway's rows keep their order.
+
+    Args:
+        windows: each window's deliveries (``replay_deliveries``), at most one per gateway.
+        max_bytes: the most bytes of one message (``SWITCHBOARD_MAX_AMQP_MESSAGE_BYTES``).
+    """
+    merged: list[GatewayDelivery] = []
+    items: dict[str, list[DeliveryItem]] = {}
+    sizes: dict[str, int] = {}
+
+    def flush(gateway_id: str) -> None:
+        # The bodies' sizes add up to more than the merged body's: it fits in one message.
+        (packed,) = pack_delivery(items.pop(gateway_id), max_bytes)
+        sizes.pop(gateway_id)
+        merged.append(
+            GatewayDelivery(gateway_id, Delivery(items=packed.items), packed.body)
+        )
+
+    for window in windows:
+        for outbound in window:
+            gateway_id = outbound.gateway_id
+            if (
+                gateway_id in items
+                and sizes[gateway_id] + len(outbound.body) > max_bytes
+            ):
+                flush(gateway_id)
+            items.setdefault(gateway_id, []).extend(outbound.delivery.items)
+            sizes[gateway_id] = sizes.get(gateway_id, 0) + len(outbound.body)
+    for gateway_id in list(items):
+        flush(gateway_id)
+    return merged

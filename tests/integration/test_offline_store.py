@@ -526,6 +526,50 @@ async def test_replay_pushes_rows_from_from_mid_in_order_to_each_gateway(
     assert await count_rows(pg, names) == len(rows)
 
 
+async def test_logins_replayed_together_share_messages_and_keep_their_order(
+    stack: Stack, broker: Broker, pg: asyncpg.Connection
+) -> None:
+    """A storm's whole windows (every row from the first) go in shared messages; a window
+    from a later row goes alone, and the gateway's queue keeps the requests' order."""
+    store = await stack.start_store()
+    uids = [f"u{n:02d}" for n in range(20)]
+    mids = new_mids(len(uids))
+    rows = [
+        Row(uid, mid, message_frame(mid, uid).decode())
+        for uid, mid in zip(uids, mids, strict=True)
+    ]
+    await insert_rows(pg, stack.names, rows)
+    gateway_id, queue = await broker.fake_gateway(stack)
+
+    store.pause()  # the requests queue up, to be served in one batch
+    try:
+        for n, (uid, mid) in enumerate(zip(uids, mids, strict=True)):
+            await broker.publish_control(
+                KEY_REPLAY,
+                ReplayRequest(
+                    uid=uid,
+                    targets=[ReplayTarget(gateway_id, f"c{n}")],
+                    from_mid=mid if uid == "u10" else "",  # a saved row's replay
+                ),
+            )
+    finally:
+        store.resume()
+
+    items: list[DeliveryItem] = []
+    messages = 0
+    while len(items) < len(uids):
+        items.extend(decode_delivery(await next_envelope(queue)).items)
+        messages += 1
+    assert [(item.targets[0].uid, item.mid) for item in items] == list(
+        zip(uids, mids, strict=True)
+    )
+    assert all(item.stored for item in items)
+    assert [bytes(item.frame) for item in items] == [r.frame.encode() for r in rows]
+    # u10's window alone, and the windows before and after it shared (more if the store
+    # took the requests in more than one batch).
+    assert 3 <= messages < len(uids), messages
+
+
 async def test_a_replay_request_gets_one_window_and_where_the_next_starts(
     stack: Stack, broker: Broker, pg: asyncpg.Connection
 ) -> None:

@@ -69,3 +69,40 @@ def test_a_storm_of_logins_is_read_in_a_few_statements() -> None:
     limits = [default_page + 1] * 500
     pieces = replay.read_pieces(limits, replay.MAX_ROWS_PER_READ)
     assert len(pieces) == 11  # 49 requests a statement, against one each
+
+
+def whole_window(uid: str, rows: list[StoredRow]) -> list[replay.GatewayDelivery]:
+    """A login's window of ``uid`` on its connections at gw1 and gw2."""
+    gateways = (
+        GatewayTargets("gw1", (Target(uid, "c1"),)),
+        GatewayTargets("gw2", (Target(uid, "c2"),)),
+    )
+    return replay.replay_deliveries(rows, gateways)
+
+
+def test_whole_windows_of_many_uids_share_one_message_per_gateway() -> None:
+    ann, bob = whole_window("ann", ROWS[:2]), whole_window("bob", ROWS[2:])
+    merged = replay.merge_whole_windows([ann, bob], max_bytes=1_000_000)
+    assert [sent.gateway_id for sent in merged] == ["gw1", "gw2"]
+    for sent in merged:
+        decoded = decode_delivery(sent.body)
+        assert decoded == sent.delivery
+        assert [item.mid for item in decoded.items] == MIDS
+        uids = [item.targets[0].uid for item in decoded.items]
+        assert uids == ["ann", "ann", "bob", "bob", "bob"]
+        assert decoded.from_mid == ""
+        assert decoded.next_mid == ""
+        assert all(item.stored and item.durable for item in decoded.items)
+
+
+def test_a_window_is_never_split_between_merged_messages() -> None:
+    windows = [whole_window(uid, ROWS[:2]) for uid in ("ann", "bob", "cy")]
+    one_window = len(windows[0][0].body)
+    merged = replay.merge_whole_windows(windows, max_bytes=2 * one_window)
+    gw1 = [decode_delivery(sent.body) for sent in merged if sent.gateway_id == "gw1"]
+    assert [[item.targets[0].uid for item in d.items] for d in gw1] == [
+        ["ann", "ann", "bob", "bob"],
+        ["cy", "cy"],
+    ]
+    assert all(len(sent.body) <= 2 * one_window for sent in merged)
+    assert replay.merge_whole_windows([], max_bytes=one_window) == []
