@@ -26,10 +26,10 @@ from proto.items import DECODE_ERRORS, reason_of
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
 MAX_ROUTING_KEY_BYTES = 255
+"""AMQP 0-9-1 routing keys are short strings; a longer gateway_id could never be published to."""
 MAX_ROWS_PER_READ = 25_000
 """Most rows one statement of a replay batch reads (``read_pieces``): 50 windows of the
 default page, or thousands of logins with a few rows each."""
-"""AMQP 0-9-1 routing keys are short strings; a longer gateway_id could never be published to."""
 
 
 @dataclass(frozen=True, slots=True)
