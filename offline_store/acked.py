@@ -8,9 +8,9 @@ A client's ``ack`` of a stored message reaches the store as an ``Acked`` envelop
 from collections.abc import Iterable, Iterator
 
 from offline_store.rows import require_storable
-from proto.envelopes import Acked, decode_acked, decode_batch, encode
+from proto.envelopes import Acked, decode_acked
 from proto.errors import BadEnvelope
-from proto.items import DECODE_ERRORS, RefusedItem, reason_of, wrap_items
+from proto.items import DECODE_ERRORS, RefusedItem, batch_of, reason_of
 from proto.names import KEY_ACK
 
 
@@ -31,31 +31,13 @@ def acked_from_body(body: bytes) -> Acked:
 
 
 def acks_from_batch_body(body: bytes) -> tuple[list[Acked], list[RefusedItem]]:
-    """Decode a ``gateway.acks`` body: a ``Batch`` of ``gateway.ack`` envelopes.
-
-    Each item is decoded on its own: a bad one is refused alone (to be dead-lettered with its
-    reason), the others kept.
-
-    Returns:
-        The acks, and the refused items (each alone in a ``Batch``).
+    """Decode a ``gateway.acks`` body: a ``Batch`` of ``gateway.ack`` envelopes, each decoded
+    on its own (``proto.items.batch_of``): a bad one is refused alone.
 
     Raises:
         BadEnvelope: the body is not a ``Batch`` at all.
     """
-    try:
-        batch = decode_batch(body)
-    except DECODE_ERRORS as exc:
-        raise BadEnvelope(reason_of(exc)) from None
-    acks: list[Acked] = []
-    refused: list[RefusedItem] = []
-    for index, item in enumerate(batch.items):
-        try:
-            if item.key != KEY_ACK:
-                raise BadEnvelope("$.items[] has a routing key other than gateway.ack")
-            acks.append(acked_from_body(bytes(item.body)))
-        except BadEnvelope as exc:
-            refused.append(RefusedItem(wrap_items([encode(item)]), exc.reason, index))
-    return acks, refused
+    return batch_of(body, KEY_ACK, acked_from_body)
 
 
 def key_pieces(

@@ -60,6 +60,7 @@ from proto.names import (
     KEY_ACK,
     KEY_ACK_BATCH,
     KEY_REPLAY,
+    KEY_REPLAY_BATCH,
     KEY_REPLAY_MORE,
     KEY_SYNC,
     KEY_SYNC_MORE,
@@ -224,7 +225,7 @@ class ControlServer:
 
     async def serve_batch(self, batch: Messages) -> None:
         acks: list[tuple[AbstractIncomingMessage, list[Acked]]] = []
-        replays: list[tuple[AbstractIncomingMessage, ReplayRequest]] = []
+        replays: list[tuple[AbstractIncomingMessage, list[ReplayRequest]]] = []
         syncs: list[tuple[AbstractIncomingMessage, SyncRequest]] = []
         refused: list[tuple[str, RefusedItem]] = []  # (routing key, item)
         for message in batch:
@@ -238,8 +239,13 @@ class ControlServer:
                     acks.append((message, batch_acks))
                 elif message.routing_key in (KEY_REPLAY, KEY_REPLAY_MORE):
                     replays.append(
-                        (message, replay.replay_request_from_body(message.body))
+                        (message, [replay.replay_request_from_body(message.body)])
                     )
+                elif message.routing_key == KEY_REPLAY_BATCH:
+                    # A bad request is refused alone; the batch's others are replayed.
+                    requests, bad = replay.replay_requests_from_batch_body(message.body)
+                    refused.extend((KEY_REPLAY_BATCH, item) for item in bad)
+                    replays.append((message, requests))
                 elif self._syncs is not None and message.routing_key in (
                     KEY_SYNC,
                     KEY_SYNC_MORE,
@@ -264,7 +270,7 @@ class ControlServer:
                     await ack_done([m for m, _ in acks], is_last=not (replays or syncs))
                     acks = []
                 if replays:
-                    await self._replay([r for _, r in replays])
+                    await self._replay([r for _, each in replays for r in each])
                     await ack_done([m for m, _ in replays], is_last=not syncs)
                     replays = []
                 if syncs:

@@ -22,7 +22,8 @@ from proto.envelopes import (
 )
 from proto.errors import BadEnvelope
 from proto.frames import with_seq
-from proto.items import DECODE_ERRORS, reason_of
+from proto.items import DECODE_ERRORS, RefusedItem, batch_of, reason_of
+from proto.names import KEY_REPLAY
 from proto.packing import DEFAULT_MAX_AMQP_MESSAGE_BYTES, pack_delivery
 
 MAX_ROUTING_KEY_BYTES = 255
@@ -67,6 +68,18 @@ def replay_request_from_body(body: bytes) -> ReplayRequest:
         if len(target.gateway_id.encode()) > MAX_ROUTING_KEY_BYTES:
             raise BadEnvelope("$.targets[].gateway_id is longer than a routing key")
     return request
+
+
+def replay_requests_from_batch_body(
+    body: bytes,
+) -> tuple[list[ReplayRequest], list[RefusedItem]]:
+    """Decode a ``router.replays`` body: a ``Batch`` of ``router.replay`` envelopes, each
+    decoded on its own (a bad one is refused alone, to be dead-lettered with its reason).
+
+    Raises:
+        BadEnvelope: the body is not a ``Batch`` at all.
+    """
+    return batch_of(body, KEY_REPLAY, replay_request_from_body)
 
 
 def targets_by_gateway(request: ReplayRequest) -> tuple[GatewayTargets, ...]:

@@ -21,6 +21,8 @@ gateway.acks                 Batch                gateway -> offline store (``ga
 gateway.replay               ReplayRequest        gateway -> offline store (the next window)
 store.saved                  Saved                offline store -> router
 router.replay                ReplayRequest        router -> offline store
+router.replays               Batch                router -> offline store (``router.replay`` items:
+                                                  a router batch's replay requests)
 router.inbox -> <ns>.inbox   InboxBatch           router -> offline store (history on;
                                                   proto/inbox.py)
 deliveries / <gateway_id>    Delivery             router, offline store -> gateway

@@ -19,7 +19,14 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from proto.envelopes import Batch, Batched, Delivery, DeliveryItem, SyncWindow
+from proto.envelopes import (
+    Batch,
+    Batched,
+    Delivery,
+    DeliveryItem,
+    SyncWindow,
+    encode,
+)
 from proto.errors import BadEnvelope
 
 T = TypeVar("T")
@@ -221,6 +228,39 @@ def decode_batch_items(body: bytes) -> Decoded[Batched]:
     except DECODE_ERRORS:
         pass  # find which items are bad, below
     return _decode_each(split_items(body), _DECODE_BATCHED)
+
+
+def batch_of(
+    body: bytes, key: str, decode: Callable[[bytes], T]
+) -> tuple[list[T], list[RefusedItem]]:
+    """Decode a ``Batch`` whose items all carry ``key`` (``gateway.acks``: ``gateway.ack``
+    items; ``router.replays``: ``router.replay`` items), each with ``decode``.
+
+    Each item is decoded on its own: one that does not decode, carries another key, or that
+    ``decode`` refuses (``BadEnvelope``) is refused alone, the others kept.
+
+    Returns:
+        The items decoded, and the refused ones (each alone in a ``Batch``).
+
+    Raises:
+        BadEnvelope: not even the items can be told apart.
+    """
+    batched = decode_batch_items(body)
+    decoded: list[T] = []
+    refused = list(batched.refused)
+    for index, item in enumerate(batched.items):
+        try:
+            if item.key != key:
+                raise BadEnvelope(f"$.items[] has a routing key other than {key}")
+            decoded.append(decode(bytes(item.body)))
+        except BadEnvelope as exc:
+            refused.append(
+                RefusedItem(
+                    wrap_items([encode(item)]), exc.reason, batched.position(index)
+                )
+            )
+    refused.sort(key=lambda item: item.index)
+    return decoded, refused
 
 
 def _decode_each(raw_items: list[bytes], decode: Callable[[bytes], T]) -> Decoded[T]:

@@ -11,7 +11,7 @@ AMQP topology (RabbitMQ docs: https://www.rabbitmq.com/docs/exchanges)::
       -> <ns>.router          queue, bound to gateway.opened|closed|send|joined|left|presence|
                               heartbeat|stopped,
                               store.saved and api.#: consumed by every router
-      -> <ns>.offline.control queue, bound to router.replay and gateway.replay: offline stores
+      -> <ns>.offline.control queue, bound to router.replay(s) and gateway.replay: offline stores
       -> <ns>.offline.acks    queue, bound to gateway.ack and gateway.acks: offline stores (apart
                               from replays, so that a flood of acks never delays a login)
       -> <ns>.offline.groups  queue, bound to api.group.add|remove|members and router.groups:
@@ -75,6 +75,9 @@ KEY_PRESENCE = "gateway.presence"
 KEY_BATCH = "gateway.batch"
 KEY_SAVED = "store.saved"
 KEY_REPLAY = "router.replay"
+KEY_REPLAY_BATCH = "router.replays"
+"""A ``Batch`` of ``router.replay`` envelopes: the replay requests of one router batch (a storm's
+logins), in one message and one confirm."""
 KEY_ACK_BATCH = "gateway.acks"
 """A ``Batch`` of ``gateway.ack`` envelopes: a gateway's acks of many connections, one confirm."""
 KEY_HANDOVER = "gateway.handover"
@@ -132,7 +135,7 @@ BATCHABLE_KEYS = frozenset(GATEWAY_TO_ROUTER_KEYS)
 """The gateway's routing keys that may travel inside a ``gateway.batch`` (all bound to the
 router's queue, none of them to another queue)."""
 ROUTER_BINDINGS = (*GATEWAY_TO_ROUTER_KEYS, KEY_BATCH, KEY_SAVED, API_KEY_PATTERN)
-STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_MORE)
+STORE_CONTROL_BINDINGS = (KEY_REPLAY, KEY_REPLAY_BATCH, KEY_REPLAY_MORE)
 STORE_ACK_BINDINGS = (KEY_ACK, KEY_ACK_BATCH)
 STORE_GROUP_BINDINGS = (
     *(API_KEY_PREFIX + command for command in GROUP_COMMANDS),

@@ -49,6 +49,7 @@ from proto.names import (
     KEY_READ,
     KEY_RECEIPTS,
     KEY_REPLAY,
+    KEY_REPLAY_BATCH,
     KEY_REPLAY_MORE,
     KEY_ROOM_JOINED,
     KEY_ROOM_LEFT,
@@ -377,8 +378,9 @@ SPECS = (
     _envelope(
         "batch",
         envelopes.Batch,
-        f"{_INBOUND} {KEY_BATCH} (to the routers) and {KEY_ACK_BATCH}"
-        f" ({KEY_ACK} items, to the offline stores)",
+        f"{_INBOUND} {KEY_BATCH} (to the routers), {KEY_ACK_BATCH}"
+        f" ({KEY_ACK} items, to the offline stores) and {KEY_REPLAY_BATCH}"
+        f" ({KEY_REPLAY} items, from a router to the offline stores)",
     ),
     _envelope("saved", envelopes.Saved, f"{_INBOUND} {KEY_SAVED}"),
     _envelope(

@@ -17,7 +17,12 @@ from router.inbound import ReplyTo
 from router.inbox_items import inbox_item, inbox_publications
 from router.limits import Throttled
 from router.liveness import is_live
-from router.publications import Publication, delivery_publications, reply_publication
+from router.publications import (
+    Publication,
+    batched_replays,
+    delivery_publications,
+    reply_publication,
+)
 from router.requests import MarkKnown, RemoveConnection
 from router.results import PresenceEntry
 
@@ -166,7 +171,7 @@ class PlanBuilder:
             deliveries=tuple(deliveries),
             events=tuple(self.events),
             removals=tuple(self.removals),
-            replays=tuple(self.replays),
+            replays=tuple(batched_replays(self.replays, limit)),
             replies=(*answers, *self._replies),
             sweeps=tuple(self.sweeps),
             known=tuple(self.known),

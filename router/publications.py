@@ -8,10 +8,18 @@ publisher confirm.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from proto import envelopes
 from proto.envelopes import DeliveryItem, Envelope, ReplayRequest, ReplayTarget
 from proto.items import RefusedItem
-from proto.names import HEADER_REJECTED_REASON, KEY_REPLAY, KEY_SYNC, Names
+from proto.names import (
+    HEADER_REJECTED_REASON,
+    KEY_REPLAY,
+    KEY_REPLAY_BATCH,
+    KEY_SYNC,
+    Names,
+)
 from proto.packing import pack_delivery
 from proto.sync import SyncRequest
 from router.inbound import ReplyTo
@@ -56,6 +64,60 @@ def _only_mid(items: Iterable[DeliveryItem]) -> str:
     """The AMQP ``message_id``: the mid when the items carry exactly one message."""
     mids = list(dict.fromkeys(item.mid for item in items if item.mid))
     return mids[0] if len(mids) == 1 else ""
+
+
+def batched_replays(
+    publications: Iterable[Publication], max_bytes: int
+) -> list[Publication]:
+    """The batch's replay and sync requests, in order, with each run of replay requests
+    (``router.replay``) in ``router.replays`` ``Batch``es of at most ``max_bytes``: a storm's
+    logins cost the broker and the offline store one message per router batch, not one each.
+
+    A run of one stays a ``router.replay``; a sync request stays alone. The offline store
+    handles a ``Batch``'s requests in order, as if each had come alone.
+    """
+    batched: list[Publication] = []
+    run: list[Publication] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            batched.append(run[0])
+        elif run:
+            batched.append(_replay_batch(run))
+        run.clear()
+
+    size = 0
+    for publication in publications:
+        if publication.routing_key != KEY_REPLAY:
+            close_run()
+            batched.append(publication)
+            continue
+        # An item costs its body and a few bytes of framing (["router.replay", ...],).
+        cost = len(publication.body) + len(KEY_REPLAY) + _ITEM_FRAMING_BYTES
+        if run and size + cost > max_bytes:
+            close_run()
+        if not run:
+            size = _BATCH_FRAMING_BYTES
+        run.append(publication)
+        size += cost
+    close_run()
+    return batched
+
+
+_ITEM_FRAMING_BYTES = 8
+"""``["`` + ``",`` + ``]`` + ``,`` around an item's key and body, with room to spare."""
+_BATCH_FRAMING_BYTES = 16
+"""``{"items":[`` and ``]}``, with room to spare."""
+
+
+def _replay_batch(run: list[Publication]) -> Publication:
+    batch = envelopes.Batch(
+        items=[
+            envelopes.Batched(KEY_REPLAY, msgspec.Raw(publication.body))
+            for publication in run
+        ]
+    )
+    return Publication(run[0].exchange, KEY_REPLAY_BATCH, envelopes.encode(batch))
 
 
 def dead_letter_publication(

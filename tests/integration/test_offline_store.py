@@ -18,6 +18,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from proto import env, frames
 from proto.envelopes import (
     Acked,
+    Batch,
+    Batched,
     Delivery,
     DeliveryItem,
     MessageOffline,
@@ -26,6 +28,7 @@ from proto.envelopes import (
     Saved,
     SavedUid,
     Target,
+    decode_batch,
     decode_delivery,
     decode_saved,
     encode,
@@ -33,8 +36,10 @@ from proto.envelopes import (
 from proto.mids import MidFactory
 from proto.names import (
     EVENT_MESSAGE_OFFLINE,
+    HEADER_REJECTED_REASON,
     KEY_ACK,
     KEY_REPLAY,
+    KEY_REPLAY_BATCH,
     KEY_REPLAY_MORE,
     Names,
 )
@@ -568,6 +573,43 @@ async def test_logins_replayed_together_share_messages_and_keep_their_order(
     # u10's window alone, and the windows before and after it shared (more if the store
     # took the requests in more than one batch).
     assert 3 <= messages < len(uids), messages
+
+
+async def test_a_bad_request_in_a_routers_replay_batch_costs_the_others_nothing(
+    stack: Stack, broker: Broker, pg: asyncpg.Connection
+) -> None:
+    """A ``router.replays`` batch: its good requests are replayed, a bad one is dead-lettered
+    alone, with its reason."""
+    await stack.start_store()
+    ann_mid, bob_mid = new_mids(2)
+    rows = [
+        Row("ann", ann_mid, message_frame(ann_mid, "ann").decode()),
+        Row("bob", bob_mid, message_frame(bob_mid, "bob").decode()),
+    ]
+    await insert_rows(pg, stack.names, rows)
+    gateway_id, queue = await broker.fake_gateway(stack)
+
+    def request(uid: str) -> Batched:
+        replay = ReplayRequest(uid=uid, targets=[ReplayTarget(gateway_id, f"c-{uid}")])
+        return Batched(KEY_REPLAY, msgspec.Raw(encode(replay)))
+
+    batch = Batch(items=[request("ann"), request("x\0y"), request("bob")])
+    await broker.publish(stack.names.inbound_exchange, KEY_REPLAY_BATCH, encode(batch))
+
+    items = await receive_items(queue, 2)
+    assert [(item.targets[0].uid, item.mid) for item in items] == [
+        ("ann", ann_mid),
+        ("bob", bob_mid),
+    ]
+    dead = await broker.channel.declare_queue(
+        stack.names.dead_letter_queue, passive=True
+    )
+    rejected = await eventually(lambda: dead.get(no_ack=True, fail=False))
+    assert rejected.routing_key == KEY_REPLAY_BATCH
+    (item,) = decode_batch(rejected.body).items
+    assert (item.key, bytes(item.body)) == (KEY_REPLAY, bytes(request("x\0y").body))
+    assert rejected.headers[HEADER_REJECTED_REASON]
+    assert await dead.get(no_ack=True, fail=False) is None
 
 
 async def test_a_replay_request_gets_one_window_and_where_the_next_starts(

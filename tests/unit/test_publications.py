@@ -12,6 +12,8 @@ from proto.names import (
     HEADER_REJECTED_REASON,
     KEY_BATCH,
     KEY_REPLAY,
+    KEY_REPLAY_BATCH,
+    KEY_SYNC,
     Names,
 )
 from router import delivery_items, publications
@@ -95,3 +97,50 @@ def test_a_dead_lettered_item_carries_its_reason_in_a_header() -> None:
         item.body,
     )
     assert dead.headers == {HEADER_REJECTED_REASON: "not a pair"}
+
+
+def replay_of(uid: str) -> publications.Publication:
+    return publications.replay_publication(
+        NAMES, uid, [ReplayTarget("gw1", f"c-{uid}")], ""
+    )
+
+
+def requests_in(publication: publications.Publication) -> list[str]:
+    """The uids of the replay requests a publication carries, in order."""
+    if publication.routing_key == KEY_REPLAY:
+        return [envelopes.decode_replay_request(publication.body).uid]
+    assert publication.routing_key == KEY_REPLAY_BATCH
+    batch = envelopes.decode_batch(publication.body)
+    assert {item.key for item in batch.items} == {KEY_REPLAY}
+    return [envelopes.decode_replay_request(bytes(i.body)).uid for i in batch.items]
+
+
+def test_a_batch_of_replays_is_one_message_in_order() -> None:
+    batched = publications.batched_replays(
+        [replay_of(uid) for uid in ("ann", "bob", "cy")], max_bytes=1_000_000
+    )
+    assert [p.routing_key for p in batched] == [KEY_REPLAY_BATCH]
+    assert requests_in(batched[0]) == ["ann", "bob", "cy"]
+    assert batched[0].exchange == NAMES.inbound_exchange
+
+
+def test_a_sync_request_stays_alone_and_in_its_place() -> None:
+    sync = publications.sync_publication(NAMES, "dan", "gw1", "c-dan", 7)
+    batched = publications.batched_replays(
+        [replay_of("ann"), replay_of("bob"), sync, replay_of("cy")], max_bytes=1_000_000
+    )
+    assert [p.routing_key for p in batched] == [KEY_REPLAY_BATCH, KEY_SYNC, KEY_REPLAY]
+    assert requests_in(batched[0]) == ["ann", "bob"]
+    assert requests_in(batched[2]) == ["cy"]
+    assert publications.batched_replays([], max_bytes=1000) == []
+
+
+def test_replay_batches_fit_the_message_size_limit() -> None:
+    uids = [f"u{n:03d}" for n in range(100)]
+    one = len(replay_of("u000").body)
+    batched = publications.batched_replays(
+        [replay_of(uid) for uid in uids], max_bytes=10 * one
+    )
+    assert len(batched) > 1
+    assert all(len(p.body) <= 10 * one for p in batched)
+    assert [uid for p in batched for uid in requests_in(p)] == uids

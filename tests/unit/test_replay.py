@@ -8,6 +8,8 @@ from offline_store.replay import GatewayTargets
 from offline_store.rows import StoredRow
 from proto import frames
 from proto.envelopes import (
+    Batch,
+    Batched,
     ReplayRequest,
     ReplayTarget,
     Target,
@@ -15,6 +17,7 @@ from proto.envelopes import (
     encode,
 )
 from proto.errors import BadEnvelope
+from proto.names import KEY_ACK, KEY_REPLAY
 
 MID_1 = "0190f0a1b2c30000aaaaaaaaaa"
 MID_2 = "0190f0a1b2c30001aaaaaaaaaa"
@@ -94,3 +97,23 @@ def test_replay_request_naming_an_unreachable_gateway_is_a_bad_envelope() -> Non
         replay.replay_request_from_body(encode(request))
     with pytest.raises(BadEnvelope):
         replay.replay_request_from_body(b'{"uid": 1, "targets": []}')
+
+
+def test_a_batch_of_replay_requests_refuses_a_bad_one_alone() -> None:
+    good = [
+        ReplayRequest(uid=uid, targets=[ReplayTarget("gw1", "c1")])
+        for uid in ("a", "b")
+    ]
+    items = [
+        Batched(KEY_REPLAY, msgspec.Raw(encode(good[0]))),
+        Batched(KEY_ACK, msgspec.Raw(encode(good[1]))),  # not a replay request's key
+        Batched(KEY_REPLAY, msgspec.Raw(b'{"uid": 3}')),  # not a replay request
+        Batched(KEY_REPLAY, msgspec.Raw(encode(good[1]))),
+    ]
+    body = encode(Batch(items=items))
+    requests, refused = replay.replay_requests_from_batch_body(body)
+    assert requests == good
+    assert [item.index for item in refused] == [1, 2]
+    assert refused[0].reason == "$.items[] has a routing key other than router.replay"
+    with pytest.raises(BadEnvelope):
+        replay.replay_requests_from_batch_body(b'{"items": 3}')
