@@ -343,7 +343,9 @@ class ControlServer:
             )
             read_pages = dict(zip(asked, pages, strict=True))
             for index in piece:
-                window = self._window(requests[index], read_pages.get(index))
+                window = self._window(
+                    requests[index], read_pages.get(index), limits[index] - 1
+                )
                 read.append(window)
                 read_bytes += window.size_bytes
                 if read_bytes >= self._max_bytes:
@@ -378,14 +380,13 @@ class ControlServer:
             observability.REPLAYED.inc(window.rows)
 
     def _window(
-        self, request: ReplayRequest, page: Sequence[StoredRow] | None
+        self, request: ReplayRequest, page: Sequence[StoredRow] | None, limit: int
     ) -> ReplayWindow:
         """The deliveries of one window of the uid's rows, one per gateway; ``page``: the rows
-        read for it (one more than the window), None when there was nothing to read."""
+        read for it (up to ``limit`` and one more), None when there was nothing to read."""
         gateways = replay.targets_by_gateway(request)
         if not gateways or page is None:
             return ReplayWindow(request.uid, [], 0, len(gateways), is_complete=True)
-        limit = replay.window_rows(request.limit, self._replay_page)
         window, next_mid = replay.split_window(page, limit)
         deliveries = replay.replay_deliveries(
             window, gateways, next_mid, self._max_bytes, request.from_mid
