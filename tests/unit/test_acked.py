@@ -56,6 +56,17 @@ def test_ack_batch_keeps_the_good_items_and_names_the_bad_ones() -> None:
     assert len(reasons) == 2
 
 
+def test_an_item_that_is_not_a_key_and_a_body_is_refused_alone() -> None:
+    good = encode(Acked(uid="bob", mids=[MID_1])).decode()
+    body = (
+        f'{{"items": [["gateway.ack", {good}], 3, ["gateway.ack", {good}]]}}'.encode()
+    )
+    acks, refused = acks_from_batch_body(body)
+    assert acks == [Acked(uid="bob", mids=[MID_1])] * 2
+    assert [item.index for item in refused] == [1]
+    assert refused[0].body == b'{"items":[3]}'
+
+
 def test_ack_batch_that_is_not_a_batch_is_a_bad_envelope() -> None:
     with pytest.raises(BadEnvelope):
         acks_from_batch_body(b'{"items": 3}')
