@@ -19,7 +19,8 @@ With ``--reconnect-url`` (switchboard only), a connection that closes comes back
 (``policy.reconnect_delay_s``, its default base and cap), its open deadline for the handshake
 and again for ``ready``, and its turn through the URLs (the next one each attempt: this
 connection's URL first, then the reconnect URLs, rotated by the connection's number so that the
-clients of a lost gateway spread over the others, as applications shuffle their lists). It is
+clients of a lost gateway spread over the others, as the library's own random order of the URLs
+spreads them: ``policy.url_order``). It is
 back once ``ready`` and then one ``message`` (the replay of what it left unacknowledged) have
 arrived. Raw connections stand for the library's clients: thousands of ``Client`` objects, each
 with its keepalive and token tasks, would take the CPU the servers are measured with.

@@ -1,8 +1,9 @@
 // Switchboard web chat: the page's state and rendering, on top of the JavaScript client.
 //
 // The server tells the page where the gateways are (/config.json); a development server also
-// mints tokens (POST /dev/token). ?gw=N picks the first gateway (default: a random one); each
-// reconnect goes to the next one.
+// mints tokens (POST /dev/token). ?gw=N picks the first gateway and each reconnect goes to the
+// next one in the list; without it the client tries the gateways in an order of its own,
+// drawn at random.
 //
 // With history on the server (SWITCHBOARD_HISTORY=on) the page loads the conversation list
 // (unread counts, last messages) after login and a conversation's history when it opens
@@ -571,10 +572,14 @@ async function logIn(uid, pastedToken) {
       };
   const gateways = page.config.gateways;
   const wanted = Number(new URLSearchParams(location.search).get("gw"));
-  const startIndex = Number.isInteger(wanted) && wanted >= 0 && new URLSearchParams(location.search).has("gw")
-    ? wanted % gateways.length
-    : Math.floor(Math.random() * gateways.length);
-  const client = new SwitchboardClient({ urls: gateways, token, startIndex });
+  // ?gw=N: that gateway first, then the list in its order; otherwise the client's own random
+  // order, so that the pages of a gateway that goes away spread over the others.
+  const picked = Number.isInteger(wanted) && wanted >= 0 && new URLSearchParams(location.search).has("gw");
+  const client = new SwitchboardClient(
+    picked
+      ? { urls: gateways, token, shuffleUrls: false, startIndex: wanted % gateways.length }
+      : { urls: gateways, token },
+  );
   page.client = client;
   // @ts-ignore: for debugging in the console
   window.switchboard = client;

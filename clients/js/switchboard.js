@@ -63,12 +63,18 @@ export const MAX_PRESENCE_UIDS = 100;
  *                                  (typing indicators, "seen" pings, game moves).
  *
  * @typedef {object} ClientOptions
- * @property {string[] | string} urls            Gateway URLs; each reconnect takes the next one.
+ * @property {string[] | string} urls            Gateway URLs; each reconnect takes the next one, in
+ *                                              an order of the client's own (`shuffleUrls`).
  * @property {string | (() => string | Promise<string>)} token  Called before every connection,
  *                                              and before the token expires: the new one
  *                                              replaces it on the open connection (`refresh`).
  * @property {any} [WebSocket]                   A WebSocket class (Node: `ws`); default: the global.
- * @property {number} [startIndex]               Which URL to try first (default 0).
+ * @property {boolean} [shuffleUrls]             Try the URLs in an order drawn at random once
+ *                                              (default true; `urlOrder`), so that the clients
+ *                                              of a gateway that goes away spread over the others
+ *                                              rather than all moving to the next one in the list;
+ *                                              false: in the order given.
+ * @property {number} [startIndex]               Which URL of that order to try first (default 0).
  * @property {number} [pingIntervalMs]           A `ping` goes out this long after the last pong.
  * @property {number} [pongTimeoutMs]            No `pong` this long after a ping: the connection is dead.
  * @property {number} [replyTimeoutMs]           A request unanswered this long is sent again, same id.
@@ -78,7 +84,7 @@ export const MAX_PRESENCE_UIDS = 100;
  * @property {number} [backoffBaseMs]            Ceiling of the first jittered reconnect delay.
  * @property {number} [backoffMaxMs]             Cap of every reconnect delay.
  * @property {number} [seenMids]                 How many recent mids are remembered (duplicates).
- * @property {() => number} [random]             A draw in [0, 1), for the jitter.
+ * @property {() => number} [random]             A draw in [0, 1), for the jitter and the order.
  * @property {SeqStore | null} [seqStore]        Where the highest `seq` processed is kept (a
  *                                              message's once its listeners resolved, a
  *                                              receipt's once emitted); every `init` sends it as
@@ -139,6 +145,24 @@ export function tokenSubject(token) {
   } catch {
     return null;
   }
+}
+
+/**
+ * The order in which a client tries its gateway URLs: a permutation drawn once (Fisher-Yates).
+ * Each reconnect takes the next URL of this order. Drawn per client, it sends the clients of a
+ * gateway that went away to all the others alike: with one order for every client (the list
+ * as given), they would all move to the same next gateway at once.
+ * @param {string[]} urls
+ * @param {() => number} [random]  A draw in [0, 1).
+ * @returns {string[]}
+ */
+export function urlOrder(urls, random = Math.random) {
+  const order = [...urls];
+  for (let last = order.length - 1; last > 0; last -= 1) {
+    const chosen = Math.min(Math.floor(random() * (last + 1)), last);
+    [order[last], order[chosen]] = [order[chosen], order[last]];
+  }
+  return order;
 }
 
 /**
@@ -277,8 +301,11 @@ const OPEN = 1;
 export class SwitchboardClient {
   /** @param {ClientOptions} options */
   constructor(options) {
-    this.urls = typeof options.urls === "string" ? [options.urls] : [...options.urls];
-    if (this.urls.length === 0) throw new TypeError("at least one gateway URL is needed");
+    const given = typeof options.urls === "string" ? [options.urls] : [...options.urls];
+    if (given.length === 0) throw new TypeError("at least one gateway URL is needed");
+    this.random = options.random ?? Math.random;
+    /** The URLs in the order they are tried. */
+    this.urls = options.shuffleUrls === false ? given : urlOrder(given, this.random);
     this.token = options.token;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (!this.WebSocket) throw new TypeError("no WebSocket: pass one (Node: the ws package)");
@@ -289,7 +316,6 @@ export class SwitchboardClient {
     this.refreshBeforeMs = options.refreshBeforeMs ?? 30_000;
     this.backoffBaseMs = options.backoffBaseMs ?? 500;
     this.backoffMaxMs = options.backoffMaxMs ?? 30_000;
-    this.random = options.random ?? Math.random;
     this.seen = new SeenMids(options.seenMids ?? 10_000);
     /** @type {ClientState} */
     this.state = "idle";

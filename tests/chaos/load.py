@@ -34,6 +34,8 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "pong_timeout_s": 3.0,
     "backoff_base_s": 0.2,
     "backoff_max_s": 2.0,
+    # The load spreads its users over the gateways itself (``_urls_for``).
+    "shuffle_urls": False,
 }
 
 

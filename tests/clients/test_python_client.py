@@ -25,7 +25,12 @@ def client_for(stack: Stack, uid: str, *gateways: int, **options: Any) -> Client
     return Client(
         [stack.gateways[i].url for i in order],
         lambda: make_token(uid),  # a fresh token for every connection
-        **{"backoff_base_s": 0.1, "backoff_max_s": 1.0, **options},
+        **{
+            "backoff_base_s": 0.1,
+            "backoff_max_s": 1.0,
+            "shuffle_urls": False,
+            **options,
+        },
     )
 
 

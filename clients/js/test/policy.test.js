@@ -1,4 +1,5 @@
-// Pure parts of the client: reconnect delays and the memory of seen mids. No network.
+// Pure parts of the client: reconnect delays, the order of the URLs and the memory of seen
+// mids. No network.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -8,8 +9,10 @@ import {
   refreshDelayMs,
   refreshRetryDelayMs,
   SeenMids,
+  SwitchboardClient,
   TERMINAL_CLOSE_CODES,
   tokenExpiryMs,
+  urlOrder,
 } from "../switchboard.js";
 
 /** An unsigned token with this payload: the client reads exp, it never verifies. */
@@ -30,6 +33,58 @@ test("delays grow exponentially with full jitter, capped", () => {
 test("a going-away close reconnects at once, then backs off", () => {
   assert.equal(reconnectDelayMs(0, GOING_AWAY, 100, 5000, () => 0.9), 0);
   assert.ok(reconnectDelayMs(1, GOING_AWAY, 100, 5000, () => 0.9) > 0);
+});
+
+const URLS = [0, 1, 2, 3].map((n) => `ws://gateway-${n}:8001/ws`);
+
+/** A random source that returns these draws in turn. */
+const draws = (...values) => () => values.shift();
+
+/** Park–Miller: a seeded source of draws in [0, 1), the same on every run. */
+function seeded(seed) {
+  let state = seed;
+  return () => {
+    state = (state * 48271) % 2147483647;
+    return (state - 1) / 2147483646;
+  };
+}
+
+test("the URLs are tried in a permutation drawn from the random source", () => {
+  // Fisher-Yates from the last place: 0 always swaps with the first.
+  assert.deepEqual(urlOrder(URLS, draws(0, 0, 0)), [URLS[1], URLS[2], URLS[3], URLS[0]]);
+  // The top of [0, 1) keeps each URL in its place.
+  assert.deepEqual(urlOrder(URLS, draws(0.999, 0.999, 0.999)), URLS);
+  const random = seeded(7);
+  for (let n = 0; n < 100; n += 1) {
+    assert.deepEqual([...urlOrder(URLS, random)].sort(), [...URLS].sort());
+  }
+  assert.deepEqual(urlOrder(URLS.slice(0, 1), draws()), URLS.slice(0, 1));
+});
+
+test("the clients of a lost gateway spread over the others", () => {
+  // Each client reconnects to the URL after its current one in its own order: the successors
+  // of one gateway are every other gateway alike, not one of them for all.
+  const random = seeded(11);
+  const successors = new Map();
+  for (let n = 0; n < 3000; n += 1) {
+    const order = urlOrder(URLS, random);
+    const next = order[(order.indexOf(URLS[0]) + 1) % order.length];
+    successors.set(next, (successors.get(next) ?? 0) + 1);
+  }
+  assert.deepEqual([...successors.keys()].sort(), URLS.slice(1));
+  for (const url of URLS.slice(1)) {
+    const share = successors.get(url) / 3000;
+    assert.ok(share > 0.28 && share < 0.39, `${url}: ${share}`);
+  }
+});
+
+test("a client shuffles its URLs unless told not to", () => {
+  const WebSocket = class {};
+  const shuffled = new SwitchboardClient({ urls: URLS, token: "t", WebSocket, random: draws(0, 0, 0) });
+  assert.deepEqual(shuffled.urls, [URLS[1], URLS[2], URLS[3], URLS[0]]);
+  const inOrder = new SwitchboardClient({ urls: URLS, token: "t", WebSocket, shuffleUrls: false });
+  assert.deepEqual(inOrder.urls, URLS);
+  assert.deepEqual(new SwitchboardClient({ urls: URLS[0], token: "t", WebSocket }).urls, [URLS[0]]);
 });
 
 test("terminal close codes are invalid token and kicked", () => {

@@ -34,6 +34,7 @@ function clientFor(user, order, options = {}) {
     WebSocket,
     backoffBaseMs: 100,
     backoffMaxMs: 1000,
+    shuffleUrls: false, // in the order given: the tests say which gateway comes next
     ...options,
   });
   open.push(client);

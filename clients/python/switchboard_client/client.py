@@ -41,6 +41,7 @@ from switchboard_client.policy import (
     refresh_delay_s,
     refresh_retry_delay_s,
     token_expiry_s,
+    url_order,
 )
 
 log = logging.getLogger("switchboard_client")
@@ -150,7 +151,8 @@ class Client:
     """A Switchboard client: ``async with Client(urls, token) as client: ...``.
 
     Args:
-        urls: gateway URLs (``ws://host:port/ws``); each reconnect goes to the next one.
+        urls: gateway URLs (``ws://host:port/ws``); each reconnect goes to the next one, in
+            an order of the client's own (``shuffle_urls``).
         token: a JWT, or a function (sync or async) returning one; called before each
             connection, and before the connection's token expires (``refresh_before_s``): the
             new token replaces it on the open connection (a ``refresh`` frame), which the
@@ -173,6 +175,9 @@ class Client:
             ``since`` once there is one, so that the gateway pushes what came after it.
         on_receipt: called with each ``Receipt`` (see also ``receipts()``).
         on_synced: called with the inbox's head at ``synced``: everything before it was pushed.
+        shuffle_urls: try the URLs in an order drawn at random once (``policy.url_order``),
+            so that the clients of a gateway that goes away spread over the others rather
+            than all moving to the next one in the list; False: in the order given.
     """
 
     def __init__(
@@ -193,10 +198,13 @@ class Client:
         seq_store: SeqStoreOption = None,
         on_receipt: Callable[[Receipt], None] | None = None,
         on_synced: Callable[[int], None] | None = None,
+        shuffle_urls: bool = True,
     ) -> None:
-        self.urls = [urls] if isinstance(urls, str) else list(urls)
-        if not self.urls:
+        given = [urls] if isinstance(urls, str) else list(urls)
+        if not given:
             raise ValueError("at least one gateway URL is needed")
+        self.urls = url_order(given, random) if shuffle_urls else given
+        """The URLs in the order they are tried."""
         self._token = token
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s

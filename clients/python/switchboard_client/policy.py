@@ -9,7 +9,7 @@ import binascii
 import json
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 GOING_AWAY = 1001
 TERMINAL_CLOSE_CODES = frozenset({4003, 4005})
@@ -45,6 +45,24 @@ def reconnect_delay_s(
         return 0.0
     ceiling = min(max_s, base_s * 2.0 ** min(attempt, 32))
     return ceiling * random()
+
+
+def url_order(urls: Sequence[str], random: Callable[[], float]) -> list[str]:
+    """The order in which a client tries its gateway URLs: a permutation drawn once.
+
+    Each reconnect takes the next URL of this order. Drawn per client, it sends the clients of
+    a gateway that went away to all the others alike: with one order for every client (the
+    list as given), they would all move to the same next gateway at once.
+
+    Args:
+        urls: the gateway URLs, as given.
+        random: a draw in ``[0, 1)``.
+    """
+    order = list(urls)
+    for last in range(len(order) - 1, 0, -1):  # Fisher-Yates
+        chosen = min(int(random() * (last + 1)), last)
+        order[last], order[chosen] = order[chosen], order[last]
+    return order
 
 
 def token_expiry_s(token: str) -> float | None:
