@@ -18,6 +18,8 @@ SWITCHBOARD_4_2 = "switchboard-4g-2r"
 SOCKETIO = "socketio-aiopika"
 WS_RELAY = "websockets-relay"
 AIO_PIKA = "aio-pika-raw"
+REDIS_PY = "redis-py"
+"""redis-py's asyncio client alone (scenario 11: the cost of one round trip)."""
 
 Better = Literal["higher", "lower"]
 

@@ -1,0 +1,126 @@
+"""One broker or Redis operation after the other, in a process of its own (scenario 11).
+
+``python -m bench.peers.one_at_a_time --operations N`` publishes ``N`` persistent messages to a
+fresh quorum queue, each awaiting its confirm; consumes them with prefetch 1, each acknowledged
+before the next arrives; sends ``N`` Redis commands, then ``N`` pipelines of five, each once the
+last was answered; and prints one JSON line: for each, the CPU this process spent per operation
+and the wall time per operation, in microseconds (after ``WARMUP`` operations of each kind).
+The queue and the keys are its own, deleted at the end.
+"""
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+
+import aio_pika
+import redis.asyncio as redis
+from aio_pika.abc import AbstractChannel, AbstractQueue
+
+WARMUP = 100
+BODY = b"x" * 256
+CONSUME_TIMEOUT_S = 60.0
+
+Figures = tuple[float, float]
+"""CPU µs and wall µs per operation."""
+
+
+class Clock:
+    """CPU and wall time of this process between ``start`` and ``per_operation``."""
+
+    def __init__(self) -> None:
+        self._cpu_s = time.process_time()
+        self._wall_s = time.perf_counter()
+
+    def per_operation(self, operations: int) -> tuple[float, float]:
+        """(CPU µs, wall µs) per operation since the clock was made."""
+        cpu_us = (time.process_time() - self._cpu_s) * 1e6 / operations
+        wall_us = (time.perf_counter() - self._wall_s) * 1e6 / operations
+        return cpu_us, wall_us
+
+
+async def measure_broker(amqp_url: str, operations: int) -> dict[str, Figures]:
+    queue_name = f"bench-one-{uuid.uuid4().hex[:12]}"
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(
+            queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        try:
+            exchange = channel.default_exchange
+            persistent = aio_pika.DeliveryMode.PERSISTENT
+            for _ in range(WARMUP):
+                message = aio_pika.Message(BODY, delivery_mode=persistent)
+                await exchange.publish(message, routing_key=queue_name)
+            clock = Clock()
+            for _ in range(operations):
+                message = aio_pika.Message(BODY, delivery_mode=persistent)
+                await exchange.publish(message, routing_key=queue_name)
+            published = clock.per_operation(operations)
+            consumed = await consume_one_by_one(channel, queue, WARMUP + operations)
+        finally:
+            await channel.queue_delete(queue_name)
+    return {"publish": published, "consume": consumed}
+
+
+async def consume_one_by_one(
+    channel: AbstractChannel, queue: AbstractQueue, expected: int
+) -> Figures:
+    """Consume ``expected`` messages with prefetch 1; the figures of all but the warmup."""
+    await channel.set_qos(prefetch_count=1)
+    clock = Clock()
+    received = 0
+    async with queue.iterator(timeout=CONSUME_TIMEOUT_S) as messages:
+        async for message in messages:
+            await message.ack()
+            received += 1
+            if received == WARMUP:
+                clock = Clock()
+            if received == expected:
+                break
+    return clock.per_operation(expected - WARMUP)
+
+
+async def measure_redis(redis_url: str, operations: int) -> dict[str, Figures]:
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"bench-one-{uuid.uuid4().hex[:12]}"
+    keys = [f"{prefix}:{n}" for n in range(5)]
+    try:
+        await client.set(keys[0], 1)
+        for _ in range(WARMUP):
+            await client.exists(keys[0])
+        clock = Clock()
+        for _ in range(operations):
+            await client.exists(keys[0])
+        single = clock.per_operation(operations)
+        clock = Clock()
+        for _ in range(operations):
+            pipeline = client.pipeline(transaction=False)
+            pipeline.exists(keys[0])
+            pipeline.hgetall(keys[1])
+            pipeline.set(keys[2], 1, nx=True, px=60_000)
+            pipeline.smembers(keys[3])
+            pipeline.get(keys[4])
+            await pipeline.execute()
+        piped = clock.per_operation(operations)
+        await client.delete(*keys)
+    finally:
+        await client.aclose()
+    return {"command": single, "pipeline": piped}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Figures]:
+    return {
+        **await measure_broker(args.amqp_url, args.operations),
+        **await measure_redis(args.redis_url, args.operations),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.peers.one_at_a_time")
+    parser.add_argument("--amqp-url", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--operations", type=int, default=2_000)
+    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)

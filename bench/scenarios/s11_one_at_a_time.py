@@ -1,0 +1,101 @@
+"""Scenario 11: what one broker or Redis operation costs when it travels alone.
+
+At saturation every stage of Switchboard works in batches, and a message shares each
+operation's cost with many others; at a few hundred messages a second a batch holds one or two
+messages and pays each operation alone. This scenario measures that floor with the client
+libraries Switchboard uses, in a process of their own (``bench/peers/one_at_a_time.py``), one
+operation after the other (the next starts once the last is answered):
+
+* aio-pika: a persistent message published to a quorum queue (the router's queue type),
+  awaiting its confirm; then the same messages consumed with prefetch 1, each acknowledged
+  before the next arrives.
+* redis-py (asyncio, hiredis): one command (``EXISTS``), and a pipeline of five commands (about
+  a router's batch of one message with its lookups).
+
+Each figure is the CPU that process spent per operation (``time.process_time()``: user and
+system, the client library's and the event loop's, the kernel's socket work included); the
+note gives the wall time per operation.
+"""
+
+import msgspec
+
+from bench import report
+from bench.harness import run_to_result
+from bench.report import Measurement
+from bench.systems import AMQP_URL
+from proto.env import DEFAULT_REDIS_URL
+
+NAME = "11 one operation at a time"
+OPERATIONS = 2_000
+QUICK_OPERATIONS = 300
+WITHIN_S = 120.0
+
+Figures = tuple[float, float]
+
+
+class Result(msgspec.Struct, frozen=True):
+    """The JSON line ``one_at_a_time`` prints: (CPU µs, wall µs) per operation."""
+
+    publish: Figures
+    consume: Figures
+    command: Figures
+    pipeline: Figures
+
+
+FIGURES = (
+    (
+        "publish",
+        report.AIO_PIKA,
+        "CPU us per publish awaiting its confirm, alone",
+        "a persistent 256-byte message to a quorum queue, publisher confirms",
+    ),
+    (
+        "consume",
+        report.AIO_PIKA,
+        "CPU us per message consumed and acknowledged, alone",
+        "from a quorum queue, prefetch 1, each acknowledged before the next arrives",
+    ),
+    (
+        "command",
+        report.REDIS_PY,
+        "CPU us per command round trip, alone",
+        "redis-py asyncio with hiredis: EXISTS",
+    ),
+    (
+        "pipeline",
+        report.REDIS_PY,
+        "CPU us per pipeline of 5 commands, alone",
+        "redis-py asyncio with hiredis: EXISTS, HGETALL, SET NX PX, SMEMBERS, GET",
+    ),
+)
+
+
+async def run(quick: bool) -> list[Measurement]:
+    operations = QUICK_OPERATIONS if quick else OPERATIONS
+    result = await run_to_result(
+        "bench.peers.one_at_a_time",
+        "--amqp-url",
+        AMQP_URL,
+        "--redis-url",
+        DEFAULT_REDIS_URL,
+        "--operations",
+        str(operations),
+        within_s=WITHIN_S,
+        result=Result,
+    )
+    measured = []
+    for field, system, metric, detail in FIGURES:
+        cpu_us, wall_us = getattr(result, field)
+        measured.append(
+            Measurement(
+                NAME,
+                system,
+                metric,
+                cpu_us,
+                "us",
+                "lower",
+                note=f"{detail}; {operations:,} one at a time, {wall_us:.0f} us of wall "
+                "time each; the CPU of the measuring process (time.process_time)",
+            )
+        )
+    return measured
