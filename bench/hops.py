@@ -12,6 +12,10 @@ The hops, in a message's order, and what lies between them:
    confirm (``gateway confirm``) runs beside what follows: the router may have it first;
 2. the router sees the message that old when its batch starts (``router age``: the ``Batch``
    wait, the broker, the quorum queue, the router's inbox); then its batch's stages;
+2b. with history on, the offline store sees it that old when its inbox batch starts (``store
+   age``: the router's ``InboxBatch``, the broker, ``<ns>.inbox``); then that batch's stages
+   (decode, write: its transaction and the read of the syncing connections, deliver, settle);
+   with history off nothing is observed there;
 3. the recipient's gateway consumes the delivery that long after the sender's gateway accepted
    the message (``delivery age``, from the mid's time); then writes it to the socket (``push``);
 4. the client acknowledges it (``client ack``: off the latency's path, it frees the delivery).
@@ -70,6 +74,20 @@ HOPS = (
             ((metrics.LABEL_STAGE, stage),),
         )
         for stage in metrics.ROUTER_STAGES
+    ),
+    Hop(
+        "store: message age at inbox batch start",
+        "offline_store",
+        metrics.OFFLINE_INBOX_WAIT_SECONDS,
+    ),
+    *(
+        Hop(
+            f"store: inbox batch {stage}",
+            "offline_store",
+            metrics.OFFLINE_INBOX_BATCH_SECONDS,
+            ((metrics.LABEL_STAGE, stage),),
+        )
+        for stage in metrics.INBOX_STAGES
     ),
     Hop(
         "gateway: message age at delivery consume",
@@ -191,6 +209,8 @@ def format_breakdown(
 ) -> str:
     lines = [f"  hops at {rate:,}/s (mean, median from buckets; count):"]
     for figure in figures:
+        if not figure.count:
+            continue  # not on this configuration's path (the store's, history off)
         lines.append(
             f"    {figure.hop.name:42} {figure.mean_s * 1000:8.2f} ms "
             f"{figure.median_s * 1000:8.2f} ms {figure.count:8.0f}"

@@ -62,6 +62,8 @@ class Attempt:
     delivering: "asyncio.Task[None] | None" = None
     failure: Exception | None = None
     transaction_ms: float = 0.0
+    published_at: float = 0.0
+    """When its deliveries were published (``time.monotonic()``); 0 when they were not."""
 
 
 async def confirmed(attempt: Attempt) -> Exception | None:
@@ -127,6 +129,8 @@ class InboxWriter:
     async def _start(
         self, batch: Sequence[AbstractIncomingMessage]
     ) -> "asyncio.Task[None] | None":
+        # The stages of the batch, for observability.INBOX_STAGES: a clock read per stage.
+        started_ms, started = time.time_ns() // 1_000_000, time.monotonic()
         accepted: list[AbstractIncomingMessage] = []
         items: list[InboxItem] = []
         refused: list[tuple[str, RefusedItem]] = []
@@ -144,7 +148,12 @@ class InboxWriter:
         rows = rows_from_items(Decoded(items, []))
         refused += ((KEY_INBOX, item) for item in rows.refused)
         log_refused(refused)
+        observability.count_inbox_waits((item.mid for item in rows.items), started_ms)
+        rows_made = time.monotonic()
+        observability.STAGE_DECODE.observe(rows_made - started)
         attempt = await self._attempt(rows)
+        if attempt.published_at:
+            observability.STAGE_WRITE.observe(attempt.published_at - rows_made)
         return asyncio.create_task(
             self._settle(accepted, rows, refused, attempt, self._last_settling)
         )
@@ -170,6 +179,7 @@ class InboxWriter:
             deliveries = inbox_deliveries(
                 rows.items, attempt.written.seqs, self._max_bytes, syncing
             )
+            attempt.published_at = time.monotonic()
             attempt.delivering = asyncio.create_task(
                 confirm_all(
                     self._bus.publish_delivery(outbound.gateway_id, outbound.body)
@@ -194,8 +204,15 @@ class InboxWriter:
         A batch that failed is tried again here, after a backoff, its messages held (as in
         ``consumers.UndeliveredWriter``): its mids are then kept, so it is not numbered again,
         and its deliveries go out again with the same seqs.
+
+        The deliver and settle stages of a batch that went through at the first try are
+        observed.
         """
         failure = await confirmed(attempt)
+        delivered = 0.0
+        if failure is None and attempt.published_at:
+            delivered = time.monotonic()
+            observability.STAGE_DELIVER.observe(delivered - attempt.published_at)
         if previous is not None:
             await asyncio.wait([previous])  # settles in order
         while True:
@@ -208,6 +225,7 @@ class InboxWriter:
                     break
                 except Exception as exc:
                     failure = exc
+            delivered = 0.0  # its settle would count the retries
             log_batch_failed(failure, EXPECTED_FAILURES, messages=len(accepted))
             if not await self._backoff.wait():
                 await requeue(accepted)
@@ -216,6 +234,8 @@ class InboxWriter:
             failure = await confirmed(attempt)
         self._backoff.reset()
         await ack_batch(accepted)
+        if delivered:
+            observability.STAGE_SETTLE.observe(time.monotonic() - delivered)
         written = attempt.written
         assert written is not None  # an attempt that did not fail wrote the batch
         log.info(

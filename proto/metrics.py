@@ -92,6 +92,14 @@ OFFLINE_REFUSED_TOTAL = "switchboard_offline_messages_refused_total"
 OFFLINE_EXPIRED_TOTAL = "switchboard_offline_messages_expired_total"
 """Counter: rows deleted unread after ``SWITCHBOARD_OFFLINE_RETENTION_S``."""
 
+OFFLINE_INBOX_WAIT_SECONDS = "switchboard_offline_inbox_wait_seconds"
+"""Histogram (history on): a message's age (from its mid's time, when it was accepted) when the
+offline store starts the inbox batch that numbers it: the router's ``InboxBatch``, the broker,
+``<ns>.inbox``. In whole milliseconds, as ``ROUTER_QUEUE_WAIT_SECONDS``."""
+OFFLINE_INBOX_BATCH_SECONDS = "switchboard_offline_inbox_batch_seconds"
+"""Histogram by ``stage`` (``INBOX_STAGES``, history on): the stages of an inbox batch the
+offline store wrote, one observation per batch and stage."""
+
 POSTGRES_SECONDS = "switchboard_offline_postgres_seconds"
 """Histogram by ``operation`` (``POSTGRES_OPERATIONS``): calls to PostgreSQL, each one statement
 or one transaction (a batch's), from the pool's connection to the result."""
@@ -160,6 +168,11 @@ ROUTER_STAGES = ("decode", "plan", "deliver", "settle")
 """Values of ``stage``: ``decode`` the batch's messages; ``plan`` its Redis lookups and routing
 decision; ``deliver`` from the publish of its deliveries to their last confirm; ``settle`` from
 there to its ack (in batch order: the batch before it, Redis writes, replies such as ``sent``)."""
+INBOX_STAGES = ("decode", "write", "deliver", "settle")
+"""Values of ``stage`` for the offline store's inbox batches: ``decode`` its ``InboxBatch``
+messages into rows; ``write`` its transaction and, after the commit, the read of the connections
+that started a sync; ``deliver`` from the publish of its deliveries to their last confirm;
+``settle`` from there to its ack (in batch order: the batch before it, ``Saved`` and the events)."""
 FRAME_TYPE_BINARY = "binary"
 """A binary WebSocket frame (rejected: Switchboard speaks JSON text)."""
 FRAME_TYPE_UNKNOWN = "unknown"
@@ -211,4 +224,6 @@ ALL_NAMES = (
     GATEWAY_CLIENT_ACK_SECONDS,
     ROUTER_QUEUE_WAIT_SECONDS,
     ROUTER_BATCH_SECONDS,
+    OFFLINE_INBOX_WAIT_SECONDS,
+    OFFLINE_INBOX_BATCH_SECONDS,
 )

@@ -175,6 +175,7 @@ async def measure_rate(
                 note=f"{HOP_NOTE}; {note}",
             )
             for figure in figures
+            if figure.count  # the store's hops are not on the relay's path
         ]
     return measured + [
         Measurement(

@@ -50,6 +50,8 @@ ROUTER_METRICS = (
 STORE_METRICS = (
     *SHARED_METRICS,
     metrics.POSTGRES_SECONDS,
+    metrics.OFFLINE_INBOX_WAIT_SECONDS,
+    metrics.OFFLINE_INBOX_BATCH_SECONDS,
     metrics.OFFLINE_STORED_TOTAL,
     metrics.OFFLINE_REPLAYED_TOTAL,
     metrics.OFFLINE_ACKNOWLEDGED_TOTAL,
@@ -232,6 +234,18 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
             ports["router"],
             f"{metrics.ROUTER_BATCH_SECONDS}_count",
             before["router"],
+            stage=stage,
+        )
+    # With history on (the stack's default) the store numbered it first: its age when the
+    # store's inbox batch started, and that batch's stages.
+    await grows(
+        ports["store"], f"{metrics.OFFLINE_INBOX_WAIT_SECONDS}_count", before["store"]
+    )
+    for stage in metrics.INBOX_STAGES:
+        await grows(
+            ports["store"],
+            f"{metrics.OFFLINE_INBOX_BATCH_SECONDS}_count",
+            before["store"],
             stage=stage,
         )
     await grows(ports["gw2"], f"{metrics.GATEWAY_PUSH_SECONDS}_count", before["gw2"])

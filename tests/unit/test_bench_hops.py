@@ -50,7 +50,7 @@ def test_a_hop_is_what_the_phase_added_over_every_process_of_its_service() -> No
 
 def test_every_hop_reads_a_histogram_the_services_declare() -> None:
     assert {hop.metric for hop in HOPS} <= set(metrics.ALL_NAMES)
-    assert {hop.module for hop in HOPS} == {"gateway", "router"}
+    assert {hop.module for hop in HOPS} == {"gateway", "router", "offline_store"}
 
 
 def test_cpu_is_summed_over_the_processes_of_each_service() -> None:

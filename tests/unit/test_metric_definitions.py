@@ -12,11 +12,13 @@ import pytest
 from prometheus_client import Counter, Gauge, Histogram
 
 import offline_store.latency
+import offline_store.observability
 import router.observability
 from gateway import observability as gateway_metrics
 from proto import frames, metrics
 from proto.codes import CloseCode
 from proto.envelopes import Heartbeat, Outgoing
+from proto.mids import MidFactory
 from runtime.metrics import (
     PUBLISH_CONFIRM,
     REGISTRY,
@@ -214,6 +216,32 @@ def test_the_router_exports_every_stage_of_a_batch_from_the_start() -> None:
         for sample in family.samples
     }
     assert stages == set(metrics.ROUTER_STAGES)
+
+
+def test_the_offline_store_exports_every_stage_of_an_inbox_batch_from_the_start() -> (
+    None
+):
+    stages = {
+        sample.labels[metrics.LABEL_STAGE]
+        for family in REGISTRY.collect()
+        if family.name == metrics.OFFLINE_INBOX_BATCH_SECONDS
+        for sample in family.samples
+    }
+    assert stages == set(metrics.INBOX_STAGES)
+
+
+def test_the_inbox_wait_of_a_message_runs_from_its_mids_time() -> None:
+    count = f"{metrics.OFFLINE_INBOX_WAIT_SECONDS}_count"
+    total = f"{metrics.OFFLINE_INBOX_WAIT_SECONDS}_sum"
+    before = _sample(count), _sample(total)
+    mids = MidFactory("0123456789")
+    made = [mids.next_mid(1_000_000), mids.next_mid(1_000_003)]
+    # A mid with no time in it (no router makes one) is left out, not a failed batch.
+    offline_store.observability.count_inbox_waits(
+        [*made, "not-a-mid"], started_ms=1_000_005
+    )
+    assert _sample(count) == before[0] + 2
+    assert _sample(total) == pytest.approx(before[1] + 0.005 + 0.002)
 
 
 def test_the_queue_wait_of_a_message_runs_from_its_ts_and_leaves_others_out() -> None:
