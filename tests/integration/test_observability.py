@@ -222,32 +222,29 @@ async def test_every_service_serves_health_and_counts_a_message(stack: Stack) ->
     )
     await grows(ports["gw1"], metrics.HEARTBEATS_TOTAL, before["gw1"])
     # Each hop of the message was observed: its wait for the sender's gateway's Batch, its
-    # age at the router and the stages of its batch there, its push, and the client's ack.
+    # age at the router and the stages of its batch there, then (history on, the stack's
+    # default) its age at the store and the stages of the inbox batch that numbered it, its
+    # push, and the client's ack.
     await grows(
         ports["gw1"], f"{metrics.GATEWAY_BATCH_WAIT_SECONDS}_count", before["gw1"]
     )
-    await grows(
-        ports["router"], f"{metrics.ROUTER_QUEUE_WAIT_SECONDS}_count", before["router"]
-    )
-    for stage in metrics.ROUTER_STAGES:
-        await grows(
-            ports["router"],
-            f"{metrics.ROUTER_BATCH_SECONDS}_count",
-            before["router"],
-            stage=stage,
-        )
-    # With history on (the stack's default) the store numbered it first: its age when the
-    # store's inbox batch started, and that batch's stages.
-    await grows(
-        ports["store"], f"{metrics.OFFLINE_INBOX_WAIT_SECONDS}_count", before["store"]
-    )
-    for stage in metrics.INBOX_STAGES:
-        await grows(
-            ports["store"],
-            f"{metrics.OFFLINE_INBOX_BATCH_SECONDS}_count",
-            before["store"],
-            stage=stage,
-        )
+    for service, age, batch, stages in (
+        (
+            "router",
+            metrics.ROUTER_QUEUE_WAIT_SECONDS,
+            metrics.ROUTER_BATCH_SECONDS,
+            metrics.ROUTER_STAGES,
+        ),
+        (
+            "store",
+            metrics.OFFLINE_INBOX_WAIT_SECONDS,
+            metrics.OFFLINE_INBOX_BATCH_SECONDS,
+            metrics.INBOX_STAGES,
+        ),
+    ):
+        await grows(ports[service], f"{age}_count", before[service])
+        for stage in stages:
+            await grows(ports[service], f"{batch}_count", before[service], stage=stage)
     await grows(ports["gw2"], f"{metrics.GATEWAY_PUSH_SECONDS}_count", before["gw2"])
     await grows(
         ports["gw2"], f"{metrics.GATEWAY_CLIENT_ACK_SECONDS}_count", before["gw2"]

@@ -208,26 +208,23 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_the_router_exports_every_stage_of_a_batch_from_the_start() -> None:
+@pytest.mark.parametrize(
+    ("histogram", "expected"),
+    [
+        (metrics.ROUTER_BATCH_SECONDS, metrics.ROUTER_STAGES),
+        (metrics.OFFLINE_INBOX_BATCH_SECONDS, metrics.INBOX_STAGES),
+    ],
+)
+def test_every_stage_of_a_batch_is_exported_from_the_start(
+    histogram: str, expected: tuple[str, ...]
+) -> None:
     stages = {
         sample.labels[metrics.LABEL_STAGE]
         for family in REGISTRY.collect()
-        if family.name == metrics.ROUTER_BATCH_SECONDS
+        if family.name == histogram
         for sample in family.samples
     }
-    assert stages == set(metrics.ROUTER_STAGES)
-
-
-def test_the_offline_store_exports_every_stage_of_an_inbox_batch_from_the_start() -> (
-    None
-):
-    stages = {
-        sample.labels[metrics.LABEL_STAGE]
-        for family in REGISTRY.collect()
-        if family.name == metrics.OFFLINE_INBOX_BATCH_SECONDS
-        for sample in family.samples
-    }
-    assert stages == set(metrics.INBOX_STAGES)
+    assert stages == set(expected)
 
 
 def test_the_inbox_wait_of_a_message_runs_from_its_mids_time() -> None:
