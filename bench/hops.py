@@ -48,9 +48,20 @@ class Hop:
     name: str
     """How the breakdown calls it."""
     module: str
-    """The service's package (``gateway``, ``router``): whose processes export it."""
+    """The service's package (``gateway``, ``router``, ``offline_store``): whose processes
+    export it."""
     metric: str
     labels: Labels = ()
+
+
+def stage_hops(
+    prefix: str, module: str, metric: str, stages: Sequence[str]
+) -> tuple[Hop, ...]:
+    """One hop per stage of a service's batch histogram (its ``stage`` label)."""
+    return tuple(
+        Hop(f"{prefix} {stage}", module, metric, ((metrics.LABEL_STAGE, stage),))
+        for stage in stages
+    )
 
 
 HOPS = (
@@ -66,28 +77,19 @@ HOPS = (
         "router",
         metrics.ROUTER_QUEUE_WAIT_SECONDS,
     ),
-    *(
-        Hop(
-            f"router: batch {stage}",
-            "router",
-            metrics.ROUTER_BATCH_SECONDS,
-            ((metrics.LABEL_STAGE, stage),),
-        )
-        for stage in metrics.ROUTER_STAGES
+    *stage_hops(
+        "router: batch", "router", metrics.ROUTER_BATCH_SECONDS, metrics.ROUTER_STAGES
     ),
     Hop(
         "store: message age at inbox batch start",
         "offline_store",
         metrics.OFFLINE_INBOX_WAIT_SECONDS,
     ),
-    *(
-        Hop(
-            f"store: inbox batch {stage}",
-            "offline_store",
-            metrics.OFFLINE_INBOX_BATCH_SECONDS,
-            ((metrics.LABEL_STAGE, stage),),
-        )
-        for stage in metrics.INBOX_STAGES
+    *stage_hops(
+        "store: inbox batch",
+        "offline_store",
+        metrics.OFFLINE_INBOX_BATCH_SECONDS,
+        metrics.INBOX_STAGES,
     ),
     Hop(
         "gateway: message age at delivery consume",
