@@ -105,8 +105,8 @@ async def measure_redis(redis_url: str, operations: int) -> dict[str, Figures]:
             pipeline.get(keys[4])
             await pipeline.execute()
         piped = clock.per_operation(operations)
-        await client.delete(*keys)
     finally:
+        await client.delete(*keys)
         await client.aclose()
     return {"command": single, "pipeline": piped}
 
