@@ -163,21 +163,48 @@ def test_the_backend_targets_compare_with_raw_publishes_of_the_same_run() -> Non
     assert checked[delivered] == (1.25, True)
 
 
-def test_the_scaling_target_compares_4_gateways_and_2_routers_with_2_and_1() -> None:
-    def saturation(system: str, value: float) -> Measurement:
-        return Measurement(
-            "9 scaling on one machine",
-            system,
-            "delivered/s at saturation",
-            value,
-            "msg/s",
-            "higher",
-        )
+def scaling(system: str, value: float) -> Measurement:
+    """A saturation of scenario 9 (scaling on one machine)."""
+    return Measurement(
+        "9 scaling on one machine",
+        system,
+        "delivered/s at saturation",
+        value,
+        "msg/s",
+        "higher",
+    )
 
-    rows = summarize([saturation(SWITCHBOARD, 2500), saturation(SWITCHBOARD_4_2, 2000)])
+
+def test_the_scaling_target_compares_4_gateways_and_2_routers_with_2_and_1() -> None:
+    rows = summarize([scaling(SWITCHBOARD, 2500), scaling(SWITCHBOARD_4_2, 2000)])
     checked = {
         target.text: (figure, met) for target, figure, met in check_targets(rows)
     }
     assert checked[
         "4 gateways and 2 routers deliver more than 2 and 1 at saturation"
     ] == (0.8, False)
+
+
+def test_a_figure_on_the_bound_meets_only_the_targets_that_allow_it() -> None:
+    def page(value: float) -> Measurement:
+        return Measurement(
+            "7 history page",
+            SWITCHBOARD_HISTORY,
+            "p99 ms of a page of 50 at 250/s (1,000,000 rows)",
+            value,
+            "ms",
+            "lower",
+        )
+
+    def met(rows: list[Measurement], prefix: str) -> bool | None:
+        checked = check_targets(summarize(rows))
+        return next(met for target, _, met in checked if target.text.startswith(prefix))
+
+    more_than = "4 gateways and 2 routers deliver more than"
+    level = [scaling(SWITCHBOARD, 2000), scaling(SWITCHBOARD_4_2, 2000)]
+    ahead = [scaling(SWITCHBOARD, 2000), scaling(SWITCHBOARD_4_2, 2001)]
+    assert met(level, more_than) is False
+    assert met(ahead, more_than) is True
+    assert met([page(20)], "history page of 50 under 20 ms") is False
+    assert met([page(19.9)], "history page of 50 under 20 ms") is True
+    assert "| > 1.00 | **no** |" in markdown(summarize(level), {}, runs=1)
