@@ -427,7 +427,11 @@ class Worker:
         self.room: str = room.get("name", "")
         rooms = [self.room] if self.room else []
         self.phase = Phase(0, 0, 0)
-        self.phase_numbers = itertools.count(1)
+        # Numbered from the process's start in Unix milliseconds: a phase's number is also its
+        # messages' client ids (``<phase>.<n>``), and a load process started later for the same
+        # uids must not send ids that the router's dedup window still holds from an earlier one
+        # (it would answer them ``sent`` and deliver nothing).
+        self.phase_numbers = itertools.count(time.time_ns() // 1_000_000)
         self.window = 1
         self.pairs: list[Pair] = []
         self.members: list[Member] = []

@@ -14,6 +14,8 @@ SWITCHBOARD = "switchboard"
 SWITCHBOARD_HISTORY = "switchboard-history"
 """Switchboard with ``SWITCHBOARD_HISTORY=on``: every 1:1 and group message kept and numbered."""
 SWITCHBOARD_4_2 = "switchboard-4g-2r"
+ALTERNATED_SATURATION = "delivered/s at saturation, alternated with history off/on"
+"""``s1``'s metric for the two configurations saturated in turn, both stacks up."""
 """The relay with 4 gateways and 2 routers (and 1 offline store), against 2 and 1 (s9)."""
 SOCKETIO = "socketio-aiopika"
 WS_RELAY = "websockets-relay"
@@ -208,9 +210,10 @@ TARGETS = (
         peer=AIO_PIKA,
     ),
     Target(
-        "history on: 1:1 saturation at least 80% of history off's, in the same run",
+        "history on: 1:1 saturation at least 80% of history off's, in the same run "
+        "(alternated)",
         "1:1 cross-gateway",
-        "delivered/s at saturation",
+        ALTERNATED_SATURATION,
         0.8,
         peer=SWITCHBOARD,
         system=SWITCHBOARD_HISTORY,

@@ -16,13 +16,18 @@ The raw aio-pika rates (``bench/brokerrate.py``) are the broker client's ceiling
 
 Switchboard runs twice, history off (``switchboard``) and on (``switchboard-history``), one
 right after the other in the same run: with history every message is written and numbered in
-PostgreSQL before it is delivered, on the same two cores, and the target compares the two
-saturations. The note of a Switchboard saturation gives the CPU its processes (and the offline
-store's PostgreSQL backends) spent per message in that phase (``bench/cpu.py``): on a busy
-machine, what the two configurations cost whatever CPU the machine had to give.
+PostgreSQL before it is delivered, on the same two cores. The note of a Switchboard saturation
+gives the CPU its processes (and the offline store's PostgreSQL backends) spent per message in
+that phase (``bench/cpu.py``): on a busy machine, what the two configurations cost whatever CPU
+the machine had to give. The target compares the two configurations alternated: with both
+stacks up, each is saturated ``ALTERNATIONS`` times in turn (off, on, on, off, off, on), and
+each one's figure is the median of its phases. Two saturations a minute apart carry the
+machine's drift (its speed moves by a third within minutes here); phases seconds apart, in an
+order that favours neither, compare the two on the same machine.
 """
 
 import dataclasses
+import statistics
 import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -30,7 +35,7 @@ from contextlib import AbstractAsyncContextManager
 from bench import brokerrate, cpu, hops, systems
 from bench.harness import LoadWorker, load_workers, play
 from bench.pairs import FULL, QUICK, RAW_CLIENTS, Plan, load_plans, saturate
-from bench.report import Measurement
+from bench.report import ALTERNATED_SATURATION, Measurement
 from bench.servers import QuietStack
 
 NAME = "1:1 cross-gateway"
@@ -39,6 +44,8 @@ CLIENT_LIBRARY_RATE = 1000
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
 HOP_RATES = (100, 500, 1000)
 """The rates at which Switchboard's hops are read from its /metrics (``bench/hops.py``)."""
+ALTERNATIONS = 3
+"""Saturation phases of each configuration in the alternated comparison."""
 HOP_NOTE = (
     "the phase's observations (warmup included) summed over the service's processes, "
     "from /metrics (bench/hops.py)"
@@ -48,12 +55,13 @@ HOP_NOTE = (
 async def run(quick: bool) -> list[Measurement]:
     plan = QUICK if quick else FULL
     measured: list[Measurement] = []
-    async with systems.switchboard() as system:
-        measured += await measure(system, plan)
-        with_client = dataclasses.replace(system, dialect="switchboard-client")
+    async with systems.switchboard() as relay:
+        measured += await measure(relay, plan)
+        with_client = dataclasses.replace(relay, dialect="switchboard-client")
         measured += await measure_client_library(with_client, plan)
-    async with systems.switchboard(history=True) as system:
-        measured += await measure(system, plan)
+        async with systems.switchboard(history=True) as history:
+            measured += await measure(history, plan)
+            measured += await alternate(relay, history, plan)
     starters: list[Callable[[], AbstractAsyncContextManager[systems.System]]] = [
         systems.socketio_servers,
         systems.ws_relay,
@@ -97,6 +105,42 @@ async def measure(system: systems.System, plan: Plan) -> list[Measurement]:
                 system, workers, plan, rate, clients=RAW_CLIENTS
             )
     return measured
+
+
+async def alternate(
+    relay: systems.System, history: systems.System, plan: Plan
+) -> list[Measurement]:
+    """History off and on saturated in turn, both stacks up: the median of each one's phases."""
+    rates: dict[str, list[float]] = {relay.name: [], history.name: []}
+    lost = {relay.name: 0, history.name: 0}
+    async with (
+        load_workers(load_plans(relay, plan)) as relay_workers,
+        load_workers(load_plans(history, plan)) as history_workers,
+    ):
+        turns = [(relay, relay_workers), (history, history_workers)]
+        for alternation in range(ALTERNATIONS):
+            for system, workers in turns if alternation % 2 == 0 else turns[::-1]:
+                phase = (await saturate(system, workers, plan)).phase
+                rates[system.name].append(phase.delivered_per_s)
+                lost[system.name] += phase.lost
+    return [
+        Measurement(
+            NAME,
+            system.name,
+            ALTERNATED_SATURATION,
+            statistics.median(rates[system.name]),
+            "msg/s",
+            "higher",
+            lost=lost[system.name],
+            note=(
+                f"median of {ALTERNATIONS} closed-loop phases "
+                f"({', '.join(f'{rate:,.0f}' for rate in rates[system.name])}), "
+                f"alternated with the other configuration, both stacks up; "
+                f"{plan.pairs} pairs x window {plan.window}; {system.note}"
+            ),
+        )
+        for system in (relay, history)
+    ]
 
 
 async def measure_client_library(
