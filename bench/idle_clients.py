@@ -17,13 +17,14 @@
 With ``--reconnect-url`` (switchboard only), a connection that closes comes back as
 ``switchboard_client.Client`` would: the library's own reconnect delays
 (``policy.reconnect_delay_s``, its default base and cap), its open deadline for the handshake
-and again for ``ready``, and its turn through the URLs (the next one each attempt: this
+and again for ``ready`` (doubling after each failed attempt, up to its cap:
+``policy.open_deadline_s``), and its turn through the URLs (the next one each attempt: this
 connection's URL first, then the reconnect URLs, rotated by the connection's number so that the
 clients of a lost gateway spread over the others, as the library's own random order of the URLs
-spreads them: ``policy.url_order``). It is
-back once ``ready`` and then one ``message`` (the replay of what it left unacknowledged) have
-arrived. Raw connections stand for the library's clients: thousands of ``Client`` objects, each
-with its keepalive and token tasks, would take the CPU the servers are measured with.
+spreads them: ``policy.url_order``). It is back once ``ready`` and then one ``message`` (the
+replay of what it left unacknowledged) have arrived. Raw connections stand for the library's
+clients: thousands of ``Client`` objects, each with its keepalive and token tasks, would take
+the CPU the servers are measured with.
 
 Protocols, each as a real client of that server speaks it:
 
@@ -53,7 +54,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
 from switchboard_client import Client
-from switchboard_client.policy import reconnect_delay_s
+from switchboard_client.policy import open_deadline_s, reconnect_delay_s
 from tests.support.processes import REPO_ROOT, service_environment
 from tests.support.tokens import make_token
 
@@ -75,6 +76,7 @@ CLIENT_DEFAULTS = inspect.signature(Client).parameters
 BACKOFF_BASE_S: float = CLIENT_DEFAULTS["backoff_base_s"].default
 BACKOFF_MAX_S: float = CLIENT_DEFAULTS["backoff_max_s"].default
 CLIENT_OPEN_TIMEOUT_S: float = CLIENT_DEFAULTS["open_timeout_s"].default
+CLIENT_OPEN_TIMEOUT_MAX_S: float = CLIENT_DEFAULTS["open_timeout_max_s"].default
 
 
 class OpenAnswer(msgspec.Struct, frozen=True):
@@ -274,10 +276,14 @@ class Worker:
             url = urls[index % len(urls)]
             index += 1
             close_code = None
+            # attempt - 1 reconnects failed before this one (the library's count since ready)
+            deadline_s = open_deadline_s(
+                attempt - 1, CLIENT_OPEN_TIMEOUT_S, CLIENT_OPEN_TIMEOUT_MAX_S
+            )
             try:
                 websocket = await connect(
                     url,
-                    open_timeout=CLIENT_OPEN_TIMEOUT_S,
+                    open_timeout=deadline_s,
                     ping_interval=None,
                     compression=None,
                 )
@@ -285,7 +291,7 @@ class Worker:
                 self._reconnect_errors[type(exc).__name__] += 1
                 continue
             try:
-                await self._wait_for_replay(websocket, uid)
+                await self._wait_for_replay(websocket, uid, deadline_s)
             except (TimeoutError, RuntimeError) as exc:
                 self._reconnect_errors[str(exc) or "no ready in time"] += 1
                 websocket.transport.abort()
@@ -300,12 +306,14 @@ class Worker:
                 self._all_back.set()
             return
 
-    async def _wait_for_replay(self, websocket: ClientConnection, uid: str) -> None:
-        """``init``, ``ready`` within the library's open deadline, then one ``message``."""
+    async def _wait_for_replay(
+        self, websocket: ClientConnection, uid: str, deadline_s: float
+    ) -> None:
+        """``init``, ``ready`` within the attempt's open deadline, then one ``message``."""
         await websocket.send(
             json.dumps({"type": "init", "token": make_token(uid, ttl_s=3600)})
         )
-        async with asyncio.timeout(CLIENT_OPEN_TIMEOUT_S):
+        async with asyncio.timeout(deadline_s):
             reply = json.loads(await websocket.recv())
         if reply.get("type") != "ready":
             raise RuntimeError(f"init refused: {reply.get('code')}")

@@ -78,7 +78,11 @@ export const MAX_PRESENCE_UIDS = 100;
  * @property {number} [pingIntervalMs]           A `ping` goes out this long after the last pong.
  * @property {number} [pongTimeoutMs]            No `pong` this long after a ping: the connection is dead.
  * @property {number} [replyTimeoutMs]           A request unanswered this long is sent again, same id.
- * @property {number} [openTimeoutMs]            Deadline from opening the socket to `ready`.
+ * @property {number} [openTimeoutMs]            Deadline of the first attempt, from opening the
+ *                                              socket to `ready`; each attempt after one that
+ *                                              failed gets twice the one before
+ *                                              (`openDeadlineMs`), up to `openTimeoutMaxMs`.
+ * @property {number} [openTimeoutMaxMs]         Cap of every attempt's deadline (default 20 s).
  * @property {number} [refreshBeforeMs]          A new token is asked for this long before `exp`
  *                                              (half the token's remaining life if shorter).
  * @property {number} [backoffBaseMs]            Ceiling of the first jittered reconnect delay.
@@ -163,6 +167,23 @@ export function urlOrder(urls, random = Math.random) {
     [order[last], order[chosen]] = [order[chosen], order[last]];
   }
   return order;
+}
+
+/**
+ * Deadline of a connection attempt, from opening the socket to `ready`, after `attempt`
+ * attempts that ended without `ready` since the last one that reached it (0: the first
+ * attempt, or the first after a drop): `baseMs` for the first, twice the one before for each
+ * attempt after one that failed, up to `maxMs`. An attempt that runs out of time was most
+ * often queued behind other logins (a gateway taking in the clients of one that went away):
+ * giving up throws away the work the gateway had begun, and the next attempt joins the back
+ * of the same queue.
+ * @param {number} attempt
+ * @param {number} baseMs
+ * @param {number} maxMs
+ * @returns {number}
+ */
+export function openDeadlineMs(attempt, baseMs, maxMs) {
+  return Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 32));
 }
 
 /**
@@ -313,6 +334,7 @@ export class SwitchboardClient {
     this.pongTimeoutMs = options.pongTimeoutMs ?? 5_000;
     this.replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
     this.openTimeoutMs = options.openTimeoutMs ?? 5_000;
+    this.openTimeoutMaxMs = options.openTimeoutMaxMs ?? 20_000;
     this.refreshBeforeMs = options.refreshBeforeMs ?? 30_000;
     this.backoffBaseMs = options.backoffBaseMs ?? 500;
     this.backoffMaxMs = options.backoffMaxMs ?? 30_000;
@@ -760,12 +782,20 @@ export class SwitchboardClient {
 
   async _reconnectForever() {
     let attempt = 0;
+    // Connections that ended without `ready` since the last one that reached it.
+    let failed = 0;
     while (!this.closed) {
       const url = this.urls[this._index % this.urls.length];
       this._index += 1;
-      const { code, reason, wasReady } = await this._connection(url);
+      const deadlineMs = openDeadlineMs(failed, this.openTimeoutMs, this.openTimeoutMaxMs);
+      const { code, reason, wasReady } = await this._connection(url, deadlineMs);
       if (this.closed) return;
-      if (wasReady) attempt = 0;
+      if (wasReady) {
+        attempt = 0;
+        failed = 0;
+      } else {
+        failed += 1;
+      }
       if (code !== null && TERMINAL_CLOSE_CODES.has(code)) {
         this._stop(new ClientClosed(code, reason));
         return;
@@ -786,11 +816,12 @@ export class SwitchboardClient {
   }
 
   /**
-   * One connection from open to close; never rejects.
+   * One connection from open to close, `ready` within `deadlineMs` of opening; never rejects.
    * @param {string} url
+   * @param {number} deadlineMs
    * @returns {Promise<{code: number | null, reason: string, wasReady: boolean}>}
    */
-  async _connection(url) {
+  async _connection(url, deadlineMs) {
     let token;
     try {
       token = await this._getToken();
@@ -849,7 +880,7 @@ export class SwitchboardClient {
         }
       };
       this._abort = kill;
-      const openTimer = setTimeout(kill, this.openTimeoutMs);
+      const openTimer = setTimeout(kill, deadlineMs);
       const schedulePing = () => {
         pingTimer = setTimeout(() => {
           this._sendText(ws, JSON.stringify({ type: "ping", id: this._nextId("k") }));

@@ -5,6 +5,7 @@ import { test } from "node:test";
 
 import {
   GOING_AWAY,
+  openDeadlineMs,
   reconnectDelayMs,
   refreshDelayMs,
   refreshRetryDelayMs,
@@ -28,6 +29,36 @@ test("delays grow exponentially with full jitter, capped", () => {
   assert.ok(reconnectDelayMs(50, null, 100, 5000, top) <= 5000);
   assert.equal(reconnectDelayMs(4, 1006, 100, 5000, () => 0), 0);
   assert.equal(reconnectDelayMs(4, null, 100, 5000, () => 0.5), 800);
+});
+
+test("the open deadline doubles after each failed attempt, up to its cap", () => {
+  assert.deepEqual(
+    [0, 1, 2, 3, 4].map((failed) => openDeadlineMs(failed, 5000, 20_000)),
+    [5000, 10_000, 20_000, 20_000, 20_000],
+  );
+  assert.equal(openDeadlineMs(10_000, 5000, 20_000), 20_000);
+});
+
+test("each failed attempt waits longer, and a ready connection starts over", async () => {
+  const failed = { code: null, reason: "", wasReady: false };
+  const droppedAfterReady = { code: null, reason: "", wasReady: true };
+  const invalidToken = { code: 4003, reason: "", wasReady: false }; // terminal: the client stops
+  const outcomes = [failed, failed, failed, failed, droppedAfterReady, failed, invalidToken];
+  const deadlines = [];
+  const client = new SwitchboardClient({
+    urls: URLS,
+    token: "t",
+    WebSocket: class {},
+    openTimeoutMs: 5000,
+    openTimeoutMaxMs: 20_000,
+    random: () => 0, // no reconnect delay
+  });
+  client._connection = async (url, deadlineMs) => {
+    deadlines.push(deadlineMs);
+    return outcomes.shift();
+  };
+  await client._reconnectForever();
+  assert.deepEqual(deadlines, [5000, 10_000, 20_000, 20_000, 20_000, 5000, 10_000]);
 });
 
 test("a going-away close reconnects at once, then backs off", () => {

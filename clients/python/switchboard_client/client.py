@@ -37,6 +37,7 @@ from switchboard_client.history import (
 from switchboard_client.policy import (
     SeenMids,
     is_terminal,
+    open_deadline_s,
     reconnect_delay_s,
     refresh_delay_s,
     refresh_retry_delay_s,
@@ -161,7 +162,10 @@ class Client:
         pong_timeout_s: a connection without ``pong`` this long after a ping is dead.
         reply_timeout_s: a request (send, join, leave, presence) unanswered this long is sent
             again with the same id, which the server carries out once.
-        open_timeout_s: deadline from connecting to ``ready``.
+        open_timeout_s: deadline of the first connection attempt for its handshake, and as
+            much again for ``ready``; each attempt after one that failed gets twice the one
+            before (``policy.open_deadline_s``), up to ``open_timeout_max_s``.
+        open_timeout_max_s: cap of every attempt's deadline.
         refresh_before_s: how long before the token's ``exp`` a new one is asked for (half
             the token's remaining life when that is shorter); only with a token function.
         backoff_base_s: ceiling of the first jittered reconnect delay; doubles per attempt.
@@ -189,6 +193,7 @@ class Client:
         pong_timeout_s: float = 5.0,
         reply_timeout_s: float = 10.0,
         open_timeout_s: float = 5.0,
+        open_timeout_max_s: float = 20.0,
         refresh_before_s: float = 30.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -210,6 +215,7 @@ class Client:
         self.pong_timeout_s = pong_timeout_s
         self.reply_timeout_s = reply_timeout_s
         self.open_timeout_s = open_timeout_s
+        self.open_timeout_max_s = open_timeout_max_s
         self.refresh_before_s = refresh_before_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -559,6 +565,9 @@ class Client:
 
     async def _reconnect_forever(self) -> None:
         attempt = 0
+        failed = (
+            0  # connections that ended without ``ready`` since the last that reached it
+        )
         index = 0
         while True:
             url = self.urls[index % len(self.urls)]
@@ -566,12 +575,17 @@ class Client:
             close_code: int | None = None
             reason = ""
             was_ready = False
+            deadline_s = open_deadline_s(
+                failed, self.open_timeout_s, self.open_timeout_max_s
+            )
             try:
-                close_code, reason, was_ready = await self._connection(url)
+                close_code, reason, was_ready = await self._connection(url, deadline_s)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
                 log.info("connection failed: url=%s error=%r", url, exc)
             if was_ready:
-                attempt = 0
+                attempt = failed = 0
+            else:
+                failed += 1
             if is_terminal(close_code):
                 log.warning("connection refused for good: code=%s", close_code)
                 assert close_code is not None
@@ -594,12 +608,15 @@ class Client:
             log.info("reconnect scheduled: delay_s=%.3f code=%s", delay_s, close_code)
             await asyncio.sleep(delay_s)
 
-    async def _connection(self, url: str) -> tuple[int | None, str, bool]:
-        """One connection from open to close; returns (close code, reason, reached ready)."""
+    async def _connection(
+        self, url: str, deadline_s: float
+    ) -> tuple[int | None, str, bool]:
+        """One connection from open to close, given ``deadline_s`` for its handshake and as
+        much for ``ready``; returns (close code, reason, reached ready)."""
         token = await self._token_now()
         ws = await connect(
             url,
-            open_timeout=self.open_timeout_s,
+            open_timeout=deadline_s,
             ping_interval=None,  # application pings below: they also work in browsers
             close_timeout=2,
             compression=None,
@@ -613,7 +630,9 @@ class Client:
                 init["since"] = self.cursor.seq
             await ws.send(json.dumps(init))
             async with asyncio.TaskGroup() as tasks:
-                keepalive = tasks.create_task(self._keep_alive(ws, url, ready, pong))
+                keepalive = tasks.create_task(
+                    self._keep_alive(ws, url, deadline_s, ready, pong)
+                )
                 refresher = tasks.create_task(self._keep_token_fresh(ws, token, ready))
                 try:
                     async for text in ws:
@@ -665,11 +684,17 @@ class Client:
         return (None if code == 1006 else code), reason, ready.is_set()
 
     async def _keep_alive(
-        self, ws: ClientConnection, url: str, ready: asyncio.Event, pong: asyncio.Event
+        self,
+        ws: ClientConnection,
+        url: str,
+        deadline_s: float,
+        ready: asyncio.Event,
+        pong: asyncio.Event,
     ) -> None:
-        """Abort a connection that is not ready in time or stops answering pings."""
+        """Abort a connection that is not ready within ``deadline_s`` or stops answering
+        pings."""
         try:
-            async with asyncio.timeout(self.open_timeout_s):
+            async with asyncio.timeout(deadline_s):
                 await ready.wait()
             while True:
                 await asyncio.sleep(self.ping_interval_s)

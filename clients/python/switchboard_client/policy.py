@@ -47,6 +47,25 @@ def reconnect_delay_s(
     return ceiling * random()
 
 
+def open_deadline_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Seconds that a connection attempt is given for its handshake, and as much again for
+    ``ready``, after ``attempt`` attempts that failed since the last ``ready``.
+
+    ``base_s`` for the first; each attempt after one that failed gets twice the one before, up
+    to ``max_s``. An attempt that runs out of time was most often queued behind other logins
+    (a gateway taking in the clients of one that went away): giving up throws away the work the
+    gateway had begun, and the next attempt joins the back of the same queue. Waiting longer
+    lets the queue drain instead of refilling it.
+
+    Args:
+        attempt: connection attempts that ended without ``ready`` since the last one that
+            reached it (0: the first attempt, or the first after a drop).
+        base_s: the first attempt's deadline.
+        max_s: the cap of every deadline.
+    """
+    return min(max_s, base_s * 2.0 ** min(attempt, 32))
+
+
 def url_order(urls: Sequence[str], random: Callable[[], float]) -> list[str]:
     """The order in which a client tries its gateway URLs: a permutation drawn once.
 
