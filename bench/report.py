@@ -14,14 +14,14 @@ SWITCHBOARD = "switchboard"
 SWITCHBOARD_HISTORY = "switchboard-history"
 """Switchboard with ``SWITCHBOARD_HISTORY=on``: every 1:1 and group message kept and numbered."""
 SWITCHBOARD_4_2 = "switchboard-4g-2r"
-ALTERNATED_SATURATION = "delivered/s at saturation, alternated with history off/on"
-"""``s1``'s metric for the two configurations saturated in turn, both stacks up."""
 """The relay with 4 gateways and 2 routers (and 1 offline store), against 2 and 1 (s9)."""
 SOCKETIO = "socketio-aiopika"
 WS_RELAY = "websockets-relay"
 AIO_PIKA = "aio-pika-raw"
 REDIS_PY = "redis-py"
 """redis-py's asyncio client alone (scenario 11: the cost of one round trip)."""
+ALTERNATED_SATURATION = "delivered/s at saturation, alternated with history off/on"
+"""``s1``'s metric for history off and on saturated in turn, both stacks up (the history target)."""
 
 Better = Literal["higher", "lower"]
 
