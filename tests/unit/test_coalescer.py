@@ -11,6 +11,7 @@ import asyncio
 import msgspec
 import pytest
 
+from gateway import coalescer as coalescer_module
 from gateway.coalescer import Coalescer
 from gateway.coalescing import BATCH_MAX_ITEMS, BATCHES_IN_FLIGHT
 from proto.envelopes import decode_batch
@@ -87,14 +88,32 @@ async def test_a_failed_batch_fails_each_of_its_envelopes_and_no_other() -> None
     await coalescer.close()
 
 
-async def test_envelopes_behind_a_hung_batch_fail_by_their_own_timeout_unpublished() -> (
-    None
-):
-    confirms = Confirms()  # never released: the broker does not answer
-    coalescer = Coalescer(confirms.publish, timeout_s=0.2)
+class Clock:
+    """Stands in for the coalescer's ``time``: ``monotonic()`` reads ``now``, which the test moves
+    (the event loop keeps its own clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_envelopes_behind_a_hung_batch_fail_by_their_own_timeout_unpublished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(coalescer_module, "time", clock)
+    confirms = Confirms()  # not released: the broker does not answer
+    coalescer = Coalescer(confirms.publish, timeout_s=5.0)
     hung = asyncio.create_task(coalescer.publish("k", b"{}"))
     await asyncio.sleep(0)
     behind = [asyncio.create_task(coalescer.publish("w", b"{}")) for _ in range(3)]
+    await asyncio.sleep(0)
+    # The publish timeout passes while they all wait; the first batch's publish fails with it.
+    clock.now += 5.0
+    confirms.failure = TimeoutError()
+    confirms.release.set()
     results = await asyncio.gather(hung, *behind, return_exceptions=True)
     assert all(isinstance(result, TimeoutError) for result in results), results
     # Their time was spent waiting behind the first batch: they fail without being published,
