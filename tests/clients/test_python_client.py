@@ -5,6 +5,8 @@ import gc
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import ServerConnection, serve
 
 from switchboard_client import Client, ClientClosed, Message, RequestFailed, State
 from switchboard_client.policy import (
@@ -171,6 +173,53 @@ async def test_invalid_token_is_terminal(stack: Stack) -> None:
     assert closed.value.close_code == 4003
     assert client.state is State.CLOSED
     assert client.counters.reconnects == 0
+
+
+class DeadlineClient(Client):
+    """A client that records the deadline each connection got for ``ready``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            url,
+            "token",
+            open_timeout_s=0.05,
+            open_timeout_max_s=0.1,
+            backoff_base_s=0.01,
+            backoff_max_s=0.01,
+        )
+        self.deadlines: list[float] = []
+
+    async def _keep_alive(
+        self,
+        ws: ClientConnection,
+        url: str,
+        deadline_s: float,
+        ready: asyncio.Event,
+        pong: asyncio.Event,
+    ) -> None:
+        self.deadlines.append(deadline_s)
+        await super()._keep_alive(ws, url, deadline_s, ready, pong)
+
+
+async def test_a_gateway_that_never_answers_init_is_left_with_a_longer_deadline_each_time() -> (
+    None
+):
+    ended = 0
+
+    async def silent(websocket: ServerConnection) -> None:
+        nonlocal ended
+        await websocket.wait_closed()  # reads init, never answers it
+        ended += 1
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = DeadlineClient(f"ws://127.0.0.1:{port}/ws")
+        with pytest.raises(TimeoutError):
+            # Each connection is abandoned once its deadline passes without ready.
+            await client.start(ready_timeout_s=scaled(3))
+    assert ended >= 3
+    assert client.deadlines[:3] == [0.05, 0.1, 0.1]
+    assert client.counters.reconnects >= 3
 
 
 def test_the_token_exp_is_read_without_verifying_it() -> None:
