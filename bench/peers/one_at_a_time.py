@@ -1,11 +1,15 @@
 """One broker or Redis operation after the other, in a process of its own (scenario 11).
 
 ``python -m bench.peers.one_at_a_time --operations N`` publishes ``N`` persistent messages to a
-fresh quorum queue, each awaiting its confirm; consumes them with prefetch 1, each acknowledged
-before the next arrives; sends ``N`` Redis commands, then ``N`` pipelines of five, each once the
-last was answered; and prints one JSON line: for each, the CPU this process spent per operation
-and the wall time per operation, in microseconds (after ``WARMUP`` operations of each kind).
-The queue and the keys are its own, deleted at the end.
+fresh quorum queue, each awaiting its confirm, with aio-pika and then ``N`` more on the aiormq
+channel beneath it (the protocol library aio-pika is built on); consumes ``N`` with prefetch 1,
+each acknowledged before the next arrives; sends ``N`` Redis commands, then ``N`` pipelines of
+five, each once the last was answered; then ``N // 4`` pauses of ``PAUSE_S`` alone, and ``N //
+4`` pipelines each after such a pause (a process woken from idle, as at a few hundred messages a
+second). It prints one JSON line: for each, the CPU this process spent per operation and the
+wall time per operation, in microseconds (after ``WARMUP`` operations of each kind); for the
+pipelines after a pause, the CPU of a pause alone is taken out. The queue and the keys are its
+own, deleted at the end.
 """
 
 import argparse
@@ -21,6 +25,16 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 WARMUP = 100
 BODY = b"x" * 256
 CONSUME_TIMEOUT_S = 60.0
+PAUSE_S = 0.005
+"""How long the process idles before each paused pipeline (``asyncio.sleep``)."""
+PAUSED = ("pause", "pipeline_after_pause")
+"""The figures measured over ``paused_operations(N)`` operations, not ``N``."""
+
+
+def paused_operations(operations: int) -> int:
+    """How many pauses, and pipelines after a pause, of a run of ``operations``."""
+    return max(1, operations // 4)
+
 
 Figures = tuple[float, float]
 """CPU µs and wall µs per operation."""
@@ -59,10 +73,22 @@ async def measure_broker(amqp_url: str, operations: int) -> dict[str, Figures]:
                 message = aio_pika.Message(BODY, delivery_mode=persistent)
                 await exchange.publish(message, routing_key=queue_name)
             published = clock.per_operation(operations)
+            underlay = await channel.get_underlay_channel()
+            properties = aio_pika.Message(BODY, delivery_mode=persistent).properties
+            clock = Clock()
+            for _ in range(operations):
+                await underlay.basic_publish(
+                    BODY, routing_key=queue_name, properties=properties
+                )
+            published_underneath = clock.per_operation(operations)
             consumed = await consume_one_by_one(channel, queue, WARMUP + operations)
         finally:
             await channel.queue_delete(queue_name)
-    return {"publish": published, "consume": consumed}
+    return {
+        "publish": published,
+        "publish_aiormq": published_underneath,
+        "consume": consumed,
+    }
 
 
 async def consume_one_by_one(
@@ -97,18 +123,39 @@ async def measure_redis(redis_url: str, operations: int) -> dict[str, Figures]:
         single = clock.per_operation(operations)
         clock = Clock()
         for _ in range(operations):
-            pipeline = client.pipeline(transaction=False)
-            pipeline.exists(keys[0])
-            pipeline.hgetall(keys[1])
-            pipeline.set(keys[2], 1, nx=True, px=60_000)
-            pipeline.smembers(keys[3])
-            pipeline.get(keys[4])
-            await pipeline.execute()
+            await five_commands(client, keys)
         piped = clock.per_operation(operations)
+        paused = paused_operations(operations)
+        clock = Clock()
+        for _ in range(paused):
+            await asyncio.sleep(PAUSE_S)  # the idle time being measured
+        pause = clock.per_operation(paused)
+        clock = Clock()
+        for _ in range(paused):
+            await asyncio.sleep(PAUSE_S)  # the idle time being measured
+            await five_commands(client, keys)
+        cpu_us, wall_us = clock.per_operation(paused)
+        after_pause = (cpu_us - pause[0], wall_us - pause[1])
     finally:
         await client.delete(*keys)
         await client.aclose()
-    return {"command": single, "pipeline": piped}
+    return {
+        "command": single,
+        "pipeline": piped,
+        "pause": pause,
+        "pipeline_after_pause": after_pause,
+    }
+
+
+async def five_commands(client: redis.Redis, keys: list[str]) -> None:
+    """One pipeline of five commands, about a router's batch of one message."""
+    pipeline = client.pipeline(transaction=False)
+    pipeline.exists(keys[0])
+    pipeline.hgetall(keys[1])
+    pipeline.set(keys[2], 1, nx=True, px=60_000)
+    pipeline.smembers(keys[3])
+    pipeline.get(keys[4])
+    await pipeline.execute()
 
 
 async def main(args: argparse.Namespace) -> dict[str, Figures]:

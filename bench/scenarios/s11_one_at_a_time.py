@@ -7,10 +7,14 @@ libraries Switchboard uses, in a process of their own (``bench/peers/one_at_a_ti
 operation after the other (the next starts once the last is answered):
 
 * aio-pika: a persistent message published to a quorum queue (the router's queue type),
-  awaiting its confirm; then the same messages consumed with prefetch 1, each acknowledged
-  before the next arrives.
+  awaiting its confirm; the same on the aiormq channel beneath aio-pika (the protocol library
+  it is built on: what a service would save by skipping aio-pika's layer); then messages
+  consumed with prefetch 1, each acknowledged before the next arrives.
 * redis-py (asyncio, hiredis): one command (``EXISTS``), and a pipeline of five commands (about
-  a router's batch of one message with its lookups).
+  a router's batch of one message with its lookups); then the same pipeline, each after the
+  process idled for 5 ms, the CPU of the pause alone taken out: what one operation costs a
+  process that wakes for it, as every Switchboard process does at a few hundred messages a
+  second, against the same operation back to back.
 
 Each figure is the CPU that process spent per operation (``time.process_time()``: user and
 system, the client library's and the event loop's, the kernel's socket work included); the
@@ -21,6 +25,7 @@ import msgspec
 
 from bench import report
 from bench.harness import run_to_result
+from bench.peers.one_at_a_time import PAUSED, paused_operations
 from bench.report import Measurement
 from bench.systems import AMQP_URL
 from proto.env import DEFAULT_REDIS_URL
@@ -37,9 +42,12 @@ class Result(msgspec.Struct, frozen=True):
     """The JSON line ``one_at_a_time`` prints: (CPU µs, wall µs) per operation."""
 
     publish: Figures
+    publish_aiormq: Figures
     consume: Figures
     command: Figures
     pipeline: Figures
+    pause: Figures
+    pipeline_after_pause: Figures
 
 
 FIGURES = (
@@ -48,6 +56,12 @@ FIGURES = (
         report.AIO_PIKA,
         "CPU us per publish awaiting its confirm, alone",
         "a persistent 256-byte message to a quorum queue, publisher confirms",
+    ),
+    (
+        "publish_aiormq",
+        report.AIO_PIKA,
+        "CPU us per publish awaiting its confirm, alone, on aiormq beneath aio-pika",
+        "the same messages on the channel's aiormq channel (basic_publish), publisher confirms",
     ),
     (
         "consume",
@@ -66,6 +80,19 @@ FIGURES = (
         report.REDIS_PY,
         "CPU us per pipeline of 5 commands, alone",
         "redis-py asyncio with hiredis: EXISTS, HGETALL, SET NX PX, SMEMBERS, GET",
+    ),
+    (
+        "pipeline_after_pause",
+        report.REDIS_PY,
+        "CPU us per pipeline of 5 commands, each after 5 ms idle",
+        "the same pipeline, each after asyncio.sleep(0.005), the CPU of the sleeps alone "
+        "taken out",
+    ),
+    (
+        "pause",
+        report.REDIS_PY,
+        "CPU us per 5 ms idle (asyncio.sleep) alone",
+        "the event loop woken by its timer, nothing else to do",
     ),
 )
 
@@ -86,6 +113,7 @@ async def run(quick: bool) -> list[Measurement]:
     measured = []
     for field, system, metric, detail in FIGURES:
         cpu_us, wall_us = getattr(result, field)
+        count = paused_operations(operations) if field in PAUSED else operations
         measured.append(
             Measurement(
                 NAME,
@@ -94,7 +122,7 @@ async def run(quick: bool) -> list[Measurement]:
                 cpu_us,
                 "us",
                 "lower",
-                note=f"{detail}; {operations:,} one at a time, {wall_us:.0f} us of wall "
+                note=f"{detail}; {count:,} one at a time, {wall_us:.0f} us of wall "
                 "time each; the CPU of the measuring process (time.process_time)",
             )
         )
