@@ -8,8 +8,11 @@ five, each once the last was answered; then ``N // 4`` pauses of ``PAUSE_S`` alo
 4`` pipelines each after such a pause (a process woken from idle, as at a few hundred messages a
 second). It prints one JSON line: for each, the CPU this process spent per operation and the
 wall time per operation, in microseconds (after ``WARMUP`` operations of each kind); for the
-pipelines after a pause, the CPU of a pause alone is taken out. The queue and the keys are its
-own, deleted at the end.
+pipelines after a pause, the CPU of a pause alone is taken out. Last, paced at ``PACED_RATE``
+messages a second with a consumer acknowledging each, ``N // 4`` messages through each kind of
+queue in ``PACED_QUEUES``: for these, the figures are RabbitMQ's CPU per message (its
+``beam.smp``, whatever else it served meanwhile) and this process's. The queues and the keys
+are its own, deleted at the end.
 """
 
 import argparse
@@ -20,14 +23,24 @@ import uuid
 
 import aio_pika
 import redis.asyncio as redis
-from aio_pika.abc import AbstractChannel, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from bench.cpu import SERVICES, cpu_s, pids_named
 
 WARMUP = 100
 BODY = b"x" * 256
 CONSUME_TIMEOUT_S = 60.0
 PAUSE_S = 0.005
 """How long the process idles before each paused pipeline (``asyncio.sleep``)."""
-PAUSED = ("pause", "pipeline_after_pause")
+PACED_RATE = 100
+"""Messages a second in the paced phases, where no process here is short of CPU."""
+PACED_QUEUES = {
+    "paced_quorum": ("quorum", aio_pika.DeliveryMode.PERSISTENT),
+    "paced_classic": ("classic", aio_pika.DeliveryMode.PERSISTENT),
+    "paced_classic_transient": ("classic", aio_pika.DeliveryMode.NOT_PERSISTENT),
+}
+"""Each paced phase's figure: its queue type and its messages' delivery mode."""
+PAUSED = ("pause", "pipeline_after_pause", *PACED_QUEUES)
 """The figures measured over ``paused_operations(N)`` operations, not ``N``."""
 
 
@@ -84,11 +97,68 @@ async def measure_broker(amqp_url: str, operations: int) -> dict[str, Figures]:
             consumed = await consume_one_by_one(channel, queue, WARMUP + operations)
         finally:
             await channel.queue_delete(queue_name)
+        paced = await measure_paced(channel, paused_operations(operations))
     return {
         "publish": published,
         "publish_aiormq": published_underneath,
         "consume": consumed,
+        **paced,
     }
+
+
+async def measure_paced(channel: AbstractChannel, messages: int) -> dict[str, Figures]:
+    """For each of ``PACED_QUEUES``: ``messages`` through a fresh queue of its kind, paced
+    (``paced_phase``)."""
+    await channel.set_qos(prefetch_count=100)
+    broker_pids = pids_named(SERVICES["RabbitMQ"])
+    return {
+        figure: await paced_phase(
+            channel, queue_type, delivery_mode, messages, broker_pids
+        )
+        for figure, (queue_type, delivery_mode) in PACED_QUEUES.items()
+    }
+
+
+async def paced_phase(
+    channel: AbstractChannel,
+    queue_type: str,
+    delivery_mode: aio_pika.DeliveryMode,
+    messages: int,
+    broker_pids: list[int],
+) -> Figures:
+    """``messages`` published at ``PACED_RATE`` to a fresh queue, each awaiting its confirm,
+    consumed and acknowledged: (RabbitMQ's CPU µs, this process's CPU µs) per message."""
+    queue_name = f"bench-paced-{uuid.uuid4().hex[:12]}"
+    queue = await channel.declare_queue(
+        queue_name, durable=True, arguments={"x-queue-type": queue_type}
+    )
+    everything = asyncio.Event()
+    received = 0
+
+    async def acknowledge(message: AbstractIncomingMessage) -> None:
+        nonlocal received
+        await message.ack()
+        received += 1
+        if received == messages:
+            everything.set()
+
+    try:
+        await queue.consume(acknowledge)
+        broker_s = sum(cpu_s(pid) for pid in broker_pids)
+        own_s = time.process_time()
+        started = time.monotonic()
+        for n in range(messages):
+            # The schedule being measured: one message every 1 / PACED_RATE s.
+            await asyncio.sleep(max(0.0, started + n / PACED_RATE - time.monotonic()))
+            message = aio_pika.Message(BODY, delivery_mode=delivery_mode)
+            await channel.default_exchange.publish(message, routing_key=queue_name)
+        async with asyncio.timeout(CONSUME_TIMEOUT_S):
+            await everything.wait()
+        broker_us = (sum(cpu_s(pid) for pid in broker_pids) - broker_s) * 1e6
+        own_us = (time.process_time() - own_s) * 1e6
+        return broker_us / messages, own_us / messages
+    finally:
+        await channel.queue_delete(queue_name)
 
 
 async def consume_one_by_one(

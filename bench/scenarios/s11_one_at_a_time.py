@@ -15,6 +15,11 @@ operation after the other (the next starts once the last is answered):
   process idled for 5 ms, the CPU of the pause alone taken out: what one operation costs a
   process that wakes for it, as every Switchboard process does at a few hundred messages a
   second, against the same operation back to back.
+* RabbitMQ: messages published at 100 a second (each awaiting its confirm) and consumed, each
+  acknowledged, through a quorum queue, a classic queue, and a classic queue with messages not
+  persistent; the figure is the broker's CPU per message (``beam.smp``, whatever else it
+  served meanwhile). A Switchboard message crosses a quorum queue (the router's) and two
+  classic ones (its delivery and its ``sent``), each persistent.
 
 Each figure is the CPU that process spent per operation (``time.process_time()``: user and
 system, the client library's and the event loop's, the kernel's socket work included); the
@@ -25,7 +30,7 @@ import msgspec
 
 from bench import report
 from bench.harness import run_to_result
-from bench.peers.one_at_a_time import PAUSED, paused_operations
+from bench.peers.one_at_a_time import PACED_RATE, PAUSED, paused_operations
 from bench.report import Measurement
 from bench.systems import AMQP_URL
 from proto.env import DEFAULT_REDIS_URL
@@ -48,6 +53,10 @@ class Result(msgspec.Struct, frozen=True):
     pipeline: Figures
     pause: Figures
     pipeline_after_pause: Figures
+    paced_quorum: Figures
+    """For the paced figures: RabbitMQ's CPU µs and the measuring process's, per message."""
+    paced_classic: Figures
+    paced_classic_transient: Figures
 
 
 FIGURES = (
@@ -95,6 +104,13 @@ FIGURES = (
         "the event loop woken by its timer, nothing else to do",
     ),
 )
+PACED_FIGURES = (
+    ("paced_quorum", "a quorum queue, persistent messages"),
+    ("paced_classic", "a classic queue, persistent messages"),
+    ("paced_classic_transient", "a classic queue, messages not persistent"),
+)
+RABBITMQ = "rabbitmq"
+"""RabbitMQ's own CPU (its ``beam.smp``) in the paced figures."""
 
 
 async def run(quick: bool) -> list[Measurement]:
@@ -124,6 +140,22 @@ async def run(quick: bool) -> list[Measurement]:
                 "lower",
                 note=f"{detail}; {count:,} one at a time, {wall_us:.0f} us of wall "
                 "time each; the CPU of the measuring process (time.process_time)",
+            )
+        )
+    paced = paused_operations(operations)
+    for field, queue in PACED_FIGURES:
+        broker_us, client_us = getattr(result, field)
+        measured.append(
+            Measurement(
+                NAME,
+                RABBITMQ,
+                f"CPU us per message at {PACED_RATE}/s, {queue}",
+                broker_us,
+                "us",
+                "lower",
+                note=f"{paced:,} messages, each published awaiting its confirm, consumed "
+                f"and acknowledged; beam.smp's CPU (whatever else it served meanwhile); "
+                f"the aio-pika process publishing and consuming: {client_us:.0f} us each",
             )
         )
     return measured
