@@ -862,7 +862,10 @@ export class SwitchboardClient {
           this._pending.delete(refreshId);
           refresh?.reject?.(new Error("connection closed"));
         }
-        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        // A socket closed while it connects still reports an error: heard here, and dropped
+        // (Node's \`ws\` throws an error that nothing listens to, and the process dies).
+        ws.onerror = () => {};
         if (this._ws === ws) this._ws = null;
         this.url = null;
         this._abort = null;

@@ -176,7 +176,8 @@ async def test_invalid_token_is_terminal(stack: Stack) -> None:
 
 
 class DeadlineClient(Client):
-    """A client that records the deadline each connection got for ``ready``."""
+    """A client that records the deadline each connection attempt got (``attempts``), and
+    each one that reached its wait for ``ready`` (``deadlines``)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(
@@ -187,7 +188,14 @@ class DeadlineClient(Client):
             backoff_base_s=0.01,
             backoff_max_s=0.01,
         )
+        self.attempts: list[float] = []
         self.deadlines: list[float] = []
+
+    async def _connection(
+        self, url: str, deadline_s: float
+    ) -> tuple[int | None, str, bool]:
+        self.attempts.append(deadline_s)
+        return await super()._connection(url, deadline_s)
 
     async def _keep_alive(
         self,
@@ -220,6 +228,31 @@ async def test_a_gateway_that_never_answers_init_is_left_with_a_longer_deadline_
     assert ended >= 3
     assert client.deadlines[:3] == [0.05, 0.1, 0.1]
     assert client.counters.reconnects >= 3
+
+
+async def test_a_server_that_never_completes_the_handshake_is_left_each_time() -> None:
+    accepted = 0
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        held.append(writer)  # reads nothing, answers nothing: no handshake
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client = DeadlineClient(f"ws://127.0.0.1:{port}/ws")
+        with pytest.raises(TimeoutError):
+            await client.start(ready_timeout_s=scaled(3))
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert accepted >= 3
+    assert client.attempts[:3] == [0.05, 0.1, 0.1]
+    assert client.deadlines == []  # no handshake completed: no wait for ready began
 
 
 def test_the_token_exp_is_read_without_verifying_it() -> None:
