@@ -7,9 +7,9 @@ change that last touched each member (``<ns>:group-version:{<group>}``, and on t
 
 * what a ``GroupChanged`` or a ``GroupsPage`` writes: each member with its version, a uid once
   (the highest version of it), group by group (``member_requests``); the Lua scripts
-  (``scripts.APPLY_MEMBERS``, on the group's side and on each member's) write a member only
-  over a lower version, so that changes and pages applied in any order, by any router, leave
-  each member as its highest version says;
+  (``scripts.APPLY_MEMBERS`` on the group's side, ``scripts.APPLY_MEMBERSHIPS`` on the
+  members') write a member only over a lower version, so that changes and pages applied in any
+  order, by any router, leave each member as its highest version says;
 * when the copy is missing (``<ns>:groups-loaded:{groups}`` is not set: Redis restarted empty,
   or the namespace is new): a router asks the store for a rebuild, under a lock
   (``should_ask_rebuild``), and a batch that reads members waits, its messages held

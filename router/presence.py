@@ -345,7 +345,7 @@ class Presence:
                     tuple(frozenset(groups) for groups in replies[2::2]),
                 )
             case ReadGroupsLoaded() | LockRebuild() | ApplyMembers() | CountPage():
-                return queue_group_request(pipeline, names, request)
+                return queue_group_request(pipeline, names, request, self.is_cluster)
             case (
                 ReadGateways()
                 | MarkKnown()

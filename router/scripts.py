@@ -216,6 +216,30 @@ end
 return changed
 """
 
+# APPLY_MEMBERS for the member side of many uids at once, on one server: each uid's groups
+# (the reverse set) under its own versions, the same test and writes as APPLY_MEMBERS with
+# member-of(uid), member-of-version(uid) and the group. One command for many uids, where a Redis
+# Cluster needs one per uid (each uid's keys are in its own slot).
+# KEYS: member-of(uid), member-of-version(uid) for each uid. ARGV: the group, then version and
+# is_member ("1" or "0") for each uid, in the order of KEYS. Returns how many uids changed.
+APPLY_MEMBERSHIPS = """
+local group, changed = ARGV[1], 0
+for at = 1, #KEYS, 2 do
+  local version = tonumber(ARGV[at + 1])
+  local current = tonumber(redis.call('HGET', KEYS[at + 1], group) or '0')
+  if version > current then
+    redis.call('HSET', KEYS[at + 1], group, version)
+    if ARGV[at + 2] == '1' then
+      redis.call('SADD', KEYS[at], group)
+    else
+      redis.call('SREM', KEYS[at], group)
+    end
+    changed = changed + 1
+  end
+end
+return changed
+"""
+
 # Count a rebuild page applied (a page applied twice counts once). When every page of the
 # rebuild is applied, Redis holds every member again: mark the groups loaded and release the
 # rebuild's lock. On one server, in the same transaction as the page's writes: should Redis

@@ -69,6 +69,7 @@ from proto.names import (
     Names,
 )
 from proto.topology import gateway_topology
+from router.group_redis import MEMBERS_PER_SCRIPT
 from tests.support.api import Backend
 from tests.support.processes import ServiceProcess
 from tests.support.stack import Stack
@@ -632,6 +633,38 @@ async def test_group_message_fans_out_and_the_router_answers_the_sender(
     marker = await bus.send("bob")
     _, item = await gw1.expect(frames.Message)
     assert item.mid == marker  # nothing from the retry or from eve came before it
+
+
+async def test_a_change_of_thousands_of_members_is_written_whole_on_both_sides(
+    bus: Bus, backend: Backend, redis_client: "redis.Redis"
+) -> None:
+    names = backend.names
+    members = [f"u{n:05}" for n in range(2 * MEMBERS_PER_SCRIPT + 500)]
+    several = (members[0], members[MEMBERS_PER_SCRIPT], members[-1])
+
+    reply = await change_group(backend, redis_client, "big", members, version=2)
+
+    assert reply == {"ok": True}
+    assert await redis_client.smembers(names.group_key("big")) == set(members)
+    for uid in several:
+        assert await redis_client.smembers(names.member_of_key(uid)) == {"big"}
+        assert await redis_client.hget(names.member_of_version_key(uid), "big") == "2"
+
+    # An older change, applied late, loses on both sides to the one applied before it.
+    late = await change_group(
+        backend, redis_client, "big", members, version=1, is_added=False
+    )
+    assert late == {"ok": True}
+    assert await redis_client.scard(names.group_key("big")) == len(members)
+    for uid in several:
+        assert await redis_client.smembers(names.member_of_key(uid)) == {"big"}
+
+    # A newer one removes every member from both sides.
+    await change_group(backend, redis_client, "big", members, version=3, is_added=False)
+    assert await redis_client.scard(names.group_key("big")) == 0
+    for uid in several:
+        assert await redis_client.smembers(names.member_of_key(uid)) == set()
+        assert await redis_client.hget(names.member_of_version_key(uid), "big") == "3"
 
 
 async def test_room_counts_and_messages_across_gateways_and_after_a_sweep(

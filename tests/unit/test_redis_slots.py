@@ -8,6 +8,8 @@ import pytest
 from redis.crc import key_slot
 
 from proto.names import Names
+from router import scripts
+from router.group_redis import MEMBERS_PER_SCRIPT
 from router.presence import Presence
 from router.requests import (
     AddCost,
@@ -36,7 +38,7 @@ from router.requests import (
     Request,
     UnlockSweep,
 )
-from router.results import Claimed, Connections, PresenceEntry
+from router.results import Applied, Claimed, Connections, PresenceEntry
 
 NAMES = Names("tunit")
 IDS = [
@@ -176,6 +178,47 @@ def test_each_script_names_keys_of_one_slot_on_a_cluster(request_type: type) -> 
             _, key_count, *rest = args
             keys = rest[:key_count]
             assert len(slots(keys)) == 1, (request_type.__name__, keys)
+
+
+def test_a_large_change_is_written_a_script_per_chunk_of_members() -> None:
+    members = tuple((f"u{n}", 2, n % 2 == 0) for n in range(2 * MEMBERS_PER_SCRIPT + 1))
+    change = ApplyMembers("team", members)
+    group_side = (scripts.APPLY_MEMBERS, 2, NAMES.group_key("team"))
+    member_side = (scripts.APPLY_MEMBERSHIPS, 2 * MEMBERS_PER_SCRIPT)
+
+    on_one_server = queued(change, is_cluster=False)
+
+    # Per chunk: the group's side, then every member's side in one command.
+    assert [args[:3] for _, args in on_one_server[0::2]] == [group_side] * 2 + [
+        (scripts.APPLY_MEMBERS, 2, NAMES.group_key("team"))
+    ]
+    assert [args[:2] for _, args in on_one_server[1::2]] == [member_side] * 2 + [
+        (scripts.APPLY_MEMBERSHIPS, 2)
+    ]
+    _, _, *last = on_one_server[-1][1]
+    assert last == [
+        NAMES.member_of_key("u2000"),
+        NAMES.member_of_version_key("u2000"),
+        "team",
+        2,
+        "1",
+    ]
+    # On a cluster: a command per member, each in the member's slot.
+    on_a_cluster = queued(change, is_cluster=True)
+    assert len(on_a_cluster) == 3 + len(members)
+
+
+@pytest.mark.parametrize("is_cluster", [False, True])
+def test_a_large_change_counts_the_members_changed_on_the_groups_side(
+    is_cluster: bool,
+) -> None:
+    members = tuple((f"u{n}", 2, True) for n in range(MEMBERS_PER_SCRIPT + 5))
+    pipeline, read = queue(ApplyMembers("team", members), is_cluster=is_cluster)
+    # Each group side answers how many of its chunk changed; the member sides, 1 each.
+    replies = [
+        7 if args[2] == NAMES.group_key("team") else 1 for _, args in pipeline.commands
+    ]
+    assert read(replies) == Applied(14)
 
 
 def test_a_claim_reads_its_recipients_beside_its_script_on_a_cluster() -> None:
