@@ -89,8 +89,9 @@ def _queue_member_sides(
     group: str,
     members: Sequence[tuple[str, int, bool]],
 ) -> None:
-    """Each member's groups and their versions, in one command
-    (``scripts.APPLY_MEMBERSHIPS``): a command per member on a Redis Cluster."""
+    """These members' groups and their versions, in one command
+    (``scripts.APPLY_MEMBERSHIPS``); on a Redis Cluster, one member a command (each uid's keys
+    are in a slot of their own)."""
     keys: list[str] = []
     values: list[str | int] = [group]
     for uid, version, is_member in members:

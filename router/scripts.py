@@ -189,7 +189,8 @@ return replies
 """
 
 # Apply members with their versions, on either side of a group's membership: the group's
-# members (a GroupChanged, or a rebuild page), or one uid's groups (the reverse set). Each
+# members (a GroupChanged, or a rebuild page), or one uid's groups (the reverse set; the router
+# writes that side with APPLY_MEMBERSHIPS, below, which applies this to many uids). Each
 # member whose version in the version hash is lower (or missing) gets the new one, and is added
 # to or removed from the set. A version as high or higher is a later change applied already: the
 # member is left alone. So changes and pages commute: applied in any order, by any router, each

@@ -864,7 +864,7 @@ export class SwitchboardClient {
         }
         ws.onopen = ws.onmessage = ws.onclose = null;
         // A socket closed while it connects still reports an error: heard here, and dropped
-        // (Node's \`ws\` throws an error that nothing listens to, and the process dies).
+        // (Node's `ws` throws an error that nothing listens to, and the process dies).
         ws.onerror = () => {};
         if (this._ws === ws) this._ws = null;
         this.url = null;
