@@ -40,8 +40,9 @@ PACED_QUEUES = {
     "paced_classic_transient": ("classic", aio_pika.DeliveryMode.NOT_PERSISTENT),
 }
 """Each paced phase's figure: its queue type and its messages' delivery mode."""
-PAUSED = ("pause", "pipeline_after_pause", *PACED_QUEUES)
-"""The figures measured over ``paused_operations(N)`` operations, not ``N``."""
+PAUSED = ("pause", "pipeline_after_pause")
+"""The timed figures measured over ``paused_operations(N)`` operations, not ``N`` (as the
+paced ones are)."""
 
 
 def paused_operations(operations: int) -> int:
